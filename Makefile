@@ -1,0 +1,44 @@
+# Agent Gateway: the two commands a fresh machine needs are `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: install run test lint format bench mock-llm clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the gateway: SQLite, in-memory limits, the offline mock LLM, a seeded demo tenant.
+run: $(STAMP)
+	$(BIN)/gateway demo --host $(HOST) --port $(PORT)
+
+## Run the test suite (PostgreSQL/Redis tests skip with a reason when absent, fail in CI).
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+## Load benchmark: mock LLM directly, SDK ceiling, and the gateway (see bench/README.md).
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+mock-llm: $(STAMP)
+	$(BIN)/gateway mock-llm --port 9100
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache gateway.db

@@ -1,0 +1,1 @@
+"""Agent runtime: spec -> SDK Agent (cached), tools, upstream providers, usage hooks."""

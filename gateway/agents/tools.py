@@ -1,0 +1,40 @@
+"""Built-in tools, one SDK FunctionTool each, built once at import.
+
+The catalogue of names lives in `gateway.core.catalog` (the control plane validates specs
+against it); this module implements every entry.
+"""
+
+from __future__ import annotations
+
+from agents import FunctionTool, function_tool
+
+from gateway.agents.calculator import CalculatorError, evaluate
+from gateway.core.catalog import BUILTIN_TOOLS
+from gateway.core.clock import utcnow
+
+
+@function_tool(name_override="current_time", description_override=BUILTIN_TOOLS["current_time"])
+def current_time() -> str:
+    """Current UTC time."""
+    return utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@function_tool(name_override="calculator", description_override=BUILTIN_TOOLS["calculator"])
+def calculator(expression: str) -> str:
+    """Evaluate arithmetic.
+
+    Args:
+        expression: The arithmetic expression, for example `2 + 3 * 4`.
+    """
+    try:
+        return str(evaluate(expression))
+    except CalculatorError as exc:
+        return f"error: {exc}"
+
+
+TOOLS: dict[str, FunctionTool] = {"current_time": current_time, "calculator": calculator}
+
+
+def tools_for(names: list[str]) -> list[FunctionTool]:
+    """The tool objects for the names of a (validated) spec."""
+    return [TOOLS[name] for name in names]

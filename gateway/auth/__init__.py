@@ -1,0 +1,1 @@
+"""Tenant authentication: API key (or, later, JWT) -> Principal."""

@@ -1,0 +1,130 @@
+"""Settings: one `Settings` object read once from the environment (prefix `GATEWAY_`).
+
+The standard OpenAI variables (`OPENAI_API_KEY`, `OPENAI_BASE_URL`) are read here too, so that
+the real OpenAI path works unchanged when they are set. Nothing else in the code base reads
+the environment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_SECRET_KEY = "dev-insecure-secret-key-change-me-0000000000"  # noqa: S105 (refused outside dev)
+_PLACEHOLDERS = {"", "changeme", "change-me", "secret", DEV_SECRET_KEY}
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway. Field names map to `GATEWAY_<NAME>` variables."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    env: Literal["development", "production", "test"] = "development"
+    """`development` allows placeholder secrets; anything else refuses them at start-up."""
+
+    database_url: str = "sqlite+aiosqlite:///./gateway.db"
+    """SQLAlchemy async URL: SQLite by default, `postgresql+asyncpg://…` in production."""
+
+    redis_url: str | None = None
+    """Redis for limits, quotas and cache invalidation shared by all replicas (unset: memory)."""
+
+    secret_key: str = DEV_SECRET_KEY
+    """Keys the HMAC of API keys and signs admin JWTs. At least 32 characters outside dev."""
+
+    admin_token: str | None = None
+    """Bootstrap admin bearer token. Required outside development."""
+
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    """Request bodies above this size get 413."""
+
+    principal_cache_ttl_s: float = Field(default=2.0, gt=0, le=5.0)
+    """How long a resolved credential (and agent spec) is trusted without a DB look-up."""
+
+    principal_cache_size: int = Field(default=10_000, ge=1)
+    """Upper bound on cached credentials per process."""
+
+    openai_api_key: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_API_KEY", "GATEWAY_OPENAI_API_KEY")
+    )
+    """Upstream API key (standard OpenAI variable). Unset in dev: the mock LLM is the upstream."""
+
+    openai_base_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "GATEWAY_OPENAI_BASE_URL")
+    )
+    """Upstream base URL (standard OpenAI variable); any OpenAI-compatible server."""
+
+    upstream_api: Literal["responses", "chat_completions"] = "responses"
+    """Which upstream API the Agents SDK speaks."""
+
+    upstream_timeout_s: float = Field(default=60.0, gt=0)
+    """Per model call timeout; exceeding it answers 504."""
+
+    upstream_max_retries: int = Field(default=2, ge=0, le=10)
+    """Retries of a failed model call (429/5xx/connection) before 502."""
+
+    upstream_http_client: Literal["aiohttp", "httpx"] = "aiohttp"
+    """Transport of the cached AsyncOpenAI clients (aiohttp costs less CPU per call)."""
+
+    default_model: str = "gpt-4.1-mini"
+    """Model of an agent spec that names none."""
+
+    stream_keepalive_s: float = Field(default=15.0, gt=0)
+    """Interval of SSE keep-alive comments."""
+
+    usage_flush_interval_s: float = Field(default=0.5, gt=0)
+    """How often the usage writer flushes its batch."""
+
+    usage_batch_size: int = Field(default=200, ge=1)
+    """Records per INSERT batch."""
+
+    usage_queue_size: int = Field(default=10_000, ge=1)
+    """Bounded write-behind queue; a full queue makes runs wait (never drops a record)."""
+
+    tracing_export: bool = False
+    """Upload Agents SDK traces to OpenAI (off: only the gateway's own processor runs)."""
+
+    demo_api_key: str | None = None
+    """`make run` seeds the demo tenant with this key when set."""
+
+    metrics_enabled: bool = True
+    """Expose `/metrics`."""
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.env == "development":
+            return self
+        if self.secret_key in _PLACEHOLDERS or len(self.secret_key) < 32:
+            raise ValueError("GATEWAY_SECRET_KEY must be a real secret of at least 32 characters")
+        if self.env == "production" and (
+            not self.admin_token or self.admin_token in _PLACEHOLDERS or len(self.admin_token) < 24
+        ):
+            raise ValueError("GATEWAY_ADMIN_TOKEN must be set to at least 24 characters")
+        return self
+
+    @property
+    def uses_mock_upstream(self) -> bool:
+        """True when no upstream key is configured (the built-in mock LLM serves)."""
+        return not self.openai_api_key
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()
+
+
+def settings_of(request: Request) -> Settings:
+    """The settings the running app was built with (tests build apps with their own)."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(settings_of)]

@@ -1,0 +1,192 @@
+"""The error tree and the one place that renders errors as JSON.
+
+Every error leaves the gateway in the OpenAI shape, so OpenAI client libraries surface it::
+
+    {"error": {"type": "...", "code": "...", "message": "...", "param": null}}
+
+    GatewayError (500 api_error)
+    ├── InvalidRequestError (400 invalid_request_error)
+    │   ├── ValidationFailedError (422)
+    │   └── PayloadTooLargeError (413)
+    ├── AuthenticationFailedError (401 authentication_error, one body for every cause)
+    ├── PermissionDeniedError (403 permission_error)
+    ├── NotFoundError (404 not_found_error)
+    ├── ConflictError (409 conflict_error)
+    ├── RateLimitedError (429 rate_limit_error, Retry-After)
+    ├── UpstreamError (502 upstream_error)
+    ├── ServiceUnavailableError (503 service_unavailable)
+    └── UpstreamTimeoutError (504 upstream_timeout)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger("gateway.errors")
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway answers with; carries status, type and code."""
+
+    status_code = 500
+    error_type = "api_error"
+    default_code: str | None = None
+    default_message = "The gateway failed to handle the request."
+
+    def __init__(
+        self,
+        message: str | None = None,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.message = message or self.default_message
+        self.code = code or self.default_code
+        self.param = param
+        self.headers = headers or {}
+        super().__init__(self.message)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body."""
+        return error_body(self.error_type, self.code, self.message, self.param)
+
+
+class InvalidRequestError(GatewayError):
+    status_code = 400
+    error_type = "invalid_request_error"
+    default_message = "The request is invalid."
+
+
+class ValidationFailedError(InvalidRequestError):
+    status_code = 422
+
+
+class PayloadTooLargeError(InvalidRequestError):
+    status_code = 413
+    default_code = "body_too_large"
+    default_message = "The request body is too large."
+
+
+class AuthenticationFailedError(GatewayError):
+    status_code = 401
+    error_type = "authentication_error"
+    default_code = "invalid_api_key"
+    default_message = "Invalid or missing credential."
+
+
+class PermissionDeniedError(GatewayError):
+    status_code = 403
+    error_type = "permission_error"
+    default_message = "The credential is not allowed to do this."
+
+
+class NotFoundError(GatewayError):
+    status_code = 404
+    error_type = "not_found_error"
+    default_code = "not_found"
+    default_message = "Not found."
+
+
+class ConflictError(GatewayError):
+    status_code = 409
+    error_type = "conflict_error"
+    default_code = "conflict"
+
+
+class RateLimitedError(GatewayError):
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, code: str, retry_after_s: float) -> None:
+        seconds = max(1, math.ceil(retry_after_s))
+        super().__init__(message, code=code, headers={"Retry-After": str(seconds)})
+
+
+class UpstreamError(GatewayError):
+    status_code = 502
+    error_type = "upstream_error"
+    default_code = "upstream_failed"
+    default_message = "The model upstream failed."
+
+
+class ServiceUnavailableError(GatewayError):
+    status_code = 503
+    error_type = "service_unavailable"
+    default_message = "A required service is unavailable."
+
+
+class UpstreamTimeoutError(GatewayError):
+    status_code = 504
+    error_type = "upstream_timeout"
+    default_code = "upstream_timeout"
+    default_message = "The model upstream did not answer in time."
+
+
+def error_body(
+    error_type: str, code: str | None, message: str, param: str | None = None
+) -> dict[str, Any]:
+    """The OpenAI-shaped error body."""
+    return {"error": {"type": error_type, "code": code, "message": message, "param": param}}
+
+
+_HTTP_TYPES = {
+    400: ("invalid_request_error", "bad_request"),
+    401: ("authentication_error", "invalid_api_key"),
+    403: ("permission_error", "forbidden"),
+    404: ("not_found_error", "not_found"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    409: ("conflict_error", "conflict"),
+    413: ("invalid_request_error", "body_too_large"),
+    429: ("rate_limit_error", "rate_limited"),
+}
+
+
+async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, GatewayError)
+    return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    param = ".".join(loc) or None
+    message = first.get("msg", "Invalid request.")
+    if param:
+        message = f"{param}: {message}"
+    body = error_body("invalid_request_error", "invalid_value", message, param)
+    return JSONResponse(body, status_code=422)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    error_type, code = _HTTP_TYPES.get(exc.status_code, ("api_error", None))
+    message = exc.detail if isinstance(exc.detail, str) else "Request failed."
+    headers = dict(exc.headers) if exc.headers else None
+    return JSONResponse(
+        error_body(error_type, code, message), status_code=exc.status_code, headers=headers
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error on %s", request.scope.get("path"), exc_info=exc)
+    return JSONResponse(
+        error_body("api_error", "internal_error", GatewayError.default_message), status_code=500
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Render every error, expected or not, as the OpenAI-shaped JSON body."""
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected_error)

@@ -1,0 +1,1 @@
+"""Alembic migrations, run by `gateway db upgrade` (see `gateway.core.migrate`)."""

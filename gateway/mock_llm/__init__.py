@@ -1,0 +1,50 @@
+"""OpenAI-compatible mock LLM server: offline, deterministic, fast.
+
+Used for demos, tests and benchmarks. Routes: ``POST /v1/chat/completions`` and
+``POST /v1/responses`` (plain and ``"stream": true``), ``GET /v1/models``, ``GET /healthz``.
+
+Behaviour (see :mod:`gateway.mock_llm.logic` for the exact usage formula):
+
+* Text answer: ``"Mock answer to: <last user message>"``, streamed word by word.
+* Tool calls: when function tools are offered and the last user message names one (first
+  mentioned wins; or ``tool_choice`` forces one / is ``"required"``) and no tool result
+  follows that message, the answer is one call of that tool. Arguments: the first JSON
+  object literal ``{...}`` of the message, else one value per required schema property
+  (strings get the first arithmetic expression of the message, e.g. ``"2+3*4"``, else the
+  message; numbers 0; booleans false; others null). Once a tool result is present the
+  answer is ``"The <tool> tool returned: <output>"``.
+* ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` truncate the answer to
+  that many words (chat: ``finish_reason="length"``; responses: ``status="incomplete"``
+  and terminal event ``response.incomplete``).
+* Ids are derived from a hash of the request body (``chatcmpl-…``, ``resp_…``, ``msg_…``,
+  ``fc_…``, ``call_…``), so identical requests get identical answers, ids and usage.
+
+Per-request markers in the last user message (removed from the echoed text):
+
+* ``[[fault:500]]``, ``[[fault:503]]``, ``[[fault:429]]`` (any 4xx/5xx): that HTTP status
+  with an OpenAI-style ``{"error": {"message", "type", "param", "code"}}`` body; 429 adds
+  ``retry-after: 0``.
+* ``[[fault:timeout]]``: hang ``MockConfig.stall_seconds`` before answering.
+* ``[[fault:stall]]``: streaming: send half of the deltas, then hang ``stall_seconds``;
+  plain: same as timeout.
+* ``[[fault:bad]]``: HTTP 200 with an invalid JSON body (or invalid SSE data).
+* ``[[latency:NNN]]``: add NNN ms of latency to this request.
+
+``GET /v1/_mock/ledger`` lists the usage of every answered completion (newest last, the last
+100,000), so tests can check that the gateway's usage equals what the upstream reported.
+
+Server-wide knobs live in :class:`MockConfig` (``latency_ms``, ``stream_delay_ms``, random
+``fault_rate``/``fault_status`` with a seeded RNG, ``stall_seconds``). With
+``stream_delay_ms == 0`` a whole stream is written in one go.
+
+Run it with :func:`run_mock_server` or ``python -m gateway.mock_llm --port 9100``; in tests
+use :func:`gateway.mock_llm.testing.start_mock_server`.
+"""
+
+from __future__ import annotations
+
+from .app import MockLLMApp, create_mock_app
+from .config import MockConfig
+from .server import run_mock_server
+
+__all__ = ["MockConfig", "MockLLMApp", "create_mock_app", "run_mock_server"]

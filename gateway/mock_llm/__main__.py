@@ -1,0 +1,39 @@
+"""``python -m gateway.mock_llm`` — run the mock LLM server."""
+
+from __future__ import annotations
+
+import argparse
+
+from .config import MockConfig
+from .server import run_mock_server
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse command-line options and serve until interrupted.
+
+    Args:
+        argv: Arguments (defaults to ``sys.argv[1:]``).
+    """
+    parser = argparse.ArgumentParser(prog="python -m gateway.mock_llm", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9100)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--stream-delay-ms", type=float, default=0.0)
+    parser.add_argument("--fault-rate", type=float, default=0.0)
+    parser.add_argument("--fault-status", type=int, default=500)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stall-seconds", type=float, default=30.0)
+    args = parser.parse_args(argv)
+    config = MockConfig(
+        latency_ms=args.latency_ms,
+        stream_delay_ms=args.stream_delay_ms,
+        fault_rate=args.fault_rate,
+        fault_status=args.fault_status,
+        seed=args.seed,
+        stall_seconds=args.stall_seconds,
+    )
+    run_mock_server(args.host, args.port, config)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""Configuration of the mock LLM server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class MockConfig:
+    """Server-wide knobs of the mock LLM server.
+
+    Per-request behaviour (faults, extra latency) is driven by markers in the last user
+    message; see :mod:`gateway.mock_llm`.
+    """
+
+    latency_ms: float = 0
+    """Delay in milliseconds before answering (non-streaming) or before the first chunk."""
+
+    stream_delay_ms: float = 0
+    """Delay in milliseconds between two streamed deltas (0 = send the whole stream at once)."""
+
+    fault_rate: float = 0.0
+    """Probability (0..1) that a request fails with ``fault_status`` (seeded, deterministic)."""
+
+    fault_status: int = 500
+    """HTTP status returned by random faults drawn with ``fault_rate``."""
+
+    seed: int = 0
+    """Seed of the random generator used for ``fault_rate``."""
+
+    stall_seconds: float = 30.0
+    """How long a ``timeout`` / ``stall`` fault hangs before carrying on."""

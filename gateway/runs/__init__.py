@@ -1,0 +1,1 @@
+"""Agent runs: request schema, execution (plain and streamed), error mapping, the /v1 routes."""

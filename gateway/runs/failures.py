@@ -1,0 +1,51 @@
+"""Map what escapes `Runner.run` to gateway errors and usage-record statuses."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import openai
+from agents.exceptions import MaxTurnsExceeded, ModelBehaviorError
+
+from gateway.core.errors import (
+    GatewayError,
+    UpstreamError,
+    UpstreamTimeoutError,
+    ValidationFailedError,
+)
+from observability.metrics import UPSTREAM_REQUESTS
+
+logger = logging.getLogger("gateway.runs")
+
+
+def map_run_error(exc: BaseException, *, model: str, max_turns: int) -> GatewayError:
+    """The error the client sees for a failed run (never a stack trace)."""
+    if isinstance(exc, GatewayError):
+        return exc
+    if isinstance(exc, openai.APITimeoutError):
+        UPSTREAM_REQUESTS.labels(model, "timeout").inc()
+        return UpstreamTimeoutError()
+    if isinstance(exc, openai.APIStatusError):
+        UPSTREAM_REQUESTS.labels(model, str(exc.status_code)).inc()
+        return UpstreamError(
+            f"The model upstream answered {exc.status_code}.",
+            code=f"upstream_{exc.status_code}",
+        )
+    if isinstance(exc, openai.APIConnectionError):
+        UPSTREAM_REQUESTS.labels(model, "unreachable").inc()
+        return UpstreamError(
+            "The model upstream could not be reached.", code="upstream_unreachable"
+        )
+    if isinstance(
+        exc, openai.APIResponseValidationError | ModelBehaviorError | json.JSONDecodeError
+    ):
+        UPSTREAM_REQUESTS.labels(model, "bad_response").inc()
+        return UpstreamError("The model upstream sent an invalid response.", code="bad_response")
+    if isinstance(exc, MaxTurnsExceeded):
+        return ValidationFailedError(
+            f"The agent used its {max_turns} turns without a final answer.",
+            code="max_turns_exceeded",
+        )
+    logger.error("run failed unexpectedly", exc_info=exc)
+    return GatewayError()

@@ -1,0 +1,170 @@
+"""Run an agent for a principal: resolve the agent, run it with an explicit RunConfig, meter
+its usage, and always settle (usage record + metrics) however the run ends.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from agents import RunConfig, Runner
+from agents.models.openai_provider import OpenAIProvider
+
+from gateway.agents.builder import AgentCache, BuiltAgent
+from gateway.auth.principal import Principal
+from gateway.core.clock import rfc3339, utcnow
+from gateway.core.config import Settings
+from gateway.core.db import Database
+from gateway.core.errors import NotFoundError
+from gateway.core.ids import new_id
+from gateway.runs.failures import map_run_error
+from gateway.runs.meter import RunMeter
+from gateway.usage.recorder import UsageRecorder
+from observability.metrics import IN_FLIGHT, record_run
+from tenants.models import UsageRecord
+
+
+@dataclass
+class RunHandle:
+    """One run in progress: what it runs, for whom, and its meter."""
+
+    principal: Principal
+    built: BuiltAgent
+    provider: OpenAIProvider
+    recorder: UsageRecorder
+    run_id: str = field(default_factory=lambda: new_id("run"))
+    created_at: datetime = field(default_factory=utcnow)
+    started: float = field(default_factory=time.perf_counter)
+    meter: RunMeter = field(init=False)
+    settled: bool = False
+
+    def __post_init__(self) -> None:
+        self.meter = RunMeter(self.built.model)
+        IN_FLIGHT.labels(self.principal.tenant_slug).inc()
+
+    def run_config(self) -> RunConfig:
+        """Provider and model passed explicitly: never the SDK's process-wide defaults."""
+        return RunConfig(
+            model=self.built.model,
+            model_provider=self.provider,
+            workflow_name=f"{self.principal.tenant_slug}/{self.built.name}",
+        )
+
+    def response(self, output: Any, status: str = "completed") -> dict[str, Any]:
+        """The run object of SPEC §5.1."""
+        return {
+            "id": self.run_id,
+            "object": "agent.run",
+            "agent": self.built.name,
+            "status": status,
+            "output": output,
+            "conversation_id": None,
+            "model": self.built.model,
+            "usage": self.meter.as_dict(),
+            "created_at": rfc3339(self.created_at),
+        }
+
+    def settle(self, status: str) -> None:
+        """Record usage and metrics exactly once, whatever the outcome."""
+        if self.settled:
+            return
+        self.settled = True
+        IN_FLIGHT.labels(self.principal.tenant_slug).dec()
+        elapsed = time.perf_counter() - self.started
+        meter = self.meter
+        self.recorder.record(
+            UsageRecord(
+                run_id=self.run_id,
+                tenant_id=self.principal.tenant_id,
+                key_id=self.principal.key_id,
+                user=self.principal.user,
+                agent=self.built.name,
+                agent_version=self.built.version,
+                model=self.built.model,
+                requests=meter.requests,
+                input_tokens=meter.input_tokens,
+                output_tokens=meter.output_tokens,
+                cached_tokens=meter.cached_tokens,
+                reasoning_tokens=meter.reasoning_tokens,
+                total_tokens=meter.total_tokens,
+                status=status,
+                latency_ms=int(elapsed * 1000),
+                day=self.created_at.date(),
+                created_at=self.created_at,
+            )
+        )
+        record_run(
+            tenant=self.principal.tenant_slug,
+            agent=self.built.name,
+            model=self.built.model,
+            status=status,
+            duration_s=elapsed,
+            input_tokens=meter.input_tokens,
+            output_tokens=meter.output_tokens,
+            cached_tokens=meter.cached_tokens,
+            reasoning_tokens=meter.reasoning_tokens,
+        )
+
+
+class RunService:
+    """Resolves agents and executes runs; one per app, built from app state."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        agents: AgentCache,
+        providers: Any,
+        recorder: UsageRecorder,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.agents = agents
+        self.providers = providers
+        self.recorder = recorder
+
+    async def resolve(self, principal: Principal, name: str) -> BuiltAgent:
+        """The tenant's agent, or 404 (also for another tenant's agent)."""
+        built = await self.agents.get(
+            self.db, principal.tenant_id, name, default_model=self.settings.default_model
+        )
+        if built is None:
+            raise NotFoundError(f"No agent named '{name}'.", code="agent_not_found")
+        return built
+
+    async def start(self, principal: Principal, name: str) -> RunHandle:
+        """Admit a run (later: limits and quotas) and open its handle."""
+        built = await self.resolve(principal, name)
+        await self.recorder.wait_for_room()
+        return RunHandle(
+            principal=principal,
+            built=built,
+            provider=self.providers.default(),
+            recorder=self.recorder,
+        )
+
+    async def run(self, handle: RunHandle, sdk_input: str | list[Any]) -> dict[str, Any]:
+        """Run to completion; the settled run object, or a mapped GatewayError."""
+        status = "failed"
+        try:
+            result = await Runner.run(
+                handle.built.agent,
+                sdk_input,
+                max_turns=handle.built.max_turns,
+                hooks=handle.meter,
+                run_config=handle.run_config(),
+            )
+            status = "completed"
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                status = "cancelled"
+                raise
+            raise map_run_error(
+                exc, model=handle.built.model, max_turns=handle.built.max_turns
+            ) from exc
+        finally:
+            handle.settle(status)
+        return handle.response(result.final_output)

@@ -1,0 +1,123 @@
+"""Streamed runs as Server-Sent Events (SPEC §5.1).
+
+Events: `run.created`, `output_text.delta`, `tool.called`, `tool.output`, `agent.handoff`, then
+exactly one of `run.completed` / `run.failed`. A keep-alive comment goes out whenever nothing
+else has for `keepalive_s`. If the client goes away, Starlette cancels the response task: the
+`finally` below cancels the SDK run (breaking out of its event loop alone would not stop it)
+and settles the run as `cancelled` with the tokens already spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from agents import Runner
+from agents.result import RunResultStreaming
+
+from gateway.runs.failures import map_run_error
+from gateway.runs.service import RunHandle
+
+KEEPALIVE = b": keep-alive\n\n"
+
+
+def sse(event: str, data: Any) -> bytes:
+    """One named SSE event with a JSON payload."""
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+def _translate(event: Any) -> bytes | None:
+    """SDK stream event -> our SSE event (None for events clients do not need)."""
+    if event.type == "raw_response_event":
+        data = event.data
+        if getattr(data, "type", None) == "response.output_text.delta":
+            return sse("output_text.delta", {"delta": data.delta})
+        return None
+    if event.type != "run_item_stream_event":
+        return None
+    item = event.item
+    raw = getattr(item, "raw_item", None)
+    if event.name == "tool_called":
+        return sse(
+            "tool.called",
+            {
+                "name": getattr(raw, "name", None),
+                "call_id": getattr(raw, "call_id", None),
+                "arguments": getattr(raw, "arguments", None),
+            },
+        )
+    if event.name == "tool_output":
+        call_id = raw.get("call_id") if isinstance(raw, dict) else getattr(raw, "call_id", None)
+        return sse("tool.output", {"call_id": call_id, "output": str(item.output)})
+    if event.name == "handoff_occured":
+        return sse(
+            "agent.handoff",
+            {"from": item.source_agent.name, "to": item.target_agent.name},
+        )
+    return None
+
+
+async def _events(handle: RunHandle, sdk_input: str | list[Any]) -> AsyncIterator[bytes]:
+    yield sse("run.created", handle.response(None, status="in_progress"))
+    status = "cancelled"
+    result: RunResultStreaming | None = None
+    try:
+        result = Runner.run_streamed(
+            handle.built.agent,
+            sdk_input,
+            max_turns=handle.built.max_turns,
+            hooks=handle.meter,
+            run_config=handle.run_config(),
+        )
+        async for event in result.stream_events():
+            chunk = _translate(event)
+            if chunk is not None:
+                yield chunk
+        status = "completed"
+    except Exception as exc:
+        status = "failed"
+        error = map_run_error(exc, model=handle.built.model, max_turns=handle.built.max_turns)
+        handle.settle(status)
+        yield sse("run.failed", error.body())
+        return
+    finally:
+        if result is not None:
+            result.cancel()
+        handle.settle(status)
+    yield sse("run.completed", handle.response(result.final_output))
+
+
+async def stream_run(
+    handle: RunHandle, sdk_input: str | list[Any], *, keepalive_s: float
+) -> AsyncIterator[bytes]:
+    """The SSE byte stream of a run, with keep-alive comments while the run is quiet.
+
+    The run is produced by its own task so that waiting for a keep-alive never cancels the SDK
+    stream; when the response ends for any reason (including the client leaving), the task is
+    cancelled and the run settles.
+    """
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    async def produce() -> None:
+        try:
+            async for chunk in _events(handle, sdk_input):
+                queue.put_nowait(chunk)
+        finally:
+            queue.put_nowait(None)
+
+    task = asyncio.get_running_loop().create_task(produce())
+    try:
+        while True:
+            try:
+                async with asyncio.timeout(keepalive_s):
+                    chunk = await queue.get()
+            except TimeoutError:
+                yield KEEPALIVE
+                continue
+            if chunk is None:
+                break
+            yield chunk
+    finally:
+        task.cancel()

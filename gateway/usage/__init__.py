@@ -1,0 +1,1 @@
+"""Usage: the write-behind recorder and the tenant's usage report."""

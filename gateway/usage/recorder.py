@@ -1,0 +1,142 @@
+"""Write-behind usage recorder: runs hand over records; a background task writes them in batches.
+
+Nothing is lost: a failed write keeps the batch and retries with backoff (counted in
+`gateway_usage_write_failures_total`), and `close()` flushes what is left. The queue is bounded
+by admission: new runs wait in `wait_for_room()` while `max_queue` records are pending, so
+finishing runs never block or drop a record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+
+from sqlalchemy.exc import IntegrityError
+
+from gateway.core.db import Database
+from observability.metrics import USAGE_QUEUE_DEPTH, USAGE_WRITE_FAILURES
+from tenants.models import UsageRecord
+from tenants.usage.repository import UsageRepository
+
+logger = logging.getLogger("gateway.usage")
+MAX_BACKOFF_S = 5.0
+
+
+class UsageRecorder:
+    """Batches usage records into the database off the request path."""
+
+    def __init__(
+        self, db: Database, *, batch_size: int, flush_interval_s: float, max_queue: int
+    ) -> None:
+        self._db = db
+        self._batch_size = batch_size
+        self._interval = flush_interval_s
+        self._max_queue = max_queue
+        self._pending: deque[UsageRecord] = deque()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._lock = asyncio.Lock()
+        self.written = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-writer")
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    def record(self, record: UsageRecord) -> None:
+        """Hand over one record (never blocks, never drops)."""
+        self._pending.append(record)
+        USAGE_QUEUE_DEPTH.set(len(self._pending))
+        if len(self._pending) >= self._batch_size:
+            self._wake.set()
+        if len(self._pending) >= self._max_queue:
+            self._room.clear()
+
+    async def wait_for_room(self) -> None:
+        """Back-pressure for new runs while the writer is behind."""
+        if not self._room.is_set():
+            await self._room.wait()
+
+    async def flush(self) -> None:
+        """Write everything pending now (used by tests and on shutdown)."""
+        while self._pending:
+            await self._write_batch()
+
+    async def _run(self) -> None:
+        failures = 0
+        while not self._closing:
+            try:
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while self._pending:
+                    await self._write_batch()
+                failures = 0
+            except Exception:
+                failures += 1
+                USAGE_WRITE_FAILURES.inc()
+                logger.warning(
+                    "usage write failed; %d records kept for retry", self.depth, exc_info=True
+                )
+                await asyncio.sleep(min(MAX_BACKOFF_S, 0.1 * 2**failures))
+
+    async def _write_batch(self) -> None:
+        # One writer at a time: the timer task and an explicit flush must not write the same
+        # records twice.
+        async with self._lock:
+            if self._pending:
+                await self._write_head()
+
+    async def _write_head(self) -> None:
+        batch = [self._pending[i] for i in range(min(self._batch_size, len(self._pending)))]
+        try:
+            await self._insert(batch)
+        except IntegrityError:
+            # A batch whose commit was reported failed may still have landed: write row by row
+            # and skip the ones already there, so a retry never double counts.
+            for record in batch:
+                try:
+                    await self._insert([record])
+                except IntegrityError:
+                    logger.info("usage record %s already written", record.run_id)
+        for _ in batch:
+            self._pending.popleft()
+        self.written += len(batch)
+        USAGE_QUEUE_DEPTH.set(len(self._pending))
+        if len(self._pending) < self._max_queue:
+            self._room.set()
+
+    async def _insert(self, records: list[UsageRecord]) -> None:
+        async with self._db.session() as session:
+            await UsageRepository(session).add_many(
+                [UsageRecord(**r.model_dump()) for r in records]
+            )
+
+    async def close(self, timeout_s: float = 10.0) -> None:
+        """Stop the timer and flush what is left (bounded by `timeout_s`)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            async with asyncio.timeout(timeout_s):
+                while self._pending:
+                    try:
+                        await self.flush()
+                    except Exception:
+                        USAGE_WRITE_FAILURES.inc()
+                        await asyncio.sleep(0.2)
+        except TimeoutError:
+            logger.error("shutdown: %d usage records could not be written", self.depth)

@@ -1,0 +1,66 @@
+"""Prometheus metrics: HTTP metrics by route template, and the gateway's own `gateway_*` series.
+
+Label values are bounded by design: the tenant label is the tenant's slug, never a user id,
+key, prompt or raw path.
+"""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_fastapi_instrumentator import Instrumentator
+
+RUNS = Counter("gateway_runs_total", "Agent runs by final status.", ["tenant", "agent", "status"])
+RUN_DURATION = Histogram(
+    "gateway_run_duration_seconds",
+    "Wall time of agent runs.",
+    ["tenant", "agent"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+TOKENS = Counter(
+    "gateway_tokens_total",
+    "Model tokens by type (input, output, cached, reasoning).",
+    ["tenant", "agent", "model", "type"],
+)
+UPSTREAM_REQUESTS = Counter(
+    "gateway_upstream_requests_total", "Model calls by model and outcome.", ["model", "status"]
+)
+IN_FLIGHT = Gauge("gateway_runs_in_flight", "Runs in progress.", ["tenant"])
+USAGE_QUEUE_DEPTH = Gauge("gateway_usage_queue_depth", "Usage records waiting to be written.")
+USAGE_WRITE_FAILURES = Counter(
+    "gateway_usage_write_failures_total", "Failed usage batch writes (retried, never dropped)."
+)
+
+
+def record_run(
+    *,
+    tenant: str,
+    agent: str,
+    model: str,
+    status: str,
+    duration_s: float,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int,
+    reasoning_tokens: int,
+) -> None:
+    """Count one finished run and its tokens."""
+    RUNS.labels(tenant, agent, status).inc()
+    RUN_DURATION.labels(tenant, agent).observe(duration_s)
+    for kind, value in (
+        ("input", input_tokens),
+        ("output", output_tokens),
+        ("cached", cached_tokens),
+        ("reasoning", reasoning_tokens),
+    ):
+        if value:
+            TOKENS.labels(tenant, agent, model, kind).inc(value)
+
+
+def install_http_metrics(app: FastAPI) -> None:
+    """HTTP request metrics labelled by route template, and `GET /metrics`."""
+    Instrumentator(
+        should_group_status_codes=False,
+        should_ignore_untemplated=True,
+        excluded_handlers=["/metrics", "/healthz", "/readyz"],
+    ).instrument(app).expose(app, include_in_schema=False)

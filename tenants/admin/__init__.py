@@ -1,0 +1,1 @@
+"""Admin authentication for the /admin routes."""

@@ -1,0 +1,1 @@
+"""Agent specs: validation, versions, activation."""

@@ -1,0 +1,68 @@
+"""`/admin/tenants/{tenant_id}/agents` routes: thin wrappers over `tenants.agent.service`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Response, status
+
+from gateway.core.db import SessionDep
+from tenants.agent import service
+from tenants.agent.schemas import AgentPublic, AgentVersionPublic, agent_public, version_public
+from tenants.agent.spec import AGENT_NAME_PATTERN, AgentSpec
+from tenants.pagination import ListBody, PageDep
+
+router = APIRouter(prefix="/tenants/{tenant_id}/agents")
+
+AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN, description="Agent name.")]
+
+
+@router.put(
+    "/{name}",
+    response_model=AgentPublic,
+    responses={201: {"model": AgentPublic, "description": "Agent created (version 1)."}},
+)
+async def put_agent(
+    tenant_id: str, name: AgentName, spec: AgentSpec, session: SessionDep, response: Response
+) -> AgentPublic:
+    """Create the agent (201) or store a new version of it (200); the new version is active."""
+    agent, version, created = await service.put_agent(session, tenant_id, name, spec)
+    response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
+    return agent_public(agent, version)
+
+
+@router.get("", response_model=ListBody[AgentPublic])
+async def list_agents(tenant_id: str, session: SessionDep, page: PageDep) -> dict[str, Any]:
+    """The tenant's agents with their active specs, oldest first."""
+    result = await service.list_agents(session, tenant_id, page)
+    return result.render(lambda row: agent_public(*row))
+
+
+@router.get("/{name}", response_model=AgentPublic)
+async def get_agent(tenant_id: str, name: AgentName, session: SessionDep) -> AgentPublic:
+    """One agent with the spec of its active version."""
+    return agent_public(*await service.get_agent(session, tenant_id, name))
+
+
+@router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_agent(tenant_id: str, name: AgentName, session: SessionDep) -> Response:
+    """Delete the agent and its versions."""
+    await service.delete_agent(session, tenant_id, name)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/{name}/versions", response_model=ListBody[AgentVersionPublic])
+async def list_versions(
+    tenant_id: str, name: AgentName, session: SessionDep, page: PageDep
+) -> dict[str, Any]:
+    """Versions newest first; page with `after=<version number>`."""
+    agent, versions = await service.list_versions(session, tenant_id, name, page)
+    return versions.render(lambda version: version_public(version, agent))
+
+
+@router.post("/{name}/versions/{version}/activate", response_model=AgentPublic)
+async def activate_version(
+    tenant_id: str, name: AgentName, version: int, session: SessionDep
+) -> AgentPublic:
+    """Make an existing version the active one."""
+    return agent_public(*await service.activate_version(session, tenant_id, name, version))

@@ -1,0 +1,142 @@
+"""Agent rules: every PUT stores a new immutable version and activates it; rollback by
+activating an older one. Agents of unknown or deleted tenants are 404.
+
+Usable without a request (CLI, demo seeding): every function takes the session and commits
+its own changes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.core.clock import utcnow
+from gateway.core.errors import ConflictError, NotFoundError, ValidationFailedError
+from gateway.core.ids import new_id
+from tenants.agent.repository import AgentRepository
+from tenants.agent.spec import AGENT_NAME_RE, AgentSpec
+from tenants.models import Agent, AgentVersion
+from tenants.pagination import Page, PageParams
+from tenants.tenant.service import require_tenant
+
+_PUT_ATTEMPTS = 5
+
+
+def _no_agent(name: str) -> NotFoundError:
+    return NotFoundError(f"No agent named '{name}'.", param="name")
+
+
+async def put_agent(
+    session: AsyncSession, tenant_id: str, name: str, spec: AgentSpec
+) -> tuple[Agent, AgentVersion, bool]:
+    """Store `spec` as the agent's next version and activate it.
+
+    Returns the agent, the new version and whether the agent was created by this call.
+    """
+    if not AGENT_NAME_RE.match(name):
+        raise ValidationFailedError(
+            "Agent names are 1-64 characters of a-z, 0-9, '_' and '-'.", param="name"
+        )
+    tenant = await require_tenant(session, tenant_id)
+    repository = AgentRepository(session)
+    for _ in range(_PUT_ATTEMPTS):
+        now = utcnow()
+        created = False
+        try:
+            agent = await repository.bump_version(tenant.id, name, now)
+            if agent is None:
+                created = True
+                agent = Agent(
+                    id=new_id("agt"),
+                    tenant_id=tenant.id,
+                    name=name,
+                    active_version=1,
+                    latest_version=1,
+                    created_at=now,
+                    updated_at=now,
+                )
+                repository.add(agent)
+            version = AgentVersion(
+                agent_id=agent.id, version=agent.latest_version, spec=spec.stored(), created_at=now
+            )
+            repository.add(version)
+            await session.commit()
+        except IntegrityError:
+            # Another PUT created the same agent first: retry, now as a new version of it.
+            await session.rollback()
+            continue
+        return agent, version, created
+    raise ConflictError(f"Agent '{name}' is being changed concurrently; retry.", param="name")
+
+
+async def get_agent(session: AsyncSession, tenant_id: str, name: str) -> tuple[Agent, AgentVersion]:
+    """The tenant's agent and its active version (404 if either is missing)."""
+    tenant = await require_tenant(session, tenant_id)
+    repository = AgentRepository(session)
+    agent = await repository.get(tenant.id, name)
+    if agent is None:
+        raise _no_agent(name)
+    version = await repository.get_version(tenant.id, agent.id, agent.active_version)
+    if version is None:
+        raise _no_agent(name)
+    return agent, version
+
+
+async def list_agents(
+    session: AsyncSession, tenant_id: str, page: PageParams
+) -> Page[tuple[Agent, AgentVersion]]:
+    """One page of the tenant's agents with their active versions, oldest first."""
+    tenant = await require_tenant(session, tenant_id)
+    repository = AgentRepository(session)
+    agents = await repository.list_page(tenant.id, page)
+    active = await repository.active_versions(tenant.id, agents.items)
+    items = [(agent, active[agent.id]) for agent in agents.items if agent.id in active]
+    return Page(items=items, has_more=agents.has_more)
+
+
+async def delete_agent(session: AsyncSession, tenant_id: str, name: str) -> None:
+    """Delete the agent and every version of it."""
+    tenant = await require_tenant(session, tenant_id)
+    repository = AgentRepository(session)
+    agent = await repository.get(tenant.id, name)
+    if agent is None:
+        raise _no_agent(name)
+    await repository.delete(tenant.id, agent.id)
+    await session.commit()
+
+
+async def list_versions(
+    session: AsyncSession, tenant_id: str, name: str, page: PageParams
+) -> tuple[Agent, Page[AgentVersion]]:
+    """The agent and one page of its versions, newest first; `after` is a version number."""
+    before: int | None = None
+    if page.after is not None:
+        if not page.after.isdigit():
+            raise ValidationFailedError("after: must be a version number.", param="after")
+        before = int(page.after)
+    tenant = await require_tenant(session, tenant_id)
+    repository = AgentRepository(session)
+    agent = await repository.get(tenant.id, name)
+    if agent is None:
+        raise _no_agent(name)
+    versions = await repository.list_versions(tenant.id, agent.id, limit=page.limit, before=before)
+    return agent, versions
+
+
+async def activate_version(
+    session: AsyncSession, tenant_id: str, name: str, number: int
+) -> tuple[Agent, AgentVersion]:
+    """Make version `number` the one that runs (rollback or roll forward)."""
+    tenant = await require_tenant(session, tenant_id)
+    repository = AgentRepository(session)
+    agent = await repository.get(tenant.id, name)
+    if agent is None:
+        raise _no_agent(name)
+    version = await repository.get_version(tenant.id, agent.id, number)
+    if version is None:
+        raise NotFoundError(f"Agent '{name}' has no version {number}.", param="version")
+    agent.active_version = number
+    agent.updated_at = utcnow()
+    session.add(agent)
+    await session.commit()
+    return agent, version

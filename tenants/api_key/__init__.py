@@ -1,0 +1,1 @@
+"""API keys: format, hashing, issue/list/revoke."""

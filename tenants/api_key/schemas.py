@@ -1,0 +1,117 @@
+"""Request and response bodies of the API key routes.
+
+The plaintext key appears only in `KeyCreated`, the answer to the request that issued it; the
+hash never leaves the database.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+from gateway.core.clock import as_utc, rfc3339, utcnow
+from tenants.models import ApiKey
+
+Scope = Literal["runs", "conversations", "usage"]
+ALL_SCOPES: tuple[Scope, ...] = ("runs", "conversations", "usage")
+
+KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class KeyCreate(BaseModel):
+    """`POST /admin/tenants/{id}/keys`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: KeyName
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(ALL_SCOPES))] | None = None
+    """Default (absent or null): every scope."""
+    expires_at: AwareDatetime | None = None
+    """RFC 3339 with an offset, in the future."""
+
+    @field_validator("scopes")
+    @classmethod
+    def _no_duplicates(cls, scopes: list[Scope] | None) -> list[Scope] | None:
+        if scopes is not None and len(set(scopes)) != len(scopes):
+            raise ValueError("a scope is listed twice")
+        return scopes
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: AwareDatetime | None) -> AwareDatetime | None:
+        if value is not None and as_utc(value) <= utcnow():
+            raise ValueError("must be in the future")
+        return value
+
+    def granted_scopes(self) -> list[str]:
+        """The scopes to store, in canonical order."""
+        wanted = set(self.scopes) if self.scopes is not None else set(ALL_SCOPES)
+        return [scope for scope in ALL_SCOPES if scope in wanted]
+
+
+class KeyPublic(BaseModel):
+    """A key as listed: never the plaintext nor its hash."""
+
+    id: str
+    object: Literal["api_key"] = "api_key"
+    name: str
+    prefix: str
+    last4: str
+    display: str
+    scopes: list[str]
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+    last_used_at: str | None
+
+
+class KeyCreated(BaseModel):
+    """The answer to issuing a key: the only time the plaintext `key` is shown."""
+
+    id: str
+    object: Literal["api_key"] = "api_key"
+    key: str
+    prefix: str
+    last4: str
+    display: str
+    name: str
+    scopes: list[str]
+    created_at: str
+    expires_at: str | None
+
+
+def display(key: ApiKey) -> str:
+    """`prefix…last4`."""
+    return f"{key.prefix}\u2026{key.last4}"
+
+
+def key_public(key: ApiKey) -> KeyPublic:
+    """Render a key row for a list."""
+    return KeyPublic(
+        id=key.id,
+        name=key.name,
+        prefix=key.prefix,
+        last4=key.last4,
+        display=display(key),
+        scopes=list(ALL_SCOPES if key.scopes is None else key.scopes),
+        created_at=rfc3339(key.created_at) or "",
+        expires_at=rfc3339(key.expires_at),
+        revoked_at=rfc3339(key.revoked_at),
+        last_used_at=rfc3339(key.last_used_at),
+    )
+
+
+def key_created(key: ApiKey, plaintext: str) -> KeyCreated:
+    """Render a freshly issued key with its plaintext."""
+    return KeyCreated(
+        id=key.id,
+        key=plaintext,
+        prefix=key.prefix,
+        last4=key.last4,
+        display=display(key),
+        name=key.name,
+        scopes=list(ALL_SCOPES if key.scopes is None else key.scopes),
+        created_at=rfc3339(key.created_at) or "",
+        expires_at=rfc3339(key.expires_at),
+    )

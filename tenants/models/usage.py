@@ -1,0 +1,35 @@
+"""Usage records: one row per run, written in batches off the request path."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import Index
+from sqlmodel import Field, SQLModel
+
+from tenants.models.columns import created_at_field
+
+
+class UsageRecord(SQLModel, table=True):
+    __tablename__ = "usage_records"
+    __table_args__ = (Index("ix_usage_tenant_day", "tenant_id", "day"),)
+
+    run_id: str = Field(primary_key=True, max_length=40)
+    tenant_id: str = Field(max_length=40)
+    key_id: str | None = Field(default=None, max_length=40)
+    user: str | None = Field(default=None, max_length=256)
+    agent: str = Field(max_length=64)
+    agent_version: int = 0
+    model: str = Field(max_length=128)
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+    status: str = Field(max_length=16)
+    """`completed`, `failed`, `cancelled` or `rate_limited`."""
+    latency_ms: int = 0
+    day: date = Field(index=True)
+    """UTC day of `created_at`: the unit of the usage reports' date ranges."""
+    created_at: datetime = created_at_field()

@@ -1,0 +1,85 @@
+"""Cursor pagination of admin lists (SPEC §3).
+
+Lists answer `{"data": [...], "has_more": bool}` and take `limit` (default 20, 1..100) and
+`after` (the id of the last item of the previous page). Ids are time-ordered strings, so a page
+is `WHERE id > after ORDER BY id LIMIT limit + 1`: the extra row only tells whether more follow.
+Repositories build the tenant-scoped statement; `fetch_page` adds the cursor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, Generic, TypeVar
+
+from fastapi import Depends, Query
+from pydantic import BaseModel
+from sqlmodel import col
+from sqlmodel.ext.asyncio.session import AsyncSession
+from sqlmodel.sql.expression import SelectOfScalar
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 100
+
+
+@dataclass(frozen=True, slots=True)
+class PageParams:
+    """The `limit` and `after` query parameters of a list request."""
+
+    limit: int = DEFAULT_LIMIT
+    """How many items to return (1..100)."""
+
+    after: str | None = None
+    """The id of the last item already seen; the page starts after it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of rows and whether more follow it."""
+
+    items: list[T]
+    has_more: bool
+
+    def render(self, item: Callable[[T], Any]) -> dict[str, Any]:
+        """The list body: `{"data": [item(row) ...], "has_more": ...}`."""
+        return {"data": [item(row) for row in self.items], "has_more": self.has_more}
+
+
+class ListBody(BaseModel, Generic[M]):
+    """The shape of every list response (used as `response_model` for the OpenAPI schema)."""
+
+    data: list[M]
+    has_more: bool
+
+
+def page_params(
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1..100).")
+    ] = DEFAULT_LIMIT,
+    after: Annotated[
+        str | None,
+        Query(min_length=1, max_length=64, description="Id of the last item already seen."),
+    ] = None,
+) -> PageParams:
+    """Dependency reading the two pagination query parameters."""
+    return PageParams(limit=limit, after=after)
+
+
+PageDep = Annotated[PageParams, Depends(page_params)]
+
+
+async def fetch_page(
+    session: AsyncSession,
+    statement: SelectOfScalar[T],
+    id_column: Any,
+    page: PageParams,
+) -> Page[T]:
+    """Run `statement` ordered by `id_column`, starting after the cursor, one page long."""
+    if page.after is not None:
+        statement = statement.where(col(id_column) > page.after)
+    statement = statement.order_by(col(id_column)).limit(page.limit + 1)
+    rows: Sequence[T] = (await session.exec(statement)).all()
+    return Page(items=list(rows[: page.limit]), has_more=len(rows) > page.limit)

@@ -1,0 +1,1 @@
+"""Tenants: create, list, update (name, status, limits), soft delete."""

@@ -1,0 +1,102 @@
+"""Request and response bodies of the tenant routes, and the `TenantLimits` document.
+
+A tenant's `limits` are stored as the full `TenantLimits` object (every key present, `null` =
+unlimited), so the data plane reads them with `tenant_limits(tenant)`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from gateway.core.clock import rfc3339
+from tenants.models import Tenant
+
+SLUG_PATTERN = r"^[a-z0-9-]{2,40}$"
+
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+TenantName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+TenantStatus = Literal["active", "suspended"]
+# StrictInt: "5", 5.5 and true are refused rather than coerced; the bound fits a BIGINT.
+LimitValue = Annotated[StrictInt, Field(ge=1, le=10**12)] | None
+
+
+class TenantLimits(BaseModel):
+    """Per-tenant limits and quotas (SPEC §6); `null` means unlimited."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: LimitValue = None
+    requests_per_minute_per_user: LimitValue = None
+    tokens_per_minute: LimitValue = None
+    tokens_per_day: LimitValue = None
+    max_concurrent_runs: LimitValue = None
+
+
+class TenantCreate(BaseModel):
+    """`POST /admin/tenants`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slug: Slug
+    name: TenantName
+    limits: TenantLimits = Field(default_factory=TenantLimits)
+
+
+class TenantUpdate(BaseModel):
+    """`PATCH /admin/tenants/{id}`: only the fields sent change; `limits` keys merge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: TenantName | None = None
+    status: TenantStatus | None = None
+    limits: TenantLimits | None = None
+    # Present only to answer "slug is immutable" rather than a generic unknown-field error.
+    slug: SkipJsonSchema[Any] = Field(default=None, exclude=True)
+
+    @field_validator("slug", mode="before")
+    @classmethod
+    def _slug_is_immutable(cls, _: Any) -> Any:
+        raise ValueError("slug is immutable")
+
+    @field_validator("name", "status", "limits", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        if value is None:
+            raise ValueError("may be omitted but not null")
+        return value
+
+
+class TenantPublic(BaseModel):
+    """A tenant as the admin API shows it."""
+
+    id: str
+    object: Literal["tenant"] = "tenant"
+    slug: str
+    name: str
+    status: TenantStatus
+    limits: TenantLimits
+    created_at: str
+    updated_at: str | None
+
+
+def tenant_limits(tenant: Tenant) -> TenantLimits:
+    """The tenant's limits as a typed object (missing keys are unlimited)."""
+    stored = tenant.limits or {}
+    known = {name: stored[name] for name in TenantLimits.model_fields if name in stored}
+    return TenantLimits.model_validate(known)
+
+
+def tenant_public(tenant: Tenant) -> TenantPublic:
+    """Render a tenant row."""
+    return TenantPublic(
+        id=tenant.id,
+        slug=tenant.slug,
+        name=tenant.name,
+        status=tenant.status,
+        limits=tenant_limits(tenant),
+        created_at=rfc3339(tenant.created_at) or "",
+        updated_at=rfc3339(tenant.updated_at),
+    )

@@ -1,0 +1,91 @@
+"""Tenant rules: unique immutable slugs, merged limits, soft deletion that revokes keys.
+
+Usable without a request (CLI, demo seeding): every function takes the session and commits
+its own changes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.core.clock import utcnow
+from gateway.core.errors import ConflictError, NotFoundError
+from gateway.core.ids import new_id
+from tenants.api_key.repository import ApiKeyRepository
+from tenants.models import Tenant
+from tenants.pagination import Page, PageParams
+from tenants.tenant.repository import TenantRepository
+from tenants.tenant.schemas import TenantCreate, TenantUpdate, tenant_limits
+
+
+def _slug_taken(slug: str) -> ConflictError:
+    return ConflictError(f"A tenant with slug '{slug}' already exists.", param="slug")
+
+
+async def require_tenant(
+    session: AsyncSession, tenant_id: str, *, include_deleted: bool = False
+) -> Tenant:
+    """The tenant, or 404 (a deleted tenant is 404 unless `include_deleted`)."""
+    tenant = await TenantRepository(session).get(tenant_id, include_deleted=include_deleted)
+    if tenant is None:
+        raise NotFoundError(f"No tenant with id '{tenant_id}'.", param="tenant_id")
+    return tenant
+
+
+async def create_tenant(session: AsyncSession, body: TenantCreate) -> Tenant:
+    """Create an active tenant; a slug already used (even by a deleted tenant) is 409."""
+    repository = TenantRepository(session)
+    if await repository.get_by_slug(body.slug) is not None:
+        raise _slug_taken(body.slug)
+    now = utcnow()
+    tenant = Tenant(
+        id=new_id("ten"),
+        slug=body.slug,
+        name=body.name,
+        status="active",
+        limits=body.limits.model_dump(),
+        created_at=now,
+        updated_at=now,
+    )
+    repository.add(tenant)
+    try:
+        await session.commit()
+    except IntegrityError:
+        # A concurrent create took the slug between the check and the insert.
+        await session.rollback()
+        raise _slug_taken(body.slug) from None
+    return tenant
+
+
+async def list_tenants(session: AsyncSession, page: PageParams) -> Page[Tenant]:
+    """One page of the tenants that are not deleted."""
+    return await TenantRepository(session).list_page(page)
+
+
+async def update_tenant(session: AsyncSession, tenant_id: str, body: TenantUpdate) -> Tenant:
+    """Apply the fields sent; `limits` replaces only the keys it names."""
+    tenant = await require_tenant(session, tenant_id)
+    if body.name is not None:
+        tenant.name = body.name
+    if body.status is not None:
+        tenant.status = body.status
+    if body.limits is not None:
+        merged = tenant_limits(tenant).model_dump()
+        merged.update(body.limits.model_dump(exclude_unset=True))
+        tenant.limits = merged
+    tenant.updated_at = utcnow()
+    session.add(tenant)
+    await session.commit()
+    return tenant
+
+
+async def delete_tenant(session: AsyncSession, tenant_id: str) -> None:
+    """Soft-delete the tenant and revoke all its keys in the same transaction."""
+    tenant = await require_tenant(session, tenant_id)
+    now = utcnow()
+    tenant.deleted_at = now
+    tenant.updated_at = now
+    session.add(tenant)
+    await ApiKeyRepository(session).revoke_all(tenant.id, now)
+    await session.commit()

@@ -1,0 +1,33 @@
+"""Admin usage reports: one tenant's (`/admin/tenants/{id}/usage`) and all tenants'."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter
+
+from gateway.core.db import SessionDep
+from tenants.tenant.service import require_tenant
+from tenants.usage.repository import UsageRepository
+from tenants.usage.schemas import AdminUsageQuery, TenantUsageQuery
+
+router = APIRouter()
+
+
+@router.get("/tenants/{tenant_id}/usage")
+async def tenant_usage(
+    tenant_id: str, query: TenantUsageQuery, session: SessionDep
+) -> dict[str, Any]:
+    """One tenant's usage report; still readable after the tenant is deleted."""
+    tenant = await require_tenant(session, tenant_id, include_deleted=True)
+    return await UsageRepository(session).report(
+        tenant_id=tenant.id, group_by=query.group_by, start=query.start, end=query.end
+    )
+
+
+@router.get("/usage")
+async def all_usage(query: AdminUsageQuery, session: SessionDep) -> dict[str, Any]:
+    """Usage of every tenant (default `group_by=tenant`, with each tenant's slug)."""
+    return await UsageRepository(session).report(
+        tenant_id=None, group_by=query.group_by, start=query.start, end=query.end
+    )

@@ -1,0 +1,102 @@
+"""Every query on the `usage_records` table: batched inserts and the grouped reports.
+
+Reports filter and group on the `day` column (a DATE), so they behave the same on SQLite and
+PostgreSQL. A tenant's report is scoped by `_scope(tenant_id)`; `tenant_id=None` is the admin
+report over all tenants.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from sqlalchemy import ColumnElement
+from sqlalchemy import select as sa_select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import col, func
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from tenants.models import Tenant, UsageRecord
+
+COUNTERS = ("runs", "requests", "input_tokens", "output_tokens", "total_tokens")
+
+_GROUP_COLUMNS: dict[str, Any] = {
+    "day": UsageRecord.day,
+    "agent": UsageRecord.agent,
+    "model": UsageRecord.model,
+    "key": UsageRecord.key_id,
+    "user": UsageRecord.user,
+    "tenant": UsageRecord.tenant_id,
+}
+
+
+def _scope(tenant_id: str | None) -> ColumnElement[bool] | None:
+    """The tenant filter of a report (None: every tenant, for the admin report)."""
+    return None if tenant_id is None else col(UsageRecord.tenant_id) == tenant_id
+
+
+def _render(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+class UsageRepository:
+    """Writes usage records and answers usage reports."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self.session = session
+
+    async def add_many(self, records: list[UsageRecord]) -> None:
+        """Insert a batch and commit. A run already stored is skipped, so a batch retried
+        after an ambiguous failure is never counted twice."""
+        if not records:
+            return
+        rows = [record.model_dump() for record in records]
+        dialect = self.session.get_bind().dialect.name
+        insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        statement = insert(UsageRecord).on_conflict_do_nothing(index_elements=["run_id"])
+        await self.session.exec(statement, params=rows)
+        await self.session.commit()
+
+    async def report(
+        self, *, tenant_id: str | None, group_by: str, start: date, end: date
+    ) -> dict[str, Any]:
+        """The SPEC §5.2 report: one row per group value over `start..end` (inclusive days)."""
+        group = _GROUP_COLUMNS[group_by]
+        group_columns: list[Any] = [group]
+        if group_by == "tenant":
+            group_columns.append(Tenant.slug)
+        statement: Any = sa_select(
+            *group_columns,
+            func.count().label("runs"),
+            func.sum(UsageRecord.requests).label("requests"),
+            func.sum(UsageRecord.input_tokens).label("input_tokens"),
+            func.sum(UsageRecord.output_tokens).label("output_tokens"),
+            func.sum(UsageRecord.total_tokens).label("total_tokens"),
+        ).where(col(UsageRecord.day) >= start, col(UsageRecord.day) <= end)
+        if group_by == "tenant":
+            statement = statement.outerjoin(Tenant, col(Tenant.id) == col(UsageRecord.tenant_id))
+        scope = _scope(tenant_id)
+        if scope is not None:
+            statement = statement.where(scope)
+        statement = statement.group_by(*group_columns)
+        rows = (await self.session.exec(statement)).all()
+
+        data: list[dict[str, Any]] = []
+        for row in rows:
+            item: dict[str, Any] = {group_by: _render(row[0])}
+            if group_by == "tenant":
+                item["tenant_slug"] = row[1]
+            item.update({name: int(getattr(row, name) or 0) for name in COUNTERS})
+            data.append(item)
+        # Sorted here, not in SQL: SQLite and PostgreSQL place NULLs differently (here: last).
+        data.sort(key=lambda item: (item[group_by] is None, item[group_by] or ""))
+        totals = {name: sum(item[name] for item in data) for name in COUNTERS}
+        return {
+            "object": "usage.report",
+            "group_by": group_by,
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "data": data,
+            "totals": totals,
+        }

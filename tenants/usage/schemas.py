@@ -1,0 +1,80 @@
+"""The query of a usage report: `group_by`, `start`, `end` (inclusive UTC days).
+
+Two dependency variants: `TenantUsageQuery` (a tenant's own report, `/v1/usage` and
+`/admin/tenants/{id}/usage`; default `group_by=day`) and `AdminUsageQuery` (all tenants,
+`/admin/usage`; also `group_by=tenant`, the default).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Annotated, Literal
+
+from fastapi import Depends, Query
+
+from gateway.core.clock import utcnow
+from gateway.core.errors import ValidationFailedError
+
+TenantGroupBy = Literal["day", "agent", "model", "key", "user"]
+AdminGroupBy = Literal["day", "agent", "model", "key", "user", "tenant"]
+DEFAULT_DAYS = 30
+MAX_DAYS = 366
+
+_DATE = r"^\d{4}-\d{2}-\d{2}$"
+_START = Query(pattern=_DATE, description="First UTC day, YYYY-MM-DD (default: 29 days ago).")
+_END = Query(pattern=_DATE, description="Last UTC day, YYYY-MM-DD, inclusive (default: today).")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """A validated report query."""
+
+    group_by: str
+    """One of `day`, `agent`, `model`, `key`, `user` (and `tenant` for the admin report)."""
+
+    start: date
+    """First UTC day of the range, inclusive."""
+
+    end: date
+    """Last UTC day of the range, inclusive."""
+
+
+def _parse_day(value: str, param: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValidationFailedError(f"{param}: not a date (YYYY-MM-DD).", param=param) from None
+
+
+def build_usage_query(group_by: str, start: str | None, end: str | None) -> UsageQuery:
+    """Validate the date range; defaults cover the last 30 days ending today (UTC)."""
+    end_day = _parse_day(end, "end") if end else utcnow().date()
+    start_day = _parse_day(start, "start") if start else end_day - timedelta(days=DEFAULT_DAYS - 1)
+    if start_day > end_day:
+        raise ValidationFailedError("start: must not be after end.", param="start")
+    if (end_day - start_day).days + 1 > MAX_DAYS:
+        raise ValidationFailedError(f"The range covers more than {MAX_DAYS} days.", param="start")
+    return UsageQuery(group_by=group_by, start=start_day, end=end_day)
+
+
+def tenant_usage_query(
+    group_by: Annotated[TenantGroupBy, Query(description="How rows are grouped.")] = "day",
+    start: Annotated[str | None, _START] = None,
+    end: Annotated[str | None, _END] = None,
+) -> UsageQuery:
+    """Dependency: the query of one tenant's report (`group_by=tenant` is not offered)."""
+    return build_usage_query(group_by, start, end)
+
+
+def admin_usage_query(
+    group_by: Annotated[AdminGroupBy, Query(description="How rows are grouped.")] = "tenant",
+    start: Annotated[str | None, _START] = None,
+    end: Annotated[str | None, _END] = None,
+) -> UsageQuery:
+    """Dependency: the query of the all-tenants report."""
+    return build_usage_query(group_by, start, end)
+
+
+TenantUsageQuery = Annotated[UsageQuery, Depends(tenant_usage_query)]
+AdminUsageQuery = Annotated[UsageQuery, Depends(admin_usage_query)]

@@ -1,0 +1,147 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), the app, clients, the mock LLM.
+
+PostgreSQL and Redis tests run against the real servers. Outside CI a missing server skips
+those tests with a reason; with CI=true a missing server fails them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from gateway.core.config import Settings
+from gateway.core.migrate import upgrade
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+PG_URL = os.environ.get(
+    "GATEWAY_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
+SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
+TABLES = ("usage_records", "agent_versions", "agents", "api_keys", "tenants")
+
+
+def unavailable(what: str, reason: str) -> None:
+    """Skip outside CI, fail in CI: CI must exercise the real services."""
+    message = f"{what} unavailable: {reason}"
+    if IN_CI:
+        pytest.fail(message + " (CI=true: required)")
+    pytest.skip(message)
+
+
+async def _pg_admin_execute(sql: str) -> None:
+    import asyncpg
+
+    dsn = PG_URL.replace("postgresql+asyncpg://", "postgresql://")
+    conn = await asyncpg.connect(dsn, timeout=3)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh, migrated PostgreSQL database for this test session (dropped at the end)."""
+    name = f"gw_test_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(_pg_admin_execute(f'CREATE DATABASE "{name}"'))
+    except (OSError, Exception) as exc:  # connection refused, auth, missing driver
+        unavailable("PostgreSQL", f"{type(exc).__name__}: {exc}")
+    base, _, _ = PG_URL.rpartition("/")
+    url = f"{base}/{name}"
+    upgrade(url)
+    yield url
+    asyncio.run(_pg_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A migrated SQLite file, copied for each test (migrating once is faster)."""
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    upgrade(f"sqlite+aiosqlite:///{path}")
+    return path
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
+    """Each test that uses it runs on SQLite and on PostgreSQL (emptied before the test)."""
+    if request.param == "sqlite":
+        path = tmp_path / "gateway.db"
+        shutil.copy(sqlite_template, path)
+        return f"sqlite+aiosqlite:///{path}"
+    url: str = request.getfixturevalue("postgres_url")
+    asyncio.run(_truncate(url))
+    return url
+
+
+async def _truncate(url: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(text(f"TRUNCATE {', '.join(TABLES)} CASCADE"))
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
+    """SQLite only, for tests whose behaviour does not depend on the database."""
+    path = tmp_path / "gateway.db"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+def make_settings(database_url: str, **overrides: Any) -> Settings:
+    """Test settings: no environment leaks in, fast flushes, a known admin token."""
+    values: dict[str, Any] = {
+        "env": "test",
+        "database_url": database_url,
+        "admin_token": ADMIN_TOKEN,
+        "secret_key": SECRET_KEY,
+        "usage_flush_interval_s": 0.05,
+        "openai_api_key": "test-upstream-key",
+        "openai_base_url": "http://127.0.0.1:9/v1",
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+async def started_app(settings: Settings) -> AsyncIterator[FastAPI]:
+    from gateway.app import create_app
+
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        yield app
+
+
+@pytest.fixture
+async def app(database_url: str) -> AsyncIterator[FastAPI]:
+    """The app on each database backend, lifespan running."""
+    async for started in started_app(make_settings(database_url)):
+        yield started
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as c:
+        yield c
+
+
+@pytest.fixture
+def admin_headers() -> dict[str, str]:
+    return {"Authorization": f"Bearer {ADMIN_TOKEN}"}

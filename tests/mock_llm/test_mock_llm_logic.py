@@ -1,0 +1,139 @@
+"""Unit tests of the deterministic mock logic (no server)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from gateway.mock_llm.chat import normalize_chat
+from gateway.mock_llm.logic import (
+    ToolDef,
+    build_arguments,
+    parse_markers,
+    plan_answer,
+    split_words,
+    strip_markers,
+)
+from gateway.mock_llm.responses import normalize_responses
+
+CALC = ToolDef(
+    "calculator",
+    {
+        "type": "object",
+        "properties": {
+            "expression": {"type": "string"},
+            "precise": {"type": "boolean"},
+            "digits": {"type": ["integer", "null"]},
+            "extra": {"type": "object"},
+        },
+        "required": ["expression", "precise", "digits", "extra"],
+    },
+)
+
+
+def test_markers() -> None:
+    assert parse_markers("plain text") == (None, 0.0)
+    assert parse_markers("x [[fault:503]] y [[latency:250]]") == ("503", 250.0)
+    assert parse_markers("[[FAULT:Timeout]]") == ("timeout", 0.0)
+    assert strip_markers("hello [[fault:500]] world [[latency:10]] ") == "hello world"
+
+
+def test_split_words_preserves_text() -> None:
+    text = "  Mock answer\nto:  two   words "
+    chunks = split_words(text)
+    assert "".join(chunks) == text.strip()
+    assert len(chunks) == 5
+
+
+def test_arguments_from_expression_schema_and_json_literal() -> None:
+    args = orjson.loads(build_arguments(CALC, "what is 2+3*4 please"))
+    assert args == {"expression": "2+3*4", "precise": False, "digits": 0, "extra": None}
+    args = orjson.loads(build_arguments(CALC, "compute (1 + 2) * 3.5 now"))
+    assert args["expression"] == "(1 + 2) * 3.5"
+    args = orjson.loads(build_arguments(CALC, "no math here"))
+    assert args["expression"] == "no math here"
+    literal = build_arguments(CALC, 'use calculator with {"expression": "7*6"} ok')
+    assert orjson.loads(literal) == {"expression": "7*6"}
+
+
+def test_chat_usage_formula_and_tool_flow() -> None:
+    tool = {
+        "type": "function",
+        "function": {"name": "calculator", "description": "Calc.", "parameters": CALC.parameters},
+    }
+    params_len = len(orjson.dumps(CALC.parameters))
+    body: dict[str, Any] = {
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": [{"type": "text", "text": "what is 2+3 with calculator"}]},
+        ],
+        "tools": [tool],
+    }
+    chars = len("Be brief.") + len("what is 2+3 with calculator") + 10 + 5 + params_len
+    plan = plan_answer(normalize_chat(body))
+    assert plan.tool_name == "calculator"
+    assert plan.input_tokens == chars // 4
+    assert plan.output_tokens == 10 + len(plan.arguments) // 4
+
+    body["messages"] += [
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "calculator", "arguments": plan.arguments},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "5"},
+    ]
+    plan2 = plan_answer(normalize_chat(body))
+    assert plan2.tool_name is None
+    assert plan2.text == "The calculator tool returned: 5"
+    assert plan2.output_tokens == 5
+    assert plan2.input_tokens == (chars + 10 + len(plan.arguments) + 1) // 4
+
+
+def test_responses_normalisation_matches_chat() -> None:
+    body = {
+        "instructions": "Be brief.",
+        "input": [
+            {"role": "user", "content": "first"},
+            {"role": "assistant", "content": [{"type": "output_text", "text": "ok"}]},
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]},
+        ],
+        "tools": [{"type": "function", "name": "calculator", "parameters": CALC.parameters}],
+    }
+    plan = plan_answer(normalize_responses(body))
+    assert plan.tool_name is None
+    assert plan.text == "Mock answer to: hi"
+    chars = 9 + 5 + 2 + 2 + 10 + len(orjson.dumps(CALC.parameters))
+    assert plan.input_tokens == chars // 4
+    assert plan_answer(normalize_responses({"input": "x"})).input_tokens == 1
+
+
+def test_tool_choice_rules() -> None:
+    tools = [{"type": "function", "name": "alpha"}, {"type": "function", "name": "beta"}]
+    mention = {"input": "use beta then alpha", "tools": tools}
+    assert plan_answer(normalize_responses(mention)).tool_name == "beta"
+    assert plan_answer(normalize_responses({**mention, "tool_choice": "none"})).tool_name is None
+    forced = {"input": "hello", "tools": tools, "tool_choice": {"type": "function", "name": "beta"}}
+    assert plan_answer(normalize_responses(forced)).tool_name == "beta"
+    required = {"input": "hello", "tools": tools, "tool_choice": "required"}
+    assert plan_answer(normalize_responses(required)).tool_name == "alpha"
+    assert plan_answer(normalize_responses({"input": "alphabet", "tools": tools})).tool_name is None
+
+
+def test_max_tokens_truncation() -> None:
+    body = {"messages": [{"role": "user", "content": "one two three four"}], "max_tokens": 3}
+    plan = plan_answer(normalize_chat(body))
+    assert plan.truncated
+    assert plan.text == "Mock answer to:"
+    assert plan.output_tokens == 3
+    body = {"input": "use calculator", "tools": [{"type": "function", "name": "calculator"}]}
+    plan = plan_answer(normalize_responses({**body, "max_output_tokens": 2}))
+    assert plan.tool_name == "calculator"
+    assert plan.output_tokens == 2
