@@ -11,6 +11,7 @@ from gateway.agents.builder import AgentCache
 from gateway.agents.providers import ProviderRegistry
 from gateway.api import mount_routes
 from gateway.auth.cache import PrincipalCache
+from gateway.core.body_limit import BodyLimitMiddleware
 from gateway.core.config import Settings, get_settings
 from gateway.core.db import Database
 from gateway.core.errors import install_error_handlers
@@ -66,12 +67,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Multi-tenant gateway for OpenAI Agents SDK agents.",
         lifespan=lifespan,
-        max_body_size=settings.max_body_bytes,
     )
     app.state.settings = settings
     install_error_handlers(app)
     mount_routes(app)
     if settings.metrics_enabled:
         install_http_metrics(app)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

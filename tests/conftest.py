@@ -113,6 +113,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "admin_token": ADMIN_TOKEN,
         "secret_key": SECRET_KEY,
         "usage_flush_interval_s": 0.05,
+        "principal_cache_ttl_s": 0.25,
         "openai_api_key": "test-upstream-key",
         "openai_base_url": "http://127.0.0.1:9/v1",
     }

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from datetime import timedelta
 
 from gateway.auth.cache import PrincipalCache
 from gateway.auth.principal import ALL_SCOPES, Principal
@@ -15,8 +13,6 @@ from tenants.api_key.keys import hash_key, is_well_formed
 from tenants.api_key.repository import ApiKeyRepository
 
 logger = logging.getLogger("gateway.auth")
-LAST_USED_RESOLUTION = timedelta(minutes=1)
-_background: set[asyncio.Task[None]] = set()
 
 
 async def resolve_api_key(
@@ -43,9 +39,6 @@ async def _load(key_hash: str, db: Database) -> Principal:
     api_key, tenant = found
     if api_key.revoked_at is not None or tenant.deleted_at is not None:
         raise AuthenticationFailedError()
-    now = utcnow()
-    if api_key.last_used_at is None or as_utc(api_key.last_used_at) < now - LAST_USED_RESOLUTION:
-        _touch_later(db, api_key.id)
     return Principal(
         tenant_id=tenant.id,
         tenant_slug=tenant.slug,
@@ -55,18 +48,3 @@ async def _load(key_hash: str, db: Database) -> Principal:
         limits=tenant.limits,
         expires_at=as_utc(api_key.expires_at) if api_key.expires_at else None,
     )
-
-
-def _touch_later(db: Database, key_id: str) -> None:
-    # last_used_at is coarse (a minute) and written off the request path: at most one write
-    # per key per cache miss, never one per request.
-    async def touch() -> None:
-        try:
-            async with db.session() as session:
-                await ApiKeyRepository(session).touch_last_used(key_id, utcnow())
-        except Exception:  # a failed bookkeeping write must never fail a request
-            logger.warning("could not update last_used_at of %s", key_id, exc_info=True)
-
-    task = asyncio.get_running_loop().create_task(touch())
-    _background.add(task)
-    task.add_done_callback(_background.discard)

@@ -33,6 +33,8 @@ async def current_principal(request: Request) -> Principal:
     )
     if principal.tenant_status != "active":
         raise PermissionDeniedError("This tenant is suspended.", code="tenant_suspended")
+    if principal.key_id is not None:
+        state.recorder.mark_key_used(principal.key_id)
     request.state.principal = principal
     return principal
 

@@ -1,5 +1,9 @@
 """Write-behind usage recorder: runs hand over records; a background task writes them in batches.
 
+It also keeps API keys' `last_used_at` current without a write per request: authenticated
+requests mark their key in memory, and the marks are written at most every
+`touch_interval_s` (and on shutdown).
+
 Nothing is lost: a failed write keeps the batch and retries with backoff (counted in
 `gateway_usage_write_failures_total`), and `close()` flushes what is left. The queue is bounded
 by admission: new runs wait in `wait_for_room()` while `max_queue` records are pending, so
@@ -11,12 +15,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 
+from gateway.core.clock import utcnow
 from gateway.core.db import Database
 from observability.metrics import USAGE_QUEUE_DEPTH, USAGE_WRITE_FAILURES
+from tenants.api_key.repository import ApiKeyRepository
 from tenants.models import UsageRecord
 from tenants.usage.repository import UsageRepository
 
@@ -28,7 +36,13 @@ class UsageRecorder:
     """Batches usage records into the database off the request path."""
 
     def __init__(
-        self, db: Database, *, batch_size: int, flush_interval_s: float, max_queue: int
+        self,
+        db: Database,
+        *,
+        batch_size: int,
+        flush_interval_s: float,
+        max_queue: int,
+        touch_interval_s: float = 30.0,
     ) -> None:
         self._db = db
         self._batch_size = batch_size
@@ -41,6 +55,9 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._lock = asyncio.Lock()
+        self._touched: dict[str, datetime] = {}
+        self._touch_interval_s = touch_interval_s
+        self._last_touch_flush = time.monotonic()
         self.written = 0
 
     def start(self) -> None:
@@ -58,6 +75,27 @@ class UsageRecorder:
             self._wake.set()
         if len(self._pending) >= self._max_queue:
             self._room.clear()
+
+    def mark_key_used(self, key_id: str) -> None:
+        """Note that a key was used now (written later, in a batch)."""
+        if key_id not in self._touched:
+            self._touched[key_id] = utcnow()
+
+    async def flush_key_marks(self) -> None:
+        """Write the pending `last_used_at` marks."""
+        self._last_touch_flush = time.monotonic()
+        if not self._touched:
+            return
+        marks, self._touched = self._touched, {}
+        try:
+            async with self._db.session() as session:
+                repository = ApiKeyRepository(session)
+                for key_id, when in marks.items():
+                    await repository.touch_last_used(key_id, when)
+        except Exception:
+            for key_id, when in marks.items():
+                self._touched.setdefault(key_id, when)
+            raise
 
     async def wait_for_room(self) -> None:
         """Back-pressure for new runs while the writer is behind."""
@@ -81,6 +119,8 @@ class UsageRecorder:
             try:
                 while self._pending:
                     await self._write_batch()
+                if time.monotonic() - self._last_touch_flush >= self._touch_interval_s:
+                    await self.flush_key_marks()
                 failures = 0
             except Exception:
                 failures += 1
@@ -132,9 +172,10 @@ class UsageRecorder:
                 await self._task
         try:
             async with asyncio.timeout(timeout_s):
-                while self._pending:
+                while self._pending or self._touched:
                     try:
                         await self.flush()
+                        await self.flush_key_marks()
                     except Exception:
                         USAGE_WRITE_FAILURES.inc()
                         await asyncio.sleep(0.2)

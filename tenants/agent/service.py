@@ -20,6 +20,7 @@ from tenants.pagination import Page, PageParams
 from tenants.tenant.service import require_tenant
 
 _PUT_ATTEMPTS = 5
+_MAX_VERSION = 2**31 - 1
 
 
 def _no_agent(name: str) -> NotFoundError:
@@ -35,20 +36,23 @@ async def put_agent(
     """
     if not AGENT_NAME_RE.match(name):
         raise ValidationFailedError(
-            "Agent names are 1-64 characters of a-z, 0-9, '_' and '-'.", param="name"
+            "Agent names are 1-64 characters of a-z, 0-9, '_' and '-'.",
+            param="name",
+            code="invalid_value",
         )
-    tenant = await require_tenant(session, tenant_id)
+    # Plain string: a rollback below expires every loaded row, including the tenant.
+    owner = (await require_tenant(session, tenant_id)).id
     repository = AgentRepository(session)
     for _ in range(_PUT_ATTEMPTS):
         now = utcnow()
         created = False
         try:
-            agent = await repository.bump_version(tenant.id, name, now)
+            agent = await repository.bump_version(owner, name, now)
             if agent is None:
                 created = True
                 agent = Agent(
                     id=new_id("agt"),
-                    tenant_id=tenant.id,
+                    tenant_id=owner,
                     name=name,
                     active_version=1,
                     latest_version=1,
@@ -111,8 +115,10 @@ async def list_versions(
     """The agent and one page of its versions, newest first; `after` is a version number."""
     before: int | None = None
     if page.after is not None:
-        if not page.after.isdigit():
-            raise ValidationFailedError("after: must be a version number.", param="after")
+        if not (page.after.isascii() and page.after.isdigit() and len(page.after) <= 9):
+            raise ValidationFailedError(
+                "after: must be a version number.", param="after", code="invalid_value"
+            )
         before = int(page.after)
     tenant = await require_tenant(session, tenant_id)
     repository = AgentRepository(session)
@@ -132,7 +138,9 @@ async def activate_version(
     agent = await repository.get(tenant.id, name)
     if agent is None:
         raise _no_agent(name)
-    version = await repository.get_version(tenant.id, agent.id, number)
+    # Out-of-range numbers cannot exist (and would overflow the INTEGER column's parameter).
+    in_range = 1 <= number <= _MAX_VERSION
+    version = await repository.get_version(tenant.id, agent.id, number) if in_range else None
     if version is None:
         raise NotFoundError(f"Agent '{name}' has no version {number}.", param="version")
     agent.active_version = number

@@ -38,7 +38,9 @@ async def issue_key(
         plaintext = generate_key()
     elif not is_well_formed(plaintext):
         raise ValidationFailedError(
-            "The key is malformed (gw_ + 32 base62 characters + checksum).", param="key"
+            "The key is malformed (gw_ + 32 base62 characters + checksum).",
+            param="key",
+            code="invalid_value",
         )
     repository = ApiKeyRepository(session)
     key_hash = hash_key(plaintext, settings.secret_key)

@@ -44,7 +44,9 @@ def _parse_day(value: str, param: str) -> date:
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ValidationFailedError(f"{param}: not a date (YYYY-MM-DD).", param=param) from None
+        raise ValidationFailedError(
+            f"{param}: not a date (YYYY-MM-DD).", param=param, code="invalid_value"
+        ) from None
 
 
 def build_usage_query(group_by: str, start: str | None, end: str | None) -> UsageQuery:
@@ -52,9 +54,13 @@ def build_usage_query(group_by: str, start: str | None, end: str | None) -> Usag
     end_day = _parse_day(end, "end") if end else utcnow().date()
     start_day = _parse_day(start, "start") if start else end_day - timedelta(days=DEFAULT_DAYS - 1)
     if start_day > end_day:
-        raise ValidationFailedError("start: must not be after end.", param="start")
+        raise ValidationFailedError(
+            "start: must not be after end.", param="start", code="invalid_value"
+        )
     if (end_day - start_day).days + 1 > MAX_DAYS:
-        raise ValidationFailedError(f"The range covers more than {MAX_DAYS} days.", param="start")
+        raise ValidationFailedError(
+            f"The range covers more than {MAX_DAYS} days.", param="start", code="invalid_value"
+        )
     return UsageQuery(group_by=group_by, start=start_day, end=end_day)
 
 

@@ -1,0 +1,1 @@
+"""Load benchmarks of the gateway (`make bench`); not part of the test suite. See README.md."""

@@ -1,0 +1,162 @@
+"""Closed-loop HTTP load generator (asyncio + aiohttp), the fallback when `wrk` is absent.
+
+N connections each send requests back to back for D seconds. Only responses that arrive
+before the deadline are counted (like wrk); each one's latency is recorded. A response is
+an error when its status is not 200, when the connection fails, or (with `expect`) when a
+200 body lacks the expected bytes.
+
+    python -m bench.loadgen --url http://127.0.0.1:8000/v1/agents/assistant/runs \
+        --body '{"input": "hi"}' --header 'Authorization: Bearer …' -c 32 -d 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import asdict, dataclass, field
+from typing import Any, TypeVar
+
+import aiohttp
+
+REQUEST_TIMEOUT_S = 30.0
+T = TypeVar("T")
+
+
+@dataclass
+class LoadResult:
+    """One load point: counts, throughput and latency percentiles."""
+
+    tool: str
+    connections: int
+    duration_s: float
+    requests: int = 0
+    """Responses received before the deadline (any status)."""
+    non_200: int = 0
+    incorrect: int = 0
+    """200 responses whose body lacks the expected bytes."""
+    socket_errors: int = 0
+    p50_ms: float | None = None
+    p99_ms: float | None = None
+    statuses: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def errors(self) -> int:
+        return self.non_200 + self.incorrect + self.socket_errors
+
+    @property
+    def ok(self) -> int:
+        return self.requests - self.non_200 - self.incorrect
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s > 0 else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "errors": self.errors, "ok": self.ok, "rps": self.rps}
+
+
+def percentile(sorted_values: list[float], q: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (q in 0..1)."""
+    if not sorted_values:
+        return None
+    rank = min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))
+    return sorted_values[rank]
+
+
+async def run_load(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    connections: int,
+    duration_s: float,
+    expect: bytes | None = None,
+) -> LoadResult:
+    """Drive `url` with `connections` closed-loop clients for `duration_s` seconds."""
+    result = LoadResult(tool="loadgen", connections=connections, duration_s=duration_s)
+    latencies: list[float] = []
+    statuses: dict[str, int] = {}
+    send_headers = {"Content-Type": "application/json", **headers}
+    connector = aiohttp.TCPConnector(limit=connections)
+    timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+        deadline = time.perf_counter() + duration_s
+
+        async def client() -> None:
+            while (started := time.perf_counter()) < deadline:
+                try:
+                    async with session.post(url, data=body, headers=send_headers) as resp:
+                        data = await resp.read()
+                        status = resp.status
+                except (aiohttp.ClientError, TimeoutError):
+                    if time.perf_counter() < deadline:
+                        result.socket_errors += 1
+                        await asyncio.sleep(0.01)  # no hot spin on a refused connection
+                    continue
+                finished = time.perf_counter()
+                if finished > deadline:
+                    return
+                result.requests += 1
+                latencies.append(finished - started)
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+                if status != 200:
+                    result.non_200 += 1
+                elif expect is not None and expect not in data:
+                    result.incorrect += 1
+
+        clients = [asyncio.ensure_future(client()) for _ in range(connections)]
+        try:
+            await asyncio.wait_for(asyncio.gather(*clients), duration_s + REQUEST_TIMEOUT_S + 5)
+        finally:
+            for task in clients:
+                task.cancel()
+    latencies.sort()
+    result.statuses = statuses
+    p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+    result.p50_ms = p50 * 1000 if p50 is not None else None
+    result.p99_ms = p99 * 1000 if p99 is not None else None
+    return result
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run on uvloop when installed (less client CPU per request), else asyncio."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    try:
+        import uvloop
+
+        factory = uvloop.new_event_loop
+    except ImportError:
+        pass
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(coro)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__)
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--body", default="{}", help="JSON body of every POST")
+    parser.add_argument("--header", action="append", default=[], help="'Name: value'")
+    parser.add_argument("-c", "--connections", type=int, default=1)
+    parser.add_argument("-d", "--duration", type=float, default=10.0)
+    parser.add_argument("--expect", default=None, help="bytes every 200 body must contain")
+    args = parser.parse_args(argv)
+    headers = dict(h.split(":", 1) for h in args.header)
+    result = run_sync(
+        run_load(
+            args.url,
+            args.body.encode(),
+            {k.strip(): v.strip() for k, v in headers.items()},
+            connections=args.connections,
+            duration_s=args.duration,
+            expect=args.expect.encode() if args.expect else None,
+        )
+    )
+    print(json.dumps(result.as_dict(), indent=2))
+
+
+if __name__ == "__main__":
+    main()

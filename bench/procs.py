@@ -1,0 +1,93 @@
+"""Child processes of the benchmark: free ports, CPU pinning, readiness, CPU time, cleanup."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+from typing import IO
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (bound, read, released)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def can_pin() -> bool:
+    """Both core 0 and core 1 are usable by this process."""
+    return {0, 1} <= os.sched_getaffinity(0)
+
+
+def pinned(command: list[str], cpu: int | None) -> list[str]:
+    """`command` under `taskset -c cpu` (taskset execs, so the pid is the command's own)."""
+    return command if cpu is None else ["taskset", "-c", str(cpu), *command]
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()
+    # After "pid (comm) ", fields[0] is state (field 3); utime/stime are fields 14/15.
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+class Child:
+    """A started child process with its log file; `stop()` is idempotent."""
+
+    def __init__(
+        self, name: str, command: list[str], *, env: dict[str, str], log_path: Path, cpu: int | None
+    ) -> None:
+        self.name = name
+        self.log_path = log_path
+        self._log: IO[bytes] = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            pinned(command, cpu),
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_http(self, url: str, timeout_s: float = 30.0) -> None:
+        """Poll `url` until it answers 200; fail early if the process exits."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}):\n{self.tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as resp:  # noqa: S310 (loopback)
+                    if resp.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} not ready after {timeout_s}s:\n{self.tail()}")
+
+    def tail(self, lines: int = 30) -> str:
+        self._log.flush()
+        text = self.log_path.read_text(errors="replace").splitlines()
+        return "\n".join(text[-lines:])
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGINT (graceful: flushes usage), then SIGKILL of its process group if needed."""
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGINT)
+                self.proc.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=5)
+        self._log.close()

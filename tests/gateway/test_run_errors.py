@@ -1,0 +1,121 @@
+"""Run errors a client sees: bad input, unknown agents, upstream trouble, turn limits.
+
+Every one is the OpenAI-shaped JSON error body, and the tokens already spent are recorded.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.gateway.conftest import ADMIN, AGENT_SPEC, Gateway, Tenant, gateway_for
+
+RUN = "/v1/agents/assistant/runs"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"input": ""},
+        {"input": 5},
+        {"input": []},
+        {"input": [{"role": "tool", "content": "x"}]},
+        {"input": "hi", "unexpected": True},
+        {"input": "hi", "metadata": {f"k{i}": "v" for i in range(17)}},
+        {"input": "hi", "metadata": {"k": {"nested": 1}}},
+        {"input": "x" * 100_001},
+    ],
+)
+async def test_invalid_run_bodies_are_422(
+    gateway: Gateway, tenant: Tenant, body: dict[str, object]
+) -> None:
+    r = await gateway.client.post(RUN, json=body, headers=tenant.headers)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_malformed_json_is_an_invalid_request(gateway: Gateway, tenant: Tenant) -> None:
+    r = await gateway.client.post(
+        RUN, content=b"{not json", headers={**tenant.headers, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_unknown_agent_and_bad_name(gateway: Gateway, tenant: Tenant) -> None:
+    r = await gateway.client.post(
+        "/v1/agents/nope/runs", json={"input": "hi"}, headers=tenant.headers
+    )
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "agent_not_found"
+    r = await gateway.client.post(
+        "/v1/agents/Bad%20Name/runs", json={"input": "hi"}, headers=tenant.headers
+    )
+    assert r.status_code == 422
+
+
+async def test_unknown_conversation_is_404(gateway: Gateway, tenant: Tenant) -> None:
+    r = await gateway.client.post(
+        RUN, json={"input": "hi", "conversation_id": "conv_123"}, headers=tenant.headers
+    )
+    assert r.status_code == 404
+
+
+async def test_body_over_the_limit_is_413_json(gateway: Gateway, tenant: Tenant) -> None:
+    limit = gateway.app.state.settings.max_body_bytes
+    r = await gateway.client.post(
+        RUN,
+        content=b'{"input": "' + b"a" * limit + b'"}',
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+    assert r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_upstream_timeout_is_504_and_recorded(
+    sqlite_url: str, mock_llm_base_url: str
+) -> None:
+    async for gw in gateway_for(
+        sqlite_url, mock_llm_base_url, upstream_timeout_s=0.3, upstream_max_retries=0
+    ):
+        tenant = await gw.create_tenant("timeouts")
+        r = await gw.client.post(
+            RUN, json={"input": "hi [[fault:timeout]]"}, headers=tenant.headers
+        )
+        assert r.status_code == 504
+        assert r.json()["error"]["type"] == "upstream_timeout"
+        await gw.flush_usage()
+        r = await gw.client.get(f"/admin/tenants/{tenant.id}/usage", headers=ADMIN)
+        assert r.json()["totals"]["runs"] == 1
+
+
+async def test_upstream_errors_are_retried_then_502(
+    sqlite_url: str, mock_llm_base_url: str
+) -> None:
+    async for gw in gateway_for(sqlite_url, mock_llm_base_url, upstream_max_retries=1):
+        tenant = await gw.create_tenant("retries")
+        before = len(gw.mock_ledger())
+        r = await gw.client.post(RUN, json={"input": "hi [[fault:500]]"}, headers=tenant.headers)
+        assert r.status_code == 502
+        assert r.json()["error"]["code"] == "upstream_500"
+        assert len(gw.mock_ledger()) == before  # failures report no usage
+
+
+async def test_turn_limit_is_a_clear_error_and_spent_tokens_are_recorded(
+    gateway: Gateway,
+) -> None:
+    tenant = await gateway.create_tenant("loops", agent={**AGENT_SPEC, "max_turns": 1})
+    before = len(gateway.mock_ledger())
+    r = await gateway.client.post(
+        RUN, json={"input": "Use the calculator for 2+2"}, headers=tenant.headers
+    )
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "max_turns_exceeded"
+    calls = gateway.mock_ledger()[before:]
+    assert len(calls) == 1
+    await gateway.flush_usage()
+    r = await gateway.client.get(f"/admin/tenants/{tenant.id}/usage", headers=ADMIN)
+    totals = r.json()["totals"]
+    assert totals["runs"] == 1
+    assert totals["input_tokens"] == calls[0]["input_tokens"]
+    assert totals["output_tokens"] == calls[0]["output_tokens"]

@@ -1,0 +1,324 @@
+"""/admin/tenants: create, read, list, update, soft delete."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import httpx
+import pytest
+from sqlmodel import select
+
+from gateway.core.clock import rfc3339
+from gateway.core.db import Database
+from tenants.agent.repository import AgentRepository
+from tenants.models import ApiKey
+from tests.tenants.conftest import IssueKey, MakeTenant, PutAgent
+
+NO_LIMITS = {
+    "requests_per_minute": None,
+    "requests_per_minute_per_user": None,
+    "tokens_per_minute": None,
+    "tokens_per_day": None,
+    "max_concurrent_runs": None,
+}
+
+
+def _error(response: httpx.Response) -> dict[str, Any]:
+    error: dict[str, Any] = response.json()["error"]
+    return error
+
+
+async def test_create_returns_the_tenant(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    body = {"slug": "acme", "name": "Acme Inc", "limits": {"requests_per_minute": 60}}
+    response = await client.post("/admin/tenants", json=body, headers=admin_headers)
+
+    assert response.status_code == 201
+    tenant = response.json()
+    assert tenant["id"].startswith("ten_")
+    assert tenant["object"] == "tenant"
+    assert (tenant["slug"], tenant["name"], tenant["status"]) == ("acme", "Acme Inc", "active")
+    assert tenant["limits"] == {**NO_LIMITS, "requests_per_minute": 60}
+    assert tenant["created_at"].endswith("Z")
+    datetime.fromisoformat(tenant["created_at"])
+    assert set(tenant) == {
+        "id", "object", "slug", "name", "status", "limits", "created_at", "updated_at"
+    }  # fmt: skip
+
+    fetched = await client.get(f"/admin/tenants/{tenant['id']}", headers=admin_headers)
+    assert fetched.status_code == 200
+    assert fetched.json() == tenant
+
+
+async def test_create_without_limits_is_unlimited(make_tenant: MakeTenant) -> None:
+    tenant = await make_tenant()
+    assert tenant["limits"] == NO_LIMITS
+
+
+async def test_duplicate_slug_is_conflict(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    await make_tenant("acme")
+    response = await client.post(
+        "/admin/tenants", json={"slug": "acme", "name": "Other"}, headers=admin_headers
+    )
+    assert response.status_code == 409
+    assert _error(response)["type"] == "conflict_error"
+    assert _error(response)["param"] == "slug"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"slug": "A-cme", "name": "x"}, "slug"),
+        ({"slug": "a", "name": "x"}, "slug"),
+        ({"slug": "a" * 41, "name": "x"}, "slug"),
+        ({"slug": "ac me", "name": "x"}, "slug"),
+        ({"slug": "ac_me", "name": "x"}, "slug"),
+        ({"name": "x"}, "slug"),
+        ({"slug": "acme", "name": ""}, "name"),
+        ({"slug": "acme", "name": "   "}, "name"),
+        ({"slug": "acme", "name": "x" * 201}, "name"),
+        ({"slug": "acme", "name": "x", "status": "active"}, "status"),
+        ({"slug": "acme", "name": "x", "limits": {"requests_per_minute": 0}}, None),
+        ({"slug": "acme", "name": "x", "limits": {"tokens_per_day": -5}}, None),
+        ({"slug": "acme", "name": "x", "limits": {"tokens_per_day": "100"}}, None),
+        ({"slug": "acme", "name": "x", "limits": {"tokens_per_day": 1.5}}, None),
+        ({"slug": "acme", "name": "x", "limits": {"max_concurrent_runs": True}}, None),
+        ({"slug": "acme", "name": "x", "limits": {"requests_per_hour": 5}}, None),
+        ({"slug": "acme", "name": "x", "limits": [1]}, "limits"),
+    ],
+)
+async def test_create_rejects_invalid_bodies(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    body: dict[str, Any],
+    param: str | None,
+) -> None:
+    response = await client.post("/admin/tenants", json=body, headers=admin_headers)
+    assert response.status_code == 422
+    error = _error(response)
+    assert error["type"] == "invalid_request_error"
+    if param is None:
+        assert error["param"].startswith("limits.")
+    else:
+        assert error["param"] == param
+    listed = await client.get("/admin/tenants", headers=admin_headers)
+    assert listed.json()["data"] == []
+
+
+async def test_malformed_json_is_rejected(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    response = await client.post(
+        "/admin/tenants",
+        content=b'{"slug": ',
+        headers={**admin_headers, "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert _error(response)["type"] == "invalid_request_error"
+
+
+async def test_list_paginates_with_limit_and_after(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    ids = [(await make_tenant(f"t-{i}"))["id"] for i in range(5)]
+
+    first = (await client.get("/admin/tenants?limit=2", headers=admin_headers)).json()
+    assert [t["id"] for t in first["data"]] == ids[:2]
+    assert first["has_more"] is True
+
+    second = await client.get(f"/admin/tenants?limit=2&after={ids[1]}", headers=admin_headers)
+    assert [t["id"] for t in second.json()["data"]] == ids[2:4]
+    assert second.json()["has_more"] is True
+
+    last = await client.get(f"/admin/tenants?limit=2&after={ids[3]}", headers=admin_headers)
+    assert [t["id"] for t in last.json()["data"]] == ids[4:]
+    assert last.json()["has_more"] is False
+
+    default = (await client.get("/admin/tenants", headers=admin_headers)).json()
+    assert [t["id"] for t in default["data"]] == ids
+    assert default["has_more"] is False
+
+
+@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=abc", "after="])
+async def test_list_rejects_bad_pagination(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], query: str
+) -> None:
+    response = await client.get(f"/admin/tenants?{query}", headers=admin_headers)
+    assert response.status_code == 422
+    assert _error(response)["param"] in ("limit", "after")
+
+
+async def test_list_accepts_the_maximum_limit(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    await make_tenant()
+    response = await client.get("/admin/tenants?limit=100", headers=admin_headers)
+    assert response.status_code == 200
+    assert len(response.json()["data"]) == 1
+
+
+async def test_patch_changes_name_status_and_merges_limits(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    tenant = await make_tenant(limits={"requests_per_minute": 60, "tokens_per_day": 1000})
+    url = f"/admin/tenants/{tenant['id']}"
+
+    response = await client.patch(
+        url,
+        json={"name": "Renamed", "status": "suspended", "limits": {"tokens_per_day": None}},
+        headers=admin_headers,
+    )
+    assert response.status_code == 200
+    patched = response.json()
+    assert (patched["name"], patched["status"], patched["slug"]) == (
+        "Renamed",
+        "suspended",
+        tenant["slug"],
+    )
+    assert patched["limits"] == {**NO_LIMITS, "requests_per_minute": 60}
+    assert patched["updated_at"] >= tenant["updated_at"]
+
+    again = await client.patch(
+        url, json={"limits": {"max_concurrent_runs": 3}, "status": "active"}, headers=admin_headers
+    )
+    assert again.json()["limits"] == {
+        **NO_LIMITS,
+        "requests_per_minute": 60,
+        "max_concurrent_runs": 3,
+    }
+    assert again.json()["status"] == "active"
+    assert (await client.get(url, headers=admin_headers)).json() == again.json()
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"slug": "new-slug"}, "slug"),
+        ({"owner": "me"}, "owner"),
+        ({"status": "deleted"}, "status"),
+        ({"status": None}, "status"),
+        ({"limits": None}, "limits"),
+        ({"name": None}, "name"),
+        ({"name": ""}, "name"),
+        ({"limits": {"tokens_per_minute": 0}}, "limits.tokens_per_minute"),
+        ({"limits": {"burst": 5}}, "limits.burst"),
+    ],
+)
+async def test_patch_rejects_invalid_bodies(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    make_tenant: MakeTenant,
+    body: dict[str, Any],
+    param: str,
+) -> None:
+    tenant = await make_tenant("stable")
+    url = f"/admin/tenants/{tenant['id']}"
+    response = await client.patch(url, json=body, headers=admin_headers)
+    assert response.status_code == 422
+    assert _error(response)["param"] == param
+    if "slug" in body:
+        assert "immutable" in _error(response)["message"]
+    assert (await client.get(url, headers=admin_headers)).json() == tenant
+
+
+@pytest.mark.parametrize(
+    ("method", "body"), [("GET", None), ("PATCH", {"name": "x"}), ("DELETE", None)]
+)
+async def test_unknown_tenant_is_not_found(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], method: str, body: Any
+) -> None:
+    response = await client.request(
+        method, "/admin/tenants/ten_doesnotexist", json=body, headers=admin_headers
+    )
+    assert response.status_code == 404
+    assert _error(response)["type"] == "not_found_error"
+
+
+async def test_delete_hides_the_tenant_and_revokes_its_keys(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    db: Database,
+    make_tenant: MakeTenant,
+    issue_key: IssueKey,
+    put_agent: PutAgent,
+) -> None:
+    tenant = await make_tenant("doomed")
+    other = await make_tenant("survivor")
+    await issue_key(tenant["id"])
+    await issue_key(tenant["id"])
+    await issue_key(other["id"])
+    await put_agent(tenant["id"], "bot")
+    url = f"/admin/tenants/{tenant['id']}"
+
+    response = await client.delete(url, headers=admin_headers)
+    assert response.status_code == 204
+    assert response.content == b""
+
+    for method, path, body in [
+        ("GET", url, None),
+        ("PATCH", url, {"name": "x"}),
+        ("DELETE", url, None),
+        ("GET", f"{url}/keys", None),
+        ("POST", f"{url}/keys", {"name": "x"}),
+        ("GET", f"{url}/agents", None),
+        ("GET", f"{url}/agents/bot", None),
+        ("PUT", f"{url}/agents/bot", {"instructions": "x"}),
+        ("DELETE", f"{url}/agents/bot", None),
+        ("GET", f"{url}/agents/bot/versions", None),
+        ("POST", f"{url}/agents/bot/versions/1/activate", None),
+    ]:
+        got = await client.request(method, path, json=body, headers=admin_headers)
+        assert got.status_code == 404, (method, path, got.text)
+        assert got.json()["error"]["type"] == "not_found_error"
+
+    listed = (await client.get("/admin/tenants", headers=admin_headers)).json()
+    assert [t["id"] for t in listed["data"]] == [other["id"]]
+
+    async with db.session() as session:
+        rows = (await session.exec(select(ApiKey))).all()
+        assert len(rows) == 3
+        for row in rows:
+            assert (row.revoked_at is not None) == (row.tenant_id == tenant["id"])
+        # The data plane can no longer run the deleted tenant's agents.
+        assert await AgentRepository(session).get_active(tenant["id"], "bot") is None
+        assert await AgentRepository(session).list_active(tenant["id"]) == []
+
+    usage = await client.get(f"{url}/usage", headers=admin_headers)
+    assert usage.status_code == 200
+    assert usage.json()["totals"]["runs"] == 0
+
+
+async def test_delete_keeps_the_first_revocation_time(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    db: Database,
+    make_tenant: MakeTenant,
+    issue_key: IssueKey,
+) -> None:
+    tenant = await make_tenant()
+    key = await issue_key(tenant["id"])
+    url = f"/admin/tenants/{tenant['id']}"
+    await client.delete(f"{url}/keys/{key['id']}", headers=admin_headers)
+    listed = (await client.get(f"{url}/keys", headers=admin_headers)).json()["data"]
+    first_revocation = listed[0]["revoked_at"]
+
+    await client.delete(url, headers=admin_headers)
+
+    async with db.session() as session:
+        row = (await session.exec(select(ApiKey))).one()
+        assert rfc3339(row.revoked_at) == first_revocation
+
+
+async def test_deleted_slug_stays_taken(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    tenant = await make_tenant("once")
+    await client.delete(f"/admin/tenants/{tenant['id']}", headers=admin_headers)
+    response = await client.post(
+        "/admin/tenants", json={"slug": "once", "name": "again"}, headers=admin_headers
+    )
+    assert response.status_code == 409
