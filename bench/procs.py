@@ -91,3 +91,33 @@ class Child:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=5)
         self._log.close()
+
+
+def core_busy_seconds(cpu: int) -> float:
+    """Busy time (everything but idle and iowait) of one core since boot, from /proc/stat."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        if line.startswith(f"cpu{cpu} "):
+            values = [int(v) for v in line.split()[1:]]
+            return (sum(values[:8]) - values[3] - values[4]) / CLOCK_TICKS
+    raise ValueError(f"no cpu{cpu} in /proc/stat")
+
+
+class CpuWindow:
+    """CPU time of one process and of its core over a measured window."""
+
+    def __init__(self, pid: int, core: int | None) -> None:
+        self.pid, self.core = pid, core
+        self._proc = cpu_seconds(pid)
+        self._core = core_busy_seconds(core) if core is not None else 0.0
+        self._wall = time.monotonic()
+
+    def close(self) -> dict[str, float | None]:
+        """`cpu_s` of the process; `core_other_pct`: share of the window the core spent on
+        anything else (other processes, interrupts): a noise indicator."""
+        cpu_s = cpu_seconds(self.pid) - self._proc
+        wall = time.monotonic() - self._wall
+        other: float | None = None
+        if self.core is not None and wall > 0:
+            busy = core_busy_seconds(self.core) - self._core
+            other = max(0.0, busy - cpu_s) / wall * 100
+        return {"cpu_s": cpu_s, "wall_s": wall, "core_other_pct": other}

@@ -25,7 +25,7 @@ from agents import RunConfig, Runner
 
 from bench.loadgen import LoadResult, percentile, run_sync
 from bench.payloads import AGENT_NAME, AGENT_SPEC, PROMPT
-from bench.procs import cpu_seconds
+from bench.procs import CpuWindow
 from gateway.agents.builder import BuiltAgent, build_agent
 from gateway.agents.providers import ProviderRegistry
 from gateway.core.config import get_settings
@@ -81,7 +81,10 @@ async def _phase(
     return result, failures
 
 
-async def measure(concurrency: int, duration_s: float, warmup_s: float) -> dict[str, Any]:
+async def measure(
+    concurrency: int, duration_s: float, warmup_s: float, core: int | None = None
+) -> dict[str, Any]:
+    """Warm up, then measure K concurrent run loops; `core`: the core we are pinned to."""
     install_trace_processor()
     settings = get_settings()
     registry = ProviderRegistry(settings)
@@ -90,15 +93,17 @@ async def measure(concurrency: int, duration_s: float, warmup_s: float) -> dict[
     try:
         if warmup_s > 0:
             await _phase(built, registry, concurrency, warmup_s)
-        cpu_before = cpu_seconds(os.getpid())
+        window = CpuWindow(os.getpid(), core)
         result, failures = await _phase(built, registry, concurrency, duration_s)
-        cpu_s = cpu_seconds(os.getpid()) - cpu_before
+        cpu = window.close()
     finally:
         await registry.close()
     return {
         **result.as_dict(),
-        "cpu_s": cpu_s,
-        "cpu_ms_per_request": cpu_s * 1000 / result.requests if result.requests else None,
+        **cpu,
+        "cpu_ms_per_request": (cpu["cpu_s"] or 0) * 1000 / result.requests
+        if result.requests
+        else None,
         "failures": failures,
         "transport": settings.upstream_http_client,
         "upstream_api": settings.upstream_api,
@@ -111,13 +116,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--core", type=int, help="the core this process is pinned to")
     args = parser.parse_args(argv)
     if args.base_url:
         os.environ["OPENAI_BASE_URL"] = args.base_url
     os.environ.setdefault("OPENAI_API_KEY", "bench")
     get_settings.cache_clear()
 
-    report = run_sync(measure(args.concurrency, args.duration, args.warmup))
+    report = run_sync(measure(args.concurrency, args.duration, args.warmup, args.core))
     print(json.dumps(report))
 
 

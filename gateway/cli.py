@@ -100,10 +100,10 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) ->
         f"  gateway:     {base}  (docs: {base}/docs)\n"
         f"  upstream:    {os.environ.get('OPENAI_BASE_URL') or 'OpenAI'}\n"
         f"  admin token: {token}\n"
-        f"  demo key:    {key or '(kept from an earlier start; set GATEWAY_DEMO_API_KEY)'}\n\n"
+        f"  demo key:    {key}\n\n"
         "Try:\n"
         f"  curl -s {base}/v1/agents/assistant/runs -H 'Authorization: Bearer "
-        f"{key or '$GATEWAY_DEMO_API_KEY'}' -H 'Content-Type: application/json' "
+        f"{key}' -H 'Content-Type: application/json' "
         '-d \'{"input": "What is 12*7? Use the calculator."}\'\n'
     )
     try:
@@ -140,9 +140,11 @@ def _ensure_dev_admin_token(settings: Settings) -> str:
 
 
 def _ensure_upstream(settings: Settings, mock_port: int) -> subprocess.Popen[bytes] | None:
-    """No upstream key: run the built-in mock LLM and point the gateway at it."""
+    """No upstream key in development: run the built-in mock LLM and point the gateway at it."""
     if not settings.uses_mock_upstream or settings.openai_base_url:
         return None
+    if settings.env != "development":
+        raise typer.Exit("set OPENAI_API_KEY and/or OPENAI_BASE_URL (the mock LLM is for dev)")
     proc = subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
         [sys.executable, "-m", "gateway.mock_llm", "--port", str(mock_port)]
     )
@@ -176,7 +178,7 @@ DEMO_AGENT: dict[str, Any] = {
 }
 
 
-async def _seed_demo(settings: Settings) -> str | None:
+async def _seed_demo(settings: Settings) -> str:
     """Create the `demo` tenant, its `assistant` agent and a key (idempotent)."""
     from gateway.core.db import Database
     from tenants.agent.service import put_agent
@@ -191,7 +193,6 @@ async def _seed_demo(settings: Settings) -> str | None:
     try:
         async with db.session() as session:
             tenant = await TenantRepository(session).get_by_slug("demo")
-            created = tenant is None
             if tenant is None:
                 tenant = await create_tenant(session, TenantCreate(slug="demo", name="Demo app"))
                 await put_agent(session, tenant.id, "assistant", AgentSpec(**DEMO_AGENT))
@@ -208,32 +209,47 @@ async def _seed_demo(settings: Settings) -> str | None:
                         session, settings, tenant.id, KeyCreate(name="demo"), plaintext=wanted
                     )
                 return wanted
-            if created:
-                _, plaintext = await issue_key(session, settings, tenant.id, KeyCreate(name="demo"))
-                return plaintext
-            return None
+            # The plaintext of an earlier key cannot be recovered: every start issues a fresh one,
+            # so the printed curl line always works.
+            _, plaintext = await issue_key(session, settings, tenant.id, KeyCreate(name="demo"))
+            return plaintext
     finally:
         await db.dispose()
 
 
-async def _with_session(fn: Any) -> Any:
+def _with_session(fn: Any) -> Any:
+    """Run `fn(session)` and turn the gateway's errors into a clear message and exit 1."""
+    from pydantic import ValidationError
+
     from gateway.core.db import Database
+    from gateway.core.errors import GatewayError
 
-    db = Database(get_settings().database_url)
+    async def go() -> Any:
+        db = Database(get_settings().database_url)
+        try:
+            async with db.session() as session:
+                return await fn(session)
+        finally:
+            await db.dispose()
+
     try:
-        async with db.session() as session:
-            return await fn(session)
-    finally:
-        await db.dispose()
+        return asyncio.run(go())
+    except GatewayError as exc:
+        typer.echo(f"error: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    except ValidationError as exc:
+        typer.echo(f"error: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})", err=True)
+        raise typer.Exit(1) from None
 
 
 async def _tenant_id(session: Any, ref: str) -> str:
+    from gateway.core.errors import NotFoundError
     from tenants.tenant.repository import TenantRepository
 
     repo = TenantRepository(session)
     tenant = await repo.get_by_slug(ref) if not ref.startswith("ten_") else await repo.get(ref)
     if tenant is None:
-        raise typer.BadParameter(f"no tenant {ref!r}")
+        raise NotFoundError(f"no tenant {ref!r}")
     return tenant.id
 
 
@@ -249,7 +265,7 @@ def tenants_create(
     async def go(session: Any) -> Any:
         return await create_tenant(session, TenantCreate(slug=slug, name=name))
 
-    tenant = asyncio.run(_with_session(go))
+    tenant = _with_session(go)
     typer.echo(json.dumps({"id": tenant.id, "slug": tenant.slug, "name": tenant.name}))
 
 
@@ -268,7 +284,7 @@ def keys_issue(
         tenant_id = await _tenant_id(session, tenant)
         return await issue_key(session, settings, tenant_id, KeyCreate(name=name))
 
-    row, plaintext = asyncio.run(_with_session(go))
+    row, plaintext = _with_session(go)
     typer.echo(json.dumps({"id": row.id, "key": plaintext}))
 
 
@@ -279,16 +295,18 @@ def agents_put(
     file: Annotated[Path, typer.Option(help="JSON agent spec (SPEC §9).")],
 ) -> None:
     """Create an agent or a new version of it from a JSON spec file."""
+    from gateway.core.errors import ValidationFailedError
     from tenants.agent.service import put_agent
-    from tenants.agent.spec import AgentSpec
-
-    spec = AgentSpec.model_validate_json(file.read_text())
+    from tenants.agent.spec import AGENT_NAME_RE, AgentSpec
 
     async def go(session: Any) -> Any:
+        if not AGENT_NAME_RE.match(name):
+            raise ValidationFailedError("agent names are [a-z0-9_-]{1,64}")
+        spec = AgentSpec.model_validate_json(file.read_text())
         tenant_id = await _tenant_id(session, tenant)
         return await put_agent(session, tenant_id, name, spec)
 
-    agent, version, _ = asyncio.run(_with_session(go))
+    agent, version, _ = _with_session(go)
     typer.echo(json.dumps({"id": agent.id, "name": agent.name, "version": version.version}))
 
 

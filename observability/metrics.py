@@ -6,9 +6,14 @@ key, prompt or raw path.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import cache
+
 from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
 from prometheus_fastapi_instrumentator import Instrumentator
+from prometheus_fastapi_instrumentator.metrics import Info
+from prometheus_fastapi_instrumentator.metrics import default as default_http_metrics
 
 RUNS = Counter("gateway_runs_total", "Agent runs by final status.", ["tenant", "agent", "status"])
 RUN_DURATION = Histogram(
@@ -57,10 +62,19 @@ def record_run(
             TOKENS.labels(tenant, agent, model, kind).inc(value)
 
 
+@cache
+def _http_instrumentation() -> Callable[[Info], None]:
+    # The HTTP series are registered once per process: an app built later in the same process
+    # (tests, reloads) reuses them instead of failing to register duplicates and going silent.
+    instrumentation = default_http_metrics()
+    assert instrumentation is not None, "HTTP metrics were registered outside this module"
+    return instrumentation
+
+
 def install_http_metrics(app: FastAPI) -> None:
     """HTTP request metrics labelled by route template, and `GET /metrics`."""
     Instrumentator(
         should_group_status_codes=False,
         should_ignore_untemplated=True,
         excluded_handlers=["/metrics", "/healthz", "/readyz"],
-    ).instrument(app).expose(app, include_in_schema=False)
+    ).add(_http_instrumentation()).instrument(app).expose(app, include_in_schema=False)

@@ -8,6 +8,7 @@ Repositories build the tenant-scoped statement; `fetch_page` adds the cursor.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
@@ -23,6 +24,17 @@ M = TypeVar("M", bound=BaseModel)
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
+ID_PATTERN = r"^[A-Za-z0-9_]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+
+def is_id(value: str) -> bool:
+    """Whether `value` can be one of our ids (or a version number used as a cursor).
+
+    Repositories answer "not found" for anything else without a query: a NUL byte, say, is an
+    error in PostgreSQL rather than a miss.
+    """
+    return _ID_RE.fullmatch(value) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +73,7 @@ def page_params(
     ] = DEFAULT_LIMIT,
     after: Annotated[
         str | None,
-        Query(min_length=1, max_length=64, description="Id of the last item already seen."),
+        Query(pattern=ID_PATTERN, description="Id of the last item already seen."),
     ] = None,
 ) -> PageParams:
     """Dependency reading the two pagination query parameters."""

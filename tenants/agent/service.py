@@ -34,7 +34,7 @@ async def put_agent(
 
     Returns the agent, the new version and whether the agent was created by this call.
     """
-    if not AGENT_NAME_RE.match(name):
+    if not AGENT_NAME_RE.fullmatch(name):
         raise ValidationFailedError(
             "Agent names are 1-64 characters of a-z, 0-9, '_' and '-'.",
             param="name",

@@ -15,7 +15,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from sqlmodel.sql.expression import SelectOfScalar
 
 from tenants.models import ApiKey, Tenant
-from tenants.pagination import Page, PageParams, fetch_page
+from tenants.pagination import Page, PageParams, fetch_page, is_id
 
 
 class ApiKeyRepository:
@@ -31,6 +31,8 @@ class ApiKeyRepository:
 
     async def get(self, tenant_id: str, key_id: str) -> ApiKey | None:
         """The tenant's key with this id; None for unknown ids and other tenants' keys."""
+        if not is_id(key_id):
+            return None
         statement = self._scoped(tenant_id).where(ApiKey.id == key_id)
         return (await self.session.exec(statement)).one_or_none()
 

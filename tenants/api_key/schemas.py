@@ -16,7 +16,13 @@ from tenants.models import ApiKey
 Scope = Literal["runs", "conversations", "usage"]
 ALL_SCOPES: tuple[Scope, ...] = ("runs", "conversations", "usage")
 
-KeyName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Control characters are refused: PostgreSQL cannot store NUL in text, and none belong in a label.
+KeyName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$"
+    ),
+]
 
 
 class KeyCreate(BaseModel):

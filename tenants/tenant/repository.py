@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tenants.models import Tenant
-from tenants.pagination import Page, PageParams, fetch_page
+from tenants.pagination import Page, PageParams, fetch_page, is_id
 
 
 class TenantRepository:
@@ -21,6 +21,8 @@ class TenantRepository:
 
     async def get(self, tenant_id: str, *, include_deleted: bool = False) -> Tenant | None:
         """The tenant with this id; None if unknown (or deleted, unless included)."""
+        if not is_id(tenant_id):
+            return None
         statement = select(Tenant).where(Tenant.id == tenant_id)
         if not include_deleted:
             statement = statement.where(col(Tenant.deleted_at).is_(None))

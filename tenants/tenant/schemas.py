@@ -17,7 +17,13 @@ from tenants.models import Tenant
 SLUG_PATTERN = r"^[a-z0-9-]{2,40}$"
 
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
-TenantName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Control characters are refused: PostgreSQL cannot store NUL in text, and none belong in a label.
+TenantName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$"
+    ),
+]
 TenantStatus = Literal["active", "suspended"]
 # StrictInt: "5", 5.5 and true are refused rather than coerced; the bound fits a BIGINT.
 LimitValue = Annotated[StrictInt, Field(ge=1, le=10**12)] | None

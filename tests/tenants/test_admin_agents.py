@@ -175,6 +175,17 @@ async def test_put_rejects_invalid_specs(
     assert listed.json()["data"] == []
 
 
+async def test_any_text_in_a_spec_round_trips(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    tenant = await make_tenant()
+    text = "Ünïcödé \u2603, quotes \" ' and a NUL \x00 byte"
+    url = f"/admin/tenants/{tenant['id']}/agents/bot"
+    response = await client.put(url, json={"instructions": text}, headers=admin_headers)
+    assert response.status_code == 201
+    assert (await client.get(url, headers=admin_headers)).json()["spec"]["instructions"] == text
+
+
 async def test_unknown_tool_error_names_the_tool(
     client: httpx.AsyncClient, admin_headers: dict[str, str], make_tenant: MakeTenant
 ) -> None:
@@ -264,8 +275,9 @@ async def test_concurrent_puts_get_distinct_versions(db: Database, make_tenant: 
 async def test_put_agent_service_validates_the_name(db: Database, make_tenant: MakeTenant) -> None:
     tenant = await make_tenant()
     async with db.session() as session:
-        with pytest.raises(ValidationFailedError):
-            await put_agent_service(session, tenant["id"], "Bad Name", AgentSpec())
+        for bad in ("Bad Name", "bot\n", "", "b" * 65):
+            with pytest.raises(ValidationFailedError):
+                await put_agent_service(session, tenant["id"], bad, AgentSpec())
         agent, version, created = await put_agent_service(
             session, tenant["id"], "good", AgentSpec()
         )

@@ -106,6 +106,7 @@ async def test_issue_with_scopes_and_expiry(
     [
         ({}, "name"),
         ({"name": ""}, "name"),
+        ({"name": "nul\x00"}, "name"),
         ({"name": "k", "scopes": []}, "scopes"),
         ({"name": "k", "scopes": ["admin"]}, "scopes.0"),
         ({"name": "k", "scopes": ["runs", "runs"]}, "scopes"),
@@ -160,6 +161,7 @@ async def test_unknown_key_or_tenant_is_not_found(
     tenant = await make_tenant()
     for method, path, body in [
         ("DELETE", f"/admin/tenants/{tenant['id']}/keys/key_nope", None),
+        ("DELETE", f"/admin/tenants/{tenant['id']}/keys/key%00x", None),
         ("DELETE", "/admin/tenants/ten_nope/keys/key_nope", None),
         ("GET", "/admin/tenants/ten_nope/keys", None),
         ("POST", "/admin/tenants/ten_nope/keys", {"name": "k"}),

@@ -81,6 +81,8 @@ async def test_duplicate_slug_is_conflict(
         ({"slug": "acme", "name": ""}, "name"),
         ({"slug": "acme", "name": "   "}, "name"),
         ({"slug": "acme", "name": "x" * 201}, "name"),
+        ({"slug": "acme", "name": "a\x00b"}, "name"),
+        ({"slug": "acme", "name": "line\nbreak"}, "name"),
         ({"slug": "acme", "name": "x", "status": "active"}, "status"),
         ({"slug": "acme", "name": "x", "limits": {"requests_per_minute": 0}}, None),
         ({"slug": "acme", "name": "x", "limits": {"tokens_per_day": -5}}, None),
@@ -143,7 +145,9 @@ async def test_list_paginates_with_limit_and_after(
     assert default["has_more"] is False
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=abc", "after="])
+@pytest.mark.parametrize(
+    "query", ["limit=0", "limit=101", "limit=abc", "after=", "after=ten%00x", "after=" + "a" * 65]
+)
 async def test_list_rejects_bad_pagination(
     client: httpx.AsyncClient, admin_headers: dict[str, str], query: str
 ) -> None:
@@ -231,11 +235,12 @@ async def test_patch_rejects_invalid_bodies(
 async def test_unknown_tenant_is_not_found(
     client: httpx.AsyncClient, admin_headers: dict[str, str], method: str, body: Any
 ) -> None:
-    response = await client.request(
-        method, "/admin/tenants/ten_doesnotexist", json=body, headers=admin_headers
-    )
-    assert response.status_code == 404
-    assert _error(response)["type"] == "not_found_error"
+    for tenant_id in ("ten_doesnotexist", "ten%00x", "x" * 300):
+        response = await client.request(
+            method, f"/admin/tenants/{tenant_id}", json=body, headers=admin_headers
+        )
+        assert response.status_code == 404
+        assert _error(response)["type"] == "not_found_error"
 
 
 async def test_delete_hides_the_tenant_and_revokes_its_keys(

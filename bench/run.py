@@ -1,0 +1,505 @@
+"""`make bench`: (a) the mock LLM directly, (b) the SDK ceiling, (c) the gateway, in one run.
+
+The process under test runs on core 0; the load generator (wrk, else bench.loadgen in this
+process) and, for (b) and (c), the mock LLM run on core 1. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import wrk
+from bench.loadgen import LoadResult, run_load, run_sync
+from bench.payloads import AGENT_NAME, AGENT_SPEC, RESPONSES_BODY, RUN_BODY
+from bench.procs import Child, CpuWindow, can_pin, free_port
+from bench.profile import print_summary as print_profile
+from bench.profile import summarise
+
+RESULTS_DIR = Path(__file__).parent / "results"
+COMPLETED = b'"status":"completed"'
+TARGET_RPS, TARGET_SHARE, TARGET_ADDED_P50_MS = 200.0, 0.65, 5.0
+UNDER_TEST, LOAD = 0, 1  # cores
+
+
+@dataclass
+class Point:
+    """One measured row of the table."""
+
+    name: str
+    load: LoadResult
+    cpu: dict[str, float | None] = field(default_factory=dict)
+    warmup_ok: int = 0
+
+    @property
+    def cpu_ms_per_request(self) -> float | None:
+        cpu_s = self.cpu.get("cpu_s")
+        return (
+            cpu_s * 1000 / self.load.requests if cpu_s is not None and self.load.requests else None
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "point": self.name,
+            **self.load.as_dict(),
+            **self.cpu,
+            "cpu_ms_per_request": self.cpu_ms_per_request,
+            "warmup_ok": self.warmup_ok,
+        }
+
+
+@dataclass
+class Bench:
+    """Options and shared state of one benchmark run."""
+
+    duration: float
+    warmup: float
+    connections: list[int]
+    sdk_concurrency: int
+    redis_url: str | None
+    pin: bool
+    tmp: Path
+    use_wrk: bool
+    profile: Path | None = None
+    children: list[Child] = field(default_factory=list)
+
+    def core(self, core: int) -> int | None:
+        return core if self.pin else None
+
+    def drive(
+        self,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        connections: int,
+        seconds: float,
+        expect: bytes | None,
+    ) -> LoadResult:
+        if self.use_wrk:
+            cpus = str(LOAD) if self.pin else None
+            return wrk.run_wrk(
+                url,
+                body,
+                headers,
+                connections=connections,
+                duration_s=seconds,
+                expect=expect,
+                cpus=cpus,
+            )
+        return run_sync(
+            run_load(url, body, headers, connections=connections, duration_s=seconds, expect=expect)
+        )
+
+    def point(
+        self,
+        name: str,
+        pid: int,
+        url: str,
+        body: bytes,
+        headers: dict[str, str],
+        connections: int,
+        expect: bytes | None = None,
+    ) -> Point:
+        """Warm up, then measure one point with the CPU time of `pid` around it."""
+        warm = self.drive(url, body, headers, connections, self.warmup, expect)
+        window = CpuWindow(pid, self.core(UNDER_TEST))
+        load = self.drive(url, body, headers, connections, self.duration, expect)
+        point = Point(name, load, window.close(), warmup_ok=warm.ok)
+        print(f"  {name} c={connections}: {load.rps:.0f} req/s, errors {load.errors}", flush=True)
+        return point
+
+    def start(self, name: str, command: list[str], env: dict[str, str], core: int) -> Child:
+        child = Child(
+            name, command, env=env, log_path=self.tmp / f"{name}.log", cpu=self.core(core)
+        )
+        self.children.append(child)
+        return child
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            try:
+                child.stop()
+            except Exception as exc:  # keep stopping the others
+                print(f"warning: could not stop {child.name}: {exc}", file=sys.stderr)
+        self.children.clear()
+
+
+def base_env() -> dict[str, str]:
+    """Our environment without inherited GATEWAY_*/OPENAI_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def start_mock(bench: Bench, core: int) -> tuple[Child, int]:
+    port = free_port()
+    mock = bench.start(
+        f"mock-core{core}",
+        [sys.executable, "-m", "gateway.mock_llm", "--host", "127.0.0.1", "--port", str(port)],
+        base_env(),
+        core,
+    )
+    mock.wait_http(f"http://127.0.0.1:{port}/healthz")
+    return mock, port
+
+
+def http_json(method: str, url: str, token: str, body: Any = None) -> Any:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback)
+    request.add_header("Authorization", f"Bearer {token}")
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+            return json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(f"{method} {url}: {exc.code} {exc.read()[:500]!r}") from exc
+
+
+def run_mock_points(bench: Bench) -> list[Point]:
+    """(a) The mock LLM is the process under test (core 0)."""
+    print("(a) mock LLM directly", flush=True)
+    mock, port = start_mock(bench, UNDER_TEST)
+    body = json.dumps(RESPONSES_BODY).encode()
+    url = f"http://127.0.0.1:{port}/v1/responses"
+    conns = [c for c in bench.connections if c <= 32] or bench.connections[:1]
+    try:
+        return [bench.point("(a) mock LLM", mock.pid, url, body, {}, c) for c in conns]
+    finally:
+        mock.stop()
+        bench.children.remove(mock)
+
+
+def run_sdk_ceiling(bench: Bench, mock_port: int) -> Point:
+    """(b) bench.sdk_ceiling on core 0 against the mock on core 1."""
+    print("(b) SDK ceiling", flush=True)
+    env = base_env() | {
+        "GATEWAY_ENV": "development",
+        "GATEWAY_UPSTREAM_API": "responses",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
+        "OPENAI_API_KEY": "bench",
+    }
+    command = [sys.executable, "-m", "bench.sdk_ceiling", "--concurrency"]
+    command += [str(bench.sdk_concurrency), "--duration", str(bench.duration)]
+    command += ["--warmup", str(bench.warmup)]
+    if bench.pin:
+        command = ["taskset", "-c", str(UNDER_TEST), *command, "--core", str(UNDER_TEST)]
+    done = subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=bench.duration + bench.warmup + 120,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"sdk_ceiling failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    fields = LoadResult.__dataclass_fields__
+    load = LoadResult(**{k: v for k, v in report.items() if k in fields})
+    cpu = {k: report.get(k) for k in ("cpu_s", "wall_s", "core_other_pct")}
+    if report.get("failures"):
+        print(f"  failures: {report['failures']}", file=sys.stderr)
+    print(f"  (b) SDK ceiling k={load.connections}: {load.rps:.0f} runs/s", flush=True)
+    return Point("(b) SDK ceiling", load, cpu)
+
+
+def run_gateway_points(bench: Bench, mock_port: int) -> tuple[list[Point], dict[str, Any]]:
+    """(c) The gateway on core 0, seeded through the admin API, then loaded."""
+    print("(c) gateway", flush=True)
+    admin_token = "bench-" + secrets.token_urlsafe(24)
+    env = base_env() | {
+        "GATEWAY_ENV": "development",
+        "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{bench.tmp}/bench.db",
+        "GATEWAY_ADMIN_TOKEN": admin_token,
+        "GATEWAY_UPSTREAM_API": "responses",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
+        "OPENAI_API_KEY": "bench",
+    }
+    if bench.redis_url:
+        env["GATEWAY_REDIS_URL"] = bench.redis_url
+    gateway_bin = str(Path(sys.executable).with_name("gateway"))
+    if not Path(gateway_bin).exists():
+        gateway_bin = shutil.which("gateway") or "gateway"
+    subprocess.run(
+        [gateway_bin, "db", "upgrade"], env=env, check=True, timeout=120, capture_output=True
+    )
+    port = free_port()
+    command = [gateway_bin, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    gateway = bench.start("gateway", command, env, UNDER_TEST)
+    base = f"http://127.0.0.1:{port}"
+    gateway.wait_http(f"{base}/healthz")
+
+    tenant = http_json(
+        "POST", f"{base}/admin/tenants", admin_token, {"slug": "bench", "name": "bench"}
+    )
+    key = http_json(
+        "POST", f"{base}/admin/tenants/{tenant['id']}/keys", admin_token, {"name": "bench"}
+    )["key"]
+    http_json(
+        "PUT", f"{base}/admin/tenants/{tenant['id']}/agents/{AGENT_NAME}", admin_token, AGENT_SPEC
+    )
+
+    url = f"{base}/v1/agents/{AGENT_NAME}/runs"
+    body, headers = json.dumps(RUN_BODY).encode(), {"Authorization": f"Bearer {key}"}
+    points = [
+        bench.point("(c) gateway", gateway.pid, url, body, headers, c, expect=COMPLETED)
+        for c in bench.connections
+    ]
+    if bench.profile is not None:
+        points.append(profile_gateway(bench, gateway.pid, url, body, headers))
+    time.sleep(2.0)  # usage is flushed every 0.5 s
+    report = http_json("GET", f"{base}/v1/usage?group_by=agent", key)
+    recorded = sum(row["runs"] for row in report["data"] if row.get("agent") == AGENT_NAME)
+    expected = sum(p.load.ok + p.warmup_ok for p in points)
+    usage = {"recorded_runs": recorded, "successful_requests": expected, "ok": recorded >= expected}
+    return points, usage
+
+
+def profile_gateway(
+    bench: Bench, pid: int, url: str, body: bytes, headers: dict[str, str]
+) -> Point:
+    """py-spy (core 1) records the gateway under 32-connection load; not a table row."""
+    assert bench.profile is not None
+    seconds = max(1, round(bench.duration))
+    spy = str(Path(sys.executable).with_name("py-spy"))
+    command = [spy, "record", "-o", str(bench.profile), "--pid", str(pid)]
+    # --gil: only samples holding the GIL (py-spy's idle detection misses threads blocked in
+    # queue/condition waits, e.g. aiosqlite's worker thread, anyio's thread pool).
+    command += ["--duration", str(seconds), "--format", "speedscope", "--gil"]
+    if bench.pin:
+        command = ["taskset", "-c", str(LOAD), *command]
+    print(f"  profiling the gateway for {seconds} s at 32 connections", flush=True)
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        time.sleep(0.5)
+        load = bench.drive(url, body, headers, 32, seconds + 1, COMPLETED)
+        _, err = proc.communicate(timeout=seconds + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    if proc.returncode != 0:
+        raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
+    return Point("(profile) gateway", load)
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_table(points: list[Point]) -> None:
+    header = ("point", "conns", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms/req", "core0 other%")
+    rows = [
+        (
+            p.name,
+            str(p.load.connections),
+            fmt(p.load.rps, 1),
+            fmt(p.load.p50_ms),
+            fmt(p.load.p99_ms),
+            str(p.load.errors),
+            fmt(p.cpu_ms_per_request),
+            fmt(p.cpu.get("core_other_pct"), 1),
+        )
+        for p in points
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, tuple("-" * w for w in widths), *rows]:
+        print(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
+
+
+def find(points: list[Point], prefix: str, connections: int) -> Point | None:
+    return next(
+        (p for p in points if p.name.startswith(prefix) and p.load.connections == connections), None
+    )
+
+
+def summary(points: list[Point], usage: dict[str, Any]) -> dict[str, Any]:
+    """The three targets of the issue, and the correctness checks."""
+    mock1, gw1 = find(points, "(a)", 1), find(points, "(c)", 1)
+    gw32 = find(points, "(c)", 32)
+    sdk = next((p for p in points if p.name.startswith("(b)")), None)
+    out: dict[str, Any] = {}
+    if mock1 and gw1 and mock1.load.p50_ms is not None and gw1.load.p50_ms is not None:
+        added = gw1.load.p50_ms - mock1.load.p50_ms
+        out["added_p50_ms_at_1"] = {
+            "value": added,
+            "target": f"<= {TARGET_ADDED_P50_MS}",
+            "pass": added <= TARGET_ADDED_P50_MS,
+        }
+    if gw32:
+        ok = gw32.load.rps >= TARGET_RPS and gw32.load.errors == 0
+        out["gateway_rps_at_32"] = {
+            "value": gw32.load.rps,
+            "errors": gw32.load.errors,
+            "target": f">= {TARGET_RPS:.0f} req/s, 0 errors",
+            "pass": ok,
+        }
+        if sdk and sdk.load.rps > 0:
+            share = gw32.load.rps / sdk.load.rps
+            out["gateway_share_of_sdk_at_32"] = {
+                "value": share,
+                "target": f">= {TARGET_SHARE:.0%}",
+                "pass": share >= TARGET_SHARE,
+            }
+    gateway_points = [p for p in points if p.name.startswith("(c)")]
+    incorrect = sum(p.load.incorrect for p in gateway_points)
+    out["correctness"] = {
+        "incorrect_200s": incorrect,
+        "usage": usage,
+        "pass": incorrect == 0 and bool(usage.get("ok")),
+    }
+    return out
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    def line(label: str, value: str, item: dict[str, Any]) -> None:
+        verdict = "PASS" if item["pass"] else "MISS"
+        print(f"{label:<38} {value:<24} target {item.get('target', '-'):<24} {verdict}")
+
+    if (a := result.get("added_p50_ms_at_1")) is not None:
+        line(
+            "gateway added p50 @1 conn (c - a)",
+            f"{a['value']:.2f} ms",
+            a | {"target": a["target"] + " ms"},
+        )
+    if (r := result.get("gateway_rps_at_32")) is not None:
+        line("gateway @32 conns", f"{r['value']:.1f} req/s, {r['errors']} err", r)
+    if (s := result.get("gateway_share_of_sdk_at_32")) is not None:
+        line("gateway @32 / SDK ceiling runs/s", f"{s['value']:.1%}", s)
+    c = result["correctness"]
+    u = c["usage"]
+    line(
+        "correctness (completed, usage >= ok)",
+        f"{c['incorrect_200s']} bad, {u.get('recorded_runs')}>={u.get('successful_requests')}",
+        c | {"target": "0 bad, usage >= ok"},
+    )
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per point")
+    parser.add_argument("--warmup", type=float, default=None, help="seconds before each point (3)")
+    parser.add_argument("--connections", default="1,32,128", help="gateway points, comma separated")
+    parser.add_argument("--sdk-concurrency", type=int, default=32, help="tasks of the SDK ceiling")
+    parser.add_argument("--quick", action="store_true", help="smoke check: 3 s points, 1 s warm-up")
+    parser.add_argument("--redis-url", default=None, help="GATEWAY_REDIS_URL for the gateway")
+    parser.add_argument(
+        "--loadgen", action="store_true", help="use bench.loadgen even if wrk exists"
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="also record a py-spy speedscope profile of the gateway at 32 connections here",
+    )
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration = 3.0
+    if args.warmup is None:
+        args.warmup = 1.0 if args.quick else 3.0
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    pin = can_pin()
+    if pin:
+        os.sched_setaffinity(0, {LOAD})  # this process (and the Python load generator): core 1
+    else:
+        print("warning: cores 0 and 1 are not both available; running unpinned", file=sys.stderr)
+    use_wrk = wrk.available() and not args.loadgen
+    started = datetime.now(UTC)
+    print(
+        f"bench: {args.duration:g} s per point after {args.warmup:g} s warm-up; "
+        f"load generator: {'wrk' if use_wrk else 'bench.loadgen (asyncio/aiohttp)'}",
+        flush=True,
+    )
+    points: list[Point] = []
+    usage: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
+        bench = Bench(
+            duration=args.duration,
+            warmup=args.warmup,
+            connections=[int(c) for c in args.connections.split(",") if c.strip()],
+            sdk_concurrency=args.sdk_concurrency,
+            redis_url=args.redis_url,
+            pin=pin,
+            tmp=Path(tmp),
+            use_wrk=use_wrk,
+            profile=args.profile,
+        )
+        try:
+            points += run_mock_points(bench)
+            _, mock_port = start_mock(bench, LOAD)
+            points.append(run_sdk_ceiling(bench, mock_port))
+            gateway_points, usage = run_gateway_points(bench, mock_port)
+            points += gateway_points
+        except BaseException:
+            for child in bench.children:
+                print(f"--- {child.name} log tail ---\n{child.tail()}", file=sys.stderr)
+            raise
+        finally:
+            bench.stop_all()
+
+    profiled = [p for p in points if p.name.startswith("(profile)")]
+    points = [p for p in points if p not in profiled]
+    print()
+    print_table(points)
+    print()
+    result = summary(points, usage)
+    print_summary(result)
+    profile: dict[str, Any] | None = None
+    if args.profile is not None and profiled:
+        profile = summarise(args.profile)
+        profile["load"] = profiled[0].load.as_dict()
+        print(f"\nprofile of the gateway at 32 connections: {args.profile}")
+        print_profile(profile)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    out = RESULTS_DIR / f"{started.strftime('%Y%m%dT%H%M%SZ')}.json"
+    out.write_text(
+        json.dumps(
+            {
+                "started_at": started.isoformat(),
+                "argv": sys.argv,
+                "options": vars(args),
+                "load_generator": "wrk" if use_wrk else "bench.loadgen",
+                "pinned": pin,
+                "cpus": os.cpu_count(),
+                "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+                "points": [p.as_dict() for p in points],
+                "summary": result,
+                "profile": profile,
+            },
+            indent=2,
+            default=str,
+        )
+    )
+    print(f"\nresults: {out}")
+    if not result["correctness"]["pass"]:
+        return 1
+    if args.strict and not all(v.get("pass", True) for v in result.values()):
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""Health probes and the Prometheus metrics an operator scrapes."""
+
+from __future__ import annotations
+
+import re
+
+from tests.gateway.conftest import Gateway, Tenant
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """The value of one series in Prometheus text format (0 if absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_health_and_readiness(gateway: Gateway) -> None:
+    r = await gateway.client.get("/healthz")
+    assert r.status_code == 200 and r.json() == {"status": "ok"}
+    r = await gateway.client.get("/readyz")
+    assert r.status_code == 200
+    assert r.json()["checks"]["database"] == "ok"
+
+
+async def test_readiness_fails_when_the_database_is_gone(gateway: Gateway) -> None:
+    await gateway.app.state.db.dispose()
+    gateway.app.state.db.url = "unused"
+    from gateway.core.db import Database
+
+    gateway.app.state.db = Database("sqlite+aiosqlite:////nonexistent-dir/x.db")
+    r = await gateway.client.get("/readyz")
+    assert r.status_code == 503
+    assert r.json()["checks"]["database"] == "unavailable"
+
+
+async def test_run_and_token_counters(gateway: Gateway, tenant: Tenant) -> None:
+    before = (await gateway.client.get("/metrics")).text
+    r = await gateway.client.post(
+        "/v1/agents/assistant/runs", json={"input": "hello metrics"}, headers=tenant.headers
+    )
+    usage = r.json()["usage"]
+    after = (await gateway.client.get("/metrics")).text
+    labels = {"tenant": "acme", "agent": "assistant"}
+    runs = "gateway_runs_total"
+    assert sample(after, runs, status="completed", **labels) == (
+        sample(before, runs, status="completed", **labels) + 1
+    )
+    tokens = "gateway_tokens_total"
+    for kind, value in (("input", usage["input_tokens"]), ("output", usage["output_tokens"])):
+        delta = sample(after, tokens, type=kind, model="mock-model", **labels) - sample(
+            before, tokens, type=kind, model="mock-model", **labels
+        )
+        assert delta == value
+    # HTTP metrics use the route template, never the raw path or the key.
+    assert 'handler="/v1/agents/{name}/runs"' in after
+    assert "/v1/agents/assistant/runs" not in after
+    assert tenant.key not in after
+
+
+async def test_request_id_is_echoed_or_made(gateway: Gateway) -> None:
+    r = await gateway.client.get("/healthz", headers={"X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    r = await gateway.client.get("/healthz", headers={"X-Request-ID": "bad id\twith junk"})
+    assert r.headers["x-request-id"] != "bad id\twith junk"
+    assert len(r.headers["x-request-id"]) == 16
+
+
+async def test_unknown_routes_and_methods_use_the_error_shape(gateway: Gateway) -> None:
+    r = await gateway.client.get("/v1/nothing-here")
+    assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    r = await gateway.client.delete("/healthz")
+    assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
+
+
+async def test_openapi_is_served(gateway: Gateway) -> None:
+    r = await gateway.client.get("/openapi.json")
+    paths = r.json()["paths"]
+    assert "/v1/agents/{name}/runs" in paths
+    assert "/admin/tenants" in paths

@@ -1,0 +1,68 @@
+"""The `gateway` command as an operator uses it, in a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
+        "GATEWAY_ENV": "development",
+    }
+
+
+def gateway(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [GATEWAY, *args], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+def test_operator_commands(env: dict[str, str], tmp_path: Path) -> None:
+    assert gateway(env, "db", "upgrade").returncode == 0
+    r = gateway(env, "tenants", "create", "--slug", "cli-co", "--name", "CLI Co")
+    assert r.returncode == 0, r.stderr
+    tenant = json.loads(r.stdout)
+    assert tenant["slug"] == "cli-co" and tenant["id"].startswith("ten_")
+
+    r = gateway(env, "tenants", "create", "--slug", "cli-co", "--name", "again")
+    assert r.returncode == 1 and "error:" in r.stderr and "Traceback" not in r.stderr
+
+    r = gateway(env, "keys", "issue", "--tenant", "cli-co", "--name", "ops")
+    assert r.returncode == 0, r.stderr
+    key = json.loads(r.stdout)
+    assert key["key"].startswith("gw_") and key["id"].startswith("key_")
+
+    spec = tmp_path / "agent.json"
+    spec.write_text(json.dumps({"instructions": "Hi", "tools": ["calculator"]}))
+    r = gateway(
+        env, "agents", "put", "--tenant", tenant["id"], "--name", "helper", "--file", str(spec)
+    )
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["version"] == 1
+    r = gateway(env, "agents", "put", "--tenant", "cli-co", "--name", "helper", "--file", str(spec))
+    assert json.loads(r.stdout)["version"] == 2
+
+    spec.write_text(json.dumps({"tools": ["rm_rf"]}))
+    r = gateway(env, "agents", "put", "--tenant", "cli-co", "--name", "helper", "--file", str(spec))
+    assert r.returncode == 1 and "unknown tool" in r.stderr
+
+    r = gateway(env, "keys", "issue", "--tenant", "nobody")
+    assert r.returncode == 1 and "no tenant" in r.stderr
+
+
+def test_help_lists_the_commands(env: dict[str, str]) -> None:
+    r = gateway(env, "--help")
+    assert r.returncode == 0
+    for command in ("serve", "db", "mock-llm", "demo", "tenants", "keys", "agents"):
+        assert command in r.stdout

@@ -1,0 +1,71 @@
+"""`make run` as a newcomer uses it: the demo starts, prints a key, and its curl line works."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_demo_serves_the_seeded_assistant(tmp_path: Path) -> None:
+    port, mock_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GATEWAY_"))}
+    env.update(
+        GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
+        PYTHONUNBUFFERED="1",
+    )
+    log = tmp_path / "demo.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [GATEWAY, "demo", "--port", str(port), "--mock-port", str(mock_port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert proc.poll() is None, log.read_text()
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        text = log.read_text()
+        key = re.search(r"demo key:\s+(gw_\w+)", text)
+        token = re.search(r"admin token:\s+(\S+)", text)
+        assert key and token, text
+        r = httpx.post(
+            f"{base}/v1/agents/assistant/runs",
+            json={"input": "What is 12*7? Use the calculator."},
+            headers={"Authorization": f"Bearer {key.group(1)}"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        assert "84" in r.json()["output"]
+        r = httpx.get(
+            f"{base}/admin/tenants", headers={"Authorization": f"Bearer {token.group(1)}"}
+        )
+        assert [t["slug"] for t in r.json()["data"]] == ["demo"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)

@@ -1,0 +1,55 @@
+"""Migrations apply, roll back and re-apply on SQLite and PostgreSQL, matching the models."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import inspect
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlmodel import SQLModel
+
+import tenants.models  # noqa: F401
+from gateway.core.migrate import downgrade, upgrade
+
+TABLES = {"tenants", "api_keys", "agents", "agent_versions", "usage_records", "alembic_version"}
+
+
+async def _inspect(url: str) -> tuple[set[str], list[object]]:
+    engine = create_async_engine(url)
+    try:
+        async with engine.connect() as conn:
+
+            def read(sync_conn: object) -> tuple[set[str], list[object]]:
+                names = set(inspect(sync_conn).get_table_names())
+                ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+                return names, list(compare_metadata(ctx, SQLModel.metadata))
+
+            return await conn.run_sync(read)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def empty_database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    downgrade(url, "base")
+    return url
+
+
+def test_upgrade_downgrade_upgrade(empty_database: str) -> None:
+    upgrade(empty_database)
+    names, diff = asyncio.run(_inspect(empty_database))
+    assert names >= TABLES
+    assert diff == [], f"models and migrations differ: {diff}"
+    downgrade(empty_database, "base")
+    names, _ = asyncio.run(_inspect(empty_database))
+    assert names <= {"alembic_version"}
+    upgrade(empty_database)
+    names, _ = asyncio.run(_inspect(empty_database))
+    assert names >= TABLES
