@@ -59,6 +59,7 @@ COMPONENTS: list[tuple[str, tuple[str, ...]]] = [
     ("gateway (other)", ("gateway/", "tenants/", "observability/")),
 ]
 STDLIB = "stdlib/event loop/other"
+ROOT_SHARE = 0.9
 
 
 def component(file: str) -> str | None:
@@ -101,8 +102,12 @@ def summarise(path: Path, top: int = 25) -> dict[str, Any]:
     def share(counter: Counter[str], n: int) -> list[tuple[str, float]]:
         return [(k, v / samples * 100) for k, v in counter.most_common(n)] if samples else []
 
+    # Frames on (nearly) every stack are the server's entry points: no information.
+    for name in [k for k, v in total.items() if v >= ROOT_SHARE * samples]:
+        del total[name]
     return {
-        "samples": samples,
+        "sampled": samples,
+        "unit": doc["profiles"][0].get("unit", "samples") if doc["profiles"] else "samples",
         "components": share(groups, len(groups)),
         "own": share(own, top),
         "total": share(total, top),
@@ -110,8 +115,8 @@ def summarise(path: Path, top: int = 25) -> dict[str, Any]:
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    print(f"{summary['samples']} samples")
-    for title, key in (("components", "components"), ("own time", "own"), ("total time", "total")):
+    print(f"{summary['sampled']:.2f} {summary['unit']} sampled (GIL held)")
+    for title, key in (("components", "components"), ("own time", "own"), ("total time, without the entry frames", "total")):
         print(f"\n{title} (% of samples):")
         for name, pct in summary[key]:
             print(f"  {pct:5.1f}  {name}")

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -144,7 +144,7 @@ def _ensure_upstream(settings: Settings, mock_port: int) -> subprocess.Popen[byt
     if not settings.uses_mock_upstream or settings.openai_base_url:
         return None
     if settings.env != "development":
-        raise typer.Exit("set OPENAI_API_KEY and/or OPENAI_BASE_URL (the mock LLM is for dev)")
+        _fail("set OPENAI_API_KEY and/or OPENAI_BASE_URL (the mock LLM is for development only)")
     proc = subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
         [sys.executable, "-m", "gateway.mock_llm", "--port", str(mock_port)]
     )
@@ -156,17 +156,22 @@ def _ensure_upstream(settings: Settings, mock_port: int) -> subprocess.Popen[byt
     return proc
 
 
+def _fail(message: str) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
+
+
 def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 15.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise typer.Exit(f"mock LLM exited with {proc.returncode}")
+            _fail(f"mock LLM exited with {proc.returncode}")
         try:
             with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (loopback URL we built)
                 return
         except OSError:
             time.sleep(0.1)
-    raise typer.Exit("mock LLM did not start")
+    _fail("mock LLM did not start")
 
 
 DEMO_AGENT: dict[str, Any] = {

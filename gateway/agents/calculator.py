@@ -47,7 +47,8 @@ def evaluate(expression: str) -> int | float:
 
 
 def _eval(node: ast.expr) -> int | float:
-    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+    # `type(...) is` excludes bool, which is an int subclass.
+    if isinstance(node, ast.Constant) and (type(node.value) is int or type(node.value) is float):
         return _bounded(node.value)
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _bounded(_UNARY[type(node.op)](_eval(node.operand)))

@@ -21,7 +21,7 @@ from tenants.pagination import Page, PageParams, fetch_page
 
 def _owned_by(tenant_id: str) -> ColumnElement[bool]:
     """The tenant filter every agent query goes through."""
-    return col(Agent.tenant_id).is_not(None)
+    return col(Agent.tenant_id) == tenant_id
 
 
 def _active_versions(tenant_id: str) -> Select[Agent, AgentVersion]:
