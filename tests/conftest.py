@@ -118,7 +118,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "openai_base_url": "http://127.0.0.1:9/v1",
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 async def started_app(settings: Settings) -> AsyncIterator[FastAPI]:

@@ -21,7 +21,9 @@ _PLACEHOLDERS = {"", "changeme", "change-me", "secret", DEV_SECRET_KEY}
 class Settings(BaseSettings):
     """Every setting of the gateway. Field names map to `GATEWAY_<NAME>` variables."""
 
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_", extra="ignore", use_attribute_docstrings=True
+    )
 
     env: Literal["development", "production", "test"] = "development"
     """`development` allows placeholder secrets; anything else refuses them at start-up."""
@@ -29,11 +31,8 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./gateway.db"
     """SQLAlchemy async URL: SQLite by default, `postgresql+asyncpg://…` in production."""
 
-    redis_url: str | None = None
-    """Redis for limits, quotas and cache invalidation shared by all replicas (unset: memory)."""
-
     secret_key: str = DEV_SECRET_KEY
-    """Keys the HMAC of API keys and signs admin JWTs. At least 32 characters outside dev."""
+    """Keys the HMAC under which API keys are stored. At least 32 characters outside dev."""
 
     admin_token: str | None = None
     """Bootstrap admin bearer token. Required outside development."""
