@@ -27,12 +27,16 @@ async def test_health_and_readiness(gateway: Gateway) -> None:
 
 
 async def test_readiness_fails_when_the_database_is_gone(gateway: Gateway) -> None:
-    await gateway.app.state.db.dispose()
-    gateway.app.state.db.url = "unused"
     from gateway.core.db import Database
 
-    gateway.app.state.db = Database("sqlite+aiosqlite:////nonexistent-dir/x.db")
-    r = await gateway.client.get("/readyz")
+    original = gateway.app.state.db
+    unreachable = Database("sqlite+aiosqlite:////nonexistent-dir/x.db")
+    gateway.app.state.db = unreachable
+    try:
+        r = await gateway.client.get("/readyz")
+    finally:
+        gateway.app.state.db = original
+        await unreachable.dispose()
     assert r.status_code == 503
     assert r.json()["checks"]["database"] == "unavailable"
 
