@@ -15,6 +15,7 @@ from gateway.core.body_limit import BodyLimitMiddleware
 from gateway.core.config import Settings, get_settings
 from gateway.core.db import Database
 from gateway.core.errors import install_error_handlers
+from gateway.core.redis import create_redis
 from gateway.runs.service import RunService
 from gateway.usage.recorder import UsageRecorder
 from observability.metrics import install_http_metrics
@@ -33,6 +34,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_queue=settings.usage_queue_size,
     )
     providers = ProviderRegistry(settings)
+    redis = create_redis(settings)
+    app.state.redis = redis
     app.state.db = db
     app.state.recorder = recorder
     app.state.providers = providers
@@ -56,6 +59,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await recorder.close()
         await providers.close()
+        if redis is not None:
+            await redis.aclose()
         await db.dispose()
 
 

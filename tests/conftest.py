@@ -146,3 +146,18 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
 @pytest.fixture
 def admin_headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+@pytest.fixture
+def redis_url() -> str:
+    """The real Redis (test database 15), emptied before the test."""
+    import redis
+
+    client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        client.flushdb()
+    except redis.RedisError as exc:
+        unavailable("Redis", f"{type(exc).__name__}: {exc}")
+    finally:
+        client.close()
+    return REDIS_URL

@@ -31,6 +31,15 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./gateway.db"
     """SQLAlchemy async URL: SQLite by default, `postgresql+asyncpg://…` in production."""
 
+    redis_url: str | None = None
+    """Redis shared by all replicas (limits, quotas, leases, invalidation). Unset: in-memory."""
+
+    redis_timeout_ms: int = Field(default=100, ge=5, le=5_000)
+    """Upper bound of every Redis call; a slower Redis counts as unavailable."""
+
+    redis_max_connections: int = Field(default=200, ge=1)
+    """Connection pool size of the process Redis client."""
+
     secret_key: str = DEV_SECRET_KEY
     """Keys the HMAC under which API keys are stored. At least 32 characters outside dev."""
 

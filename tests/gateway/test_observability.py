@@ -85,3 +85,18 @@ async def test_openapi_is_served(gateway: Gateway) -> None:
     paths = r.json()["paths"]
     assert "/v1/agents/{name}/runs" in paths
     assert "/admin/tenants" in paths
+
+
+async def test_readiness_reports_redis(sqlite_url: str, redis_url: str) -> None:
+    from tests.conftest import make_settings, started_app
+
+    for url, expected in ((redis_url, "ok"), ("redis://127.0.0.1:1/0", "unavailable")):
+        async for app in started_app(make_settings(sqlite_url, redis_url=url)):
+            import httpx
+
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                r = await c.get("/readyz")
+            assert r.status_code == 200
+            assert r.json()["checks"] == {"database": "ok", "redis": expected}
+            assert r.json()["status"] == ("ready" if expected == "ok" else "degraded")
