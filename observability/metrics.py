@@ -32,9 +32,32 @@ UPSTREAM_REQUESTS = Counter(
 )
 IN_FLIGHT = Gauge("gateway_runs_in_flight", "Runs in progress.", ["tenant"])
 USAGE_QUEUE_DEPTH = Gauge("gateway_usage_queue_depth", "Usage records waiting to be written.")
+RATE_LIMIT_REJECTIONS = Counter(
+    "gateway_rate_limit_rejections_total",
+    "Requests refused by a limit or quota (429), by the limit's code.",
+    ["tenant", "code"],
+)
+LIMITS_DEGRADED = Counter(
+    "gateway_limits_degraded_total",
+    "Limit checks that fell back to per-replica memory because Redis was unavailable.",
+)
+TOOL_CALLS = Counter(
+    "gateway_tool_calls_total", "Tool calls by tool and outcome.", ["tool", "status"]
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "gateway_time_to_first_token_seconds",
+    "Time from request to the first streamed text delta.",
+    ["tenant", "agent"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 USAGE_WRITE_FAILURES = Counter(
     "gateway_usage_write_failures_total", "Failed usage batch writes (retried, never dropped)."
 )
+
+
+def tenant_label(slug: str) -> str:
+    """The value of the `tenant` label for a tenant (every metric goes through this)."""
+    return slug
 
 
 def record_run(
@@ -50,6 +73,7 @@ def record_run(
     reasoning_tokens: int,
 ) -> None:
     """Count one finished run and its tokens."""
+    tenant = tenant_label(tenant)
     RUNS.labels(tenant, agent, status).inc()
     RUN_DURATION.labels(tenant, agent).observe(duration_s)
     for kind, value in (

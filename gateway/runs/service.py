@@ -22,7 +22,7 @@ from gateway.core.ids import new_id
 from gateway.runs.failures import map_run_error
 from gateway.runs.meter import RunMeter
 from gateway.usage.recorder import UsageRecorder
-from observability.metrics import IN_FLIGHT, record_run
+from observability.metrics import IN_FLIGHT, record_run, tenant_label
 from tenants.models import UsageRecord
 
 
@@ -42,7 +42,7 @@ class RunHandle:
 
     def __post_init__(self) -> None:
         self.meter = RunMeter(self.built.model)
-        IN_FLIGHT.labels(self.principal.tenant_slug).inc()
+        IN_FLIGHT.labels(tenant_label(self.principal.tenant_slug)).inc()
 
     def run_config(self) -> RunConfig:
         """Provider and model passed explicitly: never the SDK's process-wide defaults."""
@@ -71,7 +71,7 @@ class RunHandle:
         if self.settled:
             return
         self.settled = True
-        IN_FLIGHT.labels(self.principal.tenant_slug).dec()
+        IN_FLIGHT.labels(tenant_label(self.principal.tenant_slug)).dec()
         elapsed = time.perf_counter() - self.started
         meter = self.meter
         self.recorder.record(
