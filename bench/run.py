@@ -25,40 +25,14 @@ from typing import Any
 from bench import wrk
 from bench.loadgen import LoadResult, run_load, run_sync
 from bench.payloads import AGENT_NAME, AGENT_SPEC, RESPONSES_BODY, RUN_BODY
-from bench.procs import Child, CpuWindow, can_pin, free_port
+from bench.procs import LOOPBACK, PROXY_VARS, Child, CpuWindow, can_pin, free_port
 from bench.profile import print_summary as print_profile
 from bench.profile import summarise
+from bench.report import Point, environment, print_summary, print_table, summary
 
 RESULTS_DIR = Path(__file__).parent / "results"
 COMPLETED = b'"status":"completed"'
-TARGET_RPS, TARGET_SHARE, TARGET_ADDED_P50_MS = 200.0, 0.65, 5.0
 UNDER_TEST, LOAD = 0, 1  # cores
-
-
-@dataclass
-class Point:
-    """One measured row of the table."""
-
-    name: str
-    load: LoadResult
-    cpu: dict[str, float | None] = field(default_factory=dict)
-    warmup_ok: int = 0
-
-    @property
-    def cpu_ms_per_request(self) -> float | None:
-        cpu_s = self.cpu.get("cpu_s")
-        return (
-            cpu_s * 1000 / self.load.requests if cpu_s is not None and self.load.requests else None
-        )
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "point": self.name,
-            **self.load.as_dict(),
-            **self.cpu,
-            "cpu_ms_per_request": self.cpu_ms_per_request,
-            "warmup_ok": self.warmup_ok,
-        }
 
 
 @dataclass
@@ -138,8 +112,12 @@ class Bench:
 
 
 def base_env() -> dict[str, str]:
-    """Our environment without inherited GATEWAY_*/OPENAI_* settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
+    """Our environment without inherited GATEWAY_*/OPENAI_* settings or proxies."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GATEWAY_", "OPENAI_")) and k.lower() not in PROXY_VARS
+    }
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -162,7 +140,7 @@ def http_json(method: str, url: str, token: str, body: Any = None) -> Any:
     request.add_header("Authorization", f"Bearer {token}")
     request.add_header("Content-Type", "application/json")
     try:
-        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
+        with LOOPBACK.open(request, timeout=30) as resp:
             return json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         raise RuntimeError(f"{method} {url}: {exc.code} {exc.read()[:500]!r}") from exc
@@ -216,9 +194,25 @@ def run_sdk_ceiling(bench: Bench, mock_port: int) -> Point:
     return Point("(b) SDK ceiling", load, cpu)
 
 
-def run_gateway_points(bench: Bench, mock_port: int) -> tuple[list[Point], dict[str, Any]]:
-    """(c) The gateway on core 0, seeded through the admin API, then loaded."""
-    print("(c) gateway", flush=True)
+@dataclass
+class Gateway:
+    """A started, seeded gateway: its process, run URL and tenant key."""
+
+    child: Child
+    base: str
+    key: str
+
+    @property
+    def run_url(self) -> str:
+        return f"{self.base}/v1/agents/{AGENT_NAME}/runs"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+def start_gateway(bench: Bench, mock_port: int) -> Gateway:
+    """Migrate a fresh SQLite DB, serve the gateway on core 0, seed it via the admin API."""
     admin_token = "bench-" + secrets.token_urlsafe(24)
     env = base_env() | {
         "GATEWAY_ENV": "development",
@@ -238,30 +232,33 @@ def run_gateway_points(bench: Bench, mock_port: int) -> tuple[list[Point], dict[
     )
     port = free_port()
     command = [gateway_bin, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    gateway = bench.start("gateway", command, env, UNDER_TEST)
+    child = bench.start("gateway", command, env, UNDER_TEST)
     base = f"http://127.0.0.1:{port}"
-    gateway.wait_http(f"{base}/healthz")
+    child.wait_http(f"{base}/healthz")
 
     tenant = http_json(
         "POST", f"{base}/admin/tenants", admin_token, {"slug": "bench", "name": "bench"}
     )
-    key = http_json(
-        "POST", f"{base}/admin/tenants/{tenant['id']}/keys", admin_token, {"name": "bench"}
-    )["key"]
-    http_json(
-        "PUT", f"{base}/admin/tenants/{tenant['id']}/agents/{AGENT_NAME}", admin_token, AGENT_SPEC
-    )
+    tenant_url = f"{base}/admin/tenants/{tenant['id']}"
+    key = http_json("POST", f"{tenant_url}/keys", admin_token, {"name": "bench"})["key"]
+    http_json("PUT", f"{tenant_url}/agents/{AGENT_NAME}", admin_token, AGENT_SPEC)
+    return Gateway(child, base, key)
 
-    url = f"{base}/v1/agents/{AGENT_NAME}/runs"
-    body, headers = json.dumps(RUN_BODY).encode(), {"Authorization": f"Bearer {key}"}
+
+def run_gateway_points(bench: Bench, mock_port: int) -> tuple[list[Point], dict[str, Any]]:
+    """(c) The gateway under load at each connection count, then the usage check."""
+    print("(c) gateway", flush=True)
+    gateway = start_gateway(bench, mock_port)
+    pid, url, headers = gateway.child.pid, gateway.run_url, gateway.headers
+    body = json.dumps(RUN_BODY).encode()
     points = [
-        bench.point("(c) gateway", gateway.pid, url, body, headers, c, expect=COMPLETED)
+        bench.point("(c) gateway", pid, url, body, headers, c, expect=COMPLETED)
         for c in bench.connections
     ]
     if bench.profile is not None:
-        points.append(profile_gateway(bench, gateway.pid, url, body, headers))
+        points.append(profile_gateway(bench, pid, url, body, headers))
     time.sleep(2.0)  # usage is flushed every 0.5 s
-    report = http_json("GET", f"{base}/v1/usage?group_by=agent", key)
+    report = http_json("GET", f"{gateway.base}/v1/usage?group_by=agent", gateway.key)
     recorded = sum(row["runs"] for row in report["data"] if row.get("agent") == AGENT_NAME)
     expected = sum(p.load.ok + p.warmup_ok for p in points)
     usage = {"recorded_runs": recorded, "successful_requests": expected, "ok": recorded >= expected}
@@ -294,103 +291,6 @@ def profile_gateway(
     if proc.returncode != 0:
         raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
     return Point("(profile) gateway", load)
-
-
-def fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def print_table(points: list[Point]) -> None:
-    header = ("point", "conns", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms/req", "core0 other%")
-    rows = [
-        (
-            p.name,
-            str(p.load.connections),
-            fmt(p.load.rps, 1),
-            fmt(p.load.p50_ms),
-            fmt(p.load.p99_ms),
-            str(p.load.errors),
-            fmt(p.cpu_ms_per_request),
-            fmt(p.cpu.get("core_other_pct"), 1),
-        )
-        for p in points
-    ]
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, tuple("-" * w for w in widths), *rows]:
-        print(
-            "  ".join(
-                c.ljust(w) if i == 0 else c.rjust(w)
-                for i, (c, w) in enumerate(zip(row, widths, strict=True))
-            )
-        )
-
-
-def find(points: list[Point], prefix: str, connections: int) -> Point | None:
-    return next(
-        (p for p in points if p.name.startswith(prefix) and p.load.connections == connections), None
-    )
-
-
-def summary(points: list[Point], usage: dict[str, Any]) -> dict[str, Any]:
-    """The three targets of the issue, and the correctness checks."""
-    mock1, gw1 = find(points, "(a)", 1), find(points, "(c)", 1)
-    gw32 = find(points, "(c)", 32)
-    sdk = next((p for p in points if p.name.startswith("(b)")), None)
-    out: dict[str, Any] = {}
-    if mock1 and gw1 and mock1.load.p50_ms is not None and gw1.load.p50_ms is not None:
-        added = gw1.load.p50_ms - mock1.load.p50_ms
-        out["added_p50_ms_at_1"] = {
-            "value": added,
-            "target": f"<= {TARGET_ADDED_P50_MS}",
-            "pass": added <= TARGET_ADDED_P50_MS,
-        }
-    if gw32:
-        ok = gw32.load.rps >= TARGET_RPS and gw32.load.errors == 0
-        out["gateway_rps_at_32"] = {
-            "value": gw32.load.rps,
-            "errors": gw32.load.errors,
-            "target": f">= {TARGET_RPS:.0f} req/s, 0 errors",
-            "pass": ok,
-        }
-        if sdk and sdk.load.rps > 0:
-            share = gw32.load.rps / sdk.load.rps
-            out["gateway_share_of_sdk_at_32"] = {
-                "value": share,
-                "target": f">= {TARGET_SHARE:.0%}",
-                "pass": share >= TARGET_SHARE,
-            }
-    gateway_points = [p for p in points if p.name.startswith("(c)")]
-    incorrect = sum(p.load.incorrect for p in gateway_points)
-    out["correctness"] = {
-        "incorrect_200s": incorrect,
-        "usage": usage,
-        "pass": incorrect == 0 and bool(usage.get("ok")),
-    }
-    return out
-
-
-def print_summary(result: dict[str, Any]) -> None:
-    def line(label: str, value: str, item: dict[str, Any]) -> None:
-        verdict = "PASS" if item["pass"] else "MISS"
-        print(f"{label:<38} {value:<24} target {item.get('target', '-'):<24} {verdict}")
-
-    if (a := result.get("added_p50_ms_at_1")) is not None:
-        line(
-            "gateway added p50 @1 conn (c - a)",
-            f"{a['value']:.2f} ms",
-            a | {"target": a["target"] + " ms"},
-        )
-    if (r := result.get("gateway_rps_at_32")) is not None:
-        line("gateway @32 conns", f"{r['value']:.1f} req/s, {r['errors']} err", r)
-    if (s := result.get("gateway_share_of_sdk_at_32")) is not None:
-        line("gateway @32 / SDK ceiling runs/s", f"{s['value']:.1%}", s)
-    c = result["correctness"]
-    u = c["usage"]
-    line(
-        "correctness (completed, usage >= ok)",
-        f"{c['incorrect_200s']} bad, {u.get('recorded_runs')}>={u.get('successful_requests')}",
-        c | {"target": "0 bad, usage >= ok"},
-    )
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -483,8 +383,7 @@ def main(argv: list[str] | None = None) -> int:
                 "options": vars(args),
                 "load_generator": "wrk" if use_wrk else "bench.loadgen",
                 "pinned": pin,
-                "cpus": os.cpu_count(),
-                "loadavg": Path("/proc/loadavg").read_text().split()[:3],
+                "environment": environment(),
                 "points": [p.as_dict() for p in points],
                 "summary": result,
                 "profile": profile,
