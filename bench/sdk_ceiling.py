@@ -29,6 +29,7 @@ from bench.procs import CpuWindow
 from gateway.agents.builder import BuiltAgent, build_agent
 from gateway.agents.providers import ProviderRegistry
 from gateway.core.config import get_settings
+from gateway.core.gc_tuning import tune_gc
 from observability.tracing import install_trace_processor
 from tenants.agent.spec import AgentSpec
 
@@ -90,6 +91,8 @@ async def measure(
     registry = ProviderRegistry(settings)
     spec = AgentSpec.model_validate(AGENT_SPEC)
     built = build_agent(AGENT_NAME, 1, spec, default_model=settings.default_model)
+    # The same collector tuning as a gateway worker, so the ceiling stays a fair comparison.
+    tune_gc(settings.gc_gen0_threshold)
     try:
         if warmup_s > 0:
             await _phase(built, registry, concurrency, warmup_s)

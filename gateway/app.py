@@ -15,6 +15,7 @@ from gateway.core.body_limit import BodyLimitMiddleware
 from gateway.core.config import Settings, get_settings
 from gateway.core.db import Database
 from gateway.core.errors import install_error_handlers
+from gateway.core.gc_tuning import tune_gc
 from gateway.core.redis import create_redis
 from gateway.runs.service import RunService
 from gateway.usage.recorder import UsageRecorder
@@ -54,6 +55,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     install_trace_processor(export_to_openai=settings.tracing_export)
     recorder.start()
+    tune_gc(settings.gc_gen0_threshold)
     try:
         yield
     finally:

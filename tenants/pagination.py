@@ -67,7 +67,7 @@ class ListBody(BaseModel, Generic[M]):
     has_more: bool
 
 
-def page_params(
+async def page_params(
     limit: Annotated[
         int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1..100).")
     ] = DEFAULT_LIMIT,

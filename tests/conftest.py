@@ -114,6 +114,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "secret_key": SECRET_KEY,
         "usage_flush_interval_s": 0.05,
         "principal_cache_ttl_s": 0.25,
+        "gc_gen0_threshold": 0,
         "openai_api_key": "test-upstream-key",
         "openai_base_url": "http://127.0.0.1:9/v1",
     }

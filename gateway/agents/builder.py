@@ -78,16 +78,15 @@ class AgentCache:
         self, db: Database, tenant_id: str, name: str, *, default_model: str
     ) -> BuiltAgent | None:
         """The runnable active version of a tenant's agent, or None if it has none."""
-        key = (tenant_id, name)
-        cached = self._active.get(key)
-        if cached is None:
+
+        async def load() -> tuple[int, AgentSpec | None]:
             async with db.session() as session:
                 found = await AgentRepository(session).get_active(tenant_id, name)
-            cached = (
-                (found[1].version, AgentSpec.model_validate(found[1].spec)) if found else (0, None)
-            )
-            self._active.put(key, cached)
-        version, spec = cached
+            if found is None:
+                return (0, None)
+            return (found[1].version, AgentSpec.model_validate(found[1].spec))
+
+        version, spec = await self._active.get_or_load((tenant_id, name), load)
         if spec is None:
             return None
         built_key = (tenant_id, name, version)

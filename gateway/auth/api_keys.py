@@ -22,10 +22,7 @@ async def resolve_api_key(
     if not is_well_formed(key):
         raise AuthenticationFailedError()
     key_hash = hash_key(key, secret_key)
-    principal = cache.get(key_hash)
-    if principal is None:
-        principal = await _load(key_hash, db)
-        cache.put(key_hash, principal)
+    principal = await cache.get_or_load(key_hash, lambda: _load(key_hash, db))
     if principal.expires_at is not None and principal.expires_at <= utcnow():
         raise AuthenticationFailedError()
     return principal

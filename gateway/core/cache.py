@@ -1,4 +1,4 @@
-"""A small in-process TTL cache with a hard size bound.
+"""A small in-process TTL cache with a hard size bound and single-flight loading.
 
 Used for credentials and agent specs: entries are trusted for `ttl_s` seconds, so a change in
 the database (revocation, suspension, a new agent version) is seen within that bound on every
@@ -7,7 +7,9 @@ replica even without an invalidation message.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 K = TypeVar("K")
@@ -21,6 +23,7 @@ class TTLCache(Generic[K, V]):
         self.ttl_s = ttl_s
         self.max_size = max_size
         self._entries: dict[K, tuple[float, V]] = {}
+        self._loading: dict[K, asyncio.Future[V]] = {}
 
     def get(self, key: K) -> V | None:
         entry = self._entries.get(key)
@@ -36,6 +39,28 @@ class TTLCache(Generic[K, V]):
         if key not in self._entries and len(self._entries) >= self.max_size:
             self._entries.pop(next(iter(self._entries)))
         self._entries[key] = (time.monotonic() + self.ttl_s, value)
+
+    async def get_or_load(self, key: K, load: Callable[[], Awaitable[V]]) -> V:
+        """The cached value, or the result of `load()`; concurrent misses share one load.
+
+        When an entry expires under load, only one task goes to the database; the others wait
+        for its result. A failed load is not cached and fails every waiter the same way.
+        """
+        value = self.get(key)
+        if value is not None:
+            return value
+        pending = self._loading.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(load())
+            self._loading[key] = pending
+            pending.add_done_callback(lambda done: self._settle(key, done))
+        # shield: one waiter giving up (client gone) must not cancel the load for the others.
+        return await asyncio.shield(pending)
+
+    def _settle(self, key: K, done: asyncio.Future[V]) -> None:
+        self._loading.pop(key, None)
+        if not done.cancelled() and done.exception() is None:
+            self.put(key, done.result())
 
     def discard(self, key: K) -> None:
         self._entries.pop(key, None)

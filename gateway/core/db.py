@@ -54,15 +54,18 @@ def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     cursor.close()
 
 
-def get_database(request: Request) -> Database:
-    """The process database (created in the lifespan)."""
+async def get_database(request: Request) -> Database:
+    """The process database (created in the lifespan).
+
+    Dependencies are `async def` throughout: FastAPI runs plain `def` ones in a thread pool.
+    """
     db: Database = request.app.state.db
     return db
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
     """One session per request; committed by the service that changes data."""
-    async with get_database(request).session() as session:
+    async with (await get_database(request)).session() as session:
         yield session
 
 

@@ -32,7 +32,7 @@ def create_redis(settings: Settings) -> Redis | None:
     return client
 
 
-def get_redis(request: Request) -> Redis | None:
+async def get_redis(request: Request) -> Redis | None:
     """The process Redis client (None in embedded mode)."""
     client: Any = request.app.state.redis
     return client  # type: ignore[no-any-return]

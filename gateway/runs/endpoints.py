@@ -18,7 +18,7 @@ from tenants.agent.spec import AGENT_NAME_PATTERN
 router = APIRouter(tags=["runs"])
 
 
-def get_run_service(request: Request) -> RunService:
+async def get_run_service(request: Request) -> RunService:
     service: RunService = request.app.state.runs
     return service
 

@@ -19,8 +19,6 @@ import time
 from collections import deque
 from datetime import datetime
 
-from sqlalchemy.exc import IntegrityError
-
 from gateway.core.clock import utcnow
 from gateway.core.db import Database
 from observability.metrics import USAGE_QUEUE_DEPTH, USAGE_WRITE_FAILURES
@@ -138,29 +136,17 @@ class UsageRecorder:
                 await self._write_head()
 
     async def _write_head(self) -> None:
+        # The insert skips run ids already stored, so a batch retried after an ambiguous
+        # failure (committed, but reported failed) is never counted twice.
         batch = [self._pending[i] for i in range(min(self._batch_size, len(self._pending)))]
-        try:
-            await self._insert(batch)
-        except IntegrityError:
-            # A batch whose commit was reported failed may still have landed: write row by row
-            # and skip the ones already there, so a retry never double counts.
-            for record in batch:
-                try:
-                    await self._insert([record])
-                except IntegrityError:
-                    logger.info("usage record %s already written", record.run_id)
+        async with self._db.session() as session:
+            await UsageRepository(session).add_many(batch)
         for _ in batch:
             self._pending.popleft()
         self.written += len(batch)
         USAGE_QUEUE_DEPTH.set(len(self._pending))
         if len(self._pending) < self._max_queue:
             self._room.set()
-
-    async def _insert(self, records: list[UsageRecord]) -> None:
-        async with self._db.session() as session:
-            await UsageRepository(session).add_many(
-                [UsageRecord(**r.model_dump()) for r in records]
-            )
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Stop the timer and flush what is left (bounded by `timeout_s`)."""

@@ -36,7 +36,7 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-def require_admin(request: Request) -> AdminPrincipal:
+async def require_admin(request: Request) -> AdminPrincipal:
     """Dependency of every /admin route."""
     token = bearer_token(request)
     if token is None:

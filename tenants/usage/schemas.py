@@ -64,7 +64,7 @@ def build_usage_query(group_by: str, start: str | None, end: str | None) -> Usag
     return UsageQuery(group_by=group_by, start=start_day, end=end_day)
 
 
-def tenant_usage_query(
+async def tenant_usage_query(
     group_by: Annotated[TenantGroupBy, Query(description="How rows are grouped.")] = "day",
     start: Annotated[str | None, _START] = None,
     end: Annotated[str | None, _END] = None,
@@ -73,7 +73,7 @@ def tenant_usage_query(
     return build_usage_query(group_by, start, end)
 
 
-def admin_usage_query(
+async def admin_usage_query(
     group_by: Annotated[AdminGroupBy, Query(description="How rows are grouped.")] = "tenant",
     start: Annotated[str | None, _START] = None,
     end: Annotated[str | None, _END] = None,
