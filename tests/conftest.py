@@ -25,7 +25,7 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_URL = os.environ.get(
     "GATEWAY_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
-REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
 TABLES = ("usage_records", "agent_versions", "agents", "api_keys", "tenants")
@@ -151,14 +151,36 @@ def admin_headers() -> dict[str, str]:
 
 @pytest.fixture
 def redis_url() -> str:
-    """The real Redis (test database 15), emptied before the test."""
+    """The real Redis; pair it with `redis_prefix` so concurrent test runs never collide."""
     import redis
 
     client = redis.Redis.from_url(REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
     try:
-        client.flushdb()
+        client.ping()
     except redis.RedisError as exc:
         unavailable("Redis", f"{type(exc).__name__}: {exc}")
     finally:
         client.close()
     return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test alone (`GATEWAY_REDIS_KEY_PREFIX`); its keys are removed after."""
+    import redis
+
+    prefix = f"test:{secrets.token_hex(6)}:"
+    yield prefix
+    client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if keys:
+            client.delete(*keys)
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_settings(redis_url: str, redis_prefix: str) -> dict[str, str]:
+    """Settings overrides that point a test app at the real Redis under its own prefix."""
+    return {"redis_url": redis_url, "redis_key_prefix": redis_prefix}

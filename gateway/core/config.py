@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     redis_max_connections: int = Field(default=200, ge=1)
     """Connection pool size of the process Redis client."""
 
+    redis_key_prefix: str = Field(default="gw:", max_length=64)
+    """Prefix of every Redis key and channel the gateway uses (several deployments can share
+    one Redis)."""
+
     secret_key: str = DEV_SECRET_KEY
     """Keys the HMAC under which API keys are stored. At least 32 characters outside dev."""
 

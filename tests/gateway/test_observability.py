@@ -87,7 +87,7 @@ async def test_openapi_is_served(gateway: Gateway) -> None:
     assert "/admin/tenants" in paths
 
 
-async def test_readiness_reports_redis(sqlite_url: str, redis_url: str) -> None:
+async def test_readiness_reports_redis(sqlite_url: str, redis_url: str, redis_prefix: str) -> None:
     from tests.conftest import make_settings, started_app
 
     for url, expected in ((redis_url, "ok"), ("redis://127.0.0.1:1/0", "unavailable")):
