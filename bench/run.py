@@ -211,19 +211,26 @@ class Gateway:
         return {"Authorization": f"Bearer {self.key}"}
 
 
-def start_gateway(bench: Bench, mock_port: int) -> Gateway:
+def start_gateway(
+    bench: Bench,
+    mock_port: int,
+    *,
+    limits: dict[str, int] | None = None,
+    redis_url: str | None = None,
+) -> Gateway:
     """Migrate a fresh SQLite DB, serve the gateway on core 0, seed it via the admin API."""
     admin_token = "bench-" + secrets.token_urlsafe(24)
     env = base_env() | {
         "GATEWAY_ENV": "development",
-        "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{bench.tmp}/bench.db",
+        "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{bench.tmp}/bench-{secrets.token_hex(3)}.db",
         "GATEWAY_ADMIN_TOKEN": admin_token,
         "GATEWAY_UPSTREAM_API": "responses",
         "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
         "OPENAI_API_KEY": "bench",
     }
-    if bench.redis_url:
-        env["GATEWAY_REDIS_URL"] = bench.redis_url
+    if redis_url or bench.redis_url:
+        env["GATEWAY_REDIS_URL"] = redis_url or bench.redis_url or ""
+        env["GATEWAY_REDIS_KEY_PREFIX"] = f"bench:{secrets.token_hex(4)}:"
     gateway_bin = str(Path(sys.executable).with_name("gateway"))
     if not Path(gateway_bin).exists():
         gateway_bin = shutil.which("gateway") or "gateway"
@@ -237,7 +244,10 @@ def start_gateway(bench: Bench, mock_port: int) -> Gateway:
     child.wait_http(f"{base}/healthz")
 
     tenant = http_json(
-        "POST", f"{base}/admin/tenants", admin_token, {"slug": "bench", "name": "bench"}
+        "POST",
+        f"{base}/admin/tenants",
+        admin_token,
+        {"slug": "bench", "name": "bench", "limits": limits or {}},
     )
     tenant_url = f"{base}/admin/tenants/{tenant['id']}"
     key = http_json("POST", f"{tenant_url}/keys", admin_token, {"name": "bench"})["key"]
@@ -262,7 +272,56 @@ def run_gateway_points(bench: Bench, mock_port: int) -> tuple[list[Point], dict[
     recorded = sum(row["runs"] for row in report["data"] if row.get("agent") == AGENT_NAME)
     expected = sum(p.load.ok + p.warmup_ok for p in points)
     usage = {"recorded_runs": recorded, "successful_requests": expected, "ok": recorded >= expected}
+    gateway.child.stop()  # (c') runs alone on core 0
     return points, usage
+
+
+# (c') limits on, high enough never to refuse: every request and model call pays the checks.
+BENCH_LIMITS = {
+    "requests_per_minute": 10**9,
+    "tokens_per_minute": 10**12,
+    "tokens_per_day": 10**12,
+    "max_concurrent_runs": 10**6,
+}
+
+
+def run_limits_points(bench: Bench, mock_port: int, redis_url: str) -> list[Point]:
+    """(c') The gateway with every limit and quota on (Redis), else as (c)."""
+    print("(c') gateway + limits (Redis)", flush=True)
+    gateway = start_gateway(bench, mock_port, limits=BENCH_LIMITS, redis_url=redis_url)
+    pid, url, headers = gateway.child.pid, gateway.run_url, gateway.headers
+    body = json.dumps(RUN_BODY).encode()
+    points = [
+        bench.point("(c') gateway + limits (Redis)", pid, url, body, headers, c, expect=COMPLETED)
+        for c in bench.connections
+    ]
+    gateway.child.stop()
+    return points
+
+
+def print_limits_cost(points: list[Point]) -> dict[str, Any]:
+    """What the limit and quota checks add per request: (c') minus (c) at each connection count."""
+    base = {p.load.connections: p for p in points if p.name == "(c) gateway"}
+    rows: dict[str, Any] = {}
+    for p in points:
+        if not p.name.startswith("(c')") or p.load.connections not in base:
+            continue
+        b = base[p.load.connections]
+
+        def delta(x: float | None, y: float | None) -> float | None:
+            return None if x is None or y is None else x - y
+
+        rows[str(p.load.connections)] = {
+            "p50_ms_added": delta(p.load.p50_ms, b.load.p50_ms),
+            "p99_ms_added": delta(p.load.p99_ms, b.load.p99_ms),
+            "cpu_ms_per_request_added": delta(p.cpu_ms_per_request, b.cpu_ms_per_request),
+        }
+    if rows:
+        print("limits cost ((c') - (c)):")
+        for conns, row in rows.items():
+            cells = ", ".join(f"{k} {v:+.3f}" for k, v in row.items() if v is not None)
+            print(f"  {conns:>4} conns: {cells}")
+    return rows
 
 
 def profile_gateway(
@@ -301,6 +360,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--sdk-concurrency", type=int, default=32, help="tasks of the SDK ceiling")
     parser.add_argument("--quick", action="store_true", help="smoke check: 3 s points, 1 s warm-up")
     parser.add_argument("--redis-url", default=None, help="GATEWAY_REDIS_URL for the gateway")
+    parser.add_argument(
+        "--limits-redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis of the (c') point (limits on); empty: skip (c')",
+    )
     parser.add_argument(
         "--loadgen", action="store_true", help="use bench.loadgen even if wrk exists"
     )
@@ -353,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             points.append(run_sdk_ceiling(bench, mock_port))
             gateway_points, usage = run_gateway_points(bench, mock_port)
             points += gateway_points
+            if args.limits_redis_url:
+                points += run_limits_points(bench, mock_port, args.limits_redis_url)
         except BaseException:
             for child in bench.children:
                 print(f"--- {child.name} log tail ---\n{child.tail()}", file=sys.stderr)
@@ -367,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     result = summary(points, usage)
     print_summary(result)
+    limits_cost = print_limits_cost(points)
     profile: dict[str, Any] | None = None
     if args.profile is not None and profiled:
         profile = summarise(args.profile)
@@ -386,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
                 "environment": environment(),
                 "points": [p.as_dict() for p in points],
                 "summary": result,
+                "limits_cost": limits_cost,
                 "profile": profile,
             },
             indent=2,

@@ -11,17 +11,24 @@ from gateway.agents.builder import AgentCache
 from gateway.agents.providers import ProviderRegistry
 from gateway.api import mount_routes
 from gateway.auth.cache import PrincipalCache
+from gateway.auth.failures import AuthFailureLimiter
+from gateway.auth.invalidation import Invalidator
+from gateway.auth.jwt import IssuerCache
 from gateway.core.body_limit import BodyLimitMiddleware
 from gateway.core.config import Settings, get_settings
 from gateway.core.db import Database
 from gateway.core.errors import install_error_handlers
 from gateway.core.gc_tuning import tune_gc
 from gateway.core.redis import create_redis
+from gateway.limits.breaker import RedisBreaker
+from gateway.limits.headers import RateLimitHeadersMiddleware
+from gateway.limits.quotas import QuotaService
+from gateway.limits.requests import RequestLimiter
 from gateway.runs.service import RunService
 from gateway.usage.recorder import UsageRecorder
-from observability.metrics import install_http_metrics
+from observability.exposition import install_http_metrics
 from observability.middleware import RequestIdMiddleware
-from observability.tracing import install_trace_processor
+from observability.telemetry import start_telemetry
 
 
 @asynccontextmanager
@@ -37,6 +44,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     providers = ProviderRegistry(settings)
     redis = create_redis(settings)
     app.state.redis = redis
+    breaker = RedisBreaker(
+        retry_s=settings.limits_redis_retry_s, fail_open=settings.limits_failure_mode == "open"
+    )
+    app.state.request_limiter = RequestLimiter(settings, breaker)
+    app.state.quotas = quotas = QuotaService(settings, redis, breaker)
     app.state.db = db
     app.state.recorder = recorder
     app.state.providers = providers
@@ -46,20 +58,41 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.agents = AgentCache(
         ttl_s=settings.principal_cache_ttl_s, max_size=settings.principal_cache_size
     )
+    app.state.issuers = IssuerCache(
+        ttl_s=settings.principal_cache_ttl_s, max_size=settings.principal_cache_size
+    )
+    app.state.auth_failures = AuthFailureLimiter(
+        limit=settings.auth_failure_limit,
+        window_s=settings.auth_failure_window_s,
+        redis=redis,
+        key_prefix=settings.redis_key_prefix,
+    )
+    # Registered for the control plane's admin routes (tenants.admin.context.ChangeNotifier).
+    app.state.invalidation = invalidation = Invalidator(
+        settings,
+        caches=[app.state.principals, app.state.issuers],
+        agents=app.state.agents,
+        redis=redis,
+    )
+    invalidation.start()
     app.state.runs = RunService(
         settings=settings,
         db=db,
         agents=app.state.agents,
         providers=providers,
         recorder=recorder,
+        quotas=quotas,
     )
-    install_trace_processor(export_to_openai=settings.tracing_export)
+    telemetry = start_telemetry(settings)
     recorder.start()
     tune_gc(settings.gc_gen0_threshold)
     try:
         yield
     finally:
+        await invalidation.close()
+        await quotas.drain()
         await recorder.close()
+        await telemetry.stop()
         await providers.close()
         if redis is not None:
             await redis.aclose()
@@ -79,7 +112,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     mount_routes(app)
     if settings.metrics_enabled:
-        install_http_metrics(app)
+        install_http_metrics(app, settings)
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
     return app

@@ -30,6 +30,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(keys_app, name="keys")
 app.add_typer(agents_app, name="agents")
+admin_app = typer.Typer(help="Admin users (log in at POST /admin/login).")
+app.add_typer(admin_app, name="admin")
 
 Host = Annotated[str, typer.Option(help="Interface to bind.")]
 Port = Annotated[int, typer.Option(help="TCP port.")]
@@ -114,19 +116,37 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) ->
 
 
 def _run_uvicorn(host: str, port: int, workers: int) -> None:
+    import shutil
+
     import uvicorn
 
-    uvicorn.run(
-        "gateway.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="info",
-    )
+    from observability.logs import logging_config
+    from observability.multiproc import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    settings = get_settings()
+    metrics_dir = None
+    if workers > 1:
+        # prometheus_client picks its multiprocess mode when first imported: the variable must
+        # be in the environment the spawned workers inherit (see observability/exposition.py).
+        metrics_dir = prepare_multiprocess_dir(settings.metrics_dir, port)
+        os.environ[MULTIPROC_ENV] = str(metrics_dir)
+    try:
+        uvicorn.run(
+            "gateway.app:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,  # the gateway writes its own JSON access line per request
+            log_config=logging_config(settings.log_level),
+            log_level=settings.log_level,
+        )
+    finally:
+        if metrics_dir is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
 def _ensure_dev_admin_token(settings: Settings) -> str:
@@ -313,6 +333,28 @@ def agents_put(
 
     agent, version, _ = _with_session(go)
     typer.echo(json.dumps({"id": agent.id, "name": agent.name, "version": version.version}))
+
+
+@admin_app.command("create-user")
+def admin_create_user(
+    username: Annotated[str, typer.Argument(help="2-64 characters of a-z, 0-9, _ . -")],
+    role: Annotated[str, typer.Option(help="admin (everything) or viewer (GET only).")],
+    password: Annotated[
+        str | None, typer.Option(help="At least 12 characters; prompted for when absent.")
+    ] = None,
+) -> None:
+    """Create an admin user (password hashed with Argon2; audited as `user.create`)."""
+    from tenants.admin.users import create_user
+
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    secret: str = password
+
+    async def go(session: Any) -> Any:
+        return await create_user(session, username, role, secret, actor="cli")
+
+    user = _with_session(go)
+    typer.echo(json.dumps({"id": user.id, "username": user.username, "role": user.role}))
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
 
+from gateway.core.config import SettingsDep
 from gateway.core.db import DatabaseDep
 from gateway.core.redis import get_redis
 
@@ -24,12 +25,17 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(db: DatabaseDep, redis: Annotated[Any, Depends(get_redis)]) -> JSONResponse:
-    """Ready when the database answers; `degraded` (still 200) when Redis does not."""
+async def readyz(
+    db: DatabaseDep, redis: Annotated[Any, Depends(get_redis)], settings: SettingsDep
+) -> JSONResponse:
+    """Ready when the database answers; `degraded` (still 200) when Redis does not, unless
+    limits fail closed (`GATEWAY_LIMITS_FAILURE_MODE=closed`): then every /v1 request would
+    get 503, so the replica reports itself unavailable (503) too."""
     checks: dict[str, str] = {"database": await _check("database", db.ping())}
     if redis is not None:
         checks["redis"] = await _check("redis", redis.ping())
-    if checks["database"] != "ok":
+    limits_down = settings.limits_failure_mode == "closed" and checks.get("redis", "ok") != "ok"
+    if checks["database"] != "ok" or limits_down:
         return JSONResponse({"status": "unavailable", "checks": checks}, status_code=503)
     status = "ready" if all(v == "ok" for v in checks.values()) else "degraded"
     return JSONResponse({"status": status, "checks": checks})

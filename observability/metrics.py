@@ -1,26 +1,41 @@
-"""Prometheus metrics: HTTP metrics by route template, and the gateway's own `gateway_*` series.
+"""The gateway's own `gateway_*` Prometheus series, defined in this one module.
 
-Label values are bounded by design: the tenant label is the tenant's slug, never a user id,
-key, prompt or raw path.
+Label values are bounded by design: the tenant label is the tenant's slug (at most
+`GATEWAY_METRICS_MAX_TENANTS` distinct values per worker, the rest under `tenant="other"`),
+never a user id, key, prompt or raw path. Model, agent and tool labels come from agent specs
+the operator controls.
+
+Multi-worker correctness: when `gateway serve --workers N` (N > 1) sets `PROMETHEUS_MULTIPROC_DIR`
+for its workers, prometheus_client keeps every value in per-process files that `/metrics` sums
+(see `observability.exposition`). Each gauge below therefore declares how its per-worker values
+combine (`multiprocess_mode`); counters and histograms always sum.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import cache
+import math
+import threading
+from collections.abc import Mapping
+from typing import Any
 
-from fastapi import FastAPI
 from prometheus_client import Counter, Gauge, Histogram
-from prometheus_fastapi_instrumentator import Instrumentator
-from prometheus_fastapi_instrumentator.metrics import Info
-from prometheus_fastapi_instrumentator.metrics import default as default_http_metrics
+
+from observability.context import add_tokens
+
+OTHER_TENANT = "other"
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 RUNS = Counter("gateway_runs_total", "Agent runs by final status.", ["tenant", "agent", "status"])
 RUN_DURATION = Histogram(
     "gateway_run_duration_seconds",
     "Wall time of agent runs.",
     ["tenant", "agent"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+    buckets=_LATENCY_BUCKETS,
+)
+MODEL_CALLS = Counter(
+    "gateway_model_calls_total",
+    "Successful model calls made by runs.",
+    ["tenant", "agent", "model"],
 )
 TOKENS = Counter(
     "gateway_tokens_total",
@@ -28,10 +43,34 @@ TOKENS = Counter(
     ["tenant", "agent", "model", "type"],
 )
 UPSTREAM_REQUESTS = Counter(
-    "gateway_upstream_requests_total", "Model calls by model and outcome.", ["model", "status"]
+    "gateway_upstream_requests_total",
+    "Model calls by model and outcome (`ok`, an HTTP status, `timeout`, `unreachable`, "
+    "`bad_response`).",
+    ["model", "status"],
 )
-IN_FLIGHT = Gauge("gateway_runs_in_flight", "Runs in progress.", ["tenant"])
-USAGE_QUEUE_DEPTH = Gauge("gateway_usage_queue_depth", "Usage records waiting to be written.")
+UPSTREAM_DURATION = Histogram(
+    "gateway_upstream_request_duration_seconds",
+    "Latency of each model call (from the Agents SDK spans), by outcome (`ok`, `error`).",
+    ["model", "status"],
+    buckets=_LATENCY_BUCKETS,
+)
+TIME_TO_FIRST_TOKEN = Histogram(
+    "gateway_time_to_first_token_seconds",
+    "Time from request to the first streamed text delta.",
+    ["tenant", "agent"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+IN_FLIGHT = Gauge(
+    "gateway_runs_in_flight", "Runs in progress.", ["tenant"], multiprocess_mode="livesum"
+)
+USAGE_QUEUE_DEPTH = Gauge(
+    "gateway_usage_queue_depth",
+    "Usage records waiting to be written.",
+    multiprocess_mode="livesum",
+)
+USAGE_WRITE_FAILURES = Counter(
+    "gateway_usage_write_failures_total", "Failed usage batch writes (retried, never dropped)."
+)
 RATE_LIMIT_REJECTIONS = Counter(
     "gateway_rate_limit_rejections_total",
     "Requests refused by a limit or quota (429), by the limit's code.",
@@ -41,23 +80,62 @@ LIMITS_DEGRADED = Counter(
     "gateway_limits_degraded_total",
     "Limit checks that fell back to per-replica memory because Redis was unavailable.",
 )
+TENANT_TOKENS_PER_DAY_LIMIT = Gauge(
+    "gateway_tenant_tokens_per_day_limit",
+    "The tenant's configured daily token quota (+Inf: unlimited), as of its last run.",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
 TOOL_CALLS = Counter(
     "gateway_tool_calls_total", "Tool calls by tool and outcome.", ["tool", "status"]
 )
-TIME_TO_FIRST_TOKEN = Histogram(
-    "gateway_time_to_first_token_seconds",
-    "Time from request to the first streamed text delta.",
-    ["tenant", "agent"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+HANDOFFS = Counter("gateway_handoffs_total", "Agent handoffs.", ["tenant"])
+GUARDRAILS = Counter(
+    "gateway_guardrails_total", "Guardrail checks by outcome.", ["tenant", "triggered"]
 )
-USAGE_WRITE_FAILURES = Counter(
-    "gateway_usage_write_failures_total", "Failed usage batch writes (retried, never dropped)."
+WORKERS = Gauge(
+    "gateway_worker_start_time_seconds",
+    "Start time of each live worker process (one series per worker).",
+    multiprocess_mode="liveall",
 )
+
+
+class _TenantLabels:
+    """The tenant label values admitted so far in this process (bounded by `limit`)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.admitted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def label(self, slug: str) -> str:
+        if slug in self.admitted:
+            return slug
+        with self._lock:
+            if slug in self.admitted:
+                return slug
+            if len(self.admitted) >= self.limit:
+                return OTHER_TENANT
+            self.admitted.add(slug)
+            return slug
+
+
+_tenants = _TenantLabels(limit=500)
+
+
+def configure_tenant_labels(max_tenants: int) -> None:
+    """Set the cap on distinct tenant label values (`GATEWAY_METRICS_MAX_TENANTS`).
+
+    Tenants already admitted keep their label; the cap applies to new ones. The bound is per
+    worker process: with W workers at most W x `max_tenants` values can appear in the worst case
+    (each worker admits the first tenants it sees).
+    """
+    _tenants.limit = max_tenants
 
 
 def tenant_label(slug: str) -> str:
     """The value of the `tenant` label for a tenant (every metric goes through this)."""
-    return slug
+    return _tenants.label(slug)
 
 
 def record_run(
@@ -71,11 +149,29 @@ def record_run(
     output_tokens: int,
     cached_tokens: int,
     reasoning_tokens: int,
+    requests: int = 0,
+    limits: Mapping[str, Any] | None = None,
 ) -> None:
-    """Count one finished run and its tokens."""
-    tenant = tenant_label(tenant)
-    RUNS.labels(tenant, agent, status).inc()
-    RUN_DURATION.labels(tenant, agent).observe(duration_s)
+    """Count one finished run, its model calls and tokens, and note its tenant's daily quota.
+
+    Args:
+        tenant: The tenant's slug (capped through `tenant_label`).
+        agent: The agent's name.
+        model: The model the run used.
+        status: The run's final status (`completed`, `failed`, `cancelled`).
+        duration_s: Wall time of the run.
+        input_tokens: Input tokens over all model calls.
+        output_tokens: Output tokens over all model calls.
+        cached_tokens: Cached input tokens (a part of `input_tokens`).
+        reasoning_tokens: Reasoning tokens (a part of `output_tokens`).
+        requests: Successful model calls.
+        limits: The tenant's limits (`tokens_per_day` feeds the quota gauge).
+    """
+    label = tenant_label(tenant)
+    RUNS.labels(label, agent, status).inc()
+    RUN_DURATION.labels(label, agent).observe(duration_s)
+    if requests:
+        MODEL_CALLS.labels(label, agent, model).inc(requests)
     for kind, value in (
         ("input", input_tokens),
         ("output", output_tokens),
@@ -83,22 +179,15 @@ def record_run(
         ("reasoning", reasoning_tokens),
     ):
         if value:
-            TOKENS.labels(tenant, agent, model, kind).inc(value)
+            TOKENS.labels(label, agent, model, kind).inc(value)
+    if limits is not None and label != OTHER_TENANT:
+        quota = limits.get("tokens_per_day")
+        TENANT_TOKENS_PER_DAY_LIMIT.labels(label).set(
+            float(quota) if isinstance(quota, int) else math.inf
+        )
+    add_tokens(input_tokens + output_tokens, tenant=tenant, agent=agent)
 
 
-@cache
-def _http_instrumentation() -> Callable[[Info], None]:
-    # The HTTP series are registered once per process: an app built later in the same process
-    # (tests, reloads) reuses them instead of failing to register duplicates and going silent.
-    instrumentation = default_http_metrics()
-    assert instrumentation is not None, "HTTP metrics were registered outside this module"
-    return instrumentation
-
-
-def install_http_metrics(app: FastAPI) -> None:
-    """HTTP request metrics labelled by route template, and `GET /metrics`."""
-    Instrumentator(
-        should_group_status_codes=False,
-        should_ignore_untemplated=True,
-        excluded_handlers=["/metrics", "/healthz", "/readyz"],
-    ).add(_http_instrumentation()).instrument(app).expose(app, include_in_schema=False)
+def record_first_token(tenant: str, agent: str, seconds: float) -> None:
+    """Observe the time to the first streamed text delta of a run."""
+    TIME_TO_FIRST_TOKEN.labels(tenant_label(tenant), agent).observe(seconds)

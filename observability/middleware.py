@@ -1,20 +1,33 @@
-"""Pure-ASGI middleware on the hot path: request ids (no `BaseHTTPMiddleware`)."""
+"""Pure-ASGI middleware on the hot path (no `BaseHTTPMiddleware`): request id and access log.
+
+`RequestIdMiddleware` accepts a sane `X-Request-ID` or makes one, echoes it on the response,
+opens the request's `RequestContext` (so every log line of the request carries the id) and,
+when the response is done, writes one JSON access line: request id, method, route template
+(never the raw path), status, latency, and when known the tenant, agent and tokens.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
+import time
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from observability.context import RequestContext, current_request
+
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+access_logger = logging.getLogger("gateway.access")
 
 
 class RequestIdMiddleware:
-    """Accept a sane `X-Request-ID` or make one; expose it in the scope and echo it back."""
+    """Request id in, request id out, one access line per HTTP request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, access_log: bool = True) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -30,11 +43,63 @@ class RequestIdMiddleware:
         )
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
+        context = RequestContext(request_id)
+        token = current_request.set(context)
+        status = 500
+        started = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], header]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            current_request.reset(token)
+            if self.access_log and access_logger.isEnabledFor(logging.INFO):
+                _log_access(scope, context, status, time.perf_counter() - started)
+
+
+def _log_access(scope: Scope, context: RequestContext, status: int, elapsed: float) -> None:
+    state: dict[str, Any] = scope.get("state") or {}
+    tenant = context.tenant
+    if tenant is None:
+        principal = state.get("principal")
+        tenant = getattr(principal, "tenant_slug", None)
+    access_logger.info(
+        "request",
+        extra={
+            "request_id": context.request_id,
+            "method": scope.get("method"),
+            "route": route_template(scope),
+            "status": status,
+            "latency_ms": round(elapsed * 1000, 2),
+            "tenant": tenant,
+            "agent": context.agent or state.get("agent"),
+            "tokens": context.tokens,
+        },
+    )
+
+
+def route_template(scope: Scope) -> str | None:
+    """The matched route's template with its router prefix (`/v1/agents/{name}/runs`).
+
+    FastAPI leaves the route of an included router in the scope with its own path only
+    (`/agents/{name}/runs`); the static prefix is what precedes the concrete suffix.
+    """
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if template is None:
+        return None
+    path: str = scope.get("path", "")
+    try:
+        suffix = route.path_format.format(**scope.get("path_params", {}))  # type: ignore[union-attr]
+    except (AttributeError, KeyError, IndexError, ValueError):
+        return str(template)
+    if suffix and path.endswith(suffix):
+        return path[: len(path) - len(suffix)] + str(template)
+    return str(template)

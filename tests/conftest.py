@@ -28,7 +28,16 @@ PG_URL = os.environ.get(
 REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
-TABLES = ("usage_records", "agent_versions", "agents", "api_keys", "tenants")
+TABLES = (
+    "audit_events",
+    "admin_users",
+    "jwt_configs",
+    "usage_records",
+    "agent_versions",
+    "agents",
+    "api_keys",
+    "tenants",
+)
 
 
 def unavailable(what: str, reason: str) -> None:

@@ -15,7 +15,17 @@ from sqlmodel import SQLModel
 import tenants.models  # noqa: F401
 from gateway.core.migrate import downgrade, upgrade
 
-TABLES = {"tenants", "api_keys", "agents", "agent_versions", "usage_records", "alembic_version"}
+TABLES = {
+    "tenants",
+    "api_keys",
+    "agents",
+    "agent_versions",
+    "usage_records",
+    "jwt_configs",
+    "admin_users",
+    "audit_events",
+    "alembic_version",
+}
 
 
 async def _inspect(url: str) -> tuple[set[str], list[object]]:

@@ -1,4 +1,8 @@
-"""FastAPI dependencies for tenant routes: `TenantDep` and scope checks."""
+"""FastAPI dependencies for tenant routes: `TenantDep` and scope checks.
+
+A bearer token starting with `gw_` (or any `X-API-Key`) is an API key; any other bearer token
+is treated as an end-user JWT. Both paths answer every bad credential with the same 401.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +11,49 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
-from gateway.auth.api_keys import resolve_api_key
+from gateway.auth.api_keys import failed, resolve_api_key
+from gateway.auth.jwt import resolve_jwt
 from gateway.auth.principal import Principal
 from gateway.core.errors import AuthenticationFailedError, PermissionDeniedError
+from tenants.api_key.keys import KEY_PREFIX
 
 
-def _credential(request: Request) -> str | None:
+def _credential(request: Request) -> tuple[str, bool] | None:
+    """(token, is_api_key) of the request, or None."""
     header = request.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")
-        if scheme.lower() == "bearer" and token.strip():
-            return token.strip()
+        token = token.strip()
+        if scheme.lower() == "bearer" and token:
+            return token, token.startswith(KEY_PREFIX)
         return None
-    return request.headers.get("x-api-key")
+    key = request.headers.get("x-api-key")
+    return (key, True) if key else None
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
 async def current_principal(request: Request) -> Principal:
-    """The authenticated tenant of this request (401 / 403 otherwise)."""
-    token = _credential(request)
-    if not token:
+    """The authenticated tenant of this request (401 / 403 / 429 otherwise)."""
+    credential = _credential(request)
+    if credential is None:
         raise AuthenticationFailedError()
+    token, is_api_key = credential
     state = request.app.state
-    principal = await resolve_api_key(
-        token, secret_key=state.settings.secret_key, cache=state.principals, db=state.db
-    )
+    settings = state.settings
+    if is_api_key:
+        principal = await resolve_api_key(
+            token,
+            secret_key=settings.secret_key,
+            cache=state.principals,
+            db=state.db,
+            failures=state.auth_failures,
+            address=_address(request),
+        )
+    else:
+        principal = await _resolve_jwt(request, token)
     if principal.tenant_status != "active":
         raise PermissionDeniedError("This tenant is suspended.", code="tenant_suspended")
     if principal.key_id is not None:
@@ -39,13 +62,29 @@ async def current_principal(request: Request) -> Principal:
     return principal
 
 
+async def _resolve_jwt(request: Request, token: str) -> Principal:
+    state = request.app.state
+    address = _address(request)
+    state.auth_failures.check(address)
+    try:
+        return await resolve_jwt(
+            token,
+            audience=state.settings.jwt_audience,
+            secret_key=state.settings.secret_key,
+            cache=state.issuers,
+            db=state.db,
+        )
+    except AuthenticationFailedError:
+        raise await failed(state.auth_failures, address) from None
+
+
 def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
     """A dependency that also demands `scope` of the credential."""
 
     async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if scope not in principal.scopes:
             raise PermissionDeniedError(
-                f"This API key lacks the '{scope}' scope.", code="missing_scope"
+                f"This credential lacks the '{scope}' scope.", code="missing_scope"
             )
         return principal
 

@@ -44,11 +44,39 @@ class Settings(BaseSettings):
     """Prefix of every Redis key and channel the gateway uses (several deployments can share
     one Redis)."""
 
+    limits_failure_mode: Literal["open", "closed"] = "open"
+    """Limit checks while Redis is unavailable: `open` falls back to per-replica memory (logged,
+    counted in `gateway_limits_degraded_total`); `closed` answers 503 with Retry-After."""
+
+    limits_redis_retry_s: float = Field(default=1.0, gt=0, le=5.0)
+    """After a failed Redis call, limit checks skip Redis this long before trying it again (so
+    enforcement in Redis resumes within this bound once Redis is back)."""
+
+    limits_lease_ttl_s: float = Field(default=120.0, gt=0)
+    """TTL of concurrency leases and token reservations, renewed at every model call: a crashed
+    replica's runs stop counting after at most this. Keep it above the longest model call."""
+
+    limits_default_max_output_tokens: int = Field(default=4096, ge=1)
+    """Output tokens reserved for a model call whose agent sets no `max_tokens`."""
+
     secret_key: str = DEV_SECRET_KEY
     """Keys the HMAC under which API keys are stored. At least 32 characters outside dev."""
 
     admin_token: str | None = None
     """Bootstrap admin bearer token. Required outside development."""
+
+    jwt_audience: str = Field(default="agent-gateway", min_length=1, max_length=200)
+    """The `aud` every end-user JWT must carry (tenant JWTs, never admin tokens)."""
+
+    admin_jwt_ttl_s: int = Field(default=900, ge=60, le=86_400)
+    """Lifetime of the admin JWT issued by `POST /admin/login`."""
+
+    auth_failure_limit: int = Field(default=20, ge=1)
+    """Failed authentications (bad keys, JWTs, logins) allowed per client address per window;
+    beyond it the address gets 429 before any database look-up."""
+
+    auth_failure_window_s: int = Field(default=60, ge=1, le=3_600)
+    """The window of `auth_failure_limit`, in seconds."""
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Request bodies above this size get 413."""
@@ -111,6 +139,26 @@ class Settings(BaseSettings):
 
     metrics_enabled: bool = True
     """Expose `/metrics`."""
+
+    metrics_token: str | None = None
+    """When set, `/metrics` requires `Authorization: Bearer <token>` (401 otherwise)."""
+
+    metrics_max_tenants: int = Field(default=500, ge=1)
+    """Distinct `tenant` label values per worker; further tenants are counted as `other`."""
+
+    metrics_dir: str | None = None
+    """Parent of the per-instance prometheus_client multiprocess directories used by
+    `gateway serve --workers N>1` (default: the system temp dir)."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Level of the JSON log lines on stderr (`debug` adds one line per Agents SDK span)."""
+
+    log_prompts: bool = False
+    """Put prompt and model output text into debug span log lines (off: never logged)."""
+
+    otlp_endpoint: str | None = None
+    """OTLP/HTTP traces endpoint (e.g. `http://collector:4318/v1/traces`); needs the `otlp`
+    extra. Unset: no export."""
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

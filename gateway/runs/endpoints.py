@@ -10,6 +10,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from gateway.auth.dependencies import RunsPrincipal
 from gateway.core.errors import NotFoundError
+from gateway.limits.headers import add_headers
 from gateway.runs.schemas import RunRequest
 from gateway.runs.service import RunService
 from gateway.runs.streaming import stream_run
@@ -39,6 +40,8 @@ async def create_run(
         raise NotFoundError("No such conversation.", code="conversation_not_found")
     stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
     handle = await service.start(principal, name)
+    if handle.ticket is not None:
+        add_headers(request.scope["state"], handle.ticket.token_headers())
     request.state.agent = name
     if stream:
         return StreamingResponse(

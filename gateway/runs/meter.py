@@ -1,30 +1,82 @@
-"""Per-run usage metering through `RunHooks.on_llm_end`.
+"""Per-run usage metering and quota reservations through `RunHooks`.
 
-The hook fires after every successful model call, so the tokens of a run that later fails,
-times out or is cancelled are still known. The run's usage is the sum over its calls.
+`on_llm_start` fires before every model call: the run's ticket reserves the call's estimated
+input plus its max output there (an exception raised there stops the run before the call).
+`on_llm_end` fires after every successful model call: its usage is summed (so the tokens of a
+run that later fails, times out or is cancelled are still known) and the reservation settles
+to it. The run's usage is the sum over its calls.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from agents import Agent, RunContextWrapper, RunHooks
-from agents.items import ModelResponse
+import orjson
+from agents import Agent, FunctionTool, RunContextWrapper, RunHooks
+from agents.items import ModelResponse, TResponseInputItem
 
+from gateway.limits.quotas import RunTicket
 from observability.metrics import UPSTREAM_REQUESTS
+
+# Real tokenizers average about 4 characters per token on text and JSON; dividing by 3 and
+# adding a margin makes the estimate an upper bound for ordinary input (and for the mock LLM,
+# which counts characters / 4). See README "Limits and quotas" for what an underestimate costs.
+CHARS_PER_TOKEN = 3
+ESTIMATE_MARGIN = 16
+
+
+def tool_chars(agent: Agent[Any]) -> int:
+    """Characters the agent's tool definitions add to every model call."""
+    total = 0
+    for tool in agent.tools:
+        if isinstance(tool, FunctionTool):
+            total += len(tool.name) + len(tool.description or "")
+            total += len(orjson.dumps(tool.params_json_schema))
+        else:
+            total += 256
+    return total
+
+
+def estimate_input_tokens(
+    system_prompt: str | None, input_items: list[TResponseInputItem], tools_chars: int
+) -> int:
+    """An upper estimate of a model call's input tokens, from its characters."""
+    chars = len(system_prompt or "") + len(orjson.dumps(input_items, default=str)) + tools_chars
+    return chars // CHARS_PER_TOKEN + ESTIMATE_MARGIN
 
 
 class RunMeter(RunHooks[Any]):
-    """Sums what the upstream reported for each model call of one run."""
+    """Sums what the upstream reported for each model call of one run; reserves before each."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(
+        self, model: str, ticket: RunTicket | None = None, max_output: int | None = None
+    ) -> None:
         self.model = model
+        self.ticket = ticket
+        self.max_output = max_output
+        self._tool_chars: dict[int, int] = {}
         self.requests = 0
         self.input_tokens = 0
         self.output_tokens = 0
         self.cached_tokens = 0
         self.reasoning_tokens = 0
         self.total_tokens = 0
+
+    async def on_llm_start(
+        self,
+        context: RunContextWrapper[Any],
+        agent: Agent[Any],
+        system_prompt: str | None,
+        input_items: list[TResponseInputItem],
+    ) -> None:
+        ticket = self.ticket
+        if ticket is None or not ticket.limits.metered:
+            return
+        tools = self._tool_chars.get(id(agent))
+        if tools is None:
+            tools = self._tool_chars[id(agent)] = tool_chars(agent)
+        estimate = estimate_input_tokens(system_prompt, input_items, tools)
+        await ticket.before_call(estimate, self.max_output)
 
     async def on_llm_end(
         self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
@@ -37,6 +89,8 @@ class RunMeter(RunHooks[Any]):
         self.cached_tokens += usage.input_tokens_details.cached_tokens or 0
         self.reasoning_tokens += usage.output_tokens_details.reasoning_tokens or 0
         UPSTREAM_REQUESTS.labels(self.model, "ok").inc()
+        if self.ticket is not None:
+            await self.ticket.after_call(usage.total_tokens)
 
     def as_dict(self) -> dict[str, int]:
         """The `usage` object of the run response."""

@@ -17,8 +17,10 @@ from gateway.auth.principal import Principal
 from gateway.core.clock import rfc3339, utcnow
 from gateway.core.config import Settings
 from gateway.core.db import Database
-from gateway.core.errors import NotFoundError
+from gateway.core.errors import NotFoundError, RateLimitedError
 from gateway.core.ids import new_id
+from gateway.limits.breaker import RedisBreaker
+from gateway.limits.quotas import QuotaService, RunTicket
 from gateway.runs.failures import map_run_error
 from gateway.runs.meter import RunMeter
 from gateway.usage.recorder import UsageRecorder
@@ -39,9 +41,10 @@ class RunHandle:
     started: float = field(default_factory=time.perf_counter)
     meter: RunMeter = field(init=False)
     settled: bool = False
+    ticket: RunTicket | None = None
 
     def __post_init__(self) -> None:
-        self.meter = RunMeter(self.built.model)
+        self.meter = RunMeter(self.built.model, self.ticket, self.built.max_tokens)
         IN_FLIGHT.labels(tenant_label(self.principal.tenant_slug)).inc()
 
     def run_config(self) -> RunConfig:
@@ -66,8 +69,18 @@ class RunHandle:
             "created_at": rfc3339(self.created_at),
         }
 
+    async def finish(self, status: str) -> None:
+        """Release the run's lease and reservations, then settle (usage record + metrics)."""
+        try:
+            if self.ticket is not None and status != "cancelled":
+                await self.ticket.close()
+        finally:
+            self.settle(status)
+
     def settle(self, status: str) -> None:
         """Record usage and metrics exactly once, whatever the outcome."""
+        if self.ticket is not None:
+            self.ticket.close_soon()  # no-op once closed; covers cancelled runs
         if self.settled:
             return
         self.settled = True
@@ -105,6 +118,8 @@ class RunHandle:
             output_tokens=meter.output_tokens,
             cached_tokens=meter.cached_tokens,
             reasoning_tokens=meter.reasoning_tokens,
+            requests=meter.requests,
+            limits=self.principal.limits,
         )
 
 
@@ -119,8 +134,12 @@ class RunService:
         agents: AgentCache,
         providers: Any,
         recorder: UsageRecorder,
+        quotas: QuotaService | None = None,
     ) -> None:
         self.settings = settings
+        self.quotas = quotas or QuotaService(
+            settings, None, RedisBreaker(retry_s=settings.limits_redis_retry_s, fail_open=True)
+        )
         self.db = db
         self.agents = agents
         self.providers = providers
@@ -136,14 +155,18 @@ class RunService:
         return built
 
     async def start(self, principal: Principal, name: str) -> RunHandle:
-        """Admit a run (later: limits and quotas) and open its handle."""
+        """Admit a run (token quotas, concurrency cap: 429 when full) and open its handle."""
         built = await self.resolve(principal, name)
         await self.recorder.wait_for_room()
+        run_id = new_id("run")
+        ticket = await self.quotas.open(principal, run_id)
         return RunHandle(
             principal=principal,
             built=built,
             provider=self.providers.default(),
             recorder=self.recorder,
+            run_id=run_id,
+            ticket=ticket,
         )
 
     async def run(self, handle: RunHandle, sdk_input: str | list[Any]) -> dict[str, Any]:
@@ -162,9 +185,11 @@ class RunService:
             if not isinstance(exc, Exception):
                 status = "cancelled"
                 raise
+            if isinstance(exc, RateLimitedError):
+                status = "rate_limited"
             raise map_run_error(
                 exc, model=handle.built.model, max_turns=handle.built.max_turns
             ) from exc
         finally:
-            handle.settle(status)
+            await handle.finish(status)
         return handle.response(result.final_output)

@@ -10,6 +10,7 @@ and settles the run as `cancelled` with the tokens already spent.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,8 +18,10 @@ import orjson
 from agents import Runner
 from agents.result import RunResultStreaming
 
+from gateway.core.errors import RateLimitedError
 from gateway.runs.failures import map_run_error
 from gateway.runs.service import RunHandle
+from observability.metrics import record_first_token
 
 KEEPALIVE = b": keep-alive\n\n"
 
@@ -71,15 +74,24 @@ async def _events(handle: RunHandle, sdk_input: str | list[Any]) -> AsyncIterato
             hooks=handle.meter,
             run_config=handle.run_config(),
         )
+        first_token = True
         async for event in result.stream_events():
             chunk = _translate(event)
             if chunk is not None:
+                if first_token and chunk.startswith(b"event: output_text.delta"):
+                    first_token = False
+                    record_first_token(
+                        handle.principal.tenant_slug,
+                        handle.built.name,
+                        time.perf_counter() - handle.started,
+                    )
                 yield chunk
         status = "completed"
+        await handle.finish(status)  # lease released before the client sees the end
     except Exception as exc:
-        status = "failed"
+        status = "rate_limited" if isinstance(exc, RateLimitedError) else "failed"
         error = map_run_error(exc, model=handle.built.model, max_turns=handle.built.max_turns)
-        handle.settle(status)
+        await handle.finish(status)
         yield sse("run.failed", error.body())
         return
     finally:

@@ -1,28 +1,26 @@
-"""Admin credentials: the bootstrap `GATEWAY_ADMIN_TOKEN` bearer.
+"""Admin credentials for the /admin routes.
 
-A tenant credential (an API key) presented on an /admin route is refused with 403, a missing or
-wrong admin token with 401. Admin users with passwords and roles come later.
+Accepted: the bootstrap `GATEWAY_ADMIN_TOKEN` bearer, or an admin JWT from `POST /admin/login`
+(role `admin`: everything; role `viewer`: GET only, 403 otherwise). A tenant credential (an API
+key, by either header, or an end-user JWT) is refused with 403; anything else missing or wrong
+with 401.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from gateway.core.config import settings_of
 from gateway.core.errors import AuthenticationFailedError, PermissionDeniedError
+from tenants.admin.tokens import AdminPrincipal, looks_like_tenant_jwt, verify_admin_token
 from tenants.api_key.keys import KEY_PREFIX
 
+__all__ = ["AdminDep", "AdminPrincipal", "bearer_token", "require_admin"]
 
-@dataclass(frozen=True, slots=True)
-class AdminPrincipal:
-    """Who is acting on the admin plane (recorded in audit events later)."""
-
-    actor: str
-    role: str = "admin"
+READ_METHODS = frozenset({"GET", "HEAD"})
 
 
 def bearer_token(request: Request) -> str | None:
@@ -36,19 +34,39 @@ def bearer_token(request: Request) -> str | None:
     return token.strip()
 
 
-async def require_admin(request: Request) -> AdminPrincipal:
-    """Dependency of every /admin route."""
+def _tenant_credential() -> PermissionDeniedError:
+    return PermissionDeniedError(
+        "Tenant credentials cannot use the admin API.", code="tenant_credential"
+    )
+
+
+def _authenticate(request: Request) -> AdminPrincipal:
     token = bearer_token(request)
     if token is None:
         if request.headers.get("x-api-key"):
-            raise PermissionDeniedError("Tenant credentials cannot use the admin API.")
+            raise _tenant_credential()
         raise AuthenticationFailedError()
-    admin_token = settings_of(request).admin_token
+    settings = settings_of(request)
+    admin_token = settings.admin_token
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return AdminPrincipal(actor="admin-token")
     if token.startswith(KEY_PREFIX):
-        raise PermissionDeniedError("Tenant credentials cannot use the admin API.")
+        raise _tenant_credential()
+    principal = verify_admin_token(token, settings)
+    if principal is not None:
+        return principal
+    if looks_like_tenant_jwt(token, settings.jwt_audience):
+        raise _tenant_credential()
     raise AuthenticationFailedError()
+
+
+async def require_admin(request: Request) -> AdminPrincipal:
+    """Dependency of every protected /admin route: the acting admin, role checked."""
+    principal = _authenticate(request)
+    if principal.role != "admin" and request.method not in READ_METHODS:
+        raise PermissionDeniedError("The viewer role can only read.", code="read_only_role")
+    request.state.admin = principal
+    return principal
 
 
 AdminDep = Annotated[AdminPrincipal, Depends(require_admin)]

@@ -1,17 +1,27 @@
-"""The /admin API: every route requires the admin credential (mounted at `/admin`)."""
+"""The /admin API (mounted at `/admin`): `POST /login` is open, every other route requires an
+admin credential (`require_admin`: admin token or admin JWT; viewers may only GET)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
 from tenants.admin.auth import require_admin
+from tenants.admin.login import router as login_router
 from tenants.agent.endpoints import router as agents_router
 from tenants.api_key.endpoints import router as keys_router
+from tenants.audit.endpoints import router as audit_router
+from tenants.jwt_config.endpoints import router as jwt_router
 from tenants.tenant.endpoints import router as tenants_router
 from tenants.usage.endpoints import router as usage_router
 
-admin_router = APIRouter(dependencies=[Depends(require_admin)], tags=["admin"])
-admin_router.include_router(tenants_router)
-admin_router.include_router(keys_router)
-admin_router.include_router(agents_router)
-admin_router.include_router(usage_router)
+protected = APIRouter(dependencies=[Depends(require_admin)])
+protected.include_router(tenants_router)
+protected.include_router(keys_router)
+protected.include_router(agents_router)
+protected.include_router(jwt_router)
+protected.include_router(usage_router)
+protected.include_router(audit_router)
+
+admin_router = APIRouter(tags=["admin"])
+admin_router.include_router(login_router)
+admin_router.include_router(protected)

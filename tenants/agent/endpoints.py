@@ -1,4 +1,5 @@
-"""`/admin/tenants/{tenant_id}/agents` routes: thin wrappers over `tenants.agent.service`."""
+"""`/admin/tenants/{tenant_id}/agents` routes: thin wrappers over `tenants.agent.service`;
+every mutation is audited and drops the cached active versions on every replica."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Response, status
 
 from gateway.core.db import SessionDep
+from tenants.admin.context import AdminContextDep
 from tenants.agent import service
 from tenants.agent.schemas import AgentPublic, AgentVersionPublic, agent_public, version_public
 from tenants.agent.spec import AGENT_NAME_PATTERN, AgentSpec
@@ -23,10 +25,17 @@ AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN, description="Agent n
     responses={201: {"model": AgentPublic, "description": "Agent created (version 1)."}},
 )
 async def put_agent(
-    tenant_id: str, name: AgentName, spec: AgentSpec, session: SessionDep, response: Response
+    tenant_id: str, name: AgentName, spec: AgentSpec, ctx: AdminContextDep, response: Response
 ) -> AgentPublic:
     """Create the agent (201) or store a new version of it (200); the new version is active."""
-    agent, version, created = await service.put_agent(session, tenant_id, name, spec)
+    agent, version, created = await service.put_agent(ctx.session, tenant_id, name, spec)
+    await ctx.done(
+        "agent.create" if created else "agent.put",
+        "agent",
+        agent.name,
+        tenant_id=agent.tenant_id,
+        details={"version": version.version},
+    )
     response.status_code = status.HTTP_201_CREATED if created else status.HTTP_200_OK
     return agent_public(agent, version)
 
@@ -45,9 +54,10 @@ async def get_agent(tenant_id: str, name: AgentName, session: SessionDep) -> Age
 
 
 @router.delete("/{name}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_agent(tenant_id: str, name: AgentName, session: SessionDep) -> Response:
+async def delete_agent(tenant_id: str, name: AgentName, ctx: AdminContextDep) -> Response:
     """Delete the agent and its versions."""
-    await service.delete_agent(session, tenant_id, name)
+    await service.delete_agent(ctx.session, tenant_id, name)
+    await ctx.done("agent.delete", "agent", name, tenant_id=tenant_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -62,7 +72,15 @@ async def list_versions(
 
 @router.post("/{name}/versions/{version}/activate", response_model=AgentPublic)
 async def activate_version(
-    tenant_id: str, name: AgentName, version: int, session: SessionDep
+    tenant_id: str, name: AgentName, version: int, ctx: AdminContextDep
 ) -> AgentPublic:
     """Make an existing version the active one."""
-    return agent_public(*await service.activate_version(session, tenant_id, name, version))
+    agent, active = await service.activate_version(ctx.session, tenant_id, name, version)
+    await ctx.done(
+        "agent.activate",
+        "agent",
+        agent.name,
+        tenant_id=agent.tenant_id,
+        details={"version": active.version},
+    )
+    return agent_public(agent, active)

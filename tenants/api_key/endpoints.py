@@ -1,4 +1,5 @@
-"""`/admin/tenants/{tenant_id}/keys` routes: thin wrappers over `tenants.api_key.service`."""
+"""`/admin/tenants/{tenant_id}/keys` routes: thin wrappers over `tenants.api_key.service`;
+every mutation is audited and invalidates the tenant's cached credentials on every replica."""
 
 from __future__ import annotations
 
@@ -6,10 +7,19 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
+from gateway.core.clock import rfc3339
 from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
+from tenants.admin.context import AdminContextDep
 from tenants.api_key import service
-from tenants.api_key.schemas import KeyCreate, KeyCreated, KeyPublic, key_created, key_public
+from tenants.api_key.schemas import (
+    KeyCreate,
+    KeyCreated,
+    KeyPublic,
+    KeyUpdate,
+    key_created,
+    key_public,
+)
 from tenants.pagination import ListBody, PageDep
 
 router = APIRouter(prefix="/tenants/{tenant_id}/keys")
@@ -17,10 +27,18 @@ router = APIRouter(prefix="/tenants/{tenant_id}/keys")
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)
 async def issue_key(
-    tenant_id: str, body: KeyCreate, session: SessionDep, settings: SettingsDep
+    tenant_id: str, body: KeyCreate, ctx: AdminContextDep, settings: SettingsDep
 ) -> KeyCreated:
     """Issue a key; the plaintext `key` is in this response and never again."""
-    key, plaintext = await service.issue_key(session, settings, tenant_id, body)
+    key, plaintext = await service.issue_key(ctx.session, settings, tenant_id, body)
+    await ctx.done(
+        "key.create",
+        "api_key",
+        key.id,
+        tenant_id=key.tenant_id,
+        details={"name": key.name, "scopes": key.scopes, "expires_at": rfc3339(key.expires_at)},
+        invalidate=False,
+    )
     return key_created(key, plaintext)
 
 
@@ -30,8 +48,25 @@ async def list_keys(tenant_id: str, session: SessionDep, page: PageDep) -> dict[
     return (await service.list_keys(session, tenant_id, page)).render(key_public)
 
 
+@router.patch("/{key_id}", response_model=KeyPublic)
+async def update_key(
+    tenant_id: str, key_id: str, body: KeyUpdate, ctx: AdminContextDep
+) -> KeyPublic:
+    """Set or clear `expires_at` (rotation: the old key keeps working until then)."""
+    key = await service.update_key(ctx.session, tenant_id, key_id, body)
+    await ctx.done(
+        "key.update",
+        "api_key",
+        key.id,
+        tenant_id=key.tenant_id,
+        details={"expires_at": rfc3339(key.expires_at)},
+    )
+    return key_public(key)
+
+
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def revoke_key(tenant_id: str, key_id: str, session: SessionDep) -> Response:
-    """Revoke a key (idempotent)."""
-    await service.revoke_key(session, tenant_id, key_id)
+async def revoke_key(tenant_id: str, key_id: str, ctx: AdminContextDep) -> Response:
+    """Revoke a key (idempotent); refused on every replica within 1 s."""
+    key = await service.revoke_key(ctx.session, tenant_id, key_id)
+    await ctx.done("key.revoke", "api_key", key.id, tenant_id=key.tenant_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

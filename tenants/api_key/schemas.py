@@ -56,6 +56,25 @@ class KeyCreate(BaseModel):
         return [scope for scope in ALL_SCOPES if scope in wanted]
 
 
+class KeyUpdate(BaseModel):
+    """`PATCH /admin/tenants/{id}/keys/{key_id}`: set or clear the expiry (key rotation).
+
+    Rotation: issue a new key, then give the old one an `expires_at` a little in the future so
+    both work while clients switch over. `expires_at` must be sent (null clears it).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    expires_at: AwareDatetime | None
+
+    @field_validator("expires_at")
+    @classmethod
+    def _in_the_future(cls, value: AwareDatetime | None) -> AwareDatetime | None:
+        if value is not None and as_utc(value) <= utcnow():
+            raise ValueError("must be in the future")
+        return value
+
+
 class KeyPublic(BaseModel):
     """A key as listed: never the plaintext nor its hash."""
 

@@ -1,4 +1,5 @@
-"""API key rules: issue (plaintext returned once, stored as an HMAC), list, revoke.
+"""API key rules: issue (plaintext returned once, stored as an HMAC), list, change the expiry
+(rotation), revoke.
 
 Usable without a request (CLI, demo seeding): every function takes the session (and the
 settings where the secret is needed) and commits its own changes.
@@ -15,7 +16,7 @@ from gateway.core.errors import ConflictError, NotFoundError, ValidationFailedEr
 from gateway.core.ids import new_id
 from tenants.api_key.keys import display_parts, generate_key, hash_key, is_well_formed
 from tenants.api_key.repository import ApiKeyRepository
-from tenants.api_key.schemas import KeyCreate
+from tenants.api_key.schemas import KeyCreate, KeyUpdate
 from tenants.models import ApiKey
 from tenants.pagination import Page, PageParams
 from tenants.tenant.service import require_tenant
@@ -84,4 +85,18 @@ async def revoke_key(session: AsyncSession, tenant_id: str, key_id: str) -> ApiK
         key.revoked_at = utcnow()
         session.add(key)
         await session.commit()
+    return key
+
+
+async def update_key(session: AsyncSession, tenant_id: str, key_id: str, body: KeyUpdate) -> ApiKey:
+    """Set or clear the key's expiry; a revoked key cannot change (409)."""
+    tenant = await require_tenant(session, tenant_id)
+    key = await ApiKeyRepository(session).get(tenant.id, key_id)
+    if key is None:
+        raise NotFoundError(f"No API key with id '{key_id}'.", param="key_id")
+    if key.revoked_at is not None:
+        raise ConflictError("This key is revoked.", param="key_id")
+    key.expires_at = as_utc(body.expires_at) if body.expires_at else None
+    session.add(key)
+    await session.commit()
     return key

@@ -3,9 +3,21 @@
 Importing this package registers every table on `SQLModel.metadata` (Alembic relies on it).
 """
 
+from tenants.models.admin_user import AdminUser
 from tenants.models.agent import Agent, AgentVersion
 from tenants.models.api_key import ApiKey
+from tenants.models.audit_event import AuditEvent
+from tenants.models.jwt_config import JwtConfig
 from tenants.models.tenant import Tenant
 from tenants.models.usage import UsageRecord
 
-__all__ = ["Agent", "AgentVersion", "ApiKey", "Tenant", "UsageRecord"]
+__all__ = [
+    "AdminUser",
+    "Agent",
+    "AgentVersion",
+    "ApiKey",
+    "AuditEvent",
+    "JwtConfig",
+    "Tenant",
+    "UsageRecord",
+]

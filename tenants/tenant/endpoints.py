@@ -1,4 +1,5 @@
-"""`/admin/tenants` routes: thin wrappers over `tenants.tenant.service`."""
+"""`/admin/tenants` routes: thin wrappers over `tenants.tenant.service`; every mutation is
+audited and invalidates the tenant's cached credentials on every replica."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from gateway.core.db import SessionDep
+from tenants.admin.context import AdminContextDep
 from tenants.pagination import ListBody, PageDep
 from tenants.tenant import service
 from tenants.tenant.schemas import TenantCreate, TenantPublic, TenantUpdate, tenant_public
@@ -15,9 +17,13 @@ router = APIRouter(prefix="/tenants")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TenantPublic)
-async def create_tenant(body: TenantCreate, session: SessionDep) -> TenantPublic:
+async def create_tenant(body: TenantCreate, ctx: AdminContextDep) -> TenantPublic:
     """Create a tenant (slug unique and immutable)."""
-    return tenant_public(await service.create_tenant(session, body))
+    tenant = await service.create_tenant(ctx.session, body)
+    await ctx.done(
+        "tenant.create", "tenant", tenant.id, tenant_id=tenant.id, details={"slug": tenant.slug}
+    )
+    return tenant_public(tenant)
 
 
 @router.get("", response_model=ListBody[TenantPublic])
@@ -33,13 +39,20 @@ async def get_tenant(tenant_id: str, session: SessionDep) -> TenantPublic:
 
 
 @router.patch("/{tenant_id}", response_model=TenantPublic)
-async def update_tenant(tenant_id: str, body: TenantUpdate, session: SessionDep) -> TenantPublic:
+async def update_tenant(tenant_id: str, body: TenantUpdate, ctx: AdminContextDep) -> TenantPublic:
     """Change name, status or limits (the limit keys sent replace the stored ones)."""
-    return tenant_public(await service.update_tenant(session, tenant_id, body))
+    tenant = await service.update_tenant(ctx.session, tenant_id, body)
+    changed = sorted(body.model_dump(exclude_unset=True, exclude={"slug"}))
+    details: dict[str, Any] = {"fields": changed}
+    if body.status is not None:
+        details["status"] = body.status
+    await ctx.done("tenant.update", "tenant", tenant.id, tenant_id=tenant.id, details=details)
+    return tenant_public(tenant)
 
 
 @router.delete("/{tenant_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_tenant(tenant_id: str, session: SessionDep) -> Response:
-    """Soft-delete the tenant and revoke its keys; its usage stays readable."""
-    await service.delete_tenant(session, tenant_id)
+async def delete_tenant(tenant_id: str, ctx: AdminContextDep) -> Response:
+    """Soft-delete the tenant, revoke its keys and JWT config; its usage stays readable."""
+    tenant = await service.delete_tenant(ctx.session, tenant_id)
+    await ctx.done("tenant.delete", "tenant", tenant.id, tenant_id=tenant.id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,4 +1,5 @@
-"""Tenant rules: unique immutable slugs, merged limits, soft deletion that revokes keys.
+"""Tenant rules: unique immutable slugs, merged limits, soft deletion that revokes keys and
+the JWT config.
 
 Usable without a request (CLI, demo seeding): every function takes the session and commits
 its own changes.
@@ -13,6 +14,7 @@ from gateway.core.clock import utcnow
 from gateway.core.errors import ConflictError, NotFoundError
 from gateway.core.ids import new_id
 from tenants.api_key.repository import ApiKeyRepository
+from tenants.jwt_config.repository import JwtConfigRepository
 from tenants.models import Tenant
 from tenants.pagination import Page, PageParams
 from tenants.tenant.repository import TenantRepository
@@ -80,12 +82,14 @@ async def update_tenant(session: AsyncSession, tenant_id: str, body: TenantUpdat
     return tenant
 
 
-async def delete_tenant(session: AsyncSession, tenant_id: str) -> None:
-    """Soft-delete the tenant and revoke all its keys in the same transaction."""
+async def delete_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
+    """Soft-delete the tenant, revoke all its keys and drop its JWT config in one transaction."""
     tenant = await require_tenant(session, tenant_id)
     now = utcnow()
     tenant.deleted_at = now
     tenant.updated_at = now
     session.add(tenant)
     await ApiKeyRepository(session).revoke_all(tenant.id, now)
+    await JwtConfigRepository(session).delete(tenant.id)
     await session.commit()
+    return tenant

@@ -1,0 +1,157 @@
+"""Resolve an end-user JWT to a Principal (SPEC §7).
+
+The token's unverified `iss` names the tenant's config, looked up through the per-process
+`IssuerCache` (verification key built once per issuer, unknown issuers cached too). Then the
+token must use exactly the tenant's algorithm (so `alg: none`, HS256 signed with an RSA public
+key and any other algorithm are refused before a signature check), carry a valid signature,
+`iss`, `aud` (= GATEWAY_JWT_AUDIENCE), `sub` and `exp`, with 60 s of leeway on `exp`/`nbf`.
+Every rejection is the same 401 as a bad API key.
+
+JWT principals carry the scopes `runs` and `conversations`: end users run agents and hold
+conversations; the tenant-wide usage report (`usage`) is for the tenant's own API keys.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from jose import JWTError, jwt
+
+from gateway.auth.cache import NO_TENANT, TenantIndexedCache
+from gateway.auth.principal import Principal
+from gateway.core.db import Database
+from gateway.core.errors import AuthenticationFailedError
+from tenants.jwt_config.keys import ALGORITHMS, hmac_key, jwks_keys, public_pem_key
+from tenants.jwt_config.repository import JwtConfigRepository
+from tenants.jwt_config.secrets import SecretUnreadableError, decrypt_secret
+from tenants.models import JwtConfig
+
+logger = logging.getLogger("gateway.auth")
+
+MAX_TOKEN_BYTES = 8192
+MAX_ISSUER_CHARS = 512
+MAX_SUBJECT_CHARS = 256
+LEEWAY_S = 60
+JWT_SCOPES = frozenset({"runs", "conversations"})
+_OPTIONS = {
+    "require_aud": True,
+    "require_iss": True,
+    "require_sub": True,
+    "require_exp": True,
+    "leeway": LEEWAY_S,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class IssuerEntry:
+    """A tenant's verification key for one issuer (tenant_id empty: unknown issuer)."""
+
+    tenant_id: str
+    tenant_slug: str = ""
+    tenant_status: str = ""
+    limits: dict[str, Any] | None = None
+    algorithm: str = ""
+    key: Any = None
+
+
+_UNKNOWN = IssuerEntry(tenant_id=NO_TENANT)
+
+
+class IssuerCache(TenantIndexedCache[IssuerEntry]):
+    """Issuer -> verification entry, trusted for at most `ttl_s` without a DB read."""
+
+    def tenant_of(self, value: IssuerEntry) -> str:
+        return value.tenant_id
+
+
+def _fail() -> AuthenticationFailedError:
+    return AuthenticationFailedError()
+
+
+def unverified_issuer(token: str) -> tuple[str, str]:
+    """(alg, iss) of a token before verification; 401 when it is not a sane JWT."""
+    if len(token) > MAX_TOKEN_BYTES:
+        raise _fail()
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.get_unverified_claims(token)
+    except JWTError:
+        raise _fail() from None
+    alg, iss = header.get("alg"), claims.get("iss")
+    if not isinstance(alg, str) or not isinstance(iss, str):
+        raise _fail()
+    if not 1 <= len(iss) <= MAX_ISSUER_CHARS:
+        raise _fail()
+    return alg, iss
+
+
+async def resolve_jwt(
+    token: str, *, audience: str, secret_key: str, cache: IssuerCache, db: Database
+) -> Principal:
+    """The principal (tenant + end user) of a valid end-user JWT; else 401."""
+    alg, iss = unverified_issuer(token)
+    entry = await cache.get_or_load(iss, lambda: _load(iss, db, secret_key))
+    if not entry.tenant_id or alg != entry.algorithm:
+        raise _fail()
+    try:
+        claims = jwt.decode(
+            token,
+            entry.key,
+            algorithms=[entry.algorithm],
+            audience=audience,
+            issuer=iss,
+            options=_OPTIONS,
+        )
+    except JWTError:
+        raise _fail() from None
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not 1 <= len(sub) <= MAX_SUBJECT_CHARS:
+        raise _fail()
+    if not sub.isprintable():  # NUL and other control characters never reach the usage table
+        raise _fail()
+    return Principal(
+        tenant_id=entry.tenant_id,
+        tenant_slug=entry.tenant_slug,
+        tenant_status=entry.tenant_status,
+        key_id=None,
+        scopes=JWT_SCOPES,
+        limits=entry.limits,
+        user=sub,
+    )
+
+
+async def _load(issuer: str, db: Database, secret_key: str) -> IssuerEntry:
+    async with db.session() as session:
+        found = await JwtConfigRepository(session).get_with_tenant_by_issuer(issuer)
+    if found is None:
+        return _UNKNOWN
+    config, tenant = found
+    if tenant.deleted_at is not None:
+        return _UNKNOWN
+    try:
+        key = _verification_key(config, secret_key)
+    except (SecretUnreadableError, ValueError) as exc:
+        logger.error("JWT config of tenant %s is unusable: %s", tenant.slug, exc)
+        return _UNKNOWN
+    return IssuerEntry(
+        tenant_id=tenant.id,
+        tenant_slug=tenant.slug,
+        tenant_status=tenant.status,
+        limits=tenant.limits,
+        algorithm=ALGORITHMS[config.mode],
+        key=key,
+    )
+
+
+def _verification_key(config: JwtConfig, secret_key: str) -> Any:
+    if config.mode == "hs256":
+        if config.secret_encrypted is None:
+            raise ValueError("hs256 config without a secret")
+        return hmac_key(decrypt_secret(config.secret_encrypted, secret_key))
+    if config.jwks is not None:
+        return jwks_keys(config.mode, config.jwks)
+    if config.public_key is None:
+        raise ValueError(f"{config.mode} config without a key")
+    return public_pem_key(config.mode, config.public_key)

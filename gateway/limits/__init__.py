@@ -1,0 +1,9 @@
+"""Per-tenant request limits (slowapi), token quotas and concurrency caps (SPEC §6).
+
+requests.py   request limits: slowapi's moving window, Redis or memory
+quotas.py     QuotaService (Redis or memory, failure modes) and RunTicket (one run's
+              lease and per-model-call token reservations)
+redis_store.py / memory.py   the two quota stores (atomic Lua scripts / in-process)
+breaker.py    Redis health shared by both: fail open (memory) or closed (503)
+headers.py    x-ratelimit-* headers; endpoints.py `GET /v1/limits`
+"""

@@ -1,0 +1,133 @@
+"""The in-process quota store: embedded mode, and the per-replica fallback in open mode.
+
+Same semantics as the Lua scripts, for one process only. Every operation runs without an
+`await` inside, so it is atomic on the event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from gateway.limits.policy import QuotaLimits
+from gateway.limits.store import CONCURRENT, OK, TPD, TPM, Admission, Reservation, Snapshot
+
+DAY_S = 86_400
+
+
+@dataclass
+class _Tenant:
+    leases: dict[str, float] = field(default_factory=dict)  # run id -> expiry (monotonic)
+    reservations: dict[str, float] = field(default_factory=dict)
+    minute: dict[int, int] = field(default_factory=dict)  # second -> tokens
+    days: dict[int, int] = field(default_factory=dict)  # day -> tokens
+
+
+class MemoryQuotaStore:
+    """Quota counters of one process (bounded: one small record per tenant seen)."""
+
+    def __init__(self, *, lease_ttl_s: float) -> None:
+        self.ttl_s = lease_ttl_s
+        self._tenants: dict[str, _Tenant] = {}
+
+    def _tenant(self, tenant_id: str) -> _Tenant:
+        state = self._tenants.get(tenant_id)
+        if state is None:
+            state = self._tenants[tenant_id] = _Tenant()
+        return state
+
+    @staticmethod
+    def _minute(state: _Tenant, now_s: int) -> tuple[int, float]:
+        for sec in [s for s in state.minute if s <= now_s - 60]:
+            del state.minute[sec]
+        used = sum(state.minute.values())
+        reset = (min(state.minute) + 60 - now_s) if state.minute else 0
+        return used, float(reset)
+
+    async def admit(self, tenant_id: str, run_id: str, limits: QuotaLimits) -> Admission:
+        state = self._tenant(tenant_id)
+        now = time.time()
+        now_s = int(now)
+        tpm_used, tpm_reset = self._minute(state, now_s)
+        tpd_used = state.days.get(now_s // DAY_S, 0)
+        if limits.tokens_per_day is not None and tpd_used >= limits.tokens_per_day:
+            return Admission(TPD, 0, tpm_used, tpd_used, DAY_S - now_s % DAY_S, tpm_reset)
+        if limits.tokens_per_minute is not None and tpm_used >= limits.tokens_per_minute:
+            return Admission(TPM, 0, tpm_used, tpd_used, max(tpm_reset, 1.0), tpm_reset)
+        in_flight = 0
+        if limits.max_concurrent_runs is not None:
+            mono = time.monotonic()
+            for run in [r for r, exp in state.leases.items() if exp <= mono]:
+                del state.leases[run]
+            in_flight = len(state.leases)
+            if in_flight >= limits.max_concurrent_runs:
+                return Admission(CONCURRENT, in_flight, tpm_used, tpd_used, 1.0, tpm_reset)
+            state.leases[run_id] = mono + self.ttl_s
+            in_flight += 1
+        return Admission(OK, in_flight, tpm_used, tpd_used, 0.0, tpm_reset)
+
+    async def reserve(
+        self,
+        tenant_id: str,
+        run_id: str,
+        reservation_id: str,
+        amount: int,
+        limits: QuotaLimits,
+        holds_lease: bool,
+    ) -> Reservation:
+        state = self._tenant(tenant_id)
+        mono = time.monotonic()
+        if holds_lease and run_id in state.leases:
+            state.leases[run_id] = mono + self.ttl_s
+        now_s = int(time.time())
+        day = now_s // DAY_S
+        tpm_used, _ = self._minute(state, now_s)
+        tpd_used = state.days.get(day, 0)
+        if limits.tokens_per_day is not None and tpd_used + amount > limits.tokens_per_day:
+            retry = float(DAY_S - now_s % DAY_S)
+            return Reservation(TPD, reservation_id, amount, tpm_used, tpd_used, retry, 0, day)
+        if limits.tokens_per_minute is not None and tpm_used + amount > limits.tokens_per_minute:
+            excess, wait = tpm_used + amount - limits.tokens_per_minute, 60
+            for sec in sorted(state.minute):
+                excess -= state.minute[sec]
+                if excess <= 0:
+                    wait = sec + 60 - now_s
+                    break
+            retry = float(max(wait, 1))
+            return Reservation(TPM, reservation_id, amount, tpm_used, tpd_used, retry, 0, day)
+        state.minute[now_s] = state.minute.get(now_s, 0) + amount
+        for old in [d for d in state.days if d < day]:
+            del state.days[old]
+        state.days[day] = tpd_used + amount
+        for rid in [r for r, exp in state.reservations.items() if exp <= mono]:
+            del state.reservations[rid]
+        state.reservations[reservation_id] = mono + self.ttl_s
+        return Reservation(
+            OK, reservation_id, amount, tpm_used + amount, tpd_used + amount, 0.0, now_s, day
+        )
+
+    async def settle(self, tenant_id: str, reservation: Reservation, actual: int) -> None:
+        state = self._tenant(tenant_id)
+        state.reservations.pop(reservation.reservation_id, None)
+        delta = actual - reservation.amount
+        if delta:
+            if reservation.bucket in state.minute:
+                state.minute[reservation.bucket] += delta
+            if reservation.day in state.days:
+                state.days[reservation.day] += delta
+
+    async def release(self, tenant_id: str, run_id: str) -> None:
+        self._tenant(tenant_id).leases.pop(run_id, None)
+
+    async def peek(self, tenant_id: str) -> Snapshot:
+        state = self._tenant(tenant_id)
+        now_s = int(time.time())
+        tpm_used, reset = self._minute(state, now_s)
+        mono = time.monotonic()
+        in_flight = sum(1 for exp in state.leases.values() if exp > mono)
+        return Snapshot(in_flight, tpm_used, state.days.get(now_s // DAY_S, 0), reset)
+
+    def open_counts(self, tenant_id: str) -> tuple[int, int]:
+        """(leases, reservations) still open for a tenant (tests and diagnostics)."""
+        state = self._tenant(tenant_id)
+        return len(state.leases), len(state.reservations)

@@ -1,0 +1,215 @@
+"""Token quotas and concurrency caps of runs: `QuotaService` (one per app) and `RunTicket`.
+
+A run is admitted with one atomic call (token windows not exhausted, a concurrency lease
+taken). Before every model call the ticket reserves `estimated input + max output` tokens and
+renews the lease in one atomic call; after the call it settles the reservation to the real
+usage. When the run ends, however it ends, open reservations settle to zero (the call got no
+usage back) and the lease is released. Leases and reservations carry a TTL, so a crashed
+replica's are gone after at most `GATEWAY_LIMITS_LEASE_TTL_S`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
+
+from redis.asyncio import Redis
+
+from gateway.auth.principal import Principal
+from gateway.core.config import Settings
+from gateway.core.errors import RateLimitedError
+from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
+from gateway.limits.memory import MemoryQuotaStore
+from gateway.limits.policy import CONCURRENT_RUNS, TOKENS_PER_DAY, TOKENS_PER_MINUTE, QuotaLimits
+from gateway.limits.redis_store import RedisQuotaStore
+from gateway.limits.store import CONCURRENT, OK, TPD, Admission, QuotaStore, Reservation, Snapshot
+from observability.metrics import RATE_LIMIT_REJECTIONS, tenant_label
+
+logger = logging.getLogger("gateway.limits")
+T = TypeVar("T")
+
+_CODES = {CONCURRENT: CONCURRENT_RUNS, 2: TOKENS_PER_MINUTE, TPD: TOKENS_PER_DAY}
+
+
+def rejection(principal: Principal, code: str, message: str, retry_s: float) -> RateLimitedError:
+    """A 429 for `code`, counted in `gateway_rate_limit_rejections_total`."""
+    RATE_LIMIT_REJECTIONS.labels(tenant_label(principal.tenant_slug), code).inc()
+    return RateLimitedError(message, code=code, retry_after_s=retry_s)
+
+
+class QuotaService:
+    """Routes quota operations to Redis (when configured and healthy) or to memory."""
+
+    def __init__(self, settings: Settings, redis: Redis | None, breaker: RedisBreaker) -> None:
+        ttl = settings.limits_lease_ttl_s
+        self.breaker = breaker
+        self.timeout_s = settings.redis_timeout_ms / 1000
+        self.memory = MemoryQuotaStore(lease_ttl_s=ttl)
+        self.redis: RedisQuotaStore | None = None
+        if redis is not None:
+            self.redis = RedisQuotaStore(redis, prefix=settings.redis_key_prefix, lease_ttl_s=ttl)
+        self.default_max_output = settings.limits_default_max_output_tokens
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def call(self, op: Callable[[QuotaStore], Awaitable[T]]) -> tuple[T, QuotaStore]:
+        """Run `op` on Redis (time-boxed) or, when Redis is unavailable, per the failure mode."""
+        if self.redis is None:
+            return await op(self.memory), self.memory
+        if self.breaker.usable():
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    result = await op(self.redis)
+            except REDIS_ERRORS as exc:
+                self.breaker.failed(exc)
+            else:
+                self.breaker.succeeded()
+                return result, self.redis
+        self.breaker.fallback()
+        return await op(self.memory), self.memory
+
+    async def on_store(
+        self, store: QuotaStore, op: Callable[[QuotaStore], Awaitable[None]]
+    ) -> None:
+        """Undo work on the store it was done on; a Redis failure here is left to the TTL."""
+        if store is self.memory:
+            await op(store)
+            return
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await op(store)
+        except REDIS_ERRORS as exc:
+            self.breaker.failed(exc)
+            logger.warning("limits: could not settle in Redis (%s); TTL will", type(exc).__name__)
+
+    async def open(self, principal: Principal, run_id: str) -> RunTicket:
+        """Admit a run: 429 when the tenant's token windows or concurrency cap are full."""
+        limits = QuotaLimits.of(principal.limits)
+        ticket = RunTicket(self, principal, run_id, limits)
+        if not limits.any:
+            return ticket
+        tenant = principal.tenant_id
+        admission, store = await self.call(lambda s: s.admit(tenant, run_id, limits))
+        ticket.admission = admission
+        if admission.code != OK:
+            code = _CODES[admission.code]
+            message = {
+                CONCURRENT_RUNS: f"Too many runs in flight (max {limits.max_concurrent_runs}).",
+                TOKENS_PER_MINUTE: "Token quota per minute exhausted.",
+                TOKENS_PER_DAY: "Token quota per day exhausted.",
+            }[code]
+            error = rejection(principal, code, message, admission.retry_s)
+            error.headers.update(ticket.token_headers())
+            raise error
+        if limits.max_concurrent_runs is not None:
+            ticket.lease_store = store
+        return ticket
+
+    async def peek(self, principal: Principal) -> Snapshot:
+        """Current usage of the tenant (for `GET /v1/limits`)."""
+        snapshot, _ = await self.call(lambda s: s.peek(principal.tenant_id))
+        return snapshot
+
+    def in_background(self, work: Awaitable[None]) -> None:
+        """Finish `work` even though the caller is being cancelled (client gone)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait for background settlements (at shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+class RunTicket:
+    """One run's lease and token reservations; every path ends in `close()`."""
+
+    def __init__(
+        self, service: QuotaService, principal: Principal, run_id: str, limits: QuotaLimits
+    ) -> None:
+        self.service = service
+        self.principal = principal
+        self.run_id = run_id
+        self.limits = limits
+        self.admission: Admission | None = None
+        self.lease_store: QuotaStore | None = None
+        self.open_reservations: list[tuple[Reservation, QuotaStore]] = []
+        self.closed = False
+
+    async def before_call(self, estimated_input: int, max_output: int | None) -> None:
+        """Reserve tokens for the next model call (and renew the lease); 429 when over quota."""
+        if not self.limits.metered:
+            return
+        amount = estimated_input + (max_output or self.service.default_max_output)
+        tenant, run_id, limits = self.principal.tenant_id, self.run_id, self.limits
+        holds_lease = self.lease_store is not None
+        rid = f"{run_id}:{secrets.token_hex(4)}"
+        reservation, store = await self.service.call(
+            lambda s: s.reserve(tenant, run_id, rid, amount, limits, holds_lease)
+        )
+        if reservation.code != OK:
+            code = _CODES[reservation.code]
+            raise rejection(
+                self.principal,
+                code,
+                f"Token quota exhausted ({code}): the next model call needs up to {amount} tokens.",
+                reservation.retry_s,
+            )
+        self.open_reservations.append((reservation, store))
+
+    async def after_call(self, actual: int) -> None:
+        """Settle the oldest open reservation to the tokens the call really used."""
+        if not self.open_reservations:
+            return
+        reservation, store = self.open_reservations.pop(0)
+        tenant = self.principal.tenant_id
+        await self.service.on_store(store, lambda s: s.settle(tenant, reservation, actual))
+
+    async def close(self) -> None:
+        """Settle what is open (to zero) and release the lease. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        tenant = self.principal.tenant_id
+        while self.open_reservations:
+            reservation, store = self.open_reservations.pop()
+            await self.service.on_store(store, partial(_settle_unused, tenant, reservation))
+        if self.lease_store is not None:
+            await self.service.on_store(self.lease_store, lambda s: s.release(tenant, self.run_id))
+
+    def close_soon(self) -> None:
+        """`close()` without waiting (from a cancelled task)."""
+        if not self.closed:
+            self.service.in_background(self.close())
+
+    def token_headers(self) -> dict[str, str]:
+        """The x-ratelimit-*-tokens trio as of admission (per-minute window when set)."""
+        admission, limits = self.admission, self.limits
+        if admission is None:
+            return {}
+        if limits.tokens_per_minute is not None:
+            limit, used, reset = limits.tokens_per_minute, admission.tpm_used, admission.tpm_reset_s
+        elif limits.tokens_per_day is not None:
+            limit, used, reset = limits.tokens_per_day, admission.tpd_used, seconds_to_midnight()
+        else:
+            return {}
+        return {
+            "x-ratelimit-limit-tokens": str(limit),
+            "x-ratelimit-remaining-tokens": str(max(0, limit - used)),
+            "x-ratelimit-reset-tokens": f"{max(0.0, reset):.0f}s",
+        }
+
+
+async def _settle_unused(tenant_id: str, reservation: Reservation, store: QuotaStore) -> None:
+    # The call got no usage back (error, timeout, cancel): nothing was spent that we know of.
+    await store.settle(tenant_id, reservation, 0)
+
+
+def seconds_to_midnight() -> float:
+    """Seconds until the next UTC day (when `tokens_per_day` resets)."""
+    return float(86_400 - int(time.time()) % 86_400)

@@ -1,0 +1,21 @@
+-- What is used now (for GET /v1/limits): runs in flight, tokens this minute and today.
+-- KEYS: lease zset, tokens-per-minute hash, tokens-per-day key prefix
+-- returns {in_flight, tpm_used, tpd_used, tpm_reset_ms, open reservations}
+local t = redis.call('TIME')
+local now_s = tonumber(t[1])
+local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
+local day = math.floor(now_s / 86400)
+local in_flight = redis.call('ZCOUNT', KEYS[1], now_ms, '+inf')
+local tpm_used, oldest = 0, nil
+local flat = redis.call('HGETALL', KEYS[2])
+for i = 1, #flat, 2 do
+    local sec = tonumber(flat[i])
+    if sec > now_s - 60 then
+        tpm_used = tpm_used + tonumber(flat[i + 1])
+        if oldest == nil or sec < oldest then oldest = sec end
+    end
+end
+local tpm_reset_ms = 0
+if oldest ~= nil then tpm_reset_ms = (oldest + 60 - now_s) * 1000 end
+local tpd_used = tonumber(redis.call('GET', KEYS[3] .. day) or '0')
+return {in_flight, tpm_used, tpd_used, tpm_reset_ms}

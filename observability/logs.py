@@ -1,0 +1,89 @@
+"""JSON log lines through the standard `logging` module.
+
+One JSON object per line on stderr: `ts`, `level`, `logger`, `msg`, `pid`, `request_id` (when
+the line was written while serving a request) and any `extra={...}` fields. `logging_config()`
+is the `dictConfig` the CLI hands to uvicorn, so every worker process configures itself the
+same way; uvicorn's own access log is off (the gateway writes one access line per request,
+see `observability.middleware`).
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from observability.context import current_request_id
+
+# Attributes every LogRecord has; anything else on a record came from `extra=`.
+_STANDARD = frozenset(
+    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
+    | {"message", "asctime", "color_message"}
+)
+
+
+class RequestIdFilter(logging.Filter):
+    """Stamps each record with the id of the request being served (or None)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "request_id"):
+            record.request_id = current_request_id()
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object (no newlines inside)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+            "pid": record.process,
+        }
+        for key, value in record.__dict__.items():
+            if key not in _STANDARD:
+                line[key] = value
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+def logging_config(level: str = "info") -> dict[str, Any]:
+    """The `logging.config.dictConfig` of a gateway process: JSON lines on stderr."""
+    handler = {
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stderr",
+        "formatter": "json",
+        "filters": ["request_id"],
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"request_id": {"()": RequestIdFilter}},
+        "formatters": {"json": {"()": JsonFormatter}},
+        "handlers": {"stderr": handler},
+        "root": {"handlers": ["stderr"], "level": level.upper()},
+        "loggers": {
+            # uvicorn's loggers propagate to the root handler: one format for everything.
+            "uvicorn": {"handlers": [], "propagate": True, "level": "INFO"},
+            "uvicorn.error": {"handlers": [], "propagate": True, "level": "INFO"},
+            "uvicorn.access": {"handlers": [], "propagate": False, "level": "WARNING"},
+            # Third-party debug output could carry prompts or headers: keep it at warning.
+            "httpx": {"level": "WARNING"},
+            "httpcore": {"level": "WARNING"},
+            "openai": {"level": "WARNING"},
+            "openai.agents": {"level": "WARNING"},
+            "aiosqlite": {"level": "WARNING"},
+            "asyncio": {"level": "WARNING"},
+        },
+    }
+
+
+def configure_logging(level: str = "info") -> None:
+    """Configure this process's logging as JSON lines (for processes uvicorn does not start)."""
+    logging.config.dictConfig(logging_config(level))

@@ -1,0 +1,70 @@
+"""What an admin mutation needs after its service commits: an audit event and a cache
+invalidation on every replica.
+
+The control plane does not import the data plane: the app registers a `ChangeNotifier` on
+`app.state.invalidation` at start-up (the gateway's Redis pub/sub publisher); without one (CLI,
+tests of the control plane alone) the caches' TTL is the bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, Protocol
+
+from fastapi import Depends, Request
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.core.db import SessionDep
+from tenants.admin.auth import AdminDep, AdminPrincipal
+from tenants.audit.service import record_event
+
+
+class ChangeNotifier(Protocol):
+    """Drops cached credentials, JWT configs and agent versions of a tenant everywhere."""
+
+    async def tenant_changed(self, tenant_id: str) -> None: ...
+
+
+@dataclass(slots=True)
+class AdminContext:
+    """The acting admin, the request's session and id, and the change notifier."""
+
+    admin: AdminPrincipal
+    session: AsyncSession
+    request_id: str | None
+    notifier: ChangeNotifier | None
+
+    async def done(
+        self,
+        action: str,
+        target_type: str,
+        target_id: str | None,
+        *,
+        tenant_id: str | None = None,
+        details: dict[str, Any] | None = None,
+        invalidate: bool = True,
+    ) -> None:
+        """Invalidate the tenant's caches (first: it is what makes a revocation bite), then
+        write the audit event. Never pass secrets in `details`."""
+        if invalidate and tenant_id is not None and self.notifier is not None:
+            await self.notifier.tenant_changed(tenant_id)
+        await record_event(
+            self.session,
+            actor=self.admin.actor,
+            action=action,
+            target_type=target_type,
+            target_id=target_id,
+            tenant_id=tenant_id,
+            request_id=self.request_id,
+            details=details,
+        )
+
+
+async def admin_context(request: Request, admin: AdminDep, session: SessionDep) -> AdminContext:
+    """Dependency: the context of one admin mutation."""
+    notifier: ChangeNotifier | None = getattr(request.app.state, "invalidation", None)
+    request_id: str | None = getattr(request.state, "request_id", None)
+    return AdminContext(admin=admin, session=session, request_id=request_id, notifier=notifier)
+
+
+AdminContextDep = Annotated[AdminContext, Depends(admin_context)]

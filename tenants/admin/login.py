@@ -1,0 +1,68 @@
+"""`POST /admin/login`: an admin user's OAuth2 password form -> a short-lived admin JWT.
+
+Failed logins count against the client address in the same failure limiter as bad tenant
+credentials (registered by the app on `app.state.auth_failures`): past the limit the address
+gets 429 before any password is checked.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Protocol
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import OAuth2PasswordRequestForm
+from pydantic import BaseModel
+
+from gateway.core.config import SettingsDep
+from gateway.core.db import SessionDep
+from gateway.core.errors import AuthenticationFailedError
+from tenants.admin.tokens import issue_admin_token
+from tenants.admin.users import authenticate
+
+router = APIRouter()
+
+
+class FailureLimiter(Protocol):
+    """Counts failed authentications per client address (see gateway.auth.failures)."""
+
+    def check(self, address: str) -> None: ...
+
+    async def failed(self, address: str) -> None: ...
+
+
+class LoginToken(BaseModel):
+    """The answer to a successful login."""
+
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth2 token type)
+    expires_in: int
+
+
+def client_address(request: Request) -> str:
+    """The peer address of the request (the proxy's, unless uvicorn trusts its headers)."""
+    return request.client.host if request.client else "unknown"
+
+
+@router.post("/login", response_model=LoginToken)
+async def login(
+    request: Request,
+    # A class dependency runs in the thread pool; acceptable here (login is rare, Argon2 costs
+    # far more) and it is FastAPI's standard OAuth2 password form.
+    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    session: SessionDep,
+    settings: SettingsDep,
+) -> LoginToken:
+    """Exchange `username` + `password` (form fields) for an admin bearer token."""
+    limiter: FailureLimiter | None = getattr(request.app.state, "auth_failures", None)
+    address = "login:" + client_address(request)
+    if limiter is not None:
+        limiter.check(address)
+    user = await authenticate(session, form.username, form.password)
+    if user is None:
+        if limiter is not None:
+            await limiter.failed(address)
+        raise AuthenticationFailedError("Invalid username or password.", code="invalid_credentials")
+    token, ttl = issue_admin_token(
+        settings, user_id=user.id, username=user.username, role=user.role
+    )
+    return LoginToken(access_token=token, expires_in=ttl)

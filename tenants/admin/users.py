@@ -1,0 +1,81 @@
+"""Admin users: create (CLI) and authenticate (login). Passwords only as Argon2 hashes."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.core.clock import utcnow
+from gateway.core.errors import ConflictError, ValidationFailedError
+from gateway.core.ids import new_id
+from tenants.admin.passwords import hash_password, verify_password
+from tenants.admin.tokens import ROLES
+from tenants.audit.service import record_event
+from tenants.models import AdminUser
+
+USERNAME_RE = re.compile(r"^[a-z0-9_.-]{2,64}$")
+MIN_PASSWORD_LENGTH = 12
+MAX_PASSWORD_LENGTH = 1024
+
+
+async def get_user(session: AsyncSession, username: str) -> AdminUser | None:
+    """The admin user with this username, if any."""
+    if not USERNAME_RE.fullmatch(username):
+        return None
+    statement = select(AdminUser).where(AdminUser.username == username)
+    return (await session.exec(statement)).one_or_none()
+
+
+async def create_user(
+    session: AsyncSession, username: str, role: str, password: str, *, actor: str = "cli"
+) -> AdminUser:
+    """Create an admin user (audited as `user.create`; the password never is).
+
+    Raises:
+        ValidationFailedError: bad username, role or password length (422).
+        ConflictError: the username exists (409).
+    """
+    if not USERNAME_RE.fullmatch(username):
+        raise ValidationFailedError("Usernames are 2-64 characters of a-z, 0-9, '_', '.', '-'.")
+    if role not in ROLES:
+        raise ValidationFailedError("The role is 'admin' or 'viewer'.")
+    if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
+        raise ValidationFailedError(
+            f"Passwords are {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters."
+        )
+    if await get_user(session, username) is not None:
+        raise ConflictError(f"An admin user named '{username}' exists.")
+    user = AdminUser(
+        id=new_id("usr"),
+        username=username,
+        role=role,
+        password_hash=await hash_password(password),
+        created_at=utcnow(),
+    )
+    session.add(user)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise ConflictError(f"An admin user named '{username}' exists.") from None
+    await record_event(
+        session,
+        actor=actor,
+        action="user.create",
+        target_type="admin_user",
+        target_id=user.id,
+        details={"username": username, "role": role},
+    )
+    return user
+
+
+async def authenticate(session: AsyncSession, username: str, password: str) -> AdminUser | None:
+    """The user if the password matches; None otherwise (same cost for unknown users)."""
+    user = await get_user(session, username)
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return None
+    ok = await verify_password(password, user.password_hash if user else None)
+    return user if ok else None

@@ -1,0 +1,1 @@
+"""Audit log: one event per admin mutation, listed at `GET /admin/audit`."""

@@ -1,0 +1,78 @@
+"""Verification keys of a tenant's JWT config, built once and cached by the data plane.
+
+One algorithm per tenant (`hs256` -> HS256, `rs256` -> RS256, `es256` -> ES256): a token whose
+header names any other algorithm (`none`, HS256 against an RSA key, …) is refused before any
+signature check, and python-jose is always given that explicit one-item list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from jose import jwk
+from jose.backends.base import Key
+from jose.exceptions import JOSEError
+
+ALGORITHMS: dict[str, str] = {"hs256": "HS256", "rs256": "RS256", "es256": "ES256"}
+KEY_TYPES: dict[str, str] = {"rs256": "RSA", "es256": "EC"}
+MAX_PEM_CHARS = 16_384
+MAX_JWKS_KEYS = 20
+_PRIVATE_JWK_FIELDS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k"})
+
+
+class KeyMaterialError(ValueError):
+    """The PEM or JWKS is not a usable public key of the tenant's algorithm."""
+
+
+def public_pem_key(mode: str, pem: str) -> Key:
+    """The verification key of a PEM public key, checked against the mode's algorithm."""
+    if len(pem) > MAX_PEM_CHARS or "PRIVATE" in pem or "-----BEGIN" not in pem:
+        raise KeyMaterialError("public_key must be a PEM public key")
+    try:
+        loaded = load_pem_public_key(pem.encode())
+    except (ValueError, TypeError) as exc:
+        raise KeyMaterialError("public_key is not a PEM public key") from exc
+    # python-jose's backend loads any PEM for any algorithm: check the key type ourselves.
+    if mode == "rs256" and not (isinstance(loaded, rsa.RSAPublicKey) and loaded.key_size >= 2048):
+        raise KeyMaterialError("rs256 needs an RSA public key of at least 2048 bits")
+    if mode == "es256" and not (
+        isinstance(loaded, ec.EllipticCurvePublicKey) and loaded.curve.name == "secp256r1"
+    ):
+        raise KeyMaterialError("es256 needs a P-256 EC public key")
+    try:
+        key: Key = jwk.construct(pem, ALGORITHMS[mode])
+    except (JOSEError, ValueError, TypeError) as exc:
+        raise KeyMaterialError(f"public_key is not a {ALGORITHMS[mode]} public key") from exc
+    if not key.is_public():
+        raise KeyMaterialError("public_key must be a public key")
+    return key
+
+
+def jwks_keys(mode: str, jwks: dict[str, Any]) -> list[Key]:
+    """The verification keys of a JWKS (`{"keys": [...]}`), all of the mode's key type."""
+    entries = jwks.get("keys")
+    if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_JWKS_KEYS:
+        raise KeyMaterialError(f'jwks must be {{"keys": [1..{MAX_JWKS_KEYS} public keys]}}')
+    keys = []
+    for entry in entries:
+        if not isinstance(entry, dict) or entry.get("kty") != KEY_TYPES[mode]:
+            raise KeyMaterialError(f"every jwks key must have kty {KEY_TYPES[mode]}")
+        if _PRIVATE_JWK_FIELDS & entry.keys():
+            raise KeyMaterialError("jwks must hold public keys only")
+        if mode == "es256" and entry.get("crv") != "P-256":
+            raise KeyMaterialError("es256 jwks keys must be on curve P-256")
+        if entry.get("alg", ALGORITHMS[mode]) != ALGORITHMS[mode]:
+            raise KeyMaterialError(f"every jwks key must be for {ALGORITHMS[mode]}")
+        try:
+            keys.append(jwk.construct(entry, ALGORITHMS[mode]))
+        except (JOSEError, ValueError, TypeError, KeyError) as exc:
+            raise KeyMaterialError("a jwks key is not a usable public key") from exc
+    return keys
+
+
+def hmac_key(secret: str) -> Key:
+    """The verification key of an HS256 secret."""
+    key: Key = jwk.construct(secret, "HS256")
+    return key

@@ -1,0 +1,81 @@
+"""JWT config rules: one config per tenant, issuers unique across tenants, key material
+checked at PUT time, HS256 secrets generated, returned once and stored encrypted.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.core.clock import utcnow
+from gateway.core.config import Settings
+from gateway.core.errors import ConflictError, NotFoundError, ValidationFailedError
+from tenants.jwt_config.keys import KeyMaterialError, jwks_keys, public_pem_key
+from tenants.jwt_config.repository import JwtConfigRepository
+from tenants.jwt_config.schemas import JwtConfigPut
+from tenants.jwt_config.secrets import encrypt_secret, generate_secret
+from tenants.models import JwtConfig
+from tenants.tenant.service import require_tenant
+
+
+def _issuer_taken(issuer: str) -> ConflictError:
+    return ConflictError("Another tenant already uses this issuer.", param="issuer")
+
+
+async def put_config(
+    session: AsyncSession, settings: Settings, tenant_id: str, body: JwtConfigPut
+) -> tuple[JwtConfig, str | None]:
+    """Create or replace the tenant's config; returns it and the new HS256 secret, if any.
+
+    Raises:
+        NotFoundError: unknown or deleted tenant (404).
+        ValidationFailedError: the key material does not fit the mode (422).
+        ConflictError: the issuer belongs to another tenant (409).
+    """
+    owner = (await require_tenant(session, tenant_id)).id
+    try:
+        if body.public_key is not None:
+            public_pem_key(body.mode, body.public_key)
+        if body.jwks is not None:
+            jwks_keys(body.mode, body.jwks)
+    except KeyMaterialError as exc:
+        param = "public_key" if body.public_key is not None else "jwks"
+        raise ValidationFailedError(str(exc), param=param, code="invalid_value") from None
+    repository = JwtConfigRepository(session)
+    holder = await repository.issuer_owner(body.issuer)
+    if holder is not None and holder != owner:
+        raise _issuer_taken(body.issuer)
+    secret = generate_secret() if body.mode == "hs256" else None
+    now = utcnow()
+    config = await repository.get(owner)
+    if config is None:
+        config = JwtConfig(tenant_id=owner, mode=body.mode, issuer=body.issuer, created_at=now)
+    config.mode = body.mode
+    config.issuer = body.issuer
+    config.public_key = body.public_key
+    config.jwks = body.jwks
+    config.secret_encrypted = encrypt_secret(secret, settings.secret_key) if secret else None
+    config.updated_at = now
+    repository.add(config)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise _issuer_taken(body.issuer) from None
+    return config, secret
+
+
+async def get_config(session: AsyncSession, tenant_id: str) -> JwtConfig:
+    """The tenant's config (404 if the tenant or its config is missing)."""
+    tenant = await require_tenant(session, tenant_id)
+    config = await JwtConfigRepository(session).get(tenant.id)
+    if config is None:
+        raise NotFoundError("This tenant has no JWT config.", param="tenant_id")
+    return config
+
+
+async def delete_config(session: AsyncSession, tenant_id: str) -> None:
+    """Remove the tenant's config: its end-user tokens stop working (404 if none)."""
+    config = await get_config(session, tenant_id)
+    await JwtConfigRepository(session).delete(config.tenant_id)
+    await session.commit()

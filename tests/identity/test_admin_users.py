@@ -1,0 +1,192 @@
+"""Admin users: created by the CLI, log in for a short-lived admin JWT; viewers only read."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from jose import jwt
+from sqlalchemy import text
+
+from tests.conftest import SECRET_KEY, make_settings, started_app
+from tests.identity.conftest import ADMIN, bearer, claims, sign
+
+GATEWAY = str(Path(sys.executable).with_name("gateway"))
+ADMIN_PW = "correct-horse-battery"
+VIEWER_PW = "viewer-password-42"
+
+
+def _cli(url: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+    env.update(GATEWAY_DATABASE_URL=url, GATEWAY_ENV="development")
+    return subprocess.run(
+        [GATEWAY, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+async def _app_client(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async for app in started_app(make_settings(url)):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as c:
+            yield c
+
+
+@pytest.fixture
+async def client(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    from gateway.core.db import Database
+    from tenants.admin.users import create_user
+
+    db = Database(sqlite_url)
+    async with db.session() as session:
+        await create_user(session, "alice", "admin", ADMIN_PW)
+        await create_user(session, "victor", "viewer", VIEWER_PW)
+    await db.dispose()
+    async for c in _app_client(sqlite_url):
+        yield c
+
+
+async def _login(client: httpx.AsyncClient, username: str, password: str) -> httpx.Response:
+    return await client.post("/admin/login", data={"username": username, "password": password})
+
+
+async def test_cli_creates_users_and_refuses_bad_input(sqlite_url: str) -> None:
+    r = _cli(sqlite_url, "admin", "create-user", "bob", "--role", "admin", "--password", ADMIN_PW)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["role"] == "admin"
+    # Without --password the CLI prompts (twice, hidden).
+    r = _cli(
+        sqlite_url,
+        "admin",
+        "create-user",
+        "vera",
+        "--role",
+        "viewer",
+        stdin=f"{VIEWER_PW}\n{VIEWER_PW}\n",
+    )
+    assert r.returncode == 0, r.stderr
+    r = _cli(sqlite_url, "admin", "create-user", "bob", "--role", "admin", "--password", ADMIN_PW)
+    assert r.returncode == 1 and "exists" in r.stderr and "Traceback" not in r.stderr
+    r = _cli(sqlite_url, "admin", "create-user", "x", "--role", "root", "--password", ADMIN_PW)
+    assert r.returncode == 1 and "error:" in r.stderr and "Traceback" not in r.stderr
+    async for client in _app_client(sqlite_url):
+        assert (await _login(client, "bob", ADMIN_PW)).status_code == 200
+        r = await _login(client, "vera", VIEWER_PW)
+        assert r.status_code == 200
+        assert jwt.get_unverified_claims(r.json()["access_token"])["role"] == "viewer"
+
+
+async def test_service_refuses_bad_input(client: httpx.AsyncClient, sqlite_url: str) -> None:
+    from gateway.core.db import Database
+    from gateway.core.errors import ValidationFailedError
+    from tenants.admin.users import create_user
+
+    db = Database(sqlite_url)
+    try:
+        for args in (
+            ("carol", "root", ADMIN_PW),
+            ("carol", "admin", "short"),
+            ("Bad Name", "admin", ADMIN_PW),
+        ):
+            async with db.session() as session:
+                with pytest.raises(ValidationFailedError):
+                    await create_user(session, *args)
+    finally:
+        await db.dispose()
+
+
+async def test_login_issues_a_short_lived_admin_token(client: httpx.AsyncClient) -> None:
+    r = await _login(client, "alice", ADMIN_PW)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["token_type"] == "bearer" and body["expires_in"] == 900
+    decoded = jwt.get_unverified_claims(body["access_token"])
+    assert decoded["aud"] == "agent-gateway-admin" and decoded["exp"] - time.time() <= 900
+    headers = bearer(body["access_token"])
+    r = await client.post("/admin/tenants", json={"slug": "acme", "name": "A"}, headers=headers)
+    assert r.status_code == 201
+    events = (await client.get("/admin/audit?action=tenant.create", headers=headers)).json()
+    assert events["data"][0]["actor"] == "user:alice"
+    # The bootstrap admin token keeps working.
+    assert (await client.get("/admin/tenants", headers=ADMIN)).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("username", "password"),
+    [("alice", "wrong-password-000"), ("nobody", ADMIN_PW), ("alice", ""), ("", "")],
+)
+async def test_bad_logins_are_401_or_422(
+    client: httpx.AsyncClient, username: str, password: str
+) -> None:
+    r = await _login(client, username, password)
+    assert r.status_code in (401, 422)
+    assert "access_token" not in r.text
+    if username and password:
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+
+
+async def test_viewer_can_only_read(client: httpx.AsyncClient) -> None:
+    token = (await _login(client, "victor", VIEWER_PW)).json()["access_token"]
+    viewer = bearer(token)
+    assert (await client.get("/admin/tenants", headers=viewer)).status_code == 200
+    assert (await client.get("/admin/audit", headers=viewer)).status_code == 200
+    tenant = (
+        await client.post("/admin/tenants", json={"slug": "acme", "name": "A"}, headers=ADMIN)
+    ).json()
+    for method, path in [
+        ("POST", "/admin/tenants"),
+        ("PATCH", f"/admin/tenants/{tenant['id']}"),
+        ("DELETE", f"/admin/tenants/{tenant['id']}"),
+        ("POST", f"/admin/tenants/{tenant['id']}/keys"),
+        ("PUT", f"/admin/tenants/{tenant['id']}/jwt"),
+    ]:
+        r = await client.request(method, path, json={"name": "x"}, headers=viewer)
+        assert r.status_code == 403, (method, path, r.text)
+        assert r.json()["error"]["code"] == "read_only_role"
+    assert (await client.get(f"/admin/tenants/{tenant['id']}", headers=ADMIN)).status_code == 200
+
+
+async def test_forged_expired_and_tenant_tokens(client: httpx.AsyncClient) -> None:
+    now = int(time.time())
+    base = {
+        "iss": "agent-gateway",
+        "aud": "agent-gateway-admin",
+        "sub": "usr_x",
+        "name": "eve",
+        "role": "admin",
+    }
+    forged = jwt.encode({**base, "exp": now + 60}, "not-the-key", algorithm="HS256")
+    assert (await client.get("/admin/tenants", headers=bearer(forged))).status_code == 401
+    from tenants.admin.tokens import _signing_key
+
+    key = _signing_key(make_settings("sqlite://", secret_key=SECRET_KEY))
+    expired = jwt.encode({**base, "exp": now - 5}, key, algorithm="HS256")
+    assert (await client.get("/admin/tenants", headers=bearer(expired))).status_code == 401
+    valid = jwt.encode({**base, "exp": now + 60}, key, algorithm="HS256")
+    assert (await client.get("/admin/tenants", headers=bearer(valid))).status_code == 200
+    # An end-user (tenant) JWT on the admin plane is a tenant credential: 403.
+    tenant_jwt = sign(claims("acme"), "s" * 64, "HS256")
+    r = await client.get("/admin/tenants", headers=bearer(tenant_jwt))
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+
+
+async def test_passwords_are_stored_as_argon2_only(
+    client: httpx.AsyncClient, sqlite_url: str
+) -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine(sqlite_url)
+    async with engine.connect() as conn:
+        hashes = (await conn.execute(text("SELECT password_hash FROM admin_users"))).scalars().all()
+        audit = (await conn.execute(text("SELECT actor, action, details FROM audit_events"))).all()
+    await engine.dispose()
+    assert len(hashes) == 2 and all(h.startswith("$argon2id$") for h in hashes)
+    assert "bcrypt" not in str(hashes) and "$2b$" not in str(hashes)
+    assert ADMIN_PW not in str(hashes) and VIEWER_PW not in str(audit)
+    assert [(a, b) for a, b, _ in audit] == [("cli", "user.create")] * 2

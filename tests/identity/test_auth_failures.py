@@ -1,0 +1,81 @@
+"""Repeated auth failures from one address get 429 before they reach the database."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from sqlalchemy import event
+
+from tenants.api_key.keys import generate_key
+from tests.identity.conftest import ADMIN, Gateway, bearer, gateway_for
+
+
+@pytest.fixture
+async def strict(sqlite_url: str, mock_llm_base_url: str) -> AsyncIterator[Gateway]:
+    async for gateway in gateway_for(
+        sqlite_url, mock_llm_base_url, auth_failure_limit=5, principal_cache_ttl_s=5
+    ):
+        yield gateway
+
+
+async def test_failures_are_limited_before_the_database(strict: Gateway) -> None:
+    tenant = await strict.create_tenant("acme")
+    assert (await strict.client.get("/v1/agents", headers=tenant.headers)).status_code == 200
+    statements: list[str] = []
+    engine = strict.app.state.db.engine.sync_engine
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        seen = []
+        for _ in range(5):  # unknown but well-formed keys: each is one DB miss
+            r = await strict.client.get("/v1/agents", headers=bearer(generate_key()))
+            seen.append(r.status_code)
+        assert seen == [401] * 5
+        misses = len(statements)
+        assert misses >= 5
+        for headers in (bearer(generate_key()), bearer("gw_bad"), bearer("x.y.z")):
+            r = await strict.client.get("/v1/agents", headers=headers)
+            assert r.status_code == 429, r.text
+            assert r.json()["error"]["code"] == "auth_failures"
+            assert int(r.headers["Retry-After"]) >= 1
+        assert len(statements) == misses, "a blocked address reached the database"
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+    # A key already cached still works from that address (it needs no DB look-up).
+    assert (await strict.client.get("/v1/agents", headers=tenant.headers)).status_code == 200
+
+
+async def test_login_failures_are_limited(strict: Gateway) -> None:
+    seen = []
+    for _ in range(6):
+        r = await strict.client.post(
+            "/admin/login", data={"username": "nobody", "password": "wrong-password-123"}
+        )
+        seen.append(r.status_code)
+    assert seen == [401] * 5 + [429]
+
+
+async def test_failures_are_shared_through_redis(
+    sqlite_url: str, mock_llm_base_url: str, redis_settings: dict[str, str]
+) -> None:
+    overrides = {"auth_failure_limit": 4, **redis_settings}
+    async for one in gateway_for(sqlite_url, mock_llm_base_url, **overrides):
+        async for two in gateway_for(sqlite_url, mock_llm_base_url, **overrides):
+            await _shared_limit(one, two)
+
+
+async def _shared_limit(one: Gateway, two: Gateway) -> None:
+    async def status(gateway: Gateway) -> int:
+        r = await gateway.client.get("/v1/agents", headers=bearer(generate_key()))
+        return r.status_code
+
+    assert [await status(g) for g in (one, two, one, two)] == [401] * 4
+    # The fourth failure (on `two`) reached the shared limit: `two` blocks at once; `one`
+    # blocks as soon as its next failure sees the shared count.
+    assert await status(two) == 429
+    assert [await status(one), await status(one)] == [401, 429]
+    assert (await one.client.get("/admin/tenants", headers=ADMIN)).status_code == 200

@@ -1,0 +1,204 @@
+"""End-user JWTs: every rejection is the bad-API-key 401; a valid token runs as its `sub`."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from typing import Any
+
+import pytest
+from jose import jwk
+from sqlalchemy import text
+
+from tests.identity.conftest import (
+    ADMIN,
+    Gateway,
+    KeyPair,
+    bearer,
+    claims,
+    enable_jwt,
+    sign,
+)
+
+RUN = "/v1/agents/assistant/runs"
+BAD_CREDENTIAL = {
+    "error": {
+        "type": "authentication_error",
+        "code": "invalid_api_key",
+        "message": "Invalid or missing credential.",
+        "param": None,
+    }
+}
+HS_ISS = "https://acme.example/"
+RS_ISS = "https://beta.example/"
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _raw_token(header: dict[str, Any], payload: dict[str, Any], key: bytes | None) -> str:
+    signing_input = f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(payload).encode())}"
+    signature = (
+        b"" if key is None else hmac.new(key, signing_input.encode(), hashlib.sha256).digest()
+    )
+    return f"{signing_input}.{_b64(signature)}"
+
+
+async def _setup(gw: Gateway, rsa_keys: KeyPair) -> tuple[str, str]:
+    """acme: HS256 (returns its secret); beta: RS256 public key. Both have `assistant`."""
+    acme = await gw.create_tenant("acme")
+    beta = await gw.create_tenant("beta")
+    secret = (await enable_jwt(gw, acme.id, {"mode": "hs256", "issuer": HS_ISS}))["secret"]
+    await enable_jwt(
+        gw, beta.id, {"mode": "rs256", "issuer": RS_ISS, "public_key": rsa_keys.public_pem}
+    )
+    return secret, acme.id
+
+
+async def test_valid_tokens_run_as_their_subject(
+    gw: Gateway, rsa_keys: KeyPair, ec_keys: KeyPair
+) -> None:
+    secret, acme_id = await _setup(gw, rsa_keys)
+    hs = sign(claims(HS_ISS, sub="alice"), secret, "HS256")
+    rs = sign(claims(RS_ISS, sub="bob"), rsa_keys.private_pem, "RS256")
+    for token in (hs, rs):
+        r = await gw.client.post(RUN, json={"input": "hi"}, headers=bearer(token))
+        assert r.status_code == 200, r.text
+    # Within the 60 s leeway an expired token still works.
+    late = sign(claims(HS_ISS, sub="alice", exp=int(time.time()) - 30), secret, "HS256")
+    assert (await gw.client.get("/v1/agents", headers=bearer(late))).status_code == 200
+    # JWT principals have `runs` and `conversations`, not the tenant-wide `usage` report.
+    r = await gw.client.get("/v1/usage", headers=bearer(hs))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "missing_scope"
+    await gw.flush_usage()
+    r = await gw.client.get(f"/admin/tenants/{acme_id}/usage?group_by=user", headers=ADMIN)
+    assert [(row["user"], row["runs"]) for row in r.json()["data"]] == [("alice", 1)]
+
+
+async def test_es256_and_jwks_configs_verify(
+    gw: Gateway, rsa_keys: KeyPair, ec_keys: KeyPair
+) -> None:
+    gamma = await gw.create_tenant("gamma")
+    delta = await gw.create_tenant("delta")
+    await enable_jwt(
+        gw, gamma.id, {"mode": "es256", "issuer": "gamma", "public_key": ec_keys.public_pem}
+    )
+    public_jwk = jwk.construct(rsa_keys.public_pem, "RS256").to_dict()
+    await enable_jwt(
+        gw, delta.id, {"mode": "rs256", "issuer": "delta", "jwks": {"keys": [public_jwk]}}
+    )
+    es = sign(claims("gamma"), ec_keys.private_pem, "ES256")
+    rs = sign(claims("delta"), rsa_keys.private_pem, "RS256")
+    assert (await gw.client.get("/v1/agents", headers=bearer(es))).status_code == 200
+    assert (await gw.client.get("/v1/agents", headers=bearer(rs))).status_code == 200
+    # The ES256 tenant refuses RS256 even with a valid signature for another tenant's key.
+    wrong = sign(claims("gamma"), rsa_keys.private_pem, "RS256")
+    assert (await gw.client.get("/v1/agents", headers=bearer(wrong))).status_code == 401
+
+
+def _rejected_tokens(secret: str, rsa_keys: KeyPair, ec_keys: KeyPair) -> dict[str, str]:
+    now = int(time.time())
+    valid_rs = sign(claims(RS_ISS), rsa_keys.private_pem, "RS256")
+    head, payload, signature = valid_rs.split(".")
+    tampered_claims = {**claims(RS_ISS), "sub": "someone-else"}
+    tampered = f"{head}.{_b64(json.dumps(tampered_claims).encode())}.{signature}"
+    tokens = {
+        f"alg {alg}": _raw_token({"alg": alg, "typ": "JWT"}, claims(HS_ISS), None)
+        for alg in ("none", "None", "NONE", "nOnE")
+    }
+    tokens |= {
+        "key confusion: HS256 with the RSA public key": _raw_token(
+            {"alg": "HS256", "typ": "JWT"}, claims(RS_ISS), rsa_keys.public_pem.encode()
+        ),
+        "RS tenant, ES256 token": sign(claims(RS_ISS), ec_keys.private_pem, "ES256"),
+        "RS tenant, RS512 token": sign(claims(RS_ISS), rsa_keys.private_pem, "RS512"),
+        "HS tenant, HS512 token": sign(claims(HS_ISS), secret, "HS512"),
+        "wrong secret": sign(claims(HS_ISS), "x" * 64, "HS256"),
+        "wrong aud": sign(claims(HS_ISS, aud="someone-else"), secret, "HS256"),
+        "missing aud": sign(claims(HS_ISS, aud=None), secret, "HS256"),
+        "missing iss": sign(claims(HS_ISS, iss=None), secret, "HS256"),
+        "unknown iss": sign(claims("https://unknown.example/"), secret, "HS256"),
+        "other tenant's iss": sign(claims(RS_ISS), secret, "HS256"),
+        "missing sub": sign(claims(HS_ISS, sub=None), secret, "HS256"),
+        "empty sub": sign(claims(HS_ISS, sub=""), secret, "HS256"),
+        "NUL in sub": sign(claims(HS_ISS, sub="a\x00b"), secret, "HS256"),
+        "sub over 256": sign(claims(HS_ISS, sub="u" * 257), secret, "HS256"),
+        "missing exp": sign(claims(HS_ISS, exp=None), secret, "HS256"),
+        "expired beyond leeway": sign(claims(HS_ISS, exp=now - 120), secret, "HS256"),
+        "nbf in the future": sign(claims(HS_ISS, nbf=now + 300), secret, "HS256"),
+        "tampered payload": tampered,
+        "over 8 KB": sign(claims(HS_ISS, pad="p" * 8200), secret, "HS256"),
+        "garbage": "a.b.c",
+        "not a jwt": "hello",
+    }
+    assert payload  # the untouched payload segment exists
+    return tokens
+
+
+async def test_every_rejected_token_gets_the_bad_key_401(
+    gw: Gateway, rsa_keys: KeyPair, ec_keys: KeyPair
+) -> None:
+    secret, _ = await _setup(gw, rsa_keys)
+    bad_key = await gw.client.get("/v1/agents", headers=bearer("gw_" + "A" * 38))
+    assert bad_key.status_code == 401 and bad_key.json() == BAD_CREDENTIAL
+    seen = {}
+    for name, token in _rejected_tokens(secret, rsa_keys, ec_keys).items():
+        r = await gw.client.post(RUN, json={"input": "hi"}, headers=bearer(token))
+        seen[name] = (r.status_code, r.json())
+    assert seen == {name: (401, BAD_CREDENTIAL) for name in seen}
+
+
+async def test_jwt_config_api(gw: Gateway, rsa_keys: KeyPair) -> None:
+    acme = await gw.create_tenant("acme")
+    other = await gw.create_tenant("other")
+    url = f"/admin/tenants/{acme.id}/jwt"
+    created = await enable_jwt(gw, acme.id, {"mode": "hs256", "issuer": "acme"})
+    assert created["algorithm"] == "HS256" and created["audience"] == "agent-gateway"
+    assert len(base64.urlsafe_b64decode(created["secret"] + "==")) >= 32
+    shown = (await gw.client.get(url, headers=ADMIN)).json()
+    assert shown["secret"] is None and created["secret"] not in json.dumps(shown)
+    async with gw.app.state.db.engine.connect() as conn:
+        stored = (await conn.execute(text("SELECT secret_encrypted FROM jwt_configs"))).scalar()
+    assert stored and created["secret"] not in stored
+    # Issuers are unique across tenants.
+    r = await gw.client.put(
+        f"/admin/tenants/{other.id}/jwt", json={"mode": "hs256", "issuer": "acme"}, headers=ADMIN
+    )
+    assert r.status_code == 409
+    for body in (
+        {"mode": "hs256", "issuer": "x", "public_key": rsa_keys.public_pem},
+        {"mode": "rs256", "issuer": "x"},
+        {"mode": "rs256", "issuer": "x", "public_key": "not a pem"},
+        {"mode": "rs256", "issuer": "x", "public_key": rsa_keys.private_pem},
+        {"mode": "es256", "issuer": "x", "public_key": rsa_keys.public_pem},
+        {"mode": "rs256", "issuer": "x", "jwks": {"keys": [{"kty": "oct", "k": "abc"}]}},
+        {"mode": "hs512", "issuer": "x"},
+        {"mode": "hs256", "issuer": "x", "tenant_id": acme.id},
+    ):
+        r = await gw.client.put(f"/admin/tenants/{other.id}/jwt", json=body, headers=ADMIN)
+        assert r.status_code == 422, (body, r.text)
+    token = sign(claims("acme"), created["secret"], "HS256")
+    assert (await gw.client.get("/v1/agents", headers=bearer(token))).status_code == 200
+    # Replacing the config rotates the secret: the old one stops at once.
+    rotated = await enable_jwt(gw, acme.id, {"mode": "hs256", "issuer": "acme"})
+    assert rotated["secret"] != created["secret"]
+    assert (await gw.client.get("/v1/agents", headers=bearer(token))).status_code == 401
+    fresh = sign(claims("acme"), rotated["secret"], "HS256")
+    assert (await gw.client.get("/v1/agents", headers=bearer(fresh))).status_code == 200
+    assert (await gw.client.delete(url, headers=ADMIN)).status_code == 204
+    assert (await gw.client.get("/v1/agents", headers=bearer(fresh))).status_code == 401
+    assert (await gw.client.get(url, headers=ADMIN)).status_code == 404
+    assert (await gw.client.delete(url, headers=ADMIN)).status_code == 404
+
+
+@pytest.mark.parametrize("issuer", ["", "has space", "a" * 513])
+async def test_bad_issuers_are_422(gw: Gateway, issuer: str) -> None:
+    acme = await gw.create_tenant("acme")
+    r = await gw.client.put(
+        f"/admin/tenants/{acme.id}/jwt", json={"mode": "hs256", "issuer": issuer}, headers=ADMIN
+    )
+    assert r.status_code == 422

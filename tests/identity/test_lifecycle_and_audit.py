@@ -1,0 +1,155 @@
+"""Key rotation, `last_used_at` without a write per request, tenant deletion, the audit log,
+and secrets that never show up again."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+from sqlalchemy import event
+
+from tests.conftest import make_settings
+from tests.identity.conftest import ADMIN, Gateway, bearer, claims, enable_jwt, sign
+
+
+async def test_rotation_overlap_then_expiry(gw: Gateway) -> None:
+    a = await gw.create_tenant("acme")
+    keys = f"/admin/tenants/{a.id}/keys"
+    new = (await gw.client.post(keys, json={"name": "new"}, headers=ADMIN)).json()
+    until = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
+    r = await gw.client.patch(f"{keys}/{a.key_id}", json={"expires_at": until}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["expires_at"] is not None
+    for headers in (a.headers, bearer(new["key"])):  # both work during the overlap
+        assert (await gw.client.get("/v1/agents", headers=headers)).status_code == 200
+    await asyncio.sleep(1.1)
+    assert (await gw.client.get("/v1/agents", headers=a.headers)).status_code == 401
+    assert (await gw.client.get("/v1/agents", headers=bearer(new["key"]))).status_code == 200
+    past = (datetime.now(UTC) - timedelta(seconds=5)).isoformat()
+    r = await gw.client.patch(f"{keys}/{new['id']}", json={"expires_at": past}, headers=ADMIN)
+    assert r.status_code == 422
+    await gw.client.delete(f"{keys}/{new['id']}", headers=ADMIN)
+    r = await gw.client.patch(f"{keys}/{new['id']}", json={"expires_at": None}, headers=ADMIN)
+    assert r.status_code == 409
+
+
+async def test_last_used_at_is_batched(gw: Gateway) -> None:
+    a = await gw.create_tenant("acme")
+    writes: list[str] = []
+    engine = gw.app.state.db.engine.sync_engine
+
+    def spy(conn: object, cursor: object, statement: str, *args: object) -> None:
+        if statement.lstrip().upper().startswith("UPDATE API_KEYS"):
+            writes.append(statement)
+
+    event.listen(engine, "before_cursor_execute", spy)
+    try:
+        for _ in range(20):
+            assert (await gw.client.get("/v1/agents", headers=a.headers)).status_code == 200
+        assert writes == []  # no write per request
+        await gw.app.state.recorder.flush_key_marks()
+        assert len(writes) == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", spy)
+    listed = (await gw.client.get(f"/admin/tenants/{a.id}/keys", headers=ADMIN)).json()["data"]
+    assert listed[0]["last_used_at"] is not None
+
+
+async def test_deleting_a_tenant_revokes_everything_at_once(gw: Gateway) -> None:
+    a = await gw.create_tenant("acme")
+    secret = (await enable_jwt(gw, a.id, {"mode": "hs256", "issuer": "acme"}))["secret"]
+    token = bearer(sign(claims("acme"), secret, "HS256"))
+    run = "/v1/agents/assistant/runs"
+    for headers in (a.headers, token):
+        assert (await gw.client.post(run, json={"input": "hi"}, headers=headers)).status_code == 200
+    assert (await gw.client.delete(f"/admin/tenants/{a.id}", headers=ADMIN)).status_code == 204
+    # No waiting for a TTL: the deletion invalidated the caches.
+    for headers in (a.headers, token):
+        assert (await gw.client.post(run, json={"input": "hi"}, headers=headers)).status_code == 401
+    await gw.flush_usage()
+    r = await gw.client.get(f"/admin/tenants/{a.id}/usage", headers=ADMIN)
+    assert r.status_code == 200 and r.json()["totals"]["runs"] == 2
+    assert (await gw.client.get(f"/admin/tenants/{a.id}/jwt", headers=ADMIN)).status_code == 404
+
+
+async def test_every_admin_mutation_is_audited_without_secrets(gw: Gateway) -> None:
+    a = await gw.create_tenant("acme")  # tenant.create, key.create, agent.create
+    keys = f"/admin/tenants/{a.id}/keys"
+    new = (await gw.client.post(keys, json={"name": "n"}, headers=ADMIN)).json()
+    await gw.client.patch(f"{keys}/{new['id']}", json={"expires_at": None}, headers=ADMIN)
+    await gw.client.delete(f"{keys}/{new['id']}", headers=ADMIN)
+    secret = (await enable_jwt(gw, a.id, {"mode": "hs256", "issuer": "acme"}))["secret"]
+    await gw.client.delete(f"/admin/tenants/{a.id}/jwt", headers=ADMIN)
+    agent = f"/admin/tenants/{a.id}/agents/assistant"
+    await gw.client.put(agent, json={"model": "v2"}, headers=ADMIN)
+    await gw.client.post(f"{agent}/versions/1/activate", headers=ADMIN)
+    await gw.client.delete(agent, headers=ADMIN)
+    await gw.client.patch(
+        f"/admin/tenants/{a.id}",
+        json={"status": "suspended"},
+        headers={**ADMIN, "X-Request-ID": "req-audit-1"},
+    )
+    await gw.client.delete(f"/admin/tenants/{a.id}", headers=ADMIN)
+    body = (await gw.client.get(f"/admin/audit?tenant_id={a.id}&limit=100", headers=ADMIN)).json()
+    actions = [e["action"] for e in body["data"]]
+    assert actions == [
+        "tenant.create",
+        "key.create",
+        "agent.create",
+        "key.create",
+        "key.update",
+        "key.revoke",
+        "jwt.put",
+        "jwt.delete",
+        "agent.put",
+        "agent.activate",
+        "agent.delete",
+        "tenant.update",
+        "tenant.delete",
+    ]
+    assert {e["actor"] for e in body["data"]} == {"admin-token"}
+    suspend = next(e for e in body["data"] if e["action"] == "tenant.update")
+    assert suspend["request_id"] == "req-audit-1" and suspend["details"]["status"] == "suspended"
+    text = str(body)
+    assert secret not in text and new["key"] not in text and a.key not in text
+    # Filters and pagination.
+    page = (await gw.client.get("/admin/audit?action=key.revoke", headers=ADMIN)).json()
+    assert [e["target_id"] for e in page["data"]] == [new["id"]]
+    first = (await gw.client.get("/admin/audit?limit=5", headers=ADMIN)).json()
+    assert first["has_more"] and len(first["data"]) == 5
+    after = first["data"][-1]["id"]
+    rest = (await gw.client.get(f"/admin/audit?limit=100&after={after}", headers=ADMIN)).json()
+    assert len(rest["data"]) == len(actions) - 5 and not rest["has_more"]
+    assert (await gw.client.get("/admin/audit?actor=user:nobody", headers=ADMIN)).json()[
+        "data"
+    ] == []
+    future = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    assert (await gw.client.get(f"/admin/audit?since={future}", headers=ADMIN)).json()["data"] == []
+    # Keys are listed without their secret parts; metrics never carry them.
+    listed = str((await gw.client.get(keys, headers=ADMIN)).json())
+    assert new["key"] not in listed and "key_hash" not in listed
+    metrics = (await gw.client.get("/metrics")).text
+    assert secret not in metrics and new["key"] not in metrics
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"env": "production", "secret_key": "dev-insecure-secret-key-change-me-0000000000"},
+        {"env": "production", "secret_key": "short-secret"},
+        {"env": "test", "secret_key": "changeme"},
+        {"env": "production", "admin_token": "tiny"},
+        {"env": "production", "admin_token": None},
+    ],
+)
+def test_startup_refuses_placeholder_secrets(overrides: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        make_settings("sqlite://", **overrides)
+
+
+def test_development_allows_the_placeholder() -> None:
+    settings = make_settings(
+        "sqlite://", env="development", secret_key="changeme", admin_token=None
+    )
+    assert settings.secret_key == "changeme"

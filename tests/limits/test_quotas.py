@@ -1,0 +1,217 @@
+"""Token quotas and leases against the real Redis: budgets, mid-run stops, reservation hygiene."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+
+from gateway.limits.redis_store import RedisQuotaStore
+from tests.conftest import make_settings
+from tests.gateway.conftest import Gateway, gateway_for
+from tests.gateway.server import start_gateway_server
+from tests.limits.conftest import limited_tenant
+
+TOOL_RUN = "Use the calculator on 2+3"  # two model calls: the tool call, then the answer
+
+
+@pytest.fixture
+async def gw(
+    sqlite_url: str, mock_llm_base_url: str, redis_settings: dict[str, str]
+) -> AsyncIterator[Gateway]:
+    async for gateway in gateway_for(
+        sqlite_url, mock_llm_base_url, upstream_api="chat_completions", **redis_settings
+    ):
+        yield gateway
+
+
+def spy_reservations(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
+    """(reserved, real) of every model call, as the Redis store saw them."""
+    seen: list[tuple[int, int]] = []
+    original = RedisQuotaStore.settle
+
+    async def settle(self: RedisQuotaStore, tenant_id: str, reservation: Any, actual: int) -> None:
+        seen.append((reservation.amount, actual))
+        await original(self, tenant_id, reservation, actual)
+
+    monkeypatch.setattr(RedisQuotaStore, "settle", settle)
+    return seen
+
+
+async def tpd_counter(gw: Gateway, tenant_id: str) -> int:
+    quotas = gw.app.state.quotas
+    key = quotas.redis.keys(tenant_id)[3] + str(int(time.time()) // 86_400)
+    return int(await gw.app.state.redis.get(key) or 0)
+
+
+async def usage_total(gw: Gateway, headers: dict[str, str]) -> dict[str, Any]:
+    await gw.flush_usage()
+    r = await gw.client.get("/v1/usage?group_by=day", headers=headers)
+    assert r.status_code == 200
+    totals: dict[str, Any] = r.json()["totals"]
+    return totals
+
+
+async def test_budget_holds_and_sql_agrees_with_redis(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    budget = 1500
+    seen = spy_reservations(gw, monkeypatch)
+    tenant = await limited_tenant(gw, "acme", tokens_per_day=budget)
+    spent, refused = 0, None
+    for _ in range(60):
+        r = await gw.client.post(
+            "/v1/agents/assistant/runs", json={"input": "hello there"}, headers=tenant.headers
+        )
+        if r.status_code != 200:
+            refused = r
+            break
+        spent += r.json()["usage"]["total_tokens"]
+    assert refused is not None and refused.status_code == 429
+    assert refused.json()["error"]["code"] == "tokens_per_day"
+    assert int(refused.headers["retry-after"]) >= 1
+    # Documented bound: overshoot ≤ Σ max(0, real - reserved) over calls; 0 here.
+    overshoot_bound = sum(max(0, real - reserved) for reserved, real in seen)
+    assert overshoot_bound == 0
+    assert spent <= budget + overshoot_bound
+    totals = await usage_total(gw, tenant.headers)
+    assert totals["total_tokens"] == spent == await tpd_counter(gw, tenant.id)
+
+
+async def test_concurrent_runs_never_exceed_the_budget(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen = spy_reservations(gw, monkeypatch)
+    tenant = await limited_tenant(gw, "acme", tokens_per_day=700)
+    results = await asyncio.gather(
+        *(
+            gw.client.post(
+                "/v1/agents/assistant/runs", json={"input": f"run {i}"}, headers=tenant.headers
+            )
+            for i in range(12)
+        )
+    )
+    codes = [r.status_code for r in results]
+    assert 200 in codes and 429 in codes
+    spent = sum(r.json()["usage"]["total_tokens"] for r in results if r.status_code == 200)
+    bound = sum(max(0, real - reserved) for reserved, real in seen)
+    assert spent <= 700 + bound
+    totals = await usage_total(gw, tenant.headers)
+    assert totals["total_tokens"] == spent == await tpd_counter(gw, tenant.id)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_run_stops_before_the_call_that_would_exceed(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    seen = spy_reservations(gw, monkeypatch)
+    probe = await limited_tenant(gw, "probe", tokens_per_day=10**9)
+    r = await gw.client.post(
+        "/v1/agents/assistant/runs", json={"input": TOOL_RUN}, headers=probe.headers
+    )
+    assert r.status_code == 200 and r.json()["usage"]["requests"] == 2
+    (reserve1, real1), (reserve2, _) = seen
+    budget = real1 + reserve2 - 1  # the first call fits, the second cannot
+    assert budget >= reserve1
+    tenant = await limited_tenant(gw, "tight", tokens_per_day=budget)
+    body = {"input": TOOL_RUN, "stream": stream}
+    r = await gw.client.post("/v1/agents/assistant/runs", json=body, headers=tenant.headers)
+    if stream:
+        assert r.status_code == 200
+        events = [line for line in r.text.splitlines() if line.startswith("event: ")]
+        assert "event: tool.called" in events
+        assert events[-1] == "event: run.failed"
+        assert '"code":"tokens_per_day"' in r.text
+    else:
+        assert r.status_code == 429
+        assert r.json()["error"]["code"] == "tokens_per_day"
+        assert int(r.headers["retry-after"]) >= 1
+    await gw.flush_usage()
+    r = await gw.client.get("/v1/usage?group_by=day", headers=tenant.headers)
+    assert r.json()["totals"]["total_tokens"] == real1 == await tpd_counter(gw, tenant.id)
+
+
+async def _open_counts(client: aioredis.Redis, store: RedisQuotaStore, tid: str) -> tuple[int, int]:
+    lease, resv, _, _ = store.keys(tid)
+    return int(await client.zcard(lease)), int(await client.zcard(resv))
+
+
+async def test_no_lease_or_reservation_outlives_a_mixed_burst(
+    sqlite_url: str, mock_llm_base_url: str, redis_settings: dict[str, str]
+) -> None:
+    settings = make_settings(
+        sqlite_url,
+        openai_base_url=mock_llm_base_url,
+        upstream_api="chat_completions",
+        upstream_timeout_s=0.5,
+        upstream_max_retries=0,
+        limits_lease_ttl_s=30,
+        **redis_settings,
+    )
+    base_url, stop = await asyncio.to_thread(start_gateway_server, settings)
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=20) as client:
+            gw = Gateway(app=None, client=client, mock_url=mock_llm_base_url)  # type: ignore[arg-type]
+            tenant = await limited_tenant(
+                gw, "mixed", tokens_per_minute=10**6, tokens_per_day=10**7, max_concurrent_runs=50
+            )
+            h = tenant.headers
+
+            async def run(text: str) -> int:
+                r = await client.post("/v1/agents/assistant/runs", json={"input": text}, headers=h)
+                return r.status_code
+
+            async def disconnect() -> None:
+                body = {"input": "slow [[latency:3000]]", "stream": True}
+                async with client.stream(
+                    "POST", "/v1/agents/assistant/runs", json=body, headers=h
+                ) as r:
+                    async for line in r.aiter_lines():
+                        if line.startswith("event: run.created"):
+                            return
+
+            results = await asyncio.gather(
+                *(run("fine") for _ in range(4)),
+                *(run("bad [[fault:500]]") for _ in range(3)),
+                *(run("slow [[fault:timeout]]") for _ in range(3)),
+                *(run(TOOL_RUN) for _ in range(2)),
+                *(disconnect() for _ in range(3)),
+            )
+            assert sorted(c for c in results if c is not None) == sorted(
+                [200] * 4 + [502] * 3 + [504] * 3 + [200] * 2
+            )
+        client2 = aioredis.Redis.from_url(settings.redis_url or "")
+        store = RedisQuotaStore(client2, prefix=settings.redis_key_prefix, lease_ttl_s=30)
+        deadline = time.monotonic() + 3
+        while (counts := await _open_counts(client2, store, tenant.id)) != (0, 0):
+            assert time.monotonic() < deadline, f"leaked (leases, reservations): {counts}"
+            await asyncio.sleep(0.05)
+        await client2.aclose()
+    finally:
+        await asyncio.to_thread(stop)
+
+
+async def test_crashed_replicas_leases_and_reservations_expire(
+    redis_url: str, redis_prefix: str
+) -> None:
+    from gateway.limits.policy import QuotaLimits
+
+    client = aioredis.Redis.from_url(redis_url)
+    store = RedisQuotaStore(client, prefix=redis_prefix, lease_ttl_s=0.5)
+    limits = QuotaLimits(tokens_per_minute=1000, max_concurrent_runs=1)
+    assert (await store.admit("ten_x", "run_1", limits)).code == 0
+    assert (await store.reserve("ten_x", "run_1", "r1", 100, limits, True)).code == 0
+    # "crash": neither settled nor released; a second run is refused meanwhile
+    assert (await store.admit("ten_x", "run_2", limits)).code == 1
+    lease, resv, _, _ = store.keys("ten_x")
+    deadline = time.monotonic() + 3
+    while await client.exists(lease, resv):
+        assert time.monotonic() < deadline, "lease/reservation outlived its TTL"
+        await asyncio.sleep(0.05)
+    assert (await store.admit("ten_x", "run_2", limits)).code == 0
+    await client.aclose()

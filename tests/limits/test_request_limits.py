@@ -1,0 +1,142 @@
+"""Request limits in one process: 429 with Retry-After and the code, headers, /v1/limits."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from prometheus_client import REGISTRY
+
+from tests.conftest import make_settings
+from tests.gateway.conftest import ADMIN, Gateway, gateway_for
+from tests.limits.conftest import limited_tenant
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def gw(
+    request: pytest.FixtureRequest, sqlite_url: str, mock_llm_base_url: str
+) -> AsyncIterator[Gateway]:
+    overrides = {}
+    if request.param == "redis":
+        overrides = request.getfixturevalue("redis_settings")
+    async for gateway in gateway_for(sqlite_url, mock_llm_base_url, **overrides):
+        yield gateway
+
+
+def rejections(slug: str, code: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "gateway_rate_limit_rejections_total", {"tenant": slug, "code": code}
+    )
+    return value or 0.0
+
+
+async def test_limit_admits_exactly_l_then_429_with_headers(gw: Gateway) -> None:
+    tenant = await limited_tenant(gw, "acme", requests_per_minute=3)
+    before = rejections("acme", "requests_per_minute")
+    statuses = []
+    for expected_remaining in ("2", "1", "0"):
+        r = await gw.client.get("/v1/agents", headers=tenant.headers)
+        statuses.append(r.status_code)
+        assert r.headers["x-ratelimit-limit-requests"] == "3"
+        assert r.headers["x-ratelimit-remaining-requests"] == expected_remaining
+        assert r.headers["x-ratelimit-reset-requests"].endswith("s")
+    assert statuses == [200, 200, 200]
+    r = await gw.client.post(
+        "/v1/agents/assistant/runs", json={"input": "hi"}, headers=tenant.headers
+    )
+    assert r.status_code == 429
+    assert r.json()["error"]["type"] == "rate_limit_error"
+    assert r.json()["error"]["code"] == "requests_per_minute"
+    assert 1 <= int(r.headers["retry-after"]) <= 60
+    assert r.headers["x-ratelimit-remaining-requests"] == "0"
+    assert rejections("acme", "requests_per_minute") == before + 1
+
+
+async def test_other_tenant_unaffected_and_unlimited_tenant_free(gw: Gateway) -> None:
+    flooded = await limited_tenant(gw, "flood", requests_per_minute=2)
+    calm = await limited_tenant(gw, "calm", requests_per_minute=50)
+    free = await limited_tenant(gw, "free")
+    codes = [
+        (await gw.client.get("/v1/agents", headers=flooded.headers)).status_code for _ in range(6)
+    ]
+    assert codes.count(429) == 4
+    for _ in range(5):
+        r = await gw.client.get("/v1/agents", headers=calm.headers)
+        assert r.status_code == 200
+        r = await gw.client.get("/v1/agents", headers=free.headers)
+        assert r.status_code == 200
+        assert "x-ratelimit-limit-requests" not in r.headers
+
+
+async def test_patch_takes_effect_within_the_cache_ttl(gw: Gateway) -> None:
+    tenant = await limited_tenant(gw, "acme", requests_per_minute=100)
+    assert (await gw.client.get("/v1/agents", headers=tenant.headers)).status_code == 200
+    r = await gw.client.patch(
+        f"/admin/tenants/{tenant.id}", json={"limits": {"requests_per_minute": 1}}, headers=ADMIN
+    )
+    assert r.status_code == 200
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + 3
+    while True:
+        r = await gw.client.get("/v1/agents", headers=tenant.headers)
+        if r.status_code == 429 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert r.status_code == 429
+    assert r.headers["x-ratelimit-limit-requests"] == "1"
+
+
+async def test_limits_endpoint_shows_limits_and_what_is_left(gw: Gateway) -> None:
+    tenant = await limited_tenant(
+        gw, "acme", requests_per_minute=10, tokens_per_day=100_000, max_concurrent_runs=3
+    )
+    r = await gw.client.post(
+        "/v1/agents/assistant/runs", json={"input": "hello there"}, headers=tenant.headers
+    )
+    assert r.status_code == 200, r.text
+    spent = r.json()["usage"]["total_tokens"]
+    assert r.headers["x-ratelimit-limit-tokens"] == "100000"
+    r = await gw.client.get("/v1/limits", headers=tenant.headers)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["limits"] == {
+        "requests_per_minute": 10,
+        "requests_per_minute_per_user": None,
+        "tokens_per_minute": None,
+        "tokens_per_day": 100_000,
+        "max_concurrent_runs": 3,
+    }
+    windows = body["windows"]
+    assert windows["requests_per_minute"]["used"] == 2
+    assert windows["requests_per_minute"]["remaining"] == 8
+    assert windows["tokens_per_day"]["used"] == spent
+    assert windows["tokens_per_day"]["remaining"] == 100_000 - spent
+    assert windows["max_concurrent_runs"] == {
+        "limit": 3,
+        "used": 0,
+        "remaining": 3,
+        "reset_seconds": 0.0,
+    }
+    assert windows["tokens_per_minute"] is None
+    assert r.headers["x-ratelimit-remaining-requests"] == "8"
+    assert r.headers["x-ratelimit-remaining-tokens"] == str(100_000 - spent)
+
+
+async def test_per_user_key_function(sqlite_url: str) -> None:
+    from gateway.auth.principal import Principal
+    from gateway.core.errors import RateLimitedError
+    from gateway.limits.breaker import RedisBreaker
+    from gateway.limits.requests import RequestLimiter, RequestLimitExceeded
+
+    limiter = RequestLimiter(make_settings(sqlite_url), RedisBreaker(retry_s=1, fail_open=True))
+    limits = {"requests_per_minute": 100, "requests_per_minute_per_user": 2}
+    alice = Principal("ten_1", "acme", "active", None, frozenset(), limits, user="alice")
+    bob = Principal("ten_1", "acme", "active", None, frozenset(), limits, user="bob")
+    limiter.check(alice)
+    limiter.check(alice)
+    with pytest.raises(RequestLimitExceeded) as exc:
+        limiter.check(alice)
+    assert isinstance(exc.value.error, RateLimitedError)
+    assert exc.value.error.code == "requests_per_minute_per_user"
+    assert len(limiter.check(bob)) == 2

@@ -1,0 +1,81 @@
+"""JSON logs: one access line per request, the request id on every line, no secrets or prompts."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import logging.config
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from observability.logs import logging_config
+from tests.gateway.conftest import gateway_for
+
+PROMPT = "my secret prompt about zebras"
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """The gateway's logging config, writing to a buffer instead of stderr."""
+    root = logging.getLogger()
+    saved = (root.level, list(root.handlers))
+    config = logging_config("debug")
+    buffer = io.StringIO()
+    config["handlers"]["stderr"]["stream"] = buffer
+    logging.config.dictConfig(config)
+    yield buffer
+    for handler in root.handlers:
+        root.removeHandler(handler)
+    root.setLevel(saved[0])
+    for handler in saved[1]:
+        root.addHandler(handler)
+
+
+def lines(buffer: io.StringIO) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in buffer.getvalue().splitlines()]
+
+
+@pytest.mark.parametrize("log_prompts", [False, True])
+async def test_access_line_and_request_id_on_every_line(
+    sqlite_url: str, mock_llm_base_url: str, json_logs: io.StringIO, log_prompts: bool
+) -> None:
+    async for gw in gateway_for(sqlite_url, mock_llm_base_url, log_prompts=log_prompts):
+        tenant = await gw.create_tenant("logged")
+        json_logs.truncate(0)
+        json_logs.seek(0)
+        r = await gw.client.post(
+            "/v1/agents/assistant/runs",
+            json={"input": f"{PROMPT}: what is 2+2? use the calculator"},
+            headers={**tenant.headers, "X-Request-ID": "req-logs-1"},
+        )
+        assert r.status_code == 200 and r.headers["x-request-id"] == "req-logs-1"
+        usage = r.json()["usage"]
+        records = lines(json_logs)
+    mine = [line for line in records if line.get("request_id") == "req-logs-1"]
+    access = [line for line in mine if line["logger"] == "gateway.access"]
+    assert len(access) == 1
+    assert access[0] | {"latency_ms": 0, "ts": "", "pid": 0} == {
+        "ts": "",
+        "level": "info",
+        "logger": "gateway.access",
+        "msg": "request",
+        "pid": 0,
+        "request_id": "req-logs-1",
+        "method": "POST",
+        "route": "/v1/agents/{name}/runs",
+        "status": 200,
+        "latency_ms": 0,
+        "tenant": "logged",
+        "agent": "assistant",
+        "tokens": usage["input_tokens"] + usage["output_tokens"],
+    }
+    # The span debug lines of the run were written during the request and carry its id.
+    spans = [line for line in mine if line["logger"] == "gateway.tracing"]
+    assert {"function", "agent"} <= {line["span_type"] for line in spans}
+    assert all(line["tenant"] == "logged" and line["agent"] == "assistant" for line in spans)
+    text = json_logs.getvalue()
+    assert tenant.key not in text
+    assert (PROMPT in text) is log_prompts

@@ -1,0 +1,97 @@
+"""The gateway's own series, in-process: tenant cap, metrics token, trace-derived metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from observability import metrics
+from tests.gateway.conftest import Gateway, gateway_for
+from tests.observability.live import parse_metrics, total
+
+RUNS = "/v1/agents/assistant/runs"
+
+
+@pytest.fixture
+async def gw(sqlite_url: str, mock_llm_base_url: str) -> AsyncIterator[Gateway]:
+    async for gateway in gateway_for(sqlite_url, mock_llm_base_url):
+        yield gateway
+
+
+async def scrape(gw: Gateway, **headers: str) -> dict[Any, float]:
+    r = await gw.client.get("/metrics", headers=headers)
+    assert r.status_code == 200
+    return parse_metrics(r.text)
+
+
+async def test_tenants_beyond_the_cap_are_counted_as_other(
+    sqlite_url: str, mock_llm_base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh label set for this test (the real one is per process).
+    monkeypatch.setattr(metrics, "_tenants", metrics._TenantLabels(limit=1000))
+    async for gw in gateway_for(sqlite_url, mock_llm_base_url, metrics_max_tenants=2):
+        before = await scrape(gw)
+        for slug in ("cap-one", "cap-two", "cap-three", "cap-four"):
+            tenant = await gw.create_tenant(slug)
+            r = await gw.client.post(RUNS, json={"input": "hi"}, headers=tenant.headers)
+            assert r.status_code == 200
+        r = await gw.client.get("/metrics")
+        after = parse_metrics(r.text)
+    assert "cap-three" not in r.text and "cap-four" not in r.text
+    for label, runs in (("cap-one", 1), ("cap-two", 1), ("other", 2)):
+        delta = total(after, "gateway_runs_total", tenant=label) - total(
+            before, "gateway_runs_total", tenant=label
+        )
+        assert delta == runs, label
+
+
+async def test_metrics_token_is_required_when_configured(
+    sqlite_url: str, mock_llm_base_url: str
+) -> None:
+    token = "scrape-secret-0123456789"
+    async for gw in gateway_for(sqlite_url, mock_llm_base_url, metrics_token=token):
+        assert (await gw.client.get("/metrics")).status_code == 401
+        r = await gw.client.get("/metrics", headers={"Authorization": "Bearer nope"})
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        r = await gw.client.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and "gateway_runs_total" in r.text
+
+
+async def test_tool_calls_latency_first_token_and_quota_are_measured(gw: Gateway) -> None:
+    tenant = await gw.create_tenant("measured")
+    r = await gw.client.patch(
+        f"/admin/tenants/{tenant.id}",
+        json={"limits": {"tokens_per_day": 50_000}},
+        headers={"Authorization": f"Bearer {_admin()}"},
+    )
+    assert r.status_code == 200, r.text
+    before = await scrape(gw)
+    r = await gw.client.post(
+        RUNS, json={"input": "What is 6*7? Use the calculator."}, headers=tenant.headers
+    )
+    assert r.status_code == 200
+    r = await gw.client.post(
+        RUNS, json={"input": "stream me", "stream": True}, headers=tenant.headers
+    )
+    assert r.status_code == 200 and "output_text.delta" in r.text
+    after = await scrape(gw)
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert delta("gateway_tool_calls_total", tool="calculator", status="ok") == 1
+    # Two model calls for the tool run (call the tool, then answer), one for the stream.
+    assert delta("gateway_upstream_request_duration_seconds_count", status="ok") == 3
+    assert delta("gateway_model_calls_total", tenant="measured") == 3
+    labels = {"tenant": "measured", "agent": "assistant"}
+    assert delta("gateway_time_to_first_token_seconds_count", **labels) == 1
+    assert total(after, "gateway_tenant_tokens_per_day_limit", tenant="measured") == 50_000
+    assert total(after, "gateway_runs_in_flight", tenant="measured") == 0
+
+
+def _admin() -> str:
+    from tests.conftest import ADMIN_TOKEN
+
+    return ADMIN_TOKEN

@@ -1,0 +1,107 @@
+"""`gateway serve --workers 2`: scraped counters are the sum over workers; JSON access logs."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+from tests.observability.live import LiveGateway, LiveTenant, parse_metrics, serve_gateway, total
+
+METRICS_TOKEN = "metrics-token-0123456789"
+RUNS_PATH = "/v1/agents/assistant/runs"
+RUNS_ROUTE = "/v1/agents/{name}/runs"
+
+
+def _run(gw: LiveGateway, tenant: LiveTenant, i: int) -> httpx.Response:
+    # A fresh connection per request lets the kernel hand requests to either worker.
+    with gw.client() as c:
+        return c.post(
+            RUNS_PATH,
+            json={"input": f"hello worker test {i}", "stream": i % 4 == 0},
+            headers={**tenant.headers, "X-Request-ID": f"mw-{i}"},
+        )
+
+
+def _run_pids(gw: LiveGateway) -> set[int]:
+    return {
+        line["pid"]
+        for line in gw.log_lines()
+        if line.get("logger") == "gateway.access" and line.get("route") == RUNS_ROUTE
+    }
+
+
+def test_two_workers_sum_counters_and_log_json(
+    tmp_path: Path, sqlite_url: str, mock_llm_base_url: str
+) -> None:
+    with serve_gateway(
+        tmp_path, sqlite_url, mock_llm_base_url, GATEWAY_METRICS_TOKEN=METRICS_TOKEN
+    ) as gw:
+        instance_dirs = list(gw.metrics_dir.iterdir())
+        assert len(instance_dirs) == 1, "one multiprocess directory per instance"
+        tenant = gw.create_tenant("multiworker")
+        sent = 0
+        deadline = time.monotonic() + 60
+        with ThreadPoolExecutor(8) as pool:
+            # Known traffic, in batches until both workers have served runs.
+            while sent < 16 or len(_run_pids(gw)) < 2:
+                assert time.monotonic() < deadline, "runs never reached both workers"
+                for r in pool.map(lambda i: _run(gw, tenant, i), range(sent, sent + 8)):
+                    assert r.status_code == 200, r.text
+                sent += 8
+        gw.wait_for_usage_runs(tenant, sent)
+        usage = gw.usage_totals(tenant)["totals"]
+
+        with gw.client() as c:
+            assert c.get("/metrics").status_code == 401
+            assert c.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
+            # Any worker answers the scrape with the sum over both.
+            scrapes = [
+                parse_metrics(
+                    c.get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+                )
+                for _ in range(4)
+            ]
+    labels = {"tenant": "multiworker", "agent": "assistant"}
+    for metrics in scrapes:
+        assert total(metrics, "gateway_runs_total", status="completed", **labels) == sent
+        assert total(metrics, "gateway_run_duration_seconds_count", **labels) == sent
+        assert (
+            total(metrics, "gateway_tokens_total", type="input", **labels) == usage["input_tokens"]
+        )
+        assert (
+            total(metrics, "gateway_tokens_total", type="output", **labels)
+            == usage["output_tokens"]
+        )
+        assert total(metrics, "gateway_model_calls_total", **labels) == usage["requests"]
+        assert (
+            total(metrics, "http_requests_total", handler="/v1/agents/{name}/runs", status="200")
+            == sent
+        )
+        assert total(metrics, "gateway_time_to_first_token_seconds_count", **labels) == len(
+            range(0, sent, 4)
+        )
+        assert total(metrics, "gateway_runs_in_flight", tenant="multiworker") == 0
+        workers = [k for k in metrics if k[0] == "gateway_worker_start_time_seconds"]
+        assert len(workers) == 2, workers
+
+    # One JSON access line per run request, with the request's id, tenant, agent and tokens.
+    access = [
+        line
+        for line in gw.log_lines()
+        if line.get("logger") == "gateway.access" and line.get("route") == RUNS_ROUTE
+    ]
+    assert sorted(line["request_id"] for line in access) == sorted(f"mw-{i}" for i in range(sent))
+    for line in access:
+        assert line["status"] == 200 and line["method"] == "POST"
+        assert line["tenant"] == "multiworker" and line["agent"] == "assistant"
+        assert line["latency_ms"] > 0
+    assert sum(line["tokens"] for line in access) == usage["input_tokens"] + usage["output_tokens"]
+    log_text = gw.log_path.read_text()
+    assert tenant.key not in log_text and METRICS_TOKEN not in log_text
+    assert "hello worker test" not in log_text  # no prompt text by default
+    assert '"uvicorn.access"' not in log_text
+    # The instance's directory is removed when the gateway stops.
+    assert not any(gw.metrics_dir.iterdir())

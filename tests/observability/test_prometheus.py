@@ -1,0 +1,262 @@
+"""The shipped Prometheus config, alert rules and Grafana dashboards against a real Prometheus.
+
+Prometheus (Debian's `prometheus` package, installed by `.ci/run`) scrapes a live gateway on
+loopback every second; known traffic goes through the gateway; then every dashboard panel query
+(template variables substituted) and every alert expression is evaluated through Prometheus'
+HTTP API. Each must parse, each panel must return data, and the token panels must equal the
+usage API's totals.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import unavailable
+from tests.observability.live import LiveGateway, LiveTenant, free_port, serve_gateway
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+PROMETHEUS_DIR = DEPLOY / "prometheus"
+DASHBOARDS = DEPLOY / "grafana" / "dashboards"
+TENANT = "promtenant"
+RPM_LIMIT = 12
+TOKENS_PER_DAY = 1_000_000
+SUBSTITUTIONS = {
+    "$__rate_interval": "5m",
+    "$__interval": "15s",
+    "$__range": "1h",
+    "$tenant": TENANT,
+}
+
+
+def _tools() -> tuple[str, str]:
+    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    if prometheus is None or promtool is None:
+        unavailable(
+            "Prometheus", "`prometheus`/`promtool` not on PATH (apt-get install prometheus)"
+        )
+    assert prometheus is not None and promtool is not None
+    return prometheus, promtool
+
+
+def _panel_queries() -> list[tuple[str, str, str]]:
+    """(dashboard, panel title, expr with template variables substituted) for every target."""
+    queries = []
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        dashboard = json.loads(path.read_text())
+        for panel in dashboard["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"]
+                for name, value in SUBSTITUTIONS.items():
+                    expr = expr.replace(name, value)
+                assert "$" not in expr, f"unsubstituted variable in {panel['title']}: {expr}"
+                queries.append((dashboard["title"], panel["title"], expr))
+    return queries
+
+
+def _alert_exprs() -> list[tuple[str, str]]:
+    rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
+    return [(r["alert"], r["expr"]) for g in rules["groups"] for r in g["rules"]]
+
+
+def _query(prom: str, expr: str) -> list[dict[str, Any]]:
+    r = httpx.get(f"{prom}/api/v1/query", params={"query": expr}, timeout=10)
+    body = r.json()
+    assert r.status_code == 200 and body["status"] == "success", f"{expr}: {body}"
+    return list(body["data"]["result"])
+
+
+def _values(result: list[dict[str, Any]]) -> list[float]:
+    return [float(item["value"][1]) for item in result]
+
+
+def test_promtool_accepts_the_shipped_config_and_rules() -> None:
+    _, promtool = _tools()
+    for args in (
+        ["check", "config", str(PROMETHEUS_DIR / "prometheus.yml")],
+        ["check", "rules", str(PROMETHEUS_DIR / "alerts.yml")],
+    ):
+        done = subprocess.run([promtool, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def prometheus_for(tmp_path: Path) -> Iterator[Any]:
+    prometheus, _ = _tools()
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(target: str) -> str:
+        config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+        config["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s"})
+        config["rule_files"] = [str(PROMETHEUS_DIR / "alerts.yml")]
+        config["scrape_configs"][0]["static_configs"] = [{"targets": [target]}]
+        path = tmp_path / "prometheus.yml"
+        path.write_text(yaml.safe_dump(config))
+        port = free_port()
+        with (tmp_path / "prometheus.log").open("wb") as log:
+            procs.append(
+                subprocess.Popen(
+                    [
+                        prometheus,
+                        f"--config.file={path}",
+                        f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                        f"--web.listen-address=127.0.0.1:{port}",
+                    ],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            assert procs[-1].poll() is None, (tmp_path / "prometheus.log").read_text()[-2000:]
+            try:
+                if httpx.get(f"{base}/-/ready", timeout=2).status_code == 200:
+                    return base
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "Prometheus did not become ready"
+            time.sleep(0.2)
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _wait_scraped_twice(prom: str, expr: str) -> None:
+    """Until Prometheus holds two samples of `expr`'s series (so rates see later increases)."""
+    deadline = time.monotonic() + 30
+    while not any(v >= 2 for v in _values(_query(prom, f"count_over_time({expr}[5m])"))):
+        assert time.monotonic() < deadline, f"Prometheus never scraped {expr}"
+        time.sleep(0.2)
+
+
+def _drive_traffic(gw: LiveGateway, prom: str) -> tuple[LiveTenant, bool]:
+    """Known traffic for TENANT; also whether the gateway answered 429 (limits in force).
+
+    In two phases around two scrapes: series are born in the first, and the second increases
+    them, so the rate-based panels have something to show.
+    """
+    tenant = gw.create_tenant(
+        TENANT, limits={"requests_per_minute": RPM_LIMIT, "tokens_per_day": TOKENS_PER_DAY}
+    )
+    plain = [{"input": f"hello prometheus {i}"} for i in range(6)]
+    streamed = [{"input": f"stream to prometheus {i}", "stream": True} for i in range(3)]
+    tool = [{"input": "What is 6*7? Use the calculator."} for _ in range(2)]
+    fault = [{"input": "[[fault:500]] this call fails upstream"}]
+    phases: list[list[dict[str, Any]]] = [
+        [plain[0], streamed[0], tool[0]],
+        plain[1:] + streamed[1:] + tool[1:] + fault,
+    ]
+    assert sum(map(len, phases)) == RPM_LIMIT
+    with gw.client() as c:
+        for number, bodies in enumerate(phases):
+            for body in bodies:
+                r = c.post("/v1/agents/assistant/runs", json=body, headers=tenant.headers)
+                expected = 502 if "fault" in body["input"] else 200
+                assert r.status_code == expected, r.text
+            if number == 0:
+                _wait_scraped_twice(
+                    prom, f'gateway_time_to_first_token_seconds_count{{tenant="{TENANT}"}}'
+                )
+        extra = [
+            c.post("/v1/agents/assistant/runs", json={"input": "over"}, headers=tenant.headers)
+            for _ in range(2)
+        ]
+    rejected = any(r.status_code == 429 for r in extra)
+    gw.wait_for_usage_runs(tenant, RPM_LIMIT + sum(r.status_code != 429 for r in extra))
+    return tenant, rejected
+
+
+def _expr(queries: list[tuple[str, str, str]], title: str) -> str:
+    return next(e for _, t, e in queries if t == title)
+
+
+def _check_results(
+    prom: str, queries: list[tuple[str, str, str]], tokens: dict[str, float], usage: dict[str, Any]
+) -> None:
+    totals = usage["totals"]
+    # Token panels equal the usage API exactly.
+    assert tokens["input"] == totals["input_tokens"] and tokens["output"] == totals["output_tokens"]
+    calls = _values(_query(prom, _expr(queries, "Model calls in range")))
+    assert sum(calls) == totals["requests"]
+    by_agent = {
+        (i["metric"]["agent"], i["metric"]["type"]): float(i["value"][1])
+        for i in _query(prom, _expr(queries, "Tokens in range by agent and type"))
+    }
+    row = next(r for r in usage["data"] if r["agent"] == "assistant")
+    assert by_agent[("assistant", "input")] == row["input_tokens"]
+    assert by_agent[("assistant", "output")] == row["output_tokens"]
+
+    # Latency panels hold real numbers, not only NaN.
+    for title in ("Run latency percentiles", "Upstream latency p95 by model"):
+        assert any(math.isfinite(v) for v in _values(_query(prom, _expr(queries, title))))
+    # The traffic's shape shows up where it should.
+    statuses = {
+        i["metric"]["status"]
+        for i in _query(prom, _expr(queries, "Upstream calls by model and status"))
+    }
+    assert {"ok", "500"} <= statuses
+    tools = {
+        i["metric"]["tool"] for i in _query(prom, _expr(queries, "Tool calls by tool and status"))
+    }
+    assert "calculator" in tools
+    quota = _values(_query(prom, f'gateway_tenant_tokens_per_day_limit{{tenant="{TENANT}"}}'))
+    assert quota == [TOKENS_PER_DAY]
+    used = _values(_query(prom, _expr(queries, "Daily token quota used (rolling 24 h)")))
+    assert used and 0 < used[0] < 1
+
+    # The tenant template variable lists the tenant.
+    r = httpx.get(f"{prom}/api/v1/label/tenant/values", params={"match[]": "gateway_runs_total"})
+    assert TENANT in r.json()["data"]
+
+    # Every alert expression parses and evaluates; the loaded rules evaluate without errors.
+    for _name, expr in _alert_exprs():
+        _query(prom, expr)
+    deadline = time.monotonic() + 30
+    while True:
+        rules = httpx.get(f"{prom}/api/v1/rules").json()["data"]["groups"][0]["rules"]
+        if len(rules) == len(_alert_exprs()) and all(
+            r["health"] == "ok" and r["lastEvaluation"][:4] != "0001" for r in rules
+        ):
+            break
+        assert time.monotonic() < deadline, rules
+        time.sleep(0.5)
+
+
+def test_dashboards_and_alerts_against_real_prometheus(
+    tmp_path: Path, sqlite_url: str, mock_llm_base_url: str, prometheus_for: Any
+) -> None:
+    with serve_gateway(
+        tmp_path, sqlite_url, mock_llm_base_url, workers=1, GATEWAY_UPSTREAM_MAX_RETRIES="0"
+    ) as gw:
+        prom = prometheus_for(gw.base_url.removeprefix("http://"))
+        tenant, rejected = _drive_traffic(gw, prom)
+        assert rejected, "no 429 past requests_per_minute: the rejection panels would be empty"
+        usage = gw.usage_totals(tenant)
+        queries = _panel_queries()
+        # Poll until Prometheus has scraped the final state and every panel has data.
+        deadline = time.monotonic() + 60
+        while True:
+            missing = [(d, t, e) for d, t, e in queries if not _query(prom, e)]
+            tokens = {
+                item["metric"]["type"]: float(item["value"][1])
+                for item in _query(prom, _expr(queries, "Tokens in range by type"))
+            }
+            if not missing and tokens.get("output") == usage["totals"]["output_tokens"]:
+                break
+            assert time.monotonic() < deadline, f"panels without data: {missing}"
+            time.sleep(0.5)
+
+        _check_results(prom, queries, tokens, usage)
