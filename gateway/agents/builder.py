@@ -74,6 +74,14 @@ class AgentCache:
         self._built: OrderedDict[tuple[str, str, int], BuiltAgent] = OrderedDict()
         self._max_size = max_size
 
+    def invalidate_tenant(self, tenant_id: str) -> None:
+        """Forget which versions a tenant's agents have active (built agents stay: immutable)."""
+        self._active.discard_where(lambda key: key[0] == tenant_id)
+
+    def clear(self) -> None:
+        """Forget every active-version look-up."""
+        self._active.clear()
+
     async def get(
         self, db: Database, tenant_id: str, name: str, *, default_model: str
     ) -> BuiltAgent | None:

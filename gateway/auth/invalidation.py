@@ -68,15 +68,13 @@ class Invalidator:
         """Drop one tenant's entries from every cache of this process."""
         for cache in self._caches:
             cache.invalidate_tenant(tenant_id)
-        active = self._agents._active  # the active-version TTL cache, keyed (tenant_id, name)
-        for key in [key for key in active._entries if key[0] == tenant_id]:
-            active.discard(key)
+        self._agents.invalidate_tenant(tenant_id)
 
     def apply_all(self) -> None:
         """Drop every cached entry (after missed messages)."""
         for cache in self._caches:
             cache.clear()
-        self._agents._active.clear()
+        self._agents.clear()
 
     def start(self) -> None:
         """Start the subscriber task (only when Redis is configured)."""

@@ -65,6 +65,11 @@ class TTLCache(Generic[K, V]):
     def discard(self, key: K) -> None:
         self._entries.pop(key, None)
 
+    def discard_where(self, predicate: Callable[[K], bool]) -> None:
+        """Drop every entry whose key matches (a scan: for rare, targeted invalidations)."""
+        for key in [key for key in self._entries if predicate(key)]:
+            self.discard(key)
+
     def clear(self) -> None:
         self._entries.clear()
 
