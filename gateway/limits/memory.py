@@ -7,10 +7,20 @@ Same semantics as the Lua scripts, for one process only. Every operation runs wi
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from gateway.limits.policy import QuotaLimits
-from gateway.limits.store import CONCURRENT, OK, TPD, TPM, Admission, Reservation, Snapshot
+from gateway.limits.store import (
+    CONCURRENT,
+    OK,
+    TPD,
+    TPM,
+    Admission,
+    Reservation,
+    Settlement,
+    Snapshot,
+)
 
 DAY_S = 86_400
 
@@ -44,7 +54,14 @@ class MemoryQuotaStore:
         reset = (min(state.minute) + 60 - now_s) if state.minute else 0
         return used, float(reset)
 
-    async def admit(self, tenant_id: str, run_id: str, limits: QuotaLimits) -> Admission:
+    async def admit(
+        self,
+        tenant_id: str,
+        run_id: str,
+        limits: QuotaLimits,
+        reservation_id: str = "",
+        amount: int = 0,
+    ) -> Admission:
         state = self._tenant(tenant_id)
         now = time.time()
         now_s = int(now)
@@ -64,7 +81,10 @@ class MemoryQuotaStore:
                 return Admission(CONCURRENT, in_flight, tpm_used, tpd_used, 1.0, tpm_reset)
             state.leases[run_id] = mono + self.ttl_s
             in_flight += 1
-        return Admission(OK, in_flight, tpm_used, tpd_used, 0.0, tpm_reset)
+        reservation = None
+        if amount:
+            reservation = self._reserve(state, reservation_id, amount, limits)
+        return Admission(OK, in_flight, tpm_used, tpd_used, 0.0, tpm_reset, reservation)
 
     async def reserve(
         self,
@@ -74,11 +94,18 @@ class MemoryQuotaStore:
         amount: int,
         limits: QuotaLimits,
         holds_lease: bool,
+        settlements: Sequence[Settlement] = (),
     ) -> Reservation:
         state = self._tenant(tenant_id)
-        mono = time.monotonic()
+        self._settle(state, settlements)
         if holds_lease and run_id in state.leases:
-            state.leases[run_id] = mono + self.ttl_s
+            state.leases[run_id] = time.monotonic() + self.ttl_s
+        return self._reserve(state, reservation_id, amount, limits)
+
+    def _reserve(
+        self, state: _Tenant, reservation_id: str, amount: int, limits: QuotaLimits
+    ) -> Reservation:
+        mono = time.monotonic()
         now_s = int(time.time())
         day = now_s // DAY_S
         tpm_used, _ = self._minute(state, now_s)
@@ -106,18 +133,27 @@ class MemoryQuotaStore:
             OK, reservation_id, amount, tpm_used + amount, tpd_used + amount, 0.0, now_s, day
         )
 
-    async def settle(self, tenant_id: str, reservation: Reservation, actual: int) -> None:
-        state = self._tenant(tenant_id)
-        state.reservations.pop(reservation.reservation_id, None)
-        delta = actual - reservation.amount
-        if delta:
-            if reservation.bucket in state.minute:
-                state.minute[reservation.bucket] += delta
-            if reservation.day in state.days:
-                state.days[reservation.day] += delta
+    @staticmethod
+    def _settle(state: _Tenant, settlements: Sequence[Settlement]) -> None:
+        for reservation, actual in settlements:
+            state.reservations.pop(reservation.reservation_id, None)
+            delta = actual - reservation.amount
+            if delta:
+                if reservation.bucket in state.minute:
+                    state.minute[reservation.bucket] += delta
+                if reservation.day in state.days:
+                    state.days[reservation.day] += delta
 
-    async def release(self, tenant_id: str, run_id: str) -> None:
-        self._tenant(tenant_id).leases.pop(run_id, None)
+    async def settle(self, tenant_id: str, reservation: Reservation, actual: int) -> None:
+        self._settle(self._tenant(tenant_id), [(reservation, actual)])
+
+    async def release(
+        self, tenant_id: str, run_id: str | None, settlements: Sequence[Settlement] = ()
+    ) -> None:
+        state = self._tenant(tenant_id)
+        self._settle(state, settlements)
+        if run_id is not None:
+            state.leases.pop(run_id, None)
 
     async def peek(self, tenant_id: str) -> Snapshot:
         state = self._tenant(tenant_id)

@@ -1,20 +1,21 @@
 """Token quotas and concurrency caps of runs: `QuotaService` (one per app) and `RunTicket`.
 
 A run is admitted with one atomic call (token windows not exhausted, a concurrency lease
-taken). Before every model call the ticket reserves `estimated input + max output` tokens and
-renews the lease in one atomic call; after the call it settles the reservation to the real
-usage. When the run ends, however it ends, open reservations settle to zero (the call got no
-usage back) and the lease is released. Leases and reservations carry a TTL, so a crashed
-replica's are gone after at most `GATEWAY_LIMITS_LEASE_TTL_S`.
+taken) that also reserves the first model call's `estimated input + max output` tokens. Before
+every further model call one atomic call renews the lease, settles the previous call's
+reservation to its real usage and reserves for the next call. When the run ends, however it
+ends, one atomic call settles the last answered call, settles unanswered calls to zero (no
+usage came back) and releases the lease. So a run of k model calls costs k + 1 round trips.
+Leases and reservations carry a TTL, so a crashed replica's are gone after at most
+`GATEWAY_LIMITS_LEASE_TTL_S`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import TypeVar
 
@@ -27,7 +28,16 @@ from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
 from gateway.limits.memory import MemoryQuotaStore
 from gateway.limits.policy import CONCURRENT_RUNS, TOKENS_PER_DAY, TOKENS_PER_MINUTE, QuotaLimits
 from gateway.limits.redis_store import RedisQuotaStore
-from gateway.limits.store import CONCURRENT, OK, TPD, Admission, QuotaStore, Reservation, Snapshot
+from gateway.limits.store import (
+    CONCURRENT,
+    OK,
+    TPD,
+    Admission,
+    QuotaStore,
+    Reservation,
+    Settlement,
+    Snapshot,
+)
 from observability.metrics import RATE_LIMIT_REJECTIONS, tenant_label
 
 logger = logging.getLogger("gateway.limits")
@@ -86,14 +96,28 @@ class QuotaService:
             self.breaker.failed(exc)
             logger.warning("limits: could not settle in Redis (%s); TTL will", type(exc).__name__)
 
-    async def open(self, principal: Principal, run_id: str) -> RunTicket:
-        """Admit a run: 429 when the tenant's token windows or concurrency cap are full."""
+    async def open(
+        self,
+        principal: Principal,
+        run_id: str,
+        first_input: int | None = None,
+        max_output: int | None = None,
+    ) -> RunTicket:
+        """Admit a run: 429 when the tenant's token windows or concurrency cap are full.
+
+        With `first_input` (the estimated input tokens of the run's first model call), the
+        first call's reservation is made in the same atomic step (one round trip for both).
+        """
         limits = QuotaLimits.of(principal.limits)
         ticket = RunTicket(self, principal, run_id, limits)
         if not limits.any:
             return ticket
         tenant = principal.tenant_id
-        admission, store = await self.call(lambda s: s.admit(tenant, run_id, limits))
+        amount, rid = 0, ""
+        if limits.metered and first_input is not None:
+            amount = first_input + (max_output or self.default_max_output)
+            rid = ticket.new_reservation_id()
+        admission, store = await self.call(lambda s: s.admit(tenant, run_id, limits, rid, amount))
         ticket.admission = admission
         if admission.code != OK:
             code = _CODES[admission.code]
@@ -107,6 +131,11 @@ class QuotaService:
             raise error
         if limits.max_concurrent_runs is not None:
             ticket.lease_store = store
+        first = admission.reservation
+        if first is not None:
+            if first.code == OK:
+                ticket.open_reservations.append((first, store))
+            ticket.prepaid = first
         return ticket
 
     async def peek(self, principal: Principal) -> Snapshot:
@@ -127,7 +156,12 @@ class QuotaService:
 
 
 class RunTicket:
-    """One run's lease and token reservations; every path ends in `close()`."""
+    """One run's lease and token reservations; every path ends in `close()`.
+
+    Round trips: admission (with the first call's reservation), one per further model call
+    (its reservation carries the settlement of the call before), one at the end (settles the
+    last call, settles unanswered calls to zero, releases the lease).
+    """
 
     def __init__(
         self, service: QuotaService, principal: Principal, run_id: str, limits: QuotaLimits
@@ -138,49 +172,96 @@ class RunTicket:
         self.limits = limits
         self.admission: Admission | None = None
         self.lease_store: QuotaStore | None = None
+        self.prepaid: Reservation | None = None
+        """The first call's reservation made at admission, until the first call uses it."""
         self.open_reservations: list[tuple[Reservation, QuotaStore]] = []
+        """Reservations of calls not answered yet (oldest first)."""
+        self.unsettled: list[tuple[Reservation, int, QuotaStore]] = []
+        """Answered calls (reservation, real tokens) whose settlement rides on the next step."""
         self.closed = False
+        self._seq = 0
+
+    def new_reservation_id(self) -> str:
+        self._seq += 1
+        return f"{self.run_id}:{self._seq}"
 
     async def before_call(self, estimated_input: int, max_output: int | None) -> None:
         """Reserve tokens for the next model call (and renew the lease); 429 when over quota."""
         if not self.limits.metered:
             return
         amount = estimated_input + (max_output or self.service.default_max_output)
+        prepaid, self.prepaid = self.prepaid, None
+        if prepaid is not None:
+            if prepaid.code != OK:  # the first call's reservation was refused at admission
+                raise self._refused(prepaid, prepaid.amount)
+            if amount <= prepaid.amount:
+                return  # reserved at admission, for at least this much
+            # The estimate grew (rare): reserve it anew, the admission's reservation settles to 0.
+            for held in [o for o in self.open_reservations if o[0] is prepaid]:
+                self.open_reservations.remove(held)
+                self.unsettled.append((prepaid, 0, held[1]))
         tenant, run_id, limits = self.principal.tenant_id, self.run_id, self.limits
         holds_lease = self.lease_store is not None
-        rid = f"{run_id}:{secrets.token_hex(4)}"
-        reservation, store = await self.service.call(
-            lambda s: s.reserve(tenant, run_id, rid, amount, limits, holds_lease)
-        )
+        rid = self.new_reservation_id()
+        pending, self.unsettled = self.unsettled, []
+        tried: list[QuotaStore] = []
+
+        def reserve(s: QuotaStore) -> Awaitable[Reservation]:
+            tried.append(s)
+            folded = [(r, actual) for r, actual, held in pending if held is s]
+            return s.reserve(tenant, run_id, rid, amount, limits, holds_lease, folded)
+
+        try:
+            reservation, store = await self.service.call(reserve)
+        finally:
+            await self._settle_rest(pending, tried)
         if reservation.code != OK:
-            code = _CODES[reservation.code]
-            raise rejection(
-                self.principal,
-                code,
-                f"Token quota exhausted ({code}): the next model call needs up to {amount} tokens.",
-                reservation.retry_s,
-            )
+            raise self._refused(reservation, amount)
         self.open_reservations.append((reservation, store))
 
+    def _refused(self, reservation: Reservation, amount: int) -> RateLimitedError:
+        code = _CODES[reservation.code]
+        return rejection(
+            self.principal,
+            code,
+            f"Token quota exhausted ({code}): the next model call needs up to {amount} tokens.",
+            reservation.retry_s,
+        )
+
     async def after_call(self, actual: int) -> None:
-        """Settle the oldest open reservation to the tokens the call really used."""
-        if not self.open_reservations:
-            return
-        reservation, store = self.open_reservations.pop(0)
+        """Record what the oldest open call really used; it settles with the next step."""
+        if self.open_reservations:
+            reservation, store = self.open_reservations.pop(0)
+            self.unsettled.append((reservation, actual, store))
+
+    async def _settle_rest(
+        self, pending: list[tuple[Reservation, int, QuotaStore]], tried: list[QuotaStore]
+    ) -> None:
+        """Settle what the step did not carry, on its own store (a store that was tried and
+        failed may have applied it: that is left to the TTL, as any failed settlement)."""
         tenant = self.principal.tenant_id
-        await self.service.on_store(store, lambda s: s.settle(tenant, reservation, actual))
+        for store in _stores(s for _, _, s in pending):
+            if any(store is t for t in tried):
+                continue
+            items = [(r, actual) for r, actual, held in pending if held is store]
+            await self.service.on_store(store, partial(_release, tenant, None, items))
 
     async def close(self) -> None:
-        """Settle what is open (to zero) and release the lease. Idempotent."""
+        """Settle what is open (unanswered calls to zero) and release the lease. Idempotent."""
         if self.closed:
             return
         self.closed = True
+        self.prepaid = None
         tenant = self.principal.tenant_id
-        while self.open_reservations:
-            reservation, store = self.open_reservations.pop()
-            await self.service.on_store(store, partial(_settle_unused, tenant, reservation))
-        if self.lease_store is not None:
-            await self.service.on_store(self.lease_store, lambda s: s.release(tenant, self.run_id))
+        pending = self.unsettled + [(r, 0, s) for r, s in self.open_reservations]
+        self.unsettled, self.open_reservations = [], []
+        stores = _stores(s for _, _, s in pending)
+        if self.lease_store is not None and not any(self.lease_store is s for s in stores):
+            stores.append(self.lease_store)
+        for store in stores:
+            run_id = self.run_id if store is self.lease_store else None
+            items = [(r, actual) for r, actual, held in pending if held is store]
+            await self.service.on_store(store, partial(_release, tenant, run_id, items))
 
     def close_soon(self) -> None:
         """`close()` without waiting (from a cancelled task)."""
@@ -205,9 +286,19 @@ class RunTicket:
         }
 
 
-async def _settle_unused(tenant_id: str, reservation: Reservation, store: QuotaStore) -> None:
-    # The call got no usage back (error, timeout, cancel): nothing was spent that we know of.
-    await store.settle(tenant_id, reservation, 0)
+async def _release(
+    tenant_id: str, run_id: str | None, settlements: list[Settlement], store: QuotaStore
+) -> None:
+    await store.release(tenant_id, run_id, settlements)
+
+
+def _stores(stores: Iterable[QuotaStore]) -> list[QuotaStore]:
+    """The distinct stores among `stores`, in order (by identity)."""
+    seen: list[QuotaStore] = []
+    for store in stores:
+        if not any(store is s for s in seen):
+            seen.append(store)
+    return seen
 
 
 def seconds_to_midnight() -> float:

@@ -1,4 +1,4 @@
-"""The Redis quota store: one atomic Lua script per operation, clock = Redis `TIME`.
+"""The Redis quota store: one atomic Lua script (`quota.lua`) per step, clock = Redis `TIME`.
 
 Keys (all under `GATEWAY_REDIS_KEY_PREFIX`, per tenant id):
 
@@ -8,18 +8,24 @@ Keys (all under `GATEWAY_REDIS_KEY_PREFIX`, per tenant id):
     q:tpd:<tenant>:<day> tokens of one UTC day (day = epoch seconds // 86400)
 
 Every key carries a TTL, so a crashed replica's leases and reservations vanish by themselves.
+A run costs 1 + k round trips for k model calls: admit + the first reservation; then each
+further reservation carries the previous call's settlement; the end settles the last call and
+releases the lease.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.resources import files
+from typing import Any
 
 from redis.asyncio import Redis
 
 from gateway.limits.policy import QuotaLimits
-from gateway.limits.store import Admission, Reservation, Snapshot
+from gateway.limits.store import Admission, Reservation, Settlement, Snapshot
 
 _SCRIPTS = files("gateway.limits").joinpath("scripts")
+_KEYS_CACHE = 4096
 
 
 def _script(name: str) -> str:
@@ -33,40 +39,70 @@ class RedisQuotaStore:
         self.redis = redis
         self.prefix = prefix + "q:"
         self.ttl_ms = int(lease_ttl_s * 1000)
-        self._admit = redis.register_script(_script("admit.lua"))
-        self._reserve = redis.register_script(_script("reserve.lua"))
-        self._settle = redis.register_script(_script("settle.lua"))
+        self._quota = redis.register_script(_script("quota.lua"))
         self._peek = redis.register_script(_script("peek.lua"))
+        self._keys: dict[str, list[str]] = {}
 
     def keys(self, tenant_id: str) -> tuple[str, str, str, str]:
         """(lease, reservations, tokens-per-minute, tokens-per-day prefix) of a tenant."""
-        p = self.prefix
-        return (
-            f"{p}lease:{tenant_id}",
-            f"{p}resv:{tenant_id}",
-            f"{p}tpm:{tenant_id}",
-            f"{p}tpd:{tenant_id}:",
-        )
+        lease, resv, tpm, tpd = self._tenant_keys(tenant_id)
+        return lease, resv, tpm, tpd
 
-    async def admit(self, tenant_id: str, run_id: str, limits: QuotaLimits) -> Admission:
-        lease, _, tpm, tpd = self.keys(tenant_id)
-        code, in_flight, tpm_used, tpd_used, retry_ms, reset_ms = await self._admit(
-            keys=[lease, tpm, tpd],
+    def _tenant_keys(self, tenant_id: str) -> list[str]:
+        keys = self._keys.get(tenant_id)
+        if keys is None:
+            if len(self._keys) >= _KEYS_CACHE:
+                self._keys.clear()
+            p = self.prefix
+            keys = self._keys[tenant_id] = [
+                f"{p}lease:{tenant_id}",
+                f"{p}resv:{tenant_id}",
+                f"{p}tpm:{tenant_id}",
+                f"{p}tpd:{tenant_id}:",
+            ]
+        return keys
+
+    def settlement_args(self, settlements: Sequence[Settlement]) -> list[Any]:
+        """The script arguments of `settlements` (a method, so tests can see every one)."""
+        args: list[Any] = []
+        for reservation, actual in settlements:
+            args += (
+                reservation.reservation_id,
+                actual - reservation.amount,
+                reservation.bucket,
+                reservation.day,
+            )
+        return args
+
+    async def admit(
+        self,
+        tenant_id: str,
+        run_id: str,
+        limits: QuotaLimits,
+        reservation_id: str = "",
+        amount: int = 0,
+    ) -> Admission:
+        ttl = self.ttl_ms
+        reply = await self._quota(
+            keys=self._tenant_keys(tenant_id),
             args=[
+                "a",
                 run_id,
+                ttl,
                 limits.max_concurrent_runs or 0,
                 limits.tokens_per_minute or 0,
                 limits.tokens_per_day or 0,
-                self.ttl_ms,
+                ttl,
+                reservation_id,
+                amount,
             ],
         )
+        code, in_flight, tpm_used, tpd_used, retry_ms, reset_ms = reply[:6]
+        reservation = None
+        if amount and code == 0:
+            reservation = _reservation(reply[6:], reservation_id, amount)
         return Admission(
-            int(code),
-            int(in_flight),
-            int(tpm_used),
-            int(tpd_used),
-            retry_ms / 1000,
-            reset_ms / 1000,
+            code, in_flight, tpm_used, tpd_used, retry_ms / 1000, reset_ms / 1000, reservation
         )
 
     async def reserve(
@@ -77,42 +113,43 @@ class RedisQuotaStore:
         amount: int,
         limits: QuotaLimits,
         holds_lease: bool,
+        settlements: Sequence[Settlement] = (),
     ) -> Reservation:
-        lease, resv, tpm, tpd = self.keys(tenant_id)
-        code, tpm_used, tpd_used, retry_ms, bucket, day = await self._reserve(
-            keys=[lease, resv, tpm, tpd],
-            args=[
-                run_id,
-                reservation_id,
-                amount,
-                limits.tokens_per_minute or 0,
-                limits.tokens_per_day or 0,
-                self.ttl_ms if holds_lease else 0,
-                self.ttl_ms,
-            ],
-        )
-        return Reservation(
-            int(code),
+        args: list[Any] = [
+            "r",
+            run_id,
+            self.ttl_ms if holds_lease else 0,
+            0,
+            limits.tokens_per_minute or 0,
+            limits.tokens_per_day or 0,
+            self.ttl_ms,
             reservation_id,
             amount,
-            int(tpm_used),
-            int(tpd_used),
-            retry_ms / 1000,
-            int(bucket),
-            int(day),
-        )
+        ]
+        if settlements:
+            args += self.settlement_args(settlements)
+        reply = await self._quota(keys=self._tenant_keys(tenant_id), args=args)
+        return _reservation(reply, reservation_id, amount)
 
     async def settle(self, tenant_id: str, reservation: Reservation, actual: int) -> None:
-        _, resv, tpm, tpd = self.keys(tenant_id)
-        await self._settle(
-            keys=[resv, tpm, f"{tpd}{reservation.day}"],
-            args=[reservation.reservation_id, actual - reservation.amount, reservation.bucket],
-        )
+        await self.release(tenant_id, None, [(reservation, actual)])
 
-    async def release(self, tenant_id: str, run_id: str) -> None:
-        await self.redis.zrem(self.keys(tenant_id)[0], run_id)
+    async def release(
+        self, tenant_id: str, run_id: str | None, settlements: Sequence[Settlement] = ()
+    ) -> None:
+        args: list[Any] = ["e", run_id or "", 0, 0, 0, 0, 0, "", 0]
+        if settlements:
+            args += self.settlement_args(settlements)
+        await self._quota(keys=self._tenant_keys(tenant_id), args=args)
 
     async def peek(self, tenant_id: str) -> Snapshot:
-        lease, _, tpm, tpd = self.keys(tenant_id)
+        lease, _, tpm, tpd = self._tenant_keys(tenant_id)
         in_flight, tpm_used, tpd_used, reset_ms = await self._peek(keys=[lease, tpm, tpd])
         return Snapshot(int(in_flight), int(tpm_used), int(tpd_used), reset_ms / 1000)
+
+
+def _reservation(reply: list[Any], reservation_id: str, amount: int) -> Reservation:
+    code, tpm_used, tpd_used, retry_ms, bucket, day = reply
+    return Reservation(
+        code, reservation_id, amount, tpm_used, tpd_used, retry_ms / 1000, bucket, day
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -11,18 +12,6 @@ OK = 0
 CONCURRENT = 1
 TPM = 2
 TPD = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """Outcome of admitting a run (lease + token windows)."""
-
-    code: int
-    in_flight: int
-    tpm_used: int
-    tpd_used: int
-    retry_s: float
-    tpm_reset_s: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +29,21 @@ class Reservation:
 
 
 @dataclass(frozen=True, slots=True)
+class Admission:
+    """Outcome of admitting a run (lease + token windows)."""
+
+    code: int
+    in_flight: int
+    tpm_used: int
+    tpd_used: int
+    retry_s: float
+    tpm_reset_s: float
+    reservation: Reservation | None = None
+    """The first model call's reservation, when the run was admitted and one was asked for
+    (its own `code` says whether it fit)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """What is used now, for `GET /v1/limits`."""
 
@@ -49,10 +53,25 @@ class Snapshot:
     tpm_reset_s: float
 
 
-class QuotaStore(Protocol):
-    """Atomic quota operations of one tenant; Redis (shared) or memory (one process)."""
+Settlement = tuple[Reservation, int]
+"""A reservation and the tokens its model call really used (0: no answer)."""
 
-    async def admit(self, tenant_id: str, run_id: str, limits: QuotaLimits) -> Admission: ...
+
+class QuotaStore(Protocol):
+    """Atomic quota operations of one tenant; Redis (shared) or memory (one process).
+
+    Settlements passed to `reserve` and `release` are applied first, whatever the outcome of
+    the rest, in the same atomic step.
+    """
+
+    async def admit(
+        self,
+        tenant_id: str,
+        run_id: str,
+        limits: QuotaLimits,
+        reservation_id: str = "",
+        amount: int = 0,
+    ) -> Admission: ...
 
     async def reserve(
         self,
@@ -62,10 +81,13 @@ class QuotaStore(Protocol):
         amount: int,
         limits: QuotaLimits,
         holds_lease: bool,
+        settlements: Sequence[Settlement] = (),
     ) -> Reservation: ...
 
     async def settle(self, tenant_id: str, reservation: Reservation, actual: int) -> None: ...
 
-    async def release(self, tenant_id: str, run_id: str) -> None: ...
+    async def release(
+        self, tenant_id: str, run_id: str | None, settlements: Sequence[Settlement] = ()
+    ) -> None: ...
 
     async def peek(self, tenant_id: str) -> Snapshot: ...

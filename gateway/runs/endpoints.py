@@ -39,15 +39,16 @@ async def create_run(
     if body.conversation_id is not None:
         raise NotFoundError("No such conversation.", code="conversation_not_found")
     stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
-    handle = await service.start(principal, name)
+    sdk_input = body.sdk_input()
+    handle = await service.start(principal, name, sdk_input)
     if handle.ticket is not None:
         add_headers(request.scope["state"], handle.ticket.token_headers())
     request.state.agent = name
     if stream:
         return StreamingResponse(
-            stream_run(handle, body.sdk_input(), keepalive_s=service.settings.stream_keepalive_s),
+            stream_run(handle, sdk_input, keepalive_s=service.settings.stream_keepalive_s),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    result = await service.run(handle, body.sdk_input())
+    result = await service.run(handle, sdk_input)
     return Response(orjson.dumps(result), media_type="application/json")

@@ -1,7 +1,9 @@
 """Per-run usage metering and quota reservations through `RunHooks`.
 
 `on_llm_start` fires before every model call: the run's ticket reserves the call's estimated
-input plus its max output there (an exception raised there stops the run before the call).
+input plus its max output there (an exception raised there stops the run before the call);
+the first call's reservation is made at admission from `first_call_estimate`, and used when
+the real estimate is not larger.
 `on_llm_end` fires after every successful model call: its usage is summed (so the tokens of a
 run that later fails, times out or is cancelled are still known) and the reservation settles
 to it. The run's usage is the sum over its calls.
@@ -12,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from agents import Agent, FunctionTool, RunContextWrapper, RunHooks
+from agents import Agent, FunctionTool, ItemHelpers, RunContextWrapper, RunHooks
 from agents.items import ModelResponse, TResponseInputItem
 
 from gateway.limits.quotas import RunTicket
@@ -25,8 +27,23 @@ CHARS_PER_TOKEN = 3
 ESTIMATE_MARGIN = 16
 
 
+_TOOL_CHARS: dict[int, tuple[Agent[Any], int]] = {}
+
+
 def tool_chars(agent: Agent[Any]) -> int:
-    """Characters the agent's tool definitions add to every model call."""
+    """Characters the agent's tool definitions add to every model call (cached per agent
+    object: built agents are cached and immutable)."""
+    hit = _TOOL_CHARS.get(id(agent))
+    if hit is not None and hit[0] is agent:
+        return hit[1]
+    if len(_TOOL_CHARS) >= 1024:
+        _TOOL_CHARS.clear()
+    total = _count_tool_chars(agent)
+    _TOOL_CHARS[id(agent)] = (agent, total)
+    return total
+
+
+def _count_tool_chars(agent: Agent[Any]) -> int:
     total = 0
     for tool in agent.tools:
         if isinstance(tool, FunctionTool):
@@ -45,6 +62,15 @@ def estimate_input_tokens(
     return chars // CHARS_PER_TOKEN + ESTIMATE_MARGIN
 
 
+def first_call_estimate(agent: Agent[Any], sdk_input: str | list[Any]) -> int | None:
+    """The input estimate of a run's first model call, known before the run starts (None when
+    the instructions are dynamic). `on_llm_start` checks it against the real estimate."""
+    if not isinstance(agent.instructions, str | None):
+        return None
+    items = ItemHelpers.input_to_new_input_list(sdk_input)
+    return estimate_input_tokens(agent.instructions, items, tool_chars(agent))
+
+
 class RunMeter(RunHooks[Any]):
     """Sums what the upstream reported for each model call of one run; reserves before each."""
 
@@ -54,7 +80,6 @@ class RunMeter(RunHooks[Any]):
         self.model = model
         self.ticket = ticket
         self.max_output = max_output
-        self._tool_chars: dict[int, int] = {}
         self.requests = 0
         self.input_tokens = 0
         self.output_tokens = 0
@@ -72,10 +97,7 @@ class RunMeter(RunHooks[Any]):
         ticket = self.ticket
         if ticket is None or not ticket.limits.metered:
             return
-        tools = self._tool_chars.get(id(agent))
-        if tools is None:
-            tools = self._tool_chars[id(agent)] = tool_chars(agent)
-        estimate = estimate_input_tokens(system_prompt, input_items, tools)
+        estimate = estimate_input_tokens(system_prompt, input_items, tool_chars(agent))
         await ticket.before_call(estimate, self.max_output)
 
     async def on_llm_end(

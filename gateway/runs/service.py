@@ -22,7 +22,7 @@ from gateway.core.ids import new_id
 from gateway.limits.breaker import RedisBreaker
 from gateway.limits.quotas import QuotaService, RunTicket
 from gateway.runs.failures import map_run_error
-from gateway.runs.meter import RunMeter
+from gateway.runs.meter import RunMeter, first_call_estimate
 from gateway.usage.recorder import UsageRecorder
 from observability.metrics import IN_FLIGHT, record_run, tenant_label
 from tenants.models import UsageRecord
@@ -154,12 +154,18 @@ class RunService:
             raise NotFoundError(f"No agent named '{name}'.", code="agent_not_found")
         return built
 
-    async def start(self, principal: Principal, name: str) -> RunHandle:
-        """Admit a run (token quotas, concurrency cap: 429 when full) and open its handle."""
+    async def start(
+        self, principal: Principal, name: str, sdk_input: str | list[Any] | None = None
+    ) -> RunHandle:
+        """Admit a run (token quotas, concurrency cap: 429 when full) and open its handle.
+
+        With `sdk_input`, the first model call's tokens are reserved in the admission step.
+        """
         built = await self.resolve(principal, name)
         await self.recorder.wait_for_room()
         run_id = new_id("run")
-        ticket = await self.quotas.open(principal, run_id)
+        first = None if sdk_input is None else first_call_estimate(built.agent, sdk_input)
+        ticket = await self.quotas.open(principal, run_id, first, built.max_tokens)
         return RunHandle(
             principal=principal,
             built=built,

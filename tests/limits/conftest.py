@@ -66,6 +66,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             unavailable("redis-server", "binary not found")
+        assert binary is not None  # `unavailable` skips or fails
         self.proc = subprocess.Popen(
             [
                 binary,

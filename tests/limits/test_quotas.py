@@ -33,13 +33,14 @@ async def gw(
 def spy_reservations(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     """(reserved, real) of every model call, as the Redis store saw them."""
     seen: list[tuple[int, int]] = []
-    original = RedisQuotaStore.settle
+    original = RedisQuotaStore.settlement_args
 
-    async def settle(self: RedisQuotaStore, tenant_id: str, reservation: Any, actual: int) -> None:
-        seen.append((reservation.amount, actual))
-        await original(self, tenant_id, reservation, actual)
+    # Every settlement (folded into the next reservation or the run's release) passes here.
+    def settlement_args(self: RedisQuotaStore, settlements: Any) -> list[Any]:
+        seen.extend((reservation.amount, actual) for reservation, actual in settlements)
+        return original(self, settlements)
 
-    monkeypatch.setattr(RedisQuotaStore, "settle", settle)
+    monkeypatch.setattr(RedisQuotaStore, "settlement_args", settlement_args)
     return seen
 
 
@@ -215,3 +216,29 @@ async def test_crashed_replicas_leases_and_reservations_expire(
         await asyncio.sleep(0.05)
     assert (await store.admit("ten_x", "run_2", limits)).code == 0
     await client.aclose()
+
+
+async def test_round_trips_per_run(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """k model calls cost k + 1 quota round trips: the first reservation rides on admission
+    (its estimate made before the run must match the one made at the call), every settlement
+    rides on the next step."""
+    calls: list[str] = []
+    for name in ("admit", "reserve", "release", "settle"):
+        original = getattr(RedisQuotaStore, name)
+
+        def spy(*args: Any, _name: str = name, _original: Any = original, **kw: Any) -> Any:
+            calls.append(_name)
+            return _original(*args, **kw)
+
+        monkeypatch.setattr(RedisQuotaStore, name, spy)
+    tenant = await limited_tenant(gw, "trips", tokens_per_day=10**9, max_concurrent_runs=5)
+    for text, expected in (
+        ("hello there", ["admit", "release"]),
+        (TOOL_RUN, ["admit", "reserve", "release"]),
+    ):
+        calls.clear()
+        for stream in (False, True):
+            body = {"input": text, "stream": stream}
+            r = await gw.client.post("/v1/agents/assistant/runs", json=body, headers=tenant.headers)
+            assert r.status_code == 200 and '"status":"completed"' in r.text
+        assert calls == expected * 2
