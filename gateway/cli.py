@@ -267,6 +267,28 @@ def _with_session(fn: Any) -> Any:
         raise typer.Exit(1) from None
 
 
+async def _audit(
+    session: Any,
+    action: str,
+    target_type: str,
+    target_id: str,
+    tenant_id: str,
+    details: dict[str, Any],
+) -> None:
+    """The audit event of an operator command (actor `cli`), as the admin API writes it."""
+    from tenants.audit.service import record_event
+
+    await record_event(
+        session,
+        actor="cli",
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        tenant_id=tenant_id,
+        details=details,
+    )
+
+
 async def _tenant_id(session: Any, ref: str) -> str:
     from gateway.core.errors import NotFoundError
     from tenants.tenant.repository import TenantRepository
@@ -288,7 +310,9 @@ def tenants_create(
     from tenants.tenant.service import create_tenant
 
     async def go(session: Any) -> Any:
-        return await create_tenant(session, TenantCreate(slug=slug, name=name))
+        tenant = await create_tenant(session, TenantCreate(slug=slug, name=name))
+        await _audit(session, "tenant.create", "tenant", tenant.id, tenant.id, {"slug": slug})
+        return tenant
 
     tenant = _with_session(go)
     typer.echo(json.dumps({"id": tenant.id, "slug": tenant.slug, "name": tenant.name}))
@@ -307,7 +331,16 @@ def keys_issue(
 
     async def go(session: Any) -> Any:
         tenant_id = await _tenant_id(session, tenant)
-        return await issue_key(session, settings, tenant_id, KeyCreate(name=name))
+        row, plaintext = await issue_key(session, settings, tenant_id, KeyCreate(name=name))
+        await _audit(
+            session,
+            "key.create",
+            "api_key",
+            row.id,
+            tenant_id,
+            {"name": name, "scopes": row.scopes},
+        )
+        return row, plaintext
 
     row, plaintext = _with_session(go)
     typer.echo(json.dumps({"id": row.id, "key": plaintext}))
@@ -329,7 +362,10 @@ def agents_put(
             raise ValidationFailedError("agent names are [a-z0-9_-]{1,64}")
         spec = AgentSpec.model_validate_json(file.read_text())
         tenant_id = await _tenant_id(session, tenant)
-        return await put_agent(session, tenant_id, name, spec)
+        agent, version, created = await put_agent(session, tenant_id, name, spec)
+        action = "agent.create" if created else "agent.put"
+        await _audit(session, action, "agent", name, tenant_id, {"version": version.version})
+        return agent, version, created
 
     agent, version, _ = _with_session(go)
     typer.echo(json.dumps({"id": agent.id, "name": agent.name, "version": version.version}))

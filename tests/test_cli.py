@@ -60,6 +60,21 @@ def test_operator_commands(env: dict[str, str], tmp_path: Path) -> None:
     r = gateway(env, "keys", "issue", "--tenant", "nobody")
     assert r.returncode == 1 and "no tenant" in r.stderr
 
+    # Operator commands leave the same audit trail as the admin API, with actor "cli".
+    import sqlite3
+
+    db = sqlite3.connect(env["GATEWAY_DATABASE_URL"].split("///", 1)[1])
+    rows = db.execute("SELECT actor, action, tenant_id FROM audit_events ORDER BY id").fetchall()
+    db.close()
+    actions = [(actor, action) for actor, action, _ in rows]
+    assert actions == [
+        ("cli", "tenant.create"),
+        ("cli", "key.create"),
+        ("cli", "agent.create"),
+        ("cli", "agent.put"),
+    ]
+    assert {tenant_id for _, _, tenant_id in rows} == {tenant["id"]}
+
 
 def test_help_lists_the_commands(env: dict[str, str]) -> None:
     r = gateway(env, "--help")
