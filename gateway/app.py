@@ -85,6 +85,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     telemetry = start_telemetry(settings)
     recorder.start()
+    quotas.start()
     tune_gc(settings.gc_gen0_threshold)
     try:
         yield

@@ -53,8 +53,9 @@ class Settings(BaseSettings):
     enforcement in Redis resumes within this bound once Redis is back)."""
 
     limits_lease_ttl_s: float = Field(default=120.0, gt=0)
-    """TTL of concurrency leases and token reservations, renewed at every model call: a crashed
-    replica's runs stop counting after at most this. Keep it above the longest model call."""
+    """TTL of concurrency leases and token reservations. A replica renews its runs' leases every
+    third of it (and at every model call); a crashed replica's runs stop counting after at most
+    this. Keep it above the longest model call (an open reservation is not renewed)."""
 
     limits_default_max_output_tokens: int = Field(default=4096, ge=1)
     """Output tokens reserved for a model call whose agent sets no `max_tokens`."""

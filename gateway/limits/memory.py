@@ -163,6 +163,13 @@ class MemoryQuotaStore:
         in_flight = sum(1 for exp in state.leases.values() if exp > mono)
         return Snapshot(in_flight, tpm_used, state.days.get(now_s // DAY_S, 0), reset)
 
+    async def renew(self, tenant_id: str, run_ids: Sequence[str]) -> None:
+        state = self._tenant(tenant_id)
+        expiry = time.monotonic() + self.ttl_s
+        for run_id in run_ids:
+            if run_id in state.leases:
+                state.leases[run_id] = expiry
+
     def open_counts(self, tenant_id: str) -> tuple[int, int]:
         """(leases, reservations) still open for a tenant (tests and diagnostics)."""
         state = self._tenant(tenant_id)

@@ -13,6 +13,7 @@ Leases and reservations carry a TTL, so a crashed replica's are gone after at mo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -65,6 +66,40 @@ class QuotaService:
             self.redis = RedisQuotaStore(redis, prefix=settings.redis_key_prefix, lease_ttl_s=ttl)
         self.default_max_output = settings.limits_default_max_output_tokens
         self._background: set[asyncio.Task[None]] = set()
+        self._held: dict[str, RunTicket] = {}
+        """Runs of this replica holding a lease (run id -> ticket), renewed by `_keep_leases`."""
+        self._renew_every_s = ttl / 3
+        self._keeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start renewing the leases of this replica's runs (a run's model call may outlast
+        the lease TTL; a crashed replica stops renewing, so its leases still expire)."""
+        self._keeper = asyncio.get_running_loop().create_task(
+            self._keep_leases(), name="lease-keeper"
+        )
+
+    def hold(self, ticket: RunTicket) -> None:
+        self._held[ticket.run_id] = ticket
+
+    def unhold(self, ticket: RunTicket) -> None:
+        self._held.pop(ticket.run_id, None)
+
+    async def _keep_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self._renew_every_s)
+            await self.renew_leases()
+
+    async def renew_leases(self) -> None:
+        """One renewal pass: one call per (store, tenant) with leases held here."""
+        groups: dict[tuple[int, str], tuple[QuotaStore, list[str]]] = {}
+        for ticket in list(self._held.values()):
+            store = ticket.lease_store
+            if store is None or ticket.closed:
+                continue
+            key = (id(store), ticket.principal.tenant_id)
+            groups.setdefault(key, (store, []))[1].append(ticket.run_id)
+        for (_, tenant_id), (store, run_ids) in groups.items():
+            await self.on_store(store, partial(_renew, tenant_id, run_ids))
 
     async def call(self, op: Callable[[QuotaStore], Awaitable[T]]) -> tuple[T, QuotaStore]:
         """Run `op` on Redis (time-boxed) or, when Redis is unavailable, per the failure mode."""
@@ -131,6 +166,7 @@ class QuotaService:
             raise error
         if limits.max_concurrent_runs is not None:
             ticket.lease_store = store
+            self.hold(ticket)
         first = admission.reservation
         if first is not None:
             if first.code == OK:
@@ -150,7 +186,11 @@ class QuotaService:
         task.add_done_callback(self._background.discard)
 
     async def drain(self) -> None:
-        """Wait for background settlements (at shutdown)."""
+        """Stop renewing and wait for background settlements (at shutdown)."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
@@ -251,6 +291,7 @@ class RunTicket:
         if self.closed:
             return
         self.closed = True
+        self.service.unhold(self)
         self.prepaid = None
         tenant = self.principal.tenant_id
         pending = self.unsettled + [(r, 0, s) for r, s in self.open_reservations]
@@ -284,6 +325,10 @@ class RunTicket:
             "x-ratelimit-remaining-tokens": str(max(0, limit - used)),
             "x-ratelimit-reset-tokens": f"{max(0.0, reset):.0f}s",
         }
+
+
+async def _renew(tenant_id: str, run_ids: list[str], store: QuotaStore) -> None:
+    await store.renew(tenant_id, run_ids)
 
 
 async def _release(

@@ -7,7 +7,9 @@ Keys (all under `GATEWAY_REDIS_KEY_PREFIX`, per tenant id):
     q:tpm:<tenant>       hash second -> tokens (the rolling minute = the last 60 seconds)
     q:tpd:<tenant>:<day> tokens of one UTC day (day = epoch seconds // 86400)
 
-Every key carries a TTL, so a crashed replica's leases and reservations vanish by themselves.
+Every key carries a TTL, so a crashed replica's leases and reservations vanish by themselves;
+a live replica renews the leases of its runs in flight (`renew.lua`), so a model call longer
+than the TTL does not lose its run's lease.
 A run costs 1 + k round trips for k model calls: admit + the first reservation; then each
 further reservation carries the previous call's settlement; the end settles the last call and
 releases the lease.
@@ -41,6 +43,7 @@ class RedisQuotaStore:
         self.ttl_ms = int(lease_ttl_s * 1000)
         self._quota = redis.register_script(_script("quota.lua"))
         self._peek = redis.register_script(_script("peek.lua"))
+        self._renew = redis.register_script(_script("renew.lua"))
         self._keys: dict[str, list[str]] = {}
 
     def keys(self, tenant_id: str) -> tuple[str, str, str, str]:
@@ -146,6 +149,10 @@ class RedisQuotaStore:
         lease, _, tpm, tpd = self._tenant_keys(tenant_id)
         in_flight, tpm_used, tpd_used, reset_ms = await self._peek(keys=[lease, tpm, tpd])
         return Snapshot(int(in_flight), int(tpm_used), int(tpd_used), reset_ms / 1000)
+
+    async def renew(self, tenant_id: str, run_ids: Sequence[str]) -> None:
+        lease = self._tenant_keys(tenant_id)[0]
+        await self._renew(keys=[lease], args=[self.ttl_ms, *run_ids])
 
 
 def _reservation(reply: list[Any], reservation_id: str, amount: int) -> Reservation:

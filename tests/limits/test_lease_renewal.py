@@ -1,0 +1,50 @@
+"""A run keeps its concurrency lease for as long as it is in flight, even when one model call
+outlasts the lease TTL; once it ends, the slot comes back at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as aioredis
+
+from tests.gateway.conftest import gateway_for
+from tests.limits.conftest import limited_tenant
+
+RUN = "/v1/agents/assistant/runs"
+
+
+async def test_a_model_call_longer_than_the_lease_ttl_keeps_the_lease(
+    sqlite_url: str, mock_llm_base_url: str, redis_settings: dict[str, str]
+) -> None:
+    ttl = 0.6
+    async for gw in gateway_for(
+        sqlite_url, mock_llm_base_url, limits_lease_ttl_s=ttl, **redis_settings
+    ):
+        tenant = await limited_tenant(gw, "long-calls", max_concurrent_runs=1)
+        slow = asyncio.create_task(
+            gw.client.post(RUN, json={"input": "hello [[latency:2500]]"}, headers=tenant.headers)
+        )
+        lease_key = f"{redis_settings['redis_key_prefix']}q:lease:{tenant.id}"
+        client = aioredis.Redis.from_url(redis_settings["redis_url"])
+        try:
+            for _ in range(100):  # until the slow run holds its lease
+                if await client.zcard(lease_key) == 1:
+                    break
+                await asyncio.sleep(0.02)
+            # Well past the TTL, inside the one long model call: the lease is still held...
+            await asyncio.sleep(3 * ttl)
+            assert await client.zcard(lease_key) == 1
+            r = await gw.client.post(RUN, json={"input": "second"}, headers=tenant.headers)
+            assert r.status_code == 429, r.text
+            assert r.json()["error"]["code"] == "concurrent_runs"
+            assert int(r.headers["retry-after"]) >= 1
+            # ...and released as soon as the run ends.
+            first = await slow
+            assert first.status_code == 200, first.text
+            assert await client.zcard(lease_key) == 0
+            r = await gw.client.post(RUN, json={"input": "third"}, headers=tenant.headers)
+            assert r.status_code == 200, r.text
+        finally:
+            if not slow.done():
+                slow.cancel()
+            await client.aclose()
