@@ -11,12 +11,18 @@ is lost.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from gateway.auth.principal import Principal
 from gateway.core.cache import TTLCache
 
-V = TypeVar("V")
+
+class _TenantOwned(Protocol):
+    @property
+    def tenant_id(self) -> str: ...
+
+
+V = TypeVar("V", bound=_TenantOwned)
 
 NO_TENANT = ""
 """Index bucket of negative entries (unknown issuers): dropped on every invalidation."""
@@ -31,9 +37,10 @@ class TenantIndexedCache(TTLCache[str, V], Generic[V]):
         self._epoch = 0
         self._stale: set[str] = set()
 
-    def tenant_of(self, value: V) -> str:
+    @staticmethod
+    def tenant_of(value: V) -> str:
         """The tenant an entry belongs to (NO_TENANT for negative entries)."""
-        raise NotImplementedError
+        return value.tenant_id
 
     def put(self, key: str, value: V) -> None:
         if key not in self._entries and len(self._entries) >= self.max_size:
@@ -90,6 +97,3 @@ class TenantIndexedCache(TTLCache[str, V], Generic[V]):
 
 class PrincipalCache(TenantIndexedCache[Principal]):
     """Resolved API keys by key hash, trusted for at most `ttl_s` (≤ 5 s) without a DB read."""
-
-    def tenant_of(self, value: Principal) -> str:
-        return value.tenant_id

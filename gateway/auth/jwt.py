@@ -62,9 +62,6 @@ _UNKNOWN = IssuerEntry(tenant_id=NO_TENANT)
 class IssuerCache(TenantIndexedCache[IssuerEntry]):
     """Issuer -> verification entry, trusted for at most `ttl_s` without a DB read."""
 
-    def tenant_of(self, value: IssuerEntry) -> str:
-        return value.tenant_id
-
 
 def _fail() -> AuthenticationFailedError:
     return AuthenticationFailedError()
