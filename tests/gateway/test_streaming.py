@@ -106,5 +106,5 @@ def test_client_disconnect_cancels_the_run_and_keeps_spent_tokens(
     assert totals["output_tokens"] == first_call["output_tokens"]
     # The run was cancelled, not completed: the record came before a second 1.5 s call ended.
     assert elapsed < 1.5 + 1.5
-    r = httpx.get(f"{live_gateway}/metrics").text
-    assert 'gateway_runs_total{agent="assistant",status="cancelled",tenant="live"}' in r
+    metrics = httpx.get(f"{live_gateway}/metrics").text
+    assert 'gateway_runs_total{agent="assistant",status="cancelled",tenant="live"}' in metrics
