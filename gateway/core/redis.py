@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import hiredis
 from fastapi import Request
 from redis.asyncio import Redis
+from redis.asyncio.connection import AbstractConnection
+from redis.exceptions import DataError
 
 from gateway.core.config import Settings
 
@@ -29,7 +32,41 @@ def create_redis(settings: Settings) -> Redis | None:
         max_connections=settings.redis_max_connections,
         decode_responses=False,
     )
+    pool = client.connection_pool
+    pool.connection_class = hiredis_packing(pool.connection_class)
     return client
+
+
+class HiredisPacking(AbstractConnection):
+    """Packs commands with hiredis (C), as redis-py's synchronous client already does.
+
+    redis-py's asyncio connections pack every command in Python: 7.5 µs for the quota script's
+    EVALSHA (17 arguments), against 1.1 µs for `hiredis.pack_command` (and fewer chunks to write).
+    `python -m bench.limits_micro`: one run's limit calls 253 -> 233 µs of CPU.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        first = args[0]
+        if isinstance(first, str):
+            args = (*first.encode().split(), *args[1:])
+        elif b" " in first:
+            args = (*first.split(), *args[1:])
+        try:
+            return [hiredis.pack_command(args)]
+        except TypeError as exc:
+            raise DataError(str(exc)) from exc
+
+
+_PACKING: dict[type[AbstractConnection], type[AbstractConnection]] = {}
+
+
+def hiredis_packing(connection_class: type[AbstractConnection]) -> type[AbstractConnection]:
+    """`connection_class` (TCP, TLS or Unix socket, as the URL chose) packing with hiredis."""
+    packing = _PACKING.get(connection_class)
+    if packing is None:
+        name = f"Hiredis{connection_class.__name__}"
+        packing = _PACKING[connection_class] = type(name, (HiredisPacking, connection_class), {})
+    return packing
 
 
 async def get_redis(request: Request) -> Redis | None:

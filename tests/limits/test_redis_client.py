@@ -1,0 +1,61 @@
+"""The process Redis client (gateway/core/redis.py) against the real Redis: it packs commands
+with hiredis, and every kind of argument the gateway sends still round-trips unchanged."""
+
+from __future__ import annotations
+
+import pytest
+from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import DataError
+
+from gateway.core.config import Settings
+from gateway.core.redis import HiredisPacking, create_redis
+
+
+async def test_commands_round_trip_through_hiredis_packing(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = create_redis(Settings(redis_url=redis_url, redis_key_prefix=redis_prefix))
+    assert client is not None
+    conn_class = client.connection_pool.connection_class
+    assert issubclass(conn_class, HiredisPacking) and issubclass(conn_class, Connection)
+    key = f"{redis_prefix}packing"
+    try:
+        values: list[str | bytes | int | float] = ["héllo wörld ✓", b"\x00\xffraw", 42, -7, 2.5]
+        for value in values:
+            await client.set(key, value)
+            expected = value if isinstance(value, bytes) else str(value).encode()
+            assert await client.get(key) == expected
+        # a multi-word command name is split as redis-py does
+        assert await client.execute_command("CLIENT GETNAME") is None
+        # a Lua script with keys and mixed arguments (the quota scripts' shape)
+        script = client.register_script("return {KEYS[1], ARGV[1], ARGV[2], ARGV[3]}")
+        assert await script(keys=[key], args=["a b", 10, 1.5]) == [
+            key.encode(),
+            b"a b",
+            b"10",
+            b"1.5",
+        ]
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.set(key, "x").incrby(f"{key}:n", 3).get(key)
+            assert await pipe.execute() == [True, 3, b"x"]
+        with pytest.raises(DataError):
+            await client.set(key, None)  # type: ignore[arg-type]
+        assert await client.ping()
+    finally:
+        await client.delete(key, f"{key}:n")
+        await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("url", "base"),
+    [
+        ("redis://127.0.0.1:1/0", Connection),
+        ("rediss://127.0.0.1:1/0", SSLConnection),
+        ("unix:///tmp/none.sock", UnixDomainSocketConnection),
+    ],
+)
+def test_the_url_still_chooses_tcp_tls_or_unix(url: str, base: type) -> None:
+    client = create_redis(Settings(redis_url=url))
+    assert client is not None
+    conn_class = client.connection_pool.connection_class
+    assert issubclass(conn_class, base) and issubclass(conn_class, HiredisPacking)
