@@ -9,9 +9,8 @@ from fastapi import APIRouter, Depends, Request
 from gateway.auth.dependencies import current_principal
 from gateway.auth.principal import Principal
 from gateway.limits.dependencies import QuotasDep
-from gateway.limits.headers import add_headers
-from gateway.limits.policy import QuotaLimits, request_limits
-from gateway.limits.quotas import seconds_to_midnight
+from gateway.limits.headers import add_headers, token_headers
+from gateway.limits.policy import QuotaLimits, request_limits, seconds_to_midnight
 from gateway.limits.requests import WindowState
 
 router = APIRouter(tags=["limits"])
@@ -58,16 +57,10 @@ async def get_limits(
         quota.tokens_per_day, snapshot.tpd_used, seconds_to_midnight()
     )
     windows["max_concurrent_runs"] = _window(quota.max_concurrent_runs, snapshot.in_flight, 0.0)
-    tokens = windows["tokens_per_minute"] or windows["tokens_per_day"]
-    if tokens is not None:
-        add_headers(
-            request.scope["state"],
-            {
-                "x-ratelimit-limit-tokens": str(tokens["limit"]),
-                "x-ratelimit-remaining-tokens": str(tokens["remaining"]),
-                "x-ratelimit-reset-tokens": f"{tokens['reset_seconds']:.0f}s",
-            },
-        )
+    add_headers(
+        request.scope["state"],
+        token_headers(quota, snapshot.tpm_used, snapshot.tpm_reset_s, snapshot.tpd_used),
+    )
     limits = {
         "requests_per_minute": per_tenant,
         "requests_per_minute_per_user": per_user,

@@ -1,18 +1,32 @@
 """The OpenAI-style `x-ratelimit-*` headers (SPEC §6) and the middleware that adds them.
 
 Limit checks leave their headers in the request state (`ratelimit_headers`); this pure-ASGI
-middleware appends them to the response of every `/v1` request, errors included.
+middleware appends them to the response of every `/v1` request, errors included. Where a token
+limit applies and the request did not already learn the token windows (a run learns them at
+admission, `GET /v1/limits` from its own read), the middleware reads them from the quota store
+(one Redis round trip) so the `-tokens` trio is on every response of that tenant too.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.core.errors import GatewayError
+from gateway.limits.policy import QuotaLimits, seconds_to_midnight
 from gateway.limits.requests import WindowState
 
+if TYPE_CHECKING:
+    from gateway.auth.principal import Principal
+    from gateway.limits.quotas import QuotaService
+
+logger = logging.getLogger("gateway.limits")
+
 STATE_KEY = "ratelimit_headers"
+LIMIT_TOKENS = "x-ratelimit-limit-tokens"
 
 
 def request_headers(states: Iterable[WindowState]) -> dict[str, str]:
@@ -30,6 +44,23 @@ def request_headers(states: Iterable[WindowState]) -> dict[str, str]:
     }
 
 
+def token_headers(
+    limits: QuotaLimits, tpm_used: int, tpm_reset_s: float, tpd_used: int
+) -> dict[str, str]:
+    """The `-tokens` trio: the per-minute window when set, else the UTC day's."""
+    if limits.tokens_per_minute is not None:
+        limit, used, reset = limits.tokens_per_minute, tpm_used, tpm_reset_s
+    elif limits.tokens_per_day is not None:
+        limit, used, reset = limits.tokens_per_day, tpd_used, seconds_to_midnight()
+    else:
+        return {}
+    return {
+        LIMIT_TOKENS: str(limit),
+        "x-ratelimit-remaining-tokens": str(max(0, limit - used)),
+        "x-ratelimit-reset-tokens": f"{max(0.0, reset):.0f}s",
+    }
+
+
 def add_headers(scope_state: dict[str, object], headers: dict[str, str]) -> None:
     """Queue headers for the response of this request."""
     if not headers:
@@ -39,6 +70,24 @@ def add_headers(scope_state: dict[str, object], headers: dict[str, str]) -> None
         queued.update(headers)
     else:
         scope_state[STATE_KEY] = dict(headers)
+
+
+async def current_token_headers(scope: Scope) -> dict[str, str]:
+    """The `-tokens` trio of the request's tenant read now ({} when no token limit applies,
+    before authentication, or when the limits store cannot answer)."""
+    principal: Principal | None = scope["state"].get("principal")
+    if principal is None:
+        return {}
+    limits = QuotaLimits.of(principal.limits)
+    if not limits.metered:
+        return {}
+    quotas: QuotaService = scope["app"].state.quotas
+    try:
+        snapshot = await quotas.peek(principal)
+    except GatewayError as exc:  # fail-closed mode with Redis down: the response stands
+        logger.debug("limits: no token headers (%s)", exc.code)
+        return {}
+    return token_headers(limits, snapshot.tpm_used, snapshot.tpm_reset_s, snapshot.tpd_used)
 
 
 class RateLimitHeadersMiddleware:
@@ -55,9 +104,11 @@ class RateLimitHeadersMiddleware:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                queued = state.get(STATE_KEY)
+                queued: dict[str, str] = state.get(STATE_KEY) or {}
+                present = {name for name, _ in message.get("headers", [])}
+                if LIMIT_TOKENS not in queued and LIMIT_TOKENS.encode() not in present:
+                    queued = {**queued, **await current_token_headers(scope)}
                 if queued:
-                    present = {name for name, _ in message.get("headers", [])}
                     extra = [
                         (name.encode(), value.encode())
                         for name, value in queued.items()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,3 +56,8 @@ def request_limits(stored: dict[str, Any] | None) -> tuple[int | None, int | Non
     if not stored:
         return None, None
     return _limit(stored, REQUESTS_PER_MINUTE), _limit(stored, REQUESTS_PER_MINUTE_PER_USER)
+
+
+def seconds_to_midnight() -> float:
+    """Seconds until the next UTC day (when `tokens_per_day` resets)."""
+    return float(86_400 - int(time.time()) % 86_400)

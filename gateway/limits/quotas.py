@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import TypeVar
@@ -26,6 +25,7 @@ from gateway.auth.principal import Principal
 from gateway.core.config import Settings
 from gateway.core.errors import RateLimitedError
 from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
+from gateway.limits.headers import token_headers
 from gateway.limits.memory import MemoryQuotaStore
 from gateway.limits.policy import CONCURRENT_RUNS, TOKENS_PER_DAY, TOKENS_PER_MINUTE, QuotaLimits
 from gateway.limits.redis_store import RedisQuotaStore
@@ -311,20 +311,12 @@ class RunTicket:
 
     def token_headers(self) -> dict[str, str]:
         """The x-ratelimit-*-tokens trio as of admission (per-minute window when set)."""
-        admission, limits = self.admission, self.limits
+        admission = self.admission
         if admission is None:
             return {}
-        if limits.tokens_per_minute is not None:
-            limit, used, reset = limits.tokens_per_minute, admission.tpm_used, admission.tpm_reset_s
-        elif limits.tokens_per_day is not None:
-            limit, used, reset = limits.tokens_per_day, admission.tpd_used, seconds_to_midnight()
-        else:
-            return {}
-        return {
-            "x-ratelimit-limit-tokens": str(limit),
-            "x-ratelimit-remaining-tokens": str(max(0, limit - used)),
-            "x-ratelimit-reset-tokens": f"{max(0.0, reset):.0f}s",
-        }
+        return token_headers(
+            self.limits, admission.tpm_used, admission.tpm_reset_s, admission.tpd_used
+        )
 
 
 async def _renew(tenant_id: str, run_ids: list[str], store: QuotaStore) -> None:
@@ -344,8 +336,3 @@ def _stores(stores: Iterable[QuotaStore]) -> list[QuotaStore]:
         if not any(store is s for s in seen):
             seen.append(store)
     return seen
-
-
-def seconds_to_midnight() -> float:
-    """Seconds until the next UTC day (when `tokens_per_day` resets)."""
-    return float(86_400 - int(time.time()) % 86_400)

@@ -53,10 +53,22 @@ def user_key(principal: Principal) -> str:
     return f"u:{principal.tenant_id}:{principal.user}"
 
 
+class PerMinute(RateLimitItemPerMinute):
+    """`amount` requests per minute, windowed under a key that does not name the amount.
+
+    `limits` puts the amount in the key, so a PATCH of `requests_per_minute` from 100 to 50
+    would open a new, empty window and admit 50 more at once. Keyed by the identity alone,
+    the moving window carries over: the new amount applies to the requests already counted.
+    """
+
+    def key_for(self, *identifiers: bytes | str | int | float) -> str:
+        return "/".join((self.namespace, *map(str, identifiers), self.GRANULARITY.name))
+
+
 @lru_cache(maxsize=1024)
 def per_minute(amount: int) -> RateLimitItem:
     """The (shared, immutable) limit item of `amount` requests per minute."""
-    return RateLimitItemPerMinute(amount)
+    return PerMinute(amount)
 
 
 @dataclass(frozen=True, slots=True)

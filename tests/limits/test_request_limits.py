@@ -87,6 +87,46 @@ async def test_patch_takes_effect_within_the_cache_ttl(gw: Gateway) -> None:
     assert r.headers["x-ratelimit-limit-requests"] == "1"
 
 
+async def _patch_rpm(gw: Gateway, tenant_id: str, rpm: int) -> None:
+    r = await gw.client.patch(
+        f"/admin/tenants/{tenant_id}", json={"limits": {"requests_per_minute": rpm}}, headers=ADMIN
+    )
+    assert r.status_code == 200, r.text
+
+
+async def test_changing_the_limit_keeps_the_window(gw: Gateway) -> None:
+    """A PATCH applies the new limit to the requests already counted this minute: raising it
+    from 20 to 8 after 5 requests admits 3 more, not 8 more; lowering it to 3 refuses at once."""
+    tenant = await limited_tenant(gw, "acme", requests_per_minute=20)
+    admitted = 0
+    for _ in range(5):
+        r = await gw.client.get("/v1/agents", headers=tenant.headers)
+        assert r.status_code == 200
+        admitted += 1
+    await _patch_rpm(gw, tenant.id, 8)
+    seen_new_limit = False
+    while True:
+        r = await gw.client.get("/v1/agents", headers=tenant.headers)
+        if r.status_code == 429:
+            break
+        admitted += 1
+        assert admitted <= 20, "the limit never dropped"
+        if r.headers["x-ratelimit-limit-requests"] == "8" and not seen_new_limit:
+            seen_new_limit = True
+            # counted in the same window: 8 minus everything admitted so far, this one included
+            assert r.headers["x-ratelimit-remaining-requests"] == str(8 - admitted)
+    assert r.headers["x-ratelimit-limit-requests"] == "8"
+    assert admitted == 8
+
+    other = await limited_tenant(gw, "other", requests_per_minute=20)
+    for _ in range(5):
+        assert (await gw.client.get("/v1/agents", headers=other.headers)).status_code == 200
+    await _patch_rpm(gw, other.id, 3)
+    r = await gw.client.get("/v1/agents", headers=other.headers)
+    assert r.status_code == 429, "5 requests this minute already exceed the new limit of 3"
+    assert r.headers["x-ratelimit-limit-requests"] == "3"
+
+
 async def test_limits_endpoint_shows_limits_and_what_is_left(gw: Gateway) -> None:
     tenant = await limited_tenant(
         gw, "acme", requests_per_minute=10, tokens_per_day=100_000, max_concurrent_runs=3
@@ -140,3 +180,38 @@ async def test_per_user_key_function(sqlite_url: str) -> None:
     assert isinstance(exc.value.error, RateLimitedError)
     assert exc.value.error.code == "requests_per_minute_per_user"
     assert len(limiter.check(bob)) == 2
+
+
+async def test_token_headers_on_every_v1_response_where_a_token_limit_applies(
+    gw: Gateway,
+) -> None:
+    tenant = await limited_tenant(gw, "acme", requests_per_minute=50, tokens_per_day=100_000)
+    r = await gw.client.post(
+        "/v1/agents/assistant/runs", json={"input": "hello there"}, headers=tenant.headers
+    )
+    assert r.status_code == 200, r.text
+    spent = r.json()["usage"]["total_tokens"]
+    responses = {
+        "agents": await gw.client.get("/v1/agents", headers=tenant.headers),
+        "usage": await gw.client.get("/v1/usage", headers=tenant.headers),
+        "unknown agent": await gw.client.post(
+            "/v1/agents/nope/runs", json={"input": "hi"}, headers=tenant.headers
+        ),
+        "bad body": await gw.client.post(
+            "/v1/agents/assistant/runs", json={"inputs": "hi"}, headers=tenant.headers
+        ),
+    }
+    assert [r.status_code for r in responses.values()] == [200, 200, 404, 422]
+    for what, r in responses.items():
+        assert r.headers.get("x-ratelimit-limit-tokens") == "100000", what
+        assert r.headers["x-ratelimit-remaining-tokens"] == str(100_000 - spent), what
+        assert r.headers["x-ratelimit-reset-tokens"].endswith("s"), what
+        assert r.headers["x-ratelimit-limit-requests"] == "50", what
+
+    only_requests = await limited_tenant(gw, "calm", requests_per_minute=50)
+    r = await gw.client.get("/v1/agents", headers=only_requests.headers)
+    assert r.headers["x-ratelimit-limit-requests"] == "50"
+    assert "x-ratelimit-limit-tokens" not in r.headers
+    r = await gw.client.get("/v1/agents")  # no credential: no tenant, no limit headers
+    assert r.status_code == 401
+    assert "x-ratelimit-limit-tokens" not in r.headers
