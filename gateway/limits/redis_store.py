@@ -2,10 +2,19 @@
 
 Keys (all under `GATEWAY_REDIS_KEY_PREFIX`, per tenant id):
 
-    q:lease:<tenant>     zset run id -> lease expiry (ms); expired leases are pruned on admit
-    q:resv:<tenant>      zset reservation id -> expiry (ms); open reservations only
-    q:tpm:<tenant>       hash second -> tokens (the rolling minute = the last 60 seconds)
-    q:tpd:<tenant>:<day> tokens of one UTC day (day = epoch seconds // 86400)
+    q:{<tenant>}:lease      zset run id -> lease expiry (ms); expired leases are pruned on admit
+    q:{<tenant>}:resv       zset reservation id -> expiry (ms); open reservations only
+    q:{<tenant>}:tpm        hash second -> tokens (the rolling minute = the last 60 seconds)
+    q:{<tenant>}:tpd:<day>  tokens of one UTC day (day = epoch seconds // 86400)
+
+Redis Cluster safe: the `{<tenant>}` hash tag puts all of a tenant's keys on one slot, and the
+scripts touch only the keys they are given. A script cannot name the day key itself, so each
+call passes the day keys of yesterday, today and tomorrow by this replica's clock (and
+yesterday's day number); the script picks the one of Redis `TIME`'s day. A replica whose UTC
+day is more than one off Redis's gets an error ('clock skew'), handled as any Redis failure.
+A settlement adjusts the day key of its reservation's day when it is among the three, else
+(a reservation over a day old) only the minute window: that day's counter is no longer read.
+(A prefix with its own `{...}` puts every tenant on that one slot; still safe, less spread.)
 
 Every key carries a TTL, so a crashed replica's leases and reservations vanish by themselves;
 a live replica renews the leases of its runs in flight (`renew.lua`), so a model call longer
@@ -17,7 +26,8 @@ releases the lease.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from importlib.resources import files
 from typing import Any
 
@@ -28,6 +38,7 @@ from gateway.limits.store import Admission, Reservation, Settlement, Snapshot
 
 _SCRIPTS = files("gateway.limits").joinpath("scripts")
 _KEYS_CACHE = 4096
+_DAY_S = 86_400
 
 
 def _script(name: str) -> str:
@@ -44,26 +55,30 @@ class RedisQuotaStore:
         self._quota = redis.register_script(_script("quota.lua"))
         self._peek = redis.register_script(_script("peek.lua"))
         self._renew = redis.register_script(_script("renew.lua"))
-        self._keys: dict[str, list[str]] = {}
+        self._keys: dict[str, tuple[str, str, str, str]] = {}
+        self.clock: Callable[[], float] = time.time
+        """This replica's clock (epoch seconds): which three day keys a call passes."""
 
     def keys(self, tenant_id: str) -> tuple[str, str, str, str]:
-        """(lease, reservations, tokens-per-minute, tokens-per-day prefix) of a tenant."""
-        lease, resv, tpm, tpd = self._tenant_keys(tenant_id)
-        return lease, resv, tpm, tpd
+        """(lease, reservations, tokens-per-minute, tokens-per-day prefix) of a tenant; the
+        tokens-per-day key of a day is the prefix + `str(day)`."""
+        return self._tenant_keys(tenant_id)
 
-    def _tenant_keys(self, tenant_id: str) -> list[str]:
+    def _tenant_keys(self, tenant_id: str) -> tuple[str, str, str, str]:
         keys = self._keys.get(tenant_id)
         if keys is None:
             if len(self._keys) >= _KEYS_CACHE:
                 self._keys.clear()
-            p = self.prefix
-            keys = self._keys[tenant_id] = [
-                f"{p}lease:{tenant_id}",
-                f"{p}resv:{tenant_id}",
-                f"{p}tpm:{tenant_id}",
-                f"{p}tpd:{tenant_id}:",
-            ]
+            p = f"{self.prefix}{{{tenant_id}}}:"
+            keys = self._keys[tenant_id] = (p + "lease", p + "resv", p + "tpm", p + "tpd:")
         return keys
+
+    def _script_keys(self, tenant_id: str) -> tuple[list[str], int]:
+        """`quota.lua`'s KEYS (lease, reservations, tpm, the day keys of yesterday, today and
+        tomorrow) and the base day (yesterday), by this replica's clock."""
+        lease, resv, tpm, tpd = self._tenant_keys(tenant_id)
+        base = int(self.clock()) // _DAY_S - 1
+        return [lease, resv, tpm, tpd + str(base), tpd + str(base + 1), tpd + str(base + 2)], base
 
     def settlement_args(self, settlements: Sequence[Settlement]) -> list[Any]:
         """The script arguments of `settlements` (a method, so tests can see every one)."""
@@ -86,8 +101,9 @@ class RedisQuotaStore:
         amount: int = 0,
     ) -> Admission:
         ttl = self.ttl_ms
+        keys, base = self._script_keys(tenant_id)
         reply = await self._quota(
-            keys=self._tenant_keys(tenant_id),
+            keys=keys,
             args=[
                 "a",
                 run_id,
@@ -98,6 +114,7 @@ class RedisQuotaStore:
                 ttl,
                 reservation_id,
                 amount,
+                base,
             ],
         )
         code, in_flight, tpm_used, tpd_used, retry_ms, reset_ms = reply[:6]
@@ -118,6 +135,7 @@ class RedisQuotaStore:
         holds_lease: bool,
         settlements: Sequence[Settlement] = (),
     ) -> Reservation:
+        keys, base = self._script_keys(tenant_id)
         args: list[Any] = [
             "r",
             run_id,
@@ -128,10 +146,11 @@ class RedisQuotaStore:
             self.ttl_ms,
             reservation_id,
             amount,
+            base,
         ]
         if settlements:
             args += self.settlement_args(settlements)
-        reply = await self._quota(keys=self._tenant_keys(tenant_id), args=args)
+        reply = await self._quota(keys=keys, args=args)
         return _reservation(reply, reservation_id, amount)
 
     async def settle(self, tenant_id: str, reservation: Reservation, actual: int) -> None:
@@ -140,14 +159,16 @@ class RedisQuotaStore:
     async def release(
         self, tenant_id: str, run_id: str | None, settlements: Sequence[Settlement] = ()
     ) -> None:
-        args: list[Any] = ["e", run_id or "", 0, 0, 0, 0, 0, "", 0]
+        keys, base = self._script_keys(tenant_id)
+        args: list[Any] = ["e", run_id or "", 0, 0, 0, 0, 0, "", 0, base]
         if settlements:
             args += self.settlement_args(settlements)
-        await self._quota(keys=self._tenant_keys(tenant_id), args=args)
+        await self._quota(keys=keys, args=args)
 
     async def peek(self, tenant_id: str) -> Snapshot:
-        lease, _, tpm, tpd = self._tenant_keys(tenant_id)
-        in_flight, tpm_used, tpd_used, reset_ms = await self._peek(keys=[lease, tpm, tpd])
+        keys, base = self._script_keys(tenant_id)
+        del keys[1]  # no reservations read
+        in_flight, tpm_used, tpd_used, reset_ms = await self._peek(keys=keys, args=[base])
         return Snapshot(int(in_flight), int(tpm_used), int(tpd_used), reset_ms / 1000)
 
     async def renew(self, tenant_id: str, run_ids: Sequence[str]) -> None:

@@ -24,7 +24,7 @@ async def test_a_model_call_longer_than_the_lease_ttl_keeps_the_lease(
         slow = asyncio.create_task(
             gw.client.post(RUN, json={"input": "hello [[latency:2500]]"}, headers=tenant.headers)
         )
-        lease_key = f"{redis_settings['redis_key_prefix']}q:lease:{tenant.id}"
+        lease_key = gw.app.state.quotas.redis.keys(tenant.id)[0]
         client = aioredis.Redis.from_url(redis_settings["redis_url"])
         try:
             for _ in range(100):  # until the slow run holds its lease

@@ -1,27 +1,38 @@
 -- One atomic step of a run's quota protocol: one round trip at admission (lease + the first
 -- model call's reservation), one per further model call, one at the end.
+-- Every key is declared in KEYS and carries the tenant's hash tag (Redis Cluster: one slot).
 -- KEYS: lease zset, reservation zset, tokens-per-minute hash (second -> tokens),
---       tokens-per-day key prefix (+ day)
+--       then the tokens-per-day keys of days base, base + 1, base + 2
 -- ARGV: op ('a' admit, 'r' reserve, 'e' end), run_id ('' at the end: no lease to release),
 --       lease_ttl_ms (0: no lease held / wanted), max_concurrent, tpm_limit, tpd_limit
 --       (0 = no such limit), reservation_ttl_ms, reservation_id, amount (0: reserve nothing),
+--       base day (the caller's day - 1, day = epoch seconds // 86400),
 --       then settlements: (reservation_id, delta = real - reserved, bucket second, day) each.
+-- The clock is Redis TIME: 'a' and 'r' count on the day key of TIME's day; when that day is
+-- not among the three keys (the caller's UTC day is more than one off), they answer an error
+-- ('clock skew') after the settlements, which the caller takes as a Redis failure.
 -- Settlements are applied first, whatever the outcome of the rest.
 -- returns
 --   'a': {code (0 ok, 1 concurrent, 2 tpm, 3 tpd), in_flight, tpm_used, tpd_used, retry_ms,
 --         tpm_reset_ms, then the reservation: code, tpm_used, tpd_used, retry_ms, bucket, day}
 --   'r': {code (0 ok, 2 tpm, 3 tpd), tpm_used, tpd_used, retry_ms, bucket second, day}
 --   'e': 1
-for i = 10, #ARGV, 4 do
+local base = tonumber(ARGV[10])
+for i = 11, #ARGV, 4 do
     redis.call('ZREM', KEYS[2], ARGV[i])
     local delta = tonumber(ARGV[i + 1])
     if delta ~= 0 then
         if redis.call('HEXISTS', KEYS[3], ARGV[i + 2]) == 1 then
             redis.call('HINCRBY', KEYS[3], ARGV[i + 2], delta)
         end
-        local day_key = KEYS[4] .. ARGV[i + 3]
-        if redis.call('EXISTS', day_key) == 1 then
-            redis.call('INCRBY', day_key, delta)
+        -- A reservation of a day before `base` (more than a day old) has no key here: its
+        -- day part is skipped (that day is over, nothing reads its counter any more).
+        local index = tonumber(ARGV[i + 3]) - base
+        if index >= 0 and index <= 2 then
+            local day_key = KEYS[4 + index]
+            if redis.call('EXISTS', day_key) == 1 then
+                redis.call('INCRBY', day_key, delta)
+            end
         end
     end
 end
@@ -36,6 +47,10 @@ local t = redis.call('TIME')
 local now_s = tonumber(t[1])
 local now_ms = now_s * 1000 + math.floor(tonumber(t[2]) / 1000)
 local day = math.floor(now_s / 86400)
+if day < base or day > base + 2 then
+    return redis.error_reply('clock skew: Redis day ' .. day .. ', caller day ' .. (base + 1))
+end
+local tpd_key = KEYS[4 + day - base]
 local lease_ttl = tonumber(ARGV[3])
 local max_concurrent = tonumber(ARGV[4])
 local tpm_limit = tonumber(ARGV[5])
@@ -56,7 +71,6 @@ for i = 1, #flat, 2 do
         if oldest == nil or sec < oldest then oldest = sec end
     end
 end
-local tpd_key = KEYS[4] .. day
 local tpd_used = tonumber(redis.call('GET', tpd_key) or '0')
 
 -- Reserve `amount` tokens (the next model call's estimated input + max output).

@@ -1,0 +1,197 @@
+"""The quota store's Redis keys against the real Redis: one Redis Cluster slot per tenant (every
+key carries the `{<tenant>}` hash tag, and the scripts touch only the keys they are given), the
+tokens-per-day counter on the key of the current UTC day, settlements on their reservation's day,
+and a replica clock more than a day off refused as a Redis error."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from redis.crc import key_slot
+from redis.exceptions import ResponseError
+
+from gateway.limits.policy import QuotaLimits
+from gateway.limits.redis_store import RedisQuotaStore
+from gateway.limits.store import OK, TPD, Reservation
+
+DAY_S = 86_400
+LIMITS = QuotaLimits(tokens_per_minute=10**6, tokens_per_day=10**7, max_concurrent_runs=5)
+
+
+@pytest.fixture
+async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def store(client: aioredis.Redis, redis_prefix: str) -> RedisQuotaStore:
+    return RedisQuotaStore(client, prefix=redis_prefix, lease_ttl_s=30)
+
+
+async def redis_day(client: aioredis.Redis) -> int:
+    """The current UTC day by Redis `TIME` (the scripts' clock)."""
+    seconds, _ = await client.time()
+    return int(seconds) // DAY_S
+
+
+async def stored_keys(client: aioredis.Redis, prefix: str) -> set[str]:
+    return {k.decode() async for k in client.scan_iter(match=f"{prefix}*", count=1000)}
+
+
+async def tpm_total(client: aioredis.Redis, key: str) -> int:
+    return sum(int(v) for v in (await client.hgetall(key)).values())
+
+
+def shifted(offset_s: float) -> Callable[[], float]:
+    """A replica clock `offset_s` off the real one."""
+    return lambda: time.time() + offset_s
+
+
+def spy_declared(store: RedisQuotaStore) -> set[str]:
+    """Every key the store declares (KEYS) to any of its scripts."""
+    declared: set[str] = set()
+    for name in ("_quota", "_peek", "_renew"):
+        script = getattr(store, name)
+
+        async def spy(*, keys: list[str], args: Any = (), _script: Any = script) -> Any:
+            declared.update(keys)
+            return await _script(keys=keys, args=args)
+
+        setattr(store, name, spy)
+    return declared
+
+
+async def test_every_key_of_a_tenant_is_in_one_cluster_slot(
+    client: aioredis.Redis, store: RedisQuotaStore, redis_prefix: str
+) -> None:
+    declared = spy_declared(store)
+    seen: set[str] = set()
+    tenants = ("ten_alpha", "ten_bravo")
+    for tid in tenants:
+        admission = await store.admit(tid, "run_1", LIMITS, "run_1:1", 120)
+        assert admission.code == OK and admission.reservation is not None
+        assert admission.reservation.code == OK
+        seen |= await stored_keys(client, redis_prefix)  # lease, reservation, tpm, tpd
+        second = await store.reserve(
+            tid, "run_1", "run_1:2", 80, LIMITS, True, [(admission.reservation, 100)]
+        )
+        assert second.code == OK
+        await store.renew(tid, ["run_1"])
+        await store.peek(tid)
+        seen |= await stored_keys(client, redis_prefix)
+        await store.release(tid, "run_1", [(second, 60)])
+        seen |= await stored_keys(client, redis_prefix)
+
+    day = await redis_day(client)
+    for tid in tenants:
+        tag = f"{redis_prefix}q:{{{tid}}}:"
+        mine = {k for k in seen if k.startswith(tag)}
+        # the four kinds of keys, named with the tenant's hash tag
+        assert mine == {tag + "lease", tag + "resv", tag + "tpm", tag + f"tpd:{day}"}
+        assert store.keys(tid) == (tag + "lease", tag + "resv", tag + "tpm", tag + "tpd:")
+        # one slot: the CRC16 of the hash tag alone, as Redis Cluster computes it
+        slots = {key_slot(k.encode()) for k in mine}
+        assert slots == {key_slot(tid.encode())}
+    assert len(seen) == 8  # nothing else under the prefix
+    # every key the scripts created was declared to them (no key name built inside a script),
+    # and every key declared in one call is of one tenant: one slot per script call
+    assert seen <= declared
+    for tid in tenants:
+        tag = f"{redis_prefix}q:{{{tid}}}:"
+        assert {key_slot(k.encode()) for k in declared if k.startswith(tag)} == {
+            key_slot(tid.encode())
+        }
+    assert all(k.startswith(tuple(f"{redis_prefix}q:{{{t}}}:" for t in tenants)) for k in declared)
+
+
+async def test_tokens_per_day_count_on_todays_key_end_to_end(
+    client: aioredis.Redis, store: RedisQuotaStore
+) -> None:
+    tid = "ten_daily"
+    _, _, tpm, tpd = store.keys(tid)
+    admission = await store.admit(tid, "run_1", LIMITS, "run_1:1", 150)
+    reservation = admission.reservation
+    assert admission.code == OK and reservation is not None and reservation.code == OK
+    day = await redis_day(client)
+    assert reservation.day == day
+    today = tpd + str(day)
+    # reserved: both windows hold the reservation, on today's key alone
+    assert int(await client.get(today) or 0) == 150
+    assert await tpm_total(client, tpm) == 150
+    assert not await client.exists(tpd + str(day - 1), tpd + str(day + 1))
+    assert 0 < await client.ttl(today) <= 90_000
+    snapshot = await store.peek(tid)
+    assert (snapshot.in_flight, snapshot.tpm_used, snapshot.tpd_used) == (1, 150, 150)
+    # settled to the real usage when the run ends
+    await store.release(tid, "run_1", [(reservation, 42)])
+    assert int(await client.get(today) or 0) == 42
+    assert await tpm_total(client, tpm) == 42
+    snapshot = await store.peek(tid)
+    assert (snapshot.in_flight, snapshot.tpm_used, snapshot.tpd_used) == (0, 42, 42)
+    # the next admission sees today's 42 against the daily budget
+    tight = QuotaLimits(tokens_per_day=50)
+    assert (await store.admit(tid, "run_2", tight, "run_2:1", 8)).code == OK
+    refused = await store.reserve(tid, "run_2", "run_2:2", 1, tight, False)
+    assert refused.code == TPD and refused.tpd_used == 50
+
+
+async def test_a_settlement_adjusts_the_day_of_its_reservation(
+    client: aioredis.Redis, store: RedisQuotaStore
+) -> None:
+    tid = "ten_midnight"
+    _, _, tpm, tpd = store.keys(tid)
+    day = await redis_day(client)
+    yesterday, today, older = tpd + str(day - 1), tpd + str(day), tpd + str(day - 2)
+    await client.set(yesterday, 500, ex=3600)
+    await client.set(older, 900, ex=3600)
+    admission = await store.admit(tid, "run_1", LIMITS, "run_1:1", 100)
+    assert admission.reservation is not None and admission.reservation.code == OK
+    assert int(await client.get(today) or 0) == 100
+
+    # reserved 200 yesterday (just before midnight), really used 50: yesterday's key gives back
+    # 150, today's is untouched (its bucket second has left the minute window: no tpm change)
+    old_bucket = (day - 1) * DAY_S + DAY_S - 1
+    before_midnight = Reservation(OK, "run_0:1", 200, 0, 0, 0.0, old_bucket, day - 1)
+    await store.settle(tid, before_midnight, 50)
+    assert int(await client.get(yesterday) or 0) == 350
+    assert int(await client.get(today) or 0) == 100
+    assert await tpm_total(client, tpm) == 100
+
+    # a reservation more than a day old: its day is not among the keys passed; skipped
+    two_days_ago = Reservation(OK, "run_x:1", 200, 0, 0, 0.0, old_bucket - DAY_S, day - 2)
+    await store.settle(tid, two_days_ago, 0)
+    assert int(await client.get(older) or 0) == 900
+    assert int(await client.get(yesterday) or 0) == 350
+    assert int(await client.get(today) or 0) == 100
+
+
+async def test_a_replica_clock_more_than_a_day_off_is_a_redis_error(
+    client: aioredis.Redis, store: RedisQuotaStore
+) -> None:
+    tid = "ten_skew"
+    _, _, _, tpd = store.keys(tid)
+    day = await redis_day(client)
+    # hours off: still counted on Redis's day (the script's clock), not the replica's
+    store.clock = shifted(20 * 3600)
+    admission = await store.admit(tid, "run_1", LIMITS, "run_1:1", 30)
+    assert admission.reservation is not None and admission.reservation.day == day
+    assert int(await client.get(tpd + str(day)) or 0) == 30
+    assert (await store.peek(tid)).tpd_used == 30
+    # two days off: refused with an error reply (the quota service takes it as a Redis failure)
+    for off in (2 * DAY_S, -2 * DAY_S):
+        store.clock = shifted(off)
+        with pytest.raises(ResponseError, match="clock skew"):
+            await store.admit(tid, "run_2", LIMITS, "run_2:1", 30)
+        with pytest.raises(ResponseError, match="clock skew"):
+            await store.reserve(tid, "run_1", "run_1:2", 30, LIMITS, True)
+        with pytest.raises(ResponseError, match="clock skew"):
+            await store.peek(tid)
+    store.clock = time.time
+    assert int(await client.get(tpd + str(day)) or 0) == 30
+    assert (await store.peek(tid)).in_flight == 1  # run_2 was not admitted
