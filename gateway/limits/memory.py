@@ -136,7 +136,8 @@ class MemoryQuotaStore:
     @staticmethod
     def _settle(state: _Tenant, settlements: Sequence[Settlement]) -> None:
         for reservation, actual in settlements:
-            state.reservations.pop(reservation.reservation_id, None)
+            if state.reservations.pop(reservation.reservation_id, None) is None:
+                continue  # settled already, or expired: keeps its reserved amount (as Redis)
             delta = actual - reservation.amount
             if delta:
                 if reservation.bucket in state.minute:

@@ -158,6 +158,9 @@ async def test_a_settlement_adjusts_the_day_of_its_reservation(
     # 150, today's is untouched (its bucket second has left the minute window: no tpm change)
     old_bucket = (day - 1) * DAY_S + DAY_S - 1
     before_midnight = Reservation(OK, "run_0:1", 200, 0, 0, 0.0, old_bucket, day - 1)
+    _, resv, _, _ = store.keys(tid)
+    far = int(time.time() * 1000) + 60_000
+    await client.zadd(resv, {"run_0:1": far, "run_x:1": far})  # both still open
     await store.settle(tid, before_midnight, 50)
     assert int(await client.get(yesterday) or 0) == 350
     assert int(await client.get(today) or 0) == 100
@@ -195,3 +198,32 @@ async def test_a_replica_clock_more_than_a_day_off_is_a_redis_error(
     store.clock = time.time
     assert int(await client.get(tpd + str(day)) or 0) == 30
     assert (await store.peek(tid)).in_flight == 1  # run_2 was not admitted
+
+
+@pytest.mark.parametrize("kind", ["redis", "memory"])
+async def test_a_settlement_applies_once_even_when_the_step_is_retried(
+    kind: str, store: RedisQuotaStore
+) -> None:
+    """The Redis client retries a step once when its connection died; if Redis had run the
+    step, the settlement arrives twice: it must count once (no undercount, no overshoot)."""
+    from gateway.limits.memory import MemoryQuotaStore
+
+    quota: RedisQuotaStore | MemoryQuotaStore = (
+        store if kind == "redis" else MemoryQuotaStore(lease_ttl_s=30)
+    )
+    tid = f"ten_retry_{kind}"
+    admission = await quota.admit(tid, "run_1", LIMITS, "run_1:1", 150)
+    first = admission.reservation
+    assert first is not None and first.code == OK
+    second = await quota.reserve(tid, "run_1", "run_1:2", 100, LIMITS, True, [(first, 40)])
+    assert second.code == OK
+    assert (await quota.peek(tid)).tpd_used == 40 + 100
+    # the same step again (a retry after a lost reply): first's settlement must not repeat
+    again = await quota.reserve(tid, "run_1", "run_1:2", 100, LIMITS, True, [(first, 40)])
+    assert again.code == OK
+    await quota.release(tid, "run_1", [(second, 30)])
+    await quota.release(tid, "run_1", [(second, 30)])
+    snapshot = await quota.peek(tid)
+    # 40 + 30 really used, plus the retried reservation of 100 (pessimistic, never lower)
+    assert snapshot.tpd_used == 40 + 30 + 100
+    assert snapshot.in_flight == 0

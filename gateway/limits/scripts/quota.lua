@@ -11,7 +11,7 @@
 -- The clock is Redis TIME: 'a' and 'r' count on the day key of TIME's day; when that day is
 -- not among the three keys (the caller's UTC day is more than one off), they answer an error
 -- ('clock skew') after the settlements, which the caller takes as a Redis failure.
--- Settlements are applied first, whatever the outcome of the rest.
+-- Settlements are applied first, whatever the outcome of the rest, each at most once.
 -- returns
 --   'a': {code (0 ok, 1 concurrent, 2 tpm, 3 tpd), in_flight, tpm_used, tpd_used, retry_ms,
 --         tpm_reset_ms, then the reservation: code, tpm_used, tpd_used, retry_ms, bucket, day}
@@ -19,9 +19,11 @@
 --   'e': 1
 local base = tonumber(ARGV[10])
 for i = 11, #ARGV, 4 do
-    redis.call('ZREM', KEYS[2], ARGV[i])
+    -- Only an open reservation settles, once: a step retried after its reply was lost finds
+    -- it gone. One pruned by its TTL (a call longer than the TTL) keeps its reserved amount.
+    local open = redis.call('ZREM', KEYS[2], ARGV[i]) == 1
     local delta = tonumber(ARGV[i + 1])
-    if delta ~= 0 then
+    if open and delta ~= 0 then
         if redis.call('HEXISTS', KEYS[3], ARGV[i + 2]) == 1 then
             redis.call('HINCRBY', KEYS[3], ARGV[i + 2], delta)
         end
