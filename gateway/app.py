@@ -48,7 +48,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         retry_s=settings.limits_redis_retry_s, fail_open=settings.limits_failure_mode == "open"
     )
     app.state.request_limiter = RequestLimiter(settings, breaker)
-    app.state.quotas = quotas = QuotaService(settings, redis, breaker)
+    # Its own client: every quota call is time-boxed by QuotaService itself.
+    quota_redis = create_redis(settings, caller_timeouts=True)
+    app.state.quotas = quotas = QuotaService(settings, quota_redis, breaker)
     app.state.db = db
     app.state.recorder = recorder
     app.state.providers = providers
@@ -95,8 +97,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await recorder.close()
         await telemetry.stop()
         await providers.close()
-        if redis is not None:
-            await redis.aclose()
+        for client in (redis, quota_redis):
+            if client is not None:
+                await client.aclose()
         await db.dispose()
 
 

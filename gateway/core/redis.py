@@ -1,8 +1,9 @@
-"""The shared Redis client (limits, quotas, leases, cache invalidation across replicas).
+"""The Redis clients (limits, quotas, leases, cache invalidation across replicas).
 
-One `redis.asyncio.Redis` per process, created in the lifespan when `GATEWAY_REDIS_URL` is set.
-Every call is time-boxed by the socket timeouts (`GATEWAY_REDIS_TIMEOUT_MS`, default 100 ms), so
-a slow or dead Redis costs a request at most that long and never hangs it.
+Created in the lifespan when `GATEWAY_REDIS_URL` is set: the shared client, whose every call is
+time-boxed by the socket timeouts (`GATEWAY_REDIS_TIMEOUT_MS`, default 100 ms), and the quota
+service's, whose every call the service time-boxes with `asyncio.timeout` (same bound). Either
+way a slow or dead Redis costs a request at most that long and never hangs it.
 """
 
 from __future__ import annotations
@@ -13,21 +14,32 @@ import hiredis
 from fastapi import Request
 from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
-from redis.exceptions import DataError
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError, DataError
 
 from gateway.core.config import Settings
 
 
-def create_redis(settings: Settings) -> Redis | None:
-    """The process client, or None in embedded mode (no `GATEWAY_REDIS_URL`)."""
+def create_redis(settings: Settings, *, caller_timeouts: bool = False) -> Redis | None:
+    """A process client, or None in embedded mode (no `GATEWAY_REDIS_URL`).
+
+    With `caller_timeouts`, reads and writes carry no socket timeout of their own: for a caller
+    that wraps every call in `asyncio.timeout` (the quota service). redis-py runs each timed
+    write in a task of its own (`asyncio.wait_for`), about 10 µs of CPU per command that such a
+    caller does not need; the connect timeout stays.
+    """
     if not settings.redis_url:
         return None
     timeout = settings.redis_timeout_ms / 1000
     client: Redis = Redis.from_url(
         settings.redis_url,
-        socket_timeout=timeout,
+        socket_timeout=None if caller_timeouts else timeout,
         socket_connect_timeout=timeout,
         retry_on_timeout=False,
+        # One immediate retry on a fresh connection when a pooled one turns out dead (after a
+        # Redis restart every idle connection is). Timeouts are not retried.
+        retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
         health_check_interval=0,
         max_connections=settings.redis_max_connections,
         decode_responses=False,

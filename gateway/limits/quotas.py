@@ -179,11 +179,13 @@ class QuotaService:
         snapshot, _ = await self.call(lambda s: s.peek(principal.tenant_id))
         return snapshot
 
-    def in_background(self, work: Awaitable[None]) -> None:
-        """Finish `work` even though the caller is being cancelled (client gone)."""
+    def in_background(self, work: Awaitable[None]) -> asyncio.Future[None]:
+        """Finish `work` even though the caller is being cancelled (client gone); drained at
+        shutdown."""
         task = asyncio.ensure_future(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     async def drain(self) -> None:
         """Stop renewing and wait for background settlements (at shutdown)."""

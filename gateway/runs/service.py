@@ -4,6 +4,7 @@ its usage, and always settle (usage record + metrics) however the run ends.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -70,12 +71,22 @@ class RunHandle:
         }
 
     async def finish(self, status: str) -> None:
-        """Release the run's lease and reservations, then settle (usage record + metrics)."""
+        """Release the run's lease and reservations, and settle (usage record + metrics).
+
+        The release is sent first and its round trip overlaps the settling; it is awaited
+        before this returns, so the slot is free before the client sees the response. It runs
+        in its own task, shielded: a cancelled request still completes its release.
+        """
+        closing: asyncio.Future[None] | None = None
+        ticket = self.ticket
         try:
-            if self.ticket is not None and status != "cancelled":
-                await self.ticket.close()
+            if ticket is not None and status != "cancelled" and ticket.limits.any:
+                closing = ticket.service.in_background(ticket.close())
+                await asyncio.sleep(0)  # the task runs up to its first wait: the command is sent
         finally:
             self.settle(status)
+            if closing is not None:
+                await asyncio.shield(closing)
 
     def settle(self, status: str) -> None:
         """Record usage and metrics exactly once, whatever the outcome."""

@@ -3,12 +3,15 @@ with hiredis, and every kind of argument the gateway sends still round-trips unc
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from redis.asyncio.connection import Connection, SSLConnection, UnixDomainSocketConnection
-from redis.exceptions import DataError
+from redis.exceptions import ConnectionError, DataError
 
 from gateway.core.config import Settings
 from gateway.core.redis import HiredisPacking, create_redis
+from tests.limits.conftest import RedisServer
 
 
 async def test_commands_round_trip_through_hiredis_packing(
@@ -59,3 +62,27 @@ def test_the_url_still_chooses_tcp_tls_or_unix(url: str, base: type) -> None:
     assert client is not None
     conn_class = client.connection_pool.connection_class
     assert issubclass(conn_class, base) and issubclass(conn_class, HiredisPacking)
+
+
+@pytest.mark.parametrize("caller_timeouts", [False, True])
+async def test_a_redis_restart_costs_no_failed_call(
+    redis_server: RedisServer, caller_timeouts: bool
+) -> None:
+    """After a restart every pooled connection is dead; each call still succeeds (one retry on
+    a fresh connection), so the limits' breaker never sees a failure from a stale connection."""
+    client = create_redis(Settings(redis_url=redis_server.url), caller_timeouts=caller_timeouts)
+    assert client is not None
+    try:
+        assert all(await asyncio.gather(*(client.ping() for _ in range(4))))
+        assert len(client.connection_pool._available_connections) == 4
+        redis_server.stop()
+        redis_server.start()
+        for _ in range(2):
+            async with asyncio.timeout(1):
+                assert all(await asyncio.gather(*(client.ping() for _ in range(4))))
+        redis_server.stop()
+        with pytest.raises(ConnectionError):  # down is still down: one quick retry, then the error
+            async with asyncio.timeout(1):
+                await client.ping()
+    finally:
+        await client.aclose()
