@@ -55,7 +55,7 @@ async def measure(name: str, n: int, op: Callable[[], Awaitable[object]]) -> flo
 
 async def main(url: str, n: int) -> None:
     settings = Settings(redis_url=url, redis_key_prefix=f"micro:{secrets.token_hex(3)}:")
-    redis = create_redis(settings)
+    redis = create_redis(settings, caller_timeouts=True)  # as the app builds the quota client
     assert redis is not None
     breaker = RedisBreaker(retry_s=1.0, fail_open=True)
     quotas = QuotaService(settings, redis, breaker)

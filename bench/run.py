@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench import wrk
 from bench.loadgen import LoadResult, run_load, run_sync
 from bench.payloads import AGENT_NAME, AGENT_SPEC, RESPONSES_BODY, RUN_BODY
@@ -285,9 +287,36 @@ BENCH_LIMITS = {
 }
 
 
+def start_redis(bench: Bench) -> str:
+    """A private `redis-server` on the load core (as the mock LLM): in production Redis runs
+    on its own host, never on the gateway's core. Falls back to the local Redis on 6379."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        print("  redis-server not found: using redis://127.0.0.1:6379/0", flush=True)
+        return "redis://127.0.0.1:6379/0"
+    port = free_port()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    command += ["--appendonly", "no", "--dir", str(bench.tmp)]
+    bench.start("redis", command, base_env(), LOAD)
+    client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    client.close()
+    return f"redis://127.0.0.1:{port}/0"
+
+
 def run_limits_points(bench: Bench, mock_port: int, redis_url: str) -> list[Point]:
     """(c') The gateway with every limit and quota on (Redis), else as (c)."""
     print("(c') gateway + limits (Redis)", flush=True)
+    if redis_url == "private":
+        redis_url = start_redis(bench)
     gateway = start_gateway(bench, mock_port, limits=BENCH_LIMITS, redis_url=redis_url)
     pid, url, headers = gateway.child.pid, gateway.run_url, gateway.headers
     body = json.dumps(RUN_BODY).encode()
@@ -362,8 +391,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--redis-url", default=None, help="GATEWAY_REDIS_URL for the gateway")
     parser.add_argument(
         "--limits-redis-url",
-        default="redis://127.0.0.1:6379/0",
-        help="Redis of the (c') point (limits on); empty: skip (c')",
+        default="private",
+        help="Redis of the (c') point (limits on): 'private' (default) starts a redis-server "
+        "on the load core; a URL uses that Redis; empty: skip (c')",
     )
     parser.add_argument(
         "--loadgen", action="store_true", help="use bench.loadgen even if wrk exists"
