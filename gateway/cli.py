@@ -233,10 +233,12 @@ async def _seed_demo(settings: Settings) -> str:
                     await issue_key(
                         session, settings, tenant.id, KeyCreate(name="demo"), plaintext=wanted
                     )
+                await session.commit()
                 return wanted
             # The plaintext of an earlier key cannot be recovered: every start issues a fresh one,
             # so the printed curl line always works.
             _, plaintext = await issue_key(session, settings, tenant.id, KeyCreate(name="demo"))
+            await session.commit()
             return plaintext
     finally:
         await db.dispose()

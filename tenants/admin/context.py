@@ -1,5 +1,5 @@
-"""What an admin mutation needs after its service commits: an audit event and a cache
-invalidation on every replica.
+"""What an admin mutation needs after its service: the audit event, committed in one
+transaction with the change, then a cache invalidation on every replica.
 
 The control plane does not import the data plane: the app registers a `ChangeNotifier` on
 `app.state.invalidation` at start-up (the gateway's Redis pub/sub publisher); without one (CLI,
@@ -44,10 +44,9 @@ class AdminContext:
         details: dict[str, Any] | None = None,
         invalidate: bool = True,
     ) -> None:
-        """Invalidate the tenant's caches (first: it is what makes a revocation bite), then
-        write the audit event. Never pass secrets in `details`."""
-        if invalidate and tenant_id is not None and self.notifier is not None:
-            await self.notifier.tenant_changed(tenant_id)
+        """Commit the change with its audit event (both or neither), then invalidate the
+        tenant's caches everywhere (what makes a revocation bite; after the commit, so no
+        replica reloads the old state). Never pass secrets in `details`."""
         await record_event(
             self.session,
             actor=self.admin.actor,
@@ -58,6 +57,8 @@ class AdminContext:
             request_id=self.request_id,
             details=details,
         )
+        if invalidate and tenant_id is not None and self.notifier is not None:
+            await self.notifier.tenant_changed(tenant_id)
 
 
 async def admin_context(request: Request, admin: AdminDep, session: SessionDep) -> AdminContext:

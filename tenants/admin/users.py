@@ -57,7 +57,7 @@ async def create_user(
     )
     session.add(user)
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
         await session.rollback()
         raise ConflictError(f"An admin user named '{username}' exists.") from None

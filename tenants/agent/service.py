@@ -1,8 +1,8 @@
 """Agent rules: every PUT stores a new immutable version and activates it; rollback by
 activating an older one. Agents of unknown or deleted tenants are 404.
 
-Usable without a request (CLI, demo seeding): every function takes the session and commits
-its own changes.
+Usable without a request (CLI, demo seeding): every function takes the session and flushes
+its changes; the caller commits them together with their audit event (tenants/audit).
 """
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ async def put_agent(
                 agent_id=agent.id, version=agent.latest_version, spec=spec.stored(), created_at=now
             )
             repository.add(version)
-            await session.commit()
+            await session.flush()
         except IntegrityError:
             # Another PUT created the same agent first: retry, now as a new version of it.
             await session.rollback()
@@ -106,7 +106,7 @@ async def delete_agent(session: AsyncSession, tenant_id: str, name: str) -> None
     if agent is None:
         raise _no_agent(name)
     await repository.delete(tenant.id, agent.id)
-    await session.commit()
+    await session.flush()
 
 
 async def list_versions(
@@ -146,5 +146,5 @@ async def activate_version(
     agent.active_version = number
     agent.updated_at = utcnow()
     session.add(agent)
-    await session.commit()
+    await session.flush()
     return agent, version

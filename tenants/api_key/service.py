@@ -2,7 +2,8 @@
 (rotation), revoke.
 
 Usable without a request (CLI, demo seeding): every function takes the session (and the
-settings where the secret is needed) and commits its own changes.
+settings where the secret is needed) and flushes its changes; the caller commits them together
+with their audit event (tenants/audit).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ async def issue_key(
     )
     repository.add(key)
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
         await session.rollback()
         raise ConflictError("This key is already stored.", param="key") from None
@@ -84,7 +85,7 @@ async def revoke_key(session: AsyncSession, tenant_id: str, key_id: str) -> ApiK
     if key.revoked_at is None:
         key.revoked_at = utcnow()
         session.add(key)
-        await session.commit()
+        await session.flush()
     return key
 
 
@@ -98,5 +99,5 @@ async def update_key(session: AsyncSession, tenant_id: str, key_id: str, body: K
         raise ConflictError("This key is revoked.", param="key_id")
     key.expires_at = as_utc(body.expires_at) if body.expires_at else None
     session.add(key)
-    await session.commit()
+    await session.flush()
     return key

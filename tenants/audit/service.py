@@ -23,10 +23,10 @@ async def record_event(
     request_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event and commit it.
+    """Append one event and commit it with the change it records (one transaction).
 
     Args:
-        session: The unit of work (its earlier changes are already committed by the service).
+        session: The unit of work, holding the change (flushed by the service, not committed).
         actor: Who acted: `admin-token`, `user:<name>` or `cli`.
         action: `<target>.<verb>`, e.g. `key.revoke`.
         target_type: `tenant`, `api_key`, `agent`, `jwt_config` or `admin_user`.

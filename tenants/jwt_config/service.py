@@ -1,5 +1,7 @@
 """JWT config rules: one config per tenant, issuers unique across tenants, key material
 checked at PUT time, HS256 secrets generated, returned once and stored encrypted.
+
+Every function flushes its changes; the caller commits them together with their audit event.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ async def put_config(
     config.updated_at = now
     repository.add(config)
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
         await session.rollback()
         raise _issuer_taken(body.issuer) from None
@@ -78,4 +80,4 @@ async def delete_config(session: AsyncSession, tenant_id: str) -> None:
     """Remove the tenant's config: its end-user tokens stop working (404 if none)."""
     config = await get_config(session, tenant_id)
     await JwtConfigRepository(session).delete(config.tenant_id)
-    await session.commit()
+    await session.flush()

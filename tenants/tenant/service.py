@@ -1,8 +1,8 @@
 """Tenant rules: unique immutable slugs, merged limits, soft deletion that revokes keys and
 the JWT config.
 
-Usable without a request (CLI, demo seeding): every function takes the session and commits
-its own changes.
+Usable without a request (CLI, demo seeding): every function takes the session and flushes
+its changes; the caller commits them together with their audit event (tenants/audit).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ async def create_tenant(session: AsyncSession, body: TenantCreate) -> Tenant:
     )
     repository.add(tenant)
     try:
-        await session.commit()
+        await session.flush()
     except IntegrityError:
         # A concurrent create took the slug between the check and the insert.
         await session.rollback()
@@ -78,7 +78,7 @@ async def update_tenant(session: AsyncSession, tenant_id: str, body: TenantUpdat
         tenant.limits = merged
     tenant.updated_at = utcnow()
     session.add(tenant)
-    await session.commit()
+    await session.flush()
     return tenant
 
 
@@ -91,5 +91,5 @@ async def delete_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
     session.add(tenant)
     await ApiKeyRepository(session).revoke_all(tenant.id, now)
     await JwtConfigRepository(session).delete(tenant.id)
-    await session.commit()
+    await session.flush()
     return tenant

@@ -4,13 +4,16 @@ and secrets that never show up again."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from pydantic import ValidationError
 from sqlalchemy import event
 
 from tests.conftest import make_settings
+from tests.gateway.conftest import gateway_for
 from tests.identity.conftest import ADMIN, Gateway, bearer, claims, enable_jwt, sign
 
 
@@ -153,3 +156,48 @@ def test_development_allows_the_placeholder() -> None:
         "sqlite://", env="development", secret_key="changeme", admin_token=None
     )
     assert settings.secret_key == "changeme"
+
+
+@pytest.fixture
+async def gw_any_db(database_url: str, mock_llm_base_url: str) -> AsyncIterator[Gateway]:
+    """A gateway on SQLite and on PostgreSQL."""
+    async for gateway in gateway_for(database_url, mock_llm_base_url):
+        yield gateway
+
+
+async def test_a_change_and_its_audit_event_commit_together(
+    gw_any_db: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An admin change whose audit event cannot be written does not happen: a 500, and the
+    tenant is not created, the key is not revoked (no change without its event)."""
+    import tenants.audit.service as audit_service
+
+    gw = gw_any_db
+    a = await gw.create_tenant("acme")
+    before = (await gw.client.get("/admin/audit?limit=100", headers=ADMIN)).json()["data"]
+    taken = before[-1]["id"]
+    monkeypatch.setattr(audit_service, "new_id", lambda prefix: taken)  # the insert collides
+    # as a real client sees it: the 500 response (the test transport would re-raise the error)
+    transport = httpx.ASGITransport(app=gw.app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway.test") as client:
+        r = await client.post("/admin/tenants", json={"slug": "beta", "name": "B"}, headers=ADMIN)
+        assert r.status_code == 500
+        assert r.json()["error"]["type"] == "api_error"
+        r = await client.delete(f"/admin/tenants/{a.id}/keys/{a.key_id}", headers=ADMIN)
+        assert r.status_code == 500
+    monkeypatch.undo()
+
+    tenants = (await gw.client.get("/admin/tenants", headers=ADMIN)).json()["data"]
+    assert [t["slug"] for t in tenants] == ["acme"]
+    assert (await gw.client.get("/v1/agents", headers=a.headers)).status_code == 200
+    after = (await gw.client.get("/admin/audit?limit=100", headers=ADMIN)).json()["data"]
+    assert after == before
+    # and with the audit log writable again, the same calls work and are recorded
+    r = await gw.client.delete(f"/admin/tenants/{a.id}/keys/{a.key_id}", headers=ADMIN)
+    assert r.status_code == 204
+    assert (await gw.client.get("/v1/agents", headers=a.headers)).status_code == 401
+    actions = [
+        e["action"]
+        for e in (await gw.client.get("/admin/audit?limit=100", headers=ADMIN)).json()["data"]
+    ]
+    assert actions[-1] == "key.revoke"

@@ -255,6 +255,7 @@ async def test_concurrent_puts_get_distinct_versions(db: Database, make_tenant: 
         async with db.session() as session:
             spec = AgentSpec(**{**AGENT_SPEC, "instructions": f"writer {n}"})
             _, version, _ = await put_agent_service(session, tenant["id"], "racer", spec)
+            await session.commit()  # the service flushes; its caller commits
             return version.version
 
     numbers = await asyncio.gather(*(put(n) for n in range(6)))

@@ -199,6 +199,7 @@ async def test_issue_key_service_stores_a_given_plaintext(
         row, plaintext = await issue_key_service(
             session, settings, tenant["id"], KeyCreate(name="demo"), plaintext=wanted
         )
+        await session.commit()  # the service flushes; its caller commits
         assert plaintext == wanted
         assert row.key_hash == hash_key(wanted, settings.secret_key)
         found = await ApiKeyRepository(session).get_with_tenant_by_hash(row.key_hash)
