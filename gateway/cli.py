@@ -140,6 +140,8 @@ def _run_uvicorn(host: str, port: int, workers: int) -> None:
             loop="uvloop",
             http="httptools",
             access_log=False,  # the gateway writes its own JSON access line per request
+            proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             log_config=logging_config(settings.log_level),
             log_level=settings.log_level,
         )

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import IO, Any
 
 import pytest
 
@@ -81,3 +82,68 @@ def test_help_lists_the_commands(env: dict[str, str]) -> None:
     assert r.returncode == 0
     for command in ("serve", "db", "mock-llm", "demo", "tenants", "keys", "agents"):
         assert command in r.stdout
+
+
+def _serve(env: dict[str, str], log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def _failures_until_429(client: Any, url: str, forwarded_for: str, limit: int) -> list[int]:
+    headers = {"Authorization": "Bearer gw_not_a_real_key", "X-Forwarded-For": forwarded_for}
+    return [client.get(f"{url}/v1/agents", headers=headers).status_code for _ in range(limit + 1)]
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_serve_trusts_forwarded_for_only_from_configured_proxies(
+    env: dict[str, str], tmp_path: Path, trusted: bool
+) -> None:
+    """Behind a trusted proxy each client address has its own auth-failure budget; from an
+    untrusted peer `X-Forwarded-For` is ignored, so a forged header cannot dodge the limit."""
+    env = {
+        **env,
+        "GATEWAY_AUTH_FAILURE_LIMIT": "3",
+        "GATEWAY_FORWARDED_ALLOW_IPS": "127.0.0.1" if trusted else "10.255.255.1",
+    }
+    assert gateway(env, "db", "upgrade").returncode == 0
+    with (tmp_path / "serve.log").open("wb") as log:
+        _check_forwarded_for(env, log, trusted)
+
+
+def _check_forwarded_for(env: dict[str, str], log: IO[bytes], trusted: bool) -> None:
+    import time
+
+    import httpx
+
+    proc, url = _serve(env, log)
+    try:
+        with httpx.Client(timeout=5) as client:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if client.get(f"{url}/healthz").status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "gateway serve did not start"
+                time.sleep(0.1)
+            first = _failures_until_429(client, url, "203.0.113.7", 3)
+            assert first == [401, 401, 401, 429]
+            other = _failures_until_429(client, url, "203.0.113.8", 3)
+            if trusted:  # another client behind the proxy: its own budget
+                assert other == [401, 401, 401, 429]
+            else:  # the same peer whatever the header says: still blocked
+                assert other == [429, 429, 429, 429]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

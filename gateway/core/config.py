@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     auth_failure_window_s: int = Field(default=60, ge=1, le=3_600)
     """The window of `auth_failure_limit`, in seconds."""
 
+    forwarded_allow_ips: str = Field(default="127.0.0.1", max_length=4096)
+    """Peers trusted to set `X-Forwarded-For` / `X-Forwarded-Proto` (comma-separated IPs or
+    CIDRs, `*` for any): behind a load balancer, its addresses, so the client address (auth
+    failure limit, access log) is the real client's. Anyone else's header is ignored."""
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Request bodies above this size get 413."""
 
