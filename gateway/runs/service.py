@@ -99,7 +99,9 @@ class RunHandle:
         elapsed = time.perf_counter() - self.started
         meter = self.meter
         self.recorder.record(
-            UsageRecord(
+            # Only read back as a dict by the batch insert: no validation or ORM state needed
+            # (4.6 µs instead of 33 µs per run, on the request path).
+            UsageRecord.model_construct(
                 run_id=self.run_id,
                 tenant_id=self.principal.tenant_id,
                 key_id=self.principal.key_id,
