@@ -397,5 +397,34 @@ def admin_create_user(
     typer.echo(json.dumps({"id": user.id, "username": user.username, "role": user.role}))
 
 
+@admin_app.command("set-role")
+def admin_set_role(
+    username: Annotated[str, typer.Argument(help="The admin user.")],
+    role: Annotated[str, typer.Option(help="admin (everything) or viewer (GET only).")],
+) -> None:
+    """Change a user's role; it applies to their tokens from their next request (audited)."""
+    from tenants.admin.users import set_role
+
+    async def go(session: Any) -> Any:
+        return await set_role(session, username, role, actor="cli")
+
+    user = _with_session(go)
+    typer.echo(json.dumps({"id": user.id, "username": user.username, "role": user.role}))
+
+
+@admin_app.command("delete-user")
+def admin_delete_user(
+    username: Annotated[str, typer.Argument(help="The admin user.")],
+) -> None:
+    """Delete a user; their admin JWTs are refused from their next request (audited)."""
+    from tenants.admin.users import delete_user
+
+    async def go(session: Any) -> Any:
+        return await delete_user(session, username, actor="cli")
+
+    user = _with_session(go)
+    typer.echo(json.dumps({"id": user.id, "username": user.username, "deleted": True}))
+
+
 def main() -> None:
     app()

@@ -1,7 +1,8 @@
 """Admin credentials for the /admin routes.
 
 Accepted: the bootstrap `GATEWAY_ADMIN_TOKEN` bearer, or an admin JWT from `POST /admin/login`
-(role `admin`: everything; role `viewer`: GET only, 403 otherwise). A tenant credential (an API
+of a user that still exists (its current role `admin`: everything; `viewer`: GET only, 403
+otherwise). A tenant credential (an API
 key, by either header, or an end-user JWT) is refused with 403; anything else missing or wrong
 with 401.
 """
@@ -14,8 +15,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from gateway.core.config import settings_of
+from gateway.core.db import SessionDep
 from gateway.core.errors import AuthenticationFailedError, PermissionDeniedError
 from tenants.admin.tokens import AdminPrincipal, looks_like_tenant_jwt, verify_admin_token
+from tenants.admin.users import get_user_by_id
 from tenants.api_key.keys import KEY_PREFIX
 
 __all__ = ["AdminDep", "AdminPrincipal", "bearer_token", "require_admin"]
@@ -60,9 +63,18 @@ def _authenticate(request: Request) -> AdminPrincipal:
     raise AuthenticationFailedError()
 
 
-async def require_admin(request: Request) -> AdminPrincipal:
-    """Dependency of every protected /admin route: the acting admin, role checked."""
+async def require_admin(request: Request, session: SessionDep) -> AdminPrincipal:
+    """Dependency of every protected /admin route: the acting admin, role checked.
+
+    An admin JWT's user is read again on every request (admin traffic is light): a deleted
+    user's tokens get 401 at once, and the role is the user's current one, not the token's.
+    """
     principal = _authenticate(request)
+    if principal.user_id is not None:
+        user = await get_user_by_id(session, principal.user_id)
+        if user is None:
+            raise AuthenticationFailedError()
+        principal = AdminPrincipal(actor=f"user:{user.username}", role=user.role, user_id=user.id)
     if principal.role != "admin" and request.method not in READ_METHODS:
         raise PermissionDeniedError("The viewer role can only read.", code="read_only_role")
     request.state.admin = principal

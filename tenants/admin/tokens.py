@@ -25,6 +25,8 @@ class AdminPrincipal:
 
     actor: str
     role: str = "admin"
+    user_id: str | None = None
+    """The admin user of an admin JWT (None for the bootstrap token)."""
 
 
 def _signing_key(settings: Settings) -> str:
@@ -65,10 +67,10 @@ def verify_admin_token(token: str, settings: Settings) -> AdminPrincipal | None:
         )
     except JWTError:
         return None
-    role, name = claims.get("role"), claims.get("name")
-    if role not in ROLES or not isinstance(name, str):
+    role, name, user_id = claims.get("role"), claims.get("name"), claims.get("sub")
+    if role not in ROLES or not isinstance(name, str) or not isinstance(user_id, str):
         return None
-    return AdminPrincipal(actor=f"user:{name}", role=role)
+    return AdminPrincipal(actor=f"user:{name}", role=role, user_id=user_id)
 
 
 def looks_like_tenant_jwt(token: str, tenant_audience: str) -> bool:

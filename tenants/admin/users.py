@@ -1,4 +1,6 @@
-"""Admin users: create (CLI) and authenticate (login). Passwords only as Argon2 hashes."""
+"""Admin users: create, change role, delete (CLI) and authenticate (login). Passwords only as
+Argon2 hashes. An admin JWT names its user; every request re-reads the user, so a deleted user's
+tokens stop working at once and a changed role applies at once."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.core.clock import utcnow
-from gateway.core.errors import ConflictError, ValidationFailedError
+from gateway.core.errors import ConflictError, NotFoundError, ValidationFailedError
 from gateway.core.ids import new_id
 from tenants.admin.passwords import hash_password, verify_password
 from tenants.admin.tokens import ROLES
@@ -68,6 +70,55 @@ async def create_user(
         target_type="admin_user",
         target_id=user.id,
         details={"username": username, "role": role},
+    )
+    return user
+
+
+async def get_user_by_id(session: AsyncSession, user_id: str) -> AdminUser | None:
+    """The admin user with this id (an admin JWT's `sub`), if it still exists."""
+    return await session.get(AdminUser, user_id)
+
+
+async def _require_user(session: AsyncSession, username: str) -> AdminUser:
+    user = await get_user(session, username)
+    if user is None:
+        raise NotFoundError(f"No admin user named '{username}'.", code="user_not_found")
+    return user
+
+
+async def set_role(
+    session: AsyncSession, username: str, role: str, *, actor: str = "cli"
+) -> AdminUser:
+    """Change a user's role; their tokens carry the new role from their next request."""
+    if role not in ROLES:
+        raise ValidationFailedError("The role is 'admin' or 'viewer'.")
+    user = await _require_user(session, username)
+    user.role = role
+    session.add(user)
+    await session.flush()
+    await record_event(
+        session,
+        actor=actor,
+        action="user.update",
+        target_type="admin_user",
+        target_id=user.id,
+        details={"username": username, "role": role},
+    )
+    return user
+
+
+async def delete_user(session: AsyncSession, username: str, *, actor: str = "cli") -> AdminUser:
+    """Delete a user; their admin JWTs are refused (401) from their next request."""
+    user = await _require_user(session, username)
+    await session.delete(user)
+    await session.flush()
+    await record_event(
+        session,
+        actor=actor,
+        action="user.delete",
+        target_type="admin_user",
+        target_id=user.id,
+        details={"username": username},
     )
     return user
 

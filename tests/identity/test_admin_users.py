@@ -168,7 +168,12 @@ async def test_forged_expired_and_tenant_tokens(client: httpx.AsyncClient) -> No
     key = _signing_key(make_settings("sqlite://", secret_key=SECRET_KEY))
     expired = jwt.encode({**base, "exp": now - 5}, key, algorithm="HS256")
     assert (await client.get("/admin/tenants", headers=bearer(expired))).status_code == 401
-    valid = jwt.encode({**base, "exp": now + 60}, key, algorithm="HS256")
+    # Well signed, but for no existing user (e.g. deleted since): 401.
+    orphan = jwt.encode({**base, "exp": now + 60}, key, algorithm="HS256")
+    assert (await client.get("/admin/tenants", headers=bearer(orphan))).status_code == 401
+    login = (await _login(client, "alice", ADMIN_PW)).json()["access_token"]
+    alice_id = jwt.get_unverified_claims(login)["sub"]
+    valid = jwt.encode({**base, "sub": alice_id, "exp": now + 60}, key, algorithm="HS256")
     assert (await client.get("/admin/tenants", headers=bearer(valid))).status_code == 200
     # An end-user (tenant) JWT on the admin plane is a tenant credential: 403.
     tenant_jwt = sign(claims("acme"), "s" * 64, "HS256")
@@ -190,3 +195,40 @@ async def test_passwords_are_stored_as_argon2_only(
     assert "bcrypt" not in str(hashes) and "$2b$" not in str(hashes)
     assert ADMIN_PW not in str(hashes) and VIEWER_PW not in str(audit)
     assert [(a, b) for a, b, _ in audit] == [("cli", "user.create")] * 2
+
+
+async def test_deleting_or_demoting_a_user_bites_on_their_live_token(sqlite_url: str) -> None:
+    """An admin JWT is good for 15 minutes, but the operator need not wait: `gateway admin
+    delete-user` refuses the user's tokens at once, `set-role viewer` makes them read-only at
+    once (both audited); unknown users are a clean CLI error."""
+    for name, pw in (("mallory", ADMIN_PW), ("dave", ADMIN_PW)):
+        r = _cli(sqlite_url, "admin", "create-user", name, "--role", "admin", "--password", pw)
+        assert r.returncode == 0, r.stderr
+    async for client in _app_client(sqlite_url):
+        mallory = bearer((await _login(client, "mallory", ADMIN_PW)).json()["access_token"])
+        dave = bearer((await _login(client, "dave", ADMIN_PW)).json()["access_token"])
+        body = {"slug": "acme", "name": "A"}
+        assert (await client.post("/admin/tenants", json=body, headers=dave)).status_code == 201
+
+        r = _cli(sqlite_url, "admin", "set-role", "dave", "--role", "viewer")
+        assert r.returncode == 0, r.stderr
+        body = {"slug": "beta", "name": "B"}
+        r = await client.post("/admin/tenants", json=body, headers=dave)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "read_only_role"
+        assert (await client.get("/admin/tenants", headers=dave)).status_code == 200
+
+        assert (await client.get("/admin/tenants", headers=mallory)).status_code == 200
+        r = _cli(sqlite_url, "admin", "delete-user", "mallory")
+        assert r.returncode == 0, r.stderr
+        r = await client.get("/admin/tenants", headers=mallory)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert (await _login(client, "mallory", ADMIN_PW)).status_code == 401
+
+        audit = (await client.get("/admin/audit?actor=cli", headers=ADMIN)).json()["data"]
+        actions = [(e["action"], e["details"]) for e in audit]
+        assert ("user.update", {"username": "dave", "role": "viewer"}) in actions
+        assert ("user.delete", {"username": "mallory"}) in actions
+    r = _cli(sqlite_url, "admin", "delete-user", "mallory")
+    assert r.returncode == 1 and "No admin user" in r.stderr and "Traceback" not in r.stderr
+    r = _cli(sqlite_url, "admin", "set-role", "dave", "--role", "root")
+    assert r.returncode == 1 and "error:" in r.stderr
