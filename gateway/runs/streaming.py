@@ -1,17 +1,22 @@
-"""Streamed runs as Server-Sent Events (SPEC §5.1).
+"""Streamed runs (SPEC §5.1): one producer of run events, encoders for each wire format.
 
-Events: `run.created`, `output_text.delta`, `tool.called`, `tool.output`, `agent.handoff`, then
-exactly one of `run.completed` / `run.failed`. A keep-alive comment goes out whenever nothing
-else has for `keepalive_s`. If the client goes away, Starlette cancels the response task: the
-`finally` below cancels the SDK run (breaking out of its event loop alone would not stop it)
-and settles the run as `cancelled` with the tokens already spent.
+`run_events` drives the SDK stream and yields structured `(name, data)` events: `run.created`,
+`output_text.delta`, `tool.called`, `tool.output`, `agent.handoff`, then exactly one of
+`run.completed` / `run.failed`. `stream_run` runs that producer in its own task and turns each
+event into bytes with an `Encoder`: `sse` (the default) gives the runs API its named SSE
+events; `gateway.chat.stream` encodes the same events as Chat Completions chunks.
+
+A keep-alive comment goes out whenever nothing else has for `keepalive_s`. If the client goes
+away, Starlette cancels the response task: the producer task is cancelled, the `finally` in
+`run_events` cancels the SDK run (breaking out of its event loop alone would not stop it) and
+settles the run as `cancelled` with the tokens already spent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -25,45 +30,45 @@ from observability.metrics import record_first_token
 
 KEEPALIVE = b": keep-alive\n\n"
 
+RunEvent = tuple[str, Any]
+"""`(name, data)`: an event name of SPEC §5.1 and its JSON-able payload."""
+Encoder = Callable[[str, Any], bytes | None]
+"""Turns one run event into bytes for the wire (None: nothing to send for it)."""
+
 
 def sse(event: str, data: Any) -> bytes:
-    """One named SSE event with a JSON payload."""
+    """One named SSE event with a JSON payload (the runs API's encoder)."""
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
-def _translate(event: Any) -> bytes | None:
-    """SDK stream event -> our SSE event (None for events clients do not need)."""
+def _translate(event: Any) -> RunEvent | None:
+    """SDK stream event -> our run event (None for events clients do not need)."""
     if event.type == "raw_response_event":
         data = event.data
         if getattr(data, "type", None) == "response.output_text.delta":
-            return sse("output_text.delta", {"delta": data.delta})
+            return "output_text.delta", {"delta": data.delta}
         return None
     if event.type != "run_item_stream_event":
         return None
     item = event.item
     raw = getattr(item, "raw_item", None)
     if event.name == "tool_called":
-        return sse(
-            "tool.called",
-            {
-                "name": getattr(raw, "name", None),
-                "call_id": getattr(raw, "call_id", None),
-                "arguments": getattr(raw, "arguments", None),
-            },
-        )
+        return "tool.called", {
+            "name": getattr(raw, "name", None),
+            "call_id": getattr(raw, "call_id", None),
+            "arguments": getattr(raw, "arguments", None),
+        }
     if event.name == "tool_output":
         call_id = raw.get("call_id") if isinstance(raw, dict) else getattr(raw, "call_id", None)
-        return sse("tool.output", {"call_id": call_id, "output": str(item.output)})
+        return "tool.output", {"call_id": call_id, "output": str(item.output)}
     if event.name == "handoff_occured":
-        return sse(
-            "agent.handoff",
-            {"from": item.source_agent.name, "to": item.target_agent.name},
-        )
+        return "agent.handoff", {"from": item.source_agent.name, "to": item.target_agent.name}
     return None
 
 
-async def _events(handle: RunHandle, sdk_input: str | list[Any]) -> AsyncIterator[bytes]:
-    yield sse("run.created", handle.response(None, status="in_progress"))
+async def run_events(handle: RunHandle, sdk_input: str | list[Any]) -> AsyncIterator[RunEvent]:
+    """The events of one streamed run; the run is settled before its terminal event."""
+    yield "run.created", handle.response(None, status="in_progress")
     status = "cancelled"
     result: RunResultStreaming | None = None
     try:
@@ -76,35 +81,40 @@ async def _events(handle: RunHandle, sdk_input: str | list[Any]) -> AsyncIterato
         )
         first_token = True
         async for event in result.stream_events():
-            chunk = _translate(event)
-            if chunk is not None:
-                if first_token and chunk.startswith(b"event: output_text.delta"):
+            translated = _translate(event)
+            if translated is not None:
+                if first_token and translated[0] == "output_text.delta":
                     first_token = False
                     record_first_token(
                         handle.principal.tenant_slug,
                         handle.built.name,
                         time.perf_counter() - handle.started,
                     )
-                yield chunk
+                yield translated
         status = "completed"
         await handle.finish(status)  # lease released before the client sees the end
     except Exception as exc:
         status = "rate_limited" if isinstance(exc, RateLimitedError) else "failed"
         error = map_run_error(exc, model=handle.built.model, max_turns=handle.built.max_turns)
         await handle.finish(status)
-        yield sse("run.failed", error.body())
+        yield "run.failed", error.body()
         return
     finally:
         if result is not None:
             result.cancel()
         handle.settle(status)
-    yield sse("run.completed", handle.response(result.final_output))
+    yield "run.completed", handle.response(result.final_output)
 
 
 async def stream_run(
-    handle: RunHandle, sdk_input: str | list[Any], *, keepalive_s: float
+    handle: RunHandle,
+    sdk_input: str | list[Any],
+    *,
+    keepalive_s: float,
+    encode: Encoder = sse,
 ) -> AsyncIterator[bytes]:
-    """The SSE byte stream of a run, with keep-alive comments while the run is quiet.
+    """The byte stream of a run in `encode`'s format, with keep-alive comments while the run
+    is quiet.
 
     The run is produced by its own task so that waiting for a keep-alive never cancels the SDK
     stream; when the response ends for any reason (including the client leaving), the task is
@@ -114,8 +124,10 @@ async def stream_run(
 
     async def produce() -> None:
         try:
-            async for chunk in _events(handle, sdk_input):
-                queue.put_nowait(chunk)
+            async for name, data in run_events(handle, sdk_input):
+                chunk = encode(name, data)
+                if chunk is not None:
+                    queue.put_nowait(chunk)
         finally:
             queue.put_nowait(None)
 

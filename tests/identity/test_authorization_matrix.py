@@ -56,6 +56,12 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/v1/agents/{name}/runs"): Row(
         "tenant", scope="runs", other_tenant=404, body={"input": "hi"}
     ),
+    ("POST", "/v1/chat/completions"): Row(
+        "tenant",
+        scope="runs",
+        other_tenant=404,
+        body={"model": "assistant", "messages": [{"role": "user", "content": "hi"}]},
+    ),
     ("GET", "/v1/usage"): Row("tenant", scope="usage"),
     ("GET", "/v1/limits"): Row("tenant"),
     ("GET", "/admin/tenants"): Row("admin"),

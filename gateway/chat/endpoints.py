@@ -1,0 +1,49 @@
+"""`POST /v1/chat/completions`: an agent run behind the OpenAI Chat Completions API.
+
+`model` is the agent's name. The run goes through the same `RunService` as
+`POST /v1/agents/{name}/runs` (admission, token quotas, usage record, metrics), so limits,
+headers and errors are the same; only the request and response shapes differ.
+"""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response, StreamingResponse
+
+from gateway.auth.dependencies import RunsPrincipal
+from gateway.chat.objects import completion
+from gateway.chat.schemas import ChatCompletionRequest
+from gateway.chat.stream import ChunkEncoder
+from gateway.limits.headers import add_headers
+from gateway.runs.endpoints import RunServiceDep
+from gateway.runs.streaming import stream_run
+
+router = APIRouter(tags=["chat"])
+
+
+@router.post("/chat/completions", summary="OpenAI-compatible chat completion (model = agent name)")
+async def create_chat_completion(
+    body: ChatCompletionRequest,
+    request: Request,
+    principal: RunsPrincipal,
+    service: RunServiceDep,
+) -> Response:
+    sdk_input = body.sdk_input()
+    handle = await service.start(principal, body.model, sdk_input)
+    if handle.ticket is not None:
+        add_headers(request.scope["state"], handle.ticket.token_headers())
+    request.state.agent = body.model
+    if body.stream:
+        encoder = ChunkEncoder(handle, include_usage=body.include_usage)
+        return StreamingResponse(
+            stream_run(
+                handle, sdk_input, keepalive_s=service.settings.stream_keepalive_s, encode=encoder
+            ),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    result = await service.run(handle, sdk_input)
+    return Response(
+        orjson.dumps(completion(handle, result["output"])), media_type="application/json"
+    )

@@ -1,0 +1,60 @@
+"""The OpenAI objects the endpoint answers with: `chat.completion` and its stream chunks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel
+
+from gateway.runs.service import RunHandle
+
+
+def completion_id(handle: RunHandle) -> str:
+    """`chatcmpl-<run id>`: the run id stays findable in usage records and logs."""
+    return f"chatcmpl-{handle.run_id}"
+
+
+def created(handle: RunHandle) -> int:
+    """The run's start as Unix seconds."""
+    return int(handle.created_at.timestamp())
+
+
+def output_text(output: Any) -> str:
+    """The agent's final output as message content (JSON text when it is structured)."""
+    if isinstance(output, str):
+        return output
+    if isinstance(output, BaseModel):
+        return output.model_dump_json()
+    return orjson.dumps(output, default=str).decode()
+
+
+def usage(handle: RunHandle) -> dict[str, Any]:
+    """The run's exact usage (the meter's sums over its model calls) in OpenAI's names."""
+    meter = handle.meter
+    return {
+        "prompt_tokens": meter.input_tokens,
+        "completion_tokens": meter.output_tokens,
+        "total_tokens": meter.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": meter.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": meter.reasoning_tokens},
+    }
+
+
+def completion(handle: RunHandle, output: Any) -> dict[str, Any]:
+    """The `chat.completion` object of a finished run."""
+    return {
+        "id": completion_id(handle),
+        "object": "chat.completion",
+        "created": created(handle),
+        "model": handle.built.name,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": output_text(output)},
+                "finish_reason": "stop",
+                "logprobs": None,
+            }
+        ],
+        "usage": usage(handle),
+    }

@@ -1,0 +1,175 @@
+"""Request body of `POST /v1/chat/completions`: an OpenAI Chat Completions request, narrowed
+to what an agent run honours.
+
+`model` names one of the tenant's agents. Parameters that would change how the model behaves
+(`temperature`, `max_tokens`, `tools`, `response_format`, ...) belong to the agent's
+configuration and are refused with a 422 that names them; any other unknown field is refused
+as well (extra="forbid"), so nothing a client asks for is silently dropped. A refused parameter
+sent as `null` asks for nothing and is accepted.
+
+`user` is accepted for compatibility and ignored: a run's end user (usage records, per-user
+limits) is the `sub` of the tenant-signed JWT, which a caller cannot choose per request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from gateway.runs.schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES, bounded_metadata
+from tenants.agent.spec import AGENT_NAME_PATTERN
+
+MAX_CONTENT_PARTS = 64
+
+AGENT_OWNED = frozenset(
+    {
+        "audio",
+        "frequency_penalty",
+        "function_call",
+        "functions",
+        "logit_bias",
+        "logprobs",
+        "max_completion_tokens",
+        "max_tokens",
+        "modalities",
+        "parallel_tool_calls",
+        "prediction",
+        "presence_penalty",
+        "reasoning_effort",
+        "response_format",
+        "seed",
+        "stop",
+        "temperature",
+        "tool_choice",
+        "tools",
+        "top_logprobs",
+        "top_p",
+        "verbosity",
+        "web_search_options",
+    }
+)
+"""OpenAI parameters that the agent's configuration decides (model settings, tools, output)."""
+
+
+class TextPart(BaseModel):
+    """One `{"type": "text", "text": ...}` content part (the only kind accepted)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text"]
+    text: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+
+
+class ChatMessage(BaseModel):
+    """One input message; `developer` is treated as `system`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: Annotated[
+        Annotated[str, Field(max_length=MAX_MESSAGE_CHARS), Tag("text")]
+        | Annotated[
+            list[TextPart], Field(min_length=1, max_length=MAX_CONTENT_PARTS), Tag("parts")
+        ],
+        # Errors name the form the client sent, not both members of the union.
+        Discriminator(lambda value: "parts" if isinstance(value, list) else "text"),
+    ]
+
+    @model_validator(mode="after")
+    def _bounded_text(self) -> ChatMessage:
+        if len(self.text()) > MAX_MESSAGE_CHARS:
+            raise ValueError(f"a message's text is at most {MAX_MESSAGE_CHARS} characters")
+        return self
+
+    def text(self) -> str:
+        """The content as one string: text parts joined by newlines."""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content)
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    include_usage: bool = False
+    """Send a last chunk with `usage` (and `choices: []`) before `[DONE]`."""
+
+
+class ChatCompletionRequest(BaseModel):
+    """The accepted subset of the OpenAI Chat Completions request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: Annotated[str, Field(pattern=AGENT_NAME_PATTERN)]
+    """The name of the tenant's agent to run."""
+    messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    user: Annotated[str, Field(max_length=256)] | None = None
+    """Accepted and ignored (see the module docstring)."""
+    n: Literal[1] | None = None
+    """Only one choice: an agent run has one final answer."""
+    metadata: dict[str, Any] | None = None
+    """Same bounds as a run's metadata (≤ 16 keys)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_agent_owned(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        refused = [name for name in data if name in AGENT_OWNED and data[name] is not None]
+        if refused:
+            raise _invalid(
+                refused[0],
+                data[refused[0]],
+                "agent_owned_parameter",
+                "'{param}' is set by the agent's configuration and cannot be given per "
+                "request; change the agent through the admin API instead",
+            )
+        return {k: v for k, v in data.items() if k not in AGENT_OWNED}
+
+    @field_validator("metadata")
+    @classmethod
+    def _bounded_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return bounded_metadata(value)
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> ChatCompletionRequest:
+        if self.stream_options is not None and not self.stream:
+            raise _invalid(
+                "stream_options",
+                self.stream_options.model_dump(),
+                "stream_options_without_stream",
+                "'{param}' is only allowed when 'stream' is true",
+            )
+        return self
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    def sdk_input(self) -> list[Any]:
+        """The messages in the list form `Runner.run` takes."""
+        return [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in self.messages
+        ]
+
+
+def _invalid(param: str, value: Any, error_type: str, message: str) -> ValidationError:
+    """A validation error located at `param`, so the 422 body's `param` names it."""
+    error = PydanticCustomError(error_type, message, {"param": param})
+    return ValidationError.from_exception_data(
+        ChatCompletionRequest.__name__, [InitErrorDetails(type=error, loc=(param,), input=value)]
+    )
