@@ -63,14 +63,7 @@ async def create_user(
     except IntegrityError:
         await session.rollback()
         raise ConflictError(f"An admin user named '{username}' exists.") from None
-    await record_event(
-        session,
-        actor=actor,
-        action="user.create",
-        target_type="admin_user",
-        target_id=user.id,
-        details={"username": username, "role": role},
-    )
+    await _audit(session, actor, "user.create", user, {"username": username, "role": role})
     return user
 
 
@@ -96,14 +89,7 @@ async def set_role(
     user.role = role
     session.add(user)
     await session.flush()
-    await record_event(
-        session,
-        actor=actor,
-        action="user.update",
-        target_type="admin_user",
-        target_id=user.id,
-        details={"username": username, "role": role},
-    )
+    await _audit(session, actor, "user.update", user, {"username": username, "role": role})
     return user
 
 
@@ -112,14 +98,7 @@ async def delete_user(session: AsyncSession, username: str, *, actor: str = "cli
     user = await _require_user(session, username)
     await session.delete(user)
     await session.flush()
-    await record_event(
-        session,
-        actor=actor,
-        action="user.delete",
-        target_type="admin_user",
-        target_id=user.id,
-        details={"username": username},
-    )
+    await _audit(session, actor, "user.delete", user, {"username": username})
     return user
 
 
@@ -130,3 +109,17 @@ async def authenticate(session: AsyncSession, username: str, password: str) -> A
         return None
     ok = await verify_password(password, user.password_hash if user else None)
     return user if ok else None
+
+
+async def _audit(
+    session: AsyncSession, actor: str, action: str, user: AdminUser, details: dict[str, str]
+) -> None:
+    """Commit the user change with its audit event (never the password)."""
+    await record_event(
+        session,
+        actor=actor,
+        action=action,
+        target_type="admin_user",
+        target_id=user.id,
+        details=details,
+    )
