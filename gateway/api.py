@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from gateway import health
 from gateway.agents.endpoints import router as agents_router
 from gateway.chat.endpoints import router as chat_router
+from gateway.conversations.endpoints import router as conversations_router
 from gateway.limits.dependencies import V1_LIMITS
 from gateway.limits.endpoints import router as limits_router
 from gateway.runs.endpoints import router as runs_router
@@ -19,6 +20,7 @@ def mount_routes(app: FastAPI) -> None:
     # Every /v1 router is mounted with V1_LIMITS: the request limit and x-ratelimit-* headers.
     app.include_router(agents_router, prefix="/v1", dependencies=V1_LIMITS)
     app.include_router(runs_router, prefix="/v1", dependencies=V1_LIMITS)
+    app.include_router(conversations_router, prefix="/v1", dependencies=V1_LIMITS)
     app.include_router(chat_router, prefix="/v1", dependencies=V1_LIMITS)
     app.include_router(usage_router, prefix="/v1", dependencies=V1_LIMITS)
     app.include_router(limits_router, prefix="/v1", dependencies=V1_LIMITS)

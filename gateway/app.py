@@ -14,6 +14,8 @@ from gateway.auth.cache import PrincipalCache
 from gateway.auth.failures import AuthFailureLimiter
 from gateway.auth.invalidation import Invalidator
 from gateway.auth.jwt import IssuerCache
+from gateway.conversations.lock import ConversationLocks
+from gateway.conversations.service import ConversationTurns
 from gateway.core.body_limit import BodyLimitMiddleware
 from gateway.core.config import Settings, get_settings
 from gateway.core.db import Database
@@ -85,6 +87,14 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         recorder=recorder,
         quotas=quotas,
     )
+    locks = ConversationLocks(
+        redis=redis,
+        breaker=breaker,
+        prefix=settings.redis_key_prefix,
+        ttl_s=settings.limits_lease_ttl_s,
+        timeout_s=settings.redis_timeout_ms / 1000,
+    )
+    app.state.conversations = ConversationTurns(db, locks)
     telemetry = start_telemetry(settings)
     recorder.start()
     quotas.start()
@@ -94,6 +104,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     finally:
         await invalidation.close()
         await quotas.drain()
+        await locks.drain()
         await recorder.close()
         await telemetry.stop()
         await providers.close()

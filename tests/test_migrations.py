@@ -24,6 +24,8 @@ TABLES = {
     "jwt_configs",
     "admin_users",
     "audit_events",
+    "conversations",
+    "conversation_items",
     "alembic_version",
 }
 
@@ -63,3 +65,17 @@ def test_upgrade_downgrade_upgrade(empty_database: str) -> None:
     upgrade(empty_database)
     names, _ = asyncio.run(_inspect(empty_database))
     assert names >= TABLES
+
+
+def test_0003_adds_and_removes_only_the_conversation_tables(empty_database: str) -> None:
+    conversation_tables = {"conversations", "conversation_items"}
+    upgrade(empty_database, "0002")
+    names, _ = asyncio.run(_inspect(empty_database))
+    assert not names & conversation_tables
+    upgrade(empty_database, "0003")
+    names, _ = asyncio.run(_inspect(empty_database))
+    assert names >= conversation_tables
+    downgrade(empty_database, "0002")
+    after, _ = asyncio.run(_inspect(empty_database))
+    assert after == names - conversation_tables
+    upgrade(empty_database)  # leave the session's PostgreSQL database at head

@@ -27,7 +27,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gateway.runs.schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES, bounded_metadata
+from gateway.core.metadata import bounded_metadata
+from gateway.runs.schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES
 from tenants.agent.spec import AGENT_NAME_PATTERN
 
 MAX_CONTENT_PARTS = 64

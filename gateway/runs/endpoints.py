@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response, StreamingResponse
 
 from gateway.auth.dependencies import RunsPrincipal
-from gateway.core.errors import NotFoundError
+from gateway.conversations.service import ConversationTurns, Turn
+from gateway.core.errors import PermissionDeniedError
 from gateway.limits.headers import add_headers
 from gateway.runs.schemas import RunRequest
 from gateway.runs.service import RunService
@@ -36,19 +38,44 @@ async def create_run(
     principal: RunsPrincipal,
     service: RunServiceDep,
 ) -> Response:
-    if body.conversation_id is not None:
-        raise NotFoundError("No such conversation.", code="conversation_not_found")
     stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
     sdk_input = body.sdk_input()
-    handle = await service.start(principal, name, sdk_input)
-    if handle.ticket is not None:
-        add_headers(request.scope["state"], handle.ticket.token_headers())
-    request.state.agent = name
-    if stream:
-        return StreamingResponse(
-            stream_run(handle, sdk_input, keepalive_s=service.settings.stream_keepalive_s),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    result = await service.run(handle, sdk_input)
+    turn: Turn | None = None
+    if body.conversation_id is not None:
+        if "conversations" not in principal.scopes:
+            raise PermissionDeniedError(
+                "This credential lacks the 'conversations' scope.", code="missing_scope"
+            )
+        turns: ConversationTurns = request.app.state.conversations
+        turn = await turns.begin(principal, body.conversation_id)
+        sdk_input = turn.input_with(sdk_input)
+    try:
+        handle = await service.start(principal, name, sdk_input)
+        handle.turn = turn
+        if handle.ticket is not None:
+            add_headers(request.scope["state"], handle.ticket.token_headers())
+        request.state.agent = name
+        if stream:
+            chunks = stream_run(handle, sdk_input, keepalive_s=service.settings.stream_keepalive_s)
+            if turn is not None:
+                chunks = _released_after(chunks, turn)
+                turn = None  # the stream releases it now, however it ends
+            return StreamingResponse(
+                chunks,
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
+        result: dict[str, Any] = await service.run(handle, sdk_input)
+    finally:
+        if turn is not None:
+            await turn.release()
     return Response(orjson.dumps(result), media_type="application/json")
+
+
+async def _released_after(chunks: AsyncIterator[bytes], turn: Turn) -> AsyncIterator[bytes]:
+    """`chunks`, then the conversation's lock released (also on a client disconnect)."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        await turn.release()

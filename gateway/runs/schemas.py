@@ -6,9 +6,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gateway.core.metadata import bounded_metadata
+
 MAX_MESSAGE_CHARS = 100_000
 MAX_MESSAGES = 256
-MAX_METADATA_KEYS = 16
 
 
 class InputMessage(BaseModel):
@@ -39,18 +40,3 @@ class RunRequest(BaseModel):
         if isinstance(self.input, str):
             return self.input
         return [{"role": m.role, "content": m.content} for m in self.input]
-
-
-def bounded_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A request's `metadata`, checked: ≤ 16 keys of ≤ 64 characters, scalar values of ≤ 512
-    characters (runs and chat completions alike)."""
-    if value is None:
-        return None
-    if len(value) > MAX_METADATA_KEYS:
-        raise ValueError(f"at most {MAX_METADATA_KEYS} metadata keys")
-    for key, item in value.items():
-        if len(key) > 64:
-            raise ValueError("metadata keys are at most 64 characters")
-        if not isinstance(item, str | int | float | bool) or len(str(item)) > 512:
-            raise ValueError("metadata values are strings, numbers or booleans (≤ 512 chars)")
-    return value

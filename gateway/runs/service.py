@@ -15,6 +15,7 @@ from agents.models.openai_provider import OpenAIProvider
 
 from gateway.agents.builder import AgentCache, BuiltAgent
 from gateway.auth.principal import Principal
+from gateway.conversations.service import Turn
 from gateway.core.clock import rfc3339, utcnow
 from gateway.core.config import Settings
 from gateway.core.db import Database
@@ -43,6 +44,8 @@ class RunHandle:
     meter: RunMeter = field(init=False)
     settled: bool = False
     ticket: RunTicket | None = None
+    turn: Turn | None = None
+    """The conversation turn this run continues (`conversation_id`), if any."""
 
     def __post_init__(self) -> None:
         self.meter = RunMeter(self.built.model, self.ticket, self.built.max_tokens)
@@ -64,7 +67,7 @@ class RunHandle:
             "agent": self.built.name,
             "status": status,
             "output": output,
-            "conversation_id": None,
+            "conversation_id": None if self.turn is None else self.turn.conversation_id,
             "model": self.built.model,
             "usage": self.meter.as_dict(),
             "created_at": rfc3339(self.created_at),
@@ -199,6 +202,8 @@ class RunService:
                 hooks=handle.meter,
                 run_config=handle.run_config(),
             )
+            if handle.turn is not None:
+                await handle.turn.append(result)
             status = "completed"
         except BaseException as exc:
             if not isinstance(exc, Exception):

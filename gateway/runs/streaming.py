@@ -91,6 +91,8 @@ async def run_events(handle: RunHandle, sdk_input: str | list[Any]) -> AsyncIter
                         time.perf_counter() - handle.started,
                     )
                 yield translated
+        if handle.turn is not None:
+            await handle.turn.append(result)
         status = "completed"
         await handle.finish(status)  # lease released before the client sees the end
     except Exception as exc:

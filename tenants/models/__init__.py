@@ -7,6 +7,7 @@ from tenants.models.admin_user import AdminUser
 from tenants.models.agent import Agent, AgentVersion
 from tenants.models.api_key import ApiKey
 from tenants.models.audit_event import AuditEvent
+from tenants.models.conversation import Conversation, ConversationItem
 from tenants.models.jwt_config import JwtConfig
 from tenants.models.tenant import Tenant
 from tenants.models.usage import UsageRecord
@@ -17,6 +18,8 @@ __all__ = [
     "AgentVersion",
     "ApiKey",
     "AuditEvent",
+    "Conversation",
+    "ConversationItem",
     "JwtConfig",
     "Tenant",
     "UsageRecord",

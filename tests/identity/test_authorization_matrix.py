@@ -31,6 +31,8 @@ CREDENTIALS = (
 )
 TENANT_CREDENTIALS = {"a_key", "b_key", "a_key_no_scope", "a_jwt", "expired_key", "revoked_key"}
 JWT_SCOPES = {"runs", "conversations"}
+NO_SCOPE_KEY_SCOPES = {"conversations"}
+"""What `a_key_no_scope` holds: every route needing another scope is 403 for it."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,12 @@ ROWS: dict[tuple[str, str], Row] = {
         other_tenant=404,
         body={"model": "assistant", "messages": [{"role": "user", "content": "hi"}]},
     ),
+    ("POST", "/v1/conversations"): Row("tenant", ok=201, scope="conversations", body={}),
+    ("GET", "/v1/conversations/{conversation_id}"): Row("tenant", ok=404, scope="conversations"),
+    ("GET", "/v1/conversations/{conversation_id}/items"): Row(
+        "tenant", ok=404, scope="conversations"
+    ),
+    ("DELETE", "/v1/conversations/{conversation_id}"): Row("tenant", ok=404, scope="conversations"),
     ("GET", "/v1/usage"): Row("tenant", scope="usage"),
     ("GET", "/v1/limits"): Row("tenant"),
     ("GET", "/admin/tenants"): Row("admin"),
@@ -123,7 +131,7 @@ def expected(row: Row, credential: str, method: str) -> int:
         return row.ok
     if credential not in ("a_key", "b_key", "a_key_no_scope", "a_jwt"):
         return 401
-    if credential == "a_key_no_scope" and row.scope is not None:
+    if credential == "a_key_no_scope" and row.scope not in (None, *NO_SCOPE_KEY_SCOPES):
         return 403
     if credential == "a_jwt" and row.scope is not None and row.scope not in JWT_SCOPES:
         return 403
@@ -149,7 +157,7 @@ async def _credentials(gw: Gateway) -> dict[str, dict[str, str]]:
         created: dict[str, Any] = r.json()
         return created
 
-    no_scope = await key(scopes=["conversations"])
+    no_scope = await key(scopes=sorted(NO_SCOPE_KEY_SCOPES))
     soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
     expiring = await key(expires_at=soon)
     revoked = await key()
@@ -180,7 +188,12 @@ async def _credentials(gw: Gateway) -> dict[str, dict[str, str]]:
 
 
 def _concrete(path: str, kind: str) -> str:
-    values = {"name": "assistant", "key_id": "key_missing", "version": "1"}
+    values = {
+        "name": "assistant",
+        "key_id": "key_missing",
+        "version": "1",
+        "conversation_id": "conv_missing",
+    }
     if kind == "admin":
         values["tenant_id"] = "ten_missing"
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)

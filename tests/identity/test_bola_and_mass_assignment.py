@@ -21,6 +21,17 @@ async def test_b_cannot_reach_a_objects(gw: Gateway) -> None:
         x["name"] for x in (await gw.client.get("/v1/agents", headers=b.headers)).json()["data"]
     ]
     assert "private-bot" not in names
+    # Data plane: B's key on A's conversation, on every route and as a run's conversation_id.
+    conv = (await gw.client.post("/v1/conversations", json={}, headers=a.headers)).json()["id"]
+    for method, path, body in (
+        ("GET", f"/v1/conversations/{conv}", None),
+        ("GET", f"/v1/conversations/{conv}/items", None),
+        ("DELETE", f"/v1/conversations/{conv}", None),
+        ("POST", "/v1/agents/assistant/runs", {"input": "hi", "conversation_id": conv}),
+    ):
+        r = await gw.client.request(method, path, json=body, headers=b.headers)
+        assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    assert (await gw.client.get(f"/v1/conversations/{conv}", headers=a.headers)).is_success
     # Admin plane: A's key and agent addressed under B's tenant id.
     key_url = f"/admin/tenants/{b.id}/keys/{a.key_id}"
     for method, body in (("PATCH", {"expires_at": None}), ("DELETE", None)):
@@ -68,6 +79,8 @@ async def test_mass_assignment_is_refused(gw: Gateway) -> None:
         ("PUT", f"/admin/tenants/{b.id}/agents/x", {"model": "m", "tenant_id": a.id}),
         ("PUT", f"/admin/tenants/{b.id}/jwt", {"mode": "hs256", "issuer": "i", "tenant_id": a.id}),
         ("POST", "/v1/agents/assistant/runs", {"input": "hi", "tenant_id": a.id}),
+        ("POST", "/v1/conversations", {"metadata": {}, "tenant_id": a.id}),
+        ("POST", "/v1/conversations", {"id": "conv_chosen"}),
     ]
     for method, path, body in probes:
         headers = b.headers if path.startswith("/v1") else ADMIN

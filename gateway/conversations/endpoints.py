@@ -1,0 +1,74 @@
+"""`/v1/conversations`: create, read, list items, delete (scope `conversations`)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Path, Response
+
+from gateway.auth.dependencies import require_scope
+from gateway.auth.principal import Principal
+from gateway.conversations import service
+from gateway.conversations.schemas import (
+    ConversationCreate,
+    ConversationPublic,
+    item_position,
+    render_conversation,
+    render_item,
+)
+from gateway.core.db import SessionDep
+from tenants.pagination import PageDep
+
+router = APIRouter(tags=["conversations"])
+
+ConversationsPrincipal = Annotated[Principal, Depends(require_scope("conversations"))]
+ConversationId = Annotated[str, Path(max_length=64)]
+
+
+@router.post("/conversations", status_code=201, response_model=ConversationPublic)
+async def create_conversation(
+    principal: ConversationsPrincipal,
+    session: SessionDep,
+    body: ConversationCreate | None = None,
+) -> dict[str, Any]:
+    """A new, empty conversation; runs continue it with `conversation_id`."""
+    row = await service.create_conversation(
+        session, principal, body.metadata if body is not None else None
+    )
+    await session.commit()
+    return render_conversation(row)
+
+
+@router.get("/conversations/{conversation_id}", response_model=ConversationPublic)
+async def get_conversation(
+    conversation_id: ConversationId, principal: ConversationsPrincipal, session: SessionDep
+) -> dict[str, Any]:
+    row = await service.require_conversation(session, principal, conversation_id)
+    return render_conversation(row)
+
+
+@router.get("/conversations/{conversation_id}/items")
+async def list_conversation_items(
+    conversation_id: ConversationId,
+    principal: ConversationsPrincipal,
+    session: SessionDep,
+    page: PageDep,
+) -> dict[str, Any]:
+    """The conversation's items (messages, tool calls, tool outputs), oldest first."""
+    after = None if page.after is None else item_position(page.after)
+    if page.after is not None and after is None:
+        await service.require_conversation(session, principal, conversation_id)
+        return {"data": [], "has_more": False}
+    result = await service.list_items(
+        session, principal, conversation_id, limit=page.limit, after=after
+    )
+    return result.render(render_item)
+
+
+@router.delete("/conversations/{conversation_id}", status_code=204)
+async def delete_conversation(
+    conversation_id: ConversationId, principal: ConversationsPrincipal, session: SessionDep
+) -> Response:
+    await service.delete_conversation(session, principal, conversation_id)
+    await session.commit()
+    return Response(status_code=204)

@@ -1,0 +1,163 @@
+"""One turn at a time per conversation: a lock taken without waiting (busy -> 409).
+
+With Redis the lock is `SET <prefix>conv-lock:<id> <token> NX PX <ttl>`, released by a
+compare-and-delete script so that a turn whose lock expired never frees the next turn's. Every
+call is time-boxed (`GATEWAY_REDIS_TIMEOUT_MS`). While Redis is unavailable (the limits'
+`RedisBreaker`, shared with the request limiter and quotas) `GATEWAY_LIMITS_FAILURE_MODE`
+decides: `open` takes the lock in this process's memory (turns on other replicas are then not
+excluded), `closed` answers 503. Without Redis the lock is in memory (one process).
+
+The TTL (`GATEWAY_LIMITS_LEASE_TTL_S`) bounds how long a crashed replica's lock blocks a
+conversation; it is not renewed, so a turn running longer than the TTL no longer excludes a
+concurrent one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import secrets
+import time
+from collections.abc import Awaitable
+
+from redis.asyncio import Redis
+
+from gateway.core.errors import ConflictError, ServiceUnavailableError
+from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
+
+logger = logging.getLogger("gateway.conversations")
+
+RELEASE_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+MEMORY_PURGE_AT = 10_000
+"""Expired in-memory locks (a turn that never released) are purged past this many entries."""
+
+
+def busy() -> ConflictError:
+    return ConflictError(
+        "Another turn of this conversation is in progress; retry when it has finished.",
+        code="conversation_busy",
+    )
+
+
+class MemoryLocks:
+    """Per-process locks with an expiry; entries live only while a turn holds them."""
+
+    def __init__(self) -> None:
+        self._held: dict[str, tuple[str, float]] = {}
+
+    def acquire(self, key: str, token: str, ttl_s: float) -> bool:
+        now = time.monotonic()
+        held = self._held.get(key)
+        if held is not None and held[1] > now:
+            return False
+        if len(self._held) >= MEMORY_PURGE_AT:
+            self._held = {k: v for k, v in self._held.items() if v[1] > now}
+        self._held[key] = (token, now + ttl_s)
+        return True
+
+    def release(self, key: str, token: str) -> None:
+        held = self._held.get(key)
+        if held is not None and held[0] == token:
+            del self._held[key]
+
+
+class HeldLock:
+    """A conversation lock held by one turn; `release()` frees it exactly once."""
+
+    def __init__(self, locks: ConversationLocks, key: str, token: str, in_redis: bool) -> None:
+        self.locks = locks
+        self.key = key
+        self.token = token
+        self.in_redis = in_redis
+        self.released = False
+
+    def release(self) -> Awaitable[None]:
+        """Free the lock. The Redis call runs in its own task, so it completes even when the
+        caller is being cancelled (client gone); await the result to wait for it."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.released:
+            future.set_result(None)
+            return future
+        self.released = True
+        if not self.in_redis:
+            self.locks.memory.release(self.key, self.token)
+            future.set_result(None)
+            return future
+        # Shielded: a cancelled awaiter must not cancel the release with it.
+        return asyncio.shield(
+            self.locks.in_background(self.locks.release_in_redis(self.key, self.token))
+        )
+
+
+class ConversationLocks:
+    """Takes and frees conversation locks in Redis (when configured) or memory."""
+
+    def __init__(
+        self,
+        *,
+        redis: Redis | None,
+        breaker: RedisBreaker,
+        prefix: str,
+        ttl_s: float,
+        timeout_s: float,
+    ) -> None:
+        self.redis = redis
+        self.breaker = breaker
+        self.prefix = prefix
+        self.ttl_ms = max(1, int(ttl_s * 1000))
+        self.timeout_s = timeout_s
+        self.memory = MemoryLocks()
+        self._release = redis.register_script(RELEASE_SCRIPT) if redis is not None else None
+        self._background: set[asyncio.Task[None]] = set()
+
+    async def acquire(self, conversation_id: str) -> HeldLock:
+        """The lock of this conversation, or 409 `conversation_busy` (no waiting)."""
+        key = f"{self.prefix}conv-lock:{conversation_id}"
+        token = secrets.token_hex(16)
+        if self.redis is not None and self.breaker.usable():
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    taken = await self.redis.set(key, token, nx=True, px=self.ttl_ms)
+            except REDIS_ERRORS as exc:
+                self.breaker.failed(exc)
+            else:
+                self.breaker.succeeded()
+                if not taken:
+                    raise busy()
+                return HeldLock(self, key, token, in_redis=True)
+        if self.redis is not None and not self.breaker.fail_open:
+            raise ServiceUnavailableError(
+                "Conversations cannot be locked right now; retry shortly.",
+                code="conversation_lock_unavailable",
+                headers={"Retry-After": str(max(1, math.ceil(self.breaker.retry_s)))},
+            )
+        if not self.memory.acquire(key, token, self.ttl_ms / 1000):
+            raise busy()
+        return HeldLock(self, key, token, in_redis=False)
+
+    async def release_in_redis(self, key: str, token: str) -> None:
+        """Compare-and-delete; on failure the TTL frees the lock."""
+        assert self._release is not None
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._release(keys=[key], args=[token])
+        except REDIS_ERRORS as exc:
+            self.breaker.failed(exc)
+            logger.warning("conversation lock not released (%s); TTL will", type(exc).__name__)
+
+    def in_background(self, work: Awaitable[None]) -> asyncio.Future[None]:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def drain(self) -> None:
+        """Wait for pending releases (at shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)

@@ -1,0 +1,154 @@
+"""Conversation rules: create, read, list items, delete, and one run's turn.
+
+A turn (`ConversationTurns.begin`) checks the conversation is the caller's (404 otherwise),
+takes its lock (409 `conversation_busy` when another turn holds it), and loads its items as
+the history the run's input is prefixed with. When the run completes, `Turn.append` stores the
+new input and the run's new items in one transaction; a failed or cancelled run appends
+nothing. The lock is released on every outcome by whoever ends the run (the endpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from agents.result import RunResultBase
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.auth.principal import Principal
+from gateway.conversations.lock import ConversationLocks, HeldLock
+from gateway.conversations.repository import ConversationRepository
+from gateway.core.clock import utcnow
+from gateway.core.db import Database
+from gateway.core.errors import NotFoundError
+from gateway.core.ids import new_id
+from tenants.models import Conversation, ConversationItem
+from tenants.pagination import Page
+
+
+def not_found() -> NotFoundError:
+    return NotFoundError("No such conversation.", code="conversation_not_found")
+
+
+async def create_conversation(
+    session: AsyncSession, principal: Principal, metadata: dict[str, Any] | None
+) -> Conversation:
+    """A new, empty conversation of the caller (flushed; the caller commits)."""
+    now = utcnow()
+    row = Conversation(
+        id=new_id("conv"),
+        tenant_id=principal.tenant_id,
+        user=principal.user,
+        meta=metadata or {},
+        created_at=now,
+        updated_at=now,
+    )
+    ConversationRepository(session).add(row)
+    await session.flush()
+    return row
+
+
+async def require_conversation(
+    session: AsyncSession, principal: Principal, conversation_id: str
+) -> Conversation:
+    """The caller's conversation, or 404 (also for another tenant's or end user's)."""
+    row = await ConversationRepository(session).get(
+        principal.tenant_id, principal.user, conversation_id
+    )
+    if row is None:
+        raise not_found()
+    return row
+
+
+async def list_items(
+    session: AsyncSession,
+    principal: Principal,
+    conversation_id: str,
+    *,
+    limit: int,
+    after: int | None,
+) -> Page[ConversationItem]:
+    """One page of the caller's conversation's items, oldest first."""
+    row = await require_conversation(session, principal, conversation_id)
+    return await ConversationRepository(session).items_page(row.id, limit=limit, after=after)
+
+
+async def delete_conversation(
+    session: AsyncSession, principal: Principal, conversation_id: str
+) -> None:
+    """Delete the caller's conversation and its items (flushed; the caller commits)."""
+    row = await require_conversation(session, principal, conversation_id)
+    await ConversationRepository(session).delete(principal.tenant_id, principal.user, row.id)
+    await session.flush()
+
+
+def as_items(sdk_input: str | list[Any]) -> list[Any]:
+    """A run's input as a list of SDK input items."""
+    if isinstance(sdk_input, str):
+        return [{"role": "user", "content": sdk_input}]
+    return list(sdk_input)
+
+
+@dataclass
+class Turn:
+    """One run's turn on a conversation: its history, its lock, where it appends."""
+
+    conversation_id: str
+    history: list[Any]
+    lock: HeldLock
+    db: Database
+
+    def input_with(self, sdk_input: str | list[Any]) -> list[Any]:
+        """The run's SDK input: the stored history, then the new input."""
+        return [*self.history, *as_items(sdk_input)]
+
+    async def append(self, result: RunResultBase) -> None:
+        """Store the new input and the run's new items (one transaction)."""
+        items: list[Any] = result.to_input_list()[len(self.history) :]
+        now = utcnow()
+        async with self.db.session() as session:
+            repository = ConversationRepository(session)
+            conversation = await session.get(Conversation, self.conversation_id)
+            if conversation is None:
+                return  # deleted while the run was in flight: nothing to continue
+            first = await repository.next_position(self.conversation_id)
+            for offset, item in enumerate(items):
+                repository.add(
+                    ConversationItem(
+                        conversation_id=self.conversation_id,
+                        position=first + offset,
+                        item=item,
+                        created_at=now,
+                    )
+                )
+            conversation.updated_at = now
+            session.add(conversation)
+            await session.commit()
+
+    def release(self) -> Awaitable[None]:
+        """Free the conversation for its next turn (completes even if the caller is
+        cancelled)."""
+        return self.lock.release()
+
+
+class ConversationTurns:
+    """Begins turns: ownership check, lock, history; one per app."""
+
+    def __init__(self, db: Database, locks: ConversationLocks) -> None:
+        self.db = db
+        self.locks = locks
+
+    async def begin(self, principal: Principal, conversation_id: str) -> Turn:
+        """The caller's turn on the conversation: 404 if not theirs, 409 if busy."""
+        async with self.db.session() as session:
+            await require_conversation(session, principal, conversation_id)
+        lock = await self.locks.acquire(conversation_id)
+        try:
+            # Read under the lock: the previous turn's items are committed by now.
+            async with self.db.session() as session:
+                history = await ConversationRepository(session).all_items(conversation_id)
+        except BaseException:
+            await lock.release()
+            raise
+        return Turn(conversation_id=conversation_id, history=history, lock=lock, db=self.db)

@@ -1,0 +1,352 @@
+"""Server-side conversations: storage, history in runs, isolation, the busy lock, deletion."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from gateway.core.config import Settings
+from tenants.models import ConversationItem
+from tests.conftest import make_settings
+from tests.gateway.conftest import ADMIN, AGENT_SPEC, Gateway, gateway_for, read_ledger
+from tests.gateway.server import start_gateway_server
+from tests.identity.conftest import bearer, claims, enable_jwt, sign
+
+RUN = "/v1/agents/assistant/runs"
+FIRST = "My name is Ada and I collect antique clocks from every corner of Europe"
+
+
+@pytest.fixture
+async def cgw(
+    database_url: str, mock_llm_base_url: str, upstream_api: str
+) -> AsyncIterator[Gateway]:
+    """A gateway on each database and each upstream API, no upstream retries."""
+    async for gw in gateway_for(
+        database_url, mock_llm_base_url, upstream_api=upstream_api, upstream_max_retries=0
+    ):
+        yield gw
+
+
+def text_of(item: dict[str, Any]) -> str:
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content or [])
+
+
+async def new_conversation(gw: Gateway, headers: dict[str, str], **body: Any) -> str:
+    r = await gw.client.post("/v1/conversations", json=body or None, headers=headers)
+    assert r.status_code == 201, r.text
+    conversation_id: str = r.json()["id"]
+    return conversation_id
+
+
+async def items(gw: Gateway, conv: str, headers: dict[str, str]) -> list[dict[str, Any]]:
+    r = await gw.client.get(f"/v1/conversations/{conv}/items?limit=100", headers=headers)
+    assert r.status_code == 200, r.text
+    data: list[dict[str, Any]] = r.json()["data"]
+    return data
+
+
+def sse_events(text: str) -> list[tuple[str, Any]]:
+    events = []
+    for block in text.split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line)
+        if "event" in lines:
+            events.append((lines["event"], orjson.loads(lines["data"])))
+    return events
+
+
+async def test_two_turns_carry_the_history(cgw: Gateway) -> None:
+    tenant = await cgw.create_tenant("acme")
+    h = tenant.headers
+    r = await cgw.client.post("/v1/conversations", json={"metadata": {"topic": "x"}}, headers=h)
+    assert r.status_code == 201, r.text
+    created = r.json()
+    conv = created["id"]
+    assert conv.startswith("conv_") and created["object"] == "conversation"
+    assert created["metadata"] == {"topic": "x"}
+    assert (await cgw.client.get(f"/v1/conversations/{conv}", headers=h)).json() == created
+
+    # The same question without history, as a baseline for the model's input size.
+    r = await cgw.client.post(RUN, json={"input": "What is my name?"}, headers=h)
+    assert r.status_code == 200
+    baseline = read_ledger(cgw.mock_url)[-1]["input_tokens"]
+
+    r = await cgw.client.post(RUN, json={"input": FIRST, "conversation_id": conv}, headers=h)
+    assert r.status_code == 200, r.text
+    first = r.json()
+    assert first["conversation_id"] == conv
+    r = await cgw.client.post(
+        RUN, json={"input": "What is my name?", "conversation_id": conv}, headers=h
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["conversation_id"] == conv
+    second_call = read_ledger(cgw.mock_url)[-1]["input_tokens"]
+    stored_chars = len(FIRST) + len(first["output"])
+    # The second turn's model call carried the first turn's user and assistant messages.
+    assert second_call >= baseline + stored_chars // 4 - 2
+    assert r.json()["usage"]["input_tokens"] == second_call
+
+    listed = await items(cgw, conv, h)
+    assert [i["role"] for i in listed] == ["user", "assistant", "user", "assistant"]
+    assert text_of(listed[0]) == FIRST
+    assert text_of(listed[1]) == first["output"]
+    assert text_of(listed[2]) == "What is my name?"
+    assert text_of(listed[3]) == r.json()["output"]
+    page = (await cgw.client.get(f"/v1/conversations/{conv}/items?limit=3", headers=h)).json()
+    assert page["has_more"] is True and len(page["data"]) == 3
+    rest = (
+        await cgw.client.get(
+            f"/v1/conversations/{conv}/items?after={page['data'][-1]['id']}", headers=h
+        )
+    ).json()
+    assert rest["has_more"] is False and [text_of(i) for i in rest["data"]] == [r.json()["output"]]
+
+
+async def test_streamed_turn_appends_and_failed_turns_append_nothing(cgw: Gateway) -> None:
+    tenant = await cgw.create_tenant("acme")
+    h = tenant.headers
+    conv = await new_conversation(cgw, h)
+    r = await cgw.client.post(
+        RUN, json={"input": "stream me", "conversation_id": conv, "stream": True}, headers=h
+    )
+    events = sse_events(r.text)
+    assert events[0][0] == "run.created" and events[0][1]["conversation_id"] == conv
+    assert events[-1][0] == "run.completed" and events[-1][1]["conversation_id"] == conv
+    assert [text_of(i) for i in await items(cgw, conv, h)] == [
+        "stream me",
+        events[-1][1]["output"],
+    ]
+
+    r = await cgw.client.post(
+        RUN, json={"input": "boom [[fault:500]]", "conversation_id": conv}, headers=h
+    )
+    assert r.status_code == 502, r.text
+    r = await cgw.client.post(
+        RUN,
+        json={"input": "boom [[fault:500]]", "conversation_id": conv, "stream": True},
+        headers=h,
+    )
+    assert sse_events(r.text)[-1][0] == "run.failed"
+    assert len(await items(cgw, conv, h)) == 2
+    # The lock was released after each failure: the next turn runs and appends.
+    r = await cgw.client.post(RUN, json={"input": "again", "conversation_id": conv}, headers=h)
+    assert r.status_code == 200, r.text
+    assert len(await items(cgw, conv, h)) == 4
+
+
+async def test_tool_calls_are_stored_and_replayed(cgw: Gateway) -> None:
+    tenant = await cgw.create_tenant("acme")
+    h = tenant.headers
+    conv = await new_conversation(cgw, h)
+    r = await cgw.client.post(
+        RUN, json={"input": "Use the calculator on 6*7", "conversation_id": conv}, headers=h
+    )
+    assert r.status_code == 200, r.text
+    stored = await items(cgw, conv, h)
+    types = [i.get("type", "message") for i in stored]
+    assert "function_call" in types and "function_call_output" in types
+    r = await cgw.client.post(RUN, json={"input": "thanks", "conversation_id": conv}, headers=h)
+    assert r.status_code == 200, r.text
+    assert len(await items(cgw, conv, h)) == len(stored) + 2
+
+
+async def test_delete_removes_the_conversation_and_its_items(cgw: Gateway) -> None:
+    tenant = await cgw.create_tenant("acme")
+    h = tenant.headers
+    conv = await new_conversation(cgw, h)
+    r = await cgw.client.post(RUN, json={"input": "hi", "conversation_id": conv}, headers=h)
+    assert r.status_code == 200
+    assert len(await items(cgw, conv, h)) == 2
+    r = await cgw.client.delete(f"/v1/conversations/{conv}", headers=h)
+    assert r.status_code == 204
+    for path in (f"/v1/conversations/{conv}", f"/v1/conversations/{conv}/items"):
+        r = await cgw.client.get(path, headers=h)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "conversation_not_found"
+    r = await cgw.client.post(RUN, json={"input": "hi", "conversation_id": conv}, headers=h)
+    assert r.status_code == 404
+    assert (await cgw.client.delete(f"/v1/conversations/{conv}", headers=h)).status_code == 404
+    async with cgw.app.state.db.session() as session:
+        statement = select(func.count()).where(col(ConversationItem.conversation_id) == conv)
+        assert (await session.exec(statement)).one() == 0
+
+
+async def test_other_tenants_users_and_scopes_cannot_reach_a_conversation(
+    cgw: Gateway,
+) -> None:
+    a = await cgw.create_tenant("tenant-a")
+    b = await cgw.create_tenant("tenant-b")
+    conv = await new_conversation(cgw, a.headers)
+    r = await cgw.client.post(
+        RUN, json={"input": "secret", "conversation_id": conv}, headers=a.headers
+    )
+    assert r.status_code == 200
+    probes: list[tuple[str, str, Any]] = [
+        ("GET", f"/v1/conversations/{conv}", None),
+        ("GET", f"/v1/conversations/{conv}/items", None),
+        ("DELETE", f"/v1/conversations/{conv}", None),
+        ("POST", RUN, {"input": "hi", "conversation_id": conv}),
+        ("POST", RUN, {"input": "hi", "conversation_id": conv, "stream": True}),
+    ]
+    for method, path, body in probes:
+        r = await cgw.client.request(method, path, json=body, headers=b.headers)
+        assert r.status_code == 404, (method, path, r.text)
+        assert r.json()["error"]["code"] == "conversation_not_found"
+    assert len(await items(cgw, conv, a.headers)) == 2  # untouched
+
+    # End users of tenant A: each sees only their own conversations.
+    secret = (await enable_jwt(cgw, a.id, {"mode": "hs256", "issuer": "tenant-a"}))["secret"]
+    ada = bearer(sign(claims("tenant-a", sub="ada"), secret, "HS256"))
+    bob = bearer(sign(claims("tenant-a", sub="bob"), secret, "HS256"))
+    ada_conv = await new_conversation(cgw, ada)
+    r = await cgw.client.post(RUN, json={"input": "hi", "conversation_id": ada_conv}, headers=ada)
+    assert r.status_code == 200, r.text
+    for headers, status in ((bob, 404), (ada, 200), (a.headers, 200)):
+        r = await cgw.client.get(f"/v1/conversations/{ada_conv}", headers=headers)
+        assert r.status_code == status, r.text
+    for conversation in (ada_conv, conv):  # conv: made with the tenant's key, no user
+        r = await cgw.client.post(
+            RUN, json={"input": "hi", "conversation_id": conversation}, headers=bob
+        )
+        assert r.status_code == 404, r.text
+        r = await cgw.client.get(f"/v1/conversations/{conversation}/items", headers=bob)
+        assert r.status_code == 404
+
+    # A key without the `conversations` scope.
+    r = await cgw.client.post(
+        f"/admin/tenants/{a.id}/keys", json={"name": "runs", "scopes": ["runs"]}, headers=ADMIN
+    )
+    runs_only = bearer(r.json()["key"])
+    for method, path, body in [("POST", "/v1/conversations", {}), *probes]:
+        r = await cgw.client.request(method, path, json=body, headers=runs_only)
+        assert r.status_code == 403, (method, path, r.text)
+        assert r.json()["error"]["type"] == "permission_error"
+
+
+@pytest.fixture(params=["memory", "redis"])
+def lock_settings(request: pytest.FixtureRequest) -> dict[str, str]:
+    if request.param == "memory":
+        return {}
+    settings: dict[str, str] = request.getfixturevalue("redis_settings")
+    return settings
+
+
+@pytest.fixture
+async def lock_gw(
+    sqlite_url: str, mock_llm_base_url: str, lock_settings: dict[str, str]
+) -> AsyncIterator[Gateway]:
+    async for gw in gateway_for(
+        sqlite_url, mock_llm_base_url, upstream_max_retries=0, **lock_settings
+    ):
+        yield gw
+
+
+async def test_concurrent_turns_get_409_and_the_lock_is_released(lock_gw: Gateway) -> None:
+    gw = lock_gw
+    tenant = await gw.create_tenant("acme")
+    h = tenant.headers
+    conv = await new_conversation(gw, h)
+    other = await new_conversation(gw, h)
+
+    async def turn(text: str, conversation: str = conv) -> httpx.Response:
+        body = {"input": text, "conversation_id": conversation}
+        return await gw.client.post(RUN, json=body, headers=h)
+
+    slow = turn("slow [[latency:600]]")
+    await asyncio.sleep(0)
+    results = await asyncio.gather(
+        slow, _after(0.15, turn("second")), _after(0.15, turn("elsewhere", other))
+    )
+    statuses = sorted(r.status_code for r in results[:2])
+    assert statuses == [200, 409], [r.text for r in results]
+    busy = next(r for r in results[:2] if r.status_code == 409).json()["error"]
+    assert busy["type"] == "conflict_error" and busy["code"] == "conversation_busy"
+    assert results[2].status_code == 200  # another conversation is not blocked
+    assert len(await items(gw, conv, h)) == 2
+    # Released after a success and after an upstream error.
+    assert (await turn("third")).status_code == 200
+    assert (await turn("boom [[fault:500]]")).status_code == 502
+    assert (await turn("fourth")).status_code == 200
+    assert len(await items(gw, conv, h)) == 6
+    # A streamed turn holds the lock too.
+    body = {"input": "slow [[latency:600]]", "conversation_id": conv, "stream": True}
+    streamed = asyncio.ensure_future(gw.client.post(RUN, json=body, headers=h))
+    await asyncio.sleep(0.2)
+    assert (await turn("during stream")).status_code == 409
+    assert sse_events((await streamed).text)[-1][0] == "run.completed"
+    assert (await turn("after stream")).status_code == 200
+
+
+async def _after(delay_s: float, work: Any) -> Any:
+    await asyncio.sleep(delay_s)
+    return await work
+
+
+def _live_settings(sqlite_url: str, mock_url: str, **overrides: Any) -> Settings:
+    return make_settings(
+        sqlite_url, openai_base_url=mock_url, upstream_api="chat_completions", **overrides
+    )
+
+
+async def test_lock_released_after_disconnect_and_shared_across_replicas(
+    sqlite_url: str, mock_llm_base_url: str, lock_settings: dict[str, str]
+) -> None:
+    settings = _live_settings(sqlite_url, mock_llm_base_url, **lock_settings)
+    one, stop_one = await asyncio.to_thread(start_gateway_server, settings)
+    two, stop_two = await asyncio.to_thread(start_gateway_server, settings)
+    try:
+        async with httpx.AsyncClient(base_url=one, timeout=20) as c:
+            tenant_id = (
+                await c.post("/admin/tenants", json={"slug": "live", "name": "l"}, headers=ADMIN)
+            ).json()["id"]
+            key = (
+                await c.post(f"/admin/tenants/{tenant_id}/keys", json={"name": "k"}, headers=ADMIN)
+            ).json()["key"]
+            r = await c.put(
+                f"/admin/tenants/{tenant_id}/agents/assistant", json=AGENT_SPEC, headers=ADMIN
+            )
+            assert r.status_code == 201
+            h = bearer(key)
+            conv = (await c.post("/v1/conversations", json={}, headers=h)).json()["id"]
+            body = {"input": "slow [[latency:3000]]", "conversation_id": conv, "stream": True}
+            started = time.monotonic()
+            async with c.stream("POST", RUN, json=body, headers=h) as r:
+                async for line in r.aiter_lines():
+                    if line.startswith("event: run.created"):
+                        break
+            # The client left: the lock is freed long before the 3 s model call would end.
+            while True:
+                r = await c.post(RUN, json={"input": "next", "conversation_id": conv}, headers=h)
+                if r.status_code != 409:
+                    break
+                assert time.monotonic() - started < 2.5, "lock not released after disconnect"
+                await asyncio.sleep(0.05)
+            assert r.status_code == 200, r.text
+            stored = [text_of(i) for i in await _items_live(c, conv, h)]
+            assert len(stored) == 2 and stored[0] == "next"  # the cancelled turn left nothing
+
+            # Two replicas: a turn in flight on one makes the other answer 409 (Redis only).
+            body = {"input": "slow [[latency:800]]", "conversation_id": conv}
+            first = asyncio.ensure_future(c.post(RUN, json=body, headers=h))
+            await asyncio.sleep(0.3)
+            async with httpx.AsyncClient(base_url=two, timeout=20) as c2:
+                r2 = await c2.post(RUN, json={"input": "x", "conversation_id": conv}, headers=h)
+            assert (await first).status_code == 200
+            assert r2.status_code == (409 if lock_settings else 200), r2.text
+    finally:
+        await asyncio.to_thread(stop_one)
+        await asyncio.to_thread(stop_two)
+
+
+async def _items_live(c: httpx.AsyncClient, conv: str, h: dict[str, str]) -> list[Any]:
+    data: list[Any] = (await c.get(f"/v1/conversations/{conv}/items", headers=h)).json()["data"]
+    return data
