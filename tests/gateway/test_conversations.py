@@ -350,3 +350,39 @@ async def test_lock_released_after_disconnect_and_shared_across_replicas(
 async def _items_live(c: httpx.AsyncClient, conv: str, h: dict[str, str]) -> list[Any]:
     data: list[Any] = (await c.get(f"/v1/conversations/{conv}/items", headers=h)).json()["data"]
     return data
+
+
+@pytest.mark.parametrize("fail_open", [False, True])
+async def test_lock_with_redis_unreachable_follows_the_failure_mode(fail_open: bool) -> None:
+    """Redis refusing connections: `closed` answers 503 `conversation_lock_unavailable` with
+    Retry-After; `open` locks in this process's memory (still one turn at a time here)."""
+    from redis.asyncio import Redis
+
+    from gateway.conversations.lock import ConversationLocks
+    from gateway.core.errors import ConflictError, ServiceUnavailableError
+    from gateway.limits.breaker import RedisBreaker
+
+    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.1)
+    breaker = RedisBreaker(retry_s=1.0, fail_open=fail_open)
+    locks = ConversationLocks(redis=dead, breaker=breaker, prefix="test:", ttl_s=30, timeout_s=0.1)
+    try:
+        if not fail_open:
+            with pytest.raises(ServiceUnavailableError) as refused:
+                await locks.acquire("conv_a")
+            assert refused.value.code == "conversation_lock_unavailable"
+            assert int(refused.value.headers["Retry-After"]) >= 1
+            assert breaker.degraded
+            return
+        held = await locks.acquire("conv_a")
+        assert breaker.degraded and not held.in_redis
+        with pytest.raises(ConflictError) as busy:
+            await locks.acquire("conv_a")
+        assert busy.value.code == "conversation_busy"
+        other = await locks.acquire("conv_b")  # another conversation is not blocked
+        await held.release()
+        await other.release()
+        again = await locks.acquire("conv_a")  # released: the next turn gets it
+        await again.release()
+    finally:
+        await locks.drain()
+        await dead.aclose()
