@@ -97,3 +97,22 @@ async def test_a_stream_abandoned_before_its_first_byte_frees_its_slot(
     usage = (await gw.client.get("/v1/usage?group_by=day", headers=tenant.headers)).json()
     assert usage["totals"]["runs"] == 4  # the 3 abandoned runs are recorded (cancelled), too
     assert usage["totals"]["total_tokens"] == r.json()["usage"]["total_tokens"]
+
+
+async def test_an_abandoned_conversation_stream_frees_the_conversation(gw: Gateway) -> None:
+    tenant = await limited_tenant(gw, "acme", max_concurrent_runs=1)
+    key = tenant.headers["Authorization"].removeprefix("Bearer ")
+    r = await gw.client.post("/v1/conversations", json={}, headers=tenant.headers)
+    assert r.status_code == 201, r.text
+    conversation = r.json()["id"]
+    body = {"input": "hello [[latency:500]]", "stream": True, "conversation_id": conversation}
+    assert await _abandoned_stream(gw, "/v1/agents/assistant/runs", body, key) == 200
+    await asyncio.sleep(0.05)  # the lock's release runs in the background
+    r = await gw.client.post(
+        "/v1/agents/assistant/runs",
+        json={"input": "hello", "conversation_id": conversation},
+        headers=tenant.headers,
+    )
+    assert r.status_code == 200, r.text  # neither conversation_busy nor concurrent_runs
+    items = await gw.client.get(f"/v1/conversations/{conversation}/items", headers=tenant.headers)
+    assert len(items.json()["data"]) == 2  # only the completed turn: user + assistant
