@@ -50,10 +50,15 @@ class RequestIdMiddleware:
 
         async def send_with_id(message: Message) -> None:
             nonlocal status
-            if message["type"] == "http.response.start":
+            kind = message["type"]
+            if kind in ("http.response.start", "websocket.http.response.start"):
                 status = message["status"]
                 message.setdefault("headers", [])
                 message["headers"] = [*message["headers"], header]
+            elif kind == "websocket.accept":
+                status = 101
+            elif kind == "websocket.close" and status == 500:
+                status = 403  # closed before it was accepted: the handshake was refused
             await send(message)
 
         try:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from gateway.auth.api_keys import failed, resolve_api_key
 from gateway.auth.jwt import resolve_jwt
@@ -18,7 +19,7 @@ from gateway.core.errors import AuthenticationFailedError, PermissionDeniedError
 from tenants.api_key.keys import KEY_PREFIX
 
 
-def _credential(request: Request) -> tuple[str, bool] | None:
+def _credential(request: HTTPConnection) -> tuple[str, bool] | None:
     """(token, is_api_key) of the request, or None."""
     header = request.headers.get("authorization")
     if header:
@@ -31,12 +32,13 @@ def _credential(request: Request) -> tuple[str, bool] | None:
     return (key, True) if key else None
 
 
-def _address(request: Request) -> str:
+def _address(request: HTTPConnection) -> str:
     return request.client.host if request.client else "unknown"
 
 
-async def current_principal(request: Request) -> Principal:
-    """The authenticated tenant of this request (401 / 403 / 429 otherwise)."""
+async def current_principal(request: HTTPConnection) -> Principal:
+    """The authenticated tenant of this request or WebSocket handshake (401 / 403 / 429
+    otherwise)."""
     credential = _credential(request)
     if credential is None:
         raise AuthenticationFailedError()
@@ -62,7 +64,7 @@ async def current_principal(request: Request) -> Principal:
     return principal
 
 
-async def _resolve_jwt(request: Request, token: str) -> Principal:
+async def _resolve_jwt(request: HTTPConnection, token: str) -> Principal:
     state = request.app.state
     address = _address(request)
     state.auth_failures.check(address)

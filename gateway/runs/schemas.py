@@ -1,4 +1,5 @@
-"""Request body of `POST /v1/agents/{name}/runs` (SPEC §5.1), bounded in every dimension."""
+"""Request body of `POST /v1/agents/{name}/runs` (SPEC §5.1) and of a WebSocket turn, bounded
+in every dimension."""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ class InputMessage(BaseModel):
     content: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
 
 
-class RunRequest(BaseModel):
+class TurnInput(BaseModel):
+    """One turn's input: what a run request and a WebSocket message have in common."""
+
     model_config = ConfigDict(extra="forbid")
 
     input: (
@@ -27,6 +30,15 @@ class RunRequest(BaseModel):
         | Annotated[list[InputMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     )
     conversation_id: Annotated[str, Field(max_length=64)] | None = None
+
+    def sdk_input(self) -> str | list[Any]:
+        """The input in the form `Runner.run` takes."""
+        if isinstance(self.input, str):
+            return self.input
+        return [{"role": m.role, "content": m.content} for m in self.input]
+
+
+class RunRequest(TurnInput):
     stream: bool = False
     metadata: dict[str, Any] | None = None
 
@@ -34,9 +46,3 @@ class RunRequest(BaseModel):
     @classmethod
     def _bounded_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return bounded_metadata(value)
-
-    def sdk_input(self) -> str | list[Any]:
-        """The input in the form `Runner.run` takes."""
-        if isinstance(self.input, str):
-            return self.input
-        return [{"role": m.role, "content": m.content} for m in self.input]

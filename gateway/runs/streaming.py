@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -66,8 +66,17 @@ def _translate(event: Any) -> RunEvent | None:
     return None
 
 
-async def run_events(handle: RunHandle, sdk_input: str | list[Any]) -> AsyncIterator[RunEvent]:
-    """The events of one streamed run; the run is settled before its terminal event."""
+async def run_events(
+    handle: RunHandle,
+    sdk_input: str | list[Any],
+    *,
+    on_complete: Callable[[RunResultStreaming], None] | None = None,
+) -> AsyncGenerator[RunEvent]:
+    """The events of one streamed run; the run is settled before its terminal event.
+
+    `on_complete` sees the finished result (before settling): the WebSocket keeps its
+    in-memory history with it.
+    """
     yield "run.created", handle.response(None, status="in_progress")
     status = "cancelled"
     result: RunResultStreaming | None = None
@@ -93,6 +102,8 @@ async def run_events(handle: RunHandle, sdk_input: str | list[Any]) -> AsyncIter
                 yield translated
         if handle.turn is not None:
             await handle.turn.append(result)
+        if on_complete is not None:
+            on_complete(result)
         status = "completed"
         await handle.finish(status)  # lease released before the client sees the end
     except Exception as exc:

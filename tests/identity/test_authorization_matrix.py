@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -58,6 +59,8 @@ ROWS: dict[tuple[str, str], Row] = {
     ("POST", "/v1/agents/{name}/runs"): Row(
         "tenant", scope="runs", other_tenant=404, body={"input": "hi"}
     ),
+    # Probed in tests/gateway/test_websocket.py (the matrix speaks HTTP only).
+    ("WEBSOCKET", "/v1/agents/{name}/ws"): Row("tenant", scope="runs", other_tenant=404),
     ("POST", "/v1/chat/completions"): Row(
         "tenant",
         scope="runs",
@@ -111,10 +114,21 @@ def app_routes(gateway: Gateway) -> set[tuple[str, str]]:
         for path, operations in gateway.app.openapi()["paths"].items()
         for method in operations
     }
-    for route in gateway.app.routes:
-        if isinstance(route, APIWebSocketRoute):
-            routes.add(("WEBSOCKET", route.path))
+    routes.update(("WEBSOCKET", path) for path in websocket_paths(gateway.app.routes))
     return routes
+
+
+def websocket_paths(routes: Iterable[Any]) -> Iterator[str]:
+    """Full paths of the WebSocket routes, also inside included routers (which FastAPI
+    keeps as one lazily expanded route each: `effective_candidates`)."""
+    for route in routes:
+        original = getattr(route, "original_route", route)
+        if isinstance(original, APIWebSocketRoute):
+            mounted = getattr(route, "starlette_route", None) or original  # with its prefix
+            yield str(mounted.path)
+        candidates = getattr(route, "effective_candidates", None)
+        if candidates is not None:
+            yield from websocket_paths(candidates())
 
 
 def expected(row: Row, credential: str, method: str) -> int:

@@ -1,0 +1,290 @@
+"""`GET /v1/agents/{name}/ws` against a real uvicorn server, the mock LLM and a real client."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.conftest import make_settings
+from tests.gateway.conftest import ADMIN, AGENT_SPEC, read_ledger
+from tests.gateway.server import start_gateway_server
+from tests.identity.conftest import bearer, claims, sign
+
+MAX_FRAME = 4096
+Event = tuple[str, Any]
+
+
+@pytest.fixture
+def live(sqlite_url: str, mock_llm_base_url: str) -> Iterator[str]:
+    settings = make_settings(
+        sqlite_url,
+        openai_base_url=mock_llm_base_url,
+        upstream_api="chat_completions",
+        upstream_max_retries=0,
+        max_body_bytes=MAX_FRAME,
+    )
+    base_url, stop = start_gateway_server(settings)
+    yield base_url
+    stop()
+
+
+async def seed(base_url: str, slug: str, **tenant: Any) -> tuple[str, dict[str, str]]:
+    """A tenant with the `assistant` agent; (tenant id, its key's headers)."""
+    async with httpx.AsyncClient(base_url=base_url, headers=ADMIN, timeout=10) as c:
+        r = await c.post("/admin/tenants", json={"slug": slug, "name": slug, **tenant})
+        assert r.status_code == 201, r.text
+        tenant_id = r.json()["id"]
+        key = (await c.post(f"/admin/tenants/{tenant_id}/keys", json={"name": "k"})).json()
+        r = await c.put(f"/admin/tenants/{tenant_id}/agents/assistant", json=AGENT_SPEC)
+        assert r.status_code == 201, r.text
+    return tenant_id, bearer(key["key"])
+
+
+@asynccontextmanager
+async def socket(
+    base_url: str, headers: dict[str, str], agent: str = "assistant"
+) -> AsyncIterator[ClientConnection]:
+    url = base_url.replace("http://", "ws://") + f"/v1/agents/{agent}/ws"
+    async with connect(url, additional_headers=headers, open_timeout=10) as ws:
+        yield ws
+
+
+async def next_event(ws: ClientConnection) -> Event:
+    frame = orjson.loads(await ws.recv())
+    assert set(frame) == {"event", "data"}, frame
+    return frame["event"], frame["data"]
+
+
+async def until_end(ws: ClientConnection) -> list[Event]:
+    """Events up to and including the turn's terminal event."""
+    events = []
+    while True:
+        events.append(await next_event(ws))
+        if events[-1][0] in ("run.completed", "run.failed"):
+            return events
+
+
+async def turn(ws: ClientConnection, body: dict[str, Any]) -> list[Event]:
+    await ws.send(orjson.dumps(body).decode())
+    return await until_end(ws)
+
+
+def usage(base_url: str, tenant_id: str, runs: int, group_by: str = "agent") -> dict[str, Any]:
+    """The tenant's usage report once it counts `runs` runs (the recorder flushes in batches)."""
+    deadline = time.monotonic() + 10
+    while True:
+        r = httpx.get(
+            f"{base_url}/admin/tenants/{tenant_id}/usage?group_by={group_by}", headers=ADMIN
+        ).json()
+        if r["totals"]["runs"] >= runs or time.monotonic() > deadline:
+            return dict(r)
+        time.sleep(0.05)
+
+
+async def test_two_turns_over_one_socket_share_history_and_match_runs(
+    live: str, mock_llm_base_url: str
+) -> None:
+    tenant_id, headers = await seed(live, "ws-chat")
+    first = "My name is Ada and I collect antique clocks from every corner of Europe"
+    second = "What is my name?"
+    async with httpx.AsyncClient(base_url=live, headers=headers, timeout=10) as c:
+        plain = [
+            (await c.post("/v1/agents/assistant/runs", json={"input": t})).json()
+            for t in (first, second)
+        ]
+
+    async with socket(live, headers) as ws:
+        one = await turn(ws, {"input": first})
+        ledger_before = len(read_ledger(mock_llm_base_url))
+        two = await turn(ws, {"input": second})
+        calls = read_ledger(mock_llm_base_url)[ledger_before:]
+
+    names = [n for n, _ in one]
+    assert names[0] == "run.created" and names[-1] == "run.completed"
+    assert "output_text.delta" in names
+    assert one[0][1]["status"] == "in_progress"
+    completed = one[-1][1]
+    assert completed["status"] == "completed"
+    assert completed["output"] == plain[0]["output"]
+    assert completed["usage"] == plain[0]["usage"]
+    assert "".join(d["delta"] for n, d in one if n == "output_text.delta") == completed["output"]
+    # Turn 2's model call saw turn 1: more input than the same question asked alone.
+    assert two[-1][0] == "run.completed"
+    assert [c["input_tokens"] for c in calls] == [two[-1][1]["usage"]["input_tokens"]]
+    assert two[-1][1]["usage"]["input_tokens"] > plain[1]["usage"]["input_tokens"] + len(first) // 4
+    report = usage(live, tenant_id, 4)
+    assert report["totals"]["runs"] == 4
+    expected = sum(r["usage"]["total_tokens"] for r in (*plain, completed, two[-1][1]))
+    assert report["totals"]["total_tokens"] == expected
+
+
+async def test_tool_calls_are_events(live: str) -> None:
+    _, headers = await seed(live, "ws-tools")
+    async with socket(live, headers) as ws:
+        events = await turn(ws, {"input": "What is 6*7? Use the calculator"})
+    names = [n for n, _ in events]
+    assert names[0] == "run.created" and names[-1] == "run.completed", names
+    called = next(d for n, d in events if n == "tool.called")
+    output = next(d for n, d in events if n == "tool.output")
+    assert called["name"] == "calculator"
+    assert output["call_id"] == called["call_id"]
+    assert "42" in output["output"]
+    assert names.index("tool.called") < names.index("tool.output")
+
+
+async def test_handshake_auth_and_agent_isolation(live: str) -> None:
+    a_id, a = await seed(live, "ws-a")
+    _, b = await seed(live, "ws-b")
+    async with httpx.AsyncClient(base_url=live, headers=ADMIN, timeout=10) as c:
+        r = await c.put(f"/admin/tenants/{a_id}/agents/only-a", json=AGENT_SPEC)
+        assert r.status_code == 201, r.text
+        r = await c.post(f"/admin/tenants/{a_id}/keys", json={"name": "u", "scopes": ["usage"]})
+        usage_only = bearer(r.json()["key"])
+        r = await c.put(f"/admin/tenants/{a_id}/jwt", json={"mode": "hs256", "issuer": "ws-a"})
+        secret = r.json()["secret"]
+
+    for headers, status in (
+        ({}, 401),
+        (bearer("gw_not_a_real_key"), 401),
+        ({"X-API-Key": "gw_nope"}, 401),
+        (usage_only, 403),
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            async with socket(live, headers):
+                pass
+        assert refused.value.response.status_code == status
+        assert orjson.loads(refused.value.response.body or b"")["error"]["type"] in (
+            "authentication_error",
+            "permission_error",
+        )
+
+    # Another tenant's agent: indistinguishable from a missing one.
+    for agent in ("only-a", "no-such-agent"):
+        async with socket(live, b, agent) as ws:
+            name, data = await next_event(ws)
+            assert (name, data["error"]["code"]) == ("error", "agent_not_found")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    async with socket(live, a, "only-a") as ws:
+        assert (await turn(ws, {"input": "hi"}))[-1][0] == "run.completed"
+    async with socket(live, {"X-API-Key": a["Authorization"][7:]}) as ws:
+        assert (await turn(ws, {"input": "hi"}))[-1][0] == "run.completed"
+
+    # An end-user JWT: the turn's usage is the user's.
+    jwt = bearer(sign(claims("ws-a", sub="ws-user-7"), secret, "HS256"))
+    async with socket(live, jwt) as ws:
+        assert (await turn(ws, {"input": "hello"}))[-1][0] == "run.completed"
+    report = usage(live, a_id, 3, group_by="user")
+    assert {row["user"]: row["runs"] for row in report["data"] if row["user"] is not None} == {
+        "ws-user-7": 1
+    }
+
+
+async def test_request_limit_fails_the_turn_and_keeps_the_socket(
+    live: str, mock_llm_base_url: str
+) -> None:
+    _, headers = await seed(live, "ws-limited", limits={"requests_per_minute": 2})
+    async with socket(live, headers) as ws:
+        for _ in range(2):
+            assert (await turn(ws, {"input": "hi"}))[-1][0] == "run.completed"
+        ledger_before = len(read_ledger(mock_llm_base_url))
+        limited = await turn(ws, {"input": "hi"})
+        assert [n for n, _ in limited] == ["run.failed"]
+        error = limited[0][1]["error"]
+        assert (error["type"], error["code"]) == ("rate_limit_error", "requests_per_minute")
+        assert len(read_ledger(mock_llm_base_url)) == ledger_before, "no model call"
+        # Still open and answering.
+        await ws.send("{")
+        assert (await next_event(ws))[1]["error"]["code"] == "invalid_json"
+        assert (await turn(ws, {"input": "again"}))[0][1]["error"]["code"] == "requests_per_minute"
+
+
+async def test_bad_frames_get_errors_and_the_socket_stays_usable(live: str) -> None:
+    _, headers = await seed(live, "ws-frames")
+    async with socket(live, headers) as ws:
+        bad: list[tuple[str | bytes, str]] = [
+            ("not json", "invalid_json"),
+            (orjson.dumps({"input": "hi", "stream": True}).decode(), "invalid_value"),
+            (orjson.dumps({"input": ""}).decode(), "invalid_value"),
+            (orjson.dumps({"input": [{"role": "tool", "content": "x"}]}).decode(), "invalid_value"),
+            (b'{"input": "hi"}', "invalid_frame"),
+            (orjson.dumps({"input": "x" * MAX_FRAME}).decode(), "frame_too_large"),
+        ]
+        for frame, code in bad:
+            await ws.send(frame)
+            name, data = await next_event(ws)
+            assert (name, data["error"]["type"], data["error"]["code"]) == (
+                "error",
+                "invalid_request_error",
+                code,
+            ), frame
+        assert (await turn(ws, {"input": "hi"}))[-1][0] == "run.completed"
+
+        # One turn at a time: a frame during a turn is refused, the turn goes on.
+        await ws.send(orjson.dumps({"input": "slow [[latency:600]]"}).decode())
+        assert (await next_event(ws))[0] == "run.created"
+        await ws.send(orjson.dumps({"input": "too soon"}).decode())
+        events = await until_end(ws)
+        refusals = [d for n, d in events if n == "error"]
+        assert [r["error"]["code"] for r in refusals] == ["turn_in_progress"]
+        assert events[-1][0] == "run.completed"
+        # Frames sent right after a terminal event start a turn (the socket is freed before
+        # the terminal event is sent; this loop does not force the race, it only shows it).
+        for _ in range(3):
+            assert (await turn(ws, {"input": "next"}))[-1][0] == "run.completed"
+
+
+async def test_disconnect_mid_turn_cancels_and_records_spent_tokens(
+    live: str, mock_llm_base_url: str
+) -> None:
+    tenant_id, headers = await seed(live, "ws-gone")
+    ledger_before = len(read_ledger(mock_llm_base_url))
+    started = time.monotonic()
+    async with socket(live, headers) as ws:
+        await ws.send(
+            orjson.dumps({"input": "Use the calculator on 6*7 [[latency:1500]]"}).decode()
+        )
+        seen = []
+        while "tool.output" not in seen:
+            seen.append((await next_event(ws))[0])
+    # The client left while the second model call waits upstream.
+    totals = usage(live, tenant_id, 1)["totals"]
+    elapsed = time.monotonic() - started
+    first_call = read_ledger(mock_llm_base_url)[ledger_before]
+    assert totals["runs"] == 1 and totals["requests"] == 1
+    assert totals["input_tokens"] == first_call["input_tokens"]
+    assert totals["output_tokens"] == first_call["output_tokens"]
+    assert elapsed < 1.5 + 1.5
+    metrics = httpx.get(f"{live}/metrics").text
+    assert (
+        'gateway_runs_total{agent="assistant",status="cancelled",tenant="ws-gone"} 1.0' in metrics
+    )
+
+
+async def test_turn_on_a_server_side_conversation(live: str) -> None:
+    _, headers = await seed(live, "ws-conv")
+    async with httpx.AsyncClient(base_url=live, headers=headers, timeout=10) as c:
+        conv = (await c.post("/v1/conversations", json={})).json()["id"]
+        async with socket(live, headers) as ws:
+            one = await turn(ws, {"input": "Remember the word teapot", "conversation_id": conv})
+            two = await turn(ws, {"input": "Which word?", "conversation_id": conv})
+            missing = await turn(ws, {"input": "hi", "conversation_id": "conv_missing"})
+        items = (await c.get(f"/v1/conversations/{conv}/items")).json()["data"]
+    for events in (one, two):
+        assert events[-1][0] == "run.completed"
+        assert events[-1][1]["conversation_id"] == conv
+    assert [i["role"] for i in items] == ["user", "assistant", "user", "assistant"]
+    assert items[0]["content"] == "Remember the word teapot"
+    assert items[2]["content"] == "Which word?"
+    # Turn 2 ran on the stored history (more input than turn 1's).
+    assert two[-1][1]["usage"]["input_tokens"] > one[-1][1]["usage"]["input_tokens"]
+    assert missing[-1][1]["error"]["code"] == "conversation_not_found"
