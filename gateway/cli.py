@@ -142,6 +142,8 @@ def _run_uvicorn(host: str, port: int, workers: int) -> None:
             access_log=False,  # the gateway writes its own JSON access line per request
             proxy_headers=True,
             forwarded_allow_ips=settings.forwarded_allow_ips,
+            # WebSocket frames are bounded like request bodies, before they are read whole.
+            ws_max_size=settings.max_body_bytes,
             log_config=logging_config(settings.log_level),
             log_level=settings.log_level,
         )

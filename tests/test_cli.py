@@ -147,3 +147,58 @@ def _check_forwarded_for(env: dict[str, str], log: IO[bytes], trusted: bool) -> 
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_serve_bounds_websocket_frames_by_the_body_limit(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """`gateway serve` closes a socket whose frame is over `GATEWAY_MAX_BODY_BYTES` (1009,
+    uvicorn's limit) instead of reading it whole; the app alone would read it, then refuse."""
+    import asyncio
+
+    import websockets
+
+    env = {**env, "GATEWAY_MAX_BODY_BYTES": "4096"}
+    assert gateway(env, "db", "upgrade").returncode == 0
+    assert gateway(env, "tenants", "create", "--slug", "ws-co", "--name", "WS").returncode == 0
+    r = gateway(env, "keys", "issue", "--tenant", "ws-co", "--name", "ws")
+    assert r.returncode == 0, r.stderr
+    key = json.loads(r.stdout)["key"]
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"instructions": "Be brief.", "model": "gpt-4.1-mini"}))
+    r = gateway(
+        env, "agents", "put", "--tenant", "ws-co", "--name", "assistant", "--file", str(spec)
+    )
+    assert r.returncode == 0, r.stderr
+
+    async def oversized_frame(url: str) -> int | None:
+        ws_url = url.replace("http://", "ws://") + "/v1/agents/assistant/ws"
+        headers = {"Authorization": f"Bearer {key}"}
+        async with websockets.connect(ws_url, additional_headers=headers) as socket:
+            await socket.send(json.dumps({"input": "x" * 10_000}))
+            try:
+                reply = await asyncio.wait_for(socket.recv(), timeout=5)
+            except websockets.ConnectionClosed as closed:
+                return closed.rcvd.code if closed.rcvd is not None else None
+            raise AssertionError(f"the frame was read and answered: {reply!r}")
+
+    with (tmp_path / "serve.log").open("wb") as log:
+        proc, url = _serve(env, log)
+        try:
+            import time
+
+            import httpx
+
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "gateway serve did not start"
+                time.sleep(0.1)
+            assert asyncio.run(oversized_frame(url)) == 1009  # message too big
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
