@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
 
 from gateway.core.clock import as_utc, rfc3339, utcnow
 from tenants.models import ApiKey
@@ -25,6 +33,16 @@ KeyName = Annotated[
 ]
 
 
+def _in_the_future(value: AwareDatetime) -> AwareDatetime:
+    if as_utc(value) <= utcnow():
+        raise ValueError("must be in the future")
+    return value
+
+
+FutureDatetime = Annotated[AwareDatetime, AfterValidator(_in_the_future)]
+"""An RFC 3339 time with an offset, later than now (a key's `expires_at`)."""
+
+
 class KeyCreate(BaseModel):
     """`POST /admin/tenants/{id}/keys`."""
 
@@ -33,7 +51,7 @@ class KeyCreate(BaseModel):
     name: KeyName
     scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(ALL_SCOPES))] | None = None
     """Default (absent or null): every scope."""
-    expires_at: AwareDatetime | None = None
+    expires_at: FutureDatetime | None = None
     """RFC 3339 with an offset, in the future."""
 
     @field_validator("scopes")
@@ -42,13 +60,6 @@ class KeyCreate(BaseModel):
         if scopes is not None and len(set(scopes)) != len(scopes):
             raise ValueError("a scope is listed twice")
         return scopes
-
-    @field_validator("expires_at")
-    @classmethod
-    def _in_the_future(cls, value: AwareDatetime | None) -> AwareDatetime | None:
-        if value is not None and as_utc(value) <= utcnow():
-            raise ValueError("must be in the future")
-        return value
 
     def granted_scopes(self) -> list[str]:
         """The scopes to store, in canonical order."""
@@ -65,14 +76,7 @@ class KeyUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    expires_at: AwareDatetime | None
-
-    @field_validator("expires_at")
-    @classmethod
-    def _in_the_future(cls, value: AwareDatetime | None) -> AwareDatetime | None:
-        if value is not None and as_utc(value) <= utcnow():
-            raise ValueError("must be in the future")
-        return value
+    expires_at: FutureDatetime | None
 
 
 class KeyPublic(BaseModel):
