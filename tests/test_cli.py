@@ -6,8 +6,10 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import pytest
 
@@ -84,19 +86,39 @@ def test_help_lists_the_commands(env: dict[str, str]) -> None:
         assert command in r.stdout
 
 
-def _serve(env: dict[str, str], log: IO[bytes]) -> tuple[subprocess.Popen[bytes], str]:
+@contextmanager
+def _serving(env: dict[str, str], log_path: Path) -> Iterator[str]:
+    """`gateway serve` on a free port, ready (GET /healthz is 200); its base URL. Stopped after."""
     import socket
+    import time
+
+    import httpx
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    proc = subprocess.Popen(
-        [GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    return proc, f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                assert time.monotonic() < deadline, "gateway serve did not start"
+                time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 def _failures_until_429(client: Any, url: str, forwarded_for: str, limit: int) -> list[int]:
@@ -116,37 +138,16 @@ def test_serve_trusts_forwarded_for_only_from_configured_proxies(
         "GATEWAY_FORWARDED_ALLOW_IPS": "127.0.0.1" if trusted else "10.255.255.1",
     }
     assert gateway(env, "db", "upgrade").returncode == 0
-    with (tmp_path / "serve.log").open("wb") as log:
-        _check_forwarded_for(env, log, trusted)
-
-
-def _check_forwarded_for(env: dict[str, str], log: IO[bytes], trusted: bool) -> None:
-    import time
-
     import httpx
 
-    proc, url = _serve(env, log)
-    try:
-        with httpx.Client(timeout=5) as client:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if client.get(f"{url}/healthz").status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "gateway serve did not start"
-                time.sleep(0.1)
-            first = _failures_until_429(client, url, "203.0.113.7", 3)
-            assert first == [401, 401, 401, 429]
-            other = _failures_until_429(client, url, "203.0.113.8", 3)
-            if trusted:  # another client behind the proxy: its own budget
-                assert other == [401, 401, 401, 429]
-            else:  # the same peer whatever the header says: still blocked
-                assert other == [429, 429, 429, 429]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with _serving(env, tmp_path / "serve.log") as url, httpx.Client(timeout=5) as client:
+        first = _failures_until_429(client, url, "203.0.113.7", 3)
+        assert first == [401, 401, 401, 429]
+        other = _failures_until_429(client, url, "203.0.113.8", 3)
+        if trusted:  # another client behind the proxy: its own budget
+            assert other == [401, 401, 401, 429]
+        else:  # the same peer whatever the header says: still blocked
+            assert other == [429, 429, 429, 429]
 
 
 def test_serve_bounds_websocket_frames_by_the_body_limit(
@@ -182,23 +183,5 @@ def test_serve_bounds_websocket_frames_by_the_body_limit(
                 return closed.rcvd.code if closed.rcvd is not None else None
             raise AssertionError(f"the frame was read and answered: {reply!r}")
 
-    with (tmp_path / "serve.log").open("wb") as log:
-        proc, url = _serve(env, log)
-        try:
-            import time
-
-            import httpx
-
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "gateway serve did not start"
-                time.sleep(0.1)
-            assert asyncio.run(oversized_frame(url)) == 1009  # message too big
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with _serving(env, tmp_path / "serve.log") as url:
+        assert asyncio.run(oversized_frame(url)) == 1009  # message too big
