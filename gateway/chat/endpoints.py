@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 
 from gateway.auth.dependencies import RunsPrincipal
 from gateway.chat.objects import completion
 from gateway.chat.schemas import ChatCompletionRequest
 from gateway.chat.stream import ChunkEncoder
-from gateway.limits.headers import add_headers
-from gateway.runs.endpoints import RunServiceDep
+from gateway.runs.endpoints import RunServiceDep, admitted, event_stream
 from gateway.runs.streaming import stream_run
 
 router = APIRouter(tags=["chat"])
@@ -31,18 +30,11 @@ async def create_chat_completion(
 ) -> Response:
     sdk_input = body.sdk_input()
     handle = await service.start(principal, body.model, sdk_input)
-    if handle.ticket is not None:
-        add_headers(request.scope["state"], handle.ticket.token_headers())
-    request.state.agent = body.model
+    admitted(request, handle)
     if body.stream:
         encoder = ChunkEncoder(handle, include_usage=body.include_usage)
-        return StreamingResponse(
-            stream_run(
-                handle, sdk_input, keepalive_s=service.settings.stream_keepalive_s, encode=encoder
-            ),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        keepalive_s = service.settings.stream_keepalive_s
+        return event_stream(stream_run(handle, sdk_input, keepalive_s=keepalive_s, encode=encoder))
     result = await service.run(handle, sdk_input)
     return Response(
         orjson.dumps(completion(handle, result["output"])), media_type="application/json"

@@ -21,7 +21,7 @@ from gateway.conversations.lock import ConversationLocks, HeldLock
 from gateway.conversations.repository import ConversationRepository
 from gateway.core.clock import utcnow
 from gateway.core.db import Database
-from gateway.core.errors import NotFoundError
+from gateway.core.errors import NotFoundError, PermissionDeniedError
 from gateway.core.ids import new_id
 from tenants.models import Conversation, ConversationItem
 from tenants.pagination import Page
@@ -140,7 +140,13 @@ class ConversationTurns:
         self.locks = locks
 
     async def begin(self, principal: Principal, conversation_id: str) -> Turn:
-        """The caller's turn on the conversation: 404 if not theirs, 409 if busy."""
+        """The caller's turn on the conversation: 403 without the `conversations` scope (a
+        run would otherwise read the conversation through the model), 404 if not theirs, 409
+        if busy."""
+        if "conversations" not in principal.scopes:
+            raise PermissionDeniedError(
+                "This credential lacks the 'conversations' scope.", code="missing_scope"
+            )
         async with self.db.session() as session:
             await require_conversation(session, principal, conversation_id)
         lock = await self.locks.acquire(conversation_id)

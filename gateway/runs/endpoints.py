@@ -11,10 +11,9 @@ from fastapi.responses import Response, StreamingResponse
 
 from gateway.auth.dependencies import RunsPrincipal
 from gateway.conversations.service import ConversationTurns, Turn
-from gateway.core.errors import PermissionDeniedError
 from gateway.limits.headers import add_headers
 from gateway.runs.schemas import RunRequest
-from gateway.runs.service import RunService
+from gateway.runs.service import RunHandle, RunService
 from gateway.runs.streaming import stream_run
 from tenants.agent.spec import AGENT_NAME_PATTERN
 
@@ -42,34 +41,40 @@ async def create_run(
     sdk_input = body.sdk_input()
     turn: Turn | None = None
     if body.conversation_id is not None:
-        if "conversations" not in principal.scopes:
-            raise PermissionDeniedError(
-                "This credential lacks the 'conversations' scope.", code="missing_scope"
-            )
         turns: ConversationTurns = request.app.state.conversations
         turn = await turns.begin(principal, body.conversation_id)
         sdk_input = turn.input_with(sdk_input)
     try:
         handle = await service.start(principal, name, sdk_input)
         handle.turn = turn
-        if handle.ticket is not None:
-            add_headers(request.scope["state"], handle.ticket.token_headers())
-        request.state.agent = name
+        admitted(request, handle)
         if stream:
             chunks = stream_run(handle, sdk_input, keepalive_s=service.settings.stream_keepalive_s)
             if turn is not None:
                 chunks = _released_after(chunks, turn)
                 turn = None  # the stream releases it now, however it ends
-            return StreamingResponse(
-                chunks,
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
+            return event_stream(chunks)
         result: dict[str, Any] = await service.run(handle, sdk_input)
     finally:
         if turn is not None:
             await turn.release()
     return Response(orjson.dumps(result), media_type="application/json")
+
+
+def admitted(request: Request, handle: RunHandle) -> None:
+    """An admitted run's token headers on the response, and its agent in the access log."""
+    if handle.ticket is not None:
+        add_headers(request.scope["state"], handle.ticket.token_headers())
+    request.state.agent = handle.built.name
+
+
+def event_stream(chunks: AsyncIterator[bytes]) -> StreamingResponse:
+    """A streamed run's response (never cached or buffered by a proxy)."""
+    return StreamingResponse(
+        chunks,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 async def _released_after(chunks: AsyncIterator[bytes], turn: Turn) -> AsyncIterator[bytes]:

@@ -198,10 +198,6 @@ class AgentSocket:
             sdk_input = message.sdk_input()
             remember = None
             if message.conversation_id is not None:
-                if "conversations" not in principal.scopes:
-                    raise PermissionDeniedError(
-                        "This credential lacks the 'conversations' scope.", code="missing_scope"
-                    )
                 turn = await self.turns.begin(principal, message.conversation_id)
                 sdk_input = turn.input_with(sdk_input)
             else:
