@@ -116,6 +116,23 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
+def gateway_env(database_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a gateway process under test (nothing inherited from GATEWAY_* or
+    OPENAI_*); `extra` adds or overrides variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
+    env.update(
+        GATEWAY_ENV="test",
+        GATEWAY_DATABASE_URL=database_url,
+        GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN,
+        GATEWAY_SECRET_KEY=SECRET_KEY,
+        GATEWAY_USAGE_FLUSH_INTERVAL_S="0.05",
+        GATEWAY_PRINCIPAL_CACHE_TTL_S="0.25",
+        OPENAI_API_KEY="test-upstream-key",
+    )
+    env.update(extra)
+    return env
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     """Test settings: no environment leaks in, fast flushes, a known admin token."""
     values: dict[str, Any] = {

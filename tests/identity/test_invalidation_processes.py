@@ -7,7 +7,6 @@ make a change visible on the other process within the 1 s bound measured here.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -20,7 +19,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import ADMIN_TOKEN, SECRET_KEY
+from tests.conftest import ADMIN_TOKEN, gateway_env
 from tests.gateway.conftest import AGENT_SPEC
 from tests.identity.conftest import bearer, claims, sign
 
@@ -61,17 +60,12 @@ def replicas(
 ) -> Iterator[tuple[str, str]]:
     db = tmp_path / "shared.db"
     shutil.copy(sqlite_template, db)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
-    env.update(
-        GATEWAY_ENV="test",
-        GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{db}",
-        GATEWAY_SECRET_KEY=SECRET_KEY,
-        GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN,
+    env = gateway_env(
+        f"sqlite+aiosqlite:///{db}",
         GATEWAY_REDIS_URL=redis_url,
         GATEWAY_REDIS_KEY_PREFIX=redis_prefix,
         GATEWAY_PRINCIPAL_CACHE_TTL_S="5",
         GATEWAY_LOG_LEVEL="warning",
-        OPENAI_API_KEY="test-upstream-key",
         OPENAI_BASE_URL=mock_llm_base_url,
     )
     gateway = str(Path(sys.executable).with_name("gateway"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import ADMIN_TOKEN, SECRET_KEY, unavailable
+from tests.conftest import unavailable
 from tests.gateway.conftest import ADMIN, AGENT_SPEC, Gateway, Tenant, mock_llm_base_url
 
 __all__ = ["mock_llm_base_url"]
@@ -148,18 +147,3 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
-
-
-def gateway_env(database_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OPENAI_"))}
-    env.update(
-        GATEWAY_ENV="test",
-        GATEWAY_DATABASE_URL=database_url,
-        GATEWAY_ADMIN_TOKEN=ADMIN_TOKEN,
-        GATEWAY_SECRET_KEY=SECRET_KEY,
-        GATEWAY_USAGE_FLUSH_INTERVAL_S="0.05",
-        GATEWAY_PRINCIPAL_CACHE_TTL_S="0.25",
-        OPENAI_API_KEY="test-upstream-key",
-        **extra,
-    )
-    return env

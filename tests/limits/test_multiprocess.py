@@ -12,12 +12,11 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import REDIS_URL, unavailable
+from tests.conftest import REDIS_URL, gateway_env, unavailable
 from tests.gateway.conftest import ADMIN
 from tests.limits.conftest import (
     LIMITED_AGENT,
     GatewayProcess,
-    gateway_env,
     wait_until,
 )
 
