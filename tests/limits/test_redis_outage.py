@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import AsyncIterator
 
 import httpx
 import redis
@@ -53,20 +54,29 @@ async def _recovered_within(predicate: object, seconds: float) -> float:
 LIMITS = {"requests_per_minute": 1000, "tokens_per_day": 10**7, "max_concurrent_runs": 10}
 
 
-async def test_open_mode_keeps_serving_and_resumes(
-    sqlite_url: str, mock_llm_base_url: str, redis_server: RedisServer
-) -> None:
-    prefix = f"test:{secrets.token_hex(6)}:"
+async def _serving(
+    sqlite_url: str, mock_llm_base_url: str, redis_server: RedisServer, prefix: str, mode: str
+) -> AsyncIterator[tuple[Gateway, Tenant]]:
+    """A gateway on the private Redis in failure mode `mode`, with a limited tenant whose first
+    runs went through Redis."""
     async for gw in gateway_for(
         sqlite_url,
         mock_llm_base_url,
         upstream_api="chat_completions",
         redis_url=redis_server.url,
         redis_key_prefix=prefix,
-        limits_failure_mode="open",
+        limits_failure_mode=mode,
     ):
         tenant = await limited_tenant(gw, "acme", **LIMITS)
         assert {r.status_code for r in await _traffic(gw, tenant.headers, 4)} == {200}
+        yield gw, tenant
+
+
+async def test_open_mode_keeps_serving_and_resumes(
+    sqlite_url: str, mock_llm_base_url: str, redis_server: RedisServer
+) -> None:
+    prefix = f"test:{secrets.token_hex(6)}:"
+    async for gw, tenant in _serving(sqlite_url, mock_llm_base_url, redis_server, prefix, "open"):
         assert _redis_keys(redis_server, prefix)
         before = degraded_total()
         redis_server.stop()
@@ -92,16 +102,7 @@ async def test_closed_mode_answers_503_and_resumes(
     sqlite_url: str, mock_llm_base_url: str, redis_server: RedisServer
 ) -> None:
     prefix = f"test:{secrets.token_hex(6)}:"
-    async for gw in gateway_for(
-        sqlite_url,
-        mock_llm_base_url,
-        upstream_api="chat_completions",
-        redis_url=redis_server.url,
-        redis_key_prefix=prefix,
-        limits_failure_mode="closed",
-    ):
-        tenant = await limited_tenant(gw, "acme", **LIMITS)
-        assert {r.status_code for r in await _traffic(gw, tenant.headers, 4)} == {200}
+    async for gw, tenant in _serving(sqlite_url, mock_llm_base_url, redis_server, prefix, "closed"):
         redis_server.stop()
         responses = await _traffic(gw, tenant.headers, 10)
         assert [r.status_code for r in responses] == [503] * 10
