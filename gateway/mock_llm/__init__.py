@@ -31,7 +31,9 @@ Per-request markers in the last user message (removed from the echoed text):
 * ``[[latency:NNN]]``: add NNN ms of latency to this request.
 
 ``GET /v1/_mock/ledger`` lists the usage of every answered completion (newest last, the last
-100,000), so tests can check that the gateway's usage equals what the upstream reported.
+100,000) with the start of its last user message (markers stripped), so tests can find their
+own calls and check that the gateway's usage equals what the upstream reported. A client that
+disconnects during the latency gets no answer and leaves no entry.
 
 Server-wide knobs live in :class:`MockConfig` (``latency_ms``, ``stream_delay_ms``, random
 ``fault_rate``/``fault_status`` with a seeded RNG, ``stall_seconds``). With

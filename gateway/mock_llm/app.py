@@ -41,6 +41,8 @@ _ERRORS: dict[int, tuple[str, str | None, str]] = {
     504: ("server_error", "gateway_timeout", "Gateway timeout (mock fault)."),
 }
 LEDGER_SIZE = 100_000
+LEDGER_TEXT_CHARS = 120
+"""How much of the last user message a ledger entry keeps, so a test can find its call."""
 _BAD_JSON = b'{"id": "mock-bad-json", "object": '
 
 
@@ -183,8 +185,8 @@ class MockLLMApp:
         if fault is None:
             fault = self._random_fault()
         delay = config.latency_ms + extra_ms
-        if delay > 0:
-            await asyncio.sleep(delay / 1000)
+        if delay > 0 and await stall(receive, delay / 1000):
+            return  # the client left during the latency: nothing answered, nothing recorded
         stream = body.get("stream") is True
         if fault is not None:
             if fault.isdigit() and 400 <= int(fault) <= 599:
@@ -215,6 +217,7 @@ class MockLLMApp:
                 "input_tokens": plan.input_tokens,
                 "output_tokens": plan.output_tokens,
                 "total_tokens": plan.total_tokens,
+                "user_text": conv.user_text[:LEDGER_TEXT_CHARS],
             }
         )
         if not stream:

@@ -11,6 +11,8 @@ import pytest
 from fastapi import FastAPI
 
 from gateway.mock_llm import MockConfig
+from gateway.mock_llm.app import LEDGER_TEXT_CHARS
+from gateway.mock_llm.logic import strip_markers
 from gateway.mock_llm.testing import start_mock_server
 from tests.conftest import ADMIN_TOKEN, make_settings, started_app
 
@@ -50,8 +52,8 @@ class Gateway:
     client: httpx.AsyncClient
     mock_url: str
 
-    def mock_ledger(self) -> list[dict[str, Any]]:
-        return read_ledger(self.mock_url)
+    def mock_ledger(self, user_text: str | None = None) -> list[dict[str, Any]]:
+        return read_ledger(self.mock_url, user_text)
 
     async def create_tenant(self, slug: str, *, agent: dict[str, Any] | None = None) -> Tenant:
         r = await self.client.post(
@@ -101,6 +103,12 @@ async def tenant(gateway: Gateway) -> Tenant:
     return await gateway.create_tenant("acme")
 
 
-def read_ledger(mock_url: str) -> list[dict[str, Any]]:
-    """The mock LLM's own record of the usage it reported."""
-    return list(httpx.get(f"{mock_url}/_mock/ledger").json())
+def read_ledger(mock_url: str, user_text: str | None = None) -> list[dict[str, Any]]:
+    """The mock LLM's own record of the usage it reported. With `user_text`, only the calls
+    whose last user message is that text: a test's own calls, whatever a call left over by an
+    earlier test (the mock LLM is shared by the whole session) adds meanwhile."""
+    entries: list[dict[str, Any]] = httpx.get(f"{mock_url}/_mock/ledger").json()
+    if user_text is None:
+        return entries
+    wanted = strip_markers(user_text)[:LEDGER_TEXT_CHARS]
+    return [entry for entry in entries if entry["user_text"] == wanted]

@@ -77,9 +77,10 @@ async def test_two_turns_carry_the_history(cgw: Gateway) -> None:
     assert (await cgw.client.get(f"/v1/conversations/{conv}", headers=h)).json() == created
 
     # The same question without history, as a baseline for the model's input size.
-    r = await cgw.client.post(RUN, json={"input": "What is my name?"}, headers=h)
+    question = "What is my name?"
+    r = await cgw.client.post(RUN, json={"input": question}, headers=h)
     assert r.status_code == 200
-    baseline = read_ledger(cgw.mock_url)[-1]["input_tokens"]
+    baseline = read_ledger(cgw.mock_url, question)[-1]["input_tokens"]
 
     r = await cgw.client.post(RUN, json={"input": FIRST, "conversation_id": conv}, headers=h)
     assert r.status_code == 200, r.text
@@ -90,7 +91,7 @@ async def test_two_turns_carry_the_history(cgw: Gateway) -> None:
     )
     assert r.status_code == 200, r.text
     assert r.json()["conversation_id"] == conv
-    second_call = read_ledger(cgw.mock_url)[-1]["input_tokens"]
+    second_call = read_ledger(cgw.mock_url, question)[-1]["input_tokens"]
     stored_chars = len(FIRST) + len(first["output"])
     # The second turn's model call carried the first turn's user and assistant messages.
     assert second_call >= baseline + stored_chars // 4 - 2

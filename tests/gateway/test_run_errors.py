@@ -94,24 +94,24 @@ async def test_upstream_errors_are_retried_then_502(
 ) -> None:
     async for gw in gateway_for(sqlite_url, mock_llm_base_url, upstream_max_retries=1):
         tenant = await gw.create_tenant("retries")
-        before = len(gw.mock_ledger())
-        r = await gw.client.post(RUN, json={"input": "hi [[fault:500]]"}, headers=tenant.headers)
+        text = "hi [[fault:500]]"
+        before = len(gw.mock_ledger(text))
+        r = await gw.client.post(RUN, json={"input": text}, headers=tenant.headers)
         assert r.status_code == 502
         assert r.json()["error"]["code"] == "upstream_500"
-        assert len(gw.mock_ledger()) == before  # failures report no usage
+        assert len(gw.mock_ledger(text)) == before  # failures report no usage
 
 
 async def test_turn_limit_is_a_clear_error_and_spent_tokens_are_recorded(
     gateway: Gateway,
 ) -> None:
     tenant = await gateway.create_tenant("loops", agent={**AGENT_SPEC, "max_turns": 1})
-    before = len(gateway.mock_ledger())
-    r = await gateway.client.post(
-        RUN, json={"input": "Use the calculator for 2+2"}, headers=tenant.headers
-    )
+    text = "Use the calculator for 2+2"
+    before = len(gateway.mock_ledger(text))
+    r = await gateway.client.post(RUN, json={"input": text}, headers=tenant.headers)
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "max_turns_exceeded"
-    calls = gateway.mock_ledger()[before:]
+    calls = gateway.mock_ledger(text)[before:]
     assert len(calls) == 1
     await gateway.flush_usage()
     r = await gateway.client.get(f"/admin/tenants/{tenant.id}/usage", headers=ADMIN)

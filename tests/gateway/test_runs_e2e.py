@@ -34,10 +34,11 @@ def parse_sse(text: str) -> list[tuple[str, Any]]:
 async def test_plain_run_with_tool_call_reports_exact_usage(
     gateway: Gateway, tenant: Tenant
 ) -> None:
-    before = len(gateway.mock_ledger())
+    text = "What is 12*7? Use the calculator."
+    before = len(gateway.mock_ledger(text))
     r = await gateway.client.post(
         "/v1/agents/assistant/runs",
-        json={"input": "What is 12*7? Use the calculator."},
+        json={"input": text},
         headers=tenant.headers,
     )
     assert r.status_code == 200, r.text
@@ -48,7 +49,7 @@ async def test_plain_run_with_tool_call_reports_exact_usage(
     assert body["model"] == "mock-model"
     assert body["id"].startswith("run_")
     assert "84" in body["output"]
-    calls = gateway.mock_ledger()[before:]
+    calls = gateway.mock_ledger(text)[before:]
     assert len(calls) == 2
     usage = body["usage"]
     assert usage["requests"] == 2
@@ -58,10 +59,11 @@ async def test_plain_run_with_tool_call_reports_exact_usage(
 
 
 async def test_streamed_run_events_and_usage(gateway: Gateway, tenant: Tenant) -> None:
-    before = len(gateway.mock_ledger())
+    text = "Compute 2+3 with the calculator please"
+    before = len(gateway.mock_ledger(text))
     r = await gateway.client.post(
         "/v1/agents/assistant/runs",
-        json={"input": "Compute 2+3 with the calculator please", "stream": True},
+        json={"input": text, "stream": True},
         headers=tenant.headers,
     )
     assert r.status_code == 200
@@ -81,7 +83,7 @@ async def test_streamed_run_events_and_usage(gateway: Gateway, tenant: Tenant) -
     deltas = "".join(d["delta"] for n, d in events if n == "output_text.delta")
     assert final["output"] == deltas
     assert "5" in final["output"]
-    calls = gateway.mock_ledger()[before:]
+    calls = gateway.mock_ledger(text)[before:]
     assert final["usage"]["requests"] == len(calls) == 2
     assert final["usage"]["input_tokens"] == sum(c["input_tokens"] for c in calls)
     assert final["usage"]["output_tokens"] == sum(c["output_tokens"] for c in calls)

@@ -103,9 +103,9 @@ async def test_two_turns_over_one_socket_share_history_and_match_runs(
 
     async with socket(live, headers) as ws:
         one = await turn(ws, {"input": first})
-        ledger_before = len(read_ledger(mock_llm_base_url))
+        ledger_before = len(read_ledger(mock_llm_base_url, second))
         two = await turn(ws, {"input": second})
-        calls = read_ledger(mock_llm_base_url)[ledger_before:]
+        calls = read_ledger(mock_llm_base_url, second)[ledger_before:]
 
     names = [n for n, _ in one]
     assert names[0] == "run.created" and names[-1] == "run.completed"
@@ -196,12 +196,12 @@ async def test_request_limit_fails_the_turn_and_keeps_the_socket(
     async with socket(live, headers) as ws:
         for _ in range(2):
             assert (await turn(ws, {"input": "hi"}))[-1][0] == "run.completed"
-        ledger_before = len(read_ledger(mock_llm_base_url))
+        ledger_before = len(read_ledger(mock_llm_base_url, "hi"))
         limited = await turn(ws, {"input": "hi"})
         assert [n for n, _ in limited] == ["run.failed"]
         error = limited[0][1]["error"]
         assert (error["type"], error["code"]) == ("rate_limit_error", "requests_per_minute")
-        assert len(read_ledger(mock_llm_base_url)) == ledger_before, "no model call"
+        assert len(read_ledger(mock_llm_base_url, "hi")) == ledger_before, "no model call"
         # Still open and answering.
         await ws.send("{")
         assert (await next_event(ws))[1]["error"]["code"] == "invalid_json"
@@ -247,19 +247,18 @@ async def test_disconnect_mid_turn_cancels_and_records_spent_tokens(
     live: str, mock_llm_base_url: str
 ) -> None:
     tenant_id, headers = await seed(live, "ws-gone")
-    ledger_before = len(read_ledger(mock_llm_base_url))
+    text = "Use the calculator on 6*7 [[latency:1500]]"
+    ledger_before = len(read_ledger(mock_llm_base_url, text))
     started = time.monotonic()
     async with socket(live, headers) as ws:
-        await ws.send(
-            orjson.dumps({"input": "Use the calculator on 6*7 [[latency:1500]]"}).decode()
-        )
+        await ws.send(orjson.dumps({"input": text}).decode())
         seen = []
         while "tool.output" not in seen:
             seen.append((await next_event(ws))[0])
     # The client left while the second model call waits upstream.
     totals = usage(live, tenant_id, 1)["totals"]
     elapsed = time.monotonic() - started
-    first_call = read_ledger(mock_llm_base_url)[ledger_before]
+    first_call = read_ledger(mock_llm_base_url, text)[ledger_before]
     assert totals["runs"] == 1 and totals["requests"] == 1
     assert totals["input_tokens"] == first_call["input_tokens"]
     assert totals["output_tokens"] == first_call["output_tokens"]

@@ -7,7 +7,7 @@ import random
 import time
 from collections.abc import Iterator
 
-import httpx2
+import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
@@ -140,13 +140,29 @@ async def test_latency_marker_and_config() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_client_gone_during_the_latency_leaves_no_ledger_entry() -> None:
+    url, stop = start_mock_server()
+    try:
+        async with client(url, timeout=0.2) as c:
+            with pytest.raises(openai.APITimeoutError):
+                await c.responses.create(model="m", input="gone [[latency:500]]")
+        async with client(url) as c:
+            await c.responses.create(model="m", input="stayed [[latency:100]]")
+        time.sleep(0.6)  # past the abandoned call's latency
+        ledger = httpx.get(f"{url}/_mock/ledger").json()
+    finally:
+        stop()
+    assert [entry["user_text"] for entry in ledger] == ["stayed"]
+
+
+@pytest.mark.asyncio
 async def test_random_faults_are_seeded() -> None:
     config = MockConfig(fault_rate=0.5, fault_status=503, seed=7)
     rng = random.Random(config.seed)
     expected = [rng.random() < config.fault_rate for _ in range(12)]
     url, stop = start_mock_server(config)
     try:
-        async with httpx2.AsyncClient(base_url=url.removesuffix("/v1")) as http:
+        async with httpx.AsyncClient(base_url=url.removesuffix("/v1")) as http:
             body = {"model": "m", "input": "hello"}
             statuses = [(await http.post("/v1/responses", json=body)).status_code for _ in expected]
     finally:

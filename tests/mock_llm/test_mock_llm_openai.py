@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import httpx2
+import httpx
 import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
@@ -255,7 +255,7 @@ async def test_models_health_and_errors(mock_client: openai.AsyncOpenAI, mock_ll
     models = [model.id async for model in mock_client.models.list()]
     assert "mock-model" in models
     root = mock_llm_url.removesuffix("/v1")
-    async with httpx2.AsyncClient(base_url=root) as http:
+    async with httpx.AsyncClient(base_url=root) as http:
         health = await http.get("/healthz")
         assert health.status_code == 200 and health.json() == {"status": "ok"}
         missing = await http.get("/v1/nope")
