@@ -58,6 +58,16 @@ class GatewayError(Exception):
         """The JSON error body."""
         return error_body(self.error_type, self.code, self.message, self.param)
 
+    def stream_body(self) -> dict[str, Any]:
+        """The error as a stream event's data (`run.failed`, a chat completions error chunk):
+        the body, plus `retry_after` (integer seconds) where an HTTP answer would carry
+        `Retry-After`, since a stream's status and headers have already been sent."""
+        body = self.body()
+        retry_after = self.headers.get("Retry-After")
+        if retry_after is not None:
+            body["error"]["retry_after"] = int(retry_after)
+        return body
+
 
 class InvalidRequestError(GatewayError):
     status_code = 400

@@ -110,7 +110,7 @@ async def run_events(
         status = "rate_limited" if isinstance(exc, RateLimitedError) else "failed"
         error = map_run_error(exc, model=handle.built.model, max_turns=handle.built.max_turns)
         await handle.finish(status)
-        yield "run.failed", error.body()
+        yield "run.failed", error.stream_body()
         return
     finally:
         if result is not None:

@@ -216,7 +216,7 @@ class AgentSocket:
                         await self.send(event, data)
         except GatewayError as exc:  # refused before the run started
             ended = True
-            await self.end(turn, "run.failed", exc.body())
+            await self.end(turn, "run.failed", exc.stream_body())
             turn = None
             if isinstance(exc, AuthenticationFailedError | PermissionDeniedError):
                 await self.websocket.close(POLICY_VIOLATION)

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import redis.asyncio as aioredis
 
@@ -127,7 +128,8 @@ async def test_run_stops_before_the_call_that_would_exceed(
         events = [line for line in r.text.splitlines() if line.startswith("event: ")]
         assert "event: tool.called" in events
         assert events[-1] == "event: run.failed"
-        assert '"code":"tokens_per_day"' in r.text
+        failed = orjson.loads(r.text.rsplit("data: ", 1)[1])["error"]
+        assert failed["code"] == "tokens_per_day" and failed["retry_after"] >= 1
     else:
         assert r.status_code == 429
         assert r.json()["error"]["code"] == "tokens_per_day"
