@@ -98,6 +98,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     telemetry = start_telemetry(settings)
     recorder.start()
     quotas.start()
+    locks.start()
     tune_gc(settings.gc_gen0_threshold)
     try:
         yield

@@ -8,13 +8,15 @@ decides: `open` takes the lock in this process's memory (turns on other replicas
 excluded), `closed` answers 503. Without Redis the lock is in memory (one process).
 
 The TTL (`GATEWAY_LIMITS_LEASE_TTL_S`) bounds how long a crashed replica's lock blocks a
-conversation; it is not renewed, so a turn running longer than the TTL no longer excludes a
-concurrent one.
+conversation. A replica renews the locks its turns hold every TTL/3 (one compare-and-expire
+script call for all of them), so a turn may run longer than the TTL and still exclude others;
+a lock whose renewal failed (Redis down for longer than the TTL) can lapse.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import secrets
@@ -34,6 +36,18 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+RENEW_SCRIPT = """
+local renewed = 0
+for i, key in ipairs(KEYS) do
+  if redis.call('get', key) == ARGV[i + 1] then
+    redis.call('pexpire', key, ARGV[1])
+    renewed = renewed + 1
+  end
+end
+return renewed
+"""
+"""KEYS = the held locks, ARGV = [ttl ms, token of each]; a lock taken over by another turn
+(expired, then acquired again) is left alone."""
 MEMORY_PURGE_AT = 10_000
 """Expired in-memory locks (a turn that never released) are purged past this many entries."""
 
@@ -66,6 +80,11 @@ class MemoryLocks:
         if held is not None and held[0] == token:
             del self._held[key]
 
+    def renew(self, key: str, token: str, ttl_s: float) -> None:
+        held = self._held.get(key)
+        if held is not None and held[0] == token:
+            self._held[key] = (token, time.monotonic() + ttl_s)
+
 
 class HeldLock:
     """A conversation lock held by one turn; `release()` frees it exactly once."""
@@ -85,6 +104,7 @@ class HeldLock:
             future.set_result(None)
             return future
         self.released = True
+        self.locks.held.pop(self.token, None)
         if not self.in_redis:
             self.locks.memory.release(self.key, self.token)
             future.set_result(None)
@@ -114,7 +134,42 @@ class ConversationLocks:
         self.timeout_s = timeout_s
         self.memory = MemoryLocks()
         self._release = redis.register_script(RELEASE_SCRIPT) if redis is not None else None
+        self._renew = redis.register_script(RENEW_SCRIPT) if redis is not None else None
         self._background: set[asyncio.Task[None]] = set()
+        self.held: dict[str, HeldLock] = {}
+        """The locks this replica's turns hold (token -> lock), renewed by `_keep_locks`."""
+        self._keeper: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Start renewing held locks every TTL/3."""
+        self._keeper = asyncio.get_running_loop().create_task(
+            self._keep_locks(), name="conversation-lock-keeper"
+        )
+
+    async def _keep_locks(self) -> None:
+        while True:
+            await asyncio.sleep(self.ttl_ms / 3000)
+            await self.renew()
+
+    async def renew(self) -> None:
+        """One renewal pass over the held locks: memory ones here, Redis ones in one call."""
+        in_redis: list[HeldLock] = []
+        for lock in list(self.held.values()):
+            if lock.in_redis:
+                in_redis.append(lock)
+            else:
+                self.memory.renew(lock.key, lock.token, self.ttl_ms / 1000)
+        if not in_redis or self._renew is None:
+            return
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._renew(
+                    keys=[lock.key for lock in in_redis],
+                    args=[self.ttl_ms, *(lock.token for lock in in_redis)],
+                )
+        except REDIS_ERRORS as exc:
+            self.breaker.failed(exc)
+            logger.warning("conversation locks not renewed (%s)", type(exc).__name__)
 
     async def acquire(self, conversation_id: str) -> HeldLock:
         """The lock of this conversation, or 409 `conversation_busy` (no waiting)."""
@@ -130,7 +185,7 @@ class ConversationLocks:
                 self.breaker.succeeded()
                 if not taken:
                     raise busy()
-                return HeldLock(self, key, token, in_redis=True)
+                return self._hold(HeldLock(self, key, token, in_redis=True))
         if self.redis is not None and not self.breaker.fail_open:
             raise ServiceUnavailableError(
                 "Conversations cannot be locked right now; retry shortly.",
@@ -139,7 +194,11 @@ class ConversationLocks:
             )
         if not self.memory.acquire(key, token, self.ttl_ms / 1000):
             raise busy()
-        return HeldLock(self, key, token, in_redis=False)
+        return self._hold(HeldLock(self, key, token, in_redis=False))
+
+    def _hold(self, lock: HeldLock) -> HeldLock:
+        self.held[lock.token] = lock
+        return lock
 
     async def release_in_redis(self, key: str, token: str) -> None:
         """Compare-and-delete; on failure the TTL frees the lock."""
@@ -158,6 +217,10 @@ class ConversationLocks:
         return task
 
     async def drain(self) -> None:
-        """Wait for pending releases (at shutdown)."""
+        """Stop renewing and wait for pending releases (at shutdown)."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keeper
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)

@@ -287,6 +287,36 @@ async def test_concurrent_turns_get_409_and_the_lock_is_released(lock_gw: Gatewa
     assert (await turn("after stream")).status_code == 200
 
 
+async def test_a_turn_longer_than_the_lock_ttl_keeps_its_lock(
+    sqlite_url: str, mock_llm_base_url: str, lock_settings: dict[str, str]
+) -> None:
+    """Held locks are renewed every TTL/3: a 1.5 s turn under a 0.6 s TTL still excludes."""
+    async for gw in gateway_for(
+        sqlite_url,
+        mock_llm_base_url,
+        upstream_max_retries=0,
+        limits_lease_ttl_s=0.6,
+        **lock_settings,
+    ):
+        tenant = await gw.create_tenant("acme")
+        h = tenant.headers
+        conv = await new_conversation(gw, h)
+        body = {"input": "slow [[latency:1500]]", "conversation_id": conv}
+        slow = asyncio.ensure_future(gw.client.post(RUN, json=body, headers=h))
+        await asyncio.sleep(1.0)
+        assert not slow.done()
+        during = await gw.client.post(
+            RUN, json={"input": "during", "conversation_id": conv}, headers=h
+        )
+        assert during.status_code == 409, during.text
+        assert (await slow).status_code == 200
+        after = await gw.client.post(
+            RUN, json={"input": "after", "conversation_id": conv}, headers=h
+        )
+        assert after.status_code == 200, after.text
+        assert len(await items(gw, conv, h)) == 4
+
+
 async def _after(delay_s: float, work: Any) -> Any:
     await asyncio.sleep(delay_s)
     return await work

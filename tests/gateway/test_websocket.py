@@ -201,6 +201,7 @@ async def test_request_limit_fails_the_turn_and_keeps_the_socket(
         assert [n for n, _ in limited] == ["run.failed"]
         error = limited[0][1]["error"]
         assert (error["type"], error["code"]) == ("rate_limit_error", "requests_per_minute")
+        assert 1 <= error["retry_after"] <= 60
         assert len(read_ledger(mock_llm_base_url, "hi")) == ledger_before, "no model call"
         # Still open and answering.
         await ws.send("{")
