@@ -94,7 +94,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ttl_s=settings.limits_lease_ttl_s,
         timeout_s=settings.redis_timeout_ms / 1000,
     )
-    app.state.conversations = ConversationTurns(db, locks)
+    app.state.conversations = ConversationTurns(
+        db, locks, max_items=settings.conversation_max_items
+    )
     telemetry = start_telemetry(settings)
     recorder.start()
     quotas.start()

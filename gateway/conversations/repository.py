@@ -46,12 +46,13 @@ class ConversationRepository:
     def add(self, row: Conversation | ConversationItem) -> None:
         self.session.add(row)
 
-    async def all_items(self, conversation_id: str) -> list[Any]:
-        """Every item of an (already authorised) conversation, oldest first."""
+    async def first_items(self, conversation_id: str, limit: int) -> list[Any]:
+        """The first `limit` items of an (already authorised) conversation, oldest first."""
         statement = (
             select(ConversationItem.item)
             .where(col(ConversationItem.conversation_id) == conversation_id)
             .order_by(col(ConversationItem.position))
+            .limit(limit)
         )
         return list((await self.session.exec(statement)).all())
 

@@ -21,7 +21,7 @@ from gateway.conversations.lock import ConversationLocks, HeldLock
 from gateway.conversations.repository import ConversationRepository
 from gateway.core.clock import utcnow
 from gateway.core.db import Database
-from gateway.core.errors import NotFoundError, PermissionDeniedError
+from gateway.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from gateway.core.ids import new_id
 from tenants.models import Conversation, ConversationItem
 from tenants.pagination import Page
@@ -135,14 +135,15 @@ class Turn:
 class ConversationTurns:
     """Begins turns: ownership check, lock, history; one per app."""
 
-    def __init__(self, db: Database, locks: ConversationLocks) -> None:
+    def __init__(self, db: Database, locks: ConversationLocks, *, max_items: int) -> None:
         self.db = db
         self.locks = locks
+        self.max_items = max_items
 
     async def begin(self, principal: Principal, conversation_id: str) -> Turn:
         """The caller's turn on the conversation: 403 without the `conversations` scope (a
         run would otherwise read the conversation through the model), 404 if not theirs, 409
-        if busy."""
+        if busy, 400 `conversation_too_long` once it holds `max_items` items."""
         if "conversations" not in principal.scopes:
             raise PermissionDeniedError(
                 "This credential lacks the 'conversations' scope.", code="missing_scope"
@@ -153,7 +154,16 @@ class ConversationTurns:
         try:
             # Read under the lock: the previous turn's items are committed by now.
             async with self.db.session() as session:
-                history = await ConversationRepository(session).all_items(conversation_id)
+                history = await ConversationRepository(session).first_items(
+                    conversation_id, self.max_items
+                )
+            if len(history) >= self.max_items:
+                raise InvalidRequestError(
+                    f"This conversation is full (the limit is {self.max_items} items): start a "
+                    "new one.",
+                    code="conversation_too_long",
+                    param="conversation_id",
+                )
         except BaseException:
             await lock.release()
             raise

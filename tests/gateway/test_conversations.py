@@ -161,6 +161,28 @@ async def test_tool_calls_are_stored_and_replayed(cgw: Gateway) -> None:
     assert len(await items(cgw, conv, h)) == len(stored) + 2
 
 
+async def test_a_full_conversation_takes_no_further_turn(
+    sqlite_url: str, mock_llm_base_url: str
+) -> None:
+    async for gw in gateway_for(sqlite_url, mock_llm_base_url, conversation_max_items=4):
+        tenant = await gw.create_tenant("acme")
+        h = tenant.headers
+        conv = await new_conversation(gw, h)
+        for text in ("one", "two"):
+            body = {"input": text, "conversation_id": conv}
+            assert (await gw.client.post(RUN, json=body, headers=h)).status_code == 200
+        for stream in (False, True):  # the second refusal (not 409) shows the lock was freed
+            body = {"input": "three", "conversation_id": conv, "stream": stream}
+            r = await gw.client.post(RUN, json=body, headers=h)
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert (error["code"], error["param"]) == ("conversation_too_long", "conversation_id")
+        assert len(await items(gw, conv, h)) == 4
+        other = await new_conversation(gw, h)
+        body = {"input": "fresh", "conversation_id": other}
+        assert (await gw.client.post(RUN, json=body, headers=h)).status_code == 200
+
+
 async def test_delete_removes_the_conversation_and_its_items(cgw: Gateway) -> None:
     tenant = await cgw.create_tenant("acme")
     h = tenant.headers
