@@ -149,7 +149,10 @@ class ConversationLocks:
     async def _keep_locks(self) -> None:
         while True:
             await asyncio.sleep(self.ttl_ms / 3000)
-            await self.renew()
+            try:
+                await self.renew()
+            except Exception:  # never let one bad pass stop the renewals
+                logger.exception("conversation lock renewal pass failed")
 
     async def renew(self) -> None:
         """One renewal pass over the held locks: memory ones here, Redis ones in one call."""

@@ -87,7 +87,10 @@ class QuotaService:
     async def _keep_leases(self) -> None:
         while True:
             await asyncio.sleep(self._renew_every_s)
-            await self.renew_leases()
+            try:
+                await self.renew_leases()
+            except Exception:  # never let one bad pass stop the renewals
+                logger.exception("lease renewal pass failed")
 
     async def renew_leases(self) -> None:
         """One renewal pass: one call per (store, tenant) with leases held here."""
