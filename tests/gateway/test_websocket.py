@@ -23,13 +23,17 @@ Event = tuple[str, Any]
 
 
 @pytest.fixture
-def live(sqlite_url: str, mock_llm_base_url: str) -> Iterator[str]:
+def live(request: pytest.FixtureRequest, sqlite_url: str, mock_llm_base_url: str) -> Iterator[str]:
+    """A gateway server; limits in memory, or in the real Redis when parametrized "redis"."""
+    limits = getattr(request, "param", "memory")
+    redis: dict[str, str] = request.getfixturevalue("redis_settings") if limits == "redis" else {}
     settings = make_settings(
         sqlite_url,
         openai_base_url=mock_llm_base_url,
         upstream_api="chat_completions",
         upstream_max_retries=0,
         max_body_bytes=MAX_FRAME,
+        **redis,
     )
     base_url, stop = start_gateway_server(settings)
     yield base_url
@@ -189,6 +193,7 @@ async def test_handshake_auth_and_agent_isolation(live: str) -> None:
     }
 
 
+@pytest.mark.parametrize("live", ["memory", "redis"], indirect=True)
 async def test_request_limit_fails_the_turn_and_keeps_the_socket(
     live: str, mock_llm_base_url: str
 ) -> None:
