@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 
 from gateway import health
 from gateway.agents.endpoints import router as agents_router
 from gateway.chat.endpoints import router as chat_router
 from gateway.conversations.endpoints import router as conversations_router
+from gateway.core.openapi import error_responses
 from gateway.limits.dependencies import V1_LIMITS
 from gateway.limits.endpoints import router as limits_router
 from gateway.runs.endpoints import router as runs_router
@@ -15,16 +18,25 @@ from gateway.runs.websocket import router as websocket_router
 from gateway.usage.endpoints import router as usage_router
 from tenants.admin.router import admin_router
 
+V1_ERRORS = (400, 401, 403, 413, 422, 429, 503)
+"""What any /v1 route can answer: bad body, credential, scope, size, validation, limits,
+Redis in closed mode."""
+RUN_ERRORS = (*V1_ERRORS, 404, 409, 502, 504)
+"""A run adds: unknown agent or conversation, a busy conversation, the upstream."""
+CHAT_ERRORS = (*V1_ERRORS, 404, 502, 504)
+"""A chat completion adds: unknown agent (the model), the upstream."""
+
 
 def mount_routes(app: FastAPI) -> None:
     app.include_router(health.router)
     # Every /v1 router is mounted with V1_LIMITS: the request limit and x-ratelimit-* headers.
-    app.include_router(agents_router, prefix="/v1", dependencies=V1_LIMITS)
-    app.include_router(runs_router, prefix="/v1", dependencies=V1_LIMITS)
-    app.include_router(conversations_router, prefix="/v1", dependencies=V1_LIMITS)
-    app.include_router(chat_router, prefix="/v1", dependencies=V1_LIMITS)
-    app.include_router(usage_router, prefix="/v1", dependencies=V1_LIMITS)
-    app.include_router(limits_router, prefix="/v1", dependencies=V1_LIMITS)
+    v1: dict[str, Any] = {"prefix": "/v1", "dependencies": V1_LIMITS}
+    app.include_router(agents_router, **v1, responses=error_responses(*V1_ERRORS))
+    app.include_router(runs_router, **v1, responses=error_responses(*RUN_ERRORS))
+    app.include_router(conversations_router, **v1, responses=error_responses(*V1_ERRORS))
+    app.include_router(chat_router, **v1, responses=error_responses(*CHAT_ERRORS))
+    app.include_router(usage_router, **v1, responses=error_responses(*V1_ERRORS))
+    app.include_router(limits_router, **v1, responses=error_responses(*V1_ERRORS))
     # The socket authenticates its handshake itself and counts each turn as a request.
     app.include_router(websocket_router, prefix="/v1")
     app.include_router(admin_router, prefix="/admin")

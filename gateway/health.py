@@ -24,7 +24,10 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": 'Not ready: `{"status": "unavailable", "checks": {...}}`.'}},
+)
 async def readyz(
     db: DatabaseDep, redis: Annotated[Any, Depends(get_redis)], settings: SettingsDep
 ) -> JSONResponse:

@@ -17,9 +17,11 @@ from gateway.conversations.schemas import (
     render_item,
 )
 from gateway.core.db import SessionDep
+from gateway.core.openapi import error_responses
 from tenants.pagination import PageDep
 
 router = APIRouter(tags=["conversations"])
+NOT_FOUND = error_responses(404)
 
 ConversationsPrincipal = Annotated[Principal, Depends(require_scope("conversations"))]
 ConversationId = Annotated[str, Path(max_length=64)]
@@ -39,7 +41,9 @@ async def create_conversation(
     return render_conversation(row)
 
 
-@router.get("/conversations/{conversation_id}", response_model=ConversationPublic)
+@router.get(
+    "/conversations/{conversation_id}", response_model=ConversationPublic, responses=NOT_FOUND
+)
 async def get_conversation(
     conversation_id: ConversationId, principal: ConversationsPrincipal, session: SessionDep
 ) -> dict[str, Any]:
@@ -47,7 +51,7 @@ async def get_conversation(
     return render_conversation(row)
 
 
-@router.get("/conversations/{conversation_id}/items")
+@router.get("/conversations/{conversation_id}/items", responses=NOT_FOUND)
 async def list_conversation_items(
     conversation_id: ConversationId,
     principal: ConversationsPrincipal,
@@ -65,7 +69,7 @@ async def list_conversation_items(
     return result.render(render_item)
 
 
-@router.delete("/conversations/{conversation_id}", status_code=204)
+@router.delete("/conversations/{conversation_id}", status_code=204, responses=NOT_FOUND)
 async def delete_conversation(
     conversation_id: ConversationId, principal: ConversationsPrincipal, session: SessionDep
 ) -> Response:

@@ -173,7 +173,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     message = first.get("msg", "Invalid request.")
     if param:
         message = f"{param}: {message}"
-    body = error_body("invalid_request_error", "invalid_value", message, param)
+    code = "invalid_json" if first.get("type") == "json_invalid" else "invalid_value"
+    body = error_body("invalid_request_error", code, message, param)
     return JSONResponse(body, status_code=422)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from gateway.core.openapi import error_responses
 from tenants.admin.auth import require_admin
 from tenants.admin.login import router as login_router
 from tenants.agent.endpoints import router as agents_router
@@ -14,7 +15,10 @@ from tenants.jwt_config.endpoints import router as jwt_router
 from tenants.tenant.endpoints import router as tenants_router
 from tenants.usage.endpoints import router as usage_router
 
-protected = APIRouter(dependencies=[Depends(require_admin)])
+protected = APIRouter(
+    dependencies=[Depends(require_admin)],
+    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429),
+)
 protected.include_router(tenants_router)
 protected.include_router(keys_router)
 protected.include_router(agents_router)
@@ -23,5 +27,5 @@ protected.include_router(usage_router)
 protected.include_router(audit_router)
 
 admin_router = APIRouter(tags=["admin"])
-admin_router.include_router(login_router)
+admin_router.include_router(login_router, responses=error_responses(400, 401, 413, 422, 429))
 admin_router.include_router(protected)

@@ -1,0 +1,96 @@
+"""The OpenAPI schema documents the errors the gateway really answers, in the body it really
+sends (the OpenAI error shape, not FastAPI's `{"detail": ...}`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from gateway.core.openapi import ErrorResponse
+from tests.gateway.conftest import ADMIN, Gateway, gateway_for
+
+RUN = "/v1/agents/assistant/runs"
+
+
+@pytest.fixture
+async def gw(sqlite_url: str, mock_llm_base_url: str) -> AsyncIterator[Gateway]:
+    async for gateway in gateway_for(sqlite_url, mock_llm_base_url, upstream_max_retries=0):
+        yield gateway
+
+
+def operation(schema: dict[str, Any], method: str, path: str) -> dict[str, Any]:
+    """The documented operation a concrete request path falls under."""
+    for template, operations in schema["paths"].items():
+        pattern = re.sub(r"\{[^}]+\}", "[^/]+", template)
+        if re.fullmatch(pattern, path) and method.lower() in operations:
+            found: dict[str, Any] = operations[method.lower()]
+            return found
+    raise AssertionError(f"{method} {path} is not documented")
+
+
+def assert_documented(schema: dict[str, Any], response: httpx.Response) -> None:
+    """The response's status is documented for its operation, with the error body schema
+    (and Retry-After on a 429), and the body validates against that schema."""
+    request = response.request
+    documented = operation(schema, request.method, request.url.path)["responses"]
+    status = str(response.status_code)
+    assert status in documented, (request.method, request.url.path, status, sorted(documented))
+    content = documented[status]["content"]["application/json"]["schema"]
+    assert content == {"$ref": "#/components/schemas/ErrorResponse"}
+    ErrorResponse.model_validate(response.json())
+    if response.status_code == 429:
+        assert "Retry-After" in documented[status]["headers"]
+        assert int(response.headers["retry-after"]) >= 1
+
+
+async def test_every_operation_documents_the_error_body(gw: Gateway) -> None:
+    schema = (await gw.client.get("/openapi.json")).json()
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    for path, operations in schema["paths"].items():
+        if not path.startswith(("/v1", "/admin")):
+            continue
+        for method, op in operations.items():
+            for status in ("401", "422", "429"):
+                response = op["responses"].get(status)
+                assert response is not None, (method, path, status)
+                ref = response["content"]["application/json"]["schema"]["$ref"]
+                assert ref.endswith("/ErrorResponse"), (method, path, status)
+
+
+async def test_real_errors_are_documented_where_they_happen(gw: Gateway) -> None:
+    schema = (await gw.client.get("/openapi.json")).json()
+    c = gw.client
+    tenant = await gw.create_tenant("acme")
+    limited = await gw.create_tenant("limited")
+    r = await c.patch(
+        f"/admin/tenants/{limited.id}", json={"limits": {"requests_per_minute": 1}}, headers=ADMIN
+    )
+    assert r.status_code == 200, r.text
+    h = tenant.headers
+    responses = [
+        await c.post(RUN, json={"input": "hi"}),  # 401
+        await c.post(RUN, content=b"\xff", headers={**h, "Content-Type": "application/json"}),
+        await c.post(RUN, json={"input": ""}, headers=h),  # 422
+        await c.post("/v1/agents/nobody/runs", json={"input": "hi"}, headers=h),  # 404
+        await c.post(RUN, json={"input": "hi [[fault:500]]"}, headers=h),  # 502
+        await c.post("/v1/chat/completions", json={"model": "x", "messages": []}, headers=h),
+        await c.get("/v1/conversations/conv_missing", headers=h),  # 404
+        await c.get("/v1/usage?group_by=nope", headers=h),  # 422
+        await c.post("/admin/tenants", json={"slug": "acme", "name": "again"}, headers=ADMIN),
+        await c.get("/admin/tenants/ten_missing", headers=ADMIN),  # 404
+        await c.post("/admin/login", json={"username": "nobody", "password": "wrong-pass"}),
+    ]
+    for _ in range(2):  # the second is over the limit: 429
+        responses.append(await c.get("/v1/agents", headers=limited.headers))
+    statuses = sorted({r.status_code for r in responses if r.status_code >= 400})
+    assert statuses == [400, 401, 404, 409, 422, 429, 502], statuses
+    for response in responses:
+        if response.status_code >= 400:
+            assert_documented(schema, response)
+    # A malformed JSON body names itself.
+    r = await c.post(RUN, content=b"{nope", headers={**h, "Content-Type": "application/json"})
+    assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_json")
