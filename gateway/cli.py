@@ -170,7 +170,10 @@ def _ensure_upstream(settings: Settings, mock_port: int) -> subprocess.Popen[byt
     if settings.env != "development":
         _fail("set OPENAI_API_KEY and/or OPENAI_BASE_URL (the mock LLM is for development only)")
     proc = subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
-        [sys.executable, "-m", "gateway.mock_llm", "--port", str(mock_port)]
+        [
+            *(sys.executable, "-m", "gateway.mock_llm", "--port", str(mock_port)),
+            *("--parent-pid", str(os.getpid())),  # it exits with us, even on SIGTERM/SIGKILL
+        ]
     )
     base_url = f"http://127.0.0.1:{mock_port}/v1"
     _wait_http(f"http://127.0.0.1:{mock_port}/healthz", proc)

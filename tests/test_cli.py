@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -86,21 +88,34 @@ def test_help_lists_the_commands(env: dict[str, str]) -> None:
         assert command in r.stdout
 
 
-@contextmanager
-def _serving(env: dict[str, str], log_path: Path) -> Iterator[str]:
-    """`gateway serve` on a free port, ready (GET /healthz is 200); its base URL. Stopped after."""
+def _free_port() -> int:
     import socket
-    import time
-
-    import httpx
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@contextmanager
+def _serving(
+    env: dict[str, str],
+    log_path: Path,
+    stop: signal.Signals = signal.SIGTERM,
+    mock_port: int | None = None,
+) -> Iterator[str]:
+    """`gateway serve` on a free port (its dev mock LLM on `mock_port`, else a free one),
+    ready (GET /healthz is 200); its base URL. Stopped with `stop` after."""
+    import httpx
+
+    port = _free_port()
     url = f"http://127.0.0.1:{port}"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                *(GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(port)),
+                *("--mock-port", str(mock_port or _free_port())),
+            ],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -117,13 +132,36 @@ def _serving(env: dict[str, str], log_path: Path) -> Iterator[str]:
                 time.sleep(0.1)
             yield url
         finally:
-            proc.terminate()
+            proc.send_signal(stop)
             proc.wait(timeout=10)
 
 
 def _failures_until_429(client: Any, url: str, forwarded_for: str, limit: int) -> list[int]:
     headers = {"Authorization": "Bearer gw_not_a_real_key", "X-Forwarded-For": forwarded_for}
     return [client.get(f"{url}/v1/agents", headers=headers).status_code for _ in range(limit + 1)]
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_a_stopped_serve_leaves_no_mock_llm_behind(
+    env: dict[str, str], tmp_path: Path, stop: signal.Signals
+) -> None:
+    import httpx
+
+    env = {k: v for k, v in env.items() if not k.startswith("OPENAI_")}
+    mock_port = _free_port()
+    mock = f"http://127.0.0.1:{mock_port}/healthz"
+    with _serving(env, tmp_path / "serve.log", stop=stop, mock_port=mock_port):
+        assert httpx.get(mock, timeout=2).status_code == 200  # the dev mock LLM is up
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            httpx.get(mock, timeout=0.5)
+        except httpx.ConnectError:
+            break  # gone with its parent
+        except httpx.TransportError:
+            pass  # shutting down
+        assert time.monotonic() < deadline, f"mock LLM still serving after {stop.name}"
+        time.sleep(0.1)
 
 
 @pytest.mark.parametrize("trusted", [True, False])

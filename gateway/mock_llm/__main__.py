@@ -23,6 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fault-status", type=int, default=500)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--stall-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--parent-pid", type=int, default=None, help="exit once this process is gone"
+    )
     args = parser.parse_args(argv)
     config = MockConfig(
         latency_ms=args.latency_ms,
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
         seed=args.seed,
         stall_seconds=args.stall_seconds,
     )
-    run_mock_server(args.host, args.port, config)
+    run_mock_server(args.host, args.port, config, parent_pid=args.parent_pid)
 
 
 if __name__ == "__main__":

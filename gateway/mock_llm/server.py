@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import threading
+import time
 from typing import Any
 
 from .app import create_mock_app
 from .config import MockConfig
+
+PARENT_POLL_S = 0.2
 
 
 def uvicorn_options() -> dict[str, Any]:
@@ -24,7 +29,10 @@ def uvicorn_options() -> dict[str, Any]:
 
 
 def run_mock_server(
-    host: str = "127.0.0.1", port: int = 9100, config: MockConfig | None = None
+    host: str = "127.0.0.1",
+    port: int = 9100,
+    config: MockConfig | None = None,
+    parent_pid: int | None = None,
 ) -> None:
     """Serve the mock LLM until interrupted (blocking).
 
@@ -32,7 +40,23 @@ def run_mock_server(
         host: Interface to bind.
         port: TCP port to bind.
         config: Server-wide knobs; defaults to ``MockConfig()``.
+        parent_pid: Shut down once this process (the one that started us) is gone, however
+            it ended (even SIGKILL): `gateway serve`/`demo` never leave a mock LLM behind.
     """
     import uvicorn
 
-    uvicorn.run(create_mock_app(config), host=host, port=port, **uvicorn_options())
+    server = uvicorn.Server(
+        uvicorn.Config(create_mock_app(config), host=host, port=port, **uvicorn_options())
+    )
+    if parent_pid is not None:
+        threading.Thread(
+            target=_exit_with_parent, args=(server, parent_pid), name="parent-watch", daemon=True
+        ).start()
+    server.run()
+
+
+def _exit_with_parent(server: Any, parent_pid: int) -> None:
+    """Poll the parent; when we are re-parented (it died), ask the server to shut down."""
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    server.should_exit = True
