@@ -21,6 +21,7 @@ import logging
 import math
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable
 
 from redis.asyncio import Redis
@@ -136,8 +137,10 @@ class ConversationLocks:
         self._release = redis.register_script(RELEASE_SCRIPT) if redis is not None else None
         self._renew = redis.register_script(RENEW_SCRIPT) if redis is not None else None
         self._background: set[asyncio.Task[None]] = set()
-        self.held: dict[str, HeldLock] = {}
-        """The locks this replica's turns hold (token -> lock), renewed by `_keep_locks`."""
+        self.held: weakref.WeakValueDictionary[str, HeldLock] = weakref.WeakValueDictionary()
+        """The locks this replica's turns hold (token -> lock), renewed by `_keep_locks`. Weak:
+        a lock its turn dropped without releasing (a bug) is no longer renewed, so the TTL
+        still frees it rather than the renewals keeping the conversation busy for ever."""
         self._keeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:

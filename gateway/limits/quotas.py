@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
 from typing import TypeVar
@@ -66,8 +67,10 @@ class QuotaService:
             self.redis = RedisQuotaStore(redis, prefix=settings.redis_key_prefix, lease_ttl_s=ttl)
         self.default_max_output = settings.limits_default_max_output_tokens
         self._background: set[asyncio.Task[None]] = set()
-        self._held: dict[str, RunTicket] = {}
-        """Runs of this replica holding a lease (run id -> ticket), renewed by `_keep_leases`."""
+        self._held: weakref.WeakValueDictionary[str, RunTicket] = weakref.WeakValueDictionary()
+        """Runs of this replica holding a lease (run id -> ticket), renewed by `_keep_leases`.
+        Weak: a ticket dropped without `close()` (a bug) is no longer renewed, so its lease
+        still expires by TTL instead of holding a concurrency slot for ever."""
         self._renew_every_s = ttl / 3
         self._keeper: asyncio.Task[None] | None = None
 

@@ -439,3 +439,44 @@ async def test_lock_with_redis_unreachable_follows_the_failure_mode(fail_open: b
     finally:
         await locks.drain()
         await dead.aclose()
+
+
+@pytest.mark.parametrize("in_redis", [True, False], ids=["redis", "memory"])
+async def test_a_lock_dropped_without_release_still_expires(
+    request: pytest.FixtureRequest, in_redis: bool
+) -> None:
+    """Renewal keeps a held lock (past its TTL) but not one whose turn dropped it unreleased:
+    a bug that leaks a turn must not keep its conversation busy for ever."""
+    import gc
+
+    from redis.asyncio import Redis
+
+    from gateway.conversations.lock import ConversationLocks
+    from gateway.core.errors import ConflictError
+    from gateway.limits.breaker import RedisBreaker
+
+    redis = None
+    prefix = "test:"
+    if in_redis:
+        redis = Redis.from_url(request.getfixturevalue("redis_url"))
+        prefix = request.getfixturevalue("redis_prefix")
+    breaker = RedisBreaker(retry_s=1.0, fail_open=True)
+    locks = ConversationLocks(redis=redis, breaker=breaker, prefix=prefix, ttl_s=0.3, timeout_s=1)
+    locks.start()
+    try:
+        kept = await locks.acquire("conv_kept")
+        assert kept.in_redis is in_redis
+        dropped = await locks.acquire("conv_dropped")
+        del dropped
+        gc.collect()
+        await asyncio.sleep(0.9)  # three TTLs
+        with pytest.raises(ConflictError):
+            await locks.acquire("conv_kept")  # renewed
+        again = await locks.acquire("conv_dropped")  # expired
+        await again.release()
+        await kept.release()
+        await (await locks.acquire("conv_kept")).release()
+    finally:
+        await locks.drain()
+        if redis is not None:
+            await redis.aclose()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
 import redis.asyncio as aioredis
 
 from tests.gateway.conftest import gateway_for
@@ -48,3 +49,48 @@ async def test_a_model_call_longer_than_the_lease_ttl_keeps_the_lease(
             if not slow.done():
                 slow.cancel()
             await client.aclose()
+
+
+async def test_a_ticket_dropped_without_close_is_not_renewed(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A run that is still referenced keeps its lease past the TTL; a ticket that was dropped
+    without `close()` (a bug) stops being renewed, so its slot comes back by TTL."""
+    import gc
+
+    from gateway.auth.principal import Principal
+    from gateway.core.config import Settings
+    from gateway.core.errors import RateLimitedError
+    from gateway.core.redis import create_redis
+    from gateway.limits.breaker import RedisBreaker
+    from gateway.limits.quotas import QuotaService
+
+    settings = Settings(redis_url=redis_url, redis_key_prefix=redis_prefix, limits_lease_ttl_s=0.3)
+    redis = create_redis(settings, caller_timeouts=True)
+    assert redis is not None
+    quotas = QuotaService(settings, redis, RedisBreaker(retry_s=1.0, fail_open=False))
+    who = Principal(
+        tenant_id="ten_dropped",
+        tenant_slug="dropped",
+        tenant_status="active",
+        key_id="k",
+        scopes=frozenset({"runs"}),
+        limits={"max_concurrent_runs": 2},
+    )
+    quotas.start()
+    try:
+        kept = await quotas.open(who, "run_kept", None, None)
+        dropped = await quotas.open(who, "run_dropped", None, None)
+        del dropped
+        gc.collect()
+        await asyncio.sleep(0.9)  # three TTLs
+        # The dropped run's slot expired; the kept run's was renewed: one slot is free.
+        third = await quotas.open(who, "run_third", None, None)
+        with pytest.raises(RateLimitedError) as full:
+            await quotas.open(who, "run_fourth", None, None)
+        assert full.value.code == "concurrent_runs"
+        await third.close()
+        await kept.close()
+    finally:
+        await quotas.drain()
+        await redis.aclose()
