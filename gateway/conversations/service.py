@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agents.result import RunResultBase
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.auth.principal import Principal
@@ -25,6 +26,9 @@ from gateway.core.errors import InvalidRequestError, NotFoundError, PermissionDe
 from gateway.core.ids import new_id
 from tenants.models import Conversation, ConversationItem
 from tenants.pagination import Page
+
+APPEND_ATTEMPTS = 3
+"""Tries of a turn's append when concurrent turns (a lapsed lock) took its positions."""
 
 
 def not_found() -> NotFoundError:
@@ -104,8 +108,21 @@ class Turn:
         return [*self.history, *as_items(sdk_input)]
 
     async def append(self, result: RunResultBase) -> None:
-        """Store the new input and the run's new items (one transaction)."""
+        """Store the new input and the run's new items (one transaction).
+
+        The lock makes turns exclusive, but a lock can lapse (Redis down in `open` mode across
+        replicas): if another turn took the same positions meanwhile, the unique index
+        refuses the insert and the append runs again after it, so nothing is lost."""
         items: list[Any] = result.to_input_list()[len(self.history) :]
+        for attempt in range(APPEND_ATTEMPTS):
+            try:
+                await self._append(items)
+                return
+            except IntegrityError:
+                if attempt == APPEND_ATTEMPTS - 1:
+                    raise
+
+    async def _append(self, items: list[Any]) -> None:
         now = utcnow()
         async with self.db.session() as session:
             repository = ConversationRepository(session)

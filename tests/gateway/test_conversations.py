@@ -480,3 +480,56 @@ async def test_a_lock_dropped_without_release_still_expires(
         await locks.drain()
         if redis is not None:
             await redis.aclose()
+
+
+class _Ran:
+    """What `Turn.append` reads of a run result: its input list."""
+
+    def __init__(self, items: list[dict[str, str]]) -> None:
+        self.items = items
+
+    def to_input_list(self) -> list[dict[str, str]]:
+        return self.items
+
+
+async def test_turns_that_raced_past_a_lapsed_lock_both_keep_their_items(
+    database_url: str, mock_llm_base_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two appends that computed the same positions (the lock lapsed): the unique index
+    refuses one, which appends again after the other; nothing is lost."""
+    async for gw in gateway_for(database_url, mock_llm_base_url):
+        await _race_two_appends(gw, monkeypatch)
+
+
+async def _race_two_appends(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    from gateway.conversations.repository import ConversationRepository
+    from gateway.conversations.service import Turn
+
+    tenant = await gw.create_tenant("acme")
+    conv = await new_conversation(gw, tenant.headers)
+    lock = await gw.app.state.conversations.locks.acquire(conv)
+    both_read = asyncio.Event()
+    reads = 0
+    original = ConversationRepository.next_position
+
+    async def racing_next_position(self: ConversationRepository, cid: str) -> int:
+        nonlocal reads
+        position = await original(self, cid)
+        reads += 1
+        if reads == 2:
+            both_read.set()
+        await both_read.wait()  # each has read the same position before either inserts
+        return position
+
+    monkeypatch.setattr(ConversationRepository, "next_position", racing_next_position)
+    turns = [Turn(conversation_id=conv, history=[], lock=lock, db=gw.app.state.db) for _ in "ab"]
+    runs: list[Any] = [
+        _Ran([{"role": "user", "content": f"{who} asks"}, {"role": "assistant", "content": who}])
+        for who in ("alice", "bob")
+    ]
+    await asyncio.gather(*(turn.append(run) for turn, run in zip(turns, runs, strict=True)))
+    await lock.release()
+    stored = [text_of(i) for i in await items(gw, conv, tenant.headers)]
+    assert sorted(stored) == sorted(["alice asks", "alice", "bob asks", "bob"])
+    assert stored[0].endswith("asks") and stored[2].endswith("asks")  # turn by turn
+    assert reads >= 3  # one of them read again after the refused insert
