@@ -227,6 +227,8 @@ class RunTicket:
         self.unsettled: list[tuple[Reservation, int, QuotaStore]] = []
         """Answered calls (reservation, real tokens) whose settlement rides on the next step."""
         self.closed = False
+        self.closing: asyncio.Future[None] | None = None
+        """`close()` running in the background, once `begin_close()` started it."""
         self._seq = 0
 
     def new_reservation_id(self) -> str:
@@ -311,6 +313,12 @@ class RunTicket:
             run_id = self.run_id if store is self.lease_store else None
             items = [(r, actual) for r, actual, held in pending if held is store]
             await self.service.on_store(store, partial(_release, tenant, run_id, items))
+
+    def begin_close(self) -> asyncio.Future[None]:
+        """Start `close()` in its own task (once); await the result to wait for it."""
+        if self.closing is None:
+            self.closing = self.service.in_background(self.close())
+        return self.closing
 
     def close_soon(self) -> None:
         """`close()` without waiting (from a cancelled task)."""

@@ -11,6 +11,7 @@ to it. The run's usage is the sum over its calls.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -113,6 +114,17 @@ class RunMeter(RunHooks[Any]):
         UPSTREAM_REQUESTS.labels(self.model, "ok").inc()
         if self.ticket is not None:
             await self.ticket.after_call(usage.total_tokens)
+
+    async def on_agent_end(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], output: Any
+    ) -> None:
+        """The final output is known: no model call follows, so the release (last settlement
+        and the lease) is sent now, its round trip hidden by the SDK's wrap-up of the run
+        (~0.35 ms) instead of added after it. `RunHandle.finish` awaits it."""
+        ticket = self.ticket
+        if ticket is not None and ticket.limits.any and ticket.closing is None:
+            ticket.begin_close()
+            await asyncio.sleep(0)  # the task runs up to its first wait: the command is sent
 
     def as_dict(self) -> dict[str, int]:
         """The `usage` object of the run response."""

@@ -76,16 +76,19 @@ class RunHandle:
     async def finish(self, status: str) -> None:
         """Release the run's lease and reservations, and settle (usage record + metrics).
 
-        The release is sent first and its round trip overlaps the settling; it is awaited
-        before this returns, so the slot is free before the client sees the response. It runs
-        in its own task, shielded: a cancelled request still completes its release.
+        The release was sent when the final output was known (`RunMeter.on_agent_end`), else
+        it is sent now; its round trip overlaps the settling and it is awaited before this
+        returns, so the slot is free before the client sees the response. It runs in its own
+        task, shielded: a cancelled request still completes its release.
         """
         closing: asyncio.Future[None] | None = None
         ticket = self.ticket
         try:
             if ticket is not None and status != "cancelled" and ticket.limits.any:
-                closing = ticket.service.in_background(ticket.close())
-                await asyncio.sleep(0)  # the task runs up to its first wait: the command is sent
+                started = ticket.closing is not None
+                closing = ticket.begin_close()
+                if not started:
+                    await asyncio.sleep(0)  # the task runs up to its first wait: command sent
         finally:
             self.settle(status)
             if closing is not None:
