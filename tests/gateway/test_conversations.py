@@ -312,20 +312,20 @@ async def test_concurrent_turns_get_409_and_the_lock_is_released(lock_gw: Gatewa
 async def test_a_turn_longer_than_the_lock_ttl_keeps_its_lock(
     sqlite_url: str, mock_llm_base_url: str, lock_settings: dict[str, str]
 ) -> None:
-    """Held locks are renewed every TTL/3: a 1.5 s turn under a 0.6 s TTL still excludes."""
+    """Held locks are renewed every TTL/3: a 2.5 s turn under a 1 s TTL still excludes."""
     async for gw in gateway_for(
         sqlite_url,
         mock_llm_base_url,
         upstream_max_retries=0,
-        limits_lease_ttl_s=0.6,
+        limits_lease_ttl_s=1.0,
         **lock_settings,
     ):
         tenant = await gw.create_tenant("acme")
         h = tenant.headers
         conv = await new_conversation(gw, h)
-        body = {"input": "slow [[latency:1500]]", "conversation_id": conv}
+        body = {"input": "slow [[latency:2500]]", "conversation_id": conv}
         slow = asyncio.ensure_future(gw.client.post(RUN, json=body, headers=h))
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.7)
         assert not slow.done()
         during = await gw.client.post(
             RUN, json={"input": "during", "conversation_id": conv}, headers=h
@@ -461,7 +461,7 @@ async def test_a_lock_dropped_without_release_still_expires(
         redis = Redis.from_url(request.getfixturevalue("redis_url"))
         prefix = request.getfixturevalue("redis_prefix")
     breaker = RedisBreaker(retry_s=1.0, fail_open=True)
-    locks = ConversationLocks(redis=redis, breaker=breaker, prefix=prefix, ttl_s=0.3, timeout_s=1)
+    locks = ConversationLocks(redis=redis, breaker=breaker, prefix=prefix, ttl_s=1.0, timeout_s=1)
     locks.start()
     try:
         kept = await locks.acquire("conv_kept")
@@ -469,7 +469,7 @@ async def test_a_lock_dropped_without_release_still_expires(
         dropped = await locks.acquire("conv_dropped")
         del dropped
         gc.collect()
-        await asyncio.sleep(0.9)  # three TTLs
+        await asyncio.sleep(2.5)  # two and a half TTLs
         with pytest.raises(ConflictError):
             await locks.acquire("conv_kept")  # renewed
         again = await locks.acquire("conv_dropped")  # expired

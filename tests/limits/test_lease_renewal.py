@@ -65,7 +65,12 @@ async def test_a_ticket_dropped_without_close_is_not_renewed(
     from gateway.limits.breaker import RedisBreaker
     from gateway.limits.quotas import QuotaService
 
-    settings = Settings(redis_url=redis_url, redis_key_prefix=redis_prefix, limits_lease_ttl_s=0.3)
+    settings = Settings(
+        redis_url=redis_url,
+        redis_key_prefix=redis_prefix,
+        limits_lease_ttl_s=1.0,
+        redis_timeout_ms=1000,  # a slow CI machine must not time a renewal out
+    )
     redis = create_redis(settings, caller_timeouts=True)
     assert redis is not None
     quotas = QuotaService(settings, redis, RedisBreaker(retry_s=1.0, fail_open=False))
@@ -83,7 +88,7 @@ async def test_a_ticket_dropped_without_close_is_not_renewed(
         dropped = await quotas.open(who, "run_dropped", None, None)
         del dropped
         gc.collect()
-        await asyncio.sleep(0.9)  # three TTLs
+        await asyncio.sleep(2.5)  # two and a half TTLs
         # The dropped run's slot expired; the kept run's was renewed: one slot is free.
         third = await quotas.open(who, "run_third", None, None)
         with pytest.raises(RateLimitedError) as full:
