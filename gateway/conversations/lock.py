@@ -16,7 +16,6 @@ a lock whose renewal failed (Redis down for longer than the TTL) can lapse.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 import secrets
@@ -26,6 +25,7 @@ from collections.abc import Awaitable
 
 from redis.asyncio import Redis
 
+from gateway.core.background import BackgroundTasks
 from gateway.core.errors import ConflictError, ServiceUnavailableError
 from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
 
@@ -112,7 +112,7 @@ class HeldLock:
             return future
         # Shielded: a cancelled awaiter must not cancel the release with it.
         return asyncio.shield(
-            self.locks.in_background(self.locks.release_in_redis(self.key, self.token))
+            self.locks.tasks.run(self.locks.release_in_redis(self.key, self.token))
         )
 
 
@@ -136,26 +136,15 @@ class ConversationLocks:
         self.memory = MemoryLocks()
         self._release = redis.register_script(RELEASE_SCRIPT) if redis is not None else None
         self._renew = redis.register_script(RENEW_SCRIPT) if redis is not None else None
-        self._background: set[asyncio.Task[None]] = set()
+        self.tasks = BackgroundTasks("conversation-lock-keeper")
         self.held: weakref.WeakValueDictionary[str, HeldLock] = weakref.WeakValueDictionary()
-        """The locks this replica's turns hold (token -> lock), renewed by `_keep_locks`. Weak:
+        """The locks this replica's turns hold (token -> lock), renewed by the periodic pass. Weak:
         a lock its turn dropped without releasing (a bug) is no longer renewed, so the TTL
         still frees it rather than the renewals keeping the conversation busy for ever."""
-        self._keeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
         """Start renewing held locks every TTL/3."""
-        self._keeper = asyncio.get_running_loop().create_task(
-            self._keep_locks(), name="conversation-lock-keeper"
-        )
-
-    async def _keep_locks(self) -> None:
-        while True:
-            await asyncio.sleep(self.ttl_ms / 3000)
-            try:
-                await self.renew()
-            except Exception:  # never let one bad pass stop the renewals
-                logger.exception("conversation lock renewal pass failed")
+        self.tasks.every(self.ttl_ms / 3000, self.renew)
 
     async def renew(self) -> None:
         """One renewal pass over the held locks: memory ones here, Redis ones in one call."""
@@ -216,17 +205,6 @@ class ConversationLocks:
             self.breaker.failed(exc)
             logger.warning("conversation lock not released (%s); TTL will", type(exc).__name__)
 
-    def in_background(self, work: Awaitable[None]) -> asyncio.Future[None]:
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
     async def drain(self) -> None:
         """Stop renewing and wait for pending releases (at shutdown)."""
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.tasks.drain()

@@ -13,7 +13,6 @@ Leases and reservations carry a TTL, so a crashed replica's are gone after at mo
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
@@ -23,6 +22,7 @@ from typing import TypeVar
 from redis.asyncio import Redis
 
 from gateway.auth.principal import Principal
+from gateway.core.background import BackgroundTasks
 from gateway.core.config import Settings
 from gateway.core.errors import RateLimitedError
 from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
@@ -66,34 +66,23 @@ class QuotaService:
         if redis is not None:
             self.redis = RedisQuotaStore(redis, prefix=settings.redis_key_prefix, lease_ttl_s=ttl)
         self.default_max_output = settings.limits_default_max_output_tokens
-        self._background: set[asyncio.Task[None]] = set()
+        self.tasks = BackgroundTasks("lease-keeper")
         self._held: weakref.WeakValueDictionary[str, RunTicket] = weakref.WeakValueDictionary()
-        """Runs of this replica holding a lease (run id -> ticket), renewed by `_keep_leases`.
+        """Runs of this replica holding a lease (run id -> ticket), renewed by the periodic pass.
         Weak: a ticket dropped without `close()` (a bug) is no longer renewed, so its lease
         still expires by TTL instead of holding a concurrency slot for ever."""
         self._renew_every_s = ttl / 3
-        self._keeper: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        """Start renewing the leases of this replica's runs (a run's model call may outlast
-        the lease TTL; a crashed replica stops renewing, so its leases still expire)."""
-        self._keeper = asyncio.get_running_loop().create_task(
-            self._keep_leases(), name="lease-keeper"
-        )
+        """Start renewing the leases of this replica's runs every TTL/3 (a run's model call
+        may outlast the lease TTL; a crashed replica stops renewing, so its leases expire)."""
+        self.tasks.every(self._renew_every_s, self.renew_leases)
 
     def hold(self, ticket: RunTicket) -> None:
         self._held[ticket.run_id] = ticket
 
     def unhold(self, ticket: RunTicket) -> None:
         self._held.pop(ticket.run_id, None)
-
-    async def _keep_leases(self) -> None:
-        while True:
-            await asyncio.sleep(self._renew_every_s)
-            try:
-                await self.renew_leases()
-            except Exception:  # never let one bad pass stop the renewals
-                logger.exception("lease renewal pass failed")
 
     async def renew_leases(self) -> None:
         """One renewal pass: one call per (store, tenant) with leases held here."""
@@ -185,22 +174,9 @@ class QuotaService:
         snapshot, _ = await self.call(lambda s: s.peek(principal.tenant_id))
         return snapshot
 
-    def in_background(self, work: Awaitable[None]) -> asyncio.Future[None]:
-        """Finish `work` even though the caller is being cancelled (client gone); drained at
-        shutdown."""
-        task = asyncio.ensure_future(work)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
-
     async def drain(self) -> None:
         """Stop renewing and wait for background settlements (at shutdown)."""
-        if self._keeper is not None:
-            self._keeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._keeper
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        await self.tasks.drain()
 
 
 class RunTicket:
@@ -317,13 +293,13 @@ class RunTicket:
     def begin_close(self) -> asyncio.Future[None]:
         """Start `close()` in its own task (once); await the result to wait for it."""
         if self.closing is None:
-            self.closing = self.service.in_background(self.close())
+            self.closing = self.service.tasks.run(self.close())
         return self.closing
 
     def close_soon(self) -> None:
         """`close()` without waiting (from a cancelled task)."""
         if not self.closed:
-            self.service.in_background(self.close())
+            self.service.tasks.run(self.close())
 
     def token_headers(self) -> dict[str, str]:
         """The x-ratelimit-*-tokens trio as of admission (per-minute window when set)."""
