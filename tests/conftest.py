@@ -10,6 +10,8 @@ import asyncio
 import os
 import secrets
 import shutil
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -114,6 +116,23 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     path = tmp_path / "gateway.db"
     shutil.copy(sqlite_template, path)
     return f"sqlite+aiosqlite:///{path}"
+
+
+def wait_answering(
+    url: str, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 30
+) -> None:
+    """Wait until a spawned process serves `url` with 200; fail with the end of its log if it
+    exits or the time runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert proc.poll() is None, f"process exited: {log_path.read_text()[-3000:]}"
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() < deadline, f"{url} never answered: {log_path.read_text()[-3000:]}"
+        time.sleep(0.1)
 
 
 def gateway_env(database_url: str, **extra: str) -> dict[str, str]:

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import wait_answering
+
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 
 
@@ -106,7 +108,6 @@ def _serving(
 ) -> Iterator[str]:
     """`gateway serve` on a free port (its dev mock LLM on `mock_port`, else a free one),
     ready (GET /healthz is 200); its base URL. Stopped with `stop` after."""
-    import httpx
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -121,15 +122,7 @@ def _serving(
             stderr=subprocess.STDOUT,
         )
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                assert time.monotonic() < deadline, "gateway serve did not start"
-                time.sleep(0.1)
+            wait_answering(f"{url}/healthz", proc, log_path)
             yield url
         finally:
             proc.send_signal(stop)

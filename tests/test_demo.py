@@ -8,10 +8,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
+
+from tests.conftest import wait_answering
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 
@@ -40,16 +41,7 @@ def test_demo_serves_the_seeded_assistant(tmp_path: Path) -> None:
         )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            assert proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_answering(f"{base}/healthz", proc, log)
         text = log.read_text()
         key = re.search(r"demo key:\s+(gw_\w+)", text)
         token = re.search(r"admin token:\s+(\S+)", text)

@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import ADMIN_TOKEN, SECRET_KEY
+from tests.conftest import ADMIN_TOKEN, SECRET_KEY, wait_answering
 from tests.gateway.conftest import AGENT_SPEC
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
@@ -130,16 +130,7 @@ def serve_gateway(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, f"gateway exited: {log_path.read_text()[-3000:]}"
-            try:
-                if httpx.get(f"{base_url}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "gateway did not become ready"
-            time.sleep(0.1)
+        wait_answering(f"{base_url}/readyz", proc, log_path, timeout_s=60)
         yield LiveGateway(base_url, log_path, metrics_base, clean)
     finally:
         proc.terminate()
