@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -112,3 +113,15 @@ def read_ledger(mock_url: str, user_text: str | None = None) -> list[dict[str, A
         return entries
     wanted = strip_markers(user_text)[:LEDGER_TEXT_CHARS]
     return [entry for entry in entries if entry["user_text"] == wanted]
+
+
+def live_usage(base_url: str, tenant_id: str, runs: int, group_by: str = "agent") -> dict[str, Any]:
+    """The tenant's usage report once it counts `runs` runs (the recorder flushes in batches)."""
+    deadline = time.monotonic() + 10
+    while True:
+        r = httpx.get(
+            f"{base_url}/admin/tenants/{tenant_id}/usage?group_by={group_by}", headers=ADMIN
+        ).json()
+        if r["totals"]["runs"] >= runs or time.monotonic() > deadline:
+            return dict(r)
+        time.sleep(0.05)

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from tests.conftest import ADMIN_TOKEN, make_settings
-from tests.gateway.conftest import AGENT_SPEC, gateway_for
+from tests.gateway.conftest import AGENT_SPEC, gateway_for, live_usage
 from tests.gateway.server import start_gateway_server
 from tests.gateway.test_runs_e2e import parse_sse
 
@@ -67,17 +67,6 @@ def _seed(base_url: str) -> tuple[str, dict[str, str]]:
     return tenant_id, {"Authorization": f"Bearer {key}"}
 
 
-def _wait_for_usage(base_url: str, tenant_id: str, runs: int) -> dict[str, int]:
-    deadline = time.monotonic() + 10
-    while True:
-        r = httpx.get(
-            f"{base_url}/admin/tenants/{tenant_id}/usage?group_by=agent", headers=ADMIN
-        ).json()
-        if r["totals"]["runs"] >= runs or time.monotonic() > deadline:
-            return dict(r["totals"])
-        time.sleep(0.05)
-
-
 def test_client_disconnect_cancels_the_run_and_keeps_spent_tokens(
     live_gateway: str, mock_llm_base_url: str
 ) -> None:
@@ -96,7 +85,7 @@ def test_client_disconnect_cancels_the_run_and_keeps_spent_tokens(
             if "tool.output" in seen:
                 break  # leave while the second model call is still waiting upstream
     assert seen[0] == "run.created" and "tool.called" in seen
-    totals = _wait_for_usage(live_gateway, tenant_id, 1)
+    totals = live_usage(live_gateway, tenant_id, 1)["totals"]
     elapsed = time.monotonic() - started
     calls = httpx.get(f"{mock_llm_base_url}/_mock/ledger").json()[ledger_before:]
     first_call = calls[0]

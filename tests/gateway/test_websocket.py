@@ -14,7 +14,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.conftest import make_settings
-from tests.gateway.conftest import ADMIN, AGENT_SPEC, read_ledger
+from tests.gateway.conftest import ADMIN, AGENT_SPEC, live_usage, read_ledger
 from tests.gateway.server import start_gateway_server
 from tests.identity.conftest import bearer, claims, sign
 
@@ -81,18 +81,6 @@ async def turn(ws: ClientConnection, body: dict[str, Any]) -> list[Event]:
     return await until_end(ws)
 
 
-def usage(base_url: str, tenant_id: str, runs: int, group_by: str = "agent") -> dict[str, Any]:
-    """The tenant's usage report once it counts `runs` runs (the recorder flushes in batches)."""
-    deadline = time.monotonic() + 10
-    while True:
-        r = httpx.get(
-            f"{base_url}/admin/tenants/{tenant_id}/usage?group_by={group_by}", headers=ADMIN
-        ).json()
-        if r["totals"]["runs"] >= runs or time.monotonic() > deadline:
-            return dict(r)
-        time.sleep(0.05)
-
-
 async def test_two_turns_over_one_socket_share_history_and_match_runs(
     live: str, mock_llm_base_url: str
 ) -> None:
@@ -124,7 +112,7 @@ async def test_two_turns_over_one_socket_share_history_and_match_runs(
     assert two[-1][0] == "run.completed"
     assert [c["input_tokens"] for c in calls] == [two[-1][1]["usage"]["input_tokens"]]
     assert two[-1][1]["usage"]["input_tokens"] > plain[1]["usage"]["input_tokens"] + len(first) // 4
-    report = usage(live, tenant_id, 4)
+    report = live_usage(live, tenant_id, 4)
     assert report["totals"]["runs"] == 4
     expected = sum(r["usage"]["total_tokens"] for r in (*plain, completed, two[-1][1]))
     assert report["totals"]["total_tokens"] == expected
@@ -187,7 +175,7 @@ async def test_handshake_auth_and_agent_isolation(live: str) -> None:
     jwt = bearer(sign(claims("ws-a", sub="ws-user-7"), secret, "HS256"))
     async with socket(live, jwt) as ws:
         assert (await turn(ws, {"input": "hello"}))[-1][0] == "run.completed"
-    report = usage(live, a_id, 3, group_by="user")
+    report = live_usage(live, a_id, 3, group_by="user")
     assert {row["user"]: row["runs"] for row in report["data"] if row["user"] is not None} == {
         "ws-user-7": 1
     }
@@ -262,7 +250,7 @@ async def test_disconnect_mid_turn_cancels_and_records_spent_tokens(
         while "tool.output" not in seen:
             seen.append((await next_event(ws))[0])
     # The client left while the second model call waits upstream.
-    totals = usage(live, tenant_id, 1)["totals"]
+    totals = live_usage(live, tenant_id, 1)["totals"]
     elapsed = time.monotonic() - started
     first_call = read_ledger(mock_llm_base_url, text)[ledger_before]
     assert totals["runs"] == 1 and totals["requests"] == 1
