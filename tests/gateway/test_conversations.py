@@ -388,9 +388,9 @@ async def test_lock_released_after_disconnect_and_shared_across_replicas(
             assert len(stored) == 2 and stored[0] == "next"  # the cancelled turn left nothing
 
             # Two replicas: a turn in flight on one makes the other answer 409 (Redis only).
-            body = {"input": "slow [[latency:800]]", "conversation_id": conv}
+            body = {"input": "slow [[latency:2000]]", "conversation_id": conv}
             first = asyncio.ensure_future(c.post(RUN, json=body, headers=h))
-            await asyncio.sleep(0.3)
+            await _until_locked(lock_settings, conv)
             async with httpx.AsyncClient(base_url=two, timeout=20) as c2:
                 r2 = await c2.post(RUN, json={"input": "x", "conversation_id": conv}, headers=h)
             assert (await first).status_code == 200
@@ -398,6 +398,25 @@ async def test_lock_released_after_disconnect_and_shared_across_replicas(
     finally:
         await asyncio.to_thread(stop_one)
         await asyncio.to_thread(stop_two)
+
+
+async def _until_locked(lock_settings: dict[str, str], conv: str) -> None:
+    """Until the turn in flight holds the conversation's Redis lock (a loaded machine may take
+    a while to get it there); without Redis, a moment for the turn to start."""
+    if not lock_settings:
+        await asyncio.sleep(0.3)
+        return
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(lock_settings["redis_url"])
+    key = f"{lock_settings['redis_key_prefix']}conv-lock:{conv}"
+    try:
+        deadline = time.monotonic() + 1.5
+        while not await client.exists(key):
+            assert time.monotonic() < deadline, "the first turn never took the lock"
+            await asyncio.sleep(0.01)
+    finally:
+        await client.aclose()
 
 
 async def _items_live(c: httpx.AsyncClient, conv: str, h: dict[str, str]) -> list[Any]:
