@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header
+from fastapi.responses import StreamingResponse
 
 from gateway.auth.dependencies import UsagePrincipal
-from gateway.core.db import SessionDep
+from gateway.core.db import DatabaseDep, SessionDep
+from tenants.usage.export import export_response
 from tenants.usage.repository import UsageRepository
-from tenants.usage.schemas import TenantUsageQuery
+from tenants.usage.schemas import TenantUsageQuery, UsageExportQuery
 
 router = APIRouter(tags=["usage"])
 
@@ -20,4 +22,24 @@ async def get_usage(
 ) -> dict[str, Any]:
     return await UsageRepository(session).report(
         tenant_id=principal.tenant_id, group_by=query.group_by, start=query.start, end=query.end
+    )
+
+
+@router.get(
+    "/usage/records", summary="This tenant's raw usage records", response_class=StreamingResponse
+)
+async def export_records(
+    principal: UsagePrincipal,
+    query: UsageExportQuery,
+    db: DatabaseDep,
+    accept: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Raw usage records for billing, streamed in run-id order as NDJSON or CSV (`Accept`)."""
+    return export_response(
+        db,
+        accept=accept,
+        tenant_id=principal.tenant_id,
+        start=query.start,
+        end=query.end,
+        after=query.after,
     )

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Header, Query
+from fastapi.responses import StreamingResponse
 
-from gateway.core.db import SessionDep
+from gateway.core.db import DatabaseDep, SessionDep
 from tenants.tenant.service import require_tenant
+from tenants.usage.export import export_response
 from tenants.usage.repository import UsageRepository
-from tenants.usage.schemas import AdminUsageQuery, TenantUsageQuery
+from tenants.usage.schemas import AdminUsageQuery, TenantUsageQuery, UsageExportQuery
 
 router = APIRouter()
 
@@ -30,4 +32,20 @@ async def all_usage(query: AdminUsageQuery, session: SessionDep) -> dict[str, An
     """Usage of every tenant (default `group_by=tenant`, with each tenant's slug)."""
     return await UsageRepository(session).report(
         tenant_id=None, group_by=query.group_by, start=query.start, end=query.end
+    )
+
+
+@router.get("/usage/records", response_class=StreamingResponse)
+async def export_records(
+    query: UsageExportQuery,
+    session: SessionDep,
+    db: DatabaseDep,
+    tenant_id: Annotated[str | None, Query(description="Only this tenant's records.")] = None,
+    accept: Annotated[str | None, Header()] = None,
+) -> StreamingResponse:
+    """Raw usage records for billing, streamed in run-id order as NDJSON or CSV (`Accept`)."""
+    if tenant_id is not None:
+        tenant_id = (await require_tenant(session, tenant_id, include_deleted=True)).id
+    return export_response(
+        db, accept=accept, tenant_id=tenant_id, start=query.start, end=query.end, after=query.after
     )

@@ -84,3 +84,33 @@ async def admin_usage_query(
 
 TenantUsageQuery = Annotated[UsageQuery, Depends(tenant_usage_query)]
 AdminUsageQuery = Annotated[UsageQuery, Depends(admin_usage_query)]
+
+
+@dataclass(frozen=True, slots=True)
+class ExportQuery:
+    """A validated export query: the day range and the resume cursor."""
+
+    start: date
+    """First UTC day of the range, inclusive."""
+
+    end: date
+    """Last UTC day of the range, inclusive."""
+
+    after: str | None
+    """Resume cursor: only runs whose id sorts after this one."""
+
+
+async def export_query(
+    start: Annotated[str | None, _START] = None,
+    end: Annotated[str | None, _END] = None,
+    after: Annotated[
+        str | None,
+        Query(max_length=40, description="Cursor: the last run id already received."),
+    ] = None,
+) -> ExportQuery:
+    """Dependency: the query of a billing export (same day range rules as the reports)."""
+    query = build_usage_query("day", start, end)
+    return ExportQuery(start=query.start, end=query.end, after=after)
+
+
+UsageExportQuery = Annotated[ExportQuery, Depends(export_query)]

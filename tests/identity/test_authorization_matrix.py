@@ -74,6 +74,7 @@ ROWS: dict[tuple[str, str], Row] = {
     ),
     ("DELETE", "/v1/conversations/{conversation_id}"): Row("tenant", ok=404, scope="conversations"),
     ("GET", "/v1/usage"): Row("tenant", scope="usage"),
+    ("GET", "/v1/usage/records"): Row("tenant", scope="usage"),
     ("GET", "/v1/limits"): Row("tenant"),
     ("GET", "/admin/tenants"): Row("admin"),
     ("POST", "/admin/tenants"): Row("admin", ok=422, body={}),
@@ -103,6 +104,7 @@ ROWS: dict[tuple[str, str], Row] = {
     ("DELETE", "/admin/tenants/{tenant_id}/jwt"): Row("admin", ok=404),
     ("GET", "/admin/tenants/{tenant_id}/usage"): Row("admin", ok=404),
     ("GET", "/admin/usage"): Row("admin"),
+    ("GET", "/admin/usage/records"): Row("admin"),
     ("GET", "/admin/audit"): Row("admin"),
 }
 
