@@ -32,6 +32,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(agents_app, name="agents")
 admin_app = typer.Typer(help="Admin users (log in at POST /admin/login).")
 app.add_typer(admin_app, name="admin")
+prices_app = typer.Typer(help="Model prices (USD per million tokens).")
+app.add_typer(prices_app, name="prices")
 
 Host = Annotated[str, typer.Option(help="Interface to bind.")]
 Port = Annotated[int, typer.Option(help="TCP port.")]
@@ -281,7 +283,7 @@ async def _audit(
     action: str,
     target_type: str,
     target_id: str,
-    tenant_id: str,
+    tenant_id: str | None,
     details: dict[str, Any],
 ) -> None:
     """The audit event of an operator command (actor `cli`), as the admin API writes it."""
@@ -429,6 +431,53 @@ def admin_delete_user(
 
     user = _with_session(go)
     typer.echo(json.dumps({"id": user.id, "username": user.username, "deleted": True}))
+
+
+PerMtokOption = Annotated[str, typer.Option(help="USD per million tokens, e.g. 0.40.")]
+
+
+@prices_app.command("set")
+def prices_set(
+    model: Annotated[str, typer.Argument(help="The model name agents use.")],
+    input_per_mtok: Annotated[str, typer.Option("--input", help="USD per million input tokens.")],
+    output_per_mtok: Annotated[
+        str, typer.Option("--output", help="USD per million output tokens.")
+    ],
+    cached_input_per_mtok: Annotated[
+        str | None,
+        typer.Option(
+            "--cached-input", help="USD per million cached input tokens (default: input)."
+        ),
+    ] = None,
+    reasoning_per_mtok: Annotated[
+        str | None,
+        typer.Option("--reasoning", help="USD per million reasoning tokens (default: output)."),
+    ] = None,
+    effective_at: Annotated[
+        str | None, typer.Option(help="RFC 3339 time from which it applies (default: now).")
+    ] = None,
+) -> None:
+    """Set a model's price from now (or `--effective-at`) on; audited as `price.put`."""
+    from tenants.price.schemas import PricePut, price_public
+    from tenants.price.service import put_price
+
+    body = {
+        "input_per_mtok": input_per_mtok,
+        "output_per_mtok": output_per_mtok,
+        "cached_input_per_mtok": cached_input_per_mtok,
+        "reasoning_per_mtok": reasoning_per_mtok,
+        "effective_at": effective_at,
+    }
+
+    async def go(session: Any) -> Any:
+        row = await put_price(session, model, PricePut.model_validate(body))
+        public = price_public(row)
+        details = public.model_dump(exclude={"model", "priced", "created_at"})
+        await _audit(session, "price.put", "model_price", model, None, details)
+        return public
+
+    public = _with_session(go)
+    typer.echo(public.model_dump_json())
 
 
 def main() -> None:

@@ -37,6 +37,7 @@ TABLES = (
     "admin_users",
     "jwt_configs",
     "usage_records",
+    "model_prices",
     "agent_versions",
     "agents",
     "api_keys",

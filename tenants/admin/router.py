@@ -12,6 +12,7 @@ from tenants.agent.endpoints import router as agents_router
 from tenants.api_key.endpoints import router as keys_router
 from tenants.audit.endpoints import router as audit_router
 from tenants.jwt_config.endpoints import router as jwt_router
+from tenants.price.endpoints import router as prices_router
 from tenants.tenant.endpoints import router as tenants_router
 from tenants.usage.endpoints import router as usage_router
 
@@ -24,6 +25,7 @@ protected.include_router(keys_router)
 protected.include_router(agents_router)
 protected.include_router(jwt_router)
 protected.include_router(usage_router)
+protected.include_router(prices_router)
 protected.include_router(audit_router)
 
 admin_router = APIRouter(tags=["admin"])

@@ -9,6 +9,7 @@ from tenants.models.api_key import ApiKey
 from tenants.models.audit_event import AuditEvent
 from tenants.models.conversation import Conversation, ConversationItem
 from tenants.models.jwt_config import JwtConfig
+from tenants.models.model_price import ModelPrice
 from tenants.models.tenant import Tenant
 from tenants.models.usage import UsageRecord
 
@@ -21,6 +22,7 @@ __all__ = [
     "Conversation",
     "ConversationItem",
     "JwtConfig",
+    "ModelPrice",
     "Tenant",
     "UsageRecord",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from sqlalchemy import Index
+from sqlalchemy import BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
 
 from tenants.models.columns import created_at_field
@@ -30,6 +30,11 @@ class UsageRecord(SQLModel, table=True):
     status: str = Field(max_length=16)
     """`completed`, `failed`, `cancelled` or `rate_limited`."""
     latency_ms: int = 0
+    cost_pico: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    """Cost in pico-dollars (1e-12 USD) under the model's price in force at `created_at`,
+    filled by the writer; 0 when the model had no price (`unpriced`)."""
+    unpriced: bool = False
+    """True when the model had no price when the run started."""
     day: date = Field(index=True)
     """UTC day of `created_at`: the unit of the usage reports' date ranges."""
     created_at: datetime = created_at_field()

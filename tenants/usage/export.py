@@ -19,6 +19,7 @@ from sqlmodel import col, select
 
 from gateway.core.db import Database
 from tenants.models import UsageRecord
+from tenants.price.money import usd
 
 PAGE_SIZE = 1000
 NDJSON = "application/x-ndjson"
@@ -40,6 +41,8 @@ FIELDS = (
     "total_tokens",
     "status",
     "latency_ms",
+    "cost_usd",
+    "unpriced",
     "day",
     "created_at",
 )
@@ -48,6 +51,9 @@ FIELDS = (
 def _row(record: UsageRecord) -> dict[str, Any]:
     row: dict[str, Any] = {}
     for name in FIELDS:
+        if name == "cost_usd":
+            row[name] = usd(record.cost_pico)
+            continue
         value = getattr(record, name)
         row[name] = value.isoformat() if isinstance(value, date | datetime) else value
     return row
@@ -83,6 +89,14 @@ async def iter_records(
         cursor = page[-1]["run_id"]
 
 
+def _cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value
+
+
 def wants_csv(accept: str | None) -> bool:
     """CSV when the client asks for `text/csv`; NDJSON otherwise (the default)."""
     return accept is not None and CSV in accept.lower()
@@ -99,7 +113,7 @@ async def _csv(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     writer.writerow(FIELDS)
     count = 0
     async for row in rows:
-        writer.writerow(["" if row[name] is None else row[name] for name in FIELDS])
+        writer.writerow([_cell(row[name]) for name in FIELDS])
         count += 1
         if count % 200 == 0:
             yield buffer.getvalue().encode()

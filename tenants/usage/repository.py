@@ -14,12 +14,15 @@ from sqlalchemy import ColumnElement
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel import col, func
+from sqlmodel import case, col, func
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tenants.models import Tenant, UsageRecord
+from tenants.price.money import usd
+from tenants.price.pricing import PriceBook
+from tenants.price.repository import PriceRepository
 
-COUNTERS = ("runs", "requests", "input_tokens", "output_tokens", "total_tokens")
+COUNTERS = ("runs", "requests", "input_tokens", "output_tokens", "total_tokens", "unpriced_runs")
 
 _GROUP_COLUMNS: dict[str, Any] = {
     "day": UsageRecord.day,
@@ -51,7 +54,8 @@ class UsageRepository:
         after an ambiguous failure is never counted twice."""
         if not records:
             return
-        rows = [record.model_dump() for record in records]
+        book = await PriceRepository(self.session).book()
+        rows = [priced(record.model_dump(), book) for record in records]
         dialect = self.session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         statement = insert(UsageRecord).on_conflict_do_nothing(index_elements=["run_id"])
@@ -73,6 +77,8 @@ class UsageRepository:
             func.sum(UsageRecord.input_tokens).label("input_tokens"),
             func.sum(UsageRecord.output_tokens).label("output_tokens"),
             func.sum(UsageRecord.total_tokens).label("total_tokens"),
+            func.sum(case((col(UsageRecord.unpriced), 1), else_=0)).label("unpriced_runs"),
+            func.sum(UsageRecord.cost_pico).label("cost_pico"),
         ).where(col(UsageRecord.day) >= start, col(UsageRecord.day) <= end)
         if group_by == "tenant":
             statement = statement.outerjoin(Tenant, col(Tenant.id) == col(UsageRecord.tenant_id))
@@ -88,15 +94,42 @@ class UsageRepository:
             if group_by == "tenant":
                 item["tenant_slug"] = row[1]
             item.update({name: int(getattr(row, name) or 0) for name in COUNTERS})
+            item["cost_pico"] = int(row.cost_pico or 0)
             data.append(item)
         # Sorted here, not in SQL: SQLite and PostgreSQL place NULLs differently (here: last).
         data.sort(key=lambda item: (item[group_by] is None, item[group_by] or ""))
-        totals = {name: sum(item[name] for item in data) for name in COUNTERS}
+        totals: dict[str, Any] = {name: sum(item[name] for item in data) for name in COUNTERS}
+        totals["cost_pico"] = sum(item["cost_pico"] for item in data)
         return {
             "object": "usage.report",
             "group_by": group_by,
             "start": start.isoformat(),
             "end": end.isoformat(),
-            "data": data,
-            "totals": totals,
+            "data": [with_cost(item) for item in data],
+            "totals": with_cost(totals),
         }
+
+
+def with_cost(counters: dict[str, Any]) -> dict[str, Any]:
+    """A report row as answered: `cost_usd` an exact decimal string, `unpriced` true when some
+    of its runs had no price (they count 0 in `cost_usd`)."""
+    rendered = dict(counters)
+    rendered["cost_usd"] = usd(rendered.pop("cost_pico"))
+    rendered["unpriced"] = rendered["unpriced_runs"] > 0
+    return rendered
+
+
+def priced(row: dict[str, Any], book: PriceBook) -> dict[str, Any]:
+    """The record with its cost under the price in force when the run started."""
+    price = book.at(row["model"], row["created_at"])
+    if price is None:
+        row["cost_pico"], row["unpriced"] = 0, True
+    else:
+        row["unpriced"] = False
+        row["cost_pico"] = price.cost(
+            input_tokens=row["input_tokens"],
+            output_tokens=row["output_tokens"],
+            cached_tokens=row["cached_tokens"],
+            reasoning_tokens=row["reasoning_tokens"],
+        )
+    return row

@@ -106,6 +106,11 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/admin/usage"): Row("admin"),
     ("GET", "/admin/usage/records"): Row("admin"),
     ("GET", "/admin/audit"): Row("admin"),
+    ("GET", "/admin/models/prices"): Row("admin"),
+    ("GET", "/admin/models/{model}/price"): Row("admin", ok=404),
+    ("GET", "/admin/models/{model}/price/history"): Row("admin"),
+    ("PUT", "/admin/models/{model}/price"): Row("admin", ok=422, body={}),
+    ("DELETE", "/admin/models/{model}/price"): Row("admin", ok=404),
 }
 
 
@@ -209,6 +214,7 @@ def _concrete(path: str, kind: str) -> str:
         "key_id": "key_missing",
         "version": "1",
         "conversation_id": "conv_missing",
+        "model": "probe-model",
     }
     if kind == "admin":
         values["tenant_id"] = "ten_missing"

@@ -45,13 +45,17 @@ async def add(db: Database, *records: UsageRecord) -> None:
         await UsageRepository(session).add_many(list(records))
 
 
-def counters(runs: int, requests: int, inp: int, out: int) -> dict[str, int]:
+def counters(runs: int, requests: int, inp: int, out: int) -> dict[str, Any]:
+    """A report row's counters; no model here has a price, so every run is unpriced."""
     return {
         "runs": runs,
         "requests": requests,
         "input_tokens": inp,
         "output_tokens": out,
         "total_tokens": inp + out,
+        "unpriced_runs": runs,
+        "cost_usd": "0",
+        "unpriced": runs > 0,
     }
 
 

@@ -56,6 +56,8 @@ async def test_admin_export_streams_every_record_in_run_id_order_across_pages(
         "total_tokens": 15,
         "status": "completed",
         "latency_ms": 100,
+        "cost_usd": "0",
+        "unpriced": True,
         "day": "2026-03-02",
         "created_at": rows[0]["created_at"],
     }

@@ -1,0 +1,69 @@
+"""`/admin/models/...` price routes: thin wrappers over `tenants.price.service`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Response, status
+
+from gateway.core.clock import utcnow
+from gateway.core.db import SessionDep
+from tenants.admin.context import AdminContextDep
+from tenants.price import service
+from tenants.price.repository import PriceRepository
+from tenants.price.schemas import ModelName, PriceList, PricePublic, PricePut, price_public
+
+router = APIRouter(prefix="/models", tags=["admin"])
+ModelPath = Annotated[ModelName, Path(description="The model name agents use.")]
+
+
+@router.get("/prices", response_model=PriceList)
+async def list_prices(session: SessionDep) -> PriceList:
+    """Every model's price in force now (models whose price was removed are left out)."""
+    rows = await PriceRepository(session).in_force(utcnow())
+    return PriceList(data=[price_public(row) for row in rows if row.priced])
+
+
+@router.put("/{model}/price", response_model=PricePublic)
+async def put_price(model: ModelPath, body: PricePut, ctx: AdminContextDep) -> PricePublic:
+    """Set the model's price from `effective_at` (default now) on; earlier runs keep theirs."""
+    row = await service.put_price(ctx.session, model, body)
+    public = price_public(row)
+    await ctx.done(
+        "price.put",
+        "model_price",
+        model,
+        details=public.model_dump(include=_PRICE_FIELDS),
+    )
+    return public
+
+
+@router.get("/{model}/price", response_model=PricePublic)
+async def get_price(model: ModelPath, session: SessionDep) -> PricePublic:
+    """The model's price in force now (404: unpriced)."""
+    return price_public(await service.current_price(session, model))
+
+
+@router.get("/{model}/price/history", response_model=PriceList)
+async def price_history(model: ModelPath, session: SessionDep) -> PriceList:
+    """Every price change of the model, oldest first, including scheduled and removed ones."""
+    rows = await PriceRepository(session).history(model)
+    return PriceList(data=[price_public(row) for row in rows])
+
+
+@router.delete("/{model}/price", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_price(model: ModelPath, ctx: AdminContextDep) -> Response:
+    """Remove the model's price from now on (its later runs are unpriced; earlier ones keep
+    their cost)."""
+    await service.remove_price(ctx.session, model)
+    await ctx.done("price.delete", "model_price", model)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+_PRICE_FIELDS = {
+    "input_per_mtok",
+    "cached_input_per_mtok",
+    "output_per_mtok",
+    "reasoning_per_mtok",
+    "effective_at",
+}
