@@ -72,9 +72,18 @@ def mock_llm(
 
 @app.command()
 def serve(
-    host: Host = "127.0.0.1",
-    port: Port = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    host: Annotated[str, typer.Option(help="Interface to bind.", envvar="GATEWAY_HOST")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.", envvar="PORT")] = 8000,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Worker processes (about one per core).",
+            envvar=["GATEWAY_WORKERS", "WEB_CONCURRENCY"],
+            min=1,
+        ),
+    ] = 1,
     mock_port: Annotated[int, typer.Option(help="Port of the dev mock LLM.")] = 9100,
 ) -> None:
     """Serve the gateway (development without OPENAI_API_KEY: starts the mock LLM too)."""
