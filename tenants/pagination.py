@@ -1,8 +1,10 @@
-"""Cursor pagination of admin lists (SPEC §3).
+"""Cursor pagination of admin lists.
 
 Lists answer `{"data": [...], "has_more": bool}` and take `limit` (default 20, 1..100) and
 `after` (the id of the last item of the previous page). Ids are time-ordered strings, so a page
 is `WHERE id > after ORDER BY id LIMIT limit + 1`: the extra row only tells whether more follow.
+A newest-first list (the audit log) walks the same ids backwards: `WHERE id < after ORDER BY id
+DESC`. Either way a page never repeats or skips an item, however many are added meanwhile.
 Repositories build the tenant-scoped statement; `fetch_page` adds the cursor.
 """
 
@@ -88,10 +90,15 @@ async def fetch_page(
     statement: SelectOfScalar[T],
     id_column: Any,
     page: PageParams,
+    *,
+    newest_first: bool = False,
 ) -> Page[T]:
-    """Run `statement` ordered by `id_column`, starting after the cursor, one page long."""
+    """Run `statement` ordered by `id_column` (descending when `newest_first`), starting after
+    the cursor, one page long."""
+    column = col(id_column)
     if page.after is not None:
-        statement = statement.where(col(id_column) > page.after)
-    statement = statement.order_by(col(id_column)).limit(page.limit + 1)
+        statement = statement.where(column < page.after if newest_first else column > page.after)
+    order = column.desc() if newest_first else column
+    statement = statement.order_by(order).limit(page.limit + 1)
     rows: Sequence[T] = (await session.exec(statement)).all()
     return Page(items=list(rows[: page.limit]), has_more=len(rows) > page.limit)

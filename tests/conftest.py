@@ -45,6 +45,25 @@ TABLES = (
 )
 
 
+POSTGRES_FIXTURES = frozenset({"postgres_url"})
+REDIS_FIXTURES = frozenset({"redis_url", "redis_server"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs a server by what it uses, so `-m "not postgres and not
+    redis"` is a fast local loop: the fixtures it requests, or a parametrisation that selects
+    the server (`database_url[postgres]`, `...[redis]`). A test that reaches a server another
+    way carries the mark itself."""
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        ids = set(callspec.id.split("-")) if callspec is not None else set()
+        if names & POSTGRES_FIXTURES or "postgres" in ids:
+            item.add_marker(pytest.mark.postgres)
+        if names & REDIS_FIXTURES or "redis" in ids:
+            item.add_marker(pytest.mark.redis)
+
+
 def unavailable(what: str, reason: str) -> None:
     """Skip outside CI, fail in CI: CI must exercise the real services."""
     message = f"{what} unavailable: {reason}"

@@ -33,7 +33,8 @@ Per-request markers in the last user message (removed from the echoed text):
 ``GET /v1/_mock/ledger`` lists the usage of every answered completion (newest last, the last
 100,000) with the start of its last user message (markers stripped), so tests can find their
 own calls and check that the gateway's usage equals what the upstream reported. A client that
-disconnects during the latency gets no answer and leaves no entry.
+disconnects during the latency gets no answer and leaves no entry. ``GET /v1/_mock/waiting``
+counts the requests inside their latency right now (``{"waiting": n}``).
 
 Server-wide knobs live in :class:`MockConfig` (``latency_ms``, ``stream_delay_ms``, random
 ``fault_rate``/``fault_status`` with a seeded RNG, ``stall_seconds``). With

@@ -125,6 +125,8 @@ class MockLLMApp:
         self._models_body = orjson.dumps({"object": "list", "data": models})
         self.ledger: deque[dict[str, Any]] = deque(maxlen=LEDGER_SIZE)
         """Usage of every answered completion, newest last (tests compare against it)."""
+        self.waiting = 0
+        """Requests inside their latency right now (tests wait on it instead of sleeping)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """ASGI entry point."""
@@ -143,6 +145,8 @@ class MockLLMApp:
                 await _send_bytes(send, 200, self._models_body)
             elif path == "/_mock/ledger" and method == "GET":
                 await _send_bytes(send, 200, orjson.dumps(list(self.ledger)))
+            elif path == "/_mock/waiting" and method == "GET":
+                await _send_bytes(send, 200, orjson.dumps({"waiting": self.waiting}))
             elif path in ("/healthz", "/health") and method == "GET":
                 await _send_bytes(send, 200, b'{"status":"ok"}')
             else:
@@ -185,8 +189,13 @@ class MockLLMApp:
         if fault is None:
             fault = self._random_fault()
         delay = config.latency_ms + extra_ms
-        if delay > 0 and await stall(receive, delay / 1000):
-            return  # the client left during the latency: nothing answered, nothing recorded
+        if delay > 0:
+            self.waiting += 1
+            try:
+                if await stall(receive, delay / 1000):
+                    return  # the client left during the latency: nothing answered or recorded
+            finally:
+                self.waiting -= 1
         stream = body.get("stream") is True
         if fault is not None:
             if fault.isdigit() and 400 <= int(fault) <= 599:

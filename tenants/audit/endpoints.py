@@ -18,7 +18,11 @@ router = APIRouter()
 async def list_audit_events(
     query: AuditQueryDep, page: PageDep, session: SessionDep
 ) -> dict[str, Any]:
-    """Audit events, oldest first; filter by `actor`, `action`, `tenant_id`, `since`."""
+    """Audit events, newest first; filter by `actor`, `action`, `tenant_id`, `since`.
+
+    Pass the last event's `id` as `after` for the next (older) page: pages neither repeat nor
+    skip events while new ones are written.
+    """
     result = await AuditRepository(session).list_page(
         page, actor=query.actor, action=query.action, tenant_id=query.tenant_id, since=query.since
     )

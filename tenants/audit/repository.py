@@ -29,7 +29,7 @@ class AuditRepository:
         tenant_id: str | None = None,
         since: datetime | None = None,
     ) -> Page[AuditEvent]:
-        """One page of events, oldest first, narrowed by the filters given."""
+        """One page of events, newest first, narrowed by the filters given."""
         statement = select(AuditEvent)
         if actor is not None:
             statement = statement.where(AuditEvent.actor == actor)
@@ -39,4 +39,4 @@ class AuditRepository:
             statement = statement.where(AuditEvent.tenant_id == tenant_id)
         if since is not None:
             statement = statement.where(col(AuditEvent.created_at) >= since)
-        return await fetch_page(self.session, statement, AuditEvent.id, page)
+        return await fetch_page(self.session, statement, AuditEvent.id, page, newest_first=True)

@@ -23,6 +23,7 @@ from tests.conftest import make_settings
 from tests.gateway.conftest import ADMIN, AGENT_SPEC
 from tests.gateway.server import start_gateway_server
 from tests.identity.conftest import claims, sign
+from tests.waiting import wait_until
 
 PROMPT = "What is 12*7? Use the calculator."
 MESSAGES: list[Any] = [{"role": "user", "content": PROMPT}]
@@ -93,6 +94,10 @@ class Live:
 
     def ledger(self) -> list[dict[str, Any]]:
         return list(httpx.get(f"{self.mock_url}/_mock/ledger").json())
+
+    def waiting(self) -> int:
+        """How many model calls wait upstream (inside the mock's latency) right now."""
+        return int(httpx.get(f"{self.mock_url}/_mock/waiting").json()["waiting"])
 
     def usage_record(self, run_id: str) -> dict[str, Any]:
         """The usage row of one run, read from the database (waits for the write-behind)."""
@@ -450,10 +455,8 @@ def test_client_disconnect_cancels_the_run_and_keeps_spent_tokens(live_one: Live
                 break
         # Tool calls are not streamed: wait until the first model call (the tool call) is
         # answered, then leave while the second call is still waiting upstream.
-        deadline = time.monotonic() + 5
-        while len(live_one.ledger()) == before and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.2)
+        assert wait_until(lambda: len(live_one.ledger()) > before, timeout=5, interval=0.02)
+        assert wait_until(live_one.waiting, timeout=5, interval=0.02)
     assert first["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     record = live_one.usage_record(run_id_of(first["id"]))
     elapsed = time.monotonic() - started

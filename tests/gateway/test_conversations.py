@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import func
 from sqlmodel import col, select
 
@@ -19,6 +20,7 @@ from tests.conftest import make_settings
 from tests.gateway.conftest import ADMIN, AGENT_SPEC, Gateway, gateway_for, read_ledger
 from tests.gateway.server import start_gateway_server
 from tests.identity.conftest import bearer, claims, enable_jwt, sign
+from tests.waiting import eventually
 
 RUN = "/v1/agents/assistant/runs"
 FIRST = "My name is Ada and I collect antique clocks from every corner of Europe"
@@ -284,11 +286,9 @@ async def test_concurrent_turns_get_409_and_the_lock_is_released(lock_gw: Gatewa
         body = {"input": text, "conversation_id": conversation}
         return await gw.client.post(RUN, json=body, headers=h)
 
-    slow = turn("slow [[latency:600]]")
-    await asyncio.sleep(0)
-    results = await asyncio.gather(
-        slow, _after(0.15, turn("second")), _after(0.15, turn("elsewhere", other))
-    )
+    slow = asyncio.ensure_future(turn("slow [[latency:600]]"))
+    await _until_running("acme", slow)  # it holds the conversation's lock
+    results = await asyncio.gather(slow, turn("second"), turn("elsewhere", other))
     statuses = sorted(r.status_code for r in results[:2])
     assert statuses == [200, 409], [r.text for r in results]
     busy = next(r for r in results[:2] if r.status_code == 409).json()["error"]
@@ -303,7 +303,7 @@ async def test_concurrent_turns_get_409_and_the_lock_is_released(lock_gw: Gatewa
     # A streamed turn holds the lock too.
     body = {"input": "slow [[latency:600]]", "conversation_id": conv, "stream": True}
     streamed = asyncio.ensure_future(gw.client.post(RUN, json=body, headers=h))
-    await asyncio.sleep(0.2)
+    await _until_running("acme", streamed)
     assert (await turn("during stream")).status_code == 409
     assert sse_events((await streamed).text)[-1][0] == "run.completed"
     assert (await turn("after stream")).status_code == 200
@@ -325,7 +325,8 @@ async def test_a_turn_longer_than_the_lock_ttl_keeps_its_lock(
         conv = await new_conversation(gw, h)
         body = {"input": "slow [[latency:2500]]", "conversation_id": conv}
         slow = asyncio.ensure_future(gw.client.post(RUN, json=body, headers=h))
-        await asyncio.sleep(1.7)
+        await _until_running("acme", slow)
+        await asyncio.sleep(1.7)  # not synchronisation: the turn must outlive the 1 s TTL
         assert not slow.done()
         during = await gw.client.post(
             RUN, json={"input": "during", "conversation_id": conv}, headers=h
@@ -339,9 +340,16 @@ async def test_a_turn_longer_than_the_lock_ttl_keeps_its_lock(
         assert len(await items(gw, conv, h)) == 4
 
 
-async def _after(delay_s: float, work: Any) -> Any:
-    await asyncio.sleep(delay_s)
-    return await work
+def _in_flight(tenant: str) -> float:
+    return REGISTRY.get_sample_value("gateway_runs_in_flight", {"tenant": tenant}) or 0.0
+
+
+async def _until_running(tenant: str, work: asyncio.Future[Any]) -> None:
+    """Until `work`'s run is in flight (admitted after its turn took the conversation lock)."""
+    await eventually(
+        lambda: work.done() or _in_flight(tenant) > 0, what=f"a run of {tenant} in flight"
+    )
+    assert not work.done(), work.result()
 
 
 def _live_settings(sqlite_url: str, mock_url: str, **overrides: Any) -> Settings:
@@ -390,7 +398,7 @@ async def test_lock_released_after_disconnect_and_shared_across_replicas(
             # Two replicas: a turn in flight on one makes the other answer 409 (Redis only).
             body = {"input": "slow [[latency:2000]]", "conversation_id": conv}
             first = asyncio.ensure_future(c.post(RUN, json=body, headers=h))
-            await _until_locked(lock_settings, conv)
+            await _until_running("live", first)
             async with httpx.AsyncClient(base_url=two, timeout=20) as c2:
                 r2 = await c2.post(RUN, json={"input": "x", "conversation_id": conv}, headers=h)
             assert (await first).status_code == 200
@@ -398,25 +406,6 @@ async def test_lock_released_after_disconnect_and_shared_across_replicas(
     finally:
         await asyncio.to_thread(stop_one)
         await asyncio.to_thread(stop_two)
-
-
-async def _until_locked(lock_settings: dict[str, str], conv: str) -> None:
-    """Until the turn in flight holds the conversation's Redis lock (a loaded machine may take
-    a while to get it there); without Redis, a moment for the turn to start."""
-    if not lock_settings:
-        await asyncio.sleep(0.3)
-        return
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(lock_settings["redis_url"])
-    key = f"{lock_settings['redis_key_prefix']}conv-lock:{conv}"
-    try:
-        deadline = time.monotonic() + 1.5
-        while not await client.exists(key):
-            assert time.monotonic() < deadline, "the first turn never took the lock"
-            await asyncio.sleep(0.01)
-    finally:
-        await client.aclose()
 
 
 async def _items_live(c: httpx.AsyncClient, conv: str, h: dict[str, str]) -> list[Any]:

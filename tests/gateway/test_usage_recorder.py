@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import date
 
+from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from gateway.core.db import Database
 from gateway.core.ids import new_id
 from gateway.usage.recorder import UsageRecorder
 from tenants.models import Tenant, UsageRecord
+from tests.waiting import eventually
 
 
 def record(tenant_id: str, tokens: int) -> UsageRecord:
@@ -28,6 +29,14 @@ def record(tenant_id: str, tokens: int) -> UsageRecord:
     )
 
 
+def _write_failures() -> float:
+    return REGISTRY.get_sample_value("gateway_usage_write_failures_total") or 0.0
+
+
+async def _count_is(db: Database, expected: int) -> bool:
+    return await _count(db) == expected
+
+
 async def _count(db: Database) -> int:
     async with db.engine.connect() as conn:
         return int((await conn.execute(text("SELECT count(*) FROM usage_records"))).scalar_one())
@@ -43,18 +52,15 @@ async def test_records_survive_a_database_outage_and_shutdown(database_url: str)
     try:
         for i in range(25):
             recorder.record(record("ten_x", i))
-        for _ in range(100):
-            if await _count(db) == 25:
-                break
-            await asyncio.sleep(0.02)
-        assert await _count(db) == 25
+        await eventually(lambda: _count_is(db, 25), what="25 records written")
 
         # The table disappears (the DB is "down" for writes) while runs keep finishing.
         async with db.engine.begin() as conn:
             await conn.execute(text("ALTER TABLE usage_records RENAME TO usage_records_away"))
+        failures = _write_failures()
         for i in range(30):
             recorder.record(record("ten_x", i))
-        await asyncio.sleep(0.3)
+        await eventually(lambda: _write_failures() > failures, what="a failed batch write")
         assert recorder.depth == 30
         async with db.engine.begin() as conn:
             await conn.execute(text("ALTER TABLE usage_records_away RENAME TO usage_records"))

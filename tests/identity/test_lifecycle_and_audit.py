@@ -95,7 +95,7 @@ async def test_every_admin_mutation_is_audited_without_secrets(gw: Gateway) -> N
     )
     await gw.client.delete(f"/admin/tenants/{a.id}", headers=ADMIN)
     body = (await gw.client.get(f"/admin/audit?tenant_id={a.id}&limit=100", headers=ADMIN)).json()
-    actions = [e["action"] for e in body["data"]]
+    actions = [e["action"] for e in reversed(body["data"])]  # newest first
     assert actions == [
         "tenant.create",
         "key.create",
@@ -124,6 +124,8 @@ async def test_every_admin_mutation_is_audited_without_secrets(gw: Gateway) -> N
     after = first["data"][-1]["id"]
     rest = (await gw.client.get(f"/admin/audit?limit=100&after={after}", headers=ADMIN)).json()
     assert len(rest["data"]) == len(actions) - 5 and not rest["has_more"]
+    assert rest["data"][0]["id"] < after  # the next page holds the older events
+    assert [e["action"] for e in first["data"]] == actions[::-1][:5]
     assert (await gw.client.get("/admin/audit?actor=user:nobody", headers=ADMIN)).json()[
         "data"
     ] == []
@@ -200,4 +202,4 @@ async def test_a_change_and_its_audit_event_commit_together(
         e["action"]
         for e in (await gw.client.get("/admin/audit?limit=100", headers=ADMIN)).json()["data"]
     ]
-    assert actions[-1] == "key.revoke"
+    assert actions[0] == "key.revoke"  # newest first

@@ -6,7 +6,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,9 @@ import pytest
 
 from tests.conftest import unavailable
 from tests.gateway.conftest import ADMIN, AGENT_SPEC, Gateway, Tenant, mock_llm_base_url
+from tests.waiting import wait_until
 
-__all__ = ["mock_llm_base_url"]
+__all__ = ["mock_llm_base_url", "wait_until"]
 
 # Small outputs keep reservations (estimated input + max_tokens) small and predictable.
 LIMITED_AGENT: dict[str, Any] = {**AGENT_SPEC, "model_settings": {"max_tokens": 20}}
@@ -38,15 +38,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def wait_until(predicate: Any, *, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
 
 
 class RedisServer:

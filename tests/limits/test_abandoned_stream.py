@@ -3,15 +3,16 @@ back at once (not after the lease TTL), and the run is recorded as cancelled."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 from prometheus_client import REGISTRY
 
 from tests.gateway.conftest import Gateway, gateway_for
 from tests.limits.conftest import limited_tenant
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -83,10 +84,15 @@ async def test_a_stream_abandoned_before_its_first_byte_frees_its_slot(
     in_flight = REGISTRY.get_sample_value("gateway_runs_in_flight", {"tenant": "acme"}) or 0.0
     for _ in range(3):
         assert await _abandoned_stream(gw, path, body, key) == 200
-        await asyncio.sleep(0.05)  # the release runs in the background
-        snapshot = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()
-        assert snapshot["windows"]["max_concurrent_runs"]["used"] == 0
-        assert snapshot["windows"]["tokens_per_day"]["used"] == 0
+
+        async def released() -> bool:  # the release runs in the background
+            windows = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()["windows"]
+            return bool(
+                windows["max_concurrent_runs"]["used"] == 0
+                and windows["tokens_per_day"]["used"] == 0
+            )
+
+        await eventually(released, what="the abandoned run's slot and tokens released")
     r = await gw.client.post(
         "/v1/agents/assistant/runs", json={"input": "hello"}, headers=tenant.headers
     )
@@ -107,12 +113,17 @@ async def test_an_abandoned_conversation_stream_frees_the_conversation(gw: Gatew
     conversation = r.json()["id"]
     body = {"input": "hello [[latency:500]]", "stream": True, "conversation_id": conversation}
     assert await _abandoned_stream(gw, "/v1/agents/assistant/runs", body, key) == 200
-    await asyncio.sleep(0.05)  # the lock's release runs in the background
-    r = await gw.client.post(
-        "/v1/agents/assistant/runs",
-        json={"input": "hello", "conversation_id": conversation},
-        headers=tenant.headers,
-    )
+
+    async def next_turn() -> httpx.Response | None:  # the lock's release runs in the background
+        r = await gw.client.post(
+            "/v1/agents/assistant/runs",
+            json={"input": "hello", "conversation_id": conversation},
+            headers=tenant.headers,
+        )
+        busy = r.status_code == 409 and r.json()["error"]["code"] == "conversation_busy"
+        return None if busy else r
+
+    r = await eventually(next_turn, what="the abandoned turn's conversation lock released")
     assert r.status_code == 200, r.text  # neither conversation_busy nor concurrent_runs
     items = await gw.client.get(f"/v1/conversations/{conversation}/items", headers=tenant.headers)
     assert len(items.json()["data"]) == 2  # only the completed turn: user + assistant

@@ -20,6 +20,8 @@ from tests.limits.conftest import (
     wait_until,
 )
 
+pytestmark = pytest.mark.redis  # the cluster reaches Redis by URL, not through a fixture
+
 
 class Cluster:
     def __init__(self, procs: list[GatewayProcess], prefix: str) -> None:

@@ -39,7 +39,6 @@ def expected_usage() -> tuple[int, int]:
     return chars1 // 4 + chars2 // 4, out1 + out2
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize("streamed", [False, True], ids=["run", "run_streamed"])
 @pytest.mark.parametrize("use_responses", [True, False], ids=["responses", "chat"])
 async def test_agent_calls_tool(mock_llm_url: str, use_responses: bool, streamed: bool) -> None:

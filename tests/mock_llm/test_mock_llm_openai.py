@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import httpx
 import openai
-import pytest
 from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 from openai.types.responses import FunctionToolParam
 
@@ -19,7 +18,6 @@ CHAT_INPUT_TOKENS = (len("Be brief.") + len(PROMPT)) // 4
 RESP_INPUT_TOKENS = (len("Be brief.") + len(PROMPT)) // 4
 
 
-@pytest.mark.asyncio
 async def test_chat_plain(mock_client: openai.AsyncOpenAI) -> None:
     result = await mock_client.chat.completions.create(model="mock-model", messages=MESSAGES)
     assert result.id.startswith("chatcmpl-")
@@ -37,7 +35,6 @@ async def test_chat_plain(mock_client: openai.AsyncOpenAI) -> None:
     assert result.usage.completion_tokens_details.reasoning_tokens == 0
 
 
-@pytest.mark.asyncio
 async def test_chat_stream_with_and_without_usage(mock_client: openai.AsyncOpenAI) -> None:
     stream = await mock_client.chat.completions.create(
         model="mock-model",
@@ -70,7 +67,6 @@ async def test_chat_stream_with_and_without_usage(mock_client: openai.AsyncOpenA
     assert all([chunk.usage is None async for chunk in stream])
 
 
-@pytest.mark.asyncio
 async def test_chat_stream_helper_accumulates(mock_client: openai.AsyncOpenAI) -> None:
     async with mock_client.chat.completions.stream(
         model="mock-model",
@@ -82,7 +78,6 @@ async def test_chat_stream_helper_accumulates(mock_client: openai.AsyncOpenAI) -
     assert final.usage is not None and final.usage.completion_tokens == WORDS
 
 
-@pytest.mark.asyncio
 async def test_responses_plain(mock_client: openai.AsyncOpenAI) -> None:
     result = await mock_client.responses.create(
         model="mock-model", instructions="Be brief.", input=PROMPT
@@ -98,7 +93,6 @@ async def test_responses_plain(mock_client: openai.AsyncOpenAI) -> None:
     assert result.usage.output_tokens_details.reasoning_tokens == 0
 
 
-@pytest.mark.asyncio
 async def test_responses_stream_events(mock_client: openai.AsyncOpenAI) -> None:
     stream = await mock_client.responses.create(
         model="mock-model", instructions="Be brief.", input=PROMPT, stream=True
@@ -128,7 +122,6 @@ async def test_responses_stream_events(mock_client: openai.AsyncOpenAI) -> None:
     assert completed.response.usage.output_tokens == WORDS
 
 
-@pytest.mark.asyncio
 async def test_responses_stream_helper(mock_client: openai.AsyncOpenAI) -> None:
     tools: list[FunctionToolParam] = [
         {
@@ -156,7 +149,6 @@ async def test_responses_stream_helper(mock_client: openai.AsyncOpenAI) -> None:
     assert final.usage is not None and final.usage.output_tokens == 10 + len(call.arguments) // 4
 
 
-@pytest.mark.asyncio
 async def test_chat_tool_call_then_result(mock_client: openai.AsyncOpenAI) -> None:
     tools: list[ChatCompletionToolParam] = [
         {
@@ -196,7 +188,6 @@ async def test_chat_tool_call_then_result(mock_client: openai.AsyncOpenAI) -> No
     assert result.choices[0].finish_reason == "stop"
 
 
-@pytest.mark.asyncio
 async def test_determinism(mock_client: openai.AsyncOpenAI) -> None:
     first = await mock_client.responses.create(model="m", input=PROMPT)
     second = await mock_client.responses.create(model="m", input=PROMPT)
@@ -210,7 +201,6 @@ async def test_determinism(mock_client: openai.AsyncOpenAI) -> None:
     assert a.usage == b.usage
 
 
-@pytest.mark.asyncio
 async def test_max_tokens_truncation(mock_client: openai.AsyncOpenAI) -> None:
     result = await mock_client.chat.completions.create(
         model="m",
@@ -250,7 +240,6 @@ async def test_max_tokens_truncation(mock_client: openai.AsyncOpenAI) -> None:
     assert events[-1].response.usage.output_tokens == 4
 
 
-@pytest.mark.asyncio
 async def test_models_health_and_errors(mock_client: openai.AsyncOpenAI, mock_llm_url: str) -> None:
     models = [model.id async for model in mock_client.models.list()]
     assert "mock-model" in models
