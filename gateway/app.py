@@ -27,6 +27,8 @@ from gateway.limits.headers import RateLimitHeadersMiddleware
 from gateway.limits.quotas import QuotaService
 from gateway.limits.requests import RequestLimiter
 from gateway.runs.service import RunService
+from gateway.tools.http import HttpTools
+from gateway.tools.secrets import ToolSecretCache
 from gateway.usage.recorder import UsageRecorder
 from observability.exposition import install_http_metrics
 from observability.middleware import RequestIdMiddleware
@@ -59,8 +61,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.principals = PrincipalCache(
         ttl_s=settings.principal_cache_ttl_s, max_size=settings.principal_cache_size
     )
+    app.state.tool_secrets = tool_secrets = ToolSecretCache(
+        db,
+        settings.secret_key,
+        ttl_s=settings.principal_cache_ttl_s,
+        max_size=settings.principal_cache_size,
+    )
+    app.state.http_tools = http_tools = HttpTools(settings, tool_secrets)
     app.state.agents = AgentCache(
-        ttl_s=settings.principal_cache_ttl_s, max_size=settings.principal_cache_size
+        ttl_s=settings.principal_cache_ttl_s,
+        max_size=settings.principal_cache_size,
+        http_tools=http_tools,
     )
     app.state.issuers = IssuerCache(
         ttl_s=settings.principal_cache_ttl_s, max_size=settings.principal_cache_size
@@ -74,7 +85,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Registered for the control plane's admin routes (tenants.admin.context.ChangeNotifier).
     app.state.invalidation = invalidation = Invalidator(
         settings,
-        caches=[app.state.principals, app.state.issuers],
+        caches=[app.state.principals, app.state.issuers, tool_secrets],
         agents=app.state.agents,
         redis=redis,
     )
@@ -111,6 +122,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await recorder.close()
         await telemetry.stop()
         await providers.close()
+        await http_tools.close()
         for client in (redis, quota_redis):
             if client is not None:
                 await client.aclose()

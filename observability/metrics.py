@@ -87,7 +87,22 @@ TENANT_TOKENS_PER_DAY_LIMIT = Gauge(
     multiprocess_mode="mostrecent",
 )
 TOOL_CALLS = Counter(
-    "gateway_tool_calls_total", "Tool calls by tool and outcome.", ["tool", "status"]
+    "gateway_tool_calls_total",
+    "Tool calls by kind (`builtin`, `http`, `mcp`) and outcome (`ok`, `error`, `timeout`, "
+    "`refused`, `invalid_arguments`, `unreachable`, `declined`).",
+    ["tool_type", "status"],
+)
+TOOL_DURATION = Histogram(
+    "gateway_tool_call_duration_seconds",
+    "Wall time of tool calls as the gateway sees them, by kind.",
+    ["tool_type"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+EGRESS_REFUSALS = Counter(
+    "gateway_egress_refusals_total",
+    "Outbound URLs or addresses refused by the egress guard, by where the check ran "
+    "(`url`: the URL itself, `connect`: the resolved address).",
+    ["stage"],
 )
 HANDOFFS = Counter("gateway_handoffs_total", "Agent handoffs.", ["tenant"])
 GUARDRAILS = Counter(
@@ -186,6 +201,12 @@ def record_run(
             float(quota) if isinstance(quota, int) else math.inf
         )
     add_tokens(input_tokens + output_tokens, tenant=tenant, agent=agent)
+
+
+def record_tool_call(tool_type: str, status: str, seconds: float) -> None:
+    """One finished tool call: its outcome and its latency."""
+    TOOL_CALLS.labels(tool_type, status).inc()
+    TOOL_DURATION.labels(tool_type).observe(seconds)
 
 
 def record_first_token(tenant: str, agent: str, seconds: float) -> None:

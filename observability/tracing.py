@@ -23,7 +23,7 @@ from typing import Any
 from agents.tracing import TracingProcessor, set_trace_processors
 from agents.tracing.processors import default_processor
 
-from observability.metrics import GUARDRAILS, HANDOFFS, TOOL_CALLS, UPSTREAM_DURATION, tenant_label
+from observability.metrics import GUARDRAILS, HANDOFFS, UPSTREAM_DURATION, tenant_label
 
 logger = logging.getLogger("gateway.tracing")
 UNKNOWN = "unknown"
@@ -74,9 +74,8 @@ class GatewayTraceProcessor(TracingProcessor):
         kind = getattr(data, "type", UNKNOWN)
         failed = span.error is not None
         tenant, agent = self._workflows.get(span.trace_id, (UNKNOWN, UNKNOWN))
-        if kind == "function":
-            TOOL_CALLS.labels(data.name, "error" if failed else "ok").inc()
-        elif kind in ("response", "generation"):
+        # Tool calls are counted by the tools themselves (they know their kind and outcome).
+        if kind in ("response", "generation"):
             seconds = _seconds(span)
             if seconds is not None:
                 UPSTREAM_DURATION.labels(_model_of(data), "error" if failed else "ok").observe(

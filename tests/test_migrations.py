@@ -26,6 +26,8 @@ TABLES = {
     "audit_events",
     "conversations",
     "conversation_items",
+    "tool_secrets",
+    "tenant_upstreams",
     "alembic_version",
 }
 

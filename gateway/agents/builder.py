@@ -9,34 +9,59 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 from agents import Agent, ModelSettings
 
-from gateway.agents.tools import tools_for
+from gateway.agents.tools import TOOLS
 from gateway.core.cache import TTLCache
 from gateway.core.db import Database
+from gateway.tools.http import HttpTools
 from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AgentSpec
+from tenants.agent.tool_specs import HttpToolSpec
 
 
 @dataclass(frozen=True, slots=True)
 class BuiltAgent:
     """A runnable agent: the SDK object plus what a run needs beside it."""
 
-    agent: Agent[None]
+    agent: Agent[Any]
     name: str
     version: int
     model: str
     max_turns: int
     max_tokens: int | None
     description: str
+    needs_approval: bool = False
+    """A tool of this agent pauses the run for a human decision (`requires_approval`)."""
 
 
-def build_agent(name: str, version: int, spec: AgentSpec, *, default_model: str) -> BuiltAgent:
+def _tools(spec: AgentSpec, http_tools: HttpTools | None) -> list[Any]:
+    """The SDK tools of a spec, in the spec's order."""
+    tools: list[Any] = []
+    for entry in spec.tools:
+        if isinstance(entry, str):
+            tools.append(TOOLS[entry])
+        elif isinstance(entry, HttpToolSpec):
+            if http_tools is None:
+                raise RuntimeError("HTTP tools need the HttpTools of the app")
+            tools.append(http_tools.build(entry))
+    return tools
+
+
+def build_agent(
+    name: str,
+    version: int,
+    spec: AgentSpec,
+    *,
+    default_model: str,
+    http_tools: HttpTools | None = None,
+) -> BuiltAgent:
     """Build the SDK Agent of one spec version."""
     settings = spec.model_settings
     model = spec.model or default_model
-    agent: Agent[None] = Agent(
+    agent: Agent[Any] = Agent(
         name=name,
         instructions=spec.instructions or None,
         model=model,
@@ -50,7 +75,7 @@ def build_agent(name: str, version: int, spec: AgentSpec, *, default_model: str)
             # Streamed Chat Completions report no usage without it; usage must be exact.
             include_usage=True,
         ),
-        tools=list(tools_for(spec.tools)),
+        tools=_tools(spec, http_tools),
     )
     return BuiltAgent(
         agent=agent,
@@ -60,13 +85,15 @@ def build_agent(name: str, version: int, spec: AgentSpec, *, default_model: str)
         max_turns=spec.max_turns,
         max_tokens=settings.max_tokens,
         description=spec.description,
+        needs_approval=spec.needs_approval(),
     )
 
 
 class AgentCache:
     """Active-version look-ups (TTL) and built agents (LRU by immutable version)."""
 
-    def __init__(self, *, ttl_s: float, max_size: int) -> None:
+    def __init__(self, *, ttl_s: float, max_size: int, http_tools: HttpTools | None = None) -> None:
+        self._http_tools = http_tools
         # A missing agent is cached as version 0 so unknown names do not hit the DB each time.
         self._active: TTLCache[tuple[str, str], tuple[int, AgentSpec | None]] = TTLCache(
             ttl_s=ttl_s, max_size=max_size
@@ -100,7 +127,9 @@ class AgentCache:
         built_key = (tenant_id, name, version)
         built = self._built.get(built_key)
         if built is None:
-            built = build_agent(name, version, spec, default_model=default_model)
+            built = build_agent(
+                name, version, spec, default_model=default_model, http_tools=self._http_tools
+            )
             self._built[built_key] = built
             if len(self._built) > self._max_size:
                 self._built.popitem(last=False)

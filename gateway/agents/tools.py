@@ -1,21 +1,25 @@
 """Built-in tools, one SDK FunctionTool each, built once at import.
 
 The catalogue of names lives in `gateway.core.catalog` (the control plane validates specs
-against it); this module implements every entry.
+against it); this module implements every entry. Each call is counted as a `builtin` tool call.
 """
 
 from __future__ import annotations
+
+import time
 
 from agents import FunctionTool, function_tool
 
 from gateway.agents.calculator import CalculatorError, evaluate
 from gateway.core.catalog import BUILTIN_TOOLS
 from gateway.core.clock import utcnow
+from observability.metrics import record_tool_call
 
 
 @function_tool(name_override="current_time", description_override=BUILTIN_TOOLS["current_time"])
 def current_time() -> str:
     """Current UTC time."""
+    record_tool_call("builtin", "ok", 0.0)
     return utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -26,15 +30,19 @@ def calculator(expression: str) -> str:
     Args:
         expression: The arithmetic expression, for example `2 + 3 * 4`.
     """
+    started = time.perf_counter()
     try:
-        return str(evaluate(expression))
+        answer = str(evaluate(expression))
     except CalculatorError as exc:
+        record_tool_call("builtin", "error", time.perf_counter() - started)
         return f"error: {exc}"
+    record_tool_call("builtin", "ok", time.perf_counter() - started)
+    return answer
 
 
 TOOLS: dict[str, FunctionTool] = {"current_time": current_time, "calculator": calculator}
 
 
 def tools_for(names: list[str]) -> list[FunctionTool]:
-    """The tool objects for the names of a (validated) spec."""
+    """The tool objects for the built-in names of a (validated) spec."""
     return [TOOLS[name] for name in names]

@@ -7,11 +7,12 @@ the environment.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me-0000000000"  # noqa: S105 (refused outside dev)
@@ -119,6 +120,15 @@ class Settings(BaseSettings):
     upstream_http_client: Literal["aiohttp", "httpx"] = "aiohttp"
     """Transport of the cached AsyncOpenAI clients (aiohttp costs less CPU per call)."""
 
+    egress_allow: str = Field(default="", max_length=4096)
+    """Hosts and CIDRs (comma-separated, e.g. `127.0.0.0/8,tools.internal`) that HTTP tools, MCP
+    servers and tenant upstreams may reach although they are private, loopback or link-local,
+    and over plain `http`. Empty: only public addresses over `https`."""
+
+    tool_max_response_bytes: int = Field(default=65_536, ge=1_024, le=10 * 1024 * 1024)
+    """An HTTP tool's answer longer than this is cut (with a marker saying so) before the
+    model sees it."""
+
     default_model: str = "gpt-4.1-mini"
     """Model of an agent spec that names none."""
 
@@ -169,6 +179,14 @@ class Settings(BaseSettings):
     otlp_endpoint: str | None = None
     """OTLP/HTTP traces endpoint (e.g. `http://collector:4318/v1/traces`); needs the `otlp`
     extra. Unset: no export."""
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _valid_egress_allow(cls, value: str) -> str:
+        for entry in (part.strip() for part in value.split(",")):
+            if "/" in entry:
+                ipaddress.ip_network(entry.strip("[]"), strict=False)  # ValueError: refused
+        return value
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:

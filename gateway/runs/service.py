@@ -25,6 +25,7 @@ from gateway.limits.breaker import RedisBreaker
 from gateway.limits.quotas import QuotaService, RunTicket
 from gateway.runs.failures import map_run_error
 from gateway.runs.meter import RunMeter, first_call_estimate
+from gateway.tools.context import run_context
 from gateway.usage.recorder import UsageRecorder
 from observability.metrics import IN_FLIGHT, record_run, tenant_label
 from tenants.models import UsageRecord
@@ -57,6 +58,12 @@ class RunHandle:
             model=self.built.model,
             model_provider=self.provider,
             workflow_name=f"{self.principal.tenant_slug}/{self.built.name}",
+        )
+
+    def tool_context(self) -> dict[str, Any]:
+        """The SDK run context: what the run's tools tell their endpoints."""
+        return run_context(
+            self.run_id, self.built.name, self.principal.tenant_id, self.principal.user
         )
 
     def response(self, output: Any, status: str = "completed") -> dict[str, Any]:
@@ -204,6 +211,7 @@ class RunService:
                 max_turns=handle.built.max_turns,
                 hooks=handle.meter,
                 run_config=handle.run_config(),
+                context=handle.tool_context(),
             )
             if handle.turn is not None:
                 await handle.turn.append(result)

@@ -87,6 +87,7 @@ async def run_events(
             max_turns=handle.built.max_turns,
             hooks=handle.meter,
             run_config=handle.run_config(),
+            context=handle.tool_context(),
         )
         first_token = True
         async for event in result.stream_events():

@@ -7,9 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Response, status
 
+from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
+from gateway.core.egress import EgressPolicy
 from tenants.admin.context import AdminContextDep
 from tenants.agent import service
+from tenants.agent.checks import check_tool_urls
 from tenants.agent.schemas import AgentPublic, AgentVersionPublic, agent_public, version_public
 from tenants.agent.spec import AGENT_NAME_PATTERN, AgentSpec
 from tenants.pagination import ListBody, PageDep
@@ -25,9 +28,15 @@ AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN, description="Agent n
     responses={201: {"model": AgentPublic, "description": "Agent created (version 1)."}},
 )
 async def put_agent(
-    tenant_id: str, name: AgentName, spec: AgentSpec, ctx: AdminContextDep, response: Response
+    tenant_id: str,
+    name: AgentName,
+    spec: AgentSpec,
+    ctx: AdminContextDep,
+    response: Response,
+    settings: SettingsDep,
 ) -> AgentPublic:
     """Create the agent (201) or store a new version of it (200); the new version is active."""
+    check_tool_urls(spec, EgressPolicy.parse(settings.egress_allow))
     agent, version, created = await service.put_agent(ctx.session, tenant_id, name, spec)
     await ctx.done(
         "agent.create" if created else "agent.put",

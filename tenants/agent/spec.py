@@ -1,8 +1,9 @@
 """The agent spec (SPEC §9): what an operator PUTs and what the runtime builds an Agent from.
 
-Validation happens here, at PUT time: unknown built-in tools, bad names and out-of-range
-settings are 422 before anything is stored. Features not built yet (http tools, handoffs,
-output schemas, guardrails) are refused as unknown fields rather than silently ignored.
+Validation happens here, at PUT time: unknown built-in tools, bad names, bad tool schemas and
+out-of-range settings are 422 before anything is stored (checks that need the database or the
+deployment's settings, such as URLs and upstreams, are in `tenants.agent.checks`). Features not
+built yet are refused as unknown fields rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from gateway.core.catalog import BUILTIN_TOOLS
+from tenants.agent.tool_specs import HttpToolSpec, McpToolSpec, ToolEntry, check_tool_list
 
 AGENT_NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
 AGENT_NAME_RE = re.compile(AGENT_NAME_PATTERN)
@@ -40,19 +41,27 @@ class AgentSpec(BaseModel):
     instructions: Annotated[str, Field(max_length=100_000)] = ""
     model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
-    tools: Annotated[list[str], Field(max_length=32)] = Field(default_factory=list)
+    tools: Annotated[list[ToolEntry], Field(max_length=32)] = Field(default_factory=list)
     max_turns: Annotated[int, Field(ge=1, le=50)] = 10
 
     @field_validator("tools")
     @classmethod
-    def _known_tools(cls, tools: list[str]) -> list[str]:
-        unknown = [name for name in tools if name not in BUILTIN_TOOLS]
-        if unknown:
-            known = ", ".join(sorted(BUILTIN_TOOLS))
-            raise ValueError(f"unknown tool(s) {', '.join(unknown)}; built-in tools: {known}")
-        if len(set(tools)) != len(tools):
-            raise ValueError("a tool is listed twice")
-        return tools
+    def _known_tools(cls, tools: list[ToolEntry]) -> list[ToolEntry]:
+        return check_tool_list(tools)
+
+    def builtin_tools(self) -> list[str]:
+        """The names of the built-in tools listed."""
+        return [tool for tool in self.tools if isinstance(tool, str)]
+
+    def http_tools(self) -> list[HttpToolSpec]:
+        return [tool for tool in self.tools if isinstance(tool, HttpToolSpec)]
+
+    def mcp_tools(self) -> list[McpToolSpec]:
+        return [tool for tool in self.tools if isinstance(tool, McpToolSpec)]
+
+    def needs_approval(self) -> bool:
+        """True when a tool of this spec pauses the run for a human decision."""
+        return any(not isinstance(tool, str) and tool.requires_approval for tool in self.tools)
 
     def stored(self) -> dict[str, Any]:
         """The JSON document kept in `agent_versions.spec`."""

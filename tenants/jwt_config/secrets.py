@@ -1,29 +1,16 @@
-"""The HS256 secrets of tenants: generated here, shown once, stored Fernet-encrypted.
-
-The gateway must keep the secret usable to verify tokens, so it cannot store a hash; it stores
-the secret encrypted under a Fernet key derived (HMAC-SHA256) from GATEWAY_SECRET_KEY.
-Rotating GATEWAY_SECRET_KEY therefore requires re-issuing HS256 configs.
-"""
+"""The HS256 secrets of tenants: generated here, shown once, stored Fernet-encrypted
+(`tenants.secretbox`)."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import secrets
 
-from cryptography.fernet import Fernet, InvalidToken
+from tenants.secretbox import SecretUnreadableError, seal, unseal
 
 SECRET_BYTES = 48
+_PURPOSE = "jwt-secret-encryption-v1"
 
-
-class SecretUnreadableError(Exception):
-    """The stored secret was encrypted under another GATEWAY_SECRET_KEY."""
-
-
-def _fernet(secret_key: str) -> Fernet:
-    derived = hmac.new(secret_key.encode(), b"jwt-secret-encryption-v1", hashlib.sha256).digest()
-    return Fernet(base64.urlsafe_b64encode(derived))
+__all__ = ["SecretUnreadableError", "decrypt_secret", "encrypt_secret", "generate_secret"]
 
 
 def generate_secret() -> str:
@@ -33,12 +20,9 @@ def generate_secret() -> str:
 
 def encrypt_secret(secret: str, secret_key: str) -> str:
     """The at-rest form of `secret`."""
-    return _fernet(secret_key).encrypt(secret.encode()).decode()
+    return seal(secret, secret_key, _PURPOSE)
 
 
 def decrypt_secret(stored: str, secret_key: str) -> str:
     """The secret back from its at-rest form."""
-    try:
-        return _fernet(secret_key).decrypt(stored.encode()).decode()
-    except InvalidToken as exc:
-        raise SecretUnreadableError("cannot decrypt the stored HS256 secret") from exc
+    return unseal(stored, secret_key, _PURPOSE)

@@ -11,6 +11,8 @@ from tenants.models.conversation import Conversation, ConversationItem
 from tenants.models.jwt_config import JwtConfig
 from tenants.models.model_price import ModelPrice
 from tenants.models.tenant import Tenant
+from tenants.models.tool_secret import ToolSecret
+from tenants.models.upstream import TenantUpstream
 from tenants.models.usage import UsageRecord
 
 __all__ = [
@@ -24,5 +26,7 @@ __all__ = [
     "JwtConfig",
     "ModelPrice",
     "Tenant",
+    "TenantUpstream",
+    "ToolSecret",
     "UsageRecord",
 ]

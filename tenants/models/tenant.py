@@ -19,6 +19,8 @@ class Tenant(SQLModel, table=True):
     status: str = Field(default="active", max_length=16)
     """`active` or `suspended`; a deleted tenant keeps its row (usage stays readable)."""
     limits: dict[str, Any] | None = json_field()
+    allowed_models: list[str] | None = json_field()
+    """Models the tenant's agents may name; None: any model."""
     created_at: datetime = created_at_field()
     updated_at: datetime | None = timestamp_field()
     deleted_at: datetime | None = timestamp_field()

@@ -1,0 +1,273 @@
+"""The egress guard: which URLs and addresses the gateway may connect to on a tenant's behalf.
+
+Every outbound connection made for a tenant (HTTP tools, MCP servers, tenant upstreams) goes
+through this one module:
+
+- `EgressPolicy.check_url` is the static check, run when a URL is stored (422 at PUT) and again
+  before each call: `https` only, except for hosts allowed by `GATEWAY_EGRESS_ALLOW`
+  (comma-separated host names or CIDRs), which may also use `http`; a literal address must be
+  public unless it is allowed.
+- `GuardedConnector` is the connect-time check: an aiohttp connector that resolves the host
+  itself and connects only to the addresses it checked, so a name that resolves to a private
+  address (or is re-bound to one after the static check, "DNS rebinding") is refused. Loopback,
+  private, link-local (169.254.169.254, the cloud metadata address), shared, reserved,
+  multicast and unspecified addresses are refused, also when embedded in an IPv6 address
+  (IPv4-mapped, 6to4, Teredo, NAT64), unless an allowed CIDR or host name covers them.
+- Redirects are never followed by the clients built here (`allow_redirects=False` for the tool
+  client, `follow_redirects=False` for the httpx2 clients).
+
+Refusals raise `EgressRefusedError` (at connect time wrapped by aiohttp in a connection error;
+`refusal_of` finds it) and are counted in `gateway_egress_refusals_total{stage}`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from observability.metrics import EGRESS_REFUSALS
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_LOCALHOST_NAMES = frozenset({"localhost", "localhost."})
+
+
+class EgressRefusedError(OSError):
+    """A URL or address the egress guard does not allow; the message says why."""
+
+
+def refused_address_reason(address: IPAddress) -> str | None:
+    """Why `address` may not be reached without an allow-list entry (None: it is public)."""
+    embedded = _embedded_ipv4(address)
+    if embedded is not None:
+        reason = refused_address_reason(embedded)
+        return None if reason is None else f"{reason} (embedded in {address})"
+    if address.is_unspecified:
+        return "an unspecified address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_private:
+        return "a private address"
+    if not address.is_global:
+        return "a reserved address"
+    return None
+
+
+def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _literal(host: str) -> IPAddress | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class EgressPolicy:
+    """The allow list (`GATEWAY_EGRESS_ALLOW`) and the checks built on it."""
+
+    hosts: frozenset[str] = frozenset()
+    networks: tuple[IPNetwork, ...] = ()
+
+    @classmethod
+    def parse(cls, allow: str) -> EgressPolicy:
+        """`"127.0.0.0/8, tools.internal"` -> a policy; raises ValueError on a bad CIDR."""
+        hosts: set[str] = set()
+        networks: list[IPNetwork] = []
+        for raw in allow.split(","):
+            entry = raw.strip().lower()
+            if not entry:
+                continue
+            if "/" in entry or _literal(entry) is not None:
+                networks.append(ipaddress.ip_network(entry.strip("[]"), strict=False))
+            else:
+                hosts.add(entry.rstrip("."))
+        return cls(frozenset(hosts), tuple(networks))
+
+    def host_allowed(self, host: str) -> bool:
+        """True when the host name itself is on the allow list."""
+        return host.lower().rstrip(".") in self.hosts
+
+    def address_allowed(self, address: IPAddress) -> bool:
+        """True when an allowed CIDR covers `address` (or its embedded IPv4 address)."""
+        candidates = [address]
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            candidates.append(embedded)
+        return any(
+            candidate.version == network.version and candidate in network
+            for candidate in candidates
+            for network in self.networks
+        )
+
+    def check_address(self, host: str, address: IPAddress, *, stage: str) -> None:
+        """Refuse a connection to `address` (resolved from `host`) unless it is public or
+        allowed."""
+        if self.host_allowed(host) or self.address_allowed(address):
+            return
+        reason = refused_address_reason(address)
+        if reason is not None:
+            EGRESS_REFUSALS.labels(stage).inc()
+            raise EgressRefusedError(f"{host} resolves to {reason}, which is not allowed")
+
+    def check_url(self, url: str, *, stage: str = "url") -> None:
+        """The static check of a URL: scheme, host, and a literal address if it is one.
+
+        Raises:
+            EgressRefusedError: with a message fit for a 422 or an `error: …` tool output.
+        """
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+            parts.port  # noqa: B018 (raises ValueError on a bad port)
+        except ValueError:
+            host = None
+        if parts.scheme not in ("http", "https") or not host:
+            EGRESS_REFUSALS.labels(stage).inc()
+            raise EgressRefusedError("the URL must be an absolute http(s) URL with a host")
+        if parts.username is not None or parts.password is not None:
+            EGRESS_REFUSALS.labels(stage).inc()
+            raise EgressRefusedError("the URL must not carry credentials")
+        literal = _literal(host)
+        if host in _LOCALHOST_NAMES:
+            literal = ipaddress.ip_address("127.0.0.1")
+        if parts.scheme == "http" and not self._http_allowed(host, literal):
+            EGRESS_REFUSALS.labels(stage).inc()
+            raise EgressRefusedError(
+                "the URL must use https (http only for hosts in GATEWAY_EGRESS_ALLOW)"
+            )
+        if literal is not None:
+            self.check_address(host, literal, stage=stage)
+
+    def _http_allowed(self, host: str, literal: IPAddress | None) -> bool:
+        if self.host_allowed(host):
+            return True
+        return literal is not None and self.address_allowed(literal)
+
+
+def refusal_of(exc: BaseException) -> EgressRefusedError | None:
+    """The egress refusal behind a client error (aiohttp wraps it in its own errors)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, EgressRefusedError):
+            return seen
+        seen = seen.__cause__ or getattr(seen, "os_error", None) or seen.__context__
+    return None
+
+
+class GuardedConnector(aiohttp.TCPConnector):
+    """A TCP connector that connects only to addresses the egress policy allows.
+
+    Every host (a name or a literal) goes through `_resolve_host`, the one place aiohttp
+    turns a host into the addresses it connects to; the results are checked there, so the
+    connection goes to exactly the address that was checked. `resolver` can be replaced (a
+    test's own DNS); by default aiohttp's threaded `getaddrinfo` resolver is used.
+    """
+
+    def __init__(
+        self, policy: EgressPolicy, *, resolver: AbstractResolver | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(resolver=resolver, **kwargs)
+        self.policy = policy
+
+    async def _resolve_host(
+        self, host: str, port: int, traces: Sequence[Any] | None = None
+    ) -> list[ResolveResult]:
+        results = await super()._resolve_host(host, port, traces=traces)
+        allowed: list[ResolveResult] = []
+        refused: EgressRefusedError | None = None
+        for result in results:
+            try:
+                self.policy.check_address(
+                    host, ipaddress.ip_address(result["host"]), stage="connect"
+                )
+            except EgressRefusedError as exc:
+                refused = exc
+                continue
+            allowed.append(result)
+        if not allowed:
+            raise refused or EgressRefusedError(f"{host} did not resolve to any address")
+        return allowed
+
+
+class StaticResolver(AbstractResolver):
+    """A resolver answering from a fixed table (host name -> addresses): for tests and for
+    pinning names in development. Unknown names fail like an unknown host."""
+
+    def __init__(self, table: dict[str, list[str]]) -> None:
+        self.table = {name.lower(): addresses for name, addresses in table.items()}
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        addresses = self.table.get(host.lower().rstrip("."))
+        if not addresses:
+            raise OSError(socket.EAI_NONAME, f"unknown host {host}")
+        return [
+            ResolveResult(
+                hostname=host,
+                host=address,
+                port=port,
+                family=socket.AF_INET6 if ":" in address else socket.AF_INET,
+                proto=0,
+                flags=socket.AI_NUMERICHOST,
+            )
+            for address in addresses
+        ]
+
+    async def close(self) -> None:
+        return None
+
+
+def guarded_session(
+    policy: EgressPolicy,
+    *,
+    resolver: AbstractResolver | None = None,
+    limit: int = 100,
+    limit_per_host: int = 20,
+) -> aiohttp.ClientSession:
+    """A pooled aiohttp session behind the guard (no environment proxies, no cookies kept).
+
+    Create it inside the serving event loop; close it in the lifespan.
+    """
+    connector = GuardedConnector(
+        policy,
+        resolver=resolver,
+        limit=limit,
+        limit_per_host=limit_per_host,
+        ttl_dns_cache=10,
+        keepalive_timeout=30,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=True,
+    )

@@ -1,0 +1,94 @@
+"""Tenant tools in an agent spec: HTTP tools (signed webhooks) and MCP servers.
+
+Validated when the spec is PUT: a tool name is a function name the model can call, unique in
+the spec and distinct from the built-ins; `parameters` is a JSON Schema object (checked with
+`jsonschema` against its own meta-schema); the URL's scheme and (if literal) address pass the
+egress guard in `tenants.agent.checks`, which needs the deployment's settings.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import jsonschema
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from gateway.core.catalog import BUILTIN_TOOLS
+
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_SCHEMA_BYTES = 16_384
+MAX_URL_CHARS = 2_048
+
+ToolName = Annotated[str, Field(pattern=TOOL_NAME_PATTERN)]
+ToolUrl = Annotated[str, Field(min_length=8, max_length=MAX_URL_CHARS)]
+
+
+class HttpToolSpec(BaseModel):
+    """A tool the gateway calls as `POST url` with a signed JSON body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["http"]
+    name: ToolName
+    description: Annotated[str, Field(max_length=1_024)] = ""
+    url: ToolUrl
+    parameters: dict[str, Any] = Field(
+        default_factory=lambda: {"type": "object", "properties": {}},
+        description="JSON Schema (an object schema) of the arguments the model passes.",
+    )
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10
+    requires_approval: bool = False
+
+    @field_validator("parameters")
+    @classmethod
+    def _json_schema_object(cls, schema: dict[str, Any]) -> dict[str, Any]:
+        if len(orjson.dumps(schema)) > MAX_SCHEMA_BYTES:
+            raise ValueError(f"the schema is larger than {MAX_SCHEMA_BYTES} bytes")
+        if schema.get("type") != "object":
+            raise ValueError('must be a JSON Schema object schema ({"type": "object", …})')
+        validator = jsonschema.validators.validator_for(
+            schema, default=jsonschema.Draft202012Validator
+        )
+        try:
+            validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        return schema
+
+
+class McpToolSpec(BaseModel):
+    """A tenant's MCP server (Streamable HTTP) whose tools the agent may call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["mcp"]
+    name: ToolName
+    url: ToolUrl
+    allowed_tools: Annotated[list[ToolName], Field(max_length=128)] | None = None
+    """The server's tools offered to the model (None: all of them)."""
+    requires_approval: bool = False
+    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10
+
+
+TenantToolSpec = Annotated[HttpToolSpec | McpToolSpec, Field(discriminator="type")]
+ToolEntry = str | TenantToolSpec
+
+
+def check_tool_list(tools: list[ToolEntry]) -> list[ToolEntry]:
+    """Built-in names must exist; every name (built-in or tenant tool) appears once; a tenant
+    tool may not take a built-in's name."""
+    unknown = [name for name in tools if isinstance(name, str) and name not in BUILTIN_TOOLS]
+    if unknown:
+        known = ", ".join(sorted(BUILTIN_TOOLS))
+        raise ValueError(f"unknown tool(s) {', '.join(unknown)}; built-in tools: {known}")
+    names = [tool if isinstance(tool, str) else tool.name for tool in tools]
+    clashing = sorted(
+        tool.name for tool in tools if not isinstance(tool, str) and tool.name in BUILTIN_TOOLS
+    )
+    if clashing:
+        raise ValueError(f"tool name(s) {', '.join(clashing)} are taken by built-in tools")
+    if len(set(names)) != len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise ValueError(f"tool name(s) {', '.join(twice)} listed twice")
+    return tools
