@@ -103,6 +103,8 @@ ROWS: dict[tuple[str, str], Row] = {
     ),
     ("DELETE", "/admin/tenants/{tenant_id}/jwt"): Row("admin", ok=404),
     ("GET", "/admin/tenants/{tenant_id}/usage"): Row("admin", ok=404),
+    ("GET", "/admin/tenants/{tenant_id}/tool-secret"): Row("admin", ok=404),
+    ("POST", "/admin/tenants/{tenant_id}/tool-secret"): Row("admin", ok=404),
     ("GET", "/admin/usage"): Row("admin"),
     ("GET", "/admin/usage/records"): Row("admin"),
     ("GET", "/admin/audit"): Row("admin"),
