@@ -1,7 +1,7 @@
 """Tenant tools and upstreams: tool-signing secrets, tenant upstreams, tenants.allowed_models.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0008
 Create Date: 2026-12-03 06:30:00
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
