@@ -209,9 +209,10 @@ def _check_results(
     }
     assert {"ok", "500"} <= statuses
     tools = {
-        i["metric"]["tool"] for i in _query(prom, _expr(queries, "Tool calls by tool and status"))
+        i["metric"]["tool_type"]
+        for i in _query(prom, _expr(queries, "Tool calls by type and status"))
     }
-    assert "calculator" in tools
+    assert "builtin" in tools
     quota = _values(_query(prom, f'gateway_tenant_tokens_per_day_limit{{tenant="{TENANT}"}}'))
     assert quota == [TOKENS_PER_DAY]
     used = _values(_query(prom, _expr(queries, "Daily token quota used (rolling 24 h)")))
