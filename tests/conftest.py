@@ -39,6 +39,7 @@ TABLES = (
     "admin_users",
     "jwt_configs",
     "usage_records",
+    "usage_rollups",
     "model_prices",
     "agent_versions",
     "agents",

@@ -21,6 +21,8 @@ TABLES = {
     "agents",
     "agent_versions",
     "usage_records",
+    "usage_rollups",
+    "model_prices",
     "jwt_configs",
     "admin_users",
     "audit_events",

@@ -14,6 +14,7 @@ from tenants.models.tenant import Tenant
 from tenants.models.tool_secret import ToolSecret
 from tenants.models.upstream import TenantUpstream
 from tenants.models.usage import UsageRecord
+from tenants.models.usage_rollup import UsageRollup
 
 __all__ = [
     "AdminUser",
@@ -29,4 +30,5 @@ __all__ = [
     "TenantUpstream",
     "ToolSecret",
     "UsageRecord",
+    "UsageRollup",
 ]

@@ -1,8 +1,12 @@
-"""Every query on the `usage_records` table: batched inserts and the grouped reports.
+"""Every query on the usage tables: batched inserts (raw records and their rollups in one
+transaction) and the grouped reports.
 
-Reports filter and group on the `day` column (a DATE), so they behave the same on SQLite and
-PostgreSQL. A tenant's report is scoped by `_scope(tenant_id)`; `tenant_id=None` is the admin
-report over all tenants.
+Reports read `usage_rollups` only (a few rows per tenant, day and group value), so a 30-day
+report costs the same for a tenant with 10 runs or 10 million. `raw_report` computes the same
+report from the raw records: the reconciliation check (`gateway usage check`, the tests).
+Both filter and group on the `day` column (a DATE), so they behave the same on SQLite and
+PostgreSQL. A tenant's report is scoped by `tenant_id`; `tenant_id=None` is the admin report
+over all tenants.
 """
 
 from __future__ import annotations
@@ -10,21 +14,23 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
-from sqlalchemy import ColumnElement
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import case, col, func
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from tenants.models import Tenant, UsageRecord
+from tenants.models import Tenant, UsageRecord, UsageRollup
 from tenants.price.money import usd
 from tenants.price.pricing import PriceBook
 from tenants.price.repository import PriceRepository
+from tenants.usage.rollups import rollup_rows, upsert_statement
 
 COUNTERS = ("runs", "requests", "input_tokens", "output_tokens", "total_tokens", "unpriced_runs")
+_NULLABLE = {"key", "user"}
+"""Dimensions whose value may be absent (stored as `""` in the rollups, answered as null)."""
 
-_GROUP_COLUMNS: dict[str, Any] = {
+_RAW_GROUP_COLUMNS: dict[str, Any] = {
     "day": UsageRecord.day,
     "agent": UsageRecord.agent,
     "model": UsageRecord.model,
@@ -34,39 +40,78 @@ _GROUP_COLUMNS: dict[str, Any] = {
 }
 
 
-def _scope(tenant_id: str | None) -> ColumnElement[bool] | None:
-    """The tenant filter of a report (None: every tenant, for the admin report)."""
-    return None if tenant_id is None else col(UsageRecord.tenant_id) == tenant_id
-
-
 def _render(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
 class UsageRepository:
-    """Writes usage records and answers usage reports."""
+    """Writes usage records (and their rollups) and answers usage reports."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
 
-    async def add_many(self, records: list[UsageRecord]) -> None:
-        """Insert a batch and commit. A run already stored is skipped, so a batch retried
-        after an ambiguous failure is never counted twice."""
+    async def add_many(self, records: list[UsageRecord]) -> int:
+        """Insert a batch, price it, add it to the rollups, and commit (all or nothing).
+
+        A run already stored is skipped, and only the rows really inserted reach the rollups,
+        so a batch retried after an ambiguous failure is never counted twice. Returns the
+        number of records inserted.
+        """
         if not records:
-            return
+            return 0
         book = await PriceRepository(self.session).book()
         rows = [priced(record.model_dump(), book) for record in records]
         dialect = self.session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
-        statement = insert(UsageRecord).on_conflict_do_nothing(index_elements=["run_id"])
-        await self.session.exec(statement, params=rows)
+        statement = (
+            insert(UsageRecord)
+            .on_conflict_do_nothing(index_elements=["run_id"])
+            .returning(col(UsageRecord.run_id))
+        )
+        result = await self.session.exec(statement, params=rows)
+        inserted = set(result.scalars().all())
+        fresh = [row for row in rows if row["run_id"] in inserted]
+        increments = rollup_rows(fresh)
+        if increments:
+            await self.session.exec(upsert_statement(dialect), params=increments)
         await self.session.commit()
+        return len(fresh)
 
     async def report(
         self, *, tenant_id: str | None, group_by: str, start: date, end: date
     ) -> dict[str, Any]:
-        """The SPEC §5.2 report: one row per group value over `start..end` (inclusive days)."""
-        group = _GROUP_COLUMNS[group_by]
+        """One row per group value over `start..end` (inclusive days), from the rollups."""
+        r = UsageRollup
+        dimension = "day" if group_by == "tenant" else group_by
+        group: Any = {"day": r.day, "tenant": r.tenant_id}.get(group_by, r.value)
+        group_columns: list[Any] = [group]
+        if group_by == "tenant":
+            group_columns.append(Tenant.slug)
+        statement: Any = sa_select(
+            *group_columns,
+            func.sum(r.runs).label("runs"),
+            func.sum(r.requests).label("requests"),
+            func.sum(r.input_tokens).label("input_tokens"),
+            func.sum(r.output_tokens).label("output_tokens"),
+            func.sum(r.total_tokens).label("total_tokens"),
+            func.sum(r.unpriced_runs).label("unpriced_runs"),
+            func.sum(r.cost_pico).label("cost_pico"),
+        ).where(col(r.dimension) == dimension, col(r.day) >= start, col(r.day) <= end)
+        if group_by == "tenant":
+            statement = statement.outerjoin(Tenant, col(Tenant.id) == col(r.tenant_id))
+        if tenant_id is not None:
+            statement = statement.where(col(r.tenant_id) == tenant_id)
+        statement = statement.group_by(*group_columns)
+        rows: list[Any] = list((await self.session.exec(statement)).all())
+        if group_by in _NULLABLE:
+            rows = [(row[0] or None, *row[1:]) for row in rows]
+        return _assemble(group_by, start, end, rows)
+
+    async def raw_report(
+        self, *, tenant_id: str | None, group_by: str, start: date, end: date
+    ) -> dict[str, Any]:
+        """The same report computed from the raw records (a scan: for reconciliation only)."""
+        group = _RAW_GROUP_COLUMNS[group_by]
         group_columns: list[Any] = [group]
         if group_by == "tenant":
             group_columns.append(Tenant.slug)
@@ -82,32 +127,37 @@ class UsageRepository:
         ).where(col(UsageRecord.day) >= start, col(UsageRecord.day) <= end)
         if group_by == "tenant":
             statement = statement.outerjoin(Tenant, col(Tenant.id) == col(UsageRecord.tenant_id))
-        scope = _scope(tenant_id)
-        if scope is not None:
-            statement = statement.where(scope)
+        if tenant_id is not None:
+            statement = statement.where(col(UsageRecord.tenant_id) == tenant_id)
         statement = statement.group_by(*group_columns)
-        rows = (await self.session.exec(statement)).all()
+        return _assemble(group_by, start, end, (await self.session.exec(statement)).all())
 
-        data: list[dict[str, Any]] = []
-        for row in rows:
-            item: dict[str, Any] = {group_by: _render(row[0])}
-            if group_by == "tenant":
-                item["tenant_slug"] = row[1]
-            item.update({name: int(getattr(row, name) or 0) for name in COUNTERS})
-            item["cost_pico"] = int(row.cost_pico or 0)
-            data.append(item)
-        # Sorted here, not in SQL: SQLite and PostgreSQL place NULLs differently (here: last).
-        data.sort(key=lambda item: (item[group_by] is None, item[group_by] or ""))
-        totals: dict[str, Any] = {name: sum(item[name] for item in data) for name in COUNTERS}
-        totals["cost_pico"] = sum(item["cost_pico"] for item in data)
-        return {
-            "object": "usage.report",
-            "group_by": group_by,
-            "start": start.isoformat(),
-            "end": end.isoformat(),
-            "data": [with_cost(item) for item in data],
-            "totals": with_cost(totals),
-        }
+
+def _assemble(group_by: str, start: date, end: date, rows: Any) -> dict[str, Any]:
+    """The report body from grouped rows: (group value, [slug,] counters..., cost_pico)."""
+    data: list[dict[str, Any]] = []
+    for row in rows:
+        item: dict[str, Any] = {group_by: _render(row[0])}
+        if group_by == "tenant":
+            item["tenant_slug"] = row[1]
+        counters = row[-len(COUNTERS) - 1 :]
+        item.update(
+            {name: int(value or 0) for name, value in zip(COUNTERS, counters, strict=False)}
+        )
+        item["cost_pico"] = int(counters[-1] or 0)
+        data.append(item)
+    # Sorted here, not in SQL: SQLite and PostgreSQL place NULLs differently (here: last).
+    data.sort(key=lambda item: (item[group_by] is None, item[group_by] or ""))
+    totals: dict[str, Any] = {name: sum(item[name] for item in data) for name in COUNTERS}
+    totals["cost_pico"] = sum(item["cost_pico"] for item in data)
+    return {
+        "object": "usage.report",
+        "group_by": group_by,
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "data": [with_cost(item) for item in data],
+        "totals": with_cost(totals),
+    }
 
 
 def with_cost(counters: dict[str, Any]) -> dict[str, Any]:
