@@ -18,8 +18,8 @@ from gateway.core.clock import utcnow
 from gateway.core.db import Database
 from gateway.core.migrate import downgrade, upgrade
 from tenants.models import UsageRecord
-from tenants.usage.repository import UsageRepository, priced
 from tenants.price.pricing import PriceBook
+from tenants.usage.repository import UsageRepository, priced
 from tests.conftest import gateway_env
 from tests.gateway.conftest import ADMIN, AGENT_SPEC, mock_llm_base_url
 from tests.identity.conftest import claims, sign
