@@ -23,8 +23,9 @@ from tenants.usage.repository import UsageRepository, priced
 from tests.conftest import gateway_env
 from tests.gateway.conftest import ADMIN, AGENT_SPEC, mock_llm_base_url
 from tests.identity.conftest import claims, sign
-from tests.limits.conftest import GatewayProcess, wait_until
+from tests.limits.conftest import GatewayProcess
 from tests.tenants.test_admin_usage import record
+from tests.waiting import eventually, wait_until
 
 TENANT_GROUPS = ("day", "agent", "model", "key", "user")
 ADMIN_GROUPS = (*TENANT_GROUPS, "tenant")
@@ -164,10 +165,10 @@ async def test_reports_from_rollups_equal_reports_from_raw_rows_after_a_mixed_wo
         assert sorted(set(statuses)) == [200, 502], statuses
         expected = len(jobs) + 2
 
-        deadline = asyncio.get_running_loop().time() + 30
-        while await _count(db) < expected:
-            assert asyncio.get_running_loop().time() < deadline, "usage records never written"
-            await asyncio.sleep(0.1)
+        async def all_written() -> bool:
+            return await _count(db) >= expected
+
+        await eventually(all_written, timeout=30, interval=0.1, what="every usage record written")
 
         today = utcnow().date()
         runs = await assert_reports_agree(db, tenant_ids, today - timedelta(days=1), today)
