@@ -186,7 +186,7 @@ async def test_reports_from_rollups_equal_reports_from_raw_rows_after_a_mixed_wo
 
 async def test_the_migration_backfills_rollups_from_stored_records(database_url: str) -> None:
     """Records stored before the rollups existed show in the reports once migrated."""
-    await asyncio.to_thread(downgrade, database_url, "0008")
+    await asyncio.to_thread(downgrade, database_url, "0009-1")  # just before the rollups
     book = PriceBook([])
     days = [date(2026, 4, d) for d in (1, 2, 3)]
     records = [

@@ -8,7 +8,7 @@ large table run it in a quiet hour; writers may keep running, their batches wait
 table's lock and are added after).
 
 Revision ID: 0009
-Revises: 0008
+Revises: 0005
 Create Date: 2026-12-03 06:30:00
 """
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009"
-down_revision: str | None = "0008"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
