@@ -144,6 +144,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.metrics_enabled:
         install_http_metrics(app, settings)
     app.add_middleware(RateLimitHeadersMiddleware)
-    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        max_header_bytes=settings.max_header_bytes,
+    )
     app.add_middleware(RequestIdMiddleware)
     return app

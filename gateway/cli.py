@@ -131,6 +131,7 @@ def _run_uvicorn(host: str, port: int, workers: int) -> None:
 
     import uvicorn
 
+    from gateway.core.http_protocol import PROTOCOL as HEAD_LIMITED_HTTP
     from observability.logs import logging_config
     from observability.multiproc import MULTIPROC_ENV, prepare_multiprocess_dir
 
@@ -149,7 +150,8 @@ def _run_uvicorn(host: str, port: int, workers: int) -> None:
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            # httptools with a cap on the request line and headers (431 before the app).
+            http=HEAD_LIMITED_HTTP,
             access_log=False,  # the gateway writes its own JSON access line per request
             proxy_headers=True,
             forwarded_allow_ips=settings.forwarded_allow_ips,

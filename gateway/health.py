@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 
 from gateway.core.config import SettingsDep
 from gateway.core.db import DatabaseDep
+from gateway.core.json_body import JsonBodyRoute
 from gateway.core.redis import get_redis
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["health"])
 logger = logging.getLogger("gateway.health")
 CHECK_TIMEOUT_S = 2.0
 

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Request
 
 from gateway.auth.dependencies import RunsPrincipal
 from gateway.core.db import SessionDep
+from gateway.core.json_body import JsonBodyRoute
 from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AgentSpec
 
-router = APIRouter(tags=["agents"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["agents"])
 
 
 @router.get("/agents", summary="Agents this tenant can run")

@@ -15,10 +15,11 @@ from gateway.auth.dependencies import RunsPrincipal
 from gateway.chat.objects import completion
 from gateway.chat.schemas import ChatCompletionRequest
 from gateway.chat.stream import ChunkEncoder
+from gateway.core.json_body import JsonBodyRoute
 from gateway.runs.endpoints import RunServiceDep, admitted, event_stream
 from gateway.runs.streaming import stream_run
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["chat"])
 
 
 @router.post("/chat/completions", summary="OpenAI-compatible chat completion (model = agent name)")

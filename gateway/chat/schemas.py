@@ -28,6 +28,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gateway.core.metadata import bounded_metadata
+from gateway.core.unions import LIST, TEXT, text_or_list
 from gateway.runs.schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES
 from tenants.agent.spec import AGENT_NAME_PATTERN
 
@@ -79,12 +80,14 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant"]
     content: Annotated[
-        Annotated[str, Field(max_length=MAX_MESSAGE_CHARS), Tag("text")]
+        Annotated[str, Field(max_length=MAX_MESSAGE_CHARS), Tag(TEXT)]
         | Annotated[
-            list[TextPart], Field(min_length=1, max_length=MAX_CONTENT_PARTS), Tag("parts")
+            list[TextPart],
+            Field(min_length=1, max_length=MAX_CONTENT_PARTS),
+            Tag(LIST),
         ],
         # Errors name the form the client sent, not both members of the union.
-        Discriminator(lambda value: "parts" if isinstance(value, list) else "text"),
+        Discriminator(text_or_list),
     ]
 
     @model_validator(mode="after")

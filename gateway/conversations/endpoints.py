@@ -17,10 +17,11 @@ from gateway.conversations.schemas import (
     render_item,
 )
 from gateway.core.db import SessionDep
+from gateway.core.json_body import JsonBodyRoute
 from gateway.core.openapi import error_responses
 from tenants.pagination import PageDep
 
-router = APIRouter(tags=["conversations"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["conversations"])
 NOT_FOUND = error_responses(404)
 
 ConversationsPrincipal = Annotated[Principal, Depends(require_scope("conversations"))]

@@ -86,7 +86,16 @@ class Settings(BaseSettings):
     failure limit, access log) is the real client's. Anyone else's header is ignored."""
 
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
-    """Request bodies above this size get 413."""
+    """Request bodies above this size get 413, whatever their framing (`Content-Length` or
+    chunked)."""
+
+    max_json_depth: int = Field(default=64, ge=2, le=1000)
+    """JSON bodies (and WebSocket frames) nested deeper than this (arrays and objects) get 422
+    `invalid_json`."""
+
+    max_header_bytes: int = Field(default=64 * 1024, ge=4096, le=16 * 1024 * 1024)
+    """A request line and headers larger than this in total get 431 (under `gateway serve`,
+    before the request is parsed further or reaches the app)."""
 
     conversation_max_items: int = Field(default=1000, ge=2, le=100_000)
     """A server-side conversation holding this many items takes no further turn (400

@@ -29,6 +29,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.core.unions import is_tag
+
 logger = logging.getLogger("gateway.errors")
 
 
@@ -155,6 +157,7 @@ _HTTP_TYPES = {
     405: ("invalid_request_error", "method_not_allowed"),
     409: ("conflict_error", "conflict"),
     413: ("invalid_request_error", "body_too_large"),
+    431: ("invalid_request_error", "headers_too_large"),
     429: ("rate_limit_error", "rate_limited"),
 }
 
@@ -168,13 +171,21 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {}
-    loc = [str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path")]
+    if first.get("type") == "json_invalid":
+        reason = (first.get("ctx") or {}).get("error") or "JSON decode error"
+        message = f"The body is not valid JSON: {reason}."
+        body = error_body("invalid_request_error", "invalid_json", message)
+        return JSONResponse(body, status_code=422)
+    loc = [
+        str(part)
+        for part in first.get("loc", ())
+        if part not in ("body", "query", "path") and not is_tag(part)
+    ]
     param = ".".join(loc) or None
     message = first.get("msg", "Invalid request.")
     if param:
         message = f"{param}: {message}"
-    code = "invalid_json" if first.get("type") == "json_invalid" else "invalid_value"
-    body = error_body("invalid_request_error", code, message, param)
+    body = error_body("invalid_request_error", "invalid_value", message, param)
     return JSONResponse(body, status_code=422)
 
 

@@ -8,12 +8,13 @@ from fastapi import APIRouter, Depends, Request
 
 from gateway.auth.dependencies import current_principal
 from gateway.auth.principal import Principal
+from gateway.core.json_body import JsonBodyRoute
 from gateway.limits.dependencies import QuotasDep
 from gateway.limits.headers import add_headers, token_headers
 from gateway.limits.policy import QuotaLimits, request_limits, seconds_to_midnight
 from gateway.limits.requests import WindowState
 
-router = APIRouter(tags=["limits"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["limits"])
 
 
 def _window(limit: int | None, used: int, reset_s: float) -> dict[str, Any] | None:

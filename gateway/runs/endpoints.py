@@ -11,13 +11,14 @@ from fastapi.responses import Response, StreamingResponse
 
 from gateway.auth.dependencies import RunsPrincipal
 from gateway.conversations.service import ConversationTurns, Turn
+from gateway.core.json_body import JsonBodyRoute
 from gateway.limits.headers import add_headers
 from gateway.runs.schemas import RunRequest
 from gateway.runs.service import RunHandle, RunService
 from gateway.runs.streaming import stream_run
 from tenants.agent.spec import AGENT_NAME_PATTERN
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["runs"])
 
 
 async def get_run_service(request: Request) -> RunService:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from gateway.core.metadata import bounded_metadata
+from gateway.core.unions import LIST, TEXT, text_or_list
 
 MAX_MESSAGE_CHARS = 100_000
 MAX_MESSAGES = 256
@@ -25,10 +26,17 @@ class TurnInput(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    input: (
-        Annotated[str, Field(min_length=1, max_length=MAX_MESSAGE_CHARS)]
-        | Annotated[list[InputMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
-    )
+    input: Annotated[
+        Annotated[str, Field(min_length=1, max_length=MAX_MESSAGE_CHARS), Tag(TEXT)]
+        | Annotated[
+            list[InputMessage],
+            Field(min_length=1, max_length=MAX_MESSAGES),
+            Tag(LIST),
+        ],
+        # Errors name the form the client sent (a list: its length or items), not both
+        # members of the union.
+        Discriminator(text_or_list),
+    ]
     conversation_id: Annotated[str, Field(max_length=64)] | None = None
 
     def sdk_input(self) -> str | list[Any]:

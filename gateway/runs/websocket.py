@@ -28,6 +28,7 @@ settles it as `cancelled` with the tokens already spent, as for an SSE disconnec
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from contextlib import aclosing
@@ -50,13 +51,15 @@ from gateway.core.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
+from gateway.core.json_body import JsonBodyRoute, parse_json
+from gateway.core.unions import is_tag
 from gateway.limits.requests import RequestLimiter, RequestLimitExceeded
 from gateway.runs.schemas import MAX_MESSAGES, TurnInput
 from gateway.runs.service import RunService
 from gateway.runs.streaming import run_events
 from tenants.agent.spec import AGENT_NAME_PATTERN
 
-router = APIRouter(tags=["runs"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["runs"])
 logger = logging.getLogger("gateway.runs.websocket")
 
 POLICY_VIOLATION = 1008
@@ -122,6 +125,7 @@ class AgentSocket:
         self.turns: ConversationTurns = state.conversations
         self.limiter: RequestLimiter = state.request_limiter
         self.max_frame_bytes: int = state.settings.max_body_bytes
+        self.max_json_depth: int = state.settings.max_json_depth
         self.history: list[Any] = []
         self.busy = False
         self.tasks: set[asyncio.Task[None]] = set()
@@ -172,13 +176,16 @@ class AgentSocket:
                 code="turn_in_progress",
             )
         try:
-            message = TurnInput.model_validate_json(text)
+            message = TurnInput.model_validate(parse_json(text, self.max_json_depth))
+        except json.JSONDecodeError as exc:
+            raise InvalidRequestError(
+                f"The frame is not valid JSON: {exc.msg}.", code="invalid_json"
+            ) from None
         except ValidationError as exc:
             first = exc.errors()[0]
-            param = ".".join(str(part) for part in first["loc"]) or None
-            code = "invalid_json" if first["type"] == "json_invalid" else "invalid_value"
+            param = ".".join(str(part) for part in first["loc"] if not is_tag(part)) or None
             text_of = f"{param}: {first['msg']}" if param else first["msg"]
-            raise InvalidRequestError(text_of, code=code, param=param) from None
+            raise InvalidRequestError(text_of, code="invalid_value", param=param) from None
         if message.conversation_id is None:
             size = len(self.history) + len(as_items(message.sdk_input()))
             if size > MAX_MESSAGES:

@@ -9,11 +9,12 @@ from fastapi.responses import StreamingResponse
 
 from gateway.auth.dependencies import UsagePrincipal
 from gateway.core.db import DatabaseDep, SessionDep
+from gateway.core.json_body import JsonBodyRoute
 from tenants.usage.export import export_response
 from tenants.usage.repository import UsageRepository
 from tenants.usage.schemas import TenantUsageQuery, UsageExportQuery
 
-router = APIRouter(tags=["usage"])
+router = APIRouter(route_class=JsonBodyRoute, tags=["usage"])
 
 
 @router.get("/usage", summary="This tenant's usage, grouped")

@@ -16,10 +16,11 @@ from pydantic import BaseModel
 from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
 from gateway.core.errors import AuthenticationFailedError
+from gateway.core.json_body import JsonBodyRoute
 from tenants.admin.tokens import issue_admin_token
 from tenants.admin.users import authenticate
 
-router = APIRouter()
+router = APIRouter(route_class=JsonBodyRoute)
 
 
 class FailureLimiter(Protocol):

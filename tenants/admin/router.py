@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
+from gateway.core.json_body import JsonBodyRoute
 from gateway.core.openapi import error_responses
 from tenants.admin.auth import require_admin
 from tenants.admin.login import router as login_router
@@ -18,6 +19,7 @@ from tenants.tool_secret.endpoints import router as tool_secret_router
 from tenants.usage.endpoints import router as usage_router
 
 protected = APIRouter(
+    route_class=JsonBodyRoute,
     dependencies=[Depends(require_admin)],
     responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429),
 )
@@ -30,6 +32,6 @@ protected.include_router(prices_router)
 protected.include_router(tool_secret_router)
 protected.include_router(audit_router)
 
-admin_router = APIRouter(tags=["admin"])
+admin_router = APIRouter(route_class=JsonBodyRoute, tags=["admin"])
 admin_router.include_router(login_router, responses=error_responses(400, 401, 413, 422, 429))
 admin_router.include_router(protected)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Path, Response, status
 from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
 from gateway.core.egress import EgressPolicy
+from gateway.core.json_body import JsonBodyRoute
 from tenants.admin.context import AdminContextDep
 from tenants.agent import service
 from tenants.agent.checks import check_tool_urls
@@ -17,7 +18,7 @@ from tenants.agent.schemas import AgentPublic, AgentVersionPublic, agent_public,
 from tenants.agent.spec import AGENT_NAME_PATTERN, AgentSpec
 from tenants.pagination import ListBody, PageDep
 
-router = APIRouter(prefix="/tenants/{tenant_id}/agents")
+router = APIRouter(route_class=JsonBodyRoute, prefix="/tenants/{tenant_id}/agents")
 
 AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN, description="Agent name.")]
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Response, status
 from gateway.core.clock import rfc3339
 from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
+from gateway.core.json_body import JsonBodyRoute
 from tenants.admin.context import AdminContextDep
 from tenants.api_key import service
 from tenants.api_key.schemas import (
@@ -22,7 +23,7 @@ from tenants.api_key.schemas import (
 )
 from tenants.pagination import ListBody, PageDep
 
-router = APIRouter(prefix="/tenants/{tenant_id}/keys")
+router = APIRouter(route_class=JsonBodyRoute, prefix="/tenants/{tenant_id}/keys")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=KeyCreated)

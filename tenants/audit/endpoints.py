@@ -7,11 +7,12 @@ from typing import Any
 from fastapi import APIRouter
 
 from gateway.core.db import SessionDep
+from gateway.core.json_body import JsonBodyRoute
 from tenants.audit.repository import AuditRepository
 from tenants.audit.schemas import AuditEventPublic, AuditQueryDep, event_public
 from tenants.pagination import ListBody, PageDep
 
-router = APIRouter()
+router = APIRouter(route_class=JsonBodyRoute)
 
 
 @router.get("/audit", response_model=ListBody[AuditEventPublic])

@@ -5,11 +5,12 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from gateway.core.config import SettingsDep
+from gateway.core.json_body import JsonBodyRoute
 from tenants.admin.context import AdminContextDep
 from tenants.jwt_config import service
 from tenants.jwt_config.schemas import JwtConfigPublic, JwtConfigPut, config_public
 
-router = APIRouter(prefix="/tenants/{tenant_id}/jwt")
+router = APIRouter(route_class=JsonBodyRoute, prefix="/tenants/{tenant_id}/jwt")
 
 
 @router.put("", response_model=JwtConfigPublic, response_model_exclude_none=False)

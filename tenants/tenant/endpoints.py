@@ -8,12 +8,13 @@ from typing import Any
 from fastapi import APIRouter, Response, status
 
 from gateway.core.db import SessionDep
+from gateway.core.json_body import JsonBodyRoute
 from tenants.admin.context import AdminContextDep
 from tenants.pagination import ListBody, PageDep
 from tenants.tenant import service
 from tenants.tenant.schemas import TenantCreate, TenantPublic, TenantUpdate, tenant_public
 
-router = APIRouter(prefix="/tenants")
+router = APIRouter(route_class=JsonBodyRoute, prefix="/tenants")
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=TenantPublic)

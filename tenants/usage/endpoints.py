@@ -8,12 +8,13 @@ from fastapi import APIRouter, Header, Query
 from fastapi.responses import StreamingResponse
 
 from gateway.core.db import DatabaseDep, SessionDep
+from gateway.core.json_body import JsonBodyRoute
 from tenants.tenant.service import require_tenant
 from tenants.usage.export import export_response
 from tenants.usage.repository import UsageRepository
 from tenants.usage.schemas import AdminUsageQuery, TenantUsageQuery, UsageExportQuery
 
-router = APIRouter()
+router = APIRouter(route_class=JsonBodyRoute)
 
 
 @router.get("/tenants/{tenant_id}/usage")

@@ -45,6 +45,8 @@ class LiveGateway:
     log_path: Path
     metrics_dir: Path
     env: dict[str, str] = field(default_factory=dict)
+    pid: int = 0
+    """The `gateway serve` process (with one worker: the process that serves)."""
 
     def client(self, **kwargs: Any) -> httpx.Client:
         return httpx.Client(base_url=self.base_url, timeout=30, **kwargs)
@@ -131,7 +133,7 @@ def serve_gateway(
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_answering(f"{base_url}/readyz", proc, log_path, timeout_s=60)
-        yield LiveGateway(base_url, log_path, metrics_base, clean)
+        yield LiveGateway(base_url, log_path, metrics_base, clean, proc.pid)
     finally:
         proc.terminate()
         try:

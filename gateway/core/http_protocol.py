@@ -1,0 +1,67 @@
+"""The HTTP/1.1 protocol `gateway serve` runs: uvicorn's httptools protocol with a cap on the
+request head.
+
+httptools (llhttp) has no limit on the request line and headers: a 16 MB header is buffered
+whole and handed to the app. This protocol counts the bytes of a request's head while they
+arrive; once they pass `GATEWAY_MAX_HEADER_BYTES` without the head being complete, it answers
+431 with the JSON error body and closes the connection, so at most the cap plus one read
+(≤ 256 KiB) of a head is ever buffered and the app never sees the request. Selected with
+`uvicorn.run(http="gateway.core.http_protocol:HeadLimitedHttpToolsProtocol")`; under another
+server the body-limit middleware answers the same 431 from the parsed headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.config import Config
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.server import ServerState
+
+from gateway.core.body_limit import error_response, header_message
+from gateway.core.config import get_settings
+
+PROTOCOL = "gateway.core.http_protocol:HeadLimitedHttpToolsProtocol"
+
+
+class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.max_head_bytes = get_settings().max_header_bytes
+        self.head_bytes = 0
+        self.reading_head = True
+        self.refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self.refused:
+            return
+        if self.reading_head:
+            self.head_bytes += len(data)
+        super().data_received(data)
+        if self.reading_head and self.head_bytes > self.max_head_bytes and not self.refused:
+            self.refuse_head()
+
+    def on_headers_complete(self) -> None:
+        self.reading_head = False
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self.reading_head = True
+        self.head_bytes = 0
+
+    def refuse_head(self) -> None:
+        """431 and close: the rest of this connection's bytes are never parsed."""
+        self.refused = True
+        headers, body = error_response("headers_too_large", header_message(self.max_head_bytes))
+        head = [b"HTTP/1.1 431 Request Header Fields Too Large\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in headers]
+        self.transport.write(b"".join(head) + b"\r\n" + body)
+        self.transport.close()

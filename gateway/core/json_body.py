@@ -1,0 +1,86 @@
+"""JSON request bodies: parsed strictly, nesting bounded, every failure a 422 `invalid_json`.
+
+FastAPI reads a JSON body with `json.loads`, which answers invalid UTF-8 and very deep nesting
+with exceptions it turns into a generic 400. Every router of the gateway uses `JsonBodyRoute`
+(`route_class=`), whose request parses with orjson instead: stricter (invalid UTF-8, lone
+surrogates and NaN are refused) and faster, and every failure is a `json.JSONDecodeError`, which
+FastAPI turns into the 422 `invalid_json` of the error handler. Nesting deeper than
+`GATEWAY_MAX_JSON_DEPTH` is refused the same way (WebSocket frames use `nesting_error` too).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+DEFAULT_MAX_DEPTH = 64
+
+
+def too_deep(value: Any, max_depth: int) -> bool:
+    """True when `value` nests arrays and objects more than `max_depth` levels deep."""
+    level: list[Any] = [value]
+    for _ in range(max_depth):
+        below: list[Any] = []
+        for item in level:
+            if isinstance(item, dict):
+                below.extend(v for v in item.values() if isinstance(v, dict | list))
+            elif isinstance(item, list):
+                below.extend(v for v in item if isinstance(v, dict | list))
+        if not below:
+            return False
+        level = below
+    return True
+
+
+def nesting_error(raw: bytes | str, value: Any, max_depth: int) -> json.JSONDecodeError | None:
+    """The error for a parsed document nested deeper than `max_depth`, else None.
+
+    The walk only happens when the text holds more openers than `max_depth` (the count is a C
+    loop over the bytes): ordinary requests never pay for it.
+    """
+    openers = raw.count("[") + raw.count("{") if isinstance(raw, str) else _byte_openers(raw)
+    if openers <= max_depth or not too_deep(value, max_depth):
+        return None
+    return json.JSONDecodeError(f"nested deeper than {max_depth} levels", "", 0)
+
+
+def _byte_openers(raw: bytes) -> int:
+    return raw.count(b"[") + raw.count(b"{")
+
+
+def parse_json(raw: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """`raw` parsed, or `json.JSONDecodeError` (invalid JSON, bad UTF-8, too deep)."""
+    value = orjson.loads(raw)  # orjson.JSONDecodeError is a json.JSONDecodeError
+    error = nesting_error(raw, value, max_depth)
+    if error is not None:
+        raise error
+    return value
+
+
+class JsonBodyRequest(Request):
+    """A request whose `json()` is `parse_json` under the app's `max_json_depth`."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            settings = getattr(self.scope["app"].state, "settings", None)
+            max_depth = getattr(settings, "max_json_depth", DEFAULT_MAX_DEPTH)
+            self._json = parse_json(await self.body(), max_depth)
+        return self._json
+
+
+class JsonBodyRoute(APIRoute):
+    """The route class of every gateway router: its handler reads JSON through
+    `JsonBodyRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            return await handler(JsonBodyRequest(request.scope, request.receive, request._send))
+
+        return handle
