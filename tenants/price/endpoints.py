@@ -8,12 +8,13 @@ from fastapi import APIRouter, Path, Response, status
 
 from gateway.core.clock import utcnow
 from gateway.core.db import SessionDep
+from gateway.core.json_body import JsonBodyRoute
 from tenants.admin.context import AdminContextDep
 from tenants.price import service
 from tenants.price.repository import PriceRepository
 from tenants.price.schemas import ModelName, PriceList, PricePublic, PricePut, price_public
 
-router = APIRouter(prefix="/models", tags=["admin"])
+router = APIRouter(route_class=JsonBodyRoute, prefix="/models", tags=["admin"])
 ModelPath = Annotated[ModelName, Path(description="The model name agents use.")]
 
 

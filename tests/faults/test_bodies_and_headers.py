@@ -138,8 +138,9 @@ def test_every_route_with_a_body_refuses_invalid_json_with_422(live: LiveGateway
                 r = httpx.request(
                     method, url, content=body, headers={"Content-Type": "application/json"}
                 )
-                assert r.status_code == 422, (method, path, r.text)
-                assert r.json()["error"]["code"] == "invalid_json", (method, path, r.text)
+                unstrict = f"{method} {path}: its router needs route_class=JsonBodyRoute"
+                assert r.status_code == 422, (unstrict, r.text)
+                assert r.json()["error"]["code"] == "invalid_json", (unstrict, r.text)
             checked += 1
     assert checked >= 8
 
