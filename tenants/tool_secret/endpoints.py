@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response, status
 
 from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
+from gateway.core.json_body import JsonBodyRoute
 from tenants.admin.context import AdminContextDep
 from tenants.tool_secret import service
 from tenants.tool_secret.schemas import (
@@ -17,7 +18,7 @@ from tenants.tool_secret.schemas import (
     secret_public,
 )
 
-router = APIRouter(prefix="/tenants/{tenant_id}/tool-secret")
+router = APIRouter(route_class=JsonBodyRoute, prefix="/tenants/{tenant_id}/tool-secret")
 
 
 @router.post(
