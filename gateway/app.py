@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from gateway.agents.builder import AgentCache
 from gateway.agents.providers import ProviderRegistry
+from gateway.agents.upstreams import TenantUpstreams
 from gateway.api import mount_routes
 from gateway.auth.cache import PrincipalCache
 from gateway.auth.failures import AuthFailureLimiter
@@ -68,6 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         max_size=settings.principal_cache_size,
     )
     app.state.http_tools = http_tools = HttpTools(settings, tool_secrets)
+    app.state.upstreams = upstreams = TenantUpstreams(settings, db)
     app.state.agents = AgentCache(
         ttl_s=settings.principal_cache_ttl_s,
         max_size=settings.principal_cache_size,
@@ -85,7 +87,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Registered for the control plane's admin routes (tenants.admin.context.ChangeNotifier).
     app.state.invalidation = invalidation = Invalidator(
         settings,
-        caches=[app.state.principals, app.state.issuers, tool_secrets],
+        caches=[app.state.principals, app.state.issuers, tool_secrets, upstreams],
         agents=app.state.agents,
         redis=redis,
     )
@@ -97,6 +99,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         providers=providers,
         recorder=recorder,
         quotas=quotas,
+        upstreams=upstreams,
     )
     locks = ConversationLocks(
         redis=redis,
@@ -123,6 +126,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await telemetry.stop()
         await providers.close()
         await http_tools.close()
+        await upstreams.close()
         for client in (redis, quota_redis):
             if client is not None:
                 await client.aclose()

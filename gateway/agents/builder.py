@@ -16,6 +16,7 @@ from agents import Agent, ModelSettings
 from gateway.agents.tools import TOOLS
 from gateway.core.cache import TTLCache
 from gateway.core.db import Database
+from gateway.core.errors import PermissionDeniedError
 from gateway.tools.http import HttpTools
 from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AgentSpec
@@ -33,6 +34,8 @@ class BuiltAgent:
     max_turns: int
     max_tokens: int | None
     description: str
+    upstream: str | None = None
+    """The tenant upstream the agent runs on (None: the deployment's)."""
     needs_approval: bool = False
     """A tool of this agent pauses the run for a human decision (`requires_approval`)."""
 
@@ -85,8 +88,13 @@ def build_agent(
         max_turns=spec.max_turns,
         max_tokens=settings.max_tokens,
         description=spec.description,
+        upstream=spec.upstream,
         needs_approval=spec.needs_approval(),
     )
+
+
+_Active = tuple[int, AgentSpec | None, list[str] | None]
+"""(active version, its spec, the tenant's allowed models); version 0: no such agent."""
 
 
 class AgentCache:
@@ -95,9 +103,8 @@ class AgentCache:
     def __init__(self, *, ttl_s: float, max_size: int, http_tools: HttpTools | None = None) -> None:
         self._http_tools = http_tools
         # A missing agent is cached as version 0 so unknown names do not hit the DB each time.
-        self._active: TTLCache[tuple[str, str], tuple[int, AgentSpec | None]] = TTLCache(
-            ttl_s=ttl_s, max_size=max_size
-        )
+        # The tenant's allowed models ride along (dropped with the tenant's entries).
+        self._active: TTLCache[tuple[str, str], _Active] = TTLCache(ttl_s=ttl_s, max_size=max_size)
         self._built: OrderedDict[tuple[str, str, int], BuiltAgent] = OrderedDict()
         self._max_size = max_size
 
@@ -114,14 +121,15 @@ class AgentCache:
     ) -> BuiltAgent | None:
         """The runnable active version of a tenant's agent, or None if it has none."""
 
-        async def load() -> tuple[int, AgentSpec | None]:
+        async def load() -> _Active:
             async with db.session() as session:
-                found = await AgentRepository(session).get_active(tenant_id, name)
+                found = await AgentRepository(session).get_active_with_models(tenant_id, name)
             if found is None:
-                return (0, None)
-            return (found[1].version, AgentSpec.model_validate(found[1].spec))
+                return (0, None, None)
+            version_row, allowed = found
+            return (version_row.version, AgentSpec.model_validate(version_row.spec), allowed)
 
-        version, spec = await self._active.get_or_load((tenant_id, name), load)
+        version, spec, allowed = await self._active.get_or_load((tenant_id, name), load)
         if spec is None:
             return None
         built_key = (tenant_id, name, version)
@@ -135,4 +143,9 @@ class AgentCache:
                 self._built.popitem(last=False)
         else:
             self._built.move_to_end(built_key)
+        if allowed is not None and built.model not in allowed:
+            raise PermissionDeniedError(
+                f"Agent '{name}' uses model '{built.model}', which this tenant may not use.",
+                code="model_not_allowed",
+            )
         return built

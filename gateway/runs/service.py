@@ -14,6 +14,7 @@ from agents import RunConfig, Runner
 from agents.models.openai_provider import OpenAIProvider
 
 from gateway.agents.builder import AgentCache, BuiltAgent
+from gateway.agents.upstreams import TenantUpstreams
 from gateway.auth.principal import Principal
 from gateway.conversations.service import Turn
 from gateway.core.clock import rfc3339, utcnow
@@ -161,7 +162,9 @@ class RunService:
         providers: Any,
         recorder: UsageRecorder,
         quotas: QuotaService | None = None,
+        upstreams: TenantUpstreams | None = None,
     ) -> None:
+        self.upstreams = upstreams
         self.settings = settings
         self.quotas = quotas or QuotaService(
             settings, None, RedisBreaker(retry_s=settings.limits_redis_retry_s, fail_open=True)
@@ -180,6 +183,12 @@ class RunService:
             raise NotFoundError(f"No agent named '{name}'.", code="agent_not_found")
         return built
 
+    async def provider_of(self, principal: Principal, built: BuiltAgent) -> OpenAIProvider:
+        """The deployment's provider, or the tenant upstream the agent names."""
+        if built.upstream is None or self.upstreams is None:
+            return self.providers.default()  # type: ignore[no-any-return]
+        return await self.upstreams.provider(principal.tenant_id, built.upstream)
+
     async def start(
         self, principal: Principal, name: str, sdk_input: str | list[Any] | None = None
     ) -> RunHandle:
@@ -195,7 +204,7 @@ class RunService:
         return RunHandle(
             principal=principal,
             built=built,
-            provider=self.providers.default(),
+            provider=await self.provider_of(principal, built),
             recorder=self.recorder,
             run_id=run_id,
             ticket=ticket,

@@ -85,7 +85,7 @@ async def agent_socket(websocket: WebSocket, name: str) -> None:
         if re.fullmatch(AGENT_NAME_PATTERN, name) is None:
             raise NotFoundError(f"No agent named '{name[:64]}'.", code="agent_not_found")
         await service.resolve(principal, name)
-    except NotFoundError as exc:
+    except (NotFoundError, PermissionDeniedError) as exc:
         await send_event(websocket, "error", exc.body())
         await websocket.close(POLICY_VIOLATION)
         return

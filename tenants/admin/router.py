@@ -16,6 +16,7 @@ from tenants.jwt_config.endpoints import router as jwt_router
 from tenants.price.endpoints import router as prices_router
 from tenants.tenant.endpoints import router as tenants_router
 from tenants.tool_secret.endpoints import router as tool_secret_router
+from tenants.upstream.endpoints import router as upstreams_router
 from tenants.usage.endpoints import router as usage_router
 
 protected = APIRouter(
@@ -30,6 +31,7 @@ protected.include_router(jwt_router)
 protected.include_router(usage_router)
 protected.include_router(prices_router)
 protected.include_router(tool_secret_router)
+protected.include_router(upstreams_router)
 protected.include_router(audit_router)
 
 admin_router = APIRouter(route_class=JsonBodyRoute, tags=["admin"])

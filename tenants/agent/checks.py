@@ -1,11 +1,35 @@
-"""Agent-spec checks that need more than the spec itself: the deployment's egress policy for
-tool and MCP URLs. Run by the PUT route before the version is stored (422 on failure)."""
+"""Agent-spec checks that need more than the spec itself, run by the PUT route before the
+version is stored (422 on failure): tool and MCP URLs against the deployment's egress policy,
+the model against the tenant's `allowed_models`, and the named upstream against the tenant's
+upstreams."""
 
 from __future__ import annotations
 
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.core.config import Settings
 from gateway.core.egress import EgressPolicy, EgressRefusedError
 from gateway.core.errors import ValidationFailedError
 from tenants.agent.spec import AgentSpec
+from tenants.tenant.service import require_tenant
+from tenants.upstream.service import require_upstream
+
+
+async def check_spec(
+    session: AsyncSession, settings: Settings, tenant_id: str, spec: AgentSpec
+) -> None:
+    """Every check of a spec about to be stored for the tenant (404 for an unknown tenant)."""
+    check_tool_urls(spec, EgressPolicy.parse(settings.egress_allow))
+    tenant = await require_tenant(session, tenant_id)
+    model = spec.model or settings.default_model
+    if tenant.allowed_models is not None and model not in tenant.allowed_models:
+        raise ValidationFailedError(
+            f"model: '{model}' is not among this tenant's allowed models.",
+            param="model",
+            code="model_not_allowed",
+        )
+    if spec.upstream is not None:
+        await require_upstream(session, tenant.id, spec.upstream)
 
 
 def check_tool_urls(spec: AgentSpec, policy: EgressPolicy) -> None:

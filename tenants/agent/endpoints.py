@@ -9,11 +9,10 @@ from fastapi import APIRouter, Path, Response, status
 
 from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
-from gateway.core.egress import EgressPolicy
 from gateway.core.json_body import JsonBodyRoute
 from tenants.admin.context import AdminContextDep
 from tenants.agent import service
-from tenants.agent.checks import check_tool_urls
+from tenants.agent.checks import check_spec
 from tenants.agent.schemas import AgentPublic, AgentVersionPublic, agent_public, version_public
 from tenants.agent.spec import AGENT_NAME_PATTERN, AgentSpec
 from tenants.pagination import ListBody, PageDep
@@ -37,7 +36,7 @@ async def put_agent(
     settings: SettingsDep,
 ) -> AgentPublic:
     """Create the agent (201) or store a new version of it (200); the new version is active."""
-    check_tool_urls(spec, EgressPolicy.parse(settings.egress_allow))
+    await check_spec(ctx.session, settings, tenant_id, spec)
     agent, version, created = await service.put_agent(ctx.session, tenant_id, name, spec)
     await ctx.done(
         "agent.create" if created else "agent.put",

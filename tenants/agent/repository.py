@@ -128,6 +128,25 @@ class AgentRepository:
         row = (await self.session.exec(statement)).one_or_none()
         return None if row is None else (row[0], row[1])
 
+    async def get_active_with_models(
+        self, tenant_id: str, name: str
+    ) -> tuple[AgentVersion, list[str] | None] | None:
+        """Data plane: the active version of the tenant's agent and the tenant's
+        `allowed_models`, in one query."""
+        statement = (
+            select(AgentVersion, Tenant.allowed_models)
+            .join(Agent, col(AgentVersion.agent_id) == col(Agent.id))
+            .join(Tenant, col(Tenant.id) == col(Agent.tenant_id))
+            .where(
+                _owned_by(tenant_id),
+                col(Agent.name) == name,
+                col(AgentVersion.version) == col(Agent.active_version),
+                col(Tenant.deleted_at).is_(None),
+            )
+        )
+        row = (await self.session.exec(statement)).one_or_none()
+        return None if row is None else (row[0], None if row[1] is None else list(row[1]))
+
     async def list_active(self, tenant_id: str) -> list[tuple[Agent, AgentVersion]]:
         """Data plane: every runnable agent of the tenant with its active version, by name."""
         statement = _active_versions(tenant_id).order_by(col(Agent.name))

@@ -40,6 +40,8 @@ class AgentSpec(BaseModel):
     description: Annotated[str, Field(max_length=2_000)] = ""
     instructions: Annotated[str, Field(max_length=100_000)] = ""
     model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    upstream: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")] | None = None
+    """The tenant upstream the agent runs on (None: the deployment's)."""
     model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
     tools: Annotated[list[ToolEntry], Field(max_length=32)] = Field(default_factory=list)
     max_turns: Annotated[int, Field(ge=1, le=50)] = 10

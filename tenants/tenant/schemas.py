@@ -27,6 +27,11 @@ TenantName = Annotated[
 TenantStatus = Literal["active", "suspended"]
 # StrictInt: "5", 5.5 and true are refused rather than coerced; the bound fits a BIGINT.
 LimitValue = Annotated[StrictInt, Field(ge=1, le=10**12)] | None
+ModelName = Annotated[
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+]
+AllowedModels = Annotated[list[ModelName], Field(max_length=256)] | None
+"""Models the tenant's agents may name (`null`: any)."""
 
 
 class TenantLimits(BaseModel):
@@ -49,6 +54,7 @@ class TenantCreate(BaseModel):
     slug: Slug
     name: TenantName
     limits: TenantLimits = Field(default_factory=TenantLimits)
+    allowed_models: AllowedModels = None
 
 
 class TenantUpdate(BaseModel):
@@ -59,6 +65,8 @@ class TenantUpdate(BaseModel):
     name: TenantName | None = None
     status: TenantStatus | None = None
     limits: TenantLimits | None = None
+    allowed_models: AllowedModels = None
+    """Replaces the list when sent; `null` allows any model again."""
     # Present only to answer "slug is immutable" rather than a generic unknown-field error.
     slug: SkipJsonSchema[Any] = Field(default=None, exclude=True)
 
@@ -84,6 +92,7 @@ class TenantPublic(BaseModel):
     name: str
     status: TenantStatus
     limits: TenantLimits
+    allowed_models: list[str] | None
     created_at: str
     updated_at: str | None
 
@@ -103,6 +112,7 @@ def tenant_public(tenant: Tenant) -> TenantPublic:
         name=tenant.name,
         status=tenant.status,
         limits=tenant_limits(tenant),
+        allowed_models=tenant.allowed_models,
         created_at=rfc3339(tenant.created_at) or "",
         updated_at=rfc3339(tenant.updated_at),
     )

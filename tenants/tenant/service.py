@@ -47,6 +47,7 @@ async def create_tenant(session: AsyncSession, body: TenantCreate) -> Tenant:
         name=body.name,
         status="active",
         limits=body.limits.model_dump(),
+        allowed_models=body.allowed_models,
         created_at=now,
         updated_at=now,
     )
@@ -76,6 +77,8 @@ async def update_tenant(session: AsyncSession, tenant_id: str, body: TenantUpdat
         merged = tenant_limits(tenant).model_dump()
         merged.update(body.limits.model_dump(exclude_unset=True))
         tenant.limits = merged
+    if "allowed_models" in body.model_fields_set:
+        tenant.allowed_models = body.allowed_models
     tenant.updated_at = utcnow()
     session.add(tenant)
     await session.flush()

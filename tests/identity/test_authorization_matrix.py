@@ -105,6 +105,12 @@ ROWS: dict[tuple[str, str], Row] = {
     ("GET", "/admin/tenants/{tenant_id}/usage"): Row("admin", ok=404),
     ("GET", "/admin/tenants/{tenant_id}/tool-secret"): Row("admin", ok=404),
     ("POST", "/admin/tenants/{tenant_id}/tool-secret"): Row("admin", ok=404),
+    ("GET", "/admin/tenants/{tenant_id}/upstreams"): Row("admin", ok=404),
+    ("GET", "/admin/tenants/{tenant_id}/upstreams/{name}"): Row("admin", ok=404),
+    ("PUT", "/admin/tenants/{tenant_id}/upstreams/{name}"): Row(
+        "admin", ok=404, body={"base_url": "https://llm.example.com/v1", "api_key": "sk-probe"}
+    ),
+    ("DELETE", "/admin/tenants/{tenant_id}/upstreams/{name}"): Row("admin", ok=404),
     ("GET", "/admin/usage"): Row("admin"),
     ("GET", "/admin/usage/records"): Row("admin"),
     ("GET", "/admin/audit"): Row("admin"),

@@ -44,8 +44,10 @@ async def test_create_returns_the_tenant(
     assert tenant["created_at"].endswith("Z")
     datetime.fromisoformat(tenant["created_at"])
     assert set(tenant) == {
-        "id", "object", "slug", "name", "status", "limits", "created_at", "updated_at"
+        "id", "object", "slug", "name", "status", "limits", "allowed_models", "created_at",
+        "updated_at",
     }  # fmt: skip
+    assert tenant["allowed_models"] is None
 
     fetched = await client.get(f"/admin/tenants/{tenant['id']}", headers=admin_headers)
     assert fetched.status_code == 200

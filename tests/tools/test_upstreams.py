@@ -1,0 +1,182 @@
+"""Tenant upstreams and model allow-lists: the admin routes (key encrypted, shown as its last
+4, URL through the egress guard, 409 while in use), agents running on their tenant's
+upstream, changes reaching another replica within 1 s, and `allowed_models`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from tests.gateway.conftest import ADMIN, Gateway, gateway_for
+from tests.tools.receiver import answering, receiver
+
+KEY = "sk-tenant-key-0000-WXYZ"
+
+
+@pytest.fixture
+async def gw(database_url: str, mock_llm_base_url: str) -> AsyncIterator[Gateway]:
+    async for gateway in gateway_for(database_url, mock_llm_base_url, egress_allow="127.0.0.0/8"):
+        yield gateway
+
+
+def upstream(base_url: str, **extra: Any) -> dict[str, Any]:
+    return {"base_url": base_url, "api_key": KEY, "api": "chat_completions", **extra}
+
+
+def agent_on(name: str | None, model: str = "mock-model") -> dict[str, Any]:
+    return {"instructions": "Be brief.", "model": model, "upstream": name}
+
+
+async def test_upstream_routes_keep_the_key_secret(gw: Gateway, database_url: str) -> None:
+    tenant = await gw.create_tenant("bring-your-own")
+    path = f"/admin/tenants/{tenant.id}/upstreams/mine"
+    r = await gw.client.put(path, json=upstream("https://llm.example.com/v1"), headers=ADMIN)
+    assert r.status_code == 201, r.text
+    assert r.json()["api_key"] == "…WXYZ" and r.json()["version"] == 1
+    r = await gw.client.put(path, json=upstream("https://llm2.example.com/v1"), headers=ADMIN)
+    assert r.status_code == 200 and r.json()["version"] == 2
+    assert (await gw.client.get(path, headers=ADMIN)).json()["base_url"] == (
+        "https://llm2.example.com/v1"
+    )
+    listed = await gw.client.get(f"/admin/tenants/{tenant.id}/upstreams", headers=ADMIN)
+    assert [row["name"] for row in listed.json()["data"]] == ["mine"]
+    for refused in ("http://llm.example.com/v1", "https://10.0.0.1/v1", "https://[::1]/v1"):
+        r = await gw.client.put(path, json=upstream(refused), headers=ADMIN)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "url_not_allowed", refused
+    for body in (listed.text, r.text):
+        assert KEY not in body
+    audit = await gw.client.get(f"/admin/audit?tenant_id={tenant.id}", headers=ADMIN)
+    assert "upstream.create" in audit.text and "upstream.put" in audit.text
+    assert KEY not in audit.text
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(text("SELECT * FROM tenant_upstreams"))).all()
+    finally:
+        await engine.dispose()
+    assert rows and KEY not in " ".join(str(value) for row in rows for value in row)
+    # Another tenant cannot see or delete it: its own namespace has no such upstream.
+    other = await gw.create_tenant("someone-else")
+    other_path = f"/admin/tenants/{other.id}/upstreams/mine"
+    assert (await gw.client.get(other_path, headers=ADMIN)).status_code == 404
+    assert (await gw.client.delete(other_path, headers=ADMIN)).status_code == 404
+    assert (await gw.client.delete(path, headers=ADMIN)).status_code == 204
+    assert (await gw.client.get(path, headers=ADMIN)).status_code == 404
+
+
+async def test_an_agent_runs_on_its_tenants_upstream(gw: Gateway) -> None:
+    async with receiver() as refusing:
+        refusing.handlers["/v1/chat/completions"] = answering(400, '{"error": "no"}')
+        await _runs_on_its_upstream(gw, refusing.url("/v1"))
+
+
+async def _runs_on_its_upstream(gw: Gateway, refusing_url: str) -> None:
+    tenant = await gw.create_tenant("own-model")
+    agent_path = f"/admin/tenants/{tenant.id}/agents/assistant"
+    r = await gw.client.put(agent_path, json=agent_on("mine"), headers=ADMIN)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "upstream_not_found"
+    up_path = f"/admin/tenants/{tenant.id}/upstreams/mine"
+    r = await gw.client.put(up_path, json=upstream(gw.mock_url), headers=ADMIN)
+    assert r.status_code == 201
+    assert (await gw.client.put(agent_path, json=agent_on("mine"), headers=ADMIN)).is_success
+    run = await gw.client.post(
+        "/v1/agents/assistant/runs", json={"input": "on my own upstream"}, headers=tenant.headers
+    )
+    assert run.status_code == 200, run.text
+    assert run.json()["output"] == "Mock answer to: on my own upstream"
+    r = await gw.client.delete(up_path, headers=ADMIN)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "upstream_in_use"
+    # A change applies to the next run: the upstream now points at one that refuses.
+    r = await gw.client.put(up_path, json=upstream(refusing_url), headers=ADMIN)
+    assert r.status_code == 200
+    run = await gw.client.post(
+        "/v1/agents/assistant/runs", json={"input": "again"}, headers=tenant.headers
+    )
+    assert run.status_code == 502, run.text
+
+
+async def test_the_tenant_key_is_what_the_upstream_receives(gw: Gateway) -> None:
+    async with receiver() as fake:
+        fake.handlers["/v1/chat/completions"] = answering(401, '{"error": "nope"}')
+        tenant = await gw.create_tenant("keyed")
+        await gw.client.put(
+            f"/admin/tenants/{tenant.id}/upstreams/mine",
+            json=upstream(fake.url("/v1")),
+            headers=ADMIN,
+        )
+        await gw.client.put(
+            f"/admin/tenants/{tenant.id}/agents/assistant", json=agent_on("mine"), headers=ADMIN
+        )
+        run = await gw.client.post(
+            "/v1/agents/assistant/runs", json={"input": "hi"}, headers=tenant.headers
+        )
+        assert run.status_code == 502
+        assert KEY not in run.text
+        assert fake.requests[0].headers["Authorization"] == f"Bearer {KEY}"
+
+
+async def test_allowed_models_bound_agents_at_put_and_at_run_time(gw: Gateway) -> None:
+    tenant = await gw.create_tenant("bounded")
+    tenant_path = f"/admin/tenants/{tenant.id}"
+    r = await gw.client.patch(tenant_path, json={"allowed_models": ["mock-model"]}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["allowed_models"] == ["mock-model"]
+    r = await gw.client.put(
+        f"{tenant_path}/agents/other", json=agent_on(None, "gpt-5"), headers=ADMIN
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "model_not_allowed"
+    runs = "/v1/agents/assistant/runs"
+    assert (await gw.client.post(runs, json={"input": "hi"}, headers=tenant.headers)).is_success
+    await gw.client.patch(tenant_path, json={"allowed_models": ["gpt-5"]}, headers=ADMIN)
+    r = await gw.client.post(runs, json={"input": "hi"}, headers=tenant.headers)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+    r = await gw.client.patch(tenant_path, json={"allowed_models": None}, headers=ADMIN)
+    assert r.json()["allowed_models"] is None
+    assert (await gw.client.post(runs, json={"input": "hi"}, headers=tenant.headers)).is_success
+
+
+async def test_an_upstream_change_reaches_another_replica_within_1s(
+    database_url: str, mock_llm_base_url: str, redis_settings: dict[str, str]
+) -> None:
+    async with receiver() as refusing:
+        refusing.handlers["/v1/chat/completions"] = answering(400, '{"error": "no"}')
+        await _replicated(database_url, mock_llm_base_url, redis_settings, refusing.url("/v1"))
+
+
+async def _replicated(
+    database_url: str, mock_llm_base_url: str, redis_settings: dict[str, str], refusing_url: str
+) -> None:
+    settings = {"egress_allow": "127.0.0.0/8", "principal_cache_ttl_s": 5.0, **redis_settings}
+    async for one in gateway_for(database_url, mock_llm_base_url, **settings):
+        async for two in gateway_for(database_url, mock_llm_base_url, **settings):
+            await _wait_subscribed(one, two)
+            tenant = await one.create_tenant("replicated")
+            up_path = f"/admin/tenants/{tenant.id}/upstreams/mine"
+            await one.client.put(up_path, json=upstream(mock_llm_base_url), headers=ADMIN)
+            await one.client.put(
+                f"/admin/tenants/{tenant.id}/agents/assistant",
+                json=agent_on("mine"),
+                headers=ADMIN,
+            )
+            runs = "/v1/agents/assistant/runs"
+            r = await two.client.post(runs, json={"input": "hi"}, headers=tenant.headers)
+            assert r.status_code == 200  # replica two now caches the upstream
+            await one.client.put(up_path, json=upstream(refusing_url), headers=ADMIN)
+            changed = time.monotonic()
+            while True:
+                r = await two.client.post(runs, json={"input": "hi"}, headers=tenant.headers)
+                if r.status_code == 502:
+                    break
+                assert time.monotonic() - changed < 1.0, "replica two still used the old upstream"
+
+
+async def _wait_subscribed(*gateways: Gateway) -> None:
+    import asyncio
+
+    async with asyncio.timeout(10):
+        for gateway in gateways:
+            await gateway.app.state.invalidation.subscribed.wait()
