@@ -49,6 +49,20 @@ def db_upgrade(revision: str = "head") -> None:
     typer.echo(f"database at {revision}")
 
 
+@db_app.command("wait")
+def db_wait(
+    timeout: Annotated[float, typer.Option(help="Give up (exit 1) after this many seconds.")] = 300,
+) -> None:
+    """Wait until GATEWAY_DATABASE_URL is migrated to this release's head (a replica's
+    init step: it starts serving only after the release's `gateway db upgrade` ran)."""
+    from gateway.core.migrate import head_revision, wait_for_head
+
+    url = get_settings().database_url
+    if not asyncio.run(wait_for_head(url, timeout)):
+        _fail(f"the database is not at revision {head_revision()} after {timeout:g} s")
+    typer.echo(f"database at {head_revision()}")
+
+
 @app.command("mock-llm")
 def mock_llm(
     host: Host = "127.0.0.1",

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -31,3 +37,41 @@ def downgrade(database_url: str, revision: str) -> None:
 async def upgrade_async(database_url: str, revision: str = "head") -> None:
     """`upgrade` from async code (Alembic's env runs its own event loop, so use a thread)."""
     await asyncio.to_thread(upgrade, database_url, revision)
+
+
+def head_revision() -> str:
+    """The newest migration this release ships."""
+    head = ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    assert head is not None, "no migrations found"
+    return head
+
+
+def _revision_of(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current_revision(database_url: str) -> str | None:
+    """The revision the database is at (None: never migrated)."""
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            return await conn.run_sync(_revision_of)
+    finally:
+        await engine.dispose()
+
+
+async def wait_for_head(database_url: str, timeout_s: float, poll_s: float = 2.0) -> bool:
+    """Wait until the database is at this release's head (an unreachable database counts as
+    not yet); False when `timeout_s` passed first. New replicas wait here for the migration run
+    by the release's one-shot `gateway db upgrade`."""
+    head = head_revision()
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            if await current_revision(database_url) == head:
+                return True
+        except (OSError, SQLAlchemyError):
+            pass  # not reachable yet: the database may be starting too
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(poll_s)
