@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format bench mock-llm clean
+.PHONY: install run test lint format bench mock-llm k8s-rules clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench: $(STAMP)
 
 mock-llm: $(STAMP)
 	$(BIN)/gateway mock-llm --port 9100
+
+## Regenerate the Kubernetes PrometheusRule from deploy/prometheus/alerts.yml.
+k8s-rules: $(STAMP)
+	$(BIN)/python deploy/k8s/generate_rules.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache gateway.db
