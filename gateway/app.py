@@ -20,6 +20,7 @@ from gateway.conversations.service import ConversationTurns
 from gateway.core.body_limit import BodyLimitMiddleware
 from gateway.core.config import Settings, get_settings
 from gateway.core.db import Database
+from gateway.core.drain import Drain, DrainMiddleware
 from gateway.core.errors import install_error_handlers
 from gateway.core.gc_tuning import tune_gc
 from gateway.core.redis import create_redis
@@ -94,6 +95,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     invalidation.start()
     app.state.runs = RunService(
         settings=settings,
+        drain=app.state.drain,
         db=db,
         agents=app.state.agents,
         providers=providers,
@@ -143,6 +145,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    # Driven by the server on SIGTERM (gateway.serving.server); idle in tests and embedded use.
+    app.state.drain = drain = Drain(settings.drain_delay, settings.shutdown_grace_s)
     install_error_handlers(app)
     mount_routes(app)
     if settings.metrics_enabled:
@@ -154,4 +158,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_header_bytes=settings.max_header_bytes,
     )
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(DrainMiddleware, drain=drain)
     return app

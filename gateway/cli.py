@@ -141,43 +141,11 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) ->
 
 
 def _run_uvicorn(host: str, port: int, workers: int) -> None:
-    import shutil
+    from gateway.serving.run import serve
 
-    import uvicorn
-
-    from gateway.core.http_protocol import PROTOCOL as HEAD_LIMITED_HTTP
-    from observability.logs import logging_config
-    from observability.multiproc import MULTIPROC_ENV, prepare_multiprocess_dir
-
-    settings = get_settings()
-    metrics_dir = None
-    if workers > 1:
-        # prometheus_client picks its multiprocess mode when first imported: the variable must
-        # be in the environment the spawned workers inherit (see observability/exposition.py).
-        metrics_dir = prepare_multiprocess_dir(settings.metrics_dir, port)
-        os.environ[MULTIPROC_ENV] = str(metrics_dir)
-    try:
-        uvicorn.run(
-            "gateway.app:create_app",
-            factory=True,
-            host=host,
-            port=port,
-            workers=workers,
-            loop="uvloop",
-            # httptools with a cap on the request line and headers (431 before the app).
-            http=HEAD_LIMITED_HTTP,
-            access_log=False,  # the gateway writes its own JSON access line per request
-            proxy_headers=True,
-            forwarded_allow_ips=settings.forwarded_allow_ips,
-            # WebSocket frames are bounded like request bodies, before they are read whole.
-            ws_max_size=settings.max_body_bytes,
-            log_config=logging_config(settings.log_level),
-            log_level=settings.log_level,
-        )
-    finally:
-        if metrics_dir is not None:
-            os.environ.pop(MULTIPROC_ENV, None)
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+    status = serve(get_settings(), host, port, workers)
+    if status != 0:
+        raise typer.Exit(status)
 
 
 def _ensure_dev_admin_token(settings: Settings) -> str:

@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from gateway.core.config import SettingsDep
@@ -27,14 +27,25 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    responses={503: {"description": 'Not ready: `{"status": "unavailable", "checks": {...}}`.'}},
+    responses={
+        503: {
+            "description": 'Not ready: `{"status": "unavailable", "checks": {...}}`, or '
+            '`{"status": "draining"}` once the replica received SIGTERM.'
+        }
+    },
 )
 async def readyz(
-    db: DatabaseDep, redis: Annotated[Any, Depends(get_redis)], settings: SettingsDep
+    request: Request,
+    db: DatabaseDep,
+    redis: Annotated[Any, Depends(get_redis)],
+    settings: SettingsDep,
 ) -> JSONResponse:
     """Ready when the database answers; `degraded` (still 200) when Redis does not, unless
     limits fail closed (`GATEWAY_LIMITS_FAILURE_MODE=closed`): then every /v1 request would
-    get 503, so the replica reports itself unavailable (503) too."""
+    get 503, so the replica reports itself unavailable (503) too. A replica shutting down
+    answers 503 `draining` at once, so that load balancers stop sending it new requests."""
+    if request.app.state.drain.draining:
+        return JSONResponse({"status": "draining"}, status_code=503)
     checks: dict[str, str] = {"database": await _check("database", db.ping())}
     if redis is not None:
         checks["redis"] = await _check("redis", redis.ping())

@@ -144,6 +144,17 @@ class Settings(BaseSettings):
     stream_keepalive_s: float = Field(default=15.0, gt=0)
     """Interval of SSE keep-alive comments."""
 
+    drain_delay_s: float | None = Field(default=None, ge=0, le=300)
+    """On SIGTERM, how long a replica keeps accepting connections after `/readyz` turned 503,
+    so that the load balancer stops sending before the listener closes. Unset: 5 s when
+    `GATEWAY_ENV=production`, else 0 (SIGINT never waits)."""
+
+    shutdown_grace_s: float = Field(default=30.0, ge=0, le=3_600)
+    """On SIGTERM, how long in-flight runs, streams and WebSocket turns may go on once the
+    listener closed; those still open then end with `run.failed` code `shutting_down`
+    (WebSocket close 1012; a plain run answers 503). Keep the orchestrator's kill timeout above
+    the drain delay plus this (plus a few seconds)."""
+
     usage_flush_interval_s: float = Field(default=0.5, gt=0)
     """How often the usage writer flushes its batch."""
 
@@ -213,6 +224,13 @@ class Settings(BaseSettings):
     def uses_mock_upstream(self) -> bool:
         """True when no upstream key is configured (the built-in mock LLM serves)."""
         return not self.openai_api_key
+
+    @property
+    def drain_delay(self) -> float:
+        """`drain_delay_s` with its environment-dependent default."""
+        if self.drain_delay_s is not None:
+            return self.drain_delay_s
+        return 5.0 if self.env == "production" else 0.0
 
     @property
     def is_sqlite(self) -> bool:

@@ -135,6 +135,17 @@ class ServiceUnavailableError(GatewayError):
     default_message = "A required service is unavailable."
 
 
+class ShuttingDownError(ServiceUnavailableError):
+    """The replica is shutting down and its grace for in-flight work is over: retry (another
+    replica answers)."""
+
+    default_code = "shutting_down"
+    default_message = "The gateway replica is shutting down; retry the request."
+
+    def __init__(self) -> None:
+        super().__init__(headers={"Retry-After": "1"})
+
+
 class UpstreamTimeoutError(GatewayError):
     status_code = 504
     error_type = "upstream_timeout"

@@ -20,6 +20,7 @@ from gateway.conversations.service import Turn
 from gateway.core.clock import rfc3339, utcnow
 from gateway.core.config import Settings
 from gateway.core.db import Database
+from gateway.core.drain import Drain
 from gateway.core.errors import NotFoundError, RateLimitedError
 from gateway.core.ids import new_id
 from gateway.limits.breaker import RedisBreaker
@@ -48,6 +49,8 @@ class RunHandle:
     ticket: RunTicket | None = None
     turn: Turn | None = None
     """The conversation turn this run continues (`conversation_id`), if any."""
+    drain: Drain = field(default_factory=lambda: Drain(0.0, 0.0))
+    """The replica's shutdown: past its deadline the run ends with `shutting_down`."""
 
     def __post_init__(self) -> None:
         self.meter = RunMeter(self.built.model, self.ticket, self.built.max_tokens)
@@ -163,9 +166,11 @@ class RunService:
         recorder: UsageRecorder,
         quotas: QuotaService | None = None,
         upstreams: TenantUpstreams | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.upstreams = upstreams
         self.settings = settings
+        self.drain = drain or Drain(0.0, 0.0)
         self.quotas = quotas or QuotaService(
             settings, None, RedisBreaker(retry_s=settings.limits_redis_retry_s, fail_open=True)
         )
@@ -208,20 +213,22 @@ class RunService:
             recorder=self.recorder,
             run_id=run_id,
             ticket=ticket,
+            drain=self.drain,
         )
 
     async def run(self, handle: RunHandle, sdk_input: str | list[Any]) -> dict[str, Any]:
         """Run to completion; the settled run object, or a mapped GatewayError."""
         status = "failed"
         try:
-            result = await Runner.run(
-                handle.built.agent,
-                sdk_input,
-                max_turns=handle.built.max_turns,
-                hooks=handle.meter,
-                run_config=handle.run_config(),
-                context=handle.tool_context(),
-            )
+            async with handle.drain.until_deadline():
+                result = await Runner.run(
+                    handle.built.agent,
+                    sdk_input,
+                    max_turns=handle.built.max_turns,
+                    hooks=handle.meter,
+                    run_config=handle.run_config(),
+                    context=handle.tool_context(),
+                )
             if handle.turn is not None:
                 await handle.turn.append(result)
             status = "completed"

@@ -90,7 +90,14 @@ async def run_events(
             context=handle.tool_context(),
         )
         first_token = True
-        async for event in result.stream_events():
+        events = aiter(result.stream_events())
+        while True:
+            # Only the wait for the SDK's next event is bounded by the shutdown deadline (never
+            # the yield: the consumer's own awaits must not be interrupted from here).
+            async with handle.drain.until_deadline():
+                event = await anext(events, None)
+            if event is None:
+                break
             translated = _translate(event)
             if translated is not None:
                 if first_token and translated[0] == "output_text.delta":

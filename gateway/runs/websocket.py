@@ -20,7 +20,12 @@ History: without `conversation_id` the socket remembers its turns in memory (at 
 history, append) as a run does. The credential is resolved again for every turn, so a revoked
 key or suspended tenant stops the socket at its next turn (`run.failed`, close 1008).
 
-Idle sockets get nothing from the gateway: uvicorn's WebSocket pings keep them alive. When the
+Idle sockets get nothing from the gateway: uvicorn's WebSocket pings keep them alive.
+
+Shutdown (SIGTERM, see gateway/core/drain.py): once the replica stops accepting, an idle socket
+is closed with 1012 (service restart: the client reconnects, reaching another replica) and a
+socket with a turn in flight is closed with 1012 right after that turn's terminal event; a turn
+still running at the end of the grace ends with `run.failed` `shutting_down` first. When the
 client leaves mid-turn the turn's task is cancelled: `run_events` cancels the SDK run and
 settles it as `cancelled` with the tokens already spent, as for an SSE disconnect.
 """
@@ -43,6 +48,7 @@ from starlette.websockets import WebSocketDisconnect
 from gateway.auth.dependencies import current_principal
 from gateway.auth.principal import Principal
 from gateway.conversations.service import ConversationTurns, Turn, as_items
+from gateway.core.drain import Drain
 from gateway.core.errors import (
     AuthenticationFailedError,
     ConflictError,
@@ -63,6 +69,7 @@ router = APIRouter(route_class=JsonBodyRoute, tags=["runs"])
 logger = logging.getLogger("gateway.runs.websocket")
 
 POLICY_VIOLATION = 1008
+SERVICE_RESTART = 1012
 MAX_QUERY_BYTES = 2048
 """The socket takes no query parameters: anything longer than this is refused."""
 TERMINAL = frozenset({"run.completed", "run.failed"})
@@ -130,9 +137,12 @@ class AgentSocket:
         self.busy = False
         self.tasks: set[asyncio.Task[None]] = set()
         self.sending = asyncio.Lock()
+        self.drain: Drain = state.drain
+        self.closed = False
 
     async def serve(self) -> None:
         """Read frames until the client leaves; then cancel the turn in flight."""
+        unsubscribe = self.drain.on_stop(self._on_stop)
         try:
             while True:
                 message = await self.websocket.receive()
@@ -142,6 +152,7 @@ class AgentSocket:
         except GONE:
             return  # the turn closed the socket, or the client left while we answered
         finally:
+            unsubscribe()
             for task in self.tasks:
                 task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -152,6 +163,9 @@ class AgentSocket:
 
     async def on_frame(self, text: str | None) -> None:
         """Start a turn for a valid frame; answer anything else with an `error` event."""
+        if self.drain.stopping:
+            await self.close_for_restart()
+            return
         try:
             message = self.parse(text)
         except GatewayError as exc:
@@ -249,6 +263,22 @@ class AgentSocket:
             await turn.release()
         self.busy = False
         await self.send(event, data)
+        if self.drain.stopping:
+            await self.close_for_restart()
+
+    def _on_stop(self) -> None:
+        """The replica stops accepting: an idle socket closes now, a busy one after its turn."""
+        if not self.busy:
+            task = asyncio.get_running_loop().create_task(self.close_for_restart())
+            self.tasks.add(task)
+            task.add_done_callback(self._done)
+
+    async def close_for_restart(self) -> None:
+        """Close with 1012: the client reconnects (to a replica that is not shutting down)."""
+        async with self.sending:
+            if not self.closed:
+                self.closed = True
+                await self.websocket.close(SERVICE_RESTART)
 
     def remember(self, result: Any) -> None:
         self.history = list(result.to_input_list())
