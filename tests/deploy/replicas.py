@@ -15,20 +15,15 @@ import httpx
 from tests.conftest import ADMIN_TOKEN, gateway_env
 from tests.gateway.conftest import AGENT_SPEC
 from tests.observability.live import free_port
+from tests.waiting import wait_until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 
 
-def wait_for(predicate: Any, what: str, timeout_s: float = 15.0, interval_s: float = 0.02) -> Any:
-    """Poll `predicate` until it returns a truthy value; fail with `what` after the deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval_s)
+def wait_for(predicate: Any, what: str, timeout_s: float = 15.0) -> None:
+    """`wait_until`, failing the test with `what` when the deadline passes."""
+    assert wait_until(predicate, timeout=timeout_s, interval=0.02), f"timed out: {what}"
 
 
 class Replica:

@@ -28,8 +28,7 @@ from tests.deploy.replicas import (
     usage_records,
     wait_for,
 )
-
-pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+from tests.waiting import eventually
 
 
 @pytest.fixture
@@ -86,11 +85,9 @@ async def ws_turn(url: str, key: str, text: str) -> tuple[list[tuple[str, Any]],
 
 
 async def poll(predicate: Any, what: str, timeout_s: float = 15.0) -> float:
-    """Wait (without blocking the loop) until `predicate()`; the monotonic time it held."""
-    deadline = time.monotonic() + timeout_s
-    while not await asyncio.to_thread(predicate):
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
+    """Wait until `predicate()` (run in a thread: the clients' tasks go on meanwhile); the
+    monotonic time it held."""
+    await eventually(lambda: asyncio.to_thread(predicate), timeout=timeout_s, what=what)
     return time.monotonic()
 
 
