@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format bench mock-llm k8s-rules clean
+.PHONY: install run test lint format bench mock-llm k8s-rules k8s-scan clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,5 +45,13 @@ mock-llm: $(STAMP)
 k8s-rules: $(STAMP)
 	$(BIN)/python deploy/k8s/generate_rules.py
 
+## Policy scan of the rendered production overlay (checkov, in its own virtualenv).
+k8s-scan:
+	test -x .venv-checkov/bin/checkov || ($(PYTHON) -m venv .venv-checkov && \
+		.venv-checkov/bin/pip install --quiet 'checkov==3.3.30')
+	kubectl kustomize deploy/k8s/overlays/production > .venv-checkov/production.yaml
+	BC_SKIP_MAPPING=TRUE .venv-checkov/bin/checkov -f .venv-checkov/production.yaml \
+		--framework kubernetes --skip-download --compact
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache gateway.db
+	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache gateway.db
