@@ -126,7 +126,8 @@ def test_gateway_serve_takes_host_port_and_workers_from_the_environment(
             stderr=subprocess.STDOUT,
         )
     try:
-        wait_answering(f"http://127.0.0.1:{port}/healthz", proc, log_path)
+        # Two spawned workers import everything anew: as long as serve_gateway (live.py) allows.
+        wait_answering(f"http://127.0.0.1:{port}/healthz", proc, log_path, timeout_s=60)
         assert httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
         assert "starting 2 workers" in log_path.read_text()
     finally:
