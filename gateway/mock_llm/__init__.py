@@ -13,6 +13,16 @@ Behaviour (see :mod:`gateway.mock_llm.logic` for the exact usage formula):
   (strings get the first arithmetic expression of the message, e.g. ``"2+3*4"``, else the
   message; numbers 0; booleans false; others null). Once a tool result is present the
   answer is ``"The <tool> tool returned: <output>"``.
+* Structured output: when the request asks for a JSON schema (chat
+  ``response_format: {"type": "json_schema", ...}``, responses ``text.format``), the text
+  answer is JSON that satisfies it (:func:`gateway.mock_llm.logic.schema_instance`): every
+  property, ``enum``/``const`` first value, first non-null type of a union, strings = the text
+  answer above, numbers their ``minimum`` or 0, arrays ``minItems`` items, booleans false.
+* Handoffs: a function tool named ``transfer_to_<agent>`` (the Agents SDK's handoff tools)
+  that the last user message names is called (arguments ``{}``) even after earlier tool
+  results, unless it was already called since that message; so "transfer_to_billing" in a
+  message hands off once, and the target then answers ``"The transfer_to_billing tool
+  returned: {...}"``.
 * ``max_tokens`` / ``max_completion_tokens`` / ``max_output_tokens`` truncate the answer to
   that many words (chat: ``finish_reason="length"``; responses: ``status="incomplete"``
   and terminal event ``response.incomplete``).
@@ -29,12 +39,20 @@ Per-request markers in the last user message (removed from the echoed text):
   plain: same as timeout.
 * ``[[fault:bad]]``: HTTP 200 with an invalid JSON body (or invalid SSE data).
 * ``[[latency:NNN]]``: add NNN ms of latency to this request.
+* ``[[tripwire]]``: in structured answers a boolean property named ``tripwire`` is true (how
+  a test trips a classifier guardrail that answers ``{"tripwire": ..., ...}``).
+* ``[[loop]]``: named handoffs are called every time, so two agents that hand off to each
+  other ping-pong until the run's turn limit.
+* ``[[invalid-json]]``: a structured answer is ``{"mock": "..."}``, which does not follow the
+  requested schema.
 
 ``GET /v1/_mock/ledger`` lists the usage of every answered completion (newest last, the last
-100,000) with the start of its last user message (markers stripped), so tests can find their
-own calls and check that the gateway's usage equals what the upstream reported. A client that
-disconnects during the latency gets no answer and leaves no entry. ``GET /v1/_mock/waiting``
-counts the requests inside their latency right now (``{"waiting": n}``).
+100,000) with the start of its last user message (markers stripped), the model, the tool it
+called (``tool_call``, or null) and whether a schema was asked for (``structured``), so tests
+can find their own calls and check that the gateway's usage equals what the upstream
+reported. A client that disconnects during the latency gets no answer and leaves no entry.
+``GET /v1/_mock/waiting`` counts the requests inside their latency right now
+(``{"waiting": n}``).
 
 Server-wide knobs live in :class:`MockConfig` (``latency_ms``, ``stream_delay_ms``, random
 ``fault_rate``/``fault_status`` with a seeded RNG, ``stall_seconds``). With

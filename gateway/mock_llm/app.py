@@ -13,7 +13,7 @@ import orjson
 
 from .chat import chat_completion, chat_stream, normalize_chat
 from .config import MockConfig
-from .logic import parse_markers, plan_answer, short_hash, strip_markers
+from .logic import parse_flags, parse_markers, plan_answer, short_hash, strip_markers
 from .responses import normalize_responses, response_object, responses_stream
 
 Scope = MutableMapping[str, Any]
@@ -213,6 +213,7 @@ class MockLLMApp:
                 else:
                     await _send_bytes(send, 200, _BAD_JSON)
                 return
+        conv.flags = parse_flags(conv.user_text)
         conv.user_text = strip_markers(conv.user_text)
         plan = plan_answer(conv)
         rid = short_hash(raw)
@@ -227,6 +228,8 @@ class MockLLMApp:
                 "output_tokens": plan.output_tokens,
                 "total_tokens": plan.total_tokens,
                 "user_text": conv.user_text[:LEDGER_TEXT_CHARS],
+                "tool_call": plan.tool_name,
+                "structured": conv.output_schema is not None,
             }
         )
         if not stream:

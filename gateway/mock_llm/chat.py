@@ -36,6 +36,7 @@ def normalize_chat(body: dict[str, Any]) -> Conversation:
         if role == "user":
             conv.user_text = text
             conv.tool_result = None
+            conv.called = set()
         elif role == "assistant":
             for call in message.get("tool_calls") or ():
                 function = call.get("function") if isinstance(call, dict) else None
@@ -43,6 +44,7 @@ def normalize_chat(body: dict[str, Any]) -> Conversation:
                     name = str(function.get("name") or "")
                     chars += len(name) + len(str(function.get("arguments") or ""))
                     names[str(call.get("id"))] = name
+                    conv.called.add(name)
         elif role == "tool":
             conv.tool_result = (names.get(str(message.get("tool_call_id"))), text)
     for tool in body.get("tools") or ():
@@ -54,8 +56,20 @@ def normalize_chat(body: dict[str, Any]) -> Conversation:
             )
             chars += tool_chars(tool_def, function.get("description"))
             conv.tools.append(tool_def)
+    conv.output_schema = _requested_schema(body.get("response_format"))
+    if conv.output_schema is not None:
+        chars += len(orjson.dumps(conv.output_schema))
     conv.chars = chars
     return conv
+
+
+def _requested_schema(response_format: Any) -> dict[str, Any] | None:
+    """The schema of ``response_format: {"type": "json_schema", "json_schema": {"schema"}}``."""
+    if not isinstance(response_format, dict) or response_format.get("type") != "json_schema":
+        return None
+    spec = response_format.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else {}
 
 
 def chat_usage(plan: Plan) -> dict[str, Any]:

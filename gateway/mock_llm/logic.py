@@ -27,7 +27,13 @@ import orjson
 
 FAULT_RE = re.compile(r"\[\[fault:([a-z0-9]+)\]\]", re.IGNORECASE)
 LATENCY_RE = re.compile(r"\[\[latency:(\d+(?:\.\d+)?)\]\]", re.IGNORECASE)
-MARKER_RE = re.compile(r"\s*\[\[(?:fault|latency):[^\]]*\]\]", re.IGNORECASE)
+FLAG_RE = re.compile(r"\[\[(tripwire|loop|invalid-json)\]\]", re.IGNORECASE)
+MARKER_RE = re.compile(
+    r"\s*\[\[(?:(?:fault|latency):[^\]]*|tripwire|loop|invalid-json)\]\]", re.IGNORECASE
+)
+HANDOFF_PREFIX = "transfer_to_"
+"""Function tools named ``transfer_to_<agent>`` are handoffs (the Agents SDK's naming)."""
+MAX_SCHEMA_DEPTH = 32
 EXPR_RE = re.compile(r"\(*\s*\d[\d.]*(?:\s*[-+*/%^]\s*\(*\s*\d[\d.]*\s*\)*)+")
 WORD_RE = re.compile(r"\s*\S+")
 
@@ -52,6 +58,12 @@ class Conversation:
     tool_result: tuple[str | None, str] | None = None
     tool_choice: Any = "auto"
     max_tokens: int | None = None
+    output_schema: dict[str, Any] | None = None
+    """The JSON schema of a requested structured output (``response_format`` / ``text``)."""
+    called: set[str] = field(default_factory=set)
+    """Names of the function calls made since the last user message."""
+    flags: frozenset[str] = frozenset()
+    """``tripwire`` / ``loop`` / ``invalid-json`` markers of the last user message."""
 
 
 @dataclass(slots=True)
@@ -127,6 +139,13 @@ def parse_markers(text: str) -> tuple[str | None, float]:
     fault = fault_match.group(1).lower() if fault_match else None
     latency = float(latency_match.group(1)) if latency_match else 0.0
     return fault, latency
+
+
+def parse_flags(text: str) -> frozenset[str]:
+    """The behaviour flags (``[[tripwire]]``, ``[[loop]]``, ``[[invalid-json]]``) of a text."""
+    if "[[" not in text:
+        return frozenset()
+    return frozenset(match.lower() for match in FLAG_RE.findall(text))
 
 
 def strip_markers(text: str) -> str:
@@ -231,6 +250,93 @@ def build_arguments(tool: ToolDef, text: str) -> str:
     return orjson.dumps(args).decode()
 
 
+def _resolve_ref(schema: dict[str, Any], root: dict[str, Any]) -> Any:
+    """The target of a local ``$ref`` (``#/$defs/x``), or the schema itself."""
+    ref = schema.get("$ref")
+    if not isinstance(ref, str) or not ref.startswith("#/"):
+        return schema
+    target: Any = root
+    for part in ref[2:].split("/"):
+        target = target.get(part) if isinstance(target, dict) else None
+    return target if isinstance(target, dict) else {}
+
+
+def schema_instance(
+    schema: Any, text: str, *, tripwire: bool = False, root: Any = None, depth: int = 0
+) -> Any:
+    """A deterministic value that satisfies a (strict) JSON schema.
+
+    Objects get every property; ``enum``/``const`` their first value; the first non-null
+    type of a union; strings ``text``; numbers their ``minimum`` (else 0); arrays
+    ``minItems`` copies of an item; booleans false, except a property named ``tripwire``
+    when ``tripwire`` is set (how a test trips a classifier guardrail).
+    """
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > MAX_SCHEMA_DEPTH:
+        return None
+    schema = _resolve_ref(schema, root)
+    if "const" in schema:
+        return schema["const"]
+    enum = schema.get("enum")
+    if isinstance(enum, list) and enum:
+        return enum[0]
+    variants = schema.get("anyOf") or schema.get("oneOf") or schema.get("allOf")
+    kind = schema.get("type")
+    if kind is None and isinstance(variants, list) and variants:
+        usable = [v for v in variants if not (isinstance(v, dict) and v.get("type") == "null")]
+        return schema_instance(
+            (usable or variants)[0], text, tripwire=tripwire, root=root, depth=depth + 1
+        )
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        props = schema.get("properties")
+        value: dict[str, Any] = {}
+        for key, sub in props.items() if isinstance(props, dict) else ():
+            if key == "tripwire" and isinstance(sub, dict) and sub.get("type") == "boolean":
+                value[key] = tripwire
+            else:
+                value[key] = schema_instance(
+                    sub, text, tripwire=tripwire, root=root, depth=depth + 1
+                )
+        return value
+    if kind == "array":
+        count = schema.get("minItems")
+        count = count if isinstance(count, int) and 0 < count <= 8 else 0
+        item = schema_instance(
+            schema.get("items"), text, tripwire=tripwire, root=root, depth=depth + 1
+        )
+        return [item] * count
+    if kind == "string":
+        return text
+    if kind in ("number", "integer"):
+        minimum = schema.get("minimum")
+        return minimum if isinstance(minimum, int | float) and not isinstance(minimum, bool) else 0
+    if kind == "boolean":
+        return False
+    return None
+
+
+def structured_text(conv: Conversation, text: str) -> str:
+    """The JSON answer to a structured-output request, its strings set to ``text`` (with
+    ``[[invalid-json]]``: a JSON object that does not follow the schema)."""
+    if "invalid-json" in conv.flags:
+        return '{"mock": "this answer ignores the requested schema"}'
+    value = schema_instance(conv.output_schema, text, tripwire="tripwire" in conv.flags)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _handoff_to_call(conv: Conversation) -> ToolDef | None:
+    """The offered handoff tool the user message names, unless it was already called since
+    that message (with ``[[loop]]``: called every time, to test turn limits on cycles)."""
+    handoffs = [t for t in conv.tools if t.name.startswith(HANDOFF_PREFIX)]
+    if not handoffs:
+        return None
+    if "loop" not in conv.flags:
+        handoffs = [t for t in handoffs if t.name not in conv.called]
+    return _mentioned_tool(conv.user_text, handoffs)
+
+
 def plan_answer(conv: Conversation) -> Plan:
     """Decide the deterministic answer to a normalised request.
 
@@ -243,7 +349,9 @@ def plan_answer(conv: Conversation) -> Plan:
     input_tokens = max(1, conv.chars // 4)
     limit = conv.max_tokens
     tool: ToolDef | None = None
-    if conv.tool_result is None and conv.tools and conv.tool_choice != "none":
+    if conv.tools and conv.tool_choice != "none":
+        tool = _handoff_to_call(conv)
+    if tool is None and conv.tool_result is None and conv.tools and conv.tool_choice != "none":
         forced = _forced_tool_name(conv.tool_choice)
         if forced is not None:
             tool = next((t for t in conv.tools if t.name == forced), None)
@@ -252,7 +360,10 @@ def plan_answer(conv: Conversation) -> Plan:
         if tool is None and conv.tool_choice == "required":
             tool = conv.tools[0]
     if tool is not None:
-        arguments = build_arguments(tool, conv.user_text)
+        if tool.name.startswith(HANDOFF_PREFIX):
+            arguments = "{}"
+        else:
+            arguments = build_arguments(tool, conv.user_text)
         output_tokens = 10 + len(arguments) // 4
         if limit is not None:
             output_tokens = min(output_tokens, limit)
@@ -263,6 +374,8 @@ def plan_answer(conv: Conversation) -> Plan:
         text = f"The {name} tool returned: {output}" if name else f"The tool returned: {output}"
     else:
         text = f"Mock answer to: {conv.user_text}"
+    if conv.output_schema is not None:
+        text = structured_text(conv, text)
     chunks = split_words(text)
     truncated = limit is not None and len(chunks) > limit
     if truncated:

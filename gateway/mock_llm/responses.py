@@ -43,10 +43,12 @@ def normalize_responses(body: dict[str, Any]) -> Conversation:
             if item.get("role") == "user":
                 conv.user_text = text
                 conv.tool_result = None
+                conv.called = set()
         elif kind == "function_call":
             name = str(item.get("name") or "")
             chars += len(name) + len(str(item.get("arguments") or ""))
             names[str(item.get("call_id"))] = name
+            conv.called.add(name)
         elif kind == "function_call_output":
             text = content_text(item.get("output"))
             chars += len(text)
@@ -59,8 +61,20 @@ def normalize_responses(body: dict[str, Any]) -> Conversation:
             )
             chars += tool_chars(tool_def, tool.get("description"))
             conv.tools.append(tool_def)
+    conv.output_schema = _requested_schema(body.get("text"))
+    if conv.output_schema is not None:
+        chars += len(orjson.dumps(conv.output_schema))
     conv.chars = chars
     return conv
+
+
+def _requested_schema(text: Any) -> dict[str, Any] | None:
+    """The schema of ``text: {"format": {"type": "json_schema", "schema": {...}}}``."""
+    fmt = text.get("format") if isinstance(text, dict) else None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        return None
+    schema = fmt.get("schema")
+    return schema if isinstance(schema, dict) else {}
 
 
 def responses_usage(plan: Plan) -> dict[str, Any]:
