@@ -153,6 +153,12 @@ def tenant_label(slug: str) -> str:
     return _tenants.label(slug)
 
 
+def record_guardrail(tenant: str, *, triggered: bool) -> None:
+    """Count one guardrail check the gateway made itself (the SDK's guardrails, such as the
+    input classifier, are counted from their trace spans)."""
+    GUARDRAILS.labels(tenant_label(tenant), "true" if triggered else "false").inc()
+
+
 def record_run(
     *,
     tenant: str,

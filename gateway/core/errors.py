@@ -6,6 +6,7 @@ Every error leaves the gateway in the OpenAI shape, so OpenAI client libraries s
 
     GatewayError (500 api_error)
     ├── InvalidRequestError (400 invalid_request_error)
+    │   ├── GuardrailTriggeredError (400 guardrail_triggered, param = which guardrail)
     │   ├── ValidationFailedError (422)
     │   └── PayloadTooLargeError (413)
     ├── AuthenticationFailedError (401 authentication_error, one body for every cause)
@@ -79,6 +80,16 @@ class InvalidRequestError(GatewayError):
 
 class ValidationFailedError(InvalidRequestError):
     status_code = 422
+
+
+class GuardrailTriggeredError(InvalidRequestError):
+    """One of the agent's guardrails stopped the run; `param` names it
+    (`input.max_chars`, `input.blocked_patterns[2]`, `input.classifier`, ...)."""
+
+    default_code = "guardrail_triggered"
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message, param=param)
 
 
 class PayloadTooLargeError(InvalidRequestError):

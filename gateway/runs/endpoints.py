@@ -39,14 +39,14 @@ async def create_run(
     service: RunServiceDep,
 ) -> Response:
     stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
-    sdk_input = body.sdk_input()
+    sdk_input = request_input = body.sdk_input()
     turn: Turn | None = None
     if body.conversation_id is not None:
         turns: ConversationTurns = request.app.state.conversations
         turn = await turns.begin(principal, body.conversation_id)
         sdk_input = turn.input_with(sdk_input)
     try:
-        handle = await service.start(principal, name, sdk_input)
+        handle = await service.start(principal, name, sdk_input, request_input=request_input)
         handle.turn = turn
         admitted(request, handle)
         if stream:

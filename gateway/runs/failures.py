@@ -6,10 +6,18 @@ import json
 import logging
 
 import openai
-from agents.exceptions import MaxTurnsExceeded, ModelBehaviorError
+from agents.exceptions import (
+    InputGuardrailTripwireTriggered,
+    MaxTurnsExceeded,
+    ModelBehaviorError,
+)
 
+from gateway.agents.guardrails import CLASSIFIER_GUARDRAIL
+from gateway.agents.output import InvalidModelOutput
 from gateway.core.errors import (
     GatewayError,
+    GuardrailTriggeredError,
+    RateLimitedError,
     UpstreamError,
     UpstreamTimeoutError,
     ValidationFailedError,
@@ -19,10 +27,29 @@ from observability.metrics import UPSTREAM_REQUESTS
 logger = logging.getLogger("gateway.runs")
 
 
+def run_status(exc: BaseException) -> str:
+    """The usage-record status of a run that failed with `exc`."""
+    if isinstance(exc, RateLimitedError):
+        return "rate_limited"
+    if isinstance(exc, GuardrailTriggeredError | InputGuardrailTripwireTriggered):
+        return "guardrail_triggered"
+    return "failed"
+
+
 def map_run_error(exc: BaseException, *, model: str, max_turns: int) -> GatewayError:
     """The error the client sees for a failed run (never a stack trace)."""
     if isinstance(exc, GatewayError):
         return exc
+    if isinstance(exc, InputGuardrailTripwireTriggered):
+        return GuardrailTriggeredError(
+            CLASSIFIER_GUARDRAIL,
+            "The input classifier stopped the run (guardrail input.classifier).",
+        )
+    if isinstance(exc, InvalidModelOutput):
+        return UpstreamError(
+            f"The model's answer is not valid output for this agent: {exc.message}.",
+            code="invalid_model_output",
+        )
     if isinstance(exc, openai.APITimeoutError):
         UPSTREAM_REQUESTS.labels(model, "timeout").inc()
         return UpstreamTimeoutError()

@@ -15,7 +15,15 @@ import asyncio
 from typing import Any
 
 import orjson
-from agents import Agent, FunctionTool, ItemHelpers, RunContextWrapper, RunHooks
+from agents import (
+    Agent,
+    AgentOutputSchemaBase,
+    FunctionTool,
+    Handoff,
+    ItemHelpers,
+    RunContextWrapper,
+    RunHooks,
+)
 from agents.items import ModelResponse, TResponseInputItem
 
 from gateway.limits.quotas import RunTicket
@@ -45,6 +53,8 @@ def tool_chars(agent: Agent[Any]) -> int:
 
 
 def _count_tool_chars(agent: Agent[Any]) -> int:
+    """Tools, handoff tools and the output schema: what every model call of the agent sends
+    beside the instructions and the conversation."""
     total = 0
     for tool in agent.tools:
         if isinstance(tool, FunctionTool):
@@ -52,6 +62,15 @@ def _count_tool_chars(agent: Agent[Any]) -> int:
             total += len(orjson.dumps(tool.params_json_schema))
         else:
             total += 256
+    for item in agent.handoffs:
+        if isinstance(item, Handoff):
+            total += len(item.tool_name) + len(item.tool_description)
+            total += len(orjson.dumps(item.input_json_schema))
+        else:
+            total += 256
+    output_type = agent.output_type
+    if isinstance(output_type, AgentOutputSchemaBase) and not output_type.is_plain_text():
+        total += len(orjson.dumps(output_type.json_schema()))
     return total
 
 
@@ -99,7 +118,8 @@ class RunMeter(RunHooks[Any]):
         if ticket is None or not ticket.limits.metered:
             return
         estimate = estimate_input_tokens(system_prompt, input_items, tool_chars(agent))
-        await ticket.before_call(estimate, self.max_output)
+        # A handoff target or the input classifier may have its own output limit.
+        await ticket.before_call(estimate, agent.model_settings.max_tokens or self.max_output)
 
     async def on_llm_end(
         self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
@@ -126,6 +146,11 @@ class RunMeter(RunHooks[Any]):
             ticket.begin_close()
             await asyncio.sleep(0)  # the task runs up to its first wait: the command is sent
 
+    def model_hooks(self) -> ModelCallHooks:
+        """Hooks for the runs a run makes inside itself (its input classifier): their model
+        calls are reserved and counted here, but their end is not the run's end."""
+        return ModelCallHooks(self)
+
     def as_dict(self) -> dict[str, int]:
         """The `usage` object of the run response."""
         return {
@@ -134,3 +159,24 @@ class RunMeter(RunHooks[Any]):
             "output_tokens": self.output_tokens,
             "total_tokens": self.total_tokens,
         }
+
+
+class ModelCallHooks(RunHooks[Any]):
+    """Forwards only the model-call hooks to a run's meter."""
+
+    def __init__(self, meter: RunMeter) -> None:
+        self.meter = meter
+
+    async def on_llm_start(
+        self,
+        context: RunContextWrapper[Any],
+        agent: Agent[Any],
+        system_prompt: str | None,
+        input_items: list[TResponseInputItem],
+    ) -> None:
+        await self.meter.on_llm_start(context, agent, system_prompt, input_items)
+
+    async def on_llm_end(
+        self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
+    ) -> None:
+        await self.meter.on_llm_end(context, agent, response)

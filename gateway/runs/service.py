@@ -10,10 +10,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
 from agents import RunConfig, Runner
 from agents.models.openai_provider import OpenAIProvider
+from agents.result import RunResultBase
 
 from gateway.agents.builder import AgentCache, BuiltAgent
+from gateway.agents.context import RunContext
 from gateway.agents.upstreams import TenantUpstreams
 from gateway.auth.principal import Principal
 from gateway.conversations.service import Turn
@@ -21,15 +24,15 @@ from gateway.core.clock import rfc3339, utcnow
 from gateway.core.config import Settings
 from gateway.core.db import Database
 from gateway.core.drain import Drain
-from gateway.core.errors import NotFoundError, RateLimitedError
+from gateway.core.errors import GuardrailTriggeredError, NotFoundError
 from gateway.core.ids import new_id
 from gateway.limits.breaker import RedisBreaker
 from gateway.limits.quotas import QuotaService, RunTicket
-from gateway.runs.failures import map_run_error
+from gateway.runs.failures import map_run_error, run_status
 from gateway.runs.meter import RunMeter, first_call_estimate
 from gateway.tools.context import run_context
 from gateway.usage.recorder import UsageRecorder
-from observability.metrics import IN_FLIGHT, record_run, tenant_label
+from observability.metrics import IN_FLIGHT, record_guardrail, record_run, tenant_label
 from tenants.models import UsageRecord
 
 
@@ -51,15 +54,18 @@ class RunHandle:
     """The conversation turn this run continues (`conversation_id`), if any."""
     drain: Drain = field(default_factory=lambda: Drain(0.0, 0.0))
     """The replica's shutdown: past its deadline the run ends with `shutting_down`."""
+    request_input: str | list[Any] | None = None
+    """What the caller sent for this run (without a conversation's history): what the input
+    guardrails check."""
 
     def __post_init__(self) -> None:
         self.meter = RunMeter(self.built.model, self.ticket, self.built.max_tokens)
         IN_FLIGHT.labels(tenant_label(self.principal.tenant_slug)).inc()
 
     def run_config(self) -> RunConfig:
-        """Provider and model passed explicitly: never the SDK's process-wide defaults."""
+        """The provider passed explicitly: never the SDK's process-wide defaults. Every agent
+        of the graph names its own model (a handoff target may use another one)."""
         return RunConfig(
-            model=self.built.model,
             model_provider=self.provider,
             workflow_name=f"{self.principal.tenant_slug}/{self.built.name}",
         )
@@ -69,6 +75,42 @@ class RunHandle:
         return run_context(
             self.run_id, self.built.name, self.principal.tenant_id, self.principal.user
         )
+
+    def context(self) -> RunContext | None:
+        """The run context, for agents with an input classifier (None otherwise: nothing
+        in the run reads it)."""
+        if not self.built.agent.input_guardrails:
+            return None
+        return RunContext(run_config=self.run_config(), model_hooks=self.meter.model_hooks())
+
+    def check_input(self) -> None:
+        """The gateway's own input guardrails, before any model call (400 when tripped)."""
+        checks = self.built.input_checks
+        if checks is not None and self.request_input is not None:
+            try:
+                checks.check(self.request_input)
+            except GuardrailTriggeredError:
+                record_guardrail(self.principal.tenant_slug, triggered=True)
+                raise
+            record_guardrail(self.principal.tenant_slug, triggered=False)
+
+    def check_output(self, result: RunResultBase) -> None:
+        """`output.blocked_patterns` of the entry agent, and of the agent that answered when a
+        handoff made it another one, on the final answer before it is returned."""
+        checks = self.built.output_checks
+        if not checks:
+            return
+        text = output_text(result.final_output)
+        answered = result.last_agent.name
+        try:
+            if (entry := checks.get(self.built.name)) is not None:
+                entry.check(text, "answer ")
+            if answered != self.built.name and (last := checks.get(answered)) is not None:
+                last.check(text, f"answer of agent '{answered}' ")
+        except GuardrailTriggeredError:
+            record_guardrail(self.principal.tenant_slug, triggered=True)
+            raise
+        record_guardrail(self.principal.tenant_slug, triggered=False)
 
     def response(self, output: Any, status: str = "completed") -> dict[str, Any]:
         """The run object of SPEC §5.1."""
@@ -195,11 +237,17 @@ class RunService:
         return await self.upstreams.provider(principal.tenant_id, built.upstream)
 
     async def start(
-        self, principal: Principal, name: str, sdk_input: str | list[Any] | None = None
+        self,
+        principal: Principal,
+        name: str,
+        sdk_input: str | list[Any] | None = None,
+        *,
+        request_input: str | list[Any] | None = None,
     ) -> RunHandle:
         """Admit a run (token quotas, concurrency cap: 429 when full) and open its handle.
 
         With `sdk_input`, the first model call's tokens are reserved in the admission step.
+        `request_input` is what the caller sent (default: `sdk_input`), without history.
         """
         built = await self.resolve(principal, name)
         await self.recorder.wait_for_room()
@@ -214,12 +262,14 @@ class RunService:
             run_id=run_id,
             ticket=ticket,
             drain=self.drain,
+            request_input=sdk_input if request_input is None else request_input,
         )
 
     async def run(self, handle: RunHandle, sdk_input: str | list[Any]) -> dict[str, Any]:
         """Run to completion; the settled run object, or a mapped GatewayError."""
         status = "failed"
         try:
+            handle.check_input()
             async with handle.drain.until_deadline():
                 result = await Runner.run(
                     handle.built.agent,
@@ -229,6 +279,7 @@ class RunService:
                     run_config=handle.run_config(),
                     context=handle.tool_context(),
                 )
+            handle.check_output(result)
             if handle.turn is not None:
                 await handle.turn.append(result)
             status = "completed"
@@ -236,11 +287,15 @@ class RunService:
             if not isinstance(exc, Exception):
                 status = "cancelled"
                 raise
-            if isinstance(exc, RateLimitedError):
-                status = "rate_limited"
+            status = run_status(exc)
             raise map_run_error(
                 exc, model=handle.built.model, max_turns=handle.built.max_turns
             ) from exc
         finally:
             await handle.finish(status)
         return handle.response(result.final_output)
+
+
+def output_text(output: Any) -> str:
+    """A final output as text (structured output: its JSON)."""
+    return output if isinstance(output, str) else orjson.dumps(output).decode()

@@ -23,8 +23,7 @@ import orjson
 from agents import Runner
 from agents.result import RunResultStreaming
 
-from gateway.core.errors import RateLimitedError
-from gateway.runs.failures import map_run_error
+from gateway.runs.failures import map_run_error, run_status
 from gateway.runs.service import RunHandle
 from observability.metrics import record_first_token
 
@@ -81,6 +80,7 @@ async def run_events(
     status = "cancelled"
     result: RunResultStreaming | None = None
     try:
+        handle.check_input()
         result = Runner.run_streamed(
             handle.built.agent,
             sdk_input,
@@ -108,6 +108,7 @@ async def run_events(
                         time.perf_counter() - handle.started,
                     )
                 yield translated
+        handle.check_output(result)
         if handle.turn is not None:
             await handle.turn.append(result)
         if on_complete is not None:
@@ -115,7 +116,7 @@ async def run_events(
         status = "completed"
         await handle.finish(status)  # lease released before the client sees the end
     except Exception as exc:
-        status = "rate_limited" if isinstance(exc, RateLimitedError) else "failed"
+        status = run_status(exc)
         error = map_run_error(exc, model=handle.built.model, max_turns=handle.built.max_turns)
         await handle.finish(status)
         yield "run.failed", error.stream_body()

@@ -216,7 +216,7 @@ class AgentSocket:
         ended = False
         try:
             principal = await self.admit()
-            sdk_input = message.sdk_input()
+            sdk_input = request_input = message.sdk_input()
             remember = None
             if message.conversation_id is not None:
                 turn = await self.turns.begin(principal, message.conversation_id)
@@ -225,7 +225,9 @@ class AgentSocket:
                 if self.history:
                     sdk_input = [*self.history, *as_items(sdk_input)]
                 remember = self.remember
-            handle = await self.runs.start(principal, self.name, sdk_input)
+            handle = await self.runs.start(
+                principal, self.name, sdk_input, request_input=request_input
+            )
             handle.turn = turn
             async with aclosing(run_events(handle, sdk_input, on_complete=remember)) as events:
                 async for event, data in events:

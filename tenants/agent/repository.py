@@ -49,6 +49,13 @@ class AgentRepository:
         statement = select(Agent).where(_owned_by(tenant_id), col(Agent.name) == name)
         return (await self.session.exec(statement)).one_or_none()
 
+    async def existing_names(self, tenant_id: str, names: list[str]) -> set[str]:
+        """Which of these names are agents of the tenant."""
+        if not names:
+            return set()
+        statement = select(Agent.name).where(_owned_by(tenant_id), col(Agent.name).in_(names))
+        return set((await self.session.exec(statement)).all())
+
     async def list_page(self, tenant_id: str, page: PageParams) -> Page[Agent]:
         """One page of the tenant's agents, oldest first."""
         statement = select(Agent).where(_owned_by(tenant_id))

@@ -27,6 +27,26 @@ def _no_agent(name: str) -> NotFoundError:
     return NotFoundError(f"No agent named '{name}'.", param="name")
 
 
+async def _check_handoffs(
+    repository: AgentRepository, tenant_id: str, name: str, spec: AgentSpec
+) -> None:
+    """422 unless every handoff names another existing agent of the same tenant (another
+    tenant's agent is simply unknown)."""
+    targets = spec.handoff_targets()
+    if name in targets:
+        raise ValidationFailedError(
+            "handoffs: an agent cannot hand off to itself.", param="handoffs", code="invalid_value"
+        )
+    existing = await repository.existing_names(tenant_id, targets)
+    unknown = [target for target in targets if target not in existing]
+    if unknown:
+        raise ValidationFailedError(
+            f"handoffs: no agent named {', '.join(repr(t) for t in unknown)} in this tenant.",
+            param="handoffs",
+            code="unknown_agent",
+        )
+
+
 async def put_agent(
     session: AsyncSession, tenant_id: str, name: str, spec: AgentSpec
 ) -> tuple[Agent, AgentVersion, bool]:
@@ -43,6 +63,7 @@ async def put_agent(
     # Plain string: a rollback below expires every loaded row, including the tenant.
     owner = (await require_tenant(session, tenant_id)).id
     repository = AgentRepository(session)
+    await _check_handoffs(repository, owner, name, spec)
     for _ in range(_PUT_ATTEMPTS):
         now = utcnow()
         created = False
@@ -105,6 +126,18 @@ async def delete_agent(session: AsyncSession, tenant_id: str, name: str) -> None
     agent = await repository.get(tenant.id, name)
     if agent is None:
         raise _no_agent(name)
+    users = [
+        other.name
+        for other, version in await repository.list_active(tenant.id)
+        if other.id != agent.id and name in AgentSpec.model_validate(version.spec).handoff_targets()
+    ]
+    if users:
+        raise ConflictError(
+            f"Agent '{name}' is a handoff target of {', '.join(repr(u) for u in users)}; "
+            "remove it from their handoffs first.",
+            param="name",
+            code="agent_in_use",
+        )
     await repository.delete(tenant.id, agent.id)
     await session.flush()
 
@@ -143,6 +176,7 @@ async def activate_version(
     version = await repository.get_version(tenant.id, agent.id, number) if in_range else None
     if version is None:
         raise NotFoundError(f"Agent '{name}' has no version {number}.", param="version")
+    await _check_handoffs(repository, tenant.id, name, AgentSpec.model_validate(version.spec))
     agent.active_version = number
     agent.updated_at = utcnow()
     session.add(agent)

@@ -1,9 +1,11 @@
 """The agent spec (SPEC §9): what an operator PUTs and what the runtime builds an Agent from.
 
-Validation happens here, at PUT time: unknown built-in tools, bad names, bad tool schemas and
-out-of-range settings are 422 before anything is stored (checks that need the database or the
-deployment's settings, such as URLs and upstreams, are in `tenants.agent.checks`). Features not
-built yet are refused as unknown fields rather than silently ignored.
+Validation happens here, at PUT time: unknown built-in tools, bad names, bad tool schemas,
+out-of-range settings, invalid RE2 patterns and output schemas that cannot be made strict are
+422 before anything is stored (`tenants.agent.tool_specs`, `tenants.agent.composition`);
+checks that need the database or the deployment's settings, such as URLs, upstreams and
+handoff targets, are in `tenants.agent.checks` and the service. Features not built yet are
+refused as unknown fields rather than silently ignored.
 """
 
 from __future__ import annotations
@@ -14,8 +16,17 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tenants.agent.tool_specs import HttpToolSpec, McpToolSpec, ToolEntry, check_tool_list
+from tenants.agent.composition import (
+    AGENT_NAME_PATTERN,
+    GuardrailsSpec,
+    HandoffEntry,
+    handoff_target,
+    handoff_tool_name,
+    strict_output_schema,
+)
 
-AGENT_NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
+__all__ = ["AGENT_NAME_PATTERN", "AGENT_NAME_RE", "AgentSpec", "ModelSettingsSpec"]
+
 AGENT_NAME_RE = re.compile(AGENT_NAME_PATTERN)
 
 
@@ -45,6 +56,11 @@ class AgentSpec(BaseModel):
     model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
     tools: Annotated[list[ToolEntry], Field(max_length=32)] = Field(default_factory=list)
     max_turns: Annotated[int, Field(ge=1, le=50)] = 10
+    handoffs: Annotated[list[HandoffEntry], Field(max_length=16)] = Field(default_factory=list)
+    """Other agents of the tenant this one may pass the conversation to."""
+    guardrails: GuardrailsSpec | None = None
+    output_schema: dict[str, Any] | None = None
+    """A JSON Schema object: the agent answers with JSON following it."""
 
     @field_validator("tools")
     @classmethod
@@ -64,6 +80,25 @@ class AgentSpec(BaseModel):
     def needs_approval(self) -> bool:
         """True when a tool of this spec pauses the run for a human decision."""
         return any(not isinstance(tool, str) and tool.requires_approval for tool in self.tools)
+
+    @field_validator("handoffs")
+    @classmethod
+    def _distinct_handoffs(cls, handoffs: list[Any]) -> list[Any]:
+        tools = [handoff_tool_name(handoff_target(entry)) for entry in handoffs]
+        if len(set(tools)) != len(tools):
+            raise ValueError("an agent is listed twice (names differing only by '-'/'_' clash)")
+        return handoffs
+
+    @field_validator("output_schema")
+    @classmethod
+    def _strict_output_schema(cls, schema: dict[str, Any] | None) -> dict[str, Any] | None:
+        if schema is not None:
+            strict_output_schema(schema)
+        return schema
+
+    def handoff_targets(self) -> list[str]:
+        """The agent names this spec hands off to."""
+        return [handoff_target(entry) for entry in self.handoffs]
 
     def stored(self) -> dict[str, Any]:
         """The JSON document kept in `agent_versions.spec`."""

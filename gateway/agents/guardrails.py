@@ -1,0 +1,150 @@
+"""An agent's guardrails, compiled once with the built agent.
+
+- `InputChecks` / `PatternSet`: the checks the gateway does itself, with no model call:
+  `input.max_chars` and `input.blocked_patterns` before the run's first model call,
+  `output.blocked_patterns` on the final answer before it is returned. All patterns of one
+  list are one RE2 set, matched in a single linear-time pass whatever their number.
+- `classifier_guardrail`: `input.classifier`, a small agent run as an SDK input guardrail
+  that *blocks* (runs before the main agent, not in parallel with it): a tripped input never
+  reaches the main agent's model or its tools, and costs one classifier call only (see
+  docs/composition.md for the latency this costs). Its model calls are metered into the
+  run through the run context's hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import re2
+from agents import (
+    Agent,
+    GuardrailFunctionOutput,
+    InputGuardrail,
+    ModelSettings,
+    RunContextWrapper,
+    Runner,
+)
+from agents.items import TResponseInputItem
+
+from gateway.agents.context import RunContext
+from gateway.agents.output import InvalidModelOutput, JsonSchemaOutput
+from gateway.core.errors import GuardrailTriggeredError, UpstreamError
+from tenants.agent.composition import ClassifierSpec, re2_options
+
+CLASSIFIER_GUARDRAIL = "input.classifier"
+VERDICT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"tripwire": {"type": "boolean"}, "reason": {"type": "string"}},
+    "required": ["tripwire", "reason"],
+    "additionalProperties": False,
+}
+"""What the classifier answers: `{"tripwire": true, "reason": "…"}` trips the guardrail."""
+
+
+class PatternSet:
+    """One list of blocked patterns (`input.blocked_patterns`, ...) as one RE2 set."""
+
+    __slots__ = ("_set", "param")
+
+    def __init__(self, param: str, patterns: Sequence[str]) -> None:
+        self.param = param
+        self._set = re2.Set.SearchSet(re2_options())
+        for pattern in patterns:
+            self._set.Add(pattern)
+        self._set.Compile()
+
+    def first_match(self, text: str) -> int | None:
+        """The index of the first pattern found in `text`, or None."""
+        found = self._set.Match(text)
+        return min(found) if found else None
+
+    def check(self, text: str, where: str = "") -> None:
+        """Raise `GuardrailTriggeredError` if a pattern is found in `text`."""
+        index = self.first_match(text)
+        if index is not None:
+            param = f"{self.param}[{index}]"
+            raise GuardrailTriggeredError(param, f"The {where}matched the guardrail {param}.")
+
+
+def patterns_or_none(param: str, patterns: Sequence[str]) -> PatternSet | None:
+    return PatternSet(param, patterns) if patterns else None
+
+
+class InputChecks:
+    """`input.max_chars` and `input.blocked_patterns`, on what the caller sent for this run."""
+
+    __slots__ = ("max_chars", "patterns")
+
+    def __init__(self, max_chars: int | None, patterns: PatternSet | None) -> None:
+        self.max_chars = max_chars
+        self.patterns = patterns
+
+    def check(self, request_input: str | list[Any]) -> None:
+        texts = input_texts(request_input)
+        if self.max_chars is not None:
+            chars = sum(len(text) for text in texts)
+            if chars > self.max_chars:
+                raise GuardrailTriggeredError(
+                    "input.max_chars",
+                    f"The input has {chars} characters; this agent accepts at most "
+                    f"{self.max_chars} (guardrail input.max_chars).",
+                )
+        if self.patterns is not None:
+            self.patterns.check(texts[0] if len(texts) == 1 else "\n".join(texts), "input ")
+
+
+def input_texts(request_input: str | list[Any]) -> list[str]:
+    """The text of each message of a run's input."""
+    if isinstance(request_input, str):
+        return [request_input]
+    texts: list[str] = []
+    for item in request_input:
+        content = item.get("content") if isinstance(item, dict) else None
+        if isinstance(content, str):
+            texts.append(content)
+        elif isinstance(content, list):
+            texts.extend(p["text"] for p in content if isinstance(p.get("text"), str))
+    return texts
+
+
+def classifier_guardrail(
+    agent_name: str, spec: ClassifierSpec, *, default_model: str
+) -> InputGuardrail[Any]:
+    """The `input.classifier` guardrail: a one-call agent answering a verdict."""
+    classifier: Agent[Any] = Agent(
+        name=f"{agent_name}-classifier",
+        instructions=spec.instructions,
+        model=spec.model or default_model,
+        output_type=JsonSchemaOutput(VERDICT_SCHEMA),
+        model_settings=ModelSettings(include_usage=True),
+    )
+
+    async def classify(
+        context: RunContextWrapper[Any],
+        agent: Agent[Any],
+        run_input: str | list[TResponseInputItem],
+    ) -> GuardrailFunctionOutput:
+        run = context.context
+        assert isinstance(run, RunContext), "runs pass their RunContext"
+        try:
+            result = await Runner.run(
+                classifier,
+                run_input,
+                max_turns=1,
+                hooks=run.model_hooks,
+                run_config=run.run_config,
+            )
+        except InvalidModelOutput as exc:
+            raise UpstreamError(
+                f"The input classifier did not answer a verdict: {exc.message}.",
+                code="invalid_classifier_output",
+            ) from exc
+        verdict = result.final_output
+        return GuardrailFunctionOutput(
+            output_info=verdict, tripwire_triggered=verdict.get("tripwire") is True
+        )
+
+    return InputGuardrail(
+        guardrail_function=classify, name=CLASSIFIER_GUARDRAIL, run_in_parallel=False
+    )

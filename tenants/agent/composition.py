@@ -1,0 +1,132 @@
+"""The composition parts of an agent spec: handoffs, guardrails and the output schema.
+
+All checked at PUT time, so a run never meets a bad one:
+
+- handoff entries are names (or `{"agent", "description"}`) of other agents; that they exist in
+  the same tenant is checked by `tenants.agent.service` (it needs the database);
+- blocked patterns are RE2 syntax (linear-time matching: a tenant's pattern can never stall a
+  worker); one that RE2 refuses (a backreference, a lookaround, a syntax error) is a 422
+  naming its index;
+- the output schema is a JSON Schema object that the Agents SDK can make *strict* (what
+  OpenAI's structured outputs require); the 422 explains the rules when it cannot.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Annotated, Any
+
+import orjson
+import re2
+from agents.exceptions import UserError
+from agents.strict_schema import ensure_strict_json_schema
+from jsonschema import Draft202012Validator, SchemaError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+AGENT_NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
+MAX_PATTERNS = 32
+MAX_PATTERN_CHARS = 1_000
+MAX_SCHEMA_BYTES = 32_768
+
+STRICT_RULES = (
+    "Structured output needs a strict schema: the root is an object; every object lists its "
+    "properties and allows no others (leave additionalProperties out or set it to false); "
+    "every property becomes required, so give an optional one a nullable type such as "
+    '["string", "null"].'
+)
+
+
+def re2_options() -> re2.Options:
+    """RE2 options of every tenant pattern (errors are reported, not logged to stderr)."""
+    options = re2.Options()
+    options.log_errors = False
+    return options
+
+
+def _re2_pattern(pattern: str) -> str:
+    try:
+        re2.compile(pattern, options=re2_options())
+    except re2.error as exc:
+        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise ValueError(
+            f"not a valid RE2 pattern ({detail}); RE2 has no backreferences or lookarounds"
+        ) from None
+    return pattern
+
+
+Pattern = Annotated[
+    str, Field(min_length=1, max_length=MAX_PATTERN_CHARS), AfterValidator(_re2_pattern)
+]
+Patterns = Annotated[list[Pattern], Field(max_length=MAX_PATTERNS)]
+
+
+class HandoffSpec(BaseModel):
+    """A handoff with the description the model sees for it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent: Annotated[str, Field(pattern=AGENT_NAME_PATTERN)]
+    description: Annotated[str, Field(max_length=1_000)] = ""
+
+
+HandoffEntry = Annotated[str, Field(pattern=AGENT_NAME_PATTERN)] | HandoffSpec
+
+
+def handoff_target(entry: str | HandoffSpec) -> str:
+    """The agent name of a handoff entry."""
+    return entry if isinstance(entry, str) else entry.agent
+
+
+def handoff_tool_name(agent: str) -> str:
+    """The tool the model calls to hand off (`transfer_to_<agent>`, '-' as '_')."""
+    return "transfer_to_" + agent.replace("-", "_")
+
+
+class ClassifierSpec(BaseModel):
+    """A small agent that reads the input and answers `{"tripwire": bool, "reason": str}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    instructions: Annotated[str, Field(min_length=1, max_length=20_000)]
+    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    """Default: the agent's own model."""
+
+
+class InputGuardrailsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_chars: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    blocked_patterns: Patterns = Field(default_factory=list)
+    classifier: ClassifierSpec | None = None
+
+
+class OutputGuardrailsSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    blocked_patterns: Patterns = Field(default_factory=list)
+
+
+class GuardrailsSpec(BaseModel):
+    """Checks on the run's input (before any model call) and its final output."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    input: InputGuardrailsSpec = Field(default_factory=InputGuardrailsSpec)
+    output: OutputGuardrailsSpec = Field(default_factory=OutputGuardrailsSpec)
+
+
+def strict_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """The strict form of an output schema (what the model is sent), or ValueError saying why
+    the schema cannot be used."""
+    if len(orjson.dumps(schema)) > MAX_SCHEMA_BYTES:
+        raise ValueError(f"the schema is larger than {MAX_SCHEMA_BYTES} bytes of JSON")
+    if schema.get("type") != "object":
+        raise ValueError(f'the root must be {{"type": "object", ...}}. {STRICT_RULES}')
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    try:
+        return ensure_strict_json_schema(copy.deepcopy(schema))
+    except (UserError, TypeError, ValueError) as exc:
+        raise ValueError(f"cannot be made strict ({exc}). {STRICT_RULES}") from None
