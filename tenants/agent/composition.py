@@ -21,7 +21,7 @@ import re2
 from agents.exceptions import UserError
 from agents.strict_schema import ensure_strict_json_schema
 from jsonschema import Draft202012Validator, SchemaError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 AGENT_NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
 MAX_PATTERNS = 32
@@ -69,7 +69,12 @@ class HandoffSpec(BaseModel):
     description: Annotated[str, Field(max_length=1_000)] = ""
 
 
-HandoffEntry = Annotated[str, Field(pattern=AGENT_NAME_PATTERN)] | HandoffSpec
+HandoffEntry = Annotated[
+    Annotated[Annotated[str, Field(pattern=AGENT_NAME_PATTERN)], Tag("name")]
+    | Annotated[HandoffSpec, Tag("object")],
+    # Errors name the form that was sent (`handoffs.0.name`), not both members of the union.
+    Discriminator(lambda value: "object" if isinstance(value, dict | HandoffSpec) else "name"),
+]
 
 
 def handoff_target(entry: str | HandoffSpec) -> str:

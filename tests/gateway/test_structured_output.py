@@ -1,0 +1,100 @@
+"""An agent with `output_schema` answers the parsed JSON object: runs (plain and streamed) and
+chat completions, both upstream APIs, SQLite and PostgreSQL; an answer that does not follow
+the schema fails the run with 502 `invalid_model_output`, its tokens still recorded."""
+
+from __future__ import annotations
+
+import json
+
+import orjson
+
+from tests.gateway.composition import gw, ledger_sum, put_agent, records, run, streamed
+from tests.gateway.conftest import Gateway
+from tests.gateway.test_runs_e2e import parse_sse
+
+__all__ = ["gw"]
+
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "enum": ["shipped", "pending"]},
+        "summary": {"type": "string"},
+        "items": {"type": "array", "items": {"type": "string"}},
+        "eta_days": {"type": ["integer", "null"]},
+    },
+    "required": ["status", "summary", "items"],
+}
+
+
+@streamed
+async def test_run_output_is_the_parsed_object(gw: Gateway, stream: bool) -> None:
+    tenant = await gw.create_tenant("acme")
+    await put_agent(gw, tenant, "orders", {"output_schema": SCHEMA})
+    text = f"where is order 42 (stream={stream})"
+    before = len(gw.mock_ledger(text))
+    outcome = await run(gw, tenant, "orders", text, stream=stream)
+    assert outcome.status == 200, outcome.body
+    expected = {
+        "status": "shipped",
+        "summary": f"Mock answer to: {text}",
+        "items": [],
+        "eta_days": 0,
+    }
+    assert outcome.body["output"] == expected
+    calls = gw.mock_ledger(text)[before:]
+    assert [c["structured"] for c in calls] == [True]
+    assert outcome.body["usage"] == ledger_sum(calls)
+    if stream:
+        deltas = "".join(d["delta"] for d in outcome.named("output_text.delta"))
+        assert json.loads(deltas) == expected  # the text as it arrived, then the object
+
+
+@streamed
+async def test_chat_completion_content_is_the_json(gw: Gateway, stream: bool) -> None:
+    tenant = await gw.create_tenant("acme")
+    await put_agent(gw, tenant, "orders", {"output_schema": SCHEMA})
+    text = f"status of order 7 (stream={stream})"
+    r = await gw.client.post(
+        "/v1/chat/completions",
+        json={"model": "orders", "messages": [{"role": "user", "content": text}], "stream": stream},
+        headers=tenant.headers,
+    )
+    assert r.status_code == 200, r.text
+    if stream:
+        chunks = [
+            orjson.loads(line[6:]) for line in r.text.split("\n\n") if line.startswith("data: {")
+        ]
+        content = "".join(
+            c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]
+        )
+    else:
+        content = r.json()["choices"][0]["message"]["content"]
+    assert json.loads(content)["summary"] == f"Mock answer to: {text}"
+
+
+@streamed
+async def test_an_answer_off_the_schema_is_502_invalid_model_output(
+    gw: Gateway, stream: bool
+) -> None:
+    tenant = await gw.create_tenant("acme")
+    await put_agent(gw, tenant, "orders", {"output_schema": SCHEMA})
+    text = f"break it [[invalid-json]] {stream}"
+    before = len(gw.mock_ledger(text))
+    outcome = await run(gw, tenant, "orders", text, stream=stream)
+    assert outcome.status == 502
+    assert outcome.error["type"] == "upstream_error"
+    assert outcome.error["code"] == "invalid_model_output"
+    assert "output schema" in outcome.error["message"]
+    calls = gw.mock_ledger(text)[before:]
+    (record,) = await records(gw, tenant)
+    assert record["status"] == "failed"
+    assert record["total_tokens"] == ledger_sum(calls)["total_tokens"] > 0
+
+
+async def test_agents_without_a_schema_still_answer_text(gw: Gateway) -> None:
+    tenant = await gw.create_tenant("acme")
+    r = await gw.client.post(
+        "/v1/agents/assistant/runs", json={"input": "hello", "stream": True}, headers=tenant.headers
+    )
+    (completed,) = [d for n, d in parse_sse(r.text) if n == "run.completed"]
+    assert completed["output"] == "Mock answer to: hello"

@@ -1,0 +1,197 @@
+"""PUT-time checks of handoffs, guardrails and output schemas (422 before anything is stored),
+and the 409 on deleting an agent that others hand off to; SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.tenants.conftest import AGENT_SPEC, MakeTenant
+
+Admin = dict[str, str]
+
+
+async def _put(
+    client: httpx.AsyncClient, admin: Admin, tenant_id: str, name: str, **spec: Any
+) -> httpx.Response:
+    return await client.put(
+        f"/admin/tenants/{tenant_id}/agents/{name}", json={**AGENT_SPEC, **spec}, headers=admin
+    )
+
+
+@pytest.mark.parametrize(
+    ("spec", "param", "words"),
+    [
+        (
+            {"guardrails": {"input": {"blocked_patterns": ["ok", "fine", r"(a)\1"]}}},
+            "guardrails.input.blocked_patterns.2",
+            "RE2",
+        ),
+        (
+            {"guardrails": {"output": {"blocked_patterns": ["(?<=x)y"]}}},
+            "guardrails.output.blocked_patterns.0",
+            "lookarounds",
+        ),
+        (
+            {"guardrails": {"input": {"blocked_patterns": ["(unclosed"]}}},
+            "guardrails.input.blocked_patterns.0",
+            "RE2",
+        ),
+        ({"guardrails": {"input": {"max_chars": 0}}}, "guardrails.input.max_chars", ""),
+        (
+            {"guardrails": {"input": {"classifier": {"model": "m"}}}},
+            "guardrails.input.classifier.instructions",
+            "",
+        ),
+        ({"guardrails": {"inputs": {}}}, "guardrails.inputs", ""),
+        (
+            {"output_schema": {"type": "object", "properties": {}, "additionalProperties": True}},
+            "output_schema",
+            "strict",
+        ),
+        (
+            {
+                "output_schema": {
+                    "type": "object",
+                    "properties": {
+                        "a": {"type": "object", "additionalProperties": {"type": "string"}}
+                    },
+                }
+            },
+            "output_schema",
+            "nullable type",
+        ),
+        (
+            {"output_schema": {"type": "array", "items": {"type": "string"}}},
+            "output_schema",
+            "root",
+        ),
+        (
+            {"output_schema": {"type": "object", "properties": {"a": {"type": "nope"}}}},
+            "output_schema",
+            "JSON Schema",
+        ),
+        ({"handoffs": ["Bad Name"]}, "handoffs.0.name", ""),
+        ({"handoffs": [{"agent": "x", "extra": 1}]}, "handoffs.0.object.extra", ""),
+    ],
+)
+async def test_invalid_composition_is_422_naming_the_field(
+    client: httpx.AsyncClient,
+    admin_headers: Admin,
+    make_tenant: MakeTenant,
+    spec: dict[str, Any],
+    param: str,
+    words: str,
+) -> None:
+    tenant = await make_tenant()
+    r = await _put(client, admin_headers, tenant["id"], "bot", **spec)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == param
+    assert words in r.json()["error"]["message"]
+    listed = await client.get(f"/admin/tenants/{tenant['id']}/agents", headers=admin_headers)
+    assert listed.json()["data"] == []
+
+
+async def test_handoffs_name_agents_of_the_same_tenant_only(
+    client: httpx.AsyncClient, admin_headers: Admin, make_tenant: MakeTenant
+) -> None:
+    acme, other = await make_tenant(), await make_tenant()
+    assert (await _put(client, admin_headers, other["id"], "billing")).status_code == 201
+    r = await _put(client, admin_headers, acme["id"], "triage", handoffs=["billing"])
+    assert r.status_code == 422  # another tenant's agent is simply unknown
+    assert r.json()["error"]["param"] == "handoffs"
+    assert r.json()["error"]["code"] == "unknown_agent"
+    assert "'billing'" in r.json()["error"]["message"]
+
+    assert (await _put(client, admin_headers, acme["id"], "billing")).status_code == 201
+    r = await _put(
+        client,
+        admin_headers,
+        acme["id"],
+        "triage",
+        handoffs=["billing", {"agent": "billing", "description": "again"}],
+    )
+    assert r.status_code == 422 and "twice" in r.json()["error"]["message"]
+    r = await _put(client, admin_headers, acme["id"], "billing", handoffs=["billing"])
+    assert r.status_code == 422 and "itself" in r.json()["error"]["message"]
+
+    r = await _put(
+        client,
+        admin_headers,
+        acme["id"],
+        "triage",
+        handoffs=["billing", {"agent": "refunds", "description": "Refund questions"}],
+    )
+    assert r.status_code == 422 and "'refunds'" in r.json()["error"]["message"]
+    assert (await _put(client, admin_headers, acme["id"], "refunds")).status_code == 201
+    r = await _put(
+        client,
+        admin_headers,
+        acme["id"],
+        "triage",
+        handoffs=["billing", {"agent": "refunds", "description": "Refund questions"}],
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["handoffs"] == [
+        "billing",
+        {"agent": "refunds", "description": "Refund questions"},
+    ]
+
+
+async def test_deleting_a_handoff_target_is_409_naming_who_uses_it(
+    client: httpx.AsyncClient, admin_headers: Admin, make_tenant: MakeTenant
+) -> None:
+    tenant = await make_tenant()
+    base = f"/admin/tenants/{tenant['id']}/agents"
+    for name in ("billing", "refunds"):
+        assert (await _put(client, admin_headers, tenant["id"], name)).status_code == 201
+    assert (
+        await _put(client, admin_headers, tenant["id"], "triage", handoffs=["billing"])
+    ).status_code == 201
+    assert (
+        await _put(client, admin_headers, tenant["id"], "desk", handoffs=[{"agent": "billing"}])
+    ).status_code == 201
+
+    r = await client.delete(f"{base}/billing", headers=admin_headers)
+    assert r.status_code == 409
+    assert r.json()["error"]["code"] == "agent_in_use"
+    assert "'triage'" in r.json()["error"]["message"] and "'desk'" in r.json()["error"]["message"]
+    assert (await client.get(f"{base}/billing", headers=admin_headers)).status_code == 200
+
+    # Version 2 of triage hands off to refunds instead; desk goes away: billing is free.
+    assert (
+        await _put(client, admin_headers, tenant["id"], "triage", handoffs=["refunds"])
+    ).status_code == 200
+    assert (await client.delete(f"{base}/desk", headers=admin_headers)).status_code == 204
+    assert (await client.delete(f"{base}/billing", headers=admin_headers)).status_code == 204
+    # Rolling triage back to version 1 would hand off to a deleted agent: refused.
+    r = await client.post(f"{base}/triage/versions/1/activate", headers=admin_headers)
+    assert r.status_code == 422 and "'billing'" in r.json()["error"]["message"]
+    assert (await client.get(f"{base}/triage", headers=admin_headers)).json()["active_version"] == 2
+
+
+async def test_valid_composition_round_trips(
+    client: httpx.AsyncClient, admin_headers: Admin, make_tenant: MakeTenant
+) -> None:
+    tenant = await make_tenant()
+    guardrails = {
+        "input": {
+            "max_chars": 8000,
+            "blocked_patterns": ["(?i)ssn", r"\d{3}-\d{2}-\d{4}"],
+            "classifier": {"instructions": "Flag abuse.", "model": "mock-model-mini"},
+        },
+        "output": {"blocked_patterns": ["secret"]},
+    }
+    schema = {
+        "type": "object",
+        "properties": {"answer": {"type": "string"}},
+        "required": ["answer"],
+    }
+    r = await _put(
+        client, admin_headers, tenant["id"], "bot", guardrails=guardrails, output_schema=schema
+    )
+    assert r.status_code == 201, r.text
+    assert r.json()["spec"]["guardrails"] == guardrails
+    assert r.json()["spec"]["output_schema"] == schema  # stored as given; made strict when built
