@@ -27,8 +27,8 @@ class UsageRecord(SQLModel, table=True):
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     total_tokens: int = 0
-    status: str = Field(max_length=16)
-    """`completed`, `failed`, `cancelled` or `rate_limited`."""
+    status: str = Field(max_length=32)
+    """`completed`, `failed`, `cancelled`, `rate_limited` or `guardrail_triggered`."""
     latency_ms: int = 0
     cost_pico: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     """Cost in pico-dollars (1e-12 USD) under the model's price in force at `created_at`,

@@ -1,0 +1,125 @@
+"""Guardrails as a client sees them: 400 `guardrail_triggered` naming the guardrail (or
+`run.failed` when streamed), no model call after an input guardrail trips, usage recorded
+with status `guardrail_triggered`, `gateway_guardrails_total` counting; both databases and
+upstream APIs. And a catastrophic-backtracking pattern answers in milliseconds (RE2)."""
+
+from __future__ import annotations
+
+import time
+
+from gateway.agents.guardrails import PatternSet
+from tests.gateway.composition import gw, ledger_sum, metric, put_agent, records, run, streamed
+from tests.gateway.conftest import Gateway
+
+__all__ = ["gw"]
+
+GUARDED = {
+    "guardrails": {
+        "input": {"max_chars": 60, "blocked_patterns": ["forbidden", "banned", "(?i)ssn"]},
+        "output": {"blocked_patterns": ["(?i)secret"]},
+    }
+}
+CLASSIFIED = {
+    "guardrails": {
+        "input": {"classifier": {"instructions": "Flag abuse.", "model": "mock-model-mini"}}
+    }
+}
+
+
+@streamed
+async def test_input_guardrails_trip_before_any_model_call(gw: Gateway, stream: bool) -> None:
+    tenant = await gw.create_tenant("acme")
+    await put_agent(gw, tenant, "guarded", GUARDED)
+    trips = await metric(gw, "gateway_guardrails_total", tenant="acme", triggered="true")
+    cases = [
+        (f"my SSN is 123 {stream}", "input.blocked_patterns[2]"),
+        (f"{'x' * 61} {stream}", "input.max_chars"),
+    ]
+    for text, param in cases:
+        before = len(gw.mock_ledger(text))
+        outcome = await run(gw, tenant, "guarded", text, stream=stream)
+        assert outcome.status == 400, outcome.body
+        assert outcome.error["code"] == "guardrail_triggered"
+        assert outcome.error["type"] == "invalid_request_error"
+        assert outcome.error["param"] == param
+        assert len(gw.mock_ledger(text)) == before, "no model call after an input trip"
+        if stream:
+            assert [n for n, _ in outcome.events] == ["run.created", "run.failed"]
+    statuses = [(r["status"], r["requests"], r["total_tokens"]) for r in await records(gw, tenant)]
+    assert statuses == [("guardrail_triggered", 0, 0)] * 2
+    after = await metric(gw, "gateway_guardrails_total", tenant="acme", triggered="true")
+    assert after - trips == 2
+
+
+@streamed
+async def test_output_guardrail_blocks_the_answer(gw: Gateway, stream: bool) -> None:
+    tenant = await gw.create_tenant("acme")
+    await put_agent(gw, tenant, "guarded", GUARDED)
+    passes = await metric(gw, "gateway_guardrails_total", tenant="acme", triggered="false")
+    ok = await run(gw, tenant, "guarded", f"hello {stream}", stream=stream)
+    assert ok.status == 200 and ok.body["output"] == f"Mock answer to: hello {stream}"
+    text = f"tell me the Secret {stream}"
+    before = len(gw.mock_ledger(text))
+    outcome = await run(gw, tenant, "guarded", text, stream=stream)
+    assert outcome.status == 400
+    assert outcome.error["code"] == "guardrail_triggered"
+    assert outcome.error["param"] == "output.blocked_patterns[0]"
+    assert "output" not in outcome.body
+    calls = gw.mock_ledger(text)[before:]
+    completed, blocked = await records(gw, tenant)
+    assert completed["status"] == "completed"
+    assert blocked["status"] == "guardrail_triggered"
+    assert blocked["total_tokens"] == ledger_sum(calls)["total_tokens"] > 0  # spent, recorded
+    # hello: input + output checks passed; the secret: input passed, output tripped.
+    after = await metric(gw, "gateway_guardrails_total", tenant="acme", triggered="false")
+    assert after - passes == 3
+
+
+@streamed
+async def test_classifier_runs_first_and_its_tokens_count(gw: Gateway, stream: bool) -> None:
+    tenant = await gw.create_tenant("acme")
+    await put_agent(gw, tenant, "classified", CLASSIFIED)
+    text = f"a fair question {stream}"
+    before = len(gw.mock_ledger(text))
+    ok = await run(gw, tenant, "classified", text, stream=stream)
+    assert ok.status == 200, ok.body
+    calls = gw.mock_ledger(text)[before:]
+    assert [(c["model"], c["structured"]) for c in calls] == [
+        ("mock-model-mini", True),  # the classifier, before the main agent
+        ("mock-model", False),
+    ]
+    assert ok.body["usage"] == ledger_sum(calls)
+    assert ok.body["output"] == f"Mock answer to: {text}"
+
+    text = f"an abusive question [[tripwire]] {stream}"
+    before = len(gw.mock_ledger(text))
+    outcome = await run(gw, tenant, "classified", text, stream=stream)
+    assert outcome.status == 400
+    assert outcome.error["code"] == "guardrail_triggered"
+    assert outcome.error["param"] == "input.classifier"
+    calls = gw.mock_ledger(text)[before:]
+    assert [c["model"] for c in calls] == ["mock-model-mini"], "the main agent was never called"
+    _, tripped = await records(gw, tenant)
+    assert tripped["status"] == "guardrail_triggered"
+    assert tripped["requests"] == 1
+    assert tripped["total_tokens"] == ledger_sum(calls)["total_tokens"]
+    assert await metric(gw, "gateway_guardrails_total", tenant="acme", triggered="true") >= 1
+
+
+async def test_catastrophic_pattern_answers_in_milliseconds(gw: Gateway) -> None:
+    # `(x+x+)+y` backtracks exponentially in a backtracking engine (Python's `re` would not
+    # finish on this input in a lifetime); RE2 matches in linear time.
+    tenant = await gw.create_tenant("acme")
+    spec = {"guardrails": {"input": {"blocked_patterns": ["(x+x+)+y", "stop"]}}}
+    await put_agent(gw, tenant, "guarded", spec)
+    text = "x" * 99_990 + " stop"
+    started = time.perf_counter()
+    outcome = await run(gw, tenant, "guarded", text, stream=False)
+    elapsed = time.perf_counter() - started
+    assert outcome.status == 400 and outcome.error["param"] == "input.blocked_patterns[1]"
+    assert elapsed < 0.5, elapsed  # the whole request, 100 kB in and a 400 out
+
+    patterns = PatternSet("input.blocked_patterns", ["(x+x+)+y"])
+    started = time.perf_counter()
+    assert patterns.first_match("x" * 100_000) is None
+    assert time.perf_counter() - started < 0.05
