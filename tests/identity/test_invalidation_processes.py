@@ -189,3 +189,40 @@ def test_changes_on_one_replica_reach_the_other_within_1s(replicas: tuple[str, s
         )
     print("\npropagation to the other replica (s):", {k: round(v, 3) for k, v in timings.items()})
     assert all(seconds < BOUND_S for seconds in timings.values()), timings
+
+
+def test_a_new_handoff_target_version_runs_on_the_other_replica_within_1s(
+    replicas: tuple[str, str],
+) -> None:
+    """Only the target changes: the other replica's cached graph (keyed by the versions of
+    every agent in it) is rebuilt for the next run once the invalidation arrives."""
+    one, two = (httpx.Client(base_url=url, timeout=10) for url in replicas)
+    with one, two:
+        tenant_id = one.post(
+            "/admin/tenants", json={"slug": "acme", "name": "A"}, headers=ADMIN
+        ).json()["id"]
+        agents = f"/admin/tenants/{tenant_id}/agents"
+        headers = bearer(
+            one.post(f"/admin/tenants/{tenant_id}/keys", json={"name": "k"}, headers=ADMIN).json()[
+                "key"
+            ]
+        )
+        assert one.put(f"{agents}/billing", json=AGENT_SPEC, headers=ADMIN).status_code == 201
+        triage = {**AGENT_SPEC, "handoffs": ["billing"]}
+        assert one.put(f"{agents}/triage", json=triage, headers=ADMIN).status_code == 201
+        run = "/v1/agents/triage/runs"
+
+        def answered_by_billing_v2() -> bool:
+            r = two.post(run, json={"input": "transfer_to_billing"}, headers=headers)
+            assert r.status_code == 200, r.text
+            return isinstance(r.json()["output"], dict)  # billing v2 answers structured output
+
+        assert not answered_by_billing_v2()  # graph built and cached on two
+        schema = {"type": "object", "properties": {"desk": {"type": "string"}}}
+        r = one.put(
+            f"{agents}/billing", json={**AGENT_SPEC, "output_schema": schema}, headers=ADMIN
+        )
+        assert r.status_code == 200
+        seconds = _wait(answered_by_billing_v2, 4, "new handoff target version")
+    print(f"\nhandoff target version on the other replica after {seconds:.3f} s")
+    assert seconds < BOUND_S

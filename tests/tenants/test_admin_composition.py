@@ -195,3 +195,17 @@ async def test_valid_composition_round_trips(
     assert r.status_code == 201, r.text
     assert r.json()["spec"]["guardrails"] == guardrails
     assert r.json()["spec"]["output_schema"] == schema  # stored as given; made strict when built
+
+
+async def test_another_tenants_handoffs_never_block_a_delete(
+    client: httpx.AsyncClient, admin_headers: Admin, make_tenant: MakeTenant
+) -> None:
+    acme, other = await make_tenant(), await make_tenant()
+    for tenant in (acme, other):
+        assert (await _put(client, admin_headers, tenant["id"], "billing")).status_code == 201
+    r = await _put(client, admin_headers, other["id"], "triage", handoffs=["billing"])
+    assert r.status_code == 201
+    r = await client.delete(f"/admin/tenants/{acme['id']}/agents/billing", headers=admin_headers)
+    assert r.status_code == 204
+    r = await client.delete(f"/admin/tenants/{other['id']}/agents/billing", headers=admin_headers)
+    assert r.status_code == 409
