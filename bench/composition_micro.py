@@ -23,6 +23,7 @@ from agents.testing import ModelStep, ScriptedModel, assistant_message, function
 
 from gateway.agents.builder import AgentCache, build_agent, build_graph
 from gateway.agents.guardrails import InputChecks, PatternSet
+from gateway.runs.service import RunHandle
 from observability.tracing import install_trace_processor
 from tenants.agent.spec import AgentSpec
 
@@ -144,8 +145,6 @@ async def cache(n: int) -> None:
 def hot_path(n: int) -> None:
     """What a run of an agent without composition executes that did not exist before."""
     print("per run, agent without handoffs/guardrails/schema (the added branches):")
-    from gateway.runs.service import RunHandle  # noqa: PLC0415 - bench only
-
     built = build_agent("solo", 1, AgentSpec(tools=["calculator"]), default_model="m")
 
     class Result:
