@@ -156,10 +156,8 @@ def hot_path(n: int) -> None:
     handle.request_input = "hi"
     result: Any = Result()
     show(
-        "context() + check_input() + check_output()",
-        rounds(
-            n * 10, lambda: (handle.context(), handle.check_input(), handle.check_output(result))
-        ),
+        "enter() + check_input() + check_output()",
+        rounds(n * 10, lambda: (handle.enter(), handle.check_input(), handle.check_output(result))),
     )
 
 

@@ -8,7 +8,7 @@
   that *blocks* (runs before the main agent, not in parallel with it): a tripped input never
   reaches the main agent's model or its tools, and costs one classifier call only (see
   docs/composition.md for the latency this costs). Its model calls are metered into the
-  run through the run context's hooks.
+  run through the hooks of `gateway.agents.context.CURRENT_RUN`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from agents import (
 )
 from agents.items import TResponseInputItem
 
-from gateway.agents.context import RunContext
+from gateway.agents.context import CURRENT_RUN
 from gateway.agents.output import InvalidModelOutput, JsonSchemaOutput
 from gateway.core.errors import GuardrailTriggeredError, UpstreamError
 from tenants.agent.composition import ClassifierSpec, re2_options
@@ -125,8 +125,9 @@ def classifier_guardrail(
         agent: Agent[Any],
         run_input: str | list[TResponseInputItem],
     ) -> GuardrailFunctionOutput:
-        run = context.context
-        assert isinstance(run, RunContext), "runs pass their RunContext"
+        run = CURRENT_RUN.get()
+        if run is None:
+            raise RuntimeError("the classifier runs inside a gateway run")
         try:
             result = await Runner.run(
                 classifier,

@@ -16,7 +16,7 @@ from agents.models.openai_provider import OpenAIProvider
 from agents.result import RunResultBase
 
 from gateway.agents.builder import AgentCache, BuiltAgent
-from gateway.agents.context import RunContext
+from gateway.agents.context import CURRENT_RUN, RunScope
 from gateway.agents.upstreams import TenantUpstreams
 from gateway.auth.principal import Principal
 from gateway.conversations.service import Turn
@@ -76,12 +76,13 @@ class RunHandle:
             self.run_id, self.built.name, self.principal.tenant_id, self.principal.user
         )
 
-    def context(self) -> RunContext | None:
-        """The run context, for agents with an input classifier (None otherwise: nothing
-        in the run reads it)."""
-        if not self.built.agent.input_guardrails:
-            return None
-        return RunContext(run_config=self.run_config(), model_hooks=self.meter.model_hooks())
+    def enter(self) -> None:
+        """Make this the current run of the task, for an input classifier (which runs its
+        own small agent inside the run); nothing to do for agents without one."""
+        if self.built.agent.input_guardrails:
+            CURRENT_RUN.set(
+                RunScope(run_config=self.run_config(), model_hooks=self.meter.model_hooks())
+            )
 
     def check_input(self) -> None:
         """The gateway's own input guardrails, before any model call (400 when tripped)."""
@@ -270,6 +271,7 @@ class RunService:
         status = "failed"
         try:
             handle.check_input()
+            handle.enter()
             async with handle.drain.until_deadline():
                 result = await Runner.run(
                     handle.built.agent,

@@ -81,6 +81,7 @@ async def run_events(
     result: RunResultStreaming | None = None
     try:
         handle.check_input()
+        handle.enter()
         result = Runner.run_streamed(
             handle.built.agent,
             sdk_input,
