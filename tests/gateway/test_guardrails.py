@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+import orjson
+
 from gateway.agents.guardrails import PatternSet
 from tests.gateway.composition import gw, ledger_sum, metric, put_agent, records, run, streamed
 from tests.gateway.conftest import Gateway
@@ -123,3 +125,42 @@ async def test_catastrophic_pattern_answers_in_milliseconds(gw: Gateway) -> None
     started = time.perf_counter()
     assert patterns.first_match("x" * 100_000) is None
     assert time.perf_counter() - started < 0.05
+
+
+@streamed
+async def test_chat_completions_see_the_same_guardrail_error(gw: Gateway, stream: bool) -> None:
+    tenant = await gw.create_tenant("acme")
+    await put_agent(gw, tenant, "guarded", GUARDED)
+    messages = [
+        {"role": "system", "content": "be nice"},
+        {"role": "user", "content": "here is my ssn"},
+    ]
+    r = await gw.client.post(
+        "/v1/chat/completions",
+        json={"model": "guarded", "messages": messages, "stream": stream},
+        headers=tenant.headers,
+    )
+    if stream:
+        assert r.status_code == 200
+        assert "[DONE]" not in r.text
+        error = orjson.loads(r.text.strip().split("\n\n")[-1][6:])["error"]
+    else:
+        assert r.status_code == 400
+        error = r.json()["error"]
+    assert (error["code"], error["param"]) == ("guardrail_triggered", "input.blocked_patterns[2]")
+
+
+async def test_input_checks_apply_to_what_the_request_sent_not_the_history(gw: Gateway) -> None:
+    tenant = await gw.create_tenant("acme")
+    await put_agent(gw, tenant, "guarded", GUARDED)  # max_chars 60
+    conv = (await gw.client.post("/v1/conversations", json={}, headers=tenant.headers)).json()
+    for turn in (
+        "first turn, forty characters of text...",
+        "second turn, again forty characters..",
+    ):
+        r = await gw.client.post(
+            "/v1/agents/guarded/runs",
+            json={"input": turn, "conversation_id": conv["id"]},
+            headers=tenant.headers,
+        )
+        assert r.status_code == 200, r.text  # the history is over 60 characters by now
