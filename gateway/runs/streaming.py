@@ -6,7 +6,10 @@
 event into bytes with an `Encoder`: `sse` (the default) gives the runs API its named SSE
 events; `gateway.chat.stream` encodes the same events as Chat Completions chunks.
 
-A keep-alive comment goes out whenever nothing else has for `keepalive_s`. If the client goes
+An agent with `output.blocked_patterns` has its text deltas held until the final answer
+passed them (then sent, followed by `run.completed`; dropped when `run.failed` follows), so
+blocked text never reaches the client. A keep-alive comment goes out whenever nothing else
+has for `keepalive_s`. If the client goes
 away, Starlette cancels the response task: the producer task is cancelled, the `finally` in
 `run_events` cancels the SDK run (breaking out of its event loop alone would not stop it) and
 settles the run as `cancelled` with the tokens already spent.
@@ -79,6 +82,8 @@ async def run_events(
     yield "run.created", handle.response(None, status="in_progress")
     status = "cancelled"
     result: RunResultStreaming | None = None
+    # With output patterns, no text reaches the client before the answer passed them.
+    held: list[RunEvent] | None = [] if handle.built.output_checks else None
     try:
         handle.check_input()
         handle.enter()
@@ -101,13 +106,17 @@ async def run_events(
                 break
             translated = _translate(event)
             if translated is not None:
-                if first_token and translated[0] == "output_text.delta":
-                    first_token = False
-                    record_first_token(
-                        handle.principal.tenant_slug,
-                        handle.built.name,
-                        time.perf_counter() - handle.started,
-                    )
+                if translated[0] == "output_text.delta":
+                    if first_token:
+                        first_token = False
+                        record_first_token(
+                            handle.principal.tenant_slug,
+                            handle.built.name,
+                            time.perf_counter() - handle.started,
+                        )
+                    if held is not None:
+                        held.append(translated)
+                        continue
                 yield translated
         handle.check_output(result)
         if handle.turn is not None:
@@ -126,6 +135,8 @@ async def run_events(
         if result is not None:
             result.cancel()
         handle.settle(status)
+    for delta in held or ():
+        yield delta
     yield "run.completed", handle.response(result.final_output)
 
 

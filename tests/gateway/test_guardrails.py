@@ -67,6 +67,14 @@ async def test_output_guardrail_blocks_the_answer(gw: Gateway, stream: bool) -> 
     assert outcome.error["code"] == "guardrail_triggered"
     assert outcome.error["param"] == "output.blocked_patterns[0]"
     assert "output" not in outcome.body
+    if stream:
+        # The answer's text is held until it passed the check: none of the blocked one sent.
+        assert outcome.named("output_text.delta") == []
+        names = [n for n, _ in ok.events]
+        assert names[0] == "run.created" and names[-1] == "run.completed"
+        assert set(names[1:-1]) == {"output_text.delta"}
+        released = "".join(d["delta"] for d in ok.named("output_text.delta"))
+        assert released == ok.body["output"]
     calls = gw.mock_ledger(text)[before:]
     completed, blocked = await records(gw, tenant)
     assert completed["status"] == "completed"
