@@ -281,3 +281,24 @@ async def test_turn_on_a_server_side_conversation(live: str) -> None:
     # Turn 2 ran on the stored history (more input than turn 1's).
     assert two[-1][1]["usage"]["input_tokens"] > one[-1][1]["usage"]["input_tokens"]
     assert missing[-1][1]["error"]["code"] == "conversation_not_found"
+
+
+async def test_composition_over_a_socket(live: str) -> None:
+    """A guardrail fails the turn (the socket stays usable), a handoff is an event."""
+    tenant_id, headers = await seed(live, "ws-compose")
+    guarded = {
+        **AGENT_SPEC,
+        "handoffs": ["assistant"],
+        "guardrails": {"input": {"blocked_patterns": ["(?i)password"]}},
+    }
+    async with httpx.AsyncClient(base_url=live, headers=ADMIN, timeout=10) as c:
+        r = await c.put(f"/admin/tenants/{tenant_id}/agents/desk", json=guarded)
+        assert r.status_code == 201, r.text
+    async with socket(live, headers, agent="desk") as ws:
+        blocked = await turn(ws, {"input": "my Password is hunter2"})
+        handed = await turn(ws, {"input": "please transfer_to_assistant"})
+    assert [n for n, _ in blocked] == ["run.created", "run.failed"]
+    error = blocked[-1][1]["error"]
+    assert (error["code"], error["param"]) == ("guardrail_triggered", "input.blocked_patterns[0]")
+    assert handed[-1][0] == "run.completed"
+    assert ("agent.handoff", {"from": "desk", "to": "assistant"}) in handed

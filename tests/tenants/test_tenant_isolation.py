@@ -137,6 +137,8 @@ async def test_agent_repository_is_scoped(db: Database, two_tenants: dict[str, A
         agent_a = await repository.get(a, "secret-agent")
         assert agent_a is not None
         assert await repository.active_versions(b, [agent_a]) == {}
+        assert await repository.existing_names(b, ["secret-agent"]) == set()  # handoff check
+        assert await repository.existing_names(a, ["secret-agent", "x"]) == {"secret-agent"}
 
         await repository.delete(b, agent_id)
         await session.commit()
