@@ -15,7 +15,6 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tenants.agent.tool_specs import HttpToolSpec, McpToolSpec, ToolEntry, check_tool_list
 from tenants.agent.composition import (
     AGENT_NAME_PATTERN,
     GuardrailsSpec,
@@ -24,6 +23,7 @@ from tenants.agent.composition import (
     handoff_tool_name,
     strict_output_schema,
 )
+from tenants.agent.tool_specs import HttpToolSpec, McpToolSpec, ToolEntry, check_tool_list
 
 __all__ = ["AGENT_NAME_PATTERN", "AGENT_NAME_RE", "AgentSpec", "ModelSettingsSpec"]
 
