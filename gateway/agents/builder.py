@@ -201,7 +201,9 @@ class AgentCache:
         # A missing agent is cached as version 0 so unknown names do not hit the DB each time.
         # The tenant's allowed models ride along (dropped with the tenant's entries).
         self._active: TTLCache[tuple[str, str], _Active] = TTLCache(ttl_s=ttl_s, max_size=max_size)
-        self._built: OrderedDict[tuple[str, str, Versions], BuiltAgent] = OrderedDict()
+        # Key: (tenant, entry agent, its version) without handoffs, else the versions of the
+        # whole graph.
+        self._built: OrderedDict[tuple[str, str, int | Versions], BuiltAgent] = OrderedDict()
         self._max_size = max_size
 
     def invalidate_tenant(self, tenant_id: str) -> None:
@@ -253,17 +255,20 @@ class AgentCache:
         version, spec, allowed = await self._active_version(db, tenant_id, name)
         if spec is None:
             return None
+        nodes: dict[str, tuple[int, AgentSpec]] | None = None
+        built_key: tuple[str, str, int | Versions]
         if spec.handoffs:
             nodes = await self._reachable(db, tenant_id, name, version, spec)
-            versions: Versions = tuple(sorted((n, v) for n, (v, _) in nodes.items()))
+            built_key = (tenant_id, name, tuple(sorted((n, v) for n, (v, _) in nodes.items())))
         else:
-            nodes = {name: (version, spec)}
-            versions = ((name, version),)
-        built_key = (tenant_id, name, versions)
+            built_key = (tenant_id, name, version)  # the common case: no tuple to build or hash
         built = self._built.get(built_key)
         if built is None:
             built = build_graph(
-                name, nodes, default_model=default_model, http_tools=self._http_tools
+                name,
+                nodes or {name: (version, spec)},
+                default_model=default_model,
+                http_tools=self._http_tools,
             )
             self._built[built_key] = built
             if len(self._built) > self._max_size:
