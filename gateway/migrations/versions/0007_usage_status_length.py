@@ -1,7 +1,7 @@
 """Usage record status up to 32 characters (`guardrail_triggered` is 19).
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0009
 Create Date: 2026-12-03 06:30:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0007"
-down_revision: str | None = "0005"
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
