@@ -28,6 +28,18 @@ async def check_spec(
             param="model",
             code="model_not_allowed",
         )
+    classifier = spec.guardrails.input.classifier if spec.guardrails is not None else None
+    if (
+        classifier is not None
+        and tenant.allowed_models is not None
+        and (classifier.model or model) not in tenant.allowed_models
+    ):
+        raise ValidationFailedError(
+            f"guardrails.input.classifier.model: '{classifier.model or model}' is not among "
+            "this tenant's allowed models.",
+            param="guardrails.input.classifier.model",
+            code="model_not_allowed",
+        )
     if spec.upstream is not None:
         await require_upstream(session, tenant.id, spec.upstream)
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from gateway.agents.builder import build_graph
 from tenants.agent.spec import AgentSpec
 from tests.gateway.composition import gw, ledger_sum, metric, put_agent, records, run, streamed
-from tests.gateway.conftest import Gateway, Tenant
+from tests.gateway.conftest import ADMIN, Gateway, Tenant
 
 __all__ = ["gw"]
 
@@ -125,3 +125,25 @@ def test_handoff_descriptions_and_tool_names() -> None:
     assert "Invoices" in billing.tool_description
     assert refunds.tool_description == "Refunds"
     assert built.versions == (("billing-desk", 3), ("refunds", 2), ("triage", 1))
+
+
+async def test_allowed_models_cover_targets_and_the_classifier(gw: Gateway) -> None:
+    tenant = await gw.create_tenant("acme")
+    await _triage(gw, tenant)
+    await put_agent(gw, tenant, "billing", {"model": "mock-model-mini"})
+    path = f"/admin/tenants/{tenant.id}"
+    r = await gw.client.patch(path, json={"allowed_models": ["mock-model"]}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    classifier = {"classifier": {"instructions": "x", "model": "mock-model-mini"}}
+    r = await gw.client.put(
+        f"{path}/agents/guarded",
+        json={"model": "mock-model", "guardrails": {"input": classifier}},
+        headers=ADMIN,
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["param"] == "guardrails.input.classifier.model"
+    # triage's own model is allowed, but the run may reach billing's, which no longer is.
+    outcome = await run(gw, tenant, "triage", "transfer_to_billing", stream=False)
+    assert outcome.status == 403
+    assert outcome.error["code"] == "model_not_allowed"
+    assert "mock-model-mini" in outcome.error["message"]
