@@ -128,9 +128,9 @@ async def cache(n: int) -> None:
         "billing": AgentSpec(handoffs=["triage"]),
         "refunds": AgentSpec(),
     }
-    agents._active.put(("t", "solo"), (1, plain))
+    agents._active.put(("t", "solo"), (1, plain, None))
     for name, spec in graph.items():
-        agents._active.put(("t", name), (1, spec))
+        agents._active.put(("t", name), (1, spec, None))
     db: Any = None  # never touched on a hit
     show(
         "agent without handoffs",
