@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import socket
 import time
 from types import FrameType
 from typing import Any
@@ -79,14 +81,25 @@ class GatewayServer(uvicorn.Server):
             return
         if not drain.draining:
             drain.begin(skip_delay=True)  # e.g. limit_max_requests reached
-        # Stop accepting; idle HTTP connections close, busy ones close after their response.
+        # HTTP connections that served a request and are idle close now, busy ones after their
+        # response. One that has not read a request yet is left to get it: it may be a
+        # balancer's request still in flight (closing it would lose it); every response now
+        # closes its connection, and the deadline ends what is left.
+        for connection in list(self.server_state.connections):
+            if not _is_websocket(connection) and getattr(connection, "cycle", None) is not None:
+                connection.shutdown()
+        # Stop accepting. Closing a listener resets the connections still in its accept queue,
+        # requests already written on them included (a balancer cannot replay such a POST), so
+        # they are accepted and served first; only a connection arriving within the same
+        # instant as the close can still be refused.
+        pending = self._accept_pending()
         for server in self.servers:
             server.close()
         for sock in sockets or []:
             sock.close()
-        for connection in list(self.server_state.connections):
-            if not _is_websocket(connection):
-                connection.shutdown()
+        loop = asyncio.get_running_loop()
+        for conn in pending:
+            await loop.connect_accepted_socket(self._protocol, conn)
         drain.stop()
         logger.info(
             "stopped accepting; %d connection(s) in flight get %.1f s",
@@ -110,6 +123,33 @@ class GatewayServer(uvicorn.Server):
             await server.wait_closed()
         if not self.force_exit:
             await self.lifespan.shutdown()
+
+    def _accept_pending(self) -> list[socket.socket]:
+        """The connections waiting in the listeners' accept queues, accepted now."""
+        pending: list[socket.socket] = []
+        for server in self.servers:
+            for listening in server.sockets or ():
+                listener = socket.socket(fileno=os.dup(listening.fileno()))
+                try:
+                    listener.setblocking(False)
+                    while True:
+                        try:
+                            conn, _ = listener.accept()
+                        except OSError:  # BlockingIOError: the queue is empty
+                            break
+                        conn.setblocking(False)
+                        pending.append(conn)
+                finally:
+                    listener.close()  # the duplicate only: the server still holds its socket
+        return pending
+
+    def _protocol(self) -> asyncio.Protocol:
+        """A connection's protocol, as uvicorn's server makes them."""
+        config = self.config
+        protocol: asyncio.Protocol = config.http_protocol_class(  # type: ignore[call-arg]
+            config=config, server_state=self.server_state, app_state=self.lifespan.state
+        )
+        return protocol
 
     async def _wait_connections(self, until: Any) -> None:
         # uvicorn keeps no event for "last connection gone": poll, as its own shutdown does.
