@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from gateway.agents.builder import AgentCache
 from gateway.agents.providers import ProviderRegistry
@@ -24,6 +24,7 @@ from gateway.core.drain import Drain, DrainMiddleware
 from gateway.core.errors import install_error_handlers
 from gateway.core.gc_tuning import tune_gc
 from gateway.core.redis import create_redis
+from gateway.core.text import refuse_control_characters
 from gateway.limits.breaker import RedisBreaker
 from gateway.limits.headers import RateLimitHeadersMiddleware
 from gateway.limits.quotas import QuotaService
@@ -143,6 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         summary="Multi-tenant gateway for OpenAI Agents SDK agents.",
         lifespan=lifespan,
+        dependencies=[Depends(refuse_control_characters)],
     )
     app.state.settings = settings
     # Driven by the server on SIGTERM (gateway.serving.server); idle in tests and embedded use.

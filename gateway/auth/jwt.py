@@ -79,8 +79,8 @@ def unverified_issuer(token: str) -> tuple[str, str]:
     alg, iss = header.get("alg"), claims.get("iss")
     if not isinstance(alg, str) or not isinstance(iss, str):
         raise _fail()
-    if not 1 <= len(iss) <= MAX_ISSUER_CHARS:
-        raise _fail()
+    if not 1 <= len(iss) <= MAX_ISSUER_CHARS or not iss.isprintable():
+        raise _fail()  # an issuer with NUL or a control character is never looked up
     return alg, iss
 
 

@@ -29,6 +29,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gateway.core.metadata import bounded_metadata
 from gateway.core.unions import LIST, TEXT, text_or_list
+from gateway.core.text import Label, Text
 from gateway.runs.schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES
 from tenants.agent.spec import AGENT_NAME_PATTERN
 
@@ -70,7 +71,7 @@ class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["text"]
-    text: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+    text: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)]
 
 
 class ChatMessage(BaseModel):
@@ -80,7 +81,7 @@ class ChatMessage(BaseModel):
 
     role: Literal["system", "developer", "user", "assistant"]
     content: Annotated[
-        Annotated[str, Field(max_length=MAX_MESSAGE_CHARS), Tag(TEXT)]
+        Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS), Tag(TEXT)]
         | Annotated[
             list[TextPart],
             Field(min_length=1, max_length=MAX_CONTENT_PARTS),
@@ -120,7 +121,7 @@ class ChatCompletionRequest(BaseModel):
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    user: Annotated[str, Field(max_length=256)] | None = None
+    user: Annotated[Label, Field(max_length=256)] | None = None
     """Accepted and ignored (see the module docstring)."""
     n: Literal[1] | None = None
     """Only one choice: an agent run has one final answer."""

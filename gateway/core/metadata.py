@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.core.text import LABEL_FORBIDDEN, LABEL_RULE, TEXT_FORBIDDEN, TEXT_RULE, broken_rule
+
 MAX_METADATA_KEYS = 16
 
 
 def bounded_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A request's `metadata`, checked: ≤ 16 keys of ≤ 64 characters, scalar values of ≤ 512
-    characters (runs, chat completions and conversations alike)."""
+    """A request's `metadata`, checked: ≤ 16 keys of ≤ 64 characters without control
+    characters, scalar values of ≤ 512 characters without NUL (runs, chat completions and
+    conversations alike)."""
     if value is None:
         return None
     if len(value) > MAX_METADATA_KEYS:
@@ -17,6 +20,12 @@ def bounded_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     for key, item in value.items():
         if len(key) > 64:
             raise ValueError("metadata keys are at most 64 characters")
+        broken = broken_rule(LABEL_FORBIDDEN, LABEL_RULE, key)
+        if broken is not None:
+            raise ValueError(f"metadata keys {broken}")
         if not isinstance(item, str | int | float | bool) or len(str(item)) > 512:
             raise ValueError("metadata values are strings, numbers or booleans (≤ 512 chars)")
+        broken = broken_rule(TEXT_FORBIDDEN, TEXT_RULE, item) if isinstance(item, str) else None
+        if broken is not None:
+            raise ValueError(f"metadata value of {key!r}: {broken}")
     return value

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from gateway.core.metadata import bounded_metadata
 from gateway.core.unions import LIST, TEXT, text_or_list
+from gateway.core.text import Label, Text
 
 MAX_MESSAGE_CHARS = 100_000
 MAX_MESSAGES = 256
@@ -18,7 +19,7 @@ class InputMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["user", "assistant", "system"]
-    content: Annotated[str, Field(max_length=MAX_MESSAGE_CHARS)]
+    content: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)]
 
 
 class TurnInput(BaseModel):
@@ -27,7 +28,7 @@ class TurnInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     input: Annotated[
-        Annotated[str, Field(min_length=1, max_length=MAX_MESSAGE_CHARS), Tag(TEXT)]
+        Annotated[Text, Field(min_length=1, max_length=MAX_MESSAGE_CHARS), Tag(TEXT)]
         | Annotated[
             list[InputMessage],
             Field(min_length=1, max_length=MAX_MESSAGES),
@@ -37,7 +38,7 @@ class TurnInput(BaseModel):
         # members of the union.
         Discriminator(text_or_list),
     ]
-    conversation_id: Annotated[str, Field(max_length=64)] | None = None
+    conversation_id: Annotated[Label, Field(max_length=64)] | None = None
 
     def sdk_input(self) -> str | list[Any]:
         """The input in the form `Runner.run` takes."""

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from gateway.core.text import Label, Text
 from tenants.agent.composition import (
     AGENT_NAME_PATTERN,
     GuardrailsSpec,
@@ -48,9 +49,9 @@ class AgentSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    description: Annotated[str, Field(max_length=2_000)] = ""
-    instructions: Annotated[str, Field(max_length=100_000)] = ""
-    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    description: Annotated[Text, Field(max_length=2_000)] = ""
+    instructions: Annotated[Text, Field(max_length=100_000)] = ""
+    model: Annotated[Label, Field(min_length=1, max_length=128)] | None = None
     upstream: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")] | None = None
     """The tenant upstream the agent runs on (None: the deployment's)."""
     model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)

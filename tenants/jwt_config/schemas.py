@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, StringConstraints, field_validator, model_validator
 
 from gateway.core.clock import rfc3339
+from gateway.core.text import Text, check_json_tree
 from tenants.jwt_config.keys import ALGORITHMS
 from tenants.models import JwtConfig
 
@@ -27,10 +28,15 @@ class JwtConfigPut(BaseModel):
     mode: JwtMode
     issuer: Issuer
     """The `iss` of the tenant's tokens; unique across tenants."""
-    public_key: str | None = None
+    public_key: Text | None = None
     """PEM public key (`rs256` / `es256`)."""
     jwks: dict[str, Any] | None = None
     """`{"keys": [JWK, …]}` public keys (`rs256` / `es256`)."""
+
+    @field_validator("jwks")
+    @classmethod
+    def _storable_jwks(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        return check_json_tree(value)
 
     @model_validator(mode="after")
     def _key_matches_mode(self) -> JwtConfigPut:

@@ -1,0 +1,128 @@
+"""Strings the database can store: the character rules every input goes through.
+
+PostgreSQL's `text` cannot hold NUL (U+0000), and a lone surrogate (U+D800..U+DFFF, which the
+JSON escape `\\ud800` produces) cannot be encoded as UTF-8 at all. One such string in a usage
+record used to fail the whole write batch, so they are refused at the API with a 422 whose
+`param` names the field:
+
+- `Label`: names, models, slugs, ids, metadata keys, anything used as an identifier or a label:
+  no control character at all (U+0000..U+001F, U+007F).
+- `Text`: free-form text (instructions, descriptions, message content, metadata values): no
+  NUL. Tab, newlines and the other controls are kept: PostgreSQL stores them and pasted text
+  carries them (form feeds, terminal escapes).
+
+Both refuse lone surrogates: pydantic does so for every declared `str` field, and
+`check_json_tree` does it for free-form JSON (`metadata`, JWKS documents). Path and query
+parameters are held to the `Label` rule for every route (`refuse_control_characters`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi.requests import HTTPConnection
+from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
+
+from gateway.core.errors import ValidationFailedError
+
+LABEL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+"""JSON-schema pattern of a `Label`: no C0 control character, no DEL."""
+TEXT_PATTERN = r"^[^\x00]*$"
+"""JSON-schema pattern of a `Text`: no NUL."""
+
+LABEL_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+TEXT_FORBIDDEN = re.compile(r"[\x00\ud800-\udfff]")
+LABEL_RULE = "must not contain control characters (U+0000 to U+001F, U+007F)"
+TEXT_RULE = "must not contain NUL (U+0000) characters"
+SURROGATE_RULE = "must be valid Unicode (a lone surrogate, U+D800 to U+DFFF, cannot be stored)"
+
+
+def broken_rule(forbidden: re.Pattern[str], rule: str, value: str) -> str | None:
+    """The rule `value` breaks (`rule`, or the surrogate rule), or None."""
+    found = forbidden.search(value)
+    if found is None:
+        return None
+    return SURROGATE_RULE if "\ud800" <= found.group() <= "\udfff" else rule
+
+
+@dataclass(frozen=True, slots=True)
+class _Refuse:
+    """Pydantic annotation: refuse strings with a forbidden character (and say so in the schema)."""
+
+    forbidden: re.Pattern[str]
+    pattern: str
+    rule: str
+
+    def check(self, value: str) -> str:
+        broken = broken_rule(self.forbidden, self.rule, value)
+        if broken is not None:
+            raise PydanticCustomError("forbidden_character", broken)
+        return value
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self.check, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        rendered = handler(schema)
+        rendered.setdefault("pattern", self.pattern)
+        return rendered
+
+
+LABEL = _Refuse(LABEL_FORBIDDEN, LABEL_PATTERN, LABEL_RULE)
+TEXT = _Refuse(TEXT_FORBIDDEN, TEXT_PATTERN, TEXT_RULE)
+
+Label = Annotated[str, LABEL]
+"""A name, model, id or key: no control characters."""
+Text = Annotated[str, TEXT]
+"""Free-form text: no NUL."""
+
+
+def forbidden_in_tree(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """(path, rule) of every string in a JSON value that breaks its rule: keys are labels,
+    string values are text. `path` is dotted (`metadata.key`, `jwks.keys.0.n`)."""
+    if isinstance(value, str):
+        broken = broken_rule(TEXT_FORBIDDEN, TEXT_RULE, value)
+        if broken is not None:
+            yield path, broken
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            broken = broken_rule(LABEL_FORBIDDEN, LABEL_RULE, str(key))
+            if broken is not None:
+                yield path, f"keys {broken}"
+                continue
+            where = f"{path}.{key}" if path else str(key)
+            yield from forbidden_in_tree(item, where)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from forbidden_in_tree(item, f"{path}.{index}" if path else str(index))
+
+
+def check_json_tree(value: Any) -> Any:
+    """Raise a ValueError naming the first string of a free-form JSON value that breaks its
+    rule (for a pydantic validator); return the value unchanged otherwise."""
+    for where, rule in forbidden_in_tree(value):
+        raise ValueError(f"{where}: {rule}" if where else rule)
+    return value
+
+
+async def refuse_control_characters(connection: HTTPConnection) -> None:
+    """App-wide dependency: a path or query parameter holding a control character is a 422
+    naming it, for every route, before anything looks it up."""
+    for name, value in connection.path_params.items():
+        if isinstance(value, str) and LABEL_FORBIDDEN.search(value):
+            raise ValidationFailedError(f"{name}: {LABEL_RULE}", code="invalid_value", param=name)
+    for name, value in connection.query_params.multi_items():
+        if LABEL_FORBIDDEN.search(name) or LABEL_FORBIDDEN.search(value):
+            param = name if not LABEL_FORBIDDEN.search(name) else None
+            raise ValidationFailedError(
+                f"{param or 'query'}: {LABEL_RULE}", code="invalid_value", param=param
+            )
