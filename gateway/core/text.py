@@ -106,12 +106,11 @@ def forbidden_in_tree(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
             yield from forbidden_in_tree(item, f"{path}.{index}" if path else str(index))
 
 
-def check_json_tree(value: Any) -> Any:
+def check_json_tree(value: Any) -> None:
     """Raise a ValueError naming the first string of a free-form JSON value that breaks its
-    rule (for a pydantic validator); return the value unchanged otherwise."""
+    rule (for a pydantic validator)."""
     for where, rule in forbidden_in_tree(value):
         raise ValueError(f"{where}: {rule}" if where else rule)
-    return value
 
 
 async def refuse_control_characters(connection: HTTPConnection) -> None:

@@ -36,7 +36,8 @@ class JwtConfigPut(BaseModel):
     @field_validator("jwks")
     @classmethod
     def _storable_jwks(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        return check_json_tree(value)
+        check_json_tree(value)
+        return value
 
     @model_validator(mode="after")
     def _key_matches_mode(self) -> JwtConfigPut:

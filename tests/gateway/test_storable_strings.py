@@ -54,7 +54,9 @@ async def test_nul_in_the_agent_model_is_422_and_usage_keeps_flowing(gw: Gateway
     assert error["type"] == "invalid_request_error"
     assert "control characters" in error["message"]
     # The agent kept its stored spec, and its runs are recorded.
-    agent = (await gw.client.get(f"/admin/tenants/{acme.id}/agents/assistant", headers=ADMIN)).json()
+    agent = (
+        await gw.client.get(f"/admin/tenants/{acme.id}/agents/assistant", headers=ADMIN)
+    ).json()
     assert agent["spec"]["model"] == AGENT_SPEC["model"]
     r = await gw.client.post(RUN, json={"input": "hi"}, headers=acme.headers)
     assert r.status_code == 200, r.text
@@ -95,7 +97,12 @@ def _refused_tenant_bodies() -> Iterator[tuple[str, str, dict[str, Any], str]]:
     yield "POST", "/v1/chat/completions", {**chat, "user": "u\x00"}, "user"
     yield "POST", "/v1/chat/completions", {**chat, "metadata": {"k": "\x00"}}, "metadata"
     bad_message = [{"role": "user", "content": [{"type": "text", "text": "\x00"}]}]
-    yield "POST", "/v1/chat/completions", {**chat, "messages": bad_message}, "messages.0.content.parts.0.text"
+    yield (
+        "POST",
+        "/v1/chat/completions",
+        {**chat, "messages": bad_message},
+        "messages.0.content.parts.0.text",
+    )
 
 
 def _raw_json(body: dict[str, Any]) -> bytes:
@@ -108,7 +115,7 @@ async def test_every_unstorable_string_is_a_422_naming_its_field(gw: Gateway) ->
     cases = [(*case, ADMIN) for case in _refused_bodies(acme.id)]
     cases += [(*case, acme.headers) for case in _refused_tenant_bodies()]
     seen = {}
-    for method, path, body, param, headers in cases:
+    for method, path, body, _, headers in cases:
         r = await gw.client.request(
             method,
             path,
@@ -120,9 +127,7 @@ async def test_every_unstorable_string_is_a_422_naming_its_field(gw: Gateway) ->
         named = "input" if error["param"].startswith("input") else error["param"]
         seen[(path, json.dumps(body))] = (r.status_code, named)
         assert error["type"] == "invalid_request_error", r.text
-    expected = {
-        (path, json.dumps(body)): (422, param) for _, path, body, param, _ in cases
-    }
+    expected = {(path, json.dumps(body)): (422, param) for _, path, body, param, _ in cases}
     assert seen == expected
     # None of them reached a row: the one tenant, its key and its agent are all there is.
     tenants = (await gw.client.get("/admin/tenants", headers=ADMIN)).json()["data"]
@@ -247,6 +252,6 @@ async def test_a_websocket_path_with_a_control_character_is_refused(sqlite_gw: G
 
     tenant = await sqlite_gw.create_tenant("acme")
     client = TestClient(sqlite_gw.app)  # no `with`: the lifespan already runs
-    with pytest.raises(WebSocketDisconnect):
-        with client.websocket_connect("/v1/agents/a%00b/ws?x=%00", headers=tenant.headers):
-            pass
+    url = "/v1/agents/a%00b/ws?x=%00"
+    with pytest.raises(WebSocketDisconnect), client.websocket_connect(url, headers=tenant.headers):
+        pass
