@@ -47,6 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         batch_size=settings.usage_batch_size,
         flush_interval_s=settings.usage_flush_interval_s,
         max_queue=settings.usage_queue_size,
+        dead_letter_path=settings.usage_dead_letter_path or None,
     )
     providers = ProviderRegistry(settings)
     redis = create_redis(settings)

@@ -71,6 +71,11 @@ USAGE_QUEUE_DEPTH = Gauge(
 USAGE_WRITE_FAILURES = Counter(
     "gateway_usage_write_failures_total", "Failed usage batch writes (retried, never dropped)."
 )
+USAGE_DEAD_LETTERS = Counter(
+    "gateway_usage_dead_letters_total",
+    "Usage records the database refused, quarantined by sink (table, file, log).",
+    ["sink"],
+)
 RATE_LIMIT_REJECTIONS = Counter(
     "gateway_rate_limit_rejections_total",
     "Requests refused by a limit or quota (429), by the limit's code.",

@@ -41,6 +41,7 @@ TABLES = (
     "usage_records",
     "usage_rollups",
     "model_prices",
+    "usage_dead_letters",
     "agent_versions",
     "agents",
     "api_keys",

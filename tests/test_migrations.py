@@ -23,6 +23,7 @@ TABLES = {
     "usage_records",
     "usage_rollups",
     "model_prices",
+    "usage_dead_letters",
     "jwt_configs",
     "admin_users",
     "audit_events",

@@ -164,6 +164,10 @@ class Settings(BaseSettings):
     usage_queue_size: int = Field(default=10_000, ge=1)
     """Bounded write-behind queue; a full queue makes runs wait (never drops a record)."""
 
+    usage_dead_letter_path: str = "gateway-usage-dead-letters.ndjson"
+    """JSON-lines file for usage records the database refused, used only when it refuses their
+    row in the `usage_dead_letters` table too (empty: log them instead)."""
+
     tracing_export: bool = False
     """Upload Agents SDK traces to OpenAI (off: only the gateway's own processor runs)."""
 

@@ -5,7 +5,9 @@ requests mark their key in memory, and the marks are written at most every
 `touch_interval_s` (and on shutdown).
 
 Nothing is lost: a failed write keeps the batch and retries with backoff (counted in
-`gateway_usage_write_failures_total`), and `close()` flushes what is left. The queue is bounded
+`gateway_usage_write_failures_total`), and `close()` flushes what is left. A record the
+database refuses is quarantined by the `BatchWriter` (see `gateway.usage.writer`) instead of
+holding back the records behind it. The queue is bounded
 by admission: new runs wait in `wait_for_room()` while `max_queue` records are pending, so
 finishing runs never block or drop a record.
 """
@@ -21,10 +23,10 @@ from datetime import datetime
 
 from gateway.core.clock import utcnow
 from gateway.core.db import Database
+from gateway.usage.writer import BatchWriter, WriteInterrupted
 from observability.metrics import USAGE_QUEUE_DEPTH, USAGE_WRITE_FAILURES
 from tenants.api_key.repository import ApiKeyRepository
 from tenants.models import UsageRecord
-from tenants.usage.repository import UsageRepository
 
 logger = logging.getLogger("gateway.usage")
 MAX_BACKOFF_S = 5.0
@@ -41,8 +43,10 @@ class UsageRecorder:
         flush_interval_s: float,
         max_queue: int,
         touch_interval_s: float = 30.0,
+        dead_letter_path: str | None = None,
     ) -> None:
         self._db = db
+        self._writer = BatchWriter(db, dead_letter_path=dead_letter_path)
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._max_queue = max_queue
@@ -139,14 +143,25 @@ class UsageRecorder:
         # The insert skips run ids already stored, so a batch retried after an ambiguous
         # failure (committed, but reported failed) is never counted twice.
         batch = [self._pending[i] for i in range(min(self._batch_size, len(self._pending)))]
-        async with self._db.session() as session:
-            await UsageRepository(session).add_many(batch)
-        for _ in batch:
-            self._pending.popleft()
-        self.written += len(batch)
-        USAGE_QUEUE_DEPTH.set(len(self._pending))
-        if len(self._pending) < self._max_queue:
-            self._room.set()
+        settled, quarantined = 0, self.quarantined
+        try:
+            await self._writer.write(batch)
+            settled = len(batch)
+        except WriteInterrupted as interrupted:
+            settled = interrupted.settled
+            raise
+        finally:
+            for _ in range(settled):
+                self._pending.popleft()
+            self.written += settled - (self.quarantined - quarantined)
+            USAGE_QUEUE_DEPTH.set(len(self._pending))
+            if len(self._pending) < self._max_queue:
+                self._room.set()
+
+    @property
+    def quarantined(self) -> int:
+        """Records the database refused (kept as dead letters, not in `written`)."""
+        return self._writer.quarantined
 
     async def close(self, timeout_s: float = 10.0) -> None:
         """Stop the timer and flush what is left (bounded by `timeout_s`)."""

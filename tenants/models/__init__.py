@@ -15,6 +15,7 @@ from tenants.models.tool_secret import ToolSecret
 from tenants.models.upstream import TenantUpstream
 from tenants.models.usage import UsageRecord
 from tenants.models.usage_rollup import UsageRollup
+from tenants.models.usage_dead_letter import UsageDeadLetter
 
 __all__ = [
     "AdminUser",
@@ -29,6 +30,7 @@ __all__ = [
     "Tenant",
     "TenantUpstream",
     "ToolSecret",
+    "UsageDeadLetter",
     "UsageRecord",
     "UsageRollup",
 ]
