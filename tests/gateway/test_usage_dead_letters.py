@@ -16,9 +16,9 @@ from gateway.core.clock import utcnow
 from gateway.core.db import Database
 from gateway.core.ids import new_id
 from gateway.usage.recorder import UsageRecorder
+from tenants.models import UsageRecord
 from tests.gateway.conftest import Gateway, gateway_for
 from tests.observability.live import parse_metrics, total
-from tenants.models import UsageRecord
 
 RUN = "/v1/agents/assistant/runs"
 DEAD = "gateway_usage_dead_letters_total"
