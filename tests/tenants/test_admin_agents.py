@@ -179,11 +179,15 @@ async def test_any_text_in_a_spec_round_trips(
     client: httpx.AsyncClient, admin_headers: dict[str, str], make_tenant: MakeTenant
 ) -> None:
     tenant = await make_tenant()
-    text = "Ünïcödé \u2603, quotes \" ' and a NUL \x00 byte"
+    text = "Ünïcödé \u2603, quotes \" ', a\ttab,\r\nnewlines and an \x1b escape"
     url = f"/admin/tenants/{tenant['id']}/agents/bot"
     response = await client.put(url, json={"instructions": text}, headers=admin_headers)
     assert response.status_code == 201
     assert (await client.get(url, headers=admin_headers)).json()["spec"]["instructions"] == text
+    # NUL is the one character free text may not hold (PostgreSQL text cannot store it).
+    response = await client.put(url, json={"instructions": "a NUL \x00"}, headers=admin_headers)
+    assert response.status_code == 422
+    assert response.json()["error"]["param"] == "instructions"
 
 
 async def test_unknown_tool_error_names_the_tool(
