@@ -48,6 +48,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         flush_interval_s=settings.usage_flush_interval_s,
         max_queue=settings.usage_queue_size,
         dead_letter_path=settings.usage_dead_letter_path or None,
+        spill_path=settings.usage_spill_path or None,
+        room_timeout_s=settings.usage_room_timeout_s,
+        shutdown_flush_s=settings.usage_shutdown_flush_s,
     )
     providers = ProviderRegistry(settings)
     redis = create_redis(settings)

@@ -76,6 +76,14 @@ USAGE_DEAD_LETTERS = Counter(
     "Usage records the database refused, quarantined by sink (table, file, log).",
     ["sink"],
 )
+USAGE_SPILLED = Counter(
+    "gateway_usage_spilled_total",
+    "Usage records written to the local spill file, by reason (shutdown, overflow).",
+    ["reason"],
+)
+USAGE_REPLAYED = Counter(
+    "gateway_usage_replayed_total", "Usage records replayed from the spill file into the database."
+)
 RATE_LIMIT_REJECTIONS = Counter(
     "gateway_rate_limit_rejections_total",
     "Requests refused by a limit or quota (429), by the limit's code.",

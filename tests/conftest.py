@@ -170,6 +170,9 @@ def gateway_env(database_url: str, **extra: str) -> dict[str, str]:
         GATEWAY_SECRET_KEY=SECRET_KEY,
         GATEWAY_USAGE_FLUSH_INTERVAL_S="0.05",
         GATEWAY_PRINCIPAL_CACHE_TTL_S="0.25",
+        # No spill file unless a test asks for one: a shared default path would replay one
+        # test's records into another test's database.
+        GATEWAY_USAGE_SPILL_PATH="",
         OPENAI_API_KEY="test-upstream-key",
     )
     env.update(extra)
@@ -185,6 +188,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "secret_key": SECRET_KEY,
         "usage_flush_interval_s": 0.05,
         "principal_cache_ttl_s": 0.25,
+        "usage_spill_path": "",
         "gc_gen0_threshold": 0,
         "openai_api_key": "test-upstream-key",
         "openai_base_url": "http://127.0.0.1:9/v1",

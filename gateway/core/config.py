@@ -164,6 +164,20 @@ class Settings(BaseSettings):
     usage_queue_size: int = Field(default=10_000, ge=1)
     """Bounded write-behind queue; a full queue makes runs wait (never drops a record)."""
 
+    usage_room_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    """How long a new run waits for room in a full usage queue before 503 `usage_backlog`
+    (with Retry-After)."""
+
+    usage_spill_path: str = "gateway-usage-spill.ndjson"
+    """Local JSON-lines file for usage records that could not reach the database by shutdown
+    (and for records that find the queue full). Every start replays it, once the database
+    answers; a run id already stored is skipped, so nothing is counted twice. Processes of one
+    host may share it. Empty: no spill (such records are only logged)."""
+
+    usage_shutdown_flush_s: float = Field(default=5.0, ge=0, le=120)
+    """At shutdown, how long the usage writer keeps trying the database before it spills the
+    remaining records to `usage_spill_path`."""
+
     usage_dead_letter_path: str = "gateway-usage-dead-letters.ndjson"
     """JSON-lines file for usage records the database refused, used only when it refuses their
     row in the `usage_dead_letters` table too (empty: log them instead)."""

@@ -4,12 +4,16 @@ It also keeps API keys' `last_used_at` current without a write per request: auth
 requests mark their key in memory, and the marks are written at most every
 `touch_interval_s` (and on shutdown).
 
-Nothing is lost: a failed write keeps the batch and retries with backoff (counted in
-`gateway_usage_write_failures_total`), and `close()` flushes what is left. A record the
-database refuses is quarantined by the `BatchWriter` (see `gateway.usage.writer`) instead of
-holding back the records behind it. The queue is bounded
-by admission: new runs wait in `wait_for_room()` while `max_queue` records are pending, so
-finishing runs never block or drop a record.
+Nothing is lost:
+- a failed write keeps the batch and retries with backoff (counted in
+  `gateway_usage_write_failures_total`);
+- a record the database refuses is quarantined by the `BatchWriter` (`gateway.usage.writer`)
+  instead of holding back the records behind it;
+- the in-memory queue never holds more than `max_queue` records: new runs wait in
+  `wait_for_room()` (at most `room_timeout_s`, then 503), and a record that finds the queue
+  full anyway goes to the spill file;
+- `close()` flushes for at most `shutdown_flush_s`, then writes what is left to the spill file
+  (`gateway.usage.spill`), which is replayed at the next start, once the database answers.
 """
 
 from __future__ import annotations
@@ -23,13 +27,30 @@ from datetime import datetime
 
 from gateway.core.clock import utcnow
 from gateway.core.db import Database
+from gateway.core.errors import ServiceUnavailableError
+from gateway.usage.codec import record_json
+from gateway.usage.spill import SpillFile
 from gateway.usage.writer import BatchWriter, WriteInterrupted
-from observability.metrics import USAGE_QUEUE_DEPTH, USAGE_WRITE_FAILURES
+from observability.metrics import (
+    USAGE_QUEUE_DEPTH,
+    USAGE_REPLAYED,
+    USAGE_SPILLED,
+    USAGE_WRITE_FAILURES,
+)
 from tenants.api_key.repository import ApiKeyRepository
 from tenants.models import UsageRecord
 
 logger = logging.getLogger("gateway.usage")
 MAX_BACKOFF_S = 5.0
+REPLAY_INTERVAL_S = 5.0
+"""How often a replay of the spill file is tried again after it failed."""
+
+
+class UsageQueueFullError(ServiceUnavailableError):
+    """The usage queue stayed full for the whole wait: the database is behind or down."""
+
+    default_code = "usage_backlog"
+    default_message = "Usage recording is behind; retry shortly."
 
 
 class UsageRecorder:
@@ -44,12 +65,18 @@ class UsageRecorder:
         max_queue: int,
         touch_interval_s: float = 30.0,
         dead_letter_path: str | None = None,
+        spill_path: str | None = None,
+        room_timeout_s: float = 2.0,
+        shutdown_flush_s: float = 5.0,
     ) -> None:
         self._db = db
         self._writer = BatchWriter(db, dead_letter_path=dead_letter_path)
+        self._spill = SpillFile(spill_path) if spill_path else None
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._max_queue = max_queue
+        self._room_timeout_s = room_timeout_s
+        self._shutdown_flush_s = shutdown_flush_s
         self._pending: deque[UsageRecord] = deque()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -60,7 +87,9 @@ class UsageRecorder:
         self._touched: dict[str, datetime] = {}
         self._touch_interval_s = touch_interval_s
         self._last_touch_flush = time.monotonic()
+        self._next_replay = 0.0
         self.written = 0
+        self.replayed = 0
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="usage-writer")
@@ -70,13 +99,30 @@ class UsageRecorder:
         return len(self._pending)
 
     def record(self, record: UsageRecord) -> None:
-        """Hand over one record (never blocks, never drops)."""
+        """Hand over one record (never blocks, never drops, never over `max_queue` in memory:
+        a record that finds the queue full goes to the spill file)."""
+        if len(self._pending) >= self._max_queue and self._spill_overflow(record):
+            return
         self._pending.append(record)
         USAGE_QUEUE_DEPTH.set(len(self._pending))
         if len(self._pending) >= self._batch_size:
             self._wake.set()
         if len(self._pending) >= self._max_queue:
             self._room.clear()
+
+    def _spill_overflow(self, record: UsageRecord) -> bool:
+        # Rare (the queue is full only after a long outage): one small append, no fsync, on
+        # the loop. Without a spill file the queue grows past its bound rather than drop.
+        if self._spill is not None:
+            try:
+                self._spill.append([record], sync=False)
+            except OSError:
+                logger.exception("usage spill file %s not writable", self._spill.path)
+            else:
+                USAGE_SPILLED.labels("overflow").inc()
+                return True
+        logger.warning("usage queue full (%d): record kept in memory over the bound", self.depth)
+        return False
 
     def mark_key_used(self, key_id: str) -> None:
         """Note that a key was used now (written later, in a batch)."""
@@ -100,9 +146,15 @@ class UsageRecorder:
             raise
 
     async def wait_for_room(self) -> None:
-        """Back-pressure for new runs while the writer is behind."""
-        if not self._room.is_set():
-            await self._room.wait()
+        """Back-pressure for new runs while the writer is behind: wait at most
+        `room_timeout_s` for the queue to drain below its bound, else 503 with Retry-After."""
+        if self._room.is_set():
+            return
+        try:
+            async with asyncio.timeout(self._room_timeout_s):
+                await self._room.wait()
+        except TimeoutError:
+            raise UsageQueueFullError(headers={"Retry-After": "2"}) from None
 
     async def flush(self) -> None:
         """Write everything pending now (used by tests and on shutdown)."""
@@ -113,10 +165,14 @@ class UsageRecorder:
         failures = 0
         while not self._closing:
             try:
+                if failures == 0 and time.monotonic() >= self._next_replay:
+                    await self._replay_spill()
                 async with asyncio.timeout(self._interval):
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            except Exception:
+                failures += 1
             self._wake.clear()
             try:
                 while self._pending:
@@ -163,8 +219,35 @@ class UsageRecorder:
         """Records the database refused (kept as dead letters, not in `written`)."""
         return self._writer.quarantined
 
-    async def close(self, timeout_s: float = 10.0) -> None:
-        """Stop the timer and flush what is left (bounded by `timeout_s`)."""
+    async def _replay_spill(self) -> None:
+        """Write the spill file's records (claimed first, so one process replays each)."""
+        spill = self._spill
+        if spill is None or not await asyncio.to_thread(spill.pending):
+            return
+        self._next_replay = time.monotonic() + REPLAY_INTERVAL_S
+        async with self._lock:
+            for claimed in await asyncio.to_thread(spill.claim):
+                records = await asyncio.to_thread(spill.read, claimed)
+                done = 0
+                try:
+                    for start in range(0, len(records), self._batch_size):
+                        batch = records[start : start + self._batch_size]
+                        try:
+                            await self._writer.write(batch)
+                        except WriteInterrupted as interrupted:
+                            done += interrupted.settled
+                            raise
+                        done += len(batch)
+                finally:
+                    if done < len(records):  # the rest goes back for the next attempt
+                        await asyncio.to_thread(spill.append, records[done:])
+                    await asyncio.to_thread(spill.done, claimed)
+                    self.replayed += done
+                    USAGE_REPLAYED.inc(done)
+                logger.info("replayed %d usage records from %s", len(records), spill.path)
+
+    async def close(self) -> None:
+        """Stop the timer, flush for at most `shutdown_flush_s`, spill what is left."""
         self._closing = True
         self._wake.set()
         if self._task is not None:
@@ -172,7 +255,7 @@ class UsageRecorder:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         try:
-            async with asyncio.timeout(timeout_s):
+            async with asyncio.timeout(self._shutdown_flush_s):
                 while self._pending or self._touched:
                     try:
                         await self.flush()
@@ -181,4 +264,28 @@ class UsageRecorder:
                         USAGE_WRITE_FAILURES.inc()
                         await asyncio.sleep(0.2)
         except TimeoutError:
-            logger.error("shutdown: %d usage records could not be written", self.depth)
+            pass
+        if self._pending:
+            self._spill_at_shutdown()
+
+    def _spill_at_shutdown(self) -> None:
+        pending = list(self._pending)
+        if self._spill is not None:
+            try:
+                self._spill.append(pending)
+            except OSError:
+                logger.exception("usage spill file %s not writable", self._spill.path)
+            else:
+                self._pending.clear()
+                USAGE_QUEUE_DEPTH.set(0)
+                USAGE_SPILLED.labels("shutdown").inc(len(pending))
+                logger.warning(
+                    "shutdown: %d usage records spilled to %s (replayed at the next start)",
+                    len(pending),
+                    self._spill.path,
+                )
+                return
+        # Last resort: each record in the log, so none is lost without a trace.
+        logger.error("shutdown: %d usage records could not be written", len(pending))
+        for record in pending:
+            logger.error("unwritten usage record: %s", record_json(record))

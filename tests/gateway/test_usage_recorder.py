@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import date
+from pathlib import Path
 
+import pytest
 from prometheus_client import REGISTRY
 from sqlalchemy import text
 
 from gateway.core.db import Database
 from gateway.core.ids import new_id
-from gateway.usage.recorder import UsageRecorder
+from gateway.usage.recorder import UsageQueueFullError, UsageRecorder
 from tenants.models import Tenant, UsageRecord
 from tests.waiting import eventually
 
@@ -71,3 +75,46 @@ async def test_records_survive_a_database_outage_and_shutdown(database_url: str)
     assert await _count(db) == 60
     assert recorder.depth == 0
     await db.dispose()
+
+
+async def test_a_full_queue_stays_bounded_spills_and_refuses_new_runs_in_time(
+    database_url: str, tmp_path: Path
+) -> None:
+    """While the database is down the queue fills: it never holds more than its maximum
+    (the overflow goes to the spill file), new runs wait at most `room_timeout_s` for room
+    (then 503 with Retry-After), and once the database is back everything is written."""
+    db = Database(database_url)
+    spill = tmp_path / "spill.ndjson"
+    recorder = UsageRecorder(
+        db,
+        batch_size=10,
+        flush_interval_s=0.02,
+        max_queue=5,
+        spill_path=str(spill),
+        room_timeout_s=0.3,
+    )
+    async with db.engine.begin() as conn:
+        await conn.execute(text("ALTER TABLE usage_records RENAME TO usage_records_away"))
+    recorder.start()
+    try:
+        for i in range(8):
+            recorder.record(record("ten_x", i))
+        assert recorder.depth == 5
+        assert len(spill.read_text().splitlines()) == 3
+        started = time.monotonic()
+        with pytest.raises(UsageQueueFullError) as refused:
+            await recorder.wait_for_room()
+        assert 0.25 <= time.monotonic() - started < 2
+        assert refused.value.status_code == 503
+        assert int(refused.value.headers["Retry-After"]) >= 1
+        async with db.engine.begin() as conn:
+            await conn.execute(text("ALTER TABLE usage_records_away RENAME TO usage_records"))
+        deadline = time.monotonic() + 15
+        while await _count(db) < 8 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert await _count(db) == 8
+        await recorder.wait_for_room()  # room again: returns at once
+    finally:
+        await recorder.close()
+        await db.dispose()
+    assert not spill.exists() or spill.read_text() == ""

@@ -116,6 +116,7 @@ def serve_gateway(
             "GATEWAY_USAGE_FLUSH_INTERVAL_S": "0.05",
             "GATEWAY_PRINCIPAL_CACHE_TTL_S": "0.25",
             "GATEWAY_METRICS_DIR": str(metrics_base),
+            "GATEWAY_USAGE_SPILL_PATH": str(tmp_path / "usage-spill.ndjson"),
             "OPENAI_API_KEY": "test-upstream-key",
             "OPENAI_BASE_URL": mock_url,
         }
