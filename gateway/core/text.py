@@ -13,7 +13,8 @@ record used to fail the whole write batch, so they are refused at the API with a
 
 Both refuse lone surrogates: pydantic does so for every declared `str` field, and
 `check_json_tree` does it for free-form JSON (`metadata`, JWKS documents). Path and query
-parameters are held to the `Label` rule for every route (`refuse_control_characters`).
+parameters are held to the `Label` rule for every route (`refuse_control_characters`): 404 for
+a path parameter (no resource can be named so), 422 for a query parameter.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
-from gateway.core.errors import ValidationFailedError
+from gateway.core.errors import NotFoundError, ValidationFailedError
 
 LABEL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 """JSON-schema pattern of a `Label`: no C0 control character, no DEL."""
@@ -114,11 +115,12 @@ def check_json_tree(value: Any) -> None:
 
 
 async def refuse_control_characters(connection: HTTPConnection) -> None:
-    """App-wide dependency: a path or query parameter holding a control character is a 422
-    naming it, for every route, before anything looks it up."""
+    """App-wide dependency, before anything looks a parameter up: a path parameter holding a
+    control character names nothing that can exist (404 naming it); a query parameter holding
+    one is a 422 naming it."""
     for name, value in connection.path_params.items():
         if isinstance(value, str) and LABEL_FORBIDDEN.search(value):
-            raise ValidationFailedError(f"{name}: {LABEL_RULE}", code="invalid_value", param=name)
+            raise NotFoundError(f"Not found ({name} {LABEL_RULE}).", param=name)
     for name, value in connection.query_params.multi_items():
         if LABEL_FORBIDDEN.search(name) or LABEL_FORBIDDEN.search(value):
             param = name if not LABEL_FORBIDDEN.search(name) else None
