@@ -22,6 +22,7 @@ from gateway.core.config import Settings, get_settings
 from gateway.core.db import Database
 from gateway.core.drain import Drain, DrainMiddleware
 from gateway.core.errors import install_error_handlers
+from gateway.core.failsafe import FailsafeMiddleware
 from gateway.core.gc_tuning import tune_gc
 from gateway.core.redis import create_redis
 from gateway.core.text import refuse_control_characters
@@ -41,7 +42,13 @@ from observability.telemetry import start_telemetry
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    db = Database(settings.database_url)
+    db = Database(
+        settings.database_url,
+        connect_timeout_s=settings.database_connect_timeout_s,
+        pool_timeout_s=settings.database_pool_timeout_s,
+        statement_timeout_s=settings.database_statement_timeout_s,
+        retry_s=settings.database_retry_s,
+    )
     recorder = UsageRecorder(
         db,
         batch_size=settings.usage_batch_size,
@@ -66,7 +73,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.recorder = recorder
     app.state.providers = providers
     app.state.principals = PrincipalCache(
-        ttl_s=settings.principal_cache_ttl_s, max_size=settings.principal_cache_size
+        ttl_s=settings.principal_cache_ttl_s,
+        max_size=settings.principal_cache_size,
+        stale_s=settings.principal_cache_stale_s,
     )
     app.state.tool_secrets = tool_secrets = ToolSecretCache(
         db,
@@ -80,9 +89,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ttl_s=settings.principal_cache_ttl_s,
         max_size=settings.principal_cache_size,
         http_tools=http_tools,
+        stale_s=settings.principal_cache_stale_s,
     )
     app.state.issuers = IssuerCache(
-        ttl_s=settings.principal_cache_ttl_s, max_size=settings.principal_cache_size
+        ttl_s=settings.principal_cache_ttl_s,
+        max_size=settings.principal_cache_size,
+        stale_s=settings.principal_cache_stale_s,
     )
     app.state.auth_failures = AuthFailureLimiter(
         limit=settings.auth_failure_limit,
@@ -155,6 +167,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.drain = drain = Drain(settings.drain_delay, settings.shutdown_grace_s)
     install_error_handlers(app)
     mount_routes(app)
+    # Innermost: the middlewares around it (metrics, request id) see its 500/503 like any answer.
+    app.add_middleware(FailsafeMiddleware)
     if settings.metrics_enabled:
         install_http_metrics(app, settings)
     app.add_middleware(RateLimitHeadersMiddleware)

@@ -196,11 +196,20 @@ _Active = tuple[int, AgentSpec | None, list[str] | None]
 class AgentCache:
     """Active-version look-ups (TTL) and built graphs (LRU by immutable versions)."""
 
-    def __init__(self, *, ttl_s: float, max_size: int, http_tools: HttpTools | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        max_size: int,
+        http_tools: HttpTools | None = None,
+        stale_s: float = 0.0,
+    ) -> None:
         self._http_tools = http_tools
         # A missing agent is cached as version 0 so unknown names do not hit the DB each time.
         # The tenant's allowed models ride along (dropped with the tenant's entries).
-        self._active: TTLCache[tuple[str, str], _Active] = TTLCache(ttl_s=ttl_s, max_size=max_size)
+        self._active: TTLCache[tuple[str, str], _Active] = TTLCache(
+            ttl_s=ttl_s, max_size=max_size, stale_s=stale_s
+        )
         # Key: (tenant, entry agent, its version) without handoffs, else the versions of the
         # whole graph.
         self._built: OrderedDict[tuple[str, str, int | Versions], BuiltAgent] = OrderedDict()

@@ -31,8 +31,8 @@ NO_TENANT = ""
 class TenantIndexedCache(TTLCache[str, V], Generic[V]):
     """A TTL cache whose entries can be dropped per tenant."""
 
-    def __init__(self, *, ttl_s: float, max_size: int) -> None:
-        super().__init__(ttl_s=ttl_s, max_size=max_size)
+    def __init__(self, *, ttl_s: float, max_size: int, stale_s: float = 0.0) -> None:
+        super().__init__(ttl_s=ttl_s, max_size=max_size, stale_s=stale_s)
         self._by_tenant: dict[str, set[str]] = {}
         self._epoch = 0
         self._stale: set[str] = set()

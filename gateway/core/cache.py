@@ -3,6 +3,10 @@
 Used for credentials and agent specs: entries are trusted for `ttl_s` seconds, so a change in
 the database (revocation, suspension, a new agent version) is seen within that bound on every
 replica even without an invalidation message.
+
+With `stale_s`, an expired entry is kept that much longer and served when reloading it fails
+because the database is unavailable (stale-if-error): cached credentials keep serving runs
+through a short outage. An invalidation still drops the entry at once.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from gateway.core.db import is_database_unavailable
+
 K = TypeVar("K")
 V = TypeVar("V")
 
@@ -19,9 +25,10 @@ V = TypeVar("V")
 class TTLCache(Generic[K, V]):
     """Mapping with per-entry expiry; the oldest entries go first when full."""
 
-    def __init__(self, *, ttl_s: float, max_size: int) -> None:
+    def __init__(self, *, ttl_s: float, max_size: int, stale_s: float = 0.0) -> None:
         self.ttl_s = ttl_s
         self.max_size = max_size
+        self.stale_s = stale_s
         self._entries: dict[K, tuple[float, V]] = {}
         self._loading: dict[K, asyncio.Future[V]] = {}
 
@@ -30,10 +37,19 @@ class TTLCache(Generic[K, V]):
         if entry is None:
             return None
         expires, value = entry
-        if expires < time.monotonic():
-            self._entries.pop(key, None)
+        now = time.monotonic()
+        if expires < now:
+            if expires + self.stale_s < now:
+                self.discard(key)
             return None
         return value
+
+    def _usable_stale(self, key: K) -> V | None:
+        """An expired entry still within `stale_s` (served when a reload cannot reach the DB)."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] + self.stale_s < time.monotonic():
+            return None
+        return entry[1]
 
     def put(self, key: K, value: V) -> None:
         if key not in self._entries and len(self._entries) >= self.max_size:
@@ -55,7 +71,13 @@ class TTLCache(Generic[K, V]):
             self._loading[key] = pending
             pending.add_done_callback(lambda done: self._settle(key, done))
         # shield: one waiter giving up (client gone) must not cancel the load for the others.
-        return await asyncio.shield(pending)
+        try:
+            return await asyncio.shield(pending)
+        except Exception as error:
+            stale = self._usable_stale(key) if self.stale_s > 0 else None
+            if stale is None or not is_database_unavailable(error):
+                raise
+            return stale
 
     def _settle(self, key: K, done: asyncio.Future[V]) -> None:
         self._loading.pop(key, None)

@@ -32,6 +32,21 @@ class Settings(BaseSettings):
     database_url: str = "sqlite+aiosqlite:///./gateway.db"
     """SQLAlchemy async URL: SQLite by default, `postgresql+asyncpg://…` in production."""
 
+    database_connect_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    """Upper bound on opening a PostgreSQL connection (a server that does not answer counts as
+    unavailable: 503 with Retry-After)."""
+
+    database_pool_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    """Upper bound on waiting for a free pooled connection."""
+
+    database_statement_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    """Upper bound on one statement: the server cancels it a little before, and the client
+    gives up on a server that stopped answering at all."""
+
+    database_retry_s: float = Field(default=1.0, gt=0, le=60)
+    """After the database was found unavailable, requests that need it get 503 at once for
+    this long (then one of them tries again), instead of each waiting for its timeout."""
+
     redis_url: str | None = None
     """Redis shared by all replicas (limits, quotas, leases, invalidation). Unset: in-memory."""
 
@@ -103,6 +118,11 @@ class Settings(BaseSettings):
 
     principal_cache_ttl_s: float = Field(default=2.0, gt=0, le=5.0)
     """How long a resolved credential (and agent spec) is trusted without a DB look-up."""
+
+    principal_cache_stale_s: float = Field(default=60.0, ge=0, le=600)
+    """How long past its TTL a cached credential (and agent spec) is still used when the
+    database is unavailable, so runs keep being served through a short outage (0: never). An
+    invalidation (revocation, suspension, agent change) drops the entry at once regardless."""
 
     principal_cache_size: int = Field(default=10_000, ge=1)
     """Upper bound on cached credentials per process."""

@@ -2,37 +2,134 @@
 
 SQLite (aiosqlite) is the embedded default; PostgreSQL (asyncpg) is the production store. The
 engine is created in the app's lifespan and reached through `get_session`.
+
+An outage is a fast, clean answer, never a hang:
+- every wait is bounded: connecting (`connect_timeout_s`), waiting for a pooled connection
+  (`pool_timeout_s`) and each statement (`statement_timeout_s`, enforced by the server and,
+  for a server that stops answering at all, by the client as well);
+- a failure that means "the database is unavailable" (`is_database_unavailable`) opens a
+  short circuit: for `retry_s`, `session()` raises `DatabaseUnavailableError` (503 with
+  Retry-After) at once instead of letting every request wait for its own timeout. Then one
+  caller probes; a successful connection checkout closes the circuit.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.core.errors import ServiceUnavailableError
+
+UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
+"""Connection exception, insufficient resources, operator intervention (statement timeout,
+server shutting down)."""
+
+
+class DatabaseUnavailableError(ServiceUnavailableError):
+    default_code = "database_unavailable"
+    default_message = "The database is unavailable; retry shortly."
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """True when `error` says the database cannot be reached or did not answer in time (as
+    opposed to refusing a statement or a value)."""
+    if isinstance(error, DatabaseUnavailableError | OSError):  # TimeoutError, ConnectionError
+        return True
+    if isinstance(error, exc.OperationalError | exc.InterfaceError | exc.TimeoutError):
+        return True
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+        return isinstance(state, str) and state[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+    cause = error.__cause__
+    return cause is not None and cause is not error and is_database_unavailable(cause)
 
 
 class Database:
     """The engine and the session factory of one process."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        connect_timeout_s: float = 2.0,
+        pool_timeout_s: float = 2.0,
+        statement_timeout_s: float = 5.0,
+        retry_s: float = 1.0,
+    ) -> None:
         kwargs: dict[str, Any] = {"echo": echo}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         else:
-            kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            kwargs.update(
+                pool_size=10,
+                max_overflow=20,
+                pool_pre_ping=True,
+                pool_timeout=pool_timeout_s,
+                connect_args={
+                    "timeout": connect_timeout_s,
+                    # Client side: also ends a wait on a server that stopped answering.
+                    "command_timeout": statement_timeout_s,
+                    "server_settings": {
+                        "statement_timeout": str(max(1, int(statement_timeout_s * 900)))
+                    },
+                },
+            )
         self.url = url
+        self.retry_s = retry_s
+        self.retry_after_s = max(1, math.ceil(retry_s))
+        self._probe_s = connect_timeout_s + statement_timeout_s
+        self._down_until = 0.0
         self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(self.engine.sync_engine.pool, "checkout", self._checked_out)
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
-        """A new session; use as `async with db.session() as session:`."""
+        """A new session; use as `async with db.session() as session:`. Raises
+        `DatabaseUnavailableError` at once while the circuit is open."""
+        self.check_available()
         return self.sessions()
+
+    @property
+    def available(self) -> bool:
+        """False while the circuit is open (a recent failure said the database is down)."""
+        return self._down_until == 0.0
+
+    def check_available(self) -> None:
+        if self._down_until == 0.0:
+            return
+        now = time.monotonic()
+        if now < self._down_until:
+            raise DatabaseUnavailableError(headers={"Retry-After": str(self.retry_after_s)})
+        # This caller probes; the others keep failing fast until it succeeds (a checkout
+        # closes the circuit) or its bounded attempt is over.
+        self._down_until = now + self._probe_s
+
+    def mark_unavailable(self) -> None:
+        """Open the circuit for `retry_s`."""
+        self._down_until = time.monotonic() + self.retry_s
+
+    def failed(self, error: BaseException) -> bool:
+        """Note a failed database call: opens the circuit when `error` says the database is
+        unavailable (not for the fast refusal of an open circuit itself). True if it did."""
+        if isinstance(error, DatabaseUnavailableError) or not is_database_unavailable(error):
+            return False
+        self.mark_unavailable()
+        return True
+
+    def _checked_out(self, *_: Any) -> None:
+        self._down_until = 0.0
 
     async def ping(self) -> None:
         """Raise if the database cannot answer `SELECT 1`."""

@@ -14,6 +14,7 @@ from agents.exceptions import (
 
 from gateway.agents.guardrails import CLASSIFIER_GUARDRAIL
 from gateway.agents.output import InvalidModelOutput
+from gateway.core.db import DatabaseUnavailableError, is_database_unavailable
 from gateway.core.errors import (
     GatewayError,
     GuardrailTriggeredError,
@@ -69,6 +70,9 @@ def map_run_error(exc: BaseException, *, model: str, max_turns: int) -> GatewayE
     ):
         UPSTREAM_REQUESTS.labels(model, "bad_response").inc()
         return UpstreamError("The model upstream sent an invalid response.", code="bad_response")
+    if is_database_unavailable(exc):
+        logger.warning("run failed: database unavailable (%s)", type(exc).__name__)
+        return DatabaseUnavailableError(headers={"Retry-After": "1"})
     if isinstance(exc, MaxTurnsExceeded):
         return ValidationFailedError(
             f"The agent used its {max_turns} turns without a final answer.",

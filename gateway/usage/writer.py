@@ -89,6 +89,7 @@ class BatchWriter:
                     await UsageRepository(session).add_many(list(part))
             except Exception as exc:
                 if not is_record_fault(exc):
+                    self._db.failed(exc)
                     raise WriteInterrupted(settled) from exc
                 if len(part) == 1:
                     await self._quarantine(part[0], exc)

@@ -91,7 +91,9 @@ class FaultProxy:
         self._reset_all()
         if self._server is not None:
             self._server.close()
-            await self._server.wait_closed()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    await self._server.wait_closed()
 
     async def _set_mode(self, mode: Mode) -> None:
         assert self._flowing is not None

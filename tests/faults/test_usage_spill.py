@@ -7,77 +7,17 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import text
 
-from gateway.core.db import Database
 from gateway.usage.codec import record_from_json
-from tenants.models import UsageRecord
-from tenants.usage.repository import UsageRepository
-from tests.conftest import ADMIN_TOKEN, _truncate
-from tests.faults.processes import GatewayProcess
+from tests.conftest import _truncate
+from tests.faults.processes import ADMIN, GatewayProcess, insert, run, seed, sql, wait_for
 from tests.faults.proxy import FaultProxy
-from tests.gateway.conftest import AGENT_SPEC
 
 pytestmark = pytest.mark.faults
-ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-
-
-def sql(url: str, statement: str) -> list[dict[str, Any]]:
-    """Run one statement on the real database (directly, not through the proxy)."""
-
-    async def run() -> list[dict[str, Any]]:
-        db = Database(url)
-        try:
-            async with db.engine.begin() as conn:
-                result = await conn.execute(text(statement))
-                return [dict(row._mapping) for row in result] if result.returns_rows else []
-        finally:
-            await db.dispose()
-
-    return asyncio.run(run())
-
-
-def insert(url: str, record: UsageRecord) -> None:
-    async def run() -> None:
-        db = Database(url)
-        try:
-            async with db.session() as session:
-                await UsageRepository(session).add_many([record])
-        finally:
-            await db.dispose()
-
-    asyncio.run(run())
-
-
-def seed(base_url: str) -> dict[str, str]:
-    """A tenant with the `assistant` agent; its key's headers."""
-    with httpx.Client(base_url=base_url, headers=ADMIN, timeout=10) as c:
-        tenant = c.post("/admin/tenants", json={"slug": "acme", "name": "Acme"}).json()
-        key = c.post(f"/admin/tenants/{tenant['id']}/keys", json={"name": "k"}).json()
-        r = c.put(f"/admin/tenants/{tenant['id']}/agents/assistant", json=AGENT_SPEC)
-        assert r.status_code == 201, r.text
-    return {"Authorization": f"Bearer {key['key']}"}
-
-
-def run(base_url: str, headers: dict[str, str], text_: str) -> str:
-    r = httpx.post(
-        f"{base_url}/v1/agents/assistant/runs", json={"input": text_}, headers=headers, timeout=30
-    )
-    assert r.status_code == 200, r.text
-    return str(r.json()["id"])
-
-
-def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def test_shutdown_during_an_outage_spills_and_the_next_start_replays_exactly_once(
