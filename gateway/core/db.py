@@ -15,17 +15,21 @@ An outage is a fast, clean answer, never a hang:
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
+import asyncpg
 from fastapi import Depends, Request
 from sqlalchemy import event, exc
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.core.errors import ServiceUnavailableError
+
+logger = logging.getLogger("gateway.db")
 
 UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
 """Connection exception, insufficient resources, operator intervention (statement timeout,
@@ -48,7 +52,13 @@ def is_database_unavailable(error: BaseException) -> bool:
         if error.connection_invalidated:
             return True
         state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
-        return isinstance(state, str) and state[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+        if isinstance(state, str):
+            return state[:2] in UNAVAILABLE_SQLSTATE_CLASSES
+        # The driver's own exception: a connection lost mid-operation carries no SQLSTATE.
+        driver = getattr(error.orig, "__cause__", None)
+        return isinstance(driver, OSError | asyncpg.exceptions.InterfaceError)
+    if isinstance(error, asyncpg.exceptions.InterfaceError):
+        return True
     cause = error.__cause__
     return cause is not None and cause is not error and is_database_unavailable(cause)
 
@@ -161,9 +171,22 @@ async def get_database(request: Request) -> Database:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; committed by the service that changes data."""
-    async with (await get_database(request)).session() as session:
+    """One session per request; committed by the service that changes data.
+
+    Closing it rolls back on its connection; when the database went away meanwhile that
+    fails too, and must not replace the request's own error (a 503) with another one."""
+    db = await get_database(request)
+    session = db.session()
+    try:
         yield session
+    finally:
+        try:
+            await session.close()
+        except Exception as error:
+            if not is_database_unavailable(error):
+                raise
+            db.failed(error)
+            logger.debug("session close on an unavailable database: %s", error)
 
 
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
