@@ -28,8 +28,8 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gateway.core.metadata import bounded_metadata
-from gateway.core.unions import LIST, TEXT, text_or_list
 from gateway.core.text import Label, Text
+from gateway.core.unions import LIST, TEXT, text_or_list
 from gateway.runs.schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES
 from tenants.agent.spec import AGENT_NAME_PATTERN
 

@@ -8,8 +8,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from gateway.core.metadata import bounded_metadata
-from gateway.core.unions import LIST, TEXT, text_or_list
 from gateway.core.text import Label, Text
+from gateway.core.unions import LIST, TEXT, text_or_list
 
 MAX_MESSAGE_CHARS = 100_000
 MAX_MESSAGES = 256

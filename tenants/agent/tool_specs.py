@@ -15,13 +15,14 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gateway.core.catalog import BUILTIN_TOOLS
+from gateway.core.text import Label, Text
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_SCHEMA_BYTES = 16_384
 MAX_URL_CHARS = 2_048
 
 ToolName = Annotated[str, Field(pattern=TOOL_NAME_PATTERN)]
-ToolUrl = Annotated[str, Field(min_length=8, max_length=MAX_URL_CHARS)]
+ToolUrl = Annotated[Label, Field(min_length=8, max_length=MAX_URL_CHARS)]
 
 
 class HttpToolSpec(BaseModel):
@@ -31,7 +32,7 @@ class HttpToolSpec(BaseModel):
 
     type: Literal["http"]
     name: ToolName
-    description: Annotated[str, Field(max_length=1_024)] = ""
+    description: Annotated[Text, Field(max_length=1_024)] = ""
     url: ToolUrl
     parameters: dict[str, Any] = Field(
         default_factory=lambda: {"type": "object", "properties": {}},
@@ -72,7 +73,10 @@ class McpToolSpec(BaseModel):
 
 
 TenantToolSpec = Annotated[HttpToolSpec | McpToolSpec, Field(discriminator="type")]
-ToolEntry = str | TenantToolSpec
+# A string names a built-in tool (`check_tool_list` refuses any other): the schema says so.
+ToolEntry = (
+    Annotated[str, Field(json_schema_extra={"enum": sorted(BUILTIN_TOOLS)})] | TenantToolSpec
+)
 
 
 def check_tool_list(tools: list[ToolEntry]) -> list[ToolEntry]:

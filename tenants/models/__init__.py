@@ -14,8 +14,8 @@ from tenants.models.tenant import Tenant
 from tenants.models.tool_secret import ToolSecret
 from tenants.models.upstream import TenantUpstream
 from tenants.models.usage import UsageRecord
-from tenants.models.usage_rollup import UsageRollup
 from tenants.models.usage_dead_letter import UsageDeadLetter
+from tenants.models.usage_rollup import UsageRollup
 
 __all__ = [
     "AdminUser",
