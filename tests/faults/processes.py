@@ -20,6 +20,7 @@ from tenants.usage.repository import UsageRepository
 from tests.conftest import ADMIN_TOKEN, gateway_env, wait_answering
 from tests.gateway.conftest import AGENT_SPEC
 from tests.limits.conftest import free_port
+from tests.waiting import wait_until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -105,7 +106,5 @@ def run(base_url: str, headers: dict[str, str], text_: str) -> str:
 
 
 def wait_for(predicate: Any, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
+    """Wait for `predicate()` with a deadline (`tests.waiting.wait_until`), failing with `what`."""
+    assert wait_until(predicate, timeout=timeout_s, interval=0.1), f"timed out waiting for {what}"
