@@ -40,7 +40,13 @@ class GatewayProcess:
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
-        wait_answering(f"{self.url}/healthz", self.proc, log)
+        try:
+            # Generous: a loaded CI machine (or a cold bytecode cache) starts slowly.
+            wait_answering(f"{self.url}/healthz", self.proc, log, timeout_s=90)
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
