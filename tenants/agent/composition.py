@@ -23,6 +23,8 @@ from agents.strict_schema import ensure_strict_json_schema
 from jsonschema import Draft202012Validator, SchemaError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from gateway.core.text import Label, Text
+
 AGENT_NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
 MAX_PATTERNS = 32
 MAX_PATTERN_CHARS = 1_000
@@ -55,7 +57,7 @@ def _re2_pattern(pattern: str) -> str:
 
 
 Pattern = Annotated[
-    str, Field(min_length=1, max_length=MAX_PATTERN_CHARS), AfterValidator(_re2_pattern)
+    Text, Field(min_length=1, max_length=MAX_PATTERN_CHARS), AfterValidator(_re2_pattern)
 ]
 Patterns = Annotated[list[Pattern], Field(max_length=MAX_PATTERNS)]
 
@@ -66,7 +68,7 @@ class HandoffSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     agent: Annotated[str, Field(pattern=AGENT_NAME_PATTERN)]
-    description: Annotated[str, Field(max_length=1_000)] = ""
+    description: Annotated[Text, Field(max_length=1_000)] = ""
 
 
 HandoffEntry = Annotated[
@@ -92,8 +94,8 @@ class ClassifierSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    instructions: Annotated[str, Field(min_length=1, max_length=20_000)]
-    model: Annotated[str, Field(min_length=1, max_length=128)] | None = None
+    instructions: Annotated[Text, Field(min_length=1, max_length=20_000)]
+    model: Annotated[Label, Field(min_length=1, max_length=128)] | None = None
     """Default: the agent's own model."""
 
 

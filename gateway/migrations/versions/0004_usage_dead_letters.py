@@ -1,7 +1,7 @@
 """Usage dead letters: records the database refused, kept instead of blocking the writer.
 
 Revision ID: 0004
-Revises: 0009
+Revises: 0007
 Create Date: 2026-12-03 07:00:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0009"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
