@@ -79,7 +79,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.tool_secrets = tool_secrets = ToolSecretCache(
         db,
-        settings.secret_key,
+        settings.secret_keys,
         ttl_s=settings.principal_cache_ttl_s,
         max_size=settings.principal_cache_size,
     )

@@ -32,6 +32,8 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(agents_app, name="agents")
 admin_app = typer.Typer(help="Admin users (log in at POST /admin/login).")
 app.add_typer(admin_app, name="admin")
+secrets_app = typer.Typer(help="GATEWAY_SECRET_KEY rotation (docs/operations.md).")
+app.add_typer(secrets_app, name="secrets")
 prices_app = typer.Typer(help="Model prices (USD per million tokens).")
 app.add_typer(prices_app, name="prices")
 
@@ -373,6 +375,30 @@ def agents_put(
 
     agent, version, _ = _with_session(go)
     typer.echo(json.dumps({"id": agent.id, "name": agent.name, "version": version.version}))
+
+
+@secrets_app.command("re-encrypt")
+def secrets_reencrypt() -> None:
+    """Re-encrypt every stored secret under the current GATEWAY_SECRET_KEY (after a rotation,
+    with the old key in GATEWAY_SECRET_KEY_OLD); prints the counts; audited."""
+    from tenants.audit.service import record_event
+    from tenants.rotation import reencrypt_all
+
+    settings = get_settings()
+
+    async def go(session: Any) -> Any:
+        counts = await reencrypt_all(session, settings)
+        await record_event(
+            session,
+            actor="cli",
+            action="secrets.reencrypt",
+            target_type="secrets",
+            target_id=None,
+            details=counts,
+        )
+        return counts
+
+    typer.echo(json.dumps(_with_session(go)))
 
 
 @admin_app.command("create-user")

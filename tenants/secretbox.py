@@ -3,8 +3,9 @@ upstream keys), stored Fernet-encrypted.
 
 A hash would not do: the gateway signs or authenticates with them. Each kind of secret is
 encrypted under its own Fernet key, derived (HMAC-SHA256) from GATEWAY_SECRET_KEY and a purpose
-label, so one kind's ciphertext never decrypts as another's. Rotating GATEWAY_SECRET_KEY
-therefore means re-issuing these secrets.
+label, so one kind's ciphertext never decrypts as another's. During a GATEWAY_SECRET_KEY
+rotation, reading accepts the current key and the old ones (GATEWAY_SECRET_KEY_OLD), and
+`reseal` (run by `gateway secrets re-encrypt`) moves a stored secret under the current key.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Sequence
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
 
 class SecretUnreadableError(Exception):
@@ -30,9 +32,23 @@ def seal(secret: str, secret_key: str, purpose: str) -> str:
     return _fernet(secret_key, purpose).encrypt(secret.encode()).decode()
 
 
-def unseal(stored: str, secret_key: str, purpose: str) -> str:
-    """The secret back from its at-rest form."""
+def _any_of(secret_key: str | Sequence[str], purpose: str) -> MultiFernet:
+    keys = (secret_key,) if isinstance(secret_key, str) else tuple(secret_key)
+    return MultiFernet([_fernet(key, purpose) for key in keys])
+
+
+def unseal(stored: str, secret_key: str | Sequence[str], purpose: str) -> str:
+    """The secret back from its at-rest form (`secret_key`: one key, or the current key then
+    the old ones of a rotation)."""
     try:
-        return _fernet(secret_key, purpose).decrypt(stored.encode()).decode()
+        return _any_of(secret_key, purpose).decrypt(stored.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadableError(f"cannot decrypt a stored secret ({purpose})") from exc
+
+
+def reseal(stored: str, secret_keys: Sequence[str], purpose: str) -> str:
+    """`stored` encrypted anew under the first of `secret_keys` (read with any of them)."""
+    try:
+        return _any_of(secret_keys, purpose).rotate(stored.encode()).decode()
     except InvalidToken as exc:
         raise SecretUnreadableError(f"cannot decrypt a stored secret ({purpose})") from exc

@@ -73,7 +73,7 @@ class TenantUpstreams(TenantIndexedCache[UpstreamEntry]):
                 version=row.version,
                 base_url=row.base_url,
                 use_responses=row.api == "responses",
-                api_key=api_key_of(row, self._settings.secret_key),
+                api_key=api_key_of(row, self._settings.secret_keys),
             )
 
         entry = await self.get_or_load(f"{tenant_id}/{name}", load)

@@ -3,9 +3,15 @@
 Failures (malformed, unknown, expired, revoked) count against the client address in the
 `AuthFailureLimiter`; a blocked address gets 429 before any database look-up. A cache hit
 costs what it did before: checksum, HMAC, one dict look-up.
+
+During a `GATEWAY_SECRET_KEY` rotation (`old_secret_keys`), a key not found under the current
+key's HMAC is looked up under each old key's; when found, its stored HMAC is rewritten under
+the current key, so the next look-up is the usual one and the old key can be retired.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from gateway.auth.cache import PrincipalCache
 from gateway.auth.failures import AuthFailureLimiter
@@ -25,6 +31,7 @@ async def resolve_api_key(
     db: Database,
     failures: AuthFailureLimiter | None = None,
     address: str = "",
+    old_secret_keys: Sequence[str] = (),
 ) -> Principal:
     """The principal of a valid, unrevoked, unexpired key of a live tenant; else 401 (429
     when the client address has failed too often)."""
@@ -36,7 +43,9 @@ async def resolve_api_key(
         if failures is not None:
             failures.check(address)
         try:
-            principal = await cache.get_or_load(key_hash, lambda: _load(key_hash, db))
+            principal = await cache.get_or_load(
+                key_hash, lambda: _load(key, key_hash, db, old_secret_keys)
+            )
         except AuthenticationFailedError:
             raise await failed(failures, address) from None
     if principal.expires_at is not None and principal.expires_at <= utcnow():
@@ -52,9 +61,15 @@ async def failed(failures: AuthFailureLimiter | None, address: str) -> Authentic
     return AuthenticationFailedError()
 
 
-async def _load(key_hash: str, db: Database) -> Principal:
+async def _load(key: str, key_hash: str, db: Database, old_secret_keys: Sequence[str]) -> Principal:
     async with db.session() as session:
-        found = await ApiKeyRepository(session).get_with_tenant_by_hash(key_hash)
+        repository = ApiKeyRepository(session)
+        found = await repository.get_with_tenant_by_hash(key_hash)
+        for old in old_secret_keys if found is None else ():
+            found = await repository.get_with_tenant_by_hash(hash_key(key, old))
+            if found is not None:
+                await repository.rehash(found[0].id, key_hash)  # commits
+                break
     if found is None:
         raise AuthenticationFailedError()
     api_key, tenant = found

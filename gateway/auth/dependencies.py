@@ -53,6 +53,7 @@ async def current_principal(request: HTTPConnection) -> Principal:
             db=state.db,
             failures=state.auth_failures,
             address=_address(request),
+            old_secret_keys=settings.old_secret_keys,
         )
     else:
         principal = await _resolve_jwt(request, token)
@@ -72,7 +73,7 @@ async def _resolve_jwt(request: HTTPConnection, token: str) -> Principal:
         return await resolve_jwt(
             token,
             audience=state.settings.jwt_audience,
-            secret_key=state.settings.secret_key,
+            secret_key=state.settings.secret_keys,
             cache=state.issuers,
             db=state.db,
         )

@@ -14,6 +14,7 @@ conversations; the tenant-wide usage report (`usage`) is for the tenant's own AP
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,7 +86,12 @@ def unverified_issuer(token: str) -> tuple[str, str]:
 
 
 async def resolve_jwt(
-    token: str, *, audience: str, secret_key: str, cache: IssuerCache, db: Database
+    token: str,
+    *,
+    audience: str,
+    secret_key: str | Sequence[str],
+    cache: IssuerCache,
+    db: Database,
 ) -> Principal:
     """The principal (tenant + end user) of a valid end-user JWT; else 401."""
     alg, iss = unverified_issuer(token)
@@ -119,7 +125,7 @@ async def resolve_jwt(
     )
 
 
-async def _load(issuer: str, db: Database, secret_key: str) -> IssuerEntry:
+async def _load(issuer: str, db: Database, secret_key: str | Sequence[str]) -> IssuerEntry:
     async with db.session() as session:
         found = await JwtConfigRepository(session).get_with_tenant_by_issuer(issuer)
     if found is None:
@@ -142,7 +148,7 @@ async def _load(issuer: str, db: Database, secret_key: str) -> IssuerEntry:
     )
 
 
-def _verification_key(config: JwtConfig, secret_key: str) -> Any:
+def _verification_key(config: JwtConfig, secret_key: str | Sequence[str]) -> Any:
     if config.mode == "hs256":
         if config.secret_encrypted is None:
             raise ValueError("hs256 config without a secret")

@@ -77,7 +77,14 @@ class Settings(BaseSettings):
     """Output tokens reserved for a model call whose agent sets no `max_tokens`."""
 
     secret_key: str = DEV_SECRET_KEY
-    """Keys the HMAC under which API keys are stored. At least 32 characters outside dev."""
+    """Keys the HMAC under which API keys are stored, signs admin JWTs and encrypts stored
+    secrets. At least 32 characters outside dev."""
+
+    secret_key_old: str = ""
+    """Previous `GATEWAY_SECRET_KEY`s during a rotation (comma-separated, newest first): API
+    keys, admin JWTs and stored secrets made under them are still accepted (an API key's HMAC
+    is rewritten under the current key at its first use). Remove them once `gateway secrets
+    re-encrypt` ran and the keys still in use were presented once (docs/operations.md)."""
 
     admin_token: str | None = None
     """Bootstrap admin bearer token. Required outside development."""
@@ -252,6 +259,8 @@ class Settings(BaseSettings):
             return self
         if self.secret_key in _PLACEHOLDERS or len(self.secret_key) < 32:
             raise ValueError("GATEWAY_SECRET_KEY must be a real secret of at least 32 characters")
+        if any(key in _PLACEHOLDERS or len(key) < 32 for key in self.old_secret_keys):
+            raise ValueError("every GATEWAY_SECRET_KEY_OLD key must be at least 32 characters")
         if self.env == "production" and (
             not self.admin_token or self.admin_token in _PLACEHOLDERS or len(self.admin_token) < 24
         ):
@@ -262,6 +271,16 @@ class Settings(BaseSettings):
     def uses_mock_upstream(self) -> bool:
         """True when no upstream key is configured (the built-in mock LLM serves)."""
         return not self.openai_api_key
+
+    @property
+    def old_secret_keys(self) -> tuple[str, ...]:
+        """`secret_key_old` as a tuple (newest first)."""
+        return tuple(k.strip() for k in self.secret_key_old.split(",") if k.strip())
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """The current secret key, then the old ones still accepted."""
+        return (self.secret_key, *self.old_secret_keys)
 
     @property
     def drain_delay(self) -> float:

@@ -4,6 +4,7 @@ cache is one of the `Invalidator`'s)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from gateway.auth.cache import TenantIndexedCache
@@ -24,7 +25,9 @@ class SigningSecrets:
 class ToolSecretCache(TenantIndexedCache[SigningSecrets]):
     """Signing secrets by tenant id, trusted for at most `ttl_s` without a DB read."""
 
-    def __init__(self, db: Database, secret_key: str, *, ttl_s: float, max_size: int) -> None:
+    def __init__(
+        self, db: Database, secret_key: str | Sequence[str], *, ttl_s: float, max_size: int
+    ) -> None:
         super().__init__(ttl_s=ttl_s, max_size=max_size)
         self._db = db
         self._secret_key = secret_key

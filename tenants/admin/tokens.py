@@ -29,9 +29,10 @@ class AdminPrincipal:
     """The admin user of an admin JWT (None for the bootstrap token)."""
 
 
-def _signing_key(settings: Settings) -> str:
+def _signing_key(settings: Settings, secret_key: str | None = None) -> str:
     # A derived key keeps admin tokens and API key hashes in separate domains.
-    return hmac.new(settings.secret_key.encode(), b"admin-jwt-v1", hashlib.sha256).hexdigest()
+    key = secret_key or settings.secret_key
+    return hmac.new(key.encode(), b"admin-jwt-v1", hashlib.sha256).hexdigest()
 
 
 def issue_admin_token(
@@ -53,19 +54,25 @@ def issue_admin_token(
 
 
 def verify_admin_token(token: str, settings: Settings) -> AdminPrincipal | None:
-    """The admin of a valid admin JWT; None for anything else (expired, forged, tenant JWT)."""
+    """The admin of a valid admin JWT; None for anything else (expired, forged, tenant JWT).
+    During a secret-key rotation, tokens signed under an old key stay valid until they expire."""
     if len(token) > 4096:
         return None
-    try:
-        claims = jwt.decode(
-            token,
-            _signing_key(settings),
-            algorithms=ALGORITHMS,
-            audience=ADMIN_AUDIENCE,
-            issuer=ADMIN_ISSUER,
-            options={"require_exp": True, "require_sub": True, "require_aud": True},
-        )
-    except JWTError:
+    claims = None
+    for secret_key in settings.secret_keys:
+        try:
+            claims = jwt.decode(
+                token,
+                _signing_key(settings, secret_key),
+                algorithms=ALGORITHMS,
+                audience=ADMIN_AUDIENCE,
+                issuer=ADMIN_ISSUER,
+                options={"require_exp": True, "require_sub": True, "require_aud": True},
+            )
+            break
+        except JWTError:
+            continue
+    if claims is None:
         return None
     role, name, user_id = claims.get("role"), claims.get("name"), claims.get("sub")
     if role not in ROLES or not isinstance(name, str) or not isinstance(user_id, str):

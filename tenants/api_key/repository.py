@@ -2,8 +2,8 @@
 
 Admin reads and writes go through `_scoped(tenant_id)`, so a key id of another tenant is simply
 not found. Two look-ups are deliberately not tenant-scoped because they are how the data plane
-learns the tenant: `get_with_tenant_by_hash` (authentication) and `touch_last_used` (called
-with the id of the key that just authenticated).
+learns the tenant: `get_with_tenant_by_hash` (authentication), and `touch_last_used` and
+`rehash` (called with the id of the key that just authenticated).
 """
 
 from __future__ import annotations
@@ -67,6 +67,17 @@ class ApiKeyRepository:
         )
         row = (await self.session.exec(statement)).one_or_none()
         return None if row is None else (row[0], row[1])
+
+    async def rehash(self, key_id: str, key_hash: str) -> None:
+        """Store the key's HMAC under the current secret key (rotation) and commit."""
+        statement = (
+            update(ApiKey)
+            .where(col(ApiKey.id) == key_id)
+            .values(key_hash=key_hash)
+            .execution_options(synchronize_session=False)
+        )
+        await self.session.exec(statement)
+        await self.session.commit()
 
     async def touch_last_used(self, key_id: str, when: datetime) -> None:
         """Record a use of the key and commit; never moves `last_used_at` backwards."""

@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 
 from tenants.secretbox import SecretUnreadableError, seal, unseal
 
 SECRET_BYTES = 48
 _PURPOSE = "jwt-secret-encryption-v1"
+PURPOSE = _PURPOSE
 
 __all__ = ["SecretUnreadableError", "decrypt_secret", "encrypt_secret", "generate_secret"]
 
@@ -23,6 +25,6 @@ def encrypt_secret(secret: str, secret_key: str) -> str:
     return seal(secret, secret_key, _PURPOSE)
 
 
-def decrypt_secret(stored: str, secret_key: str) -> str:
+def decrypt_secret(stored: str, secret_key: str | Sequence[str]) -> str:
     """The secret back from its at-rest form."""
     return unseal(stored, secret_key, _PURPOSE)

@@ -8,6 +8,7 @@ Every function flushes its changes; the caller commits them together with their 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -62,7 +63,9 @@ async def get_status(session: AsyncSession, tenant_id: str) -> ToolSecret:
     return row
 
 
-def signing_secrets(row: ToolSecret | None, secret_key: str, now: datetime) -> tuple[str, ...]:
+def signing_secrets(
+    row: ToolSecret | None, secret_key: str | Sequence[str], now: datetime
+) -> tuple[str, ...]:
     """The plaintext secrets that sign a call now: the current one, then the previous one
     while its grace period lasts."""
     if row is None:

@@ -7,6 +7,8 @@ Every function flushes its changes; the caller commits them together with their 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -117,6 +119,6 @@ async def require_upstream(session: AsyncSession, tenant_id: str, name: str) -> 
         )
 
 
-def api_key_of(row: TenantUpstream, secret_key: str) -> str:
+def api_key_of(row: TenantUpstream, secret_key: str | Sequence[str]) -> str:
     """The upstream's key in clear (data plane only, never logged)."""
     return unseal(row.api_key_encrypted, secret_key, PURPOSE)
