@@ -1,0 +1,95 @@
+"""`gateway demo` (what `make run` starts): migrate, seed the demo tenant, serve.
+
+The seed is idempotent: the `demo` tenant and its `assistant` agent are created once; a key is
+issued on every start (`GATEWAY_DEMO_API_KEY` pins it) so the printed curl line always works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import typer
+
+from gateway.cli.options import Host, Port
+from gateway.cli.serve import ensure_dev_admin_token, ensure_upstream, run_uvicorn
+from gateway.core.config import Settings, get_settings
+
+
+def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) -> None:
+    """`make run`: migrate, seed the demo tenant, start the mock LLM and the gateway."""
+    settings = get_settings()
+    from gateway.core.migrate import upgrade
+
+    upgrade(settings.database_url)
+    token = ensure_dev_admin_token(settings)
+    key = asyncio.run(seed_demo(settings))
+    mock = ensure_upstream(settings, mock_port)
+    base = f"http://{host}:{port}"
+    typer.echo(
+        "\nAgent Gateway demo\n"
+        f"  gateway:     {base}  (docs: {base}/docs)\n"
+        f"  upstream:    {os.environ.get('OPENAI_BASE_URL') or 'OpenAI'}\n"
+        f"  admin token: {token}\n"
+        f"  demo key:    {key}\n\n"
+        "Try:\n"
+        f"  curl -s {base}/v1/agents/assistant/runs -H 'Authorization: Bearer "
+        f"{key}' -H 'Content-Type: application/json' "
+        '-d \'{"input": "What is 12*7? Use the calculator."}\'\n'
+    )
+    try:
+        run_uvicorn(host, port, 1)
+    finally:
+        if mock is not None:
+            mock.terminate()
+
+
+DEMO_AGENT: dict[str, Any] = {
+    "description": "A helpful assistant with a calculator and a clock.",
+    "instructions": "You are a concise, helpful assistant. Use your tools when they help.",
+    "model": "gpt-4.1-mini",
+    "tools": ["calculator", "current_time"],
+    "max_turns": 6,
+}
+
+
+async def seed_demo(settings: Settings) -> str:
+    """Create the `demo` tenant, its `assistant` agent and a key (idempotent)."""
+    from gateway.core.db import Database
+    from tenants.agent.service import put_agent
+    from tenants.agent.spec import AgentSpec
+    from tenants.api_key.schemas import KeyCreate
+    from tenants.api_key.service import issue_key
+    from tenants.tenant.repository import TenantRepository
+    from tenants.tenant.schemas import TenantCreate
+    from tenants.tenant.service import create_tenant
+
+    db = Database(settings.database_url)
+    try:
+        async with db.session() as session:
+            tenant = await TenantRepository(session).get_by_slug("demo")
+            if tenant is None:
+                tenant = await create_tenant(session, TenantCreate(slug="demo", name="Demo app"))
+                await put_agent(session, tenant.id, "assistant", AgentSpec(**DEMO_AGENT))
+            wanted = settings.demo_api_key
+            if wanted:
+                from tenants.api_key.keys import hash_key
+                from tenants.api_key.repository import ApiKeyRepository
+
+                existing = await ApiKeyRepository(session).get_with_tenant_by_hash(
+                    hash_key(wanted, settings.secret_key)
+                )
+                if existing is None:
+                    await issue_key(
+                        session, settings, tenant.id, KeyCreate(name="demo"), plaintext=wanted
+                    )
+                await session.commit()
+                return wanted
+            # The plaintext of an earlier key cannot be recovered: every start issues a fresh one,
+            # so the printed curl line always works.
+            _, plaintext = await issue_key(session, settings, tenant.id, KeyCreate(name="demo"))
+            await session.commit()
+            return plaintext
+    finally:
+        await db.dispose()

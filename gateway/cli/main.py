@@ -1,0 +1,23 @@
+"""The `gateway` Typer app: every command group mounted in one place."""
+
+from __future__ import annotations
+
+import typer
+
+from gateway.cli import demo, operators, serve
+
+app = typer.Typer(help="Agent Gateway: a multi-tenant gateway for OpenAI Agents SDK agents.")
+app.command()(serve.serve)
+app.command("mock-llm")(serve.mock_llm)
+app.command()(demo.demo)
+app.add_typer(operators.db_app, name="db")
+app.add_typer(operators.tenants_app, name="tenants")
+app.add_typer(operators.keys_app, name="keys")
+app.add_typer(operators.agents_app, name="agents")
+app.add_typer(operators.admin_app, name="admin")
+app.add_typer(operators.secrets_app, name="secrets")
+app.add_typer(operators.prices_app, name="prices")
+
+
+def main() -> None:
+    app()
