@@ -13,7 +13,6 @@ from gateway.agents.upstreams import TenantUpstreams
 from gateway.api import mount_routes
 from gateway.auth.cache import PrincipalCache
 from gateway.auth.failures import AuthFailureLimiter
-from gateway.auth.invalidation import Invalidator
 from gateway.auth.jwt import IssuerCache
 from gateway.conversations.lock import ConversationLocks
 from gateway.conversations.service import ConversationTurns
@@ -24,6 +23,7 @@ from gateway.core.drain import Drain, DrainMiddleware
 from gateway.core.errors import install_error_handlers
 from gateway.core.failsafe import FailsafeMiddleware
 from gateway.core.gc_tuning import tune_gc
+from gateway.core.invalidation import Invalidator
 from gateway.core.redis import create_redis
 from gateway.core.text import refuse_control_characters
 from gateway.limits.breaker import RedisBreaker
@@ -105,8 +105,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Registered for the control plane's admin routes (tenants.admin.context.ChangeNotifier).
     app.state.invalidation = invalidation = Invalidator(
         settings,
-        caches=[app.state.principals, app.state.issuers, tool_secrets, upstreams],
-        agents=app.state.agents,
+        caches=[app.state.principals, app.state.issuers, tool_secrets, upstreams, app.state.agents],
         redis=redis,
     )
     invalidation.start()

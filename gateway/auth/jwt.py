@@ -1,4 +1,4 @@
-"""Resolve an end-user JWT to a Principal (SPEC §7).
+"""Resolve an end-user JWT to a Principal.
 
 The token's unverified `iss` names the tenant's config, looked up through the per-process
 `IssuerCache` (verification key built once per issuer, unknown issuers cached too). Then the

@@ -1,1 +1,1 @@
-"""Server-side conversations (SPEC §5): stored multi-turn state that runs continue."""
+"""Server-side conversations: stored multi-turn state that runs continue."""

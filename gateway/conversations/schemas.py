@@ -1,4 +1,4 @@
-"""Bodies and renderings of the conversations API (SPEC §5)."""
+"""Bodies and renderings of the conversations API."""
 
 from __future__ import annotations
 

@@ -14,7 +14,13 @@ from pydantic import BaseModel, Field
 
 
 class ErrorObject(BaseModel):
-    type: str = Field(description="`invalid_request_error`, `rate_limit_error`, ... (SPEC §4).")
+    type: str = Field(
+        description=(
+            "The kind of error: `invalid_request_error`, `authentication_error`, "
+            "`permission_error`, `not_found_error`, `conflict_error`, `rate_limit_error`, "
+            "`upstream_error`, `upstream_timeout`, `service_unavailable` or `api_error`."
+        )
+    )
     code: str | None = Field(description="What exactly went wrong; for 429, the limit's name.")
     message: str
     param: str | None = Field(description="The request field at fault, when there is one.")

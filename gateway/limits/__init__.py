@@ -1,4 +1,4 @@
-"""Per-tenant request limits (slowapi), token quotas and concurrency caps (SPEC §6).
+"""Per-tenant request limits (slowapi), token quotas and concurrency caps.
 
 requests.py   request limits: slowapi's moving window, Redis or memory
 quotas.py     QuotaService (Redis or memory, failure modes) and RunTicket (one run's

@@ -1,4 +1,4 @@
-"""The OpenAI-style `x-ratelimit-*` headers (SPEC §6) and the middleware that adds them.
+"""The OpenAI-style `x-ratelimit-*` headers and the middleware that adds them.
 
 Limit checks leave their headers in the request state (`ratelimit_headers`); this pure-ASGI
 middleware appends them to the response of every `/v1` request, errors included. Where a token

@@ -1,4 +1,4 @@
-"""Request body of `POST /v1/agents/{name}/runs` (SPEC §5.1) and of a WebSocket turn, bounded
+"""Request body of `POST /v1/agents/{name}/runs` and of a WebSocket turn, bounded
 in every dimension."""
 
 from __future__ import annotations

@@ -114,7 +114,7 @@ class RunHandle:
         record_guardrail(self.principal.tenant_slug, triggered=False)
 
     def response(self, output: Any, status: str = "completed") -> dict[str, Any]:
-        """The run object of SPEC §5.1."""
+        """The run object (`object: "agent.run"`) that the runs API answers."""
         return {
             "id": self.run_id,
             "object": "agent.run",

@@ -1,4 +1,4 @@
-"""Streamed runs (SPEC §5.1): one producer of run events, encoders for each wire format.
+"""Streamed runs: one producer of run events, encoders for each wire format.
 
 `run_events` drives the SDK stream and yields structured `(name, data)` events: `run.created`,
 `output_text.delta`, `tool.called`, `tool.output`, `agent.handoff`, then exactly one of
@@ -33,7 +33,7 @@ from observability.metrics import record_first_token
 KEEPALIVE = b": keep-alive\n\n"
 
 RunEvent = tuple[str, Any]
-"""`(name, data)`: an event name of SPEC §5.1 and its JSON-able payload."""
+"""`(name, data)`: one of the event names above and its JSON-able payload."""
 Encoder = Callable[[str, Any], bytes | None]
 """Turns one run event into bytes for the wire (None: nothing to send for it)."""
 

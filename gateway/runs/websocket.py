@@ -1,4 +1,4 @@
-"""`GET /v1/agents/{name}/ws`: multi-turn chat with an agent over one WebSocket (SPEC §5).
+"""`GET /v1/agents/{name}/ws`: multi-turn chat with an agent over one WebSocket.
 
 Handshake: the credential of the HTTP API (`Authorization: Bearer`, `X-API-Key`), resolved by
 `current_principal`, with the `runs` scope. A bad credential, a suspended tenant or a missing

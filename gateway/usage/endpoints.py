@@ -1,4 +1,4 @@
-"""`GET /v1/usage`: the calling tenant's usage report (SPEC §5.2)."""
+"""`GET /v1/usage`: the calling tenant's usage report."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from gateway.core.db import SessionDep
 from gateway.core.errors import AuthenticationFailedError, PermissionDeniedError
 from tenants.admin.tokens import AdminPrincipal, looks_like_tenant_jwt, verify_admin_token
 from tenants.admin.users import get_user_by_id
-from tenants.api_key.keys import KEY_PREFIX
+from tenants.models.api_key import KEY_PREFIX
 
 __all__ = ["AdminDep", "AdminPrincipal", "bearer_token", "require_admin"]
 

@@ -17,7 +17,7 @@ from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AGENT_NAME_RE, AgentSpec
 from tenants.models import Agent, AgentVersion
 from tenants.pagination import Page, PageParams
-from tenants.tenant.service import require_tenant
+from tenants.scoping import require_tenant
 
 _PUT_ATTEMPTS = 5
 _MAX_VERSION = 2**31 - 1

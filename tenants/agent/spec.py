@@ -1,4 +1,4 @@
-"""The agent spec (SPEC §9): what an operator PUTs and what the runtime builds an Agent from.
+"""The agent spec: what an operator PUTs and what the runtime builds an Agent from.
 
 Validation happens here, at PUT time: unknown built-in tools, bad names, bad tool schemas,
 out-of-range settings, invalid RE2 patterns and output schemas that cannot be made strict are

@@ -1,4 +1,4 @@
-"""The API key format and its at-rest hash (SPEC §7).
+"""The API key format and its at-rest hash.
 
 A key is `gw_` + 32 random base62 characters + a 6-character checksum: the CRC32 of those 32
 characters, as an unsigned integer written in base62 and left-padded with `0`. The checksum lets
@@ -13,8 +13,9 @@ import hmac
 import zlib
 
 from gateway.core.ids import BASE62, random_base62, to_base62
+from tenants.models.api_key import KEY_PREFIX
 
-KEY_PREFIX = "gw_"
+__all__ = ["KEY_PREFIX", "checksum", "generate_key", "hash_key", "is_well_formed"]
 BODY_LENGTH = 32
 CHECKSUM_LENGTH = 6
 KEY_LENGTH = len(KEY_PREFIX) + BODY_LENGTH + CHECKSUM_LENGTH

@@ -20,7 +20,7 @@ from tenants.api_key.repository import ApiKeyRepository
 from tenants.api_key.schemas import KeyCreate, KeyUpdate
 from tenants.models import ApiKey
 from tenants.pagination import Page, PageParams
-from tenants.tenant.service import require_tenant
+from tenants.scoping import require_tenant
 
 
 async def issue_key(

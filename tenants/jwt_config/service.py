@@ -17,7 +17,7 @@ from tenants.jwt_config.repository import JwtConfigRepository
 from tenants.jwt_config.schemas import JwtConfigPut
 from tenants.jwt_config.secrets import encrypt_secret, generate_secret
 from tenants.models import JwtConfig
-from tenants.tenant.service import require_tenant
+from tenants.scoping import require_tenant
 
 
 def _issuer_taken(issuer: str) -> ConflictError:

@@ -8,6 +8,9 @@ from sqlmodel import Field, SQLModel
 
 from tenants.models.columns import created_at_field, json_field, timestamp_field
 
+KEY_PREFIX = "gw_"
+"""How every API key starts (`tenants.api_key.keys` has the whole format)."""
+
 
 class ApiKey(SQLModel, table=True):
     __tablename__ = "api_keys"

@@ -11,6 +11,7 @@ from gateway.core.db import SessionDep
 from gateway.core.json_body import JsonBodyRoute
 from tenants.admin.context import AdminContextDep
 from tenants.pagination import ListBody, PageDep
+from tenants.scoping import require_tenant
 from tenants.tenant import service
 from tenants.tenant.schemas import TenantCreate, TenantPublic, TenantUpdate, tenant_public
 
@@ -36,7 +37,7 @@ async def list_tenants(session: SessionDep, page: PageDep) -> dict[str, Any]:
 @router.get("/{tenant_id}", response_model=TenantPublic)
 async def get_tenant(tenant_id: str, session: SessionDep) -> TenantPublic:
     """One tenant (404 if unknown or deleted)."""
-    return tenant_public(await service.require_tenant(session, tenant_id))
+    return tenant_public(await require_tenant(session, tenant_id))
 
 
 @router.patch("/{tenant_id}", response_model=TenantPublic)

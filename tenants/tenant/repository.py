@@ -10,7 +10,8 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tenants.models import Tenant
-from tenants.pagination import Page, PageParams, fetch_page, is_id
+from tenants.pagination import Page, PageParams, fetch_page
+from tenants.scoping import find_tenant
 
 
 class TenantRepository:
@@ -21,12 +22,7 @@ class TenantRepository:
 
     async def get(self, tenant_id: str, *, include_deleted: bool = False) -> Tenant | None:
         """The tenant with this id; None if unknown (or deleted, unless included)."""
-        if not is_id(tenant_id):
-            return None
-        statement = select(Tenant).where(Tenant.id == tenant_id)
-        if not include_deleted:
-            statement = statement.where(col(Tenant.deleted_at).is_(None))
-        return (await self.session.exec(statement)).one_or_none()
+        return await find_tenant(self.session, tenant_id, include_deleted=include_deleted)
 
     async def get_by_slug(self, slug: str) -> Tenant | None:
         """The tenant holding this slug, deleted or not (slugs are never reused)."""

@@ -35,7 +35,7 @@ AllowedModels = Annotated[list[ModelName], Field(max_length=256)] | None
 
 
 class TenantLimits(BaseModel):
-    """Per-tenant limits and quotas (SPEC §6); `null` means unlimited."""
+    """Per-tenant limits and quotas; `null` means unlimited."""
 
     model_config = ConfigDict(extra="forbid")
 

@@ -11,28 +11,19 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.core.clock import utcnow
-from gateway.core.errors import ConflictError, NotFoundError
+from gateway.core.errors import ConflictError
 from gateway.core.ids import new_id
 from tenants.api_key.repository import ApiKeyRepository
 from tenants.jwt_config.repository import JwtConfigRepository
 from tenants.models import Tenant
 from tenants.pagination import Page, PageParams
+from tenants.scoping import require_tenant
 from tenants.tenant.repository import TenantRepository
 from tenants.tenant.schemas import TenantCreate, TenantUpdate, tenant_limits
 
 
 def _slug_taken(slug: str) -> ConflictError:
     return ConflictError(f"A tenant with slug '{slug}' already exists.", param="slug")
-
-
-async def require_tenant(
-    session: AsyncSession, tenant_id: str, *, include_deleted: bool = False
-) -> Tenant:
-    """The tenant, or 404 (a deleted tenant is 404 unless `include_deleted`)."""
-    tenant = await TenantRepository(session).get(tenant_id, include_deleted=include_deleted)
-    if tenant is None:
-        raise NotFoundError(f"No tenant with id '{tenant_id}'.", param="tenant_id")
-    return tenant
 
 
 async def create_tenant(session: AsyncSession, body: TenantCreate) -> Tenant:

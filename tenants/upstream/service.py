@@ -19,7 +19,7 @@ from gateway.core.ids import new_id
 from tenants.models import TenantUpstream
 from tenants.pagination import Page, PageParams
 from tenants.secretbox import seal, unseal
-from tenants.tenant.service import require_tenant
+from tenants.scoping import require_tenant
 from tenants.upstream.repository import UpstreamRepository
 from tenants.upstream.schemas import UpstreamPut
 

@@ -1,1 +1,1 @@
-"""Usage records: batched writes and the usage reports (SPEC §5.2)."""
+"""Usage records: batched writes and the usage reports."""

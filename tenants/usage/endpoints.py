@@ -9,7 +9,7 @@ from fastapi.responses import StreamingResponse
 
 from gateway.core.db import DatabaseDep, SessionDep
 from gateway.core.json_body import JsonBodyRoute
-from tenants.tenant.service import require_tenant
+from tenants.scoping import require_tenant
 from tenants.usage.export import export_response
 from tenants.usage.repository import UsageRepository
 from tenants.usage.schemas import AdminUsageQuery, TenantUsageQuery, UsageExportQuery

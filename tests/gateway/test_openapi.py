@@ -97,3 +97,9 @@ async def test_real_errors_are_documented_where_they_happen(gw: Gateway) -> None
     # A malformed JSON body names itself.
     r = await c.post(RUN, content=b"{nope", headers={**h, "Content-Type": "application/json"})
     assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_json")
+
+
+async def test_the_schema_stands_on_its_own(gw: Gateway) -> None:
+    """Descriptions explain themselves: no citation of a document the reader does not have."""
+    text = (await gw.client.get("/openapi.json")).text
+    assert "SPEC" not in text and "§" not in text

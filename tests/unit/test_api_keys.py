@@ -1,4 +1,4 @@
-"""The API key format (SPEC §7): prefix, body, CRC32 base62 checksum; HMAC at rest."""
+"""The API key format: prefix, body, CRC32 base62 checksum; HMAC at rest."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from tenants.api_key.keys import checksum, display_parts, generate_key, hash_key
 
 
 def _spec_checksum(body: str) -> str:
-    # Written independently of the implementation, straight from SPEC §7.
+    # Written independently of the implementation, from the documented format.
     n = zlib.crc32(body.encode()) & 0xFFFFFFFF
     digits = ""
     while n:

@@ -8,6 +8,9 @@ subscriber task of every other replica applies the same drop when the message ar
 in milliseconds). A lost message is bounded by the caches' TTL (≤ 5 s). After a lost Redis
 connection the subscriber re-subscribes with backoff and drops every cached entry once, since
 messages sent meanwhile are gone. Embedded mode (no Redis): local drop only (one process).
+
+The caches are anything with `invalidate_tenant` and `clear` (`TenantCache`): this module knows
+no cache of the data plane, the app hands them in.
 """
 
 from __future__ import annotations
@@ -17,18 +20,29 @@ import contextlib
 import json
 import logging
 import secrets
-from typing import Any
+from collections.abc import Sequence
+from typing import Protocol
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from gateway.agents.builder import AgentCache
-from gateway.auth.cache import TenantIndexedCache
 from gateway.core.config import Settings
 
-logger = logging.getLogger("gateway.auth.invalidation")
+logger = logging.getLogger("gateway.core.invalidation")
 
 MAX_BACKOFF_S = 5.0
+
+
+class TenantCache(Protocol):
+    """A per-process cache whose entries can be dropped per tenant or all at once."""
+
+    def invalidate_tenant(self, tenant_id: str) -> object:
+        """Drop the entries of one tenant."""
+        ...
+
+    def clear(self) -> None:
+        """Drop every entry."""
+        ...
 
 
 class Invalidator:
@@ -38,13 +52,11 @@ class Invalidator:
         self,
         settings: Settings,
         *,
-        caches: list[TenantIndexedCache[Any]],
-        agents: AgentCache,
+        caches: Sequence[TenantCache],
         redis: Redis | None,
     ) -> None:
         self._settings = settings
-        self._caches = caches
-        self._agents = agents
+        self._caches = tuple(caches)
         self._redis = redis
         self.channel = f"{settings.redis_key_prefix}invalidate"
         self._origin = secrets.token_hex(8)
@@ -68,13 +80,11 @@ class Invalidator:
         """Drop one tenant's entries from every cache of this process."""
         for cache in self._caches:
             cache.invalidate_tenant(tenant_id)
-        self._agents.invalidate_tenant(tenant_id)
 
     def apply_all(self) -> None:
         """Drop every cached entry (after missed messages)."""
         for cache in self._caches:
             cache.clear()
-        self._agents.clear()
 
     def start(self) -> None:
         """Start the subscriber task (only when Redis is configured)."""
