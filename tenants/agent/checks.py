@@ -11,7 +11,7 @@ from gateway.core.config import Settings
 from gateway.core.egress import EgressPolicy, EgressRefusedError
 from gateway.core.errors import ValidationFailedError
 from tenants.agent.spec import AgentSpec
-from tenants.tenant.service import require_tenant
+from tenants.scoping import require_tenant
 from tenants.upstream.service import require_upstream
 
 

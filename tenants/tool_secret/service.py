@@ -16,8 +16,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.core.clock import as_utc, utcnow
 from gateway.core.errors import NotFoundError
 from tenants.models import ToolSecret
+from tenants.scoping import require_tenant
 from tenants.secretbox import seal, unseal
-from tenants.tenant.service import require_tenant
 from tenants.tool_secret.repository import ToolSecretRepository
 
 PURPOSE = "tool-signing-secret-v1"

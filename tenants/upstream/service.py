@@ -18,8 +18,8 @@ from gateway.core.errors import ConflictError, NotFoundError, ValidationFailedEr
 from gateway.core.ids import new_id
 from tenants.models import TenantUpstream
 from tenants.pagination import Page, PageParams
-from tenants.secretbox import seal, unseal
 from tenants.scoping import require_tenant
+from tenants.secretbox import seal, unseal
 from tenants.upstream.repository import UpstreamRepository
 from tenants.upstream.schemas import UpstreamPut
 
