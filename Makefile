@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint format bench mock-llm k8s-rules k8s-scan clean
+.PHONY: install run test lint format bench mock-llm docs docs-config k8s-rules k8s-scan clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,14 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/hadolint --failure-threshold warning deploy/docker/Dockerfile
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+## The docs site (mkdocs-material) into site/; docs-config regenerates the settings page.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+docs-config: $(STAMP)
+	$(BIN)/python -m gateway.core.config_docs > docs/configuration.md
 
 format: $(STAMP)
 	$(BIN)/ruff format .
@@ -55,4 +63,4 @@ k8s-scan:
 		--framework kubernetes --skip-download --compact
 
 clean:
-	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache gateway.db
+	rm -rf $(VENV) .venv-checkov .pytest_cache .mypy_cache .ruff_cache gateway.db site

@@ -31,7 +31,7 @@ from observability.metrics import UPSTREAM_REQUESTS
 
 # Real tokenizers average about 4 characters per token on text and JSON; dividing by 3 and
 # adding a margin makes the estimate an upper bound for ordinary input (and for the mock LLM,
-# which counts characters / 4). See README "Limits and quotas" for what an underestimate costs.
+# which counts characters / 4). See docs/limits.md for what an underestimate costs.
 CHARS_PER_TOKEN = 3
 ESTIMATE_MARGIN = 16
 
