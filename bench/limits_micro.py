@@ -59,22 +59,22 @@ async def main(url: str, n: int) -> None:
     assert redis is not None
     breaker = RedisBreaker(retry_s=1.0, fail_open=True)
     quotas = QuotaService(settings, redis, breaker)
-    limiter = RequestLimiter(settings, breaker)
+    limiter = RequestLimiter(settings, breaker, redis)
     who = principal(f"ten_{secrets.token_hex(4)}")
     print(f"redis {url}, n={n}, parser: {type(redis.connection_pool.connection_class)}")
 
-    async def sync_limit() -> None:
-        limiter.check(who)
+    async def request_limit() -> None:
+        await limiter.check(who)
 
     async def run_once() -> None:
-        limiter.check(who)
+        await limiter.check(who)
         ticket = await quotas.open(who, "run_" + secrets.token_hex(6), 100, 50)
         await ticket.before_call(100, 50)
         await ticket.after_call(120)
         await ticket.close()
 
     await measure("redis ping", n, redis.ping)
-    await measure("request limit (slowapi, sync)", n, sync_limit)
+    await measure("request limit (async Lua)", n, request_limit)
     per_run = await measure("one run, k=1 (all calls)", n, run_once)
     print(f"  => {per_run:.0f} µs CPU of limit/quota calls per run (k = 1)")
     await redis.aclose()

@@ -65,9 +65,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     breaker = RedisBreaker(
         retry_s=settings.limits_redis_retry_s, fail_open=settings.limits_failure_mode == "open"
     )
-    app.state.request_limiter = RequestLimiter(settings, breaker)
-    # Its own client: every quota call is time-boxed by QuotaService itself.
+    # Its own client: every quota and request-limit call is time-boxed by its caller.
     quota_redis = create_redis(settings, caller_timeouts=True)
+    app.state.request_limiter = RequestLimiter(settings, breaker, quota_redis)
     app.state.quotas = quotas = QuotaService(settings, quota_redis, breaker)
     app.state.db = db
     app.state.recorder = recorder

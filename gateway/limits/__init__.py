@@ -1,6 +1,6 @@
-"""Per-tenant request limits (slowapi), token quotas and concurrency caps.
+"""Per-tenant request limits, token quotas and concurrency caps.
 
-requests.py   request limits: slowapi's moving window, Redis or memory
+requests.py   request limits: a moving window, one async Lua call in Redis, or memory
 quotas.py     QuotaService (Redis or memory, failure modes) and RunTicket (one run's
               lease and per-model-call token reservations)
 redis_store.py / memory.py   the two quota stores (atomic Lua scripts / in-process)

@@ -20,7 +20,7 @@ async def enforce_request_limit(
     limiter: RequestLimiter = request.app.state.request_limiter
     state: dict[str, Any] = request.scope["state"]
     try:
-        states = limiter.check(principal)
+        states = await limiter.check(principal)
     except RequestLimitExceeded as exc:
         add_headers(state, request_headers(exc.states))
         raise exc.error from None

@@ -25,6 +25,7 @@ from gateway.auth.principal import Principal
 from gateway.core.background import BackgroundTasks
 from gateway.core.config import Settings
 from gateway.core.errors import RateLimitedError
+from gateway.core.timebox import time_box
 from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
 from gateway.limits.headers import token_headers
 from gateway.limits.memory import MemoryQuotaStore
@@ -102,7 +103,7 @@ class QuotaService:
             return await op(self.memory), self.memory
         if self.breaker.usable():
             try:
-                async with asyncio.timeout(self.timeout_s):
+                async with time_box(self.timeout_s):
                     result = await op(self.redis)
             except REDIS_ERRORS as exc:
                 self.breaker.failed(exc)
@@ -120,7 +121,7 @@ class QuotaService:
             await op(store)
             return
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with time_box(self.timeout_s):
                 await op(store)
         except REDIS_ERRORS as exc:
             self.breaker.failed(exc)

@@ -1,11 +1,15 @@
-"""Request limits per tenant and per end user, with slowapi's moving window.
+"""Request limits per tenant and per end user: a moving window of one minute.
 
 The limit values come from the tenant's `limits` on the principal (cached ≤ 5 s, so a PATCH
 takes effect within seconds on every replica). Keys: `t:<tenant id>` and `u:<tenant id>:<sub>`.
-The storage is Redis (`gateway+redis://`, see window.py: one round trip per limit) when
-`GATEWAY_REDIS_URL` is set, memory otherwise. slowapi's storage is synchronous: each call is
-bounded by the socket timeout (`GATEWAY_REDIS_TIMEOUT_MS`) and runs on the event loop; the
-benchmark measures its cost.
+With `GATEWAY_REDIS_URL` each limit is one async round trip: `request_window.lua` acquires in
+the window and answers its state (for the headers) at once, time-boxed by
+`GATEWAY_REDIS_TIMEOUT_MS` and behind the Redis breaker shared with the quotas; nothing blocks
+the event loop. Without Redis, or while Redis is away in `open` mode, the `limits` library's
+in-process moving window counts (memory, no I/O).
+
+The Redis keys are the ones the earlier slowapi storage used (`<prefix>rl:LIMITER/<key>/MINUTE`, a
+list of timestamps), so replicas of either version count in the same windows during a rollout.
 """
 
 from __future__ import annotations
@@ -14,20 +18,17 @@ import math
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from importlib.resources import files
 
 from limits import RateLimitItem, RateLimitItemPerMinute
 from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter, RateLimiter
-from redis.backoff import NoBackoff
-from redis.retry import Retry
-from slowapi import Limiter
-from starlette.requests import Request
+from limits.strategies import MovingWindowRateLimiter
+from redis.asyncio import Redis
 
 from gateway.auth.principal import Principal
 from gateway.core.config import Settings
 from gateway.core.errors import RateLimitedError
-from gateway.limits import window
+from gateway.core.timebox import time_box
 from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
 from gateway.limits.policy import (
     REQUESTS_PER_MINUTE,
@@ -36,13 +37,8 @@ from gateway.limits.policy import (
 )
 from observability.metrics import RATE_LIMIT_REJECTIONS, tenant_label
 
-
-def limit_key(request: Request) -> str:
-    """slowapi key function: the end user when known (JWT `sub`), else the tenant."""
-    principal: Principal = request.state.principal
-    if principal.user is not None:
-        return user_key(principal)
-    return tenant_key(principal)
+SCRIPT = files("gateway.limits").joinpath("scripts/request_window.lua").read_text()
+WINDOW_S = 60
 
 
 def tenant_key(principal: Principal) -> str:
@@ -81,68 +77,58 @@ class WindowState:
     reset_s: float
 
 
+class RedisWindow:
+    """The moving windows in Redis: one `request_window.lua` call per limit check."""
+
+    def __init__(self, redis: Redis, prefix: str) -> None:
+        self.prefix = f"{prefix}rl:"
+        self._acquire = redis.register_script(SCRIPT)
+
+    async def hit(self, item: RateLimitItem, ident: str) -> tuple[bool, int, float]:
+        """(admitted, requests now in the window, timestamp of the oldest one)."""
+        now = time.time()
+        key = self.prefix + item.key_for(ident)
+        acquired, count, oldest = await self._acquire([key], [now, item.amount, WINDOW_S, 1])
+        return bool(acquired), int(count), float(oldest)
+
+
 class RequestLimiter:
-    """Checks the request limits of a principal (Redis via slowapi, or memory)."""
+    """Checks the request limits of a principal (Redis when configured, else memory)."""
 
-    def __init__(self, settings: Settings, breaker: RedisBreaker) -> None:
+    def __init__(self, settings: Settings, breaker: RedisBreaker, redis: Redis | None) -> None:
+        """`redis`: a client without socket timeouts of its own (every call here is
+        time-boxed with `time_box`), the one the quota service uses."""
         self.breaker = breaker
-        self.fallback: RateLimiter = MovingWindowRateLimiter(MemoryStorage())
-        self.slowapi: Limiter | None = None
-        if settings.redis_url:
-            timeout = settings.redis_timeout_ms / 1000
-            options: dict[str, Any] = {
-                "key_prefix": f"{settings.redis_key_prefix}rl",
-                "socket_timeout": timeout,
-                "socket_connect_timeout": timeout,
-                "retry": Retry(NoBackoff(), 0),  # one attempt: the breaker decides what next
-                "health_check_interval": 0,
-            }
-            self.slowapi = Limiter(
-                key_func=limit_key,
-                strategy="moving-window",
-                storage_uri=window.SCHEME + settings.redis_url,
-                storage_options=options,
-                headers_enabled=False,
-                in_memory_fallback_enabled=False,
-                swallow_errors=False,
-            )
-        self.shared: RateLimiter = self.slowapi.limiter if self.slowapi else self.fallback
+        self.timeout_s = settings.redis_timeout_ms / 1000
+        self.memory = MovingWindowRateLimiter(MemoryStorage())
+        self.redis = None if redis is None else RedisWindow(redis, settings.redis_key_prefix)
 
-    def check(self, principal: Principal) -> list[WindowState]:
+    async def check(self, principal: Principal) -> list[WindowState]:
         """Count this request against the tenant's (and end user's) limit; 429 when over.
 
         Raises:
-            RateLimitedError: a limit is exhausted (`code` names it, Retry-After set).
+            RequestLimitExceeded: a limit is exhausted (its 429: `code` names it, Retry-After).
             ServiceUnavailableError: Redis is down and the failure mode is closed.
         """
         per_tenant, per_user = request_limits(principal.limits)
         states: list[WindowState] = []
         if per_tenant is not None:
-            self._hit(principal, REQUESTS_PER_MINUTE, per_tenant, tenant_key(principal), states)
+            await self._hit(
+                principal, REQUESTS_PER_MINUTE, per_tenant, tenant_key(principal), states
+            )
         if per_user is not None and principal.user is not None:
-            self._hit(
+            await self._hit(
                 principal, REQUESTS_PER_MINUTE_PER_USER, per_user, user_key(principal), states
             )
         return states
 
-    def _hit(
+    async def _hit(
         self, principal: Principal, code: str, amount: int, ident: str, states: list[WindowState]
     ) -> None:
         item = per_minute(amount)
-        strategy = self._strategy()
-        try:
-            admitted = strategy.hit(item, ident)
-            stats = strategy.get_window_stats(item, ident)
-            if strategy is self.shared and self.slowapi is not None:
-                self.breaker.succeeded()
-        except REDIS_ERRORS as exc:
-            self.breaker.failed(exc)
-            self.breaker.fallback()
-            strategy = self.fallback
-            admitted = strategy.hit(item, ident)
-            stats = strategy.get_window_stats(item, ident)
-        reset_s = max(0.0, stats.reset_time - time.time())
-        states.append(WindowState(code, amount, stats.remaining, reset_s))
+        admitted, count, oldest = await self._window(item, ident)
+        reset_s = max(0.0, oldest + WINDOW_S - time.time())
+        states.append(WindowState(code, amount, max(0, amount - count), reset_s))
         if not admitted:
             RATE_LIMIT_REJECTIONS.labels(tenant_label(principal.tenant_slug), code).inc()
             error = RateLimitedError(
@@ -152,13 +138,24 @@ class RequestLimiter:
             )
             raise RequestLimitExceeded(error, states)
 
-    def _strategy(self) -> RateLimiter:
-        if self.slowapi is None:
-            return self.fallback
-        if self.breaker.usable():
-            return self.shared
-        self.breaker.fallback()
-        return self.fallback
+    async def _window(self, item: RateLimitItem, ident: str) -> tuple[bool, int, float]:
+        if self.redis is not None and self.breaker.usable():
+            try:
+                async with time_box(self.timeout_s):
+                    result = await self.redis.hit(item, ident)
+            except REDIS_ERRORS as exc:
+                self.breaker.failed(exc)
+            else:
+                self.breaker.succeeded()
+                return result
+        if self.redis is not None:
+            self.breaker.fallback()  # 503 in closed mode
+        return self._memory_hit(item, ident)
+
+    def _memory_hit(self, item: RateLimitItem, ident: str) -> tuple[bool, int, float]:
+        admitted = self.memory.hit(item, ident)
+        stats = self.memory.get_window_stats(item, ident)
+        return admitted, item.amount - stats.remaining, stats.reset_time - WINDOW_S
 
 
 class RequestLimitExceeded(Exception):

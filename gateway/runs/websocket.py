@@ -253,7 +253,7 @@ class AgentSocket:
         """The credential again (revocations apply) and the request limit for this turn."""
         principal = await authorize(self.websocket)
         try:
-            self.limiter.check(principal)
+            await self.limiter.check(principal)
         except RequestLimitExceeded as exc:
             raise exc.error from None
         return principal

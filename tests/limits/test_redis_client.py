@@ -88,18 +88,24 @@ async def test_a_redis_restart_costs_no_failed_call(
         await client.aclose()
 
 
-def test_the_request_limiter_survives_a_redis_restart(redis_server: RedisServer) -> None:
-    """slowapi's synchronous client too: the first check after a restart goes to Redis (one
-    retry on a fresh connection), it neither fails nor trips the breaker into memory."""
+async def test_the_request_limiter_survives_a_redis_restart(redis_server: RedisServer) -> None:
+    """The first check after a restart goes to Redis (one retry on a fresh connection): it
+    neither fails nor trips the breaker into memory."""
     from gateway.auth.principal import Principal
     from gateway.limits.breaker import RedisBreaker
     from gateway.limits.requests import RequestLimiter
 
+    settings = Settings(redis_url=redis_server.url)
+    client = create_redis(settings, caller_timeouts=True)
     breaker = RedisBreaker(retry_s=5, fail_open=False)  # closed: a failure would raise 503
-    limiter = RequestLimiter(Settings(redis_url=redis_server.url), breaker)
+    limiter = RequestLimiter(settings, breaker, client)
     who = Principal("ten_r", "r", "active", None, frozenset(), {"requests_per_minute": 100})
-    assert limiter.check(who)[0].remaining == 99
-    redis_server.stop()
-    redis_server.start()  # empty: no persistence
-    assert limiter.check(who)[0].remaining == 99
-    assert not breaker.degraded
+    try:
+        assert (await limiter.check(who))[0].remaining == 99
+        redis_server.stop()
+        redis_server.start()  # empty: no persistence
+        assert (await limiter.check(who))[0].remaining == 99
+        assert not breaker.degraded
+    finally:
+        assert client is not None
+        await client.aclose()

@@ -169,17 +169,19 @@ async def test_per_user_key_function(sqlite_url: str) -> None:
     from gateway.limits.breaker import RedisBreaker
     from gateway.limits.requests import RequestLimiter, RequestLimitExceeded
 
-    limiter = RequestLimiter(make_settings(sqlite_url), RedisBreaker(retry_s=1, fail_open=True))
+    limiter = RequestLimiter(
+        make_settings(sqlite_url), RedisBreaker(retry_s=1, fail_open=True), None
+    )
     limits = {"requests_per_minute": 100, "requests_per_minute_per_user": 2}
     alice = Principal("ten_1", "acme", "active", None, frozenset(), limits, user="alice")
     bob = Principal("ten_1", "acme", "active", None, frozenset(), limits, user="bob")
-    limiter.check(alice)
-    limiter.check(alice)
+    await limiter.check(alice)
+    await limiter.check(alice)
     with pytest.raises(RequestLimitExceeded) as exc:
-        limiter.check(alice)
+        await limiter.check(alice)
     assert isinstance(exc.value.error, RateLimitedError)
     assert exc.value.error.code == "requests_per_minute_per_user"
-    assert len(limiter.check(bob)) == 2
+    assert len(await limiter.check(bob)) == 2
 
 
 async def test_token_headers_on_every_v1_response_where_a_token_limit_applies(
