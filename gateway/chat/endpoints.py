@@ -16,7 +16,7 @@ from gateway.chat.objects import completion
 from gateway.chat.schemas import ChatCompletionRequest
 from gateway.chat.stream import ChunkEncoder
 from gateway.core.json_body import JsonBodyRoute
-from gateway.runs.endpoints import RunServiceDep, admitted, event_stream
+from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted
 from gateway.runs.streaming import stream_run
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["chat"])
@@ -35,7 +35,8 @@ async def create_chat_completion(
     if body.stream:
         encoder = ChunkEncoder(handle, include_usage=body.include_usage)
         keepalive_s = service.settings.stream_keepalive_s
-        return event_stream(stream_run(handle, sdk_input, keepalive_s=keepalive_s, encode=encoder))
+        chunks = stream_run(handle, sdk_input, keepalive_s=keepalive_s, encode=encoder)
+        return RunStreamResponse(chunks, handle)
     result = await service.run(handle, sdk_input)
     return Response(
         orjson.dumps(completion(handle, result["output"])), media_type="application/json"

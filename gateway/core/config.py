@@ -148,7 +148,16 @@ class Settings(BaseSettings):
     """Which upstream API the Agents SDK speaks."""
 
     upstream_timeout_s: float = Field(default=60.0, gt=0)
-    """Per model call timeout; exceeding it answers 504."""
+    """Timeout of one HTTP attempt of a model call (connect, and each read of a stream);
+    exceeding it answers 504 `upstream_timeout` once the retries are spent. A model call
+    takes at most `(1 + GATEWAY_UPSTREAM_MAX_RETRIES)` attempts plus the client's backoff
+    between them (0.5 s doubling up to 8 s, or the upstream's `Retry-After` up to 60 s);
+    `GATEWAY_RUN_TIMEOUT_S` bounds the whole run."""
+
+    run_timeout_s: float = Field(default=600.0, gt=0)
+    """Overall deadline of one run: every model call, retry and tool call in it. Past it the
+    run stops with 504 `run_timeout` (`run.failed` with that code when streaming), the tokens
+    already spent recorded."""
 
     upstream_max_retries: int = Field(default=2, ge=0, le=10)
     """Retries of a failed model call (429/5xx/connection) before 502."""

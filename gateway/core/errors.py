@@ -17,6 +17,7 @@ Every error leaves the gateway in the OpenAI shape, so OpenAI client libraries s
     ├── UpstreamError (502 upstream_error)
     ├── ServiceUnavailableError (503 service_unavailable)
     └── UpstreamTimeoutError (504 upstream_timeout)
+        └── RunTimeoutError (504, code run_timeout: the run's overall deadline)
 """
 
 from __future__ import annotations
@@ -162,6 +163,11 @@ class UpstreamTimeoutError(GatewayError):
     error_type = "upstream_timeout"
     default_code = "upstream_timeout"
     default_message = "The model upstream did not answer in time."
+
+
+class RunTimeoutError(UpstreamTimeoutError):
+    default_code = "run_timeout"
+    default_message = "The run did not finish in time."
 
 
 def error_body(

@@ -33,18 +33,49 @@ class _Tenant:
     days: dict[int, int] = field(default_factory=dict)  # day -> tokens
 
 
+SWEEP_EVERY_S = 60.0
+"""How often the store drops the records of tenants with nothing left to count."""
+
+
+def _idle(state: _Tenant, mono: float, now_s: int, today: int) -> bool:
+    return (
+        all(expiry <= mono for expiry in state.leases.values())
+        and all(expiry <= mono for expiry in state.reservations.values())
+        and all(sec <= now_s - 60 for sec in state.minute)
+        and all(day < today for day in state.days)
+    )
+
+
 class MemoryQuotaStore:
-    """Quota counters of one process (bounded: one small record per tenant seen)."""
+    """Quota counters of one process. Bounded: a tenant's record lives while it holds a lease
+    or reservation, or has tokens in the rolling minute or in today's count; a sweep at most
+    every `SWEEP_EVERY_S` (on use) drops the others."""
 
     def __init__(self, *, lease_ttl_s: float) -> None:
         self.ttl_s = lease_ttl_s
         self._tenants: dict[str, _Tenant] = {}
+        self._swept = time.monotonic()
 
     def _tenant(self, tenant_id: str) -> _Tenant:
         state = self._tenants.get(tenant_id)
         if state is None:
+            if time.monotonic() - self._swept >= SWEEP_EVERY_S:
+                self.sweep()
             state = self._tenants[tenant_id] = _Tenant()
         return state
+
+    def sweep(self) -> None:
+        """Drop the records of tenants with nothing left to count."""
+        mono = time.monotonic()
+        now_s = int(time.time())
+        today = now_s // DAY_S
+        self._swept = mono
+        for tenant_id in [t for t, s in self._tenants.items() if _idle(s, mono, now_s, today)]:
+            del self._tenants[tenant_id]
+
+    def __len__(self) -> int:
+        """Tenants with a record (diagnostics and tests)."""
+        return len(self._tenants)
 
     @staticmethod
     def _minute(state: _Tenant, now_s: int) -> tuple[int, float]:

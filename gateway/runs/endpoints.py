@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import APIRouter, Depends, Path, Request
 from fastapi.responses import Response, StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from gateway.auth.dependencies import RunsPrincipal
 from gateway.conversations.service import ConversationTurns, Turn
@@ -51,10 +52,9 @@ async def create_run(
         admitted(request, handle)
         if stream:
             chunks = stream_run(handle, sdk_input, keepalive_s=service.settings.stream_keepalive_s)
-            if turn is not None:
-                chunks = _released_after(chunks, turn)
-                turn = None  # the stream releases it now, however it ends
-            return event_stream(chunks)
+            response = RunStreamResponse(chunks, handle, turn)
+            turn = None  # the response releases it now, however it ends
+            return response
         result: dict[str, Any] = await service.run(handle, sdk_input)
     finally:
         if turn is not None:
@@ -69,19 +69,30 @@ def admitted(request: Request, handle: RunHandle) -> None:
     request.state.agent = handle.built.name
 
 
-def event_stream(chunks: AsyncIterator[bytes]) -> StreamingResponse:
-    """A streamed run's response (never cached or buffered by a proxy)."""
-    return StreamingResponse(
-        chunks,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+class RunStreamResponse(StreamingResponse):
+    """A streamed run's response (never cached or buffered by a proxy).
 
+    However the response ends, even when the client is gone before its first byte (the run's
+    generators then never start, so their own `finally` never runs), the run is settled
+    (`cancelled` unless it already was: in-flight gauge, usage record, lease) and the
+    conversation's lock released, exactly once.
+    """
 
-async def _released_after(chunks: AsyncIterator[bytes], turn: Turn) -> AsyncIterator[bytes]:
-    """`chunks`, then the conversation's lock released (also on a client disconnect)."""
-    try:
-        async for chunk in chunks:
-            yield chunk
-    finally:
-        await turn.release()
+    def __init__(
+        self, chunks: AsyncIterator[bytes], handle: RunHandle, turn: Turn | None = None
+    ) -> None:
+        super().__init__(
+            chunks,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self.handle = handle
+        self.turn = turn
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.handle.settle("cancelled")  # no-op once settled
+            if self.turn is not None:
+                await self.turn.release()

@@ -5,6 +5,7 @@ its usage, and always settle (usage record + metrics) however the run ends.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,7 +25,7 @@ from gateway.core.clock import rfc3339, utcnow
 from gateway.core.config import Settings
 from gateway.core.db import Database
 from gateway.core.drain import Drain
-from gateway.core.errors import GuardrailTriggeredError, NotFoundError
+from gateway.core.errors import GuardrailTriggeredError, NotFoundError, RunTimeoutError
 from gateway.core.ids import new_id
 from gateway.limits.breaker import RedisBreaker
 from gateway.limits.quotas import QuotaService, RunTicket
@@ -57,10 +58,17 @@ class RunHandle:
     request_input: str | list[Any] | None = None
     """What the caller sent for this run (without a conversation's history): what the input
     guardrails check."""
+    deadline: float = math.inf
+    """Event-loop time by which the run must end (`GATEWAY_RUN_TIMEOUT_S` after admission)."""
+    timeout_s: float = math.inf
 
     def __post_init__(self) -> None:
         self.meter = RunMeter(self.built.model, self.ticket, self.built.max_tokens)
         IN_FLIGHT.labels(tenant_label(self.principal.tenant_slug)).inc()
+
+    def timed_out(self) -> RunTimeoutError:
+        """The error of a run past its deadline."""
+        return RunTimeoutError(f"The run did not finish within {self.timeout_s:g} seconds.")
 
     def run_config(self) -> RunConfig:
         """The provider passed explicitly: never the SDK's process-wide defaults. Every agent
@@ -255,6 +263,7 @@ class RunService:
         run_id = new_id("run")
         first = None if sdk_input is None else first_call_estimate(built.agent, sdk_input)
         ticket = await self.quotas.open(principal, run_id, first, built.max_tokens)
+        timeout_s = self.settings.run_timeout_s
         return RunHandle(
             principal=principal,
             built=built,
@@ -264,15 +273,18 @@ class RunService:
             ticket=ticket,
             drain=self.drain,
             request_input=sdk_input if request_input is None else request_input,
+            deadline=asyncio.get_running_loop().time() + timeout_s,
+            timeout_s=timeout_s,
         )
 
     async def run(self, handle: RunHandle, sdk_input: str | list[Any]) -> dict[str, Any]:
         """Run to completion; the settled run object, or a mapped GatewayError."""
         status = "failed"
+        deadline = asyncio.timeout_at(handle.deadline)
         try:
             handle.check_input()
             handle.enter()
-            async with handle.drain.until_deadline():
+            async with handle.drain.until_deadline(), deadline:
                 result = await Runner.run(
                     handle.built.agent,
                     sdk_input,
@@ -290,6 +302,8 @@ class RunService:
                 status = "cancelled"
                 raise
             status = run_status(exc)
+            if deadline.expired():
+                raise handle.timed_out() from exc
             raise map_run_error(
                 exc, model=handle.built.model, max_turns=handle.built.max_turns
             ) from exc

@@ -31,6 +31,10 @@ from gateway.runs.service import RunHandle
 from observability.metrics import record_first_token
 
 KEEPALIVE = b": keep-alive\n\n"
+STREAM_BUFFER = 64
+"""Encoded events waiting for a slow client, at most: past it the producer waits (and the
+SDK's own queue holds the rest of the current model response), so a client that reads
+slowly costs at most this and one model response of memory."""
 
 RunEvent = tuple[str, Any]
 """`(name, data)`: one of the event names above and its JSON-able payload."""
@@ -79,12 +83,14 @@ async def run_events(
     `on_complete` sees the finished result (before settling): the WebSocket keeps its
     in-memory history with it.
     """
-    yield "run.created", handle.response(None, status="in_progress")
     status = "cancelled"
     result: RunResultStreaming | None = None
     # With output patterns, no text reaches the client before the answer passed them.
     held: list[RunEvent] | None = [] if handle.built.output_checks else None
     try:
+        # Inside the `try`: a consumer that leaves on this first event (cancelled, or its send
+        # failed) still settles the run in the `finally`.
+        yield "run.created", handle.response(None, status="in_progress")
         handle.check_input()
         handle.enter()
         result = Runner.run_streamed(
@@ -98,10 +104,17 @@ async def run_events(
         first_token = True
         events = aiter(result.stream_events())
         while True:
-            # Only the wait for the SDK's next event is bounded by the shutdown deadline (never
-            # the yield: the consumer's own awaits must not be interrupted from here).
-            async with handle.drain.until_deadline():
-                event = await anext(events, None)
+            # Only the wait for the SDK's next event is bounded by the shutdown deadline and
+            # the run's own (never the yield: the consumer's own awaits must not be
+            # interrupted from here).
+            deadline = asyncio.timeout_at(handle.deadline)
+            try:
+                async with handle.drain.until_deadline(), deadline:
+                    event = await anext(events, None)
+            except TimeoutError:
+                if deadline.expired():
+                    raise handle.timed_out() from None
+                raise
             if event is None:
                 break
             translated = _translate(event)
@@ -151,19 +164,22 @@ async def stream_run(
     is quiet.
 
     The run is produced by its own task so that waiting for a keep-alive never cancels the SDK
-    stream; when the response ends for any reason (including the client leaving), the task is
-    cancelled and the run settles.
+    stream; the two share a bounded queue (backpressure: `STREAM_BUFFER`). When the response
+    ends for any reason (including the client leaving), the task is cancelled and the run
+    settles.
     """
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=STREAM_BUFFER)
 
     async def produce() -> None:
         try:
             async for name, data in run_events(handle, sdk_input):
                 chunk = encode(name, data)
                 if chunk is not None:
-                    queue.put_nowait(chunk)
+                    await queue.put(chunk)  # a slow client holds the producer here
         finally:
-            queue.put_nowait(None)
+            task = asyncio.current_task()
+            if task is None or not task.cancelling():  # cancelled: the consumer has gone
+                await queue.put(None)
 
     task = asyncio.get_running_loop().create_task(produce())
     try:

@@ -61,7 +61,7 @@ from gateway.core.json_body import JsonBodyRoute, parse_json
 from gateway.core.unions import is_tag
 from gateway.limits.requests import RequestLimiter, RequestLimitExceeded
 from gateway.runs.schemas import MAX_MESSAGES, TurnInput
-from gateway.runs.service import RunService
+from gateway.runs.service import RunHandle, RunService
 from gateway.runs.streaming import run_events
 from tenants.agent.spec import AGENT_NAME_PATTERN
 
@@ -213,6 +213,7 @@ class AgentSocket:
     async def turn(self, message: TurnInput) -> None:
         """One turn: its events, ending with `run.completed` or `run.failed`."""
         turn: Turn | None = None
+        handle: RunHandle | None = None
         ended = False
         try:
             principal = await self.admit()
@@ -244,6 +245,8 @@ class AgentSocket:
             if isinstance(exc, AuthenticationFailedError | PermissionDeniedError):
                 await self.websocket.close(POLICY_VIOLATION)
         finally:
+            if handle is not None:  # cancelled before the run's events started: settle here
+                handle.settle("cancelled")  # no-op once settled
             if not ended:  # once ended, the next turn may already be running
                 self.busy = False
             if turn is not None:
