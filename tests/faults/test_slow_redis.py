@@ -4,6 +4,7 @@ breaker's memory fallback), while a stream on the same worker keeps flowing."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import signal
@@ -12,7 +13,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gateway.mock_llm import MockConfig
@@ -91,7 +91,7 @@ def test_a_frozen_redis_stalls_only_the_requests_that_wait_for_it(
         assert waited >= REDIS_TIMEOUT_MS / 1000 * 0.9, "the limit check did wait for Redis"
         during = [t for t in arrivals if frozen_at <= t <= frozen_at + waited]
         assert len(during) >= 5, (waited, arrivals)
-        gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(arrivals)]
         assert max(gaps) < 0.75, f"the stream stalled for {max(gaps):.2f} s"
         assert len(arrivals) >= WORDS
     finally:
