@@ -24,11 +24,12 @@ from gateway.core.errors import install_error_handlers
 from gateway.core.failsafe import FailsafeMiddleware
 from gateway.core.gc_tuning import tune_gc
 from gateway.core.invalidation import Invalidator
-from gateway.core.redis import create_redis
+from gateway.core.redis import create_redis, warm_up
 from gateway.core.text import refuse_control_characters
 from gateway.limits.breaker import RedisBreaker
 from gateway.limits.headers import RateLimitHeadersMiddleware
 from gateway.limits.quotas import QuotaService
+from gateway.limits.requests import SCRIPT as REQUEST_WINDOW
 from gateway.limits.requests import RequestLimiter
 from gateway.runs.service import RunService
 from gateway.tools.http import HttpTools
@@ -37,6 +38,10 @@ from gateway.usage.recorder import UsageRecorder
 from observability.exposition import install_http_metrics
 from observability.middleware import RequestIdMiddleware
 from observability.telemetry import start_telemetry
+
+WARM_CONNECTIONS = 16
+"""Redis connections the limits client opens at start-up (it grows on demand beyond)."""
+SCRIPTS = [REQUEST_WINDOW]
 
 
 @asynccontextmanager
@@ -68,6 +73,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Its own client: every quota and request-limit call is time-boxed by its caller.
     quota_redis = create_redis(settings, caller_timeouts=True)
     app.state.request_limiter = RequestLimiter(settings, breaker, quota_redis)
+    if quota_redis is not None:
+        await warm_up(quota_redis, WARM_CONNECTIONS, SCRIPTS, timeout_s=2.0)
     app.state.quotas = quotas = QuotaService(settings, quota_redis, breaker)
     app.state.db = db
     app.state.recorder = recorder

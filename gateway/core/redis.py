@@ -8,6 +8,7 @@ way a slow or dead Redis costs a request at most that long and never hangs it.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import hiredis
@@ -16,7 +17,7 @@ from redis.asyncio import Redis
 from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError, DataError
+from redis.exceptions import ConnectionError, DataError, RedisError
 
 from gateway.core.config import Settings
 
@@ -43,6 +44,9 @@ def create_redis(settings: Settings, *, caller_timeouts: bool = False) -> Redis 
         health_check_interval=0,
         max_connections=settings.redis_max_connections,
         decode_responses=False,
+        # No CLIENT SETINFO on connect: two round trips per new connection, which a burst of
+        # requests on a cold pool would otherwise pay inside its time box.
+        driver_info=None,
     )
     pool = client.connection_pool
     pool.connection_class = hiredis_packing(pool.connection_class)
@@ -79,6 +83,19 @@ def hiredis_packing(connection_class: type[AbstractConnection]) -> type[Abstract
         name = f"Hiredis{connection_class.__name__}"
         packing = _PACKING[connection_class] = type(name, (HiredisPacking, connection_class), {})
     return packing
+
+
+async def warm_up(client: Redis, connections: int, scripts: list[str], timeout_s: float) -> None:
+    """Open `connections` pooled connections and load `scripts` before serving, so that the
+    first burst of requests does not open them all inside its time boxes. Best effort: a Redis
+    that is down at start-up is the breaker's business."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*(client.ping() for _ in range(connections)))
+            for script in scripts:
+                await client.script_load(script)
+    except (RedisError, OSError, TimeoutError):
+        pass
 
 
 async def get_redis(request: Request) -> Redis | None:
