@@ -143,6 +143,21 @@ class QuotaService:
         ticket = RunTicket(self, principal, run_id, limits)
         if not limits.any:
             return ticket
+        # The admission runs in its own task: a request cancelled while it is in flight (the
+        # client gone) must not leave a lease or reservation taken in Redis with no ticket to
+        # release it; the ticket is closed as soon as the admission lands.
+        admitting = asyncio.ensure_future(self._admit(ticket, first_input, max_output))
+        try:
+            await asyncio.shield(admitting)
+        except asyncio.CancelledError:
+            admitting.add_done_callback(partial(_close_abandoned, ticket))
+            raise
+        return ticket
+
+    async def _admit(
+        self, ticket: RunTicket, first_input: int | None, max_output: int | None
+    ) -> None:
+        principal, run_id, limits = ticket.principal, ticket.run_id, ticket.limits
         tenant = principal.tenant_id
         amount, rid = 0, ""
         if limits.metered and first_input is not None:
@@ -168,7 +183,6 @@ class QuotaService:
             if first.code == OK:
                 ticket.open_reservations.append((first, store))
             ticket.prepaid = first
-        return ticket
 
     async def peek(self, principal: Principal) -> Snapshot:
         """Current usage of the tenant (for `GET /v1/limits`)."""
@@ -310,6 +324,12 @@ class RunTicket:
         return token_headers(
             self.limits, admission.tpm_used, admission.tpm_reset_s, admission.tpd_used
         )
+
+
+def _close_abandoned(ticket: RunTicket, admitting: asyncio.Future[None]) -> None:
+    """The admission of a cancelled request landed: give back what it took."""
+    if not admitting.cancelled() and admitting.exception() is None:
+        ticket.close_soon()
 
 
 async def _renew(tenant_id: str, run_ids: list[str], store: QuotaStore) -> None:
