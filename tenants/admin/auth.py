@@ -4,7 +4,8 @@ Accepted: the bootstrap `GATEWAY_ADMIN_TOKEN` bearer, or an admin JWT from `POST
 of a user that still exists (its current role `admin`: everything; `viewer`: GET only, 403
 otherwise). A tenant credential (an API
 key, by either header, or an end-user JWT) is refused with 403; anything else missing or wrong
-with 401.
+with 401. Wrong admin bearers count against the client in the failed-authentication limit,
+as bad logins do (`tenants.admin.failures`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi import Depends, Request
 from gateway.core.config import settings_of
 from gateway.core.db import SessionDep
 from gateway.core.errors import AuthenticationFailedError, PermissionDeniedError
+from tenants.admin.failures import admin_address, failure_limiter
 from tenants.admin.tokens import AdminPrincipal, looks_like_tenant_jwt, verify_admin_token
 from tenants.admin.users import get_user_by_id
 from tenants.models.api_key import KEY_PREFIX
@@ -69,12 +71,23 @@ async def require_admin(request: Request, session: SessionDep) -> AdminPrincipal
     An admin JWT's user is read again on every request (admin traffic is light): a deleted
     user's tokens get 401 at once, and the role is the user's current one, not the token's.
     """
-    principal = _authenticate(request)
-    if principal.user_id is not None:
-        user = await get_user_by_id(session, principal.user_id)
-        if user is None:
-            raise AuthenticationFailedError()
-        principal = AdminPrincipal(actor=f"user:{user.username}", role=user.role, user_id=user.id)
+    limiter = failure_limiter(request)
+    address = admin_address(request)
+    if limiter is not None:
+        limiter.check(address)  # 429 once this client has failed too often
+    try:
+        principal = _authenticate(request)
+        if principal.user_id is not None:
+            user = await get_user_by_id(session, principal.user_id)
+            if user is None:
+                raise AuthenticationFailedError()
+            principal = AdminPrincipal(
+                actor=f"user:{user.username}", role=user.role, user_id=user.id
+            )
+    except AuthenticationFailedError:
+        if limiter is not None and bearer_token(request) is not None:
+            await limiter.failed(address)  # a wrong bearer, not a missing one
+        raise
     if principal.role != "admin" and request.method not in READ_METHODS:
         raise PermissionDeniedError("The viewer role can only read.", code="read_only_role")
     request.state.admin = principal

@@ -7,7 +7,7 @@ gets 429 before any password is checked.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import OAuth2PasswordRequestForm
@@ -17,18 +17,11 @@ from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
 from gateway.core.errors import AuthenticationFailedError
 from gateway.core.json_body import JsonBodyRoute
+from tenants.admin.failures import admin_address, failure_limiter
 from tenants.admin.tokens import issue_admin_token
 from tenants.admin.users import authenticate
 
 router = APIRouter(route_class=JsonBodyRoute)
-
-
-class FailureLimiter(Protocol):
-    """Counts failed authentications per client address (see gateway.auth.failures)."""
-
-    def check(self, address: str) -> None: ...
-
-    async def failed(self, address: str) -> None: ...
 
 
 class LoginToken(BaseModel):
@@ -37,11 +30,6 @@ class LoginToken(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 (the OAuth2 token type)
     expires_in: int
-
-
-def client_address(request: Request) -> str:
-    """The peer address of the request (the proxy's, unless uvicorn trusts its headers)."""
-    return request.client.host if request.client else "unknown"
 
 
 @router.post("/login", response_model=LoginToken)
@@ -54,8 +42,8 @@ async def login(
     settings: SettingsDep,
 ) -> LoginToken:
     """Exchange `username` + `password` (form fields) for an admin bearer token."""
-    limiter: FailureLimiter | None = getattr(request.app.state, "auth_failures", None)
-    address = "login:" + client_address(request)
+    limiter = failure_limiter(request)
+    address = admin_address(request)
     if limiter is not None:
         limiter.check(address)
     user = await authenticate(session, form.username, form.password)

@@ -79,3 +79,35 @@ async def _shared_limit(one: Gateway, two: Gateway) -> None:
     assert await status(two) == 429
     assert [await status(one), await status(one)] == [401, 429]
     assert (await one.client.get("/admin/tenants", headers=ADMIN)).status_code == 200
+
+
+async def test_wrong_admin_bearers_are_limited_like_logins(strict: Gateway) -> None:
+    """Wrong admin bearer tokens count in the failed-authentication limit: past it the client
+    gets 429 (even with the right token, until the window ends), before any check."""
+    assert (await strict.client.get("/admin/tenants", headers=ADMIN)).status_code == 200
+    seen = []
+    for i in range(7):
+        r = await strict.client.get("/admin/tenants", headers=bearer(f"wrong-admin-token-{i}"))
+        seen.append(r.status_code)
+    assert seen == [401] * 5 + [429] * 2
+    assert r.json()["error"]["code"] == "auth_failures"
+    assert int(r.headers["Retry-After"]) >= 1
+    assert (await strict.client.get("/admin/tenants", headers=ADMIN)).status_code == 429
+    # A missing credential is not a guess: it does not count (but the block still applies).
+    r = await strict.client.get("/admin/tenants")
+    assert r.status_code == 429
+
+
+async def test_admin_bearer_and_login_failures_share_one_budget(strict: Gateway) -> None:
+    for i in range(3):
+        r = await strict.client.get("/admin/tenants", headers=bearer(f"wrong-{i}"))
+        assert r.status_code == 401
+    for _ in range(2):
+        r = await strict.client.post(
+            "/admin/login", data={"username": "nobody", "password": "wrong-password-123"}
+        )
+        assert r.status_code == 401
+    r = await strict.client.post(
+        "/admin/login", data={"username": "nobody", "password": "wrong-password-123"}
+    )
+    assert r.status_code == 429
