@@ -16,6 +16,8 @@ from gateway.auth.failures import AuthFailureLimiter
 from gateway.auth.jwt import IssuerCache
 from gateway.conversations.lock import ConversationLocks
 from gateway.conversations.service import ConversationTurns
+from gateway.core.allocator import start_trimming
+from gateway.core.background import BackgroundTasks
 from gateway.core.body_limit import BodyLimitMiddleware
 from gateway.core.config import Settings, get_settings
 from gateway.core.db import Database
@@ -141,9 +143,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     quotas.start()
     locks.start()
     tune_gc(settings.gc_gen0_threshold)
+    memory = BackgroundTasks("malloc-trim")
+    start_trimming(memory, settings)
     try:
         yield
     finally:
+        await memory.drain()
         await invalidation.close()
         await quotas.drain()
         await locks.drain()

@@ -14,12 +14,14 @@ import typer
 
 from gateway.cli.options import Host, Port
 from gateway.cli.serve import ensure_dev_admin_token, ensure_upstream, run_uvicorn
+from gateway.core.allocator import apply_allocator
 from gateway.core.config import Settings, get_settings
 
 
 def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) -> None:
     """`make run`: migrate, seed the demo tenant, start the mock LLM and the gateway."""
     settings = get_settings()
+    apply_allocator(settings)  # may re-execute this command under jemalloc
     from gateway.core.migrate import upgrade
 
     upgrade(settings.database_url)

@@ -19,6 +19,7 @@ from typing import Annotated
 import typer
 
 from gateway.cli.options import Host, Port, fail
+from gateway.core.allocator import apply_allocator
 from gateway.core.config import Settings, get_settings
 
 
@@ -59,6 +60,7 @@ def serve(
 ) -> None:
     """Serve the gateway (development without OPENAI_API_KEY: starts the mock LLM too)."""
     settings = get_settings()
+    apply_allocator(settings)  # may re-execute this command under jemalloc
     mock = ensure_upstream(settings, mock_port)
     ensure_dev_admin_token(settings)
     try:

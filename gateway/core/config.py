@@ -111,6 +111,16 @@ class Settings(BaseSettings):
     """Request bodies above this size get 413, whatever their framing (`Content-Length` or
     chunked)."""
 
+    allocator: Literal["auto", "jemalloc", "system"] = "auto"
+    """Memory allocator of `gateway serve` / `gateway demo`: `auto` preloads jemalloc when
+    libjemalloc2 is installed, else keeps glibc with `MALLOC_ARENA_MAX=2` and a periodic
+    `malloc_trim`; `jemalloc` requires it; `system` changes nothing. (glibc alone keeps
+    ~17-20 KB per WebSocket opened and closed, without a plateau.)"""
+
+    malloc_trim_interval_s: float | None = Field(default=None, ge=0)
+    """Seconds between two `malloc_trim(0)` of a glibc process (0: never; unset: 10 s under
+    `GATEWAY_ALLOCATOR=auto` without jemalloc, else never)."""
+
     max_json_depth: int = Field(default=64, ge=2, le=1000)
     """JSON bodies (and WebSocket frames) nested deeper than this (arrays and objects) get 422
     `invalid_json`."""
