@@ -41,7 +41,7 @@ from observability.exposition import install_http_metrics
 from observability.middleware import RequestIdMiddleware
 from observability.telemetry import start_telemetry
 
-WARM_CONNECTIONS = 16
+WARM_CONNECTIONS = 64
 """Redis connections the limits client opens at start-up (it grows on demand beyond)."""
 SCRIPTS = [REQUEST_WINDOW]
 
