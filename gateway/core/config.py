@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     """Memory allocator of `gateway serve` / `gateway demo`: `auto` preloads jemalloc when
     libjemalloc2 is installed, else keeps glibc with `MALLOC_ARENA_MAX=2` and a periodic
     `malloc_trim`; `jemalloc` requires it; `system` changes nothing. (glibc alone keeps
-    ~17-20 KB per WebSocket opened and closed, without a plateau.)"""
+    about 11-20 KB per WebSocket opened and closed.)"""
 
     malloc_trim_interval_s: float | None = Field(default=None, ge=0)
     """Seconds between two `malloc_trim(0)` of a glibc process (0: never; unset: 10 s under
