@@ -14,6 +14,7 @@ from gateway.core.json_body import JsonBodyRoute
 from gateway.core.openapi import error_responses
 from gateway.limits.dependencies import V1_LIMITS
 from gateway.limits.endpoints import router as limits_router
+from gateway.runs.actions import router as actions_router
 from gateway.runs.endpoints import router as runs_router
 from gateway.runs.websocket import router as websocket_router
 from gateway.usage.endpoints import router as usage_router
@@ -73,6 +74,7 @@ def mount_routes(app: FastAPI) -> None:
     v1: dict[str, Any] = {"prefix": "/v1", "dependencies": V1_LIMITS}
     app.include_router(agents_router, **v1, responses=error_responses(*V1_ERRORS))
     app.include_router(runs_router, **v1, responses=error_responses(*RUN_ERRORS))
+    app.include_router(actions_router, **v1, responses=error_responses(*RUN_ERRORS))
     app.include_router(conversations_router, **v1, responses=error_responses(*V1_ERRORS))
     app.include_router(chat_router, **v1, responses=error_responses(*CHAT_ERRORS))
     app.include_router(usage_router, **v1, responses=error_responses(*V1_ERRORS))

@@ -35,6 +35,7 @@ from gateway.limits.requests import SCRIPT as REQUEST_WINDOW
 from gateway.limits.requests import RequestLimiter
 from gateway.runs.service import RunService
 from gateway.tools.http import HttpTools
+from gateway.tools.mcp import McpServers
 from gateway.tools.secrets import ToolSecretCache
 from gateway.usage.recorder import UsageRecorder
 from observability.exposition import install_http_metrics
@@ -94,11 +95,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     app.state.http_tools = http_tools = HttpTools(settings, tool_secrets)
     app.state.upstreams = upstreams = TenantUpstreams(settings, db)
+    app.state.mcp = mcp = McpServers(http_tools.policy)
     app.state.agents = AgentCache(
         ttl_s=settings.principal_cache_ttl_s,
         max_size=settings.principal_cache_size,
         http_tools=http_tools,
         stale_s=settings.principal_cache_stale_s,
+        mcp=mcp,
     )
     app.state.issuers = IssuerCache(
         ttl_s=settings.principal_cache_ttl_s,
@@ -127,6 +130,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         recorder=recorder,
         quotas=quotas,
         upstreams=upstreams,
+        mcp=mcp,
     )
     locks = ConversationLocks(
         redis=redis,
@@ -136,12 +140,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout_s=settings.redis_timeout_ms / 1000,
     )
     app.state.conversations = ConversationTurns(
-        db, locks, max_items=settings.conversation_max_items
+        db,
+        locks,
+        max_items=settings.conversation_max_items,
+        waiting=app.state.runs.approvals.conversation_waiting,
     )
     telemetry = start_telemetry(settings)
     recorder.start()
     quotas.start()
     locks.start()
+    app.state.runs.approvals.start()
     tune_gc(settings.gc_gen0_threshold)
     memory = BackgroundTasks("malloc-trim")
     start_trimming(memory, settings)
@@ -152,11 +160,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await invalidation.close()
         await quotas.drain()
         await locks.drain()
+        await app.state.runs.approvals.drain()
         await recorder.close()
         await telemetry.stop()
         await providers.close()
         await http_tools.close()
         await upstreams.close()
+        await mcp.close()
         for client in (redis, quota_redis):
             if client is not None:
                 await client.aclose()

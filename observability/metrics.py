@@ -117,6 +117,12 @@ EGRESS_REFUSALS = Counter(
     "(`url`: the URL itself, `connect`: the resolved address).",
     ["stage"],
 )
+RUNS_WAITING = Gauge(
+    "gateway_runs_waiting_for_approval",
+    "Runs paused for a human decision and not expired, in the whole deployment (counted in "
+    "the database by each replica every few seconds and after each pause or resume).",
+    multiprocess_mode="max",
+)
 HANDOFFS = Counter("gateway_handoffs_total", "Agent handoffs.", ["tenant"])
 GUARDRAILS = Counter(
     "gateway_guardrails_total", "Guardrail checks by outcome.", ["tenant", "triggered"]

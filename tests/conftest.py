@@ -31,6 +31,7 @@ REDIS_URL = os.environ.get("GATEWAY_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ADMIN_TOKEN = "test-admin-token-0123456789abcdef"
 SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
 TABLES = (
+    "stored_runs",
     "tool_secrets",
     "tenant_upstreams",
     "conversation_items",

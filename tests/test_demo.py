@@ -54,6 +54,20 @@ def test_demo_serves_the_seeded_assistant(tmp_path: Path) -> None:
         )
         assert r.status_code == 200, r.text
         assert "84" in r.json()["output"]
+        # The signed HTTP tool: the printed curl line's input, served by the mock LLM, which
+        # checks the signature with the tenant's secret.
+        line = next(line for line in text.splitlines() if "lookup_order" in line)
+        body = line.split("-d '", 1)[1].rstrip("'")
+        r = httpx.post(
+            f"{base}/v1/agents/assistant/runs",
+            content=body,
+            headers={"Authorization": f"Bearer {key.group(1)}", "Content-Type": "application/json"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+        output = r.json()["output"]
+        assert '"signature_verified":true' in output.replace(" ", ""), output
+        assert "A-17" in output
         r = httpx.get(
             f"{base}/admin/tenants", headers={"Authorization": f"Bearer {token.group(1)}"}
         )

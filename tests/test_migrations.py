@@ -31,6 +31,7 @@ TABLES = {
     "conversation_items",
     "tool_secrets",
     "tenant_upstreams",
+    "stored_runs",
     "alembic_version",
 }
 

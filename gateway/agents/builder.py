@@ -30,6 +30,7 @@ from gateway.core.cache import TTLCache
 from gateway.core.db import Database
 from gateway.core.errors import PermissionDeniedError
 from gateway.tools.http import HttpTools
+from gateway.tools.mcp import McpServers
 from tenants.agent.composition import handoff_target, handoff_tool_name, strict_output_schema
 from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AgentSpec
@@ -83,7 +84,14 @@ def _tools(spec: AgentSpec, http_tools: HttpTools | None) -> list[Any]:
 
 
 def _sdk_agent(
-    name: str, spec: AgentSpec, *, default_model: str, http_tools: HttpTools | None
+    name: str,
+    spec: AgentSpec,
+    *,
+    default_model: str,
+    http_tools: HttpTools | None,
+    mcp: McpServers | None = None,
+    tenant_id: str = "",
+    version: int = 0,
 ) -> Agent[Any]:
     """One node of a graph, without its handoffs (set once every node exists)."""
     settings = spec.model_settings
@@ -106,6 +114,11 @@ def _sdk_agent(
             include_usage=True,
         ),
         tools=_tools(spec, http_tools),
+        mcp_servers=(
+            [mcp.build(tenant_id, name, version, entry) for entry in spec.mcp_tools()]
+            if mcp is not None
+            else []
+        ),
         output_type=output_type,
     )
 
@@ -116,13 +129,23 @@ def build_graph(
     *,
     default_model: str,
     http_tools: HttpTools | None = None,
+    mcp: McpServers | None = None,
+    tenant_id: str = "",
 ) -> BuiltAgent:
     """Build the SDK agents of `nodes` (entry first), wire their handoffs, attach the entry's
     guardrails."""
     version, spec = nodes[entry]
     agents = {
-        name: _sdk_agent(name, s, default_model=default_model, http_tools=http_tools)
-        for name, (_, s) in nodes.items()
+        name: _sdk_agent(
+            name,
+            s,
+            default_model=default_model,
+            http_tools=http_tools,
+            mcp=mcp,
+            tenant_id=tenant_id,
+            version=v,
+        )
+        for name, (v, s) in nodes.items()
     }
     for name, (_, node_spec) in nodes.items():
         agents[name].handoffs = [
@@ -203,8 +226,10 @@ class AgentCache:
         max_size: int,
         http_tools: HttpTools | None = None,
         stale_s: float = 0.0,
+        mcp: McpServers | None = None,
     ) -> None:
         self._http_tools = http_tools
+        self._mcp = mcp
         # A missing agent is cached as version 0 so unknown names do not hit the DB each time.
         # The tenant's allowed models ride along (dropped with the tenant's entries).
         self._active: TTLCache[tuple[str, str], _Active] = TTLCache(
@@ -256,6 +281,51 @@ class AgentCache:
             pending.extend(target_spec.handoff_targets())
         return nodes
 
+    async def get_version(
+        self, db: Database, tenant_id: str, name: str, version: int, *, default_model: str
+    ) -> BuiltAgent | None:
+        """Version `version` of a tenant's agent with the active versions of its handoff
+        targets (a paused run resumes on the version it started with), or None if the agent
+        or that version is gone."""
+        active, _, _ = await self._active_version(db, tenant_id, name)
+        if active == version:
+            return await self.get(db, tenant_id, name, default_model=default_model)
+        async with db.session() as session:
+            repository = AgentRepository(session)
+            agent = await repository.get(tenant_id, name)
+            row = (
+                None
+                if agent is None
+                else await repository.get_version(tenant_id, agent.id, version)
+            )
+        if row is None:
+            return None
+        spec = AgentSpec.model_validate(row.spec)
+        nodes = (
+            await self._reachable(db, tenant_id, name, version, spec)
+            if spec.handoffs
+            else {name: (version, spec)}
+        )
+        built_key: tuple[str, str, int | Versions] = (
+            (tenant_id, name, tuple(sorted((n, v) for n, (v, _) in nodes.items())))
+            if spec.handoffs
+            else (tenant_id, name, version)
+        )
+        built = self._built.get(built_key)
+        if built is None:
+            built = build_graph(
+                name,
+                nodes,
+                default_model=default_model,
+                http_tools=self._http_tools,
+                mcp=self._mcp,
+                tenant_id=tenant_id,
+            )
+            self._built[built_key] = built
+            if len(self._built) > self._max_size:
+                self._built.popitem(last=False)
+        return built
+
     async def get(
         self, db: Database, tenant_id: str, name: str, *, default_model: str
     ) -> BuiltAgent | None:
@@ -278,6 +348,8 @@ class AgentCache:
                 nodes or {name: (version, spec)},
                 default_model=default_model,
                 http_tools=self._http_tools,
+                mcp=self._mcp,
+                tenant_id=tenant_id,
             )
             self._built[built_key] = built
             if len(self._built) > self._max_size:

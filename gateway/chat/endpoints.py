@@ -15,6 +15,7 @@ from gateway.auth.dependencies import RunsPrincipal
 from gateway.chat.objects import completion
 from gateway.chat.schemas import ChatCompletionRequest
 from gateway.chat.stream import ChunkEncoder
+from gateway.core.errors import InvalidRequestError
 from gateway.core.json_body import JsonBodyRoute
 from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted
 from gateway.runs.streaming import stream_run
@@ -30,6 +31,14 @@ async def create_chat_completion(
     service: RunServiceDep,
 ) -> Response:
     sdk_input = body.sdk_input()
+    built = await service.resolve(principal, body.model)
+    if built.needs_approval:
+        raise InvalidRequestError(
+            f"Agent '{built.name}' has tools that require approval, which Chat Completions "
+            f"cannot pause for: run it with POST /v1/agents/{built.name}/runs.",
+            code="approval_not_supported",
+            param="model",
+        )
     handle = await service.start(principal, body.model, sdk_input)
     admitted(request, handle)
     if body.stream:

@@ -20,14 +20,17 @@ from gateway.core.config import Settings, get_settings
 
 def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) -> None:
     """`make run`: migrate, seed the demo tenant, start the mock LLM and the gateway."""
+    # The demo's HTTP tool is served on loopback (by the mock LLM): let the egress guard allow it.
+    os.environ.setdefault("GATEWAY_EGRESS_ALLOW", "127.0.0.0/8")
+    get_settings.cache_clear()
     settings = get_settings()
     apply_allocator(settings)  # may re-execute this command under jemalloc
     from gateway.core.migrate import upgrade
 
     upgrade(settings.database_url)
     token = ensure_dev_admin_token(settings)
-    key = asyncio.run(seed_demo(settings))
-    mock = ensure_upstream(settings, mock_port)
+    key, tool_secret = asyncio.run(seed_demo(settings, mock_port))
+    mock = ensure_upstream(settings, mock_port, tool_secret)
     base = f"http://{host}:{port}"
     typer.echo(
         "\nAgent Gateway demo\n"
@@ -39,6 +42,10 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) ->
         f"  curl -s {base}/v1/agents/assistant/runs -H 'Authorization: Bearer "
         f"{key}' -H 'Content-Type: application/json' "
         '-d \'{"input": "What is 12*7? Use the calculator."}\'\n'
+        "A signed HTTP tool call (served by the mock LLM, which checks the signature):\n"
+        f"  curl -s {base}/v1/agents/assistant/runs -H 'Authorization: Bearer "
+        f"{key}' -H 'Content-Type: application/json' "
+        '-d \'{"input": "Use lookup_order for {\\"order_id\\": \\"A-17\\"}"}\'\n'
     )
     try:
         run_uvicorn(host, port, 1)
@@ -56,8 +63,26 @@ DEMO_AGENT: dict[str, Any] = {
 }
 
 
-async def seed_demo(settings: Settings) -> str:
-    """Create the `demo` tenant, its `assistant` agent and a key (idempotent)."""
+def demo_agent(mock_port: int) -> dict[str, Any]:
+    """The demo agent: the built-in tools and a signed HTTP tool served by the mock LLM."""
+    lookup = {
+        "type": "http",
+        "name": "lookup_order",
+        "description": "Look up an order by its id.",
+        "url": f"http://127.0.0.1:{mock_port}/_mock/tools/lookup_order",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"],
+        },
+        "timeout_s": 5,
+    }
+    return {**DEMO_AGENT, "tools": [*DEMO_AGENT["tools"], lookup]}
+
+
+async def seed_demo(settings: Settings, mock_port: int = 9100) -> tuple[str, str]:
+    """Create the `demo` tenant, its `assistant` agent and a key (idempotent); rotate its
+    tool-signing secret (a plaintext cannot be recovered later). Returns (key, secret)."""
     from gateway.core.db import Database
     from tenants.agent.service import put_agent
     from tenants.agent.spec import AgentSpec
@@ -66,6 +91,7 @@ async def seed_demo(settings: Settings) -> str:
     from tenants.tenant.repository import TenantRepository
     from tenants.tenant.schemas import TenantCreate
     from tenants.tenant.service import create_tenant
+    from tenants.tool_secret.service import rotate
 
     db = Database(settings.database_url)
     try:
@@ -73,7 +99,8 @@ async def seed_demo(settings: Settings) -> str:
             tenant = await TenantRepository(session).get_by_slug("demo")
             if tenant is None:
                 tenant = await create_tenant(session, TenantCreate(slug="demo", name="Demo app"))
-                await put_agent(session, tenant.id, "assistant", AgentSpec(**DEMO_AGENT))
+                await put_agent(session, tenant.id, "assistant", AgentSpec(**demo_agent(mock_port)))
+            _, tool_secret, _ = await rotate(session, settings.secret_key, tenant.id)
             wanted = settings.demo_api_key
             if wanted:
                 from tenants.api_key.keys import hash_key
@@ -87,11 +114,11 @@ async def seed_demo(settings: Settings) -> str:
                         session, settings, tenant.id, KeyCreate(name="demo"), plaintext=wanted
                     )
                 await session.commit()
-                return wanted
+                return wanted, tool_secret
             # The plaintext of an earlier key cannot be recovered: every start issues a fresh one,
             # so the printed curl line always works.
             _, plaintext = await issue_key(session, settings, tenant.id, KeyCreate(name="demo"))
             await session.commit()
-            return plaintext
+            return plaintext, tool_secret
     finally:
         await db.dispose()

@@ -89,8 +89,11 @@ def ensure_dev_admin_token(settings: Settings) -> str:
     return token
 
 
-def ensure_upstream(settings: Settings, mock_port: int) -> subprocess.Popen[bytes] | None:
-    """No upstream key in development: run the built-in mock LLM and point the gateway at it."""
+def ensure_upstream(
+    settings: Settings, mock_port: int, tool_secret: str | None = None
+) -> subprocess.Popen[bytes] | None:
+    """No upstream key in development: run the built-in mock LLM and point the gateway at it
+    (`tool_secret`: the demo tenant's tool-signing secret, which the mock's demo tool checks)."""
     if not settings.uses_mock_upstream or settings.openai_base_url:
         return None
     if settings.env != "development":
@@ -99,7 +102,8 @@ def ensure_upstream(settings: Settings, mock_port: int) -> subprocess.Popen[byte
         [
             *(sys.executable, "-m", "gateway.mock_llm", "--port", str(mock_port)),
             *("--parent-pid", str(os.getpid())),  # it exits with us, even on SIGTERM/SIGKILL
-        ]
+        ],
+        env={**os.environ, "MOCK_LLM_TOOL_SECRET": tool_secret or ""},
     )
     base_url = f"http://127.0.0.1:{mock_port}/v1"
     _wait_http(f"http://127.0.0.1:{mock_port}/healthz", proc)

@@ -9,7 +9,7 @@ nothing. The lock is released on every outcome by whoever ends the run (the endp
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,12 @@ from gateway.conversations.lock import ConversationLocks, HeldLock
 from gateway.conversations.repository import ConversationRepository
 from gateway.core.clock import utcnow
 from gateway.core.db import Database
-from gateway.core.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
+from gateway.core.errors import (
+    ConflictError,
+    InvalidRequestError,
+    NotFoundError,
+    PermissionDeniedError,
+)
 from gateway.core.ids import new_id
 from tenants.models import Conversation, ConversationItem
 from tenants.pagination import Page
@@ -107,13 +112,14 @@ class Turn:
         """The run's SDK input: the stored history, then the new input."""
         return [*self.history, *as_items(sdk_input)]
 
-    async def append(self, result: RunResultBase) -> None:
+    async def append(self, result: RunResultBase, *, skip: int | None = None) -> None:
         """Store the new input and the run's new items (one transaction).
 
         The lock makes turns exclusive, but a lock can lapse (Redis down in `open` mode across
         replicas): if another turn took the same positions meanwhile, the unique index
         refuses the insert and the append runs again after it, so nothing is lost."""
-        items: list[Any] = result.to_input_list()[len(self.history) :]
+        # A resumed turn's result starts with the history its paused turn had (`skip` items).
+        items: list[Any] = result.to_input_list()[len(self.history) if skip is None else skip :]
         for attempt in range(APPEND_ATTEMPTS):
             try:
                 await self._append(items)
@@ -152,7 +158,16 @@ class Turn:
 class ConversationTurns:
     """Begins turns: ownership check, lock, history; one per app."""
 
-    def __init__(self, db: Database, locks: ConversationLocks, *, max_items: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        locks: ConversationLocks,
+        *,
+        max_items: int,
+        waiting: Callable[[str], Awaitable[bool]] | None = None,
+    ) -> None:
+        self.waiting = waiting
+        """Whether a paused run holds the conversation (its turn is not over yet)."""
         self.db = db
         self.locks = locks
         self.max_items = max_items
@@ -174,6 +189,12 @@ class ConversationTurns:
                 history = await ConversationRepository(session).first_items(
                     conversation_id, self.max_items
                 )
+            if self.waiting is not None and await self.waiting(conversation_id):
+                raise ConflictError(
+                    "A run on this conversation is waiting for approval: resume it first.",
+                    code="conversation_busy",
+                    param="conversation_id",
+                )
             if len(history) >= self.max_items:
                 raise InvalidRequestError(
                     f"This conversation is full (the limit is {self.max_items} items): start a "
@@ -185,3 +206,9 @@ class ConversationTurns:
             await lock.release()
             raise
         return Turn(conversation_id=conversation_id, history=history, lock=lock, db=self.db)
+
+    async def resume(self, conversation_id: str) -> Turn:
+        """The turn of a resumed run: the lock only (its paused turn already checked the
+        caller and read the history; the append skips the items it had)."""
+        lock = await self.locks.acquire(conversation_id)
+        return Turn(conversation_id=conversation_id, history=[], lock=lock, db=self.db)

@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     """An HTTP tool's answer longer than this is cut (with a marker saying so) before the
     model sees it."""
 
+    run_state_ttl_s: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
+    """How long a run paused for approval waits for its decisions; after that it expires
+    (404) and its conversation is free again."""
+
     default_model: str = "gpt-4.1-mini"
     """Model of an agent spec that names none."""
 

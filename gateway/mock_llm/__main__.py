@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 from .config import MockConfig
 from .server import run_mock_server
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         fault_status=args.fault_status,
         seed=args.seed,
         stall_seconds=args.stall_seconds,
+        # From the environment, not the command line (which `ps` shows): `gateway demo` sets it.
+        tool_secret=os.environ.get("MOCK_LLM_TOOL_SECRET") or None,
     )
     run_mock_server(args.host, args.port, config, parent_pid=args.parent_pid)
 

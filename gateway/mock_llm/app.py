@@ -15,6 +15,7 @@ from .chat import chat_completion, chat_stream, normalize_chat
 from .config import MockConfig
 from .logic import parse_flags, parse_markers, plan_answer, short_hash, strip_markers
 from .responses import normalize_responses, response_object, responses_stream
+from .tools import tool_answer
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -145,6 +146,14 @@ class MockLLMApp:
                 await _send_bytes(send, 200, self._models_body)
             elif path == "/_mock/ledger" and method == "GET":
                 await _send_bytes(send, 200, orjson.dumps(list(self.ledger)))
+            elif path.startswith("/_mock/tools/") and method == "POST":
+                raw = await _read_body(receive)
+                headers = dict(scope.get("headers") or [])
+                signature = headers.get(b"x-gateway-signature", b"").decode("latin-1")
+                answer = tool_answer(
+                    path.rsplit("/", 1)[1], signature, raw, self.config.tool_secret
+                )
+                await _send_bytes(send, 200, orjson.dumps(answer))
             elif path == "/_mock/waiting" and method == "GET":
                 await _send_bytes(send, 200, orjson.dumps({"waiting": self.waiting}))
             elif path in ("/healthz", "/health") and method == "GET":

@@ -28,5 +28,8 @@ class MockConfig:
     seed: int = 0
     """Seed of the random generator used for ``fault_rate``."""
 
+    tool_secret: str | None = None
+    """Tool-signing secret `POST /_mock/tools/{name}` verifies calls with (None: not checked)."""
+
     stall_seconds: float = 30.0
     """How long a ``timeout`` / ``stall`` fault hangs before carrying on."""

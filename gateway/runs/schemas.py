@@ -55,3 +55,24 @@ class RunRequest(TurnInput):
     @classmethod
     def _bounded_metadata(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return bounded_metadata(value)
+
+
+class Decision(BaseModel):
+    """One human decision on a pending tool call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: Annotated[Label, Field(min_length=1, max_length=128)]
+    """The pending action's `id`."""
+    approve: bool
+    message: Annotated[Text, Field(max_length=2_000)] | None = None
+    """For a declined call: added to the refusal the model sees."""
+
+
+class ActionsRequest(BaseModel):
+    """`POST /v1/runs/{run_id}/actions`: a decision for every pending call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decisions: Annotated[list[Decision], Field(min_length=1, max_length=64)]
+    stream: bool = False

@@ -12,9 +12,9 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from agents import RunConfig, Runner
+from agents import RunConfig, Runner, RunState
 from agents.models.openai_provider import OpenAIProvider
-from agents.result import RunResultBase
+from agents.result import RunResult, RunResultBase, RunResultStreaming
 
 from gateway.agents.builder import AgentCache, BuiltAgent
 from gateway.agents.context import CURRENT_RUN, RunScope
@@ -25,16 +25,25 @@ from gateway.core.clock import rfc3339, utcnow
 from gateway.core.config import Settings
 from gateway.core.db import Database
 from gateway.core.drain import Drain
-from gateway.core.errors import GuardrailTriggeredError, NotFoundError, RunTimeoutError
+from gateway.core.errors import (
+    ConflictError,
+    GuardrailTriggeredError,
+    NotFoundError,
+    RunTimeoutError,
+)
 from gateway.core.ids import new_id
 from gateway.limits.breaker import RedisBreaker
 from gateway.limits.quotas import QuotaService, RunTicket
+from gateway.runs.approvals import RunApprovals, apply_decisions, check_decisions
 from gateway.runs.failures import map_run_error, run_status
 from gateway.runs.meter import RunMeter, first_call_estimate
+from gateway.runs.schemas import Decision
+from gateway.runs.store import WAITING
 from gateway.tools.context import run_context
+from gateway.tools.mcp import McpServers
 from gateway.usage.recorder import UsageRecorder
 from observability.metrics import IN_FLIGHT, record_guardrail, record_run, tenant_label
-from tenants.models import UsageRecord
+from tenants.models import StoredRun, UsageRecord
 
 
 @dataclass
@@ -55,6 +64,14 @@ class RunHandle:
     """The conversation turn this run continues (`conversation_id`), if any."""
     drain: Drain = field(default_factory=lambda: Drain(0.0, 0.0))
     """The replica's shutdown: past its deadline the run ends with `shutting_down`."""
+    segment: int = 0
+    """0 for a new run; n for the n-th resume of a paused run (its own usage record)."""
+    prior_usage: dict[str, int] | None = None
+    """What the run's earlier segments used (a resumed run's object shows the run's total)."""
+    service: RunService | None = None
+    """The service that admitted the run (it stores pauses and resumed runs' ends)."""
+    history_items: int | None = None
+    """Conversation items before the paused turn's input (a resumed turn's append skips them)."""
     request_input: str | list[Any] | None = None
     """What the caller sent for this run (without a conversation's history): what the input
     guardrails check."""
@@ -131,9 +148,17 @@ class RunHandle:
             "output": output,
             "conversation_id": None if self.turn is None else self.turn.conversation_id,
             "model": self.built.model,
-            "usage": self.meter.as_dict(),
+            "usage": self.usage(),
             "created_at": rfc3339(self.created_at),
         }
+
+    def usage(self) -> dict[str, int]:
+        """The run's usage: this segment's, plus the earlier segments' of a resumed run."""
+        usage = self.meter.as_dict()
+        if self.prior_usage:
+            for name, value in self.prior_usage.items():
+                usage[name] = usage.get(name, 0) + int(value)
+        return usage
 
     async def finish(self, status: str) -> None:
         """Release the run's lease and reservations, and settle (usage record + metrics).
@@ -171,6 +196,7 @@ class RunHandle:
             # (4.6 µs instead of 33 µs per run, on the request path).
             UsageRecord.model_construct(
                 run_id=self.run_id,
+                segment=self.segment,
                 tenant_id=self.principal.tenant_id,
                 key_id=self.principal.key_id,
                 user=self.principal.user,
@@ -218,7 +244,11 @@ class RunService:
         quotas: QuotaService | None = None,
         upstreams: TenantUpstreams | None = None,
         drain: Drain | None = None,
+        approvals: RunApprovals | None = None,
+        mcp: McpServers | None = None,
     ) -> None:
+        self.mcp = mcp
+        self.approvals = approvals or RunApprovals(db, ttl_s=settings.run_state_ttl_s)
         self.upstreams = upstreams
         self.settings = settings
         self.drain = drain or Drain(0.0, 0.0)
@@ -259,6 +289,8 @@ class RunService:
         `request_input` is what the caller sent (default: `sdk_input`), without history.
         """
         built = await self.resolve(principal, name)
+        if built.agent.mcp_servers and self.mcp is not None:
+            await self.mcp.ensure(built.agent.mcp_servers)
         await self.recorder.wait_for_room()
         run_id = new_id("run")
         first = None if sdk_input is None else first_call_estimate(built.agent, sdk_input)
@@ -275,12 +307,91 @@ class RunService:
             request_input=sdk_input if request_input is None else request_input,
             deadline=asyncio.get_running_loop().time() + timeout_s,
             timeout_s=timeout_s,
+            service=self,
         )
 
-    async def run(self, handle: RunHandle, sdk_input: str | list[Any]) -> dict[str, Any]:
-        """Run to completion; the settled run object, or a mapped GatewayError."""
+    async def resume(
+        self, principal: Principal, run_id: str, decisions: list[Decision]
+    ) -> tuple[RunHandle, RunState[Any, Any], StoredRun]:
+        """Admit the next segment of the caller's paused run and claim it (404 not theirs or
+        expired, 409 already resumed, 422 decisions not matching the pending calls)."""
+        row = await self.approvals.waiting(principal.tenant_id, principal.user, run_id)
+        if row.status != WAITING or row.state is None:
+            raise ConflictError(
+                "This run's decisions were already submitted.", code="run_not_waiting"
+            )
+        check_decisions(row, decisions)
+        built = await self.agents.get_version(
+            self.db,
+            principal.tenant_id,
+            row.agent,
+            row.agent_version,
+            default_model=self.settings.default_model,
+        )
+        if built is None:
+            raise NotFoundError(f"No agent named '{row.agent}'.", code="agent_not_found")
+        if built.agent.mcp_servers and self.mcp is not None:
+            await self.mcp.ensure(built.agent.mcp_servers)
+        state = await RunState.from_string(built.agent, row.state)
+        apply_decisions(state, decisions)
+        provider = await self.provider_of(principal, built)
+        await self.recorder.wait_for_room()
+        ticket = await self.quotas.open(principal, run_id, None, built.max_tokens)
+        try:
+            await self.approvals.claim(row)
+        except BaseException:
+            if ticket is not None:
+                await ticket.close()
+            raise
+        handle = RunHandle(
+            principal=principal,
+            built=built,
+            provider=provider,
+            recorder=self.recorder,
+            run_id=run_id,
+            ticket=ticket,
+            segment=row.segments,
+            prior_usage=row.usage,
+            history_items=row.history_items,
+            service=self,
+            drain=self.drain,
+            deadline=asyncio.get_running_loop().time() + self.settings.run_timeout_s,
+            timeout_s=self.settings.run_timeout_s,
+        )
+        return handle, state, row
+
+    async def pause(
+        self, handle: RunHandle, result: RunResult | RunResultStreaming
+    ) -> dict[str, Any]:
+        """Store an interrupted run; its `requires_action` run object."""
+        history = handle.history_items
+        if history is None:
+            history = 0 if handle.turn is None else len(handle.turn.history)
+        return await self.approvals.pause(
+            result,
+            handle.response(None, status="requires_action"),
+            tenant_id=handle.principal.tenant_id,
+            user=handle.principal.user,
+            agent_version=handle.built.version,
+            history_items=history,
+            segment=handle.segment,
+        )
+
+    async def ended(self, handle: RunHandle, status: str, output: Any) -> None:
+        """A resumed run's final state in its stored row (no-op for a run never paused)."""
+        if handle.segment > 0 and status != "requires_action":
+            await asyncio.shield(
+                self.approvals.finish(handle.run_id, status, output, handle.usage())
+            )
+
+    async def run(
+        self, handle: RunHandle, sdk_input: str | list[Any] | RunState[Any, Any]
+    ) -> dict[str, Any]:
+        """Run to completion (or to a pause); the settled run object, or a GatewayError."""
         status = "failed"
         deadline = asyncio.timeout_at(handle.deadline)
+        output: Any = None
+        paused: dict[str, Any] | None = None
         try:
             handle.check_input()
             handle.enter()
@@ -293,10 +404,15 @@ class RunService:
                     run_config=handle.run_config(),
                     context=handle.tool_context(),
                 )
-            handle.check_output(result)
-            if handle.turn is not None:
-                await handle.turn.append(result)
-            status = "completed"
+            if result.interruptions:
+                paused = await self.pause(handle, result)
+                status = "requires_action"
+            else:
+                handle.check_output(result)
+                if handle.turn is not None:
+                    await handle.turn.append(result, skip=handle.history_items)
+                status = "completed"
+                output = result.final_output
         except BaseException as exc:
             if not isinstance(exc, Exception):
                 status = "cancelled"
@@ -309,7 +425,10 @@ class RunService:
             ) from exc
         finally:
             await handle.finish(status)
-        return handle.response(result.final_output)
+            await self.ended(handle, status, output)
+        if paused is not None:
+            return paused
+        return handle.response(output)
 
 
 def output_text(output: Any) -> str:

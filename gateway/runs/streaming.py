@@ -23,11 +23,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import orjson
-from agents import Runner
+from agents import Runner, RunState
 from agents.result import RunResultStreaming
 
 from gateway.runs.failures import map_run_error, run_status
-from gateway.runs.service import RunHandle
+from gateway.runs.service import RunHandle, RunService
 from observability.metrics import record_first_token
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -40,6 +40,12 @@ RunEvent = tuple[str, Any]
 """`(name, data)`: one of the event names above and its JSON-able payload."""
 Encoder = Callable[[str, Any], bytes | None]
 """Turns one run event into bytes for the wire (None: nothing to send for it)."""
+
+
+def service_of(handle: RunHandle) -> RunService:
+    """The service that admitted the run (it stores pauses and resumed runs' ends)."""
+    assert handle.service is not None
+    return handle.service
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -74,7 +80,7 @@ def _translate(event: Any) -> RunEvent | None:
 
 async def run_events(
     handle: RunHandle,
-    sdk_input: str | list[Any],
+    sdk_input: str | list[Any] | RunState[Any, Any],
     *,
     on_complete: Callable[[RunResultStreaming], None] | None = None,
 ) -> AsyncGenerator[RunEvent]:
@@ -84,6 +90,8 @@ async def run_events(
     in-memory history with it.
     """
     status = "cancelled"
+    output: Any = None
+    paused: dict[str, Any] | None = None
     result: RunResultStreaming | None = None
     # With output patterns, no text reaches the client before the answer passed them.
     held: list[RunEvent] | None = [] if handle.built.output_checks else None
@@ -131,31 +139,41 @@ async def run_events(
                         held.append(translated)
                         continue
                 yield translated
-        handle.check_output(result)
-        if handle.turn is not None:
-            await handle.turn.append(result)
-        if on_complete is not None:
-            on_complete(result)
-        status = "completed"
+        if result.interruptions:
+            paused = await service_of(handle).pause(handle, result)
+            status = "requires_action"
+        else:
+            handle.check_output(result)
+            if handle.turn is not None:
+                await handle.turn.append(result, skip=handle.history_items)
+            if on_complete is not None:
+                on_complete(result)
+            status = "completed"
+            output = result.final_output
         await handle.finish(status)  # lease released before the client sees the end
     except Exception as exc:
         status = run_status(exc)
         error = map_run_error(exc, model=handle.built.model, max_turns=handle.built.max_turns)
         await handle.finish(status)
+        await service_of(handle).ended(handle, status, None)
         yield "run.failed", error.stream_body()
         return
     finally:
         if result is not None:
             result.cancel()
         handle.settle(status)
+    if paused is not None:
+        yield "run.requires_action", paused
+        return
+    await service_of(handle).ended(handle, status, output)
     for delta in held or ():
         yield delta
-    yield "run.completed", handle.response(result.final_output)
+    yield "run.completed", handle.response(output)
 
 
 async def stream_run(
     handle: RunHandle,
-    sdk_input: str | list[Any],
+    sdk_input: str | list[Any] | RunState[Any, Any],
     *,
     keepalive_s: float,
     encode: Encoder = sse,

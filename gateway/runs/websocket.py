@@ -72,7 +72,7 @@ POLICY_VIOLATION = 1008
 SERVICE_RESTART = 1012
 MAX_QUERY_BYTES = 2048
 """The socket takes no query parameters: anything longer than this is refused."""
-TERMINAL = frozenset({"run.completed", "run.failed"})
+TERMINAL = frozenset({"run.completed", "run.failed", "run.requires_action"})
 GONE = (WebSocketDisconnect, RuntimeError, OSError)
 """What sending on a socket the client has left raises (Starlette / uvicorn)."""
 

@@ -10,6 +10,7 @@ from tenants.models.audit_event import AuditEvent
 from tenants.models.conversation import Conversation, ConversationItem
 from tenants.models.jwt_config import JwtConfig
 from tenants.models.model_price import ModelPrice
+from tenants.models.stored_run import StoredRun
 from tenants.models.tenant import Tenant
 from tenants.models.tool_secret import ToolSecret
 from tenants.models.upstream import TenantUpstream
@@ -27,6 +28,7 @@ __all__ = [
     "ConversationItem",
     "JwtConfig",
     "ModelPrice",
+    "StoredRun",
     "Tenant",
     "TenantUpstream",
     "ToolSecret",

@@ -15,6 +15,9 @@ class UsageRecord(SQLModel, table=True):
     __table_args__ = (Index("ix_usage_tenant_day", "tenant_id", "day"),)
 
     run_id: str = Field(primary_key=True, max_length=40)
+    segment: int = Field(default=0, primary_key=True, sa_column_kwargs={"server_default": "0"})
+    """0 for a run's first (or only) segment; a run resumed after an approval records each
+    further segment under the same run id (reports count the run once, at segment 0)."""
     tenant_id: str = Field(max_length=40)
     key_id: str | None = Field(default=None, max_length=40)
     user: str | None = Field(default=None, max_length=256)

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from fastapi.responses import StreamingResponse
-from sqlmodel import col, select
+from sqlmodel import and_, col, or_, select
 
 from gateway.core.db import Database
 from tenants.models import UsageRecord
@@ -27,6 +27,7 @@ CSV = "text/csv"
 
 FIELDS = (
     "run_id",
+    "segment",
     "tenant_id",
     "key_id",
     "user",
@@ -71,22 +72,35 @@ async def iter_records(
     """The records of `start..end` (inclusive UTC days), by run id, after the cursor."""
     size = page_size or PAGE_SIZE
     cursor = after
+    position: tuple[str, int] | None = None
     while True:
         statement = select(UsageRecord).where(
             col(UsageRecord.day) >= start, col(UsageRecord.day) <= end
         )
         if tenant_id is not None:
             statement = statement.where(col(UsageRecord.tenant_id) == tenant_id)
-        if cursor is not None:
+        if position is not None:
+            run_id, segment = position
+            statement = statement.where(
+                or_(
+                    col(UsageRecord.run_id) > run_id,
+                    and_(col(UsageRecord.run_id) == run_id, col(UsageRecord.segment) > segment),
+                )
+            )
+        elif cursor is not None:
             statement = statement.where(col(UsageRecord.run_id) > cursor)
-        statement = statement.order_by(col(UsageRecord.run_id)).limit(size)
+        statement = statement.order_by(col(UsageRecord.run_id), col(UsageRecord.segment)).limit(
+            size
+        )
         async with db.session() as session:
-            page = [_row(record) for record in (await session.exec(statement)).all()]
-        for row in page:
-            yield row
-        if len(page) < size:
+            records = list((await session.exec(statement)).all())
+        for record in records:
+            yield _row(record)
+        if len(records) < size:
             return
-        cursor = page[-1]["run_id"]
+        # Inside the export the cursor is (run_id, segment): a resumed run's segments can
+        # straddle a page; the public `after=` is a run id (all its segments were sent).
+        position = (records[-1].run_id, records[-1].segment)
 
 
 def _cell(value: Any) -> Any:

@@ -65,12 +65,12 @@ class UsageRepository:
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
         statement = (
             insert(UsageRecord)
-            .on_conflict_do_nothing(index_elements=["run_id"])
-            .returning(col(UsageRecord.run_id))
+            .on_conflict_do_nothing(index_elements=["run_id", "segment"])
+            .returning(col(UsageRecord.run_id), col(UsageRecord.segment))
         )
         result = await self.session.exec(statement, params=rows)
-        inserted = set(result.scalars().all())
-        fresh = [row for row in rows if row["run_id"] in inserted]
+        inserted = {(run_id, segment) for run_id, segment in result.all()}
+        fresh = [row for row in rows if (row["run_id"], row["segment"]) in inserted]
         increments = rollup_rows(fresh)
         if increments:
             await self.session.exec(upsert_statement(dialect), params=increments)
@@ -117,7 +117,7 @@ class UsageRepository:
             group_columns.append(Tenant.slug)
         statement: Any = sa_select(
             *group_columns,
-            func.count().label("runs"),
+            func.sum(case((col(UsageRecord.segment) == 0, 1), else_=0)).label("runs"),
             func.sum(UsageRecord.requests).label("requests"),
             func.sum(UsageRecord.input_tokens).label("input_tokens"),
             func.sum(UsageRecord.output_tokens).label("output_tokens"),

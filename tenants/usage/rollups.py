@@ -52,8 +52,9 @@ def rollup_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 row = dict(zip(PRIMARY_KEY, key, strict=True))
                 row.update(dict.fromkeys(COUNTER_COLUMNS, 0))
                 totals[key] = row
-            row["runs"] += 1
-            row["unpriced_runs"] += unpriced
+            first = record.get("segment", 0) == 0  # a resumed run's later segments: tokens only
+            row["runs"] += first
+            row["unpriced_runs"] += unpriced if first else 0
             for name in SUMMED:
                 row[name] += record[name] or 0
     return [totals[key] for key in sorted(totals)]

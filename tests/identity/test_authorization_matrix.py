@@ -67,6 +67,10 @@ ROWS: dict[tuple[str, str], Row] = {
         other_tenant=404,
         body={"model": "assistant", "messages": [{"role": "user", "content": "hi"}]},
     ),
+    ("GET", "/v1/runs/{run_id}"): Row("tenant", ok=404, scope="runs"),
+    ("POST", "/v1/runs/{run_id}/actions"): Row(
+        "tenant", ok=404, scope="runs", body={"decisions": [{"id": "call_x", "approve": True}]}
+    ),
     ("POST", "/v1/conversations"): Row("tenant", ok=201, scope="conversations", body={}),
     ("GET", "/v1/conversations/{conversation_id}"): Row("tenant", ok=404, scope="conversations"),
     ("GET", "/v1/conversations/{conversation_id}/items"): Row(
@@ -222,6 +226,7 @@ def _concrete(path: str, kind: str) -> str:
         "key_id": "key_missing",
         "version": "1",
         "conversation_id": "conv_missing",
+        "run_id": "run_missing",
         "model": "probe-model",
     }
     if kind == "admin":

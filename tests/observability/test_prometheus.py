@@ -23,7 +23,7 @@ import pytest
 import yaml
 
 from tests.conftest import unavailable
-from tests.observability.live import LiveGateway, LiveTenant, free_port, serve_gateway
+from tests.observability.live import ADMIN, LiveGateway, LiveTenant, free_port, serve_gateway
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 PROMETHEUS_DIR = DEPLOY / "prometheus"
@@ -151,19 +151,26 @@ def _drive_traffic(gw: LiveGateway, prom: str) -> tuple[LiveTenant, bool]:
     tenant = gw.create_tenant(
         TENANT, limits={"requests_per_minute": RPM_LIMIT, "tokens_per_day": TOKENS_PER_DAY}
     )
-    plain = [{"input": f"hello prometheus {i}"} for i in range(6)]
+    _tool_agents(gw, tenant)
+    plain = [{"input": f"hello prometheus {i}"} for i in range(4)]
+    # An HTTP tool call (to the gateway's own /healthz: a 405, an error output) and a run that
+    # pauses for approval, on two more agents of the tenant.
+    hooked = {"agent": "hooked", "input": 'Use ping {"n": "1"}'}
+    approval = {"agent": "approver", "input": 'Use ping {"n": "2"}'}
     streamed = [{"input": f"stream to prometheus {i}", "stream": True} for i in range(3)]
     tool = [{"input": "What is 6*7? Use the calculator."} for _ in range(2)]
     fault = [{"input": "[[fault:500]] this call fails upstream"}]
     phases: list[list[dict[str, Any]]] = [
         [plain[0], streamed[0], tool[0]],
-        plain[1:] + streamed[1:] + tool[1:] + fault,
+        plain[1:] + streamed[1:] + tool[1:] + fault + [hooked, approval],
     ]
     assert sum(map(len, phases)) == RPM_LIMIT
     with gw.client() as c:
         for number, bodies in enumerate(phases):
-            for body in bodies:
-                r = c.post("/v1/agents/assistant/runs", json=body, headers=tenant.headers)
+            for item in bodies:
+                body = dict(item)
+                agent = body.pop("agent", "assistant")
+                r = c.post(f"/v1/agents/{agent}/runs", json=body, headers=tenant.headers)
                 expected = 502 if "fault" in body["input"] else 200
                 assert r.status_code == expected, r.text
             if number == 0:
@@ -177,6 +184,28 @@ def _drive_traffic(gw: LiveGateway, prom: str) -> tuple[LiveTenant, bool]:
     rejected = any(r.status_code == 429 for r in extra)
     gw.wait_for_usage_runs(tenant, RPM_LIMIT + sum(r.status_code != 429 for r in extra))
     return tenant, rejected
+
+
+def _tool_agents(gw: LiveGateway, tenant: LiveTenant) -> None:
+    """Agents with an HTTP tool (one needing approval); and one refused URL (a 422 that the
+    egress refusal counter sees)."""
+
+    def agent(name: str, url: str, approval: bool) -> int:
+        tool = {
+            "type": "http",
+            "name": "ping",
+            "url": url,
+            "parameters": {"type": "object", "properties": {"n": {"type": "string"}}},
+            "requires_approval": approval,
+        }
+        spec = {"model": "mock-model", "tools": [tool]}
+        with gw.client() as c:
+            path = f"/admin/tenants/{tenant.id}/agents/{name}"
+            return c.put(path, json=spec, headers=ADMIN).status_code
+
+    assert agent("hooked", f"{gw.base_url}/healthz", False) == 201
+    assert agent("approver", f"{gw.base_url}/healthz", True) == 201
+    assert agent("refused", "https://169.254.169.254/latest", False) == 422
 
 
 def _expr(queries: list[tuple[str, str, str]], title: str) -> str:
@@ -212,7 +241,13 @@ def _check_results(
         i["metric"]["tool_type"]
         for i in _query(prom, _expr(queries, "Tool calls by type and status"))
     }
-    assert "builtin" in tools
+    assert {"builtin", "http"} <= tools
+    waiting = _values(_query(prom, _expr(queries, "Runs waiting for approval")))
+    assert waiting == [1]
+    stages = {
+        i["metric"]["stage"] for i in _query(prom, _expr(queries, "Egress refusals by stage"))
+    }
+    assert "url" in stages
     quota = _values(_query(prom, f'gateway_tenant_tokens_per_day_limit{{tenant="{TENANT}"}}'))
     assert quota == [TOKENS_PER_DAY]
     used = _values(_query(prom, _expr(queries, "Daily token quota used (rolling 24 h)")))
@@ -240,7 +275,12 @@ def test_dashboards_and_alerts_against_real_prometheus(
     tmp_path: Path, sqlite_url: str, mock_llm_base_url: str, prometheus_for: Any
 ) -> None:
     with serve_gateway(
-        tmp_path, sqlite_url, mock_llm_base_url, workers=1, GATEWAY_UPSTREAM_MAX_RETRIES="0"
+        tmp_path,
+        sqlite_url,
+        mock_llm_base_url,
+        workers=1,
+        GATEWAY_UPSTREAM_MAX_RETRIES="0",
+        GATEWAY_EGRESS_ALLOW="127.0.0.0/8",
     ) as gw:
         prom = prometheus_for(gw.base_url.removeprefix("http://"))
         tenant, rejected = _drive_traffic(gw, prom)

@@ -42,6 +42,7 @@ async def test_admin_export_streams_every_record_in_run_id_order_across_pages(
     assert [row["run_id"] for row in rows] == sorted(r.run_id for r in records)
     assert rows[0] == {
         "run_id": records[0].run_id,
+        "segment": 0,
         "tenant_id": b,
         "key_id": "key_a",
         "user": None,

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from sqlmodel import func, select
 
 from gateway.core.clock import utcnow
@@ -201,10 +202,17 @@ async def test_the_migration_backfills_rollups_from_stored_records(database_url:
     ]
     db = Database(database_url)
     try:
-        async with db.session() as session:
-            for item in records:
-                session.add(UsageRecord(**priced(item.model_dump(), book)))
-            await session.commit()
+        rows = [priced(item.model_dump(), book) for item in records]
+
+        def insert(sync_conn: Any) -> None:
+            # The table as it was at that revision (later migrations add columns).
+            table = sa.Table("usage_records", sa.MetaData(), autoload_with=sync_conn)
+            sync_conn.execute(
+                table.insert(), [{k: v for k, v in row.items() if k in table.c} for row in rows]
+            )
+
+        async with db.engine.begin() as conn:
+            await conn.run_sync(insert)
         await asyncio.to_thread(upgrade, database_url)
         runs = await assert_reports_agree(db, ["ten_a", "ten_b"], days[0], days[-1])
         assert runs == len(records)

@@ -1,0 +1,58 @@
+"""`GET /v1/runs/{run_id}` (a stored run) and `POST /v1/runs/{run_id}/actions` (the decisions
+that resume a paused run, plain or streamed, on any replica). See `gateway.runs.approvals`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import Response
+
+from gateway.auth.dependencies import RunsPrincipal
+from gateway.conversations.service import ConversationTurns, Turn
+from gateway.core.json_body import JsonBodyRoute
+from gateway.runs.approvals import stored_response
+from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted
+from gateway.runs.schemas import ActionsRequest
+from gateway.runs.streaming import stream_run
+
+router = APIRouter(route_class=JsonBodyRoute, tags=["runs"])
+
+RunId = Annotated[str, Path(pattern=r"^run_[A-Za-z0-9]{1,40}$", description="The run's id.")]
+
+
+@router.get("/runs/{run_id}", summary="A stored run (paused for approval, or resumed)")
+async def get_run(run_id: RunId, principal: RunsPrincipal, service: RunServiceDep) -> Response:
+    row = await service.approvals.waiting(principal.tenant_id, principal.user, run_id)
+    return Response(orjson.dumps(stored_response(row)), media_type="application/json")
+
+
+@router.post("/runs/{run_id}/actions", summary="Decide on a paused run's tool calls and resume it")
+async def submit_actions(
+    run_id: RunId,
+    body: ActionsRequest,
+    request: Request,
+    principal: RunsPrincipal,
+    service: RunServiceDep,
+) -> Response:
+    stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    row = await service.approvals.waiting(principal.tenant_id, principal.user, run_id)
+    turn: Turn | None = None
+    if row.conversation_id is not None:
+        turns: ConversationTurns = request.app.state.conversations
+        turn = await turns.resume(row.conversation_id)
+    try:
+        handle, state, _ = await service.resume(principal, run_id, body.decisions)
+        handle.turn = turn
+        admitted(request, handle)
+        if stream:
+            chunks = stream_run(handle, state, keepalive_s=service.settings.stream_keepalive_s)
+            response = RunStreamResponse(chunks, handle, turn)
+            turn = None  # the response releases it now, however it ends
+            return response
+        result: dict[str, Any] = await service.run(handle, state)
+    finally:
+        if turn is not None:
+            await turn.release()
+    return Response(orjson.dumps(result), media_type="application/json")

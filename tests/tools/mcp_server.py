@@ -1,0 +1,82 @@
+"""A real MCP server (the `mcp` package's, Streamable HTTP) on loopback, in its own thread,
+counting the connections opened, the tool lists and the tool calls it served."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from mcp.server.mcpserver import MCPServer
+
+
+@dataclass
+class McpStats:
+    url: str = ""
+    sessions: int = 0
+    calls: list[str] = field(default_factory=list)
+    lists: int = 0
+
+
+@contextmanager
+def mcp_server() -> Iterator[McpStats]:
+    stats = McpStats()
+    server = MCPServer("crm")
+
+    @server.tool()
+    def find_customer(name: str) -> str:
+        """Find a customer by name."""
+        stats.calls.append("find_customer")
+        return f"customer {name}: tier gold"
+
+    @server.tool()
+    def delete_customer(name: str) -> str:
+        """Delete a customer."""
+        stats.calls.append("delete_customer")
+        return "deleted"
+
+    inner = server.streamable_http_app()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await inner(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+
+        async def recording_receive() -> Any:
+            message = await receive()
+            if message.get("type") == "http.request":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    body = b"".join(chunks).replace(b" ", b"")
+                    chunks.clear()
+                    # A connection opens with `initialize` (or `server/discover`, newer).
+                    if b'"method":"initialize"' in body or b'"method":"server/discover"' in body:
+                        stats.sessions += 1
+                    if b'"method":"tools/list"' in body:
+                        stats.lists += 1
+            return message
+
+        await inner(scope, recording_receive, send)
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=uv.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uv.started:
+        assert time.monotonic() < deadline, "the MCP server did not start"
+        time.sleep(0.05)
+    stats.url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        yield stats
+    finally:
+        uv.should_exit = True
+        thread.join(timeout=10)

@@ -1,0 +1,264 @@
+"""Approvals: a tool with `requires_approval` pauses the run; decisions resume it on any
+replica, exactly once; declined calls are never sent; isolation, expiry, limits, usage per
+segment, conversations and the APIs that cannot pause."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from tests.gateway.conftest import ADMIN, Gateway, Tenant, gateway_for
+from tests.gateway.test_runs_e2e import parse_sse
+from tests.identity.conftest import bearer, claims, enable_jwt, sign
+from tests.tools.receiver import Receiver, receiver
+from tests.waiting import eventually
+
+RUNS = "/v1/agents/assistant/runs"
+ASK = 'Use lookup_order {"order_id": "A-1"}'
+
+
+def approval_agent(url: str) -> dict[str, Any]:
+    return {
+        "instructions": "Be brief.",
+        "model": "mock-model",
+        "tools": [
+            {
+                "type": "http",
+                "name": "lookup_order",
+                "description": "Find an order.",
+                "url": url,
+                "parameters": {
+                    "type": "object",
+                    "properties": {"order_id": {"type": "string"}},
+                    "required": ["order_id"],
+                },
+                "requires_approval": True,
+            }
+        ],
+    }
+
+
+@pytest.fixture
+async def tool() -> AsyncIterator[Receiver]:
+    async with receiver() as state:
+        yield state
+
+
+@pytest.fixture
+async def gw(database_url: str, mock_llm_base_url: str) -> AsyncIterator[Gateway]:
+    async for gateway in gateway_for(database_url, mock_llm_base_url, egress_allow="127.0.0.0/8"):
+        yield gateway
+
+
+async def approving_tenant(gw: Gateway, slug: str, tool: Receiver) -> Tenant:
+    tenant = await gw.create_tenant(slug, agent=approval_agent(tool.url("/orders")))
+    r = await gw.client.post(f"/admin/tenants/{tenant.id}/tool-secret", headers=ADMIN)
+    assert r.status_code == 201
+    return tenant
+
+
+async def paused(gw: Gateway, tenant: Tenant, text: str = ASK, **extra: Any) -> dict[str, Any]:
+    r = await gw.client.post(RUNS, json={"input": text, **extra}, headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    assert body["status"] == "requires_action", body
+    return body
+
+
+def decide(run: dict[str, Any], approve: bool, **extra: Any) -> dict[str, Any]:
+    return {
+        "decisions": [{"id": a["id"], "approve": approve} for a in run["pending_actions"]],
+        **extra,
+    }
+
+
+async def test_a_paused_run_resumes_once_after_approval(gw: Gateway, tool: Receiver) -> None:
+    tenant = await approving_tenant(gw, "approver", tool)
+    run = await paused(gw, tenant)
+    assert run["output"] is None
+    [action] = run["pending_actions"]
+    assert action["tool"] == "lookup_order" and action["arguments"] == {"order_id": "A-1"}
+    assert tool.requests == []  # nothing sent before the decision
+    shown = await gw.client.get(f"/v1/runs/{run['id']}", headers=tenant.headers)
+    assert shown.status_code == 200
+    assert shown.json()["status"] == "requires_action"
+    assert shown.json()["pending_actions"] == run["pending_actions"]
+
+    actions = f"/v1/runs/{run['id']}/actions"
+    r = await gw.client.post(actions, json=decide(run, True), headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    done = r.json()
+    assert done["id"] == run["id"] and done["status"] == "completed"
+    assert "A-1" in done["output"]
+    assert len(tool.requests) == 1
+    again = await gw.client.post(actions, json=decide(run, True), headers=tenant.headers)
+    assert again.status_code == 409
+    assert len(tool.requests) == 1
+    shown = await gw.client.get(f"/v1/runs/{run['id']}", headers=tenant.headers)
+    assert shown.json()["status"] == "completed" and shown.json()["output"] == done["output"]
+
+    # Usage: one record per segment under one run id; the report counts the run once and
+    # every token of both segments.
+    await gw.flush_usage()
+    ledger = gw.mock_ledger(ASK)
+    report = (await gw.client.get("/v1/usage?group_by=agent", headers=tenant.headers)).json()
+    assert report["totals"]["runs"] == 1
+    assert report["totals"]["requests"] == 2 == done["usage"]["requests"]
+    assert report["totals"]["total_tokens"] == done["usage"]["total_tokens"]
+    assert done["usage"]["total_tokens"] == sum(c["total_tokens"] for c in ledger[-2:])
+
+
+async def test_a_declined_call_is_never_sent(gw: Gateway, tool: Receiver) -> None:
+    tenant = await approving_tenant(gw, "decliner", tool)
+    run = await paused(gw, tenant)
+    body = decide(run, False)
+    body["decisions"][0]["message"] = "Not this one."
+    r = await gw.client.post(f"/v1/runs/{run['id']}/actions", json=body, headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "completed"
+    assert "declined" in r.json()["output"] and "Not this one." in r.json()["output"]
+    assert tool.requests == []
+
+
+async def test_decisions_must_match_the_pending_calls(gw: Gateway, tool: Receiver) -> None:
+    tenant = await approving_tenant(gw, "matcher", tool)
+    run = await paused(gw, tenant)
+    actions = f"/v1/runs/{run['id']}/actions"
+    for decisions in (
+        [{"id": "call_other", "approve": True}],
+        [*decide(run, True)["decisions"], *decide(run, False)["decisions"]],
+    ):
+        r = await gw.client.post(actions, json={"decisions": decisions}, headers=tenant.headers)
+        assert r.status_code == 422, r.text
+    # The refused attempts changed nothing: the run still resumes.
+    r = await gw.client.post(actions, json=decide(run, True), headers=tenant.headers)
+    assert r.status_code == 200 and len(tool.requests) == 1
+
+
+async def test_streamed_pause_and_streamed_resume(gw: Gateway, tool: Receiver) -> None:
+    tenant = await approving_tenant(gw, "streamer", tool)
+    r = await gw.client.post(RUNS, json={"input": ASK, "stream": True}, headers=tenant.headers)
+    events = parse_sse(r.text)
+    name, run = events[-1]
+    assert name == "run.requires_action" and run["pending_actions"], events
+    assert [n for n, _ in events].count("run.completed") == 0
+    r = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json=decide(run, True, stream=True), headers=tenant.headers
+    )
+    events = parse_sse(r.text)
+    names = [n for n, _ in events]
+    assert "tool.output" in names and names[-1] == "run.completed", names
+    assert "A-1" in events[-1][1]["output"]
+
+
+async def test_other_tenants_and_end_users_get_404(gw: Gateway, tool: Receiver) -> None:
+    tenant = await approving_tenant(gw, "owner", tool)
+    secret = (await enable_jwt(gw, tenant.id, {"mode": "hs256", "issuer": "owner-iss"}))["secret"]
+    alice = bearer(sign(claims("owner-iss", sub="alice"), secret, "HS256"))
+    bob = bearer(sign(claims("owner-iss", sub="bob"), secret, "HS256"))
+    r = await gw.client.post(RUNS, json={"input": ASK}, headers=alice)
+    run = r.json()
+    assert run["status"] == "requires_action"
+    other = await gw.create_tenant("intruder")
+    for headers in (other.headers, bob):
+        assert (await gw.client.get(f"/v1/runs/{run['id']}", headers=headers)).status_code == 404
+        r = await gw.client.post(
+            f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=headers
+        )
+        assert r.status_code == 404
+    assert tool.requests == []
+    r = await gw.client.post(f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=alice)
+    assert r.status_code == 200 and len(tool.requests) == 1
+
+
+async def test_chat_completions_refuses_an_agent_that_needs_approval(
+    gw: Gateway, tool: Receiver
+) -> None:
+    tenant = await approving_tenant(gw, "chatty", tool)
+    r = await gw.client.post(
+        "/v1/chat/completions",
+        json={"model": "assistant", "messages": [{"role": "user", "content": ASK}]},
+        headers=tenant.headers,
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "approval_not_supported"
+    assert "assistant" in r.json()["error"]["message"]
+
+
+async def test_a_paused_run_holds_no_concurrency_slot(gw: Gateway, tool: Receiver) -> None:
+    tenant = await approving_tenant(gw, "one-at-a-time", tool)
+    r = await gw.client.patch(
+        f"/admin/tenants/{tenant.id}", json={"limits": {"max_concurrent_runs": 1}}, headers=ADMIN
+    )
+    assert r.status_code == 200
+    first = await paused(gw, tenant)
+    second = await paused(gw, tenant, 'Use lookup_order {"order_id": "B-2"}')
+    for run in (first, second):
+        r = await gw.client.post(
+            f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=tenant.headers
+        )
+        assert r.status_code == 200, r.text
+
+
+async def test_a_paused_turn_keeps_its_conversation_busy(gw: Gateway, tool: Receiver) -> None:
+    tenant = await approving_tenant(gw, "talker", tool)
+    conv = (await gw.client.post("/v1/conversations", json={}, headers=tenant.headers)).json()
+    run = await paused(gw, tenant, conversation_id=conv["id"])
+    r = await gw.client.post(
+        RUNS, json={"input": "hello?", "conversation_id": conv["id"]}, headers=tenant.headers
+    )
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conversation_busy"
+    r = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=tenant.headers
+    )
+    assert r.status_code == 200 and r.json()["conversation_id"] == conv["id"]
+    items = (
+        await gw.client.get(f"/v1/conversations/{conv['id']}/items", headers=tenant.headers)
+    ).json()["data"]
+    assert items[0]["content"] == ASK
+    assert any(item.get("type") == "function_call_output" for item in items)
+    r = await gw.client.post(
+        RUNS, json={"input": "thanks", "conversation_id": conv["id"]}, headers=tenant.headers
+    )
+    assert r.status_code == 200, r.text
+
+
+async def test_a_waiting_run_expires(
+    database_url: str, mock_llm_base_url: str, tool: Receiver
+) -> None:
+    async for gw in gateway_for(
+        database_url, mock_llm_base_url, egress_allow="127.0.0.0/8", run_state_ttl_s=0.5
+    ):
+        tenant = await approving_tenant(gw, "expiring", tool)
+        run = await paused(gw, tenant)
+        path = f"/v1/runs/{run['id']}"
+
+        async def gone(gw: Gateway = gw, path: str = path, headers: Any = tenant.headers) -> bool:
+            return (await gw.client.get(path, headers=headers)).status_code == 404
+
+        await eventually(gone, timeout=5, what="expiry")
+        r = await gw.client.post(f"{path}/actions", json=decide(run, True), headers=tenant.headers)
+        assert r.status_code == 404
+        assert tool.requests == []
+
+
+async def test_two_replicas_racing_resume_it_once(
+    database_url: str, mock_llm_base_url: str, tool: Receiver
+) -> None:
+    settings = {"egress_allow": "127.0.0.0/8"}
+    async for one in gateway_for(database_url, mock_llm_base_url, **settings):
+        async for two in gateway_for(database_url, mock_llm_base_url, **settings):
+            tenant = await approving_tenant(one, "racer", tool)
+            for attempt in range(3):
+                run = await paused(one, tenant, f'Use lookup_order {{"order_id": "R-{attempt}"}}')
+                path = f"/v1/runs/{run['id']}/actions"
+                results = await asyncio.gather(
+                    one.client.post(path, json=decide(run, True), headers=tenant.headers),
+                    two.client.post(path, json=decide(run, True), headers=tenant.headers),
+                )
+                codes = sorted(r.status_code for r in results)
+                assert codes == [200, 409], [r.text for r in results]
+            assert len(tool.requests) == 3

@@ -1,0 +1,99 @@
+"""MCP servers as tools, against a real MCP server on loopback: the allowed tools are offered
+and called, the connection is reused across runs, a server that is down is a clear 502 within
+its timeout, and an MCP tool can require approval."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from tests.gateway.conftest import ADMIN, Gateway, gateway_for
+from tests.tools.mcp_server import McpStats, mcp_server
+
+RUNS = "/v1/agents/assistant/runs"
+
+
+@pytest.fixture(scope="module")
+def crm() -> Iterator[McpStats]:
+    with mcp_server() as stats:
+        yield stats
+
+
+@pytest.fixture
+async def gw(sqlite_url: str, mock_llm_base_url: str) -> AsyncIterator[Gateway]:
+    async for gateway in gateway_for(sqlite_url, mock_llm_base_url, egress_allow="127.0.0.0/8"):
+        yield gateway
+
+
+def mcp_agent(url: str, **extra: Any) -> dict[str, Any]:
+    tool = {"type": "mcp", "name": "crm", "url": url, "allowed_tools": ["find_customer"]}
+    tool.update(extra)
+    return {"instructions": "Be brief.", "model": "mock-model", "tools": [tool]}
+
+
+async def test_allowed_tools_are_offered_and_called_on_one_connection(
+    gw: Gateway, crm: McpStats
+) -> None:
+    tenant = await gw.create_tenant("mcp-user", agent=mcp_agent(crm.url))
+    sessions, lists, calls = crm.sessions, crm.lists, len(crm.calls)
+    for name in ("ann", "bob"):
+        r = await gw.client.post(
+            RUNS, json={"input": f'Use find_customer {{"name": "{name}"}}'}, headers=tenant.headers
+        )
+        assert r.status_code == 200, r.text
+        assert f"customer {name}: tier gold" in r.json()["output"]
+    assert crm.calls[calls:] == ["find_customer", "find_customer"]
+    assert crm.sessions - sessions == 1  # one connection served both runs
+    assert crm.lists - lists == 1  # and the tool list was fetched once
+    # A tool outside allowed_tools is never offered: the model cannot call it.
+    r = await gw.client.post(
+        RUNS, json={"input": 'Use delete_customer {"name": "ann"}'}, headers=tenant.headers
+    )
+    assert r.status_code == 200
+    assert "delete_customer" not in crm.calls
+
+
+async def test_a_server_that_is_down_fails_the_run_clearly_and_quickly(gw: Gateway) -> None:
+    tenant = await gw.create_tenant(
+        "mcp-down", agent=mcp_agent("http://127.0.0.1:9/mcp", timeout_s=2)
+    )
+    started = time.monotonic()
+    r = await gw.client.post(RUNS, json={"input": "hello"}, headers=tenant.headers)
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "mcp_server_unavailable"
+    assert "crm" in r.json()["error"]["message"]
+    assert time.monotonic() - started < 10
+
+
+async def test_mcp_urls_pass_the_egress_guard_at_put(gw: Gateway) -> None:
+    tenant = await gw.create_tenant("mcp-put")
+    r = await gw.client.put(
+        f"/admin/tenants/{tenant.id}/agents/bad",
+        json=mcp_agent("https://169.254.169.254/mcp"),
+        headers=ADMIN,
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "url_not_allowed"
+
+
+async def test_an_mcp_tool_can_require_approval(gw: Gateway, crm: McpStats) -> None:
+    tenant = await gw.create_tenant(
+        "mcp-approver", agent=mcp_agent(crm.url, requires_approval=True)
+    )
+    calls = len(crm.calls)
+    r = await gw.client.post(
+        RUNS, json={"input": 'Use find_customer {"name": "cy"}'}, headers=tenant.headers
+    )
+    run = r.json()
+    assert run["status"] == "requires_action", run
+    assert run["pending_actions"][0]["tool"] == "find_customer"
+    assert len(crm.calls) == calls
+    decisions = [{"id": a["id"], "approve": True} for a in run["pending_actions"]]
+    r = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json={"decisions": decisions}, headers=tenant.headers
+    )
+    assert r.status_code == 200, r.text
+    assert "customer cy: tier gold" in r.json()["output"]
+    assert crm.calls[calls:] == ["find_customer"]
