@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing
 from typing import Any
 
 import orjson
@@ -190,10 +191,14 @@ async def stream_run(
 
     async def produce() -> None:
         try:
-            async for name, data in run_events(handle, sdk_input):
-                chunk = encode(name, data)
-                if chunk is not None:
-                    await queue.put(chunk)  # a slow client holds the producer here
+            # Closed explicitly: a consumer that leaves while this waits in `put` cancels it
+            # here, outside the generator, whose `finally` (cancel the SDK run, settle) must
+            # run now, not whenever the generator is collected.
+            async with aclosing(run_events(handle, sdk_input)) as events:
+                async for name, data in events:
+                    chunk = encode(name, data)
+                    if chunk is not None:
+                        await queue.put(chunk)  # a slow client holds the producer here
         finally:
             task = asyncio.current_task()
             if task is None or not task.cancelling():  # cancelled: the consumer has gone

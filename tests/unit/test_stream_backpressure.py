@@ -1,0 +1,78 @@
+"""The streamed run's buffer is bounded: a client that stops reading holds the producer after
+`STREAM_BUFFER` encoded events instead of buffering the whole answer, and once it reads again
+every event arrives, in order.
+
+The producer here is a generator in place of `run_events` (the SDK side is covered by the live
+tests in tests/faults/test_bounds.py): what is under test is the queue between the two tasks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any, cast
+
+import pytest
+
+from gateway.runs import streaming
+from gateway.runs.streaming import STREAM_BUFFER, stream_run
+
+EVENTS = 10_000
+
+
+async def test_a_client_that_stops_reading_holds_the_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    produced = 0
+
+    async def events(handle: Any, sdk_input: Any) -> AsyncIterator[tuple[str, Any]]:
+        nonlocal produced
+        for i in range(EVENTS):
+            produced += 1
+            yield "output_text.delta", {"delta": f"w{i} "}
+
+    monkeypatch.setattr(streaming, "run_events", events)
+    stream = stream_run(cast(Any, None), "hi", keepalive_s=60)
+    first = await anext(stream)
+    assert b"w0 " in first
+    await asyncio.sleep(0.2)  # the producer runs as far as the queue lets it
+    # In the queue, plus the one waiting in `put`, plus the one the consumer took.
+    assert produced <= STREAM_BUFFER + 2, produced
+    held = produced
+    await asyncio.sleep(0.2)
+    assert produced == held, "the producer waits while nobody reads"
+
+    rest = [chunk async for chunk in stream]
+    assert produced == EVENTS
+    assert len(rest) == EVENTS - 1
+    assert b"w9999 " in rest[-1]
+    assert all(f"w{i + 1} ".encode() in chunk for i, chunk in enumerate(rest))
+
+
+async def test_leaving_while_the_producer_waits_closes_the_run_at_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client leaves while the producer waits for room: the producer's generator (whose
+    `finally` cancels the SDK run and settles it) is closed then, not when it is collected."""
+    closed = asyncio.Event()
+    keep: list[Any] = []  # a reference elsewhere: collection would never close it
+
+    async def events(handle: Any, sdk_input: Any) -> AsyncIterator[tuple[str, Any]]:
+        try:
+            for i in range(EVENTS):
+                yield "output_text.delta", {"delta": str(i)}
+        finally:
+            closed.set()
+
+    def tracked(handle: Any, sdk_input: Any) -> AsyncIterator[tuple[str, Any]]:
+        generator = events(handle, sdk_input)
+        keep.append(generator)
+        return generator
+
+    monkeypatch.setattr(streaming, "run_events", tracked)
+    stream = stream_run(cast(Any, None), "hi", keepalive_s=60)
+    await anext(stream)
+    await asyncio.sleep(0.05)  # the producer now waits in `put`: the queue is full
+    await stream.aclose()  # what Starlette does when the client goes away
+    async with asyncio.timeout(2):
+        await closed.wait()
