@@ -30,6 +30,7 @@ from gateway.core.redis import create_redis, warm_up
 from gateway.core.text import refuse_control_characters
 from gateway.limits.breaker import RedisBreaker
 from gateway.limits.headers import RateLimitHeadersMiddleware
+from gateway.limits.prices import PriceCache
 from gateway.limits.quotas import QuotaService
 from gateway.limits.requests import SCRIPT as REQUEST_WINDOW
 from gateway.limits.requests import RequestLimiter
@@ -121,6 +122,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         redis=redis,
     )
     invalidation.start()
+    app.state.prices = prices = PriceCache(db, settings.prices_refresh_s)
+    await prices.load()
     app.state.runs = RunService(
         settings=settings,
         drain=app.state.drain,
@@ -131,6 +134,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         quotas=quotas,
         upstreams=upstreams,
         mcp=mcp,
+        prices=prices,
     )
     locks = ConversationLocks(
         redis=redis,
@@ -148,6 +152,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     telemetry = start_telemetry(settings)
     recorder.start()
     quotas.start()
+    prices.start()
     locks.start()
     app.state.runs.approvals.start()
     tune_gc(settings.gc_gen0_threshold)
@@ -159,6 +164,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await memory.drain()
         await invalidation.close()
         await quotas.drain()
+        await prices.tasks.drain()
         await locks.drain()
         await app.state.runs.approvals.drain()
         await recorder.close()

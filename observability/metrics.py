@@ -99,6 +99,23 @@ TENANT_TOKENS_PER_DAY_LIMIT = Gauge(
     ["tenant"],
     multiprocess_mode="mostrecent",
 )
+TENANT_SPEND_PER_DAY_LIMIT = Gauge(
+    "gateway_tenant_spend_per_day_limit_usd",
+    "The tenant's configured daily spend limit in USD (+Inf: unlimited), as of its last run.",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+TENANT_SPEND_PER_MONTH_LIMIT = Gauge(
+    "gateway_tenant_spend_per_month_limit_usd",
+    "The tenant's configured monthly spend limit in USD (+Inf: unlimited), as of its last run.",
+    ["tenant"],
+    multiprocess_mode="mostrecent",
+)
+SPEND = Counter(
+    "gateway_spend_usd_total",
+    "Model spend in USD by tenant and model, priced when the run started (unpriced runs: 0).",
+    ["tenant", "model"],
+)
 TOOL_CALLS = Counter(
     "gateway_tool_calls_total",
     "Tool calls by kind (`builtin`, `http`, `mcp`) and outcome (`ok`, `error`, `timeout`, "
@@ -191,6 +208,7 @@ def record_run(
     reasoning_tokens: int,
     requests: int = 0,
     limits: Mapping[str, Any] | None = None,
+    cost_pico: int | None = None,
 ) -> None:
     """Count one finished run, its model calls and tokens, and note its tenant's daily quota.
 
@@ -205,7 +223,9 @@ def record_run(
         cached_tokens: Cached input tokens (a part of `input_tokens`).
         reasoning_tokens: Reasoning tokens (a part of `output_tokens`).
         requests: Successful model calls.
-        limits: The tenant's limits (`tokens_per_day` feeds the quota gauge).
+        limits: The tenant's limits (`tokens_per_day` feeds the quota gauge, the spend limits
+            the spend limit gauges).
+        cost_pico: The run's cost in pico-dollars (None: its model has no price).
     """
     label = tenant_label(tenant)
     RUNS.labels(label, agent, status).inc()
@@ -225,7 +245,23 @@ def record_run(
         TENANT_TOKENS_PER_DAY_LIMIT.labels(label).set(
             float(quota) if isinstance(quota, int) else math.inf
         )
+    if cost_pico:
+        # A float is fine for a metric (a rate on a dashboard); billing reads the exact records.
+        SPEND.labels(label, model).inc(cost_pico / 1e12)
+    if limits is not None and label != OTHER_TENANT:
+        for window, gauge in (
+            ("day", TENANT_SPEND_PER_DAY_LIMIT),
+            ("month", TENANT_SPEND_PER_MONTH_LIMIT),
+        ):
+            gauge.labels(label).set(_usd_or_inf(limits.get(f"spend_per_{window}_usd")))
     add_tokens(input_tokens + output_tokens, tenant=tenant, agent=agent)
+
+
+def _usd_or_inf(value: Any) -> float:
+    try:
+        return float(value) if value is not None else math.inf
+    except (TypeError, ValueError):
+        return math.inf
 
 
 def record_tool_call(tool_type: str, status: str, seconds: float) -> None:

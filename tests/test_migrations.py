@@ -14,6 +14,13 @@ from sqlmodel import SQLModel
 
 import tenants.models  # noqa: F401
 from gateway.core.migrate import downgrade, upgrade
+from tenants.usage.partitions import is_partition
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """The partitions of `usage_records` are made at run time, not by the models."""
+    return not (type_ == "table" and name is not None and is_partition(name))
+
 
 TABLES = {
     "tenants",
@@ -43,7 +50,8 @@ async def _inspect(url: str) -> tuple[set[str], list[object]]:
 
             def read(sync_conn: object) -> tuple[set[str], list[object]]:
                 names = set(inspect(sync_conn).get_table_names())
-                ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})
+                opts = {"compare_type": True, "include_name": include_name}
+                ctx = MigrationContext.configure(sync_conn, opts=opts)
                 return names, list(compare_metadata(ctx, SQLModel.metadata))
 
             return await conn.run_sync(read)

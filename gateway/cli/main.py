@@ -17,6 +17,7 @@ app.add_typer(operators.agents_app, name="agents")
 app.add_typer(operators.admin_app, name="admin")
 app.add_typer(operators.secrets_app, name="secrets")
 app.add_typer(operators.prices_app, name="prices")
+app.add_typer(operators.usage_app, name="usage")
 
 
 def main() -> None:

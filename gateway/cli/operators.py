@@ -1,4 +1,5 @@
-"""Operator commands: `gateway db`, `tenants`, `keys`, `agents`, `admin`, `secrets`, `prices`.
+"""Operator commands: `gateway db`, `tenants`, `keys`, `agents`, `admin`, `secrets`, `prices`,
+`usage`.
 
 They talk to the database directly through the control plane's services (for operators
 without curl) and write the same audit events as the admin API, with the actor `cli`.
@@ -23,6 +24,7 @@ agents_app = typer.Typer(help="Agent specs.")
 admin_app = typer.Typer(help="Admin users (log in at POST /admin/login).")
 secrets_app = typer.Typer(help="GATEWAY_SECRET_KEY rotation (docs/operations.md).")
 prices_app = typer.Typer(help="Model prices (USD per million tokens).")
+usage_app = typer.Typer(help="Usage records: partitions and retention.")
 
 
 @db_app.command("upgrade")
@@ -300,3 +302,39 @@ def prices_set(
 
     public = _with_session(go)
     typer.echo(public.model_dump_json())
+
+
+@usage_app.command("maintain")
+def usage_maintain() -> None:
+    """Create the coming months' partitions of the raw usage records and drop those past
+    GATEWAY_USAGE_RAW_RETENTION_DAYS (PostgreSQL; run it daily from cron or a CronJob)."""
+    from gateway.core.clock import utcnow
+    from tenants.usage.partitions import is_partitioned, maintain
+
+    settings = get_settings()
+
+    async def go(session: Any) -> Any:
+        if not is_partitioned(session):
+            return None
+        return await maintain(
+            session,
+            today=utcnow().date(),
+            months_ahead=settings.usage_partitions_ahead,
+            retention_days=settings.usage_raw_retention_days,
+        )
+
+    done = _with_session(go)
+    if done is None:
+        typer.echo(json.dumps({"partitioned": False, "note": "SQLite: one table, no retention"}))
+        return
+    kept_from = None if done.kept_from is None else done.kept_from.isoformat()
+    typer.echo(
+        json.dumps(
+            {
+                "partitioned": True,
+                "created": done.created,
+                "dropped": done.dropped,
+                "kept_from": kept_from,
+            }
+        )
+    )

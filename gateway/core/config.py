@@ -76,6 +76,11 @@ class Settings(BaseSettings):
     limits_default_max_output_tokens: int = Field(default=4096, ge=1)
     """Output tokens reserved for a model call whose agent sets no `max_tokens`."""
 
+    prices_refresh_s: float = Field(default=5.0, gt=0)
+    """How often each replica reloads the model price table for spend reservations: a price
+    change reaches `spend_per_day_usd` / `spend_per_month_usd` within this bound (usage
+    records are priced from the table itself, exactly)."""
+
     secret_key: str = DEV_SECRET_KEY
     """Keys the HMAC under which API keys are stored, signs admin JWTs and encrypts stored
     secrets. At least 32 characters outside dev."""
@@ -232,6 +237,15 @@ class Settings(BaseSettings):
     usage_dead_letter_path: str = "gateway-usage-dead-letters.ndjson"
     """JSON-lines file for usage records the database refused, used only when it refuses their
     row in the `usage_dead_letters` table too (empty: log them instead)."""
+
+    usage_raw_retention_days: int | None = Field(default=None, ge=1)
+    """Keep raw usage records this many days (None: keep them all). On PostgreSQL `gateway
+    usage maintain` drops each monthly partition once all of its days are older; rollups (the
+    reports) are kept. SQLite keeps one table and applies no retention."""
+
+    usage_partitions_ahead: int = Field(default=2, ge=0, le=24)
+    """Monthly partitions `gateway usage maintain` creates beyond the current month
+    (PostgreSQL). The writer also creates a missing month's partition before writing to it."""
 
     tracing_export: bool = False
     """Upload Agents SDK traces to OpenAI (off: only the gateway's own processor runs)."""

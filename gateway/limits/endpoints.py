@@ -10,9 +10,15 @@ from gateway.auth.dependencies import current_principal
 from gateway.auth.principal import Principal
 from gateway.core.json_body import JsonBodyRoute
 from gateway.limits.dependencies import QuotasDep
-from gateway.limits.headers import add_headers, token_headers
-from gateway.limits.policy import QuotaLimits, request_limits, seconds_to_midnight
+from gateway.limits.headers import add_headers, spend_headers, token_headers
+from gateway.limits.policy import (
+    QuotaLimits,
+    request_limits,
+    seconds_to_midnight,
+    seconds_to_month_end,
+)
 from gateway.limits.requests import WindowState
+from tenants.price.money import micro_to_usd
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["limits"])
 
@@ -24,6 +30,18 @@ def _window(limit: int | None, used: int, reset_s: float) -> dict[str, Any] | No
         "limit": limit,
         "used": used,
         "remaining": max(0, limit - used),
+        "reset_seconds": round(max(0.0, reset_s), 3),
+    }
+
+
+def _spend_window(limit: int | None, used: int, reset_s: float) -> dict[str, Any] | None:
+    """A spend window in exact decimal USD strings (micro-dollar counters)."""
+    if limit is None:
+        return None
+    return {
+        "limit": micro_to_usd(limit),
+        "used": micro_to_usd(used),
+        "remaining": micro_to_usd(max(0, limit - used)),
         "reset_seconds": round(max(0.0, reset_s), 3),
     }
 
@@ -58,16 +76,23 @@ async def get_limits(
         quota.tokens_per_day, snapshot.tpd_used, seconds_to_midnight()
     )
     windows["max_concurrent_runs"] = _window(quota.max_concurrent_runs, snapshot.in_flight, 0.0)
-    add_headers(
-        request.scope["state"],
-        token_headers(quota, snapshot.tpm_used, snapshot.tpm_reset_s, snapshot.tpd_used),
+    windows["spend_per_day_usd"] = _spend_window(
+        quota.spend_per_day, snapshot.spd_used, seconds_to_midnight()
     )
+    windows["spend_per_month_usd"] = _spend_window(
+        quota.spend_per_month, snapshot.spm_used, seconds_to_month_end()
+    )
+    headers = token_headers(quota, snapshot.tpm_used, snapshot.tpm_reset_s, snapshot.tpd_used)
+    headers.update(spend_headers(quota, snapshot.spd_used, snapshot.spm_used))
+    add_headers(request.scope["state"], headers)
     limits = {
         "requests_per_minute": per_tenant,
         "requests_per_minute_per_user": per_user,
         "tokens_per_minute": quota.tokens_per_minute,
         "tokens_per_day": quota.tokens_per_day,
         "max_concurrent_runs": quota.max_concurrent_runs,
+        "spend_per_day_usd": _usd(quota.spend_per_day),
+        "spend_per_month_usd": _usd(quota.spend_per_month),
     }
     return {
         "object": "limits",
@@ -76,3 +101,7 @@ async def get_limits(
         "windows": windows,
         "degraded": quotas.breaker.degraded,
     }
+
+
+def _usd(micro: int | None) -> str | None:
+    return None if micro is None else micro_to_usd(micro)

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.core.errors import GatewayError
-from gateway.limits.policy import QuotaLimits, seconds_to_midnight
+from gateway.limits.policy import QuotaLimits, seconds_to_midnight, seconds_to_month_end
 from gateway.limits.requests import WindowState
+from tenants.price.money import micro_to_usd
 
 if TYPE_CHECKING:
     from gateway.auth.principal import Principal
@@ -27,6 +28,7 @@ logger = logging.getLogger("gateway.limits")
 
 STATE_KEY = "ratelimit_headers"
 LIMIT_TOKENS = "x-ratelimit-limit-tokens"
+LIMIT_SPEND = "x-ratelimit-limit-spend-usd"
 
 
 def request_headers(states: Iterable[WindowState]) -> dict[str, str]:
@@ -61,6 +63,24 @@ def token_headers(
     }
 
 
+def spend_headers(limits: QuotaLimits, spd_used: int, spm_used: int) -> dict[str, str]:
+    """The `-spend-usd` trio (exact decimal USD) of the tighter spend window: the one with
+    less left (the day's on a tie); {} when no spend limit applies."""
+    windows: list[tuple[int, int, float]] = []
+    if limits.spend_per_day is not None:
+        windows.append((limits.spend_per_day, spd_used, seconds_to_midnight()))
+    if limits.spend_per_month is not None:
+        windows.append((limits.spend_per_month, spm_used, seconds_to_month_end()))
+    if not windows:
+        return {}
+    limit, used, reset = min(windows, key=lambda w: w[0] - w[1])
+    return {
+        LIMIT_SPEND: micro_to_usd(limit),
+        "x-ratelimit-remaining-spend-usd": micro_to_usd(max(0, limit - used)),
+        "x-ratelimit-reset-spend-usd": f"{max(0.0, reset):.0f}s",
+    }
+
+
 def add_headers(scope_state: dict[str, object], headers: dict[str, str]) -> None:
     """Queue headers for the response of this request."""
     if not headers:
@@ -73,8 +93,8 @@ def add_headers(scope_state: dict[str, object], headers: dict[str, str]) -> None
 
 
 async def current_token_headers(scope: Scope) -> dict[str, str]:
-    """The `-tokens` trio of the request's tenant read now ({} when no token limit applies,
-    before authentication, or when the limits store cannot answer)."""
+    """The `-tokens` and `-spend-usd` trios of the request's tenant read now ({} when no token
+    or spend limit applies, before authentication, or when the limits store cannot answer)."""
     principal: Principal | None = scope["state"].get("principal")
     if principal is None:
         return {}
@@ -87,7 +107,9 @@ async def current_token_headers(scope: Scope) -> dict[str, str]:
     except GatewayError as exc:  # fail-closed mode with Redis down: the response stands
         logger.debug("limits: no token headers (%s)", exc.code)
         return {}
-    return token_headers(limits, snapshot.tpm_used, snapshot.tpm_reset_s, snapshot.tpd_used)
+    headers = token_headers(limits, snapshot.tpm_used, snapshot.tpm_reset_s, snapshot.tpd_used)
+    headers.update(spend_headers(limits, snapshot.spd_used, snapshot.spm_used))
+    return headers
 
 
 class RateLimitHeadersMiddleware:
@@ -106,7 +128,8 @@ class RateLimitHeadersMiddleware:
             if message["type"] == "http.response.start":
                 queued: dict[str, str] = state.get(STATE_KEY) or {}
                 present = {name for name, _ in message.get("headers", [])}
-                if LIMIT_TOKENS not in queued and LIMIT_TOKENS.encode() not in present:
+                known = {LIMIT_TOKENS, LIMIT_SPEND}
+                if not known & (set(queued) | {n.decode() for n in present}):
                     queued = {**queued, **await current_token_headers(scope)}
                 if queued:
                     extra = [

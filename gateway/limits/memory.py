@@ -10,16 +10,19 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from gateway.limits.policy import QuotaLimits
+from gateway.limits.policy import QuotaLimits, month_of_day
 from gateway.limits.store import (
     CONCURRENT,
     OK,
+    SPD,
+    SPM,
     TPD,
     TPM,
     Admission,
     Reservation,
     Settlement,
     Snapshot,
+    unpack,
 )
 
 DAY_S = 86_400
@@ -31,6 +34,8 @@ class _Tenant:
     reservations: dict[str, float] = field(default_factory=dict)
     minute: dict[int, int] = field(default_factory=dict)  # second -> tokens
     days: dict[int, int] = field(default_factory=dict)  # day -> tokens
+    spend_days: dict[int, int] = field(default_factory=dict)  # day -> micro-dollars
+    spend_months: dict[int, int] = field(default_factory=dict)  # month -> micro-dollars
 
 
 SWEEP_EVERY_S = 60.0
@@ -92,16 +97,29 @@ class MemoryQuotaStore:
         limits: QuotaLimits,
         reservation_id: str = "",
         amount: int = 0,
+        spend: int = 0,
     ) -> Admission:
         state = self._tenant(tenant_id)
         now = time.time()
         now_s = int(now)
+        day = now_s // DAY_S
         tpm_used, tpm_reset = self._minute(state, now_s)
-        tpd_used = state.days.get(now_s // DAY_S, 0)
+        tpd_used = state.days.get(day, 0)
+        spd_used, spm_used = self._spent(state, day)
+
+        def refused(code: int, in_flight: int, retry: float) -> Admission:
+            return Admission(
+                code, in_flight, tpm_used, tpd_used, retry, tpm_reset, None, spd_used, spm_used
+            )
+
+        if limits.spend_per_month is not None and spm_used >= limits.spend_per_month:
+            return refused(SPM, 0, 0.0)
+        if limits.spend_per_day is not None and spd_used >= limits.spend_per_day:
+            return refused(SPD, 0, float(DAY_S - now_s % DAY_S))
         if limits.tokens_per_day is not None and tpd_used >= limits.tokens_per_day:
-            return Admission(TPD, 0, tpm_used, tpd_used, DAY_S - now_s % DAY_S, tpm_reset)
+            return refused(TPD, 0, float(DAY_S - now_s % DAY_S))
         if limits.tokens_per_minute is not None and tpm_used >= limits.tokens_per_minute:
-            return Admission(TPM, 0, tpm_used, tpd_used, max(tpm_reset, 1.0), tpm_reset)
+            return refused(TPM, 0, max(tpm_reset, 1.0))
         in_flight = 0
         if limits.max_concurrent_runs is not None:
             mono = time.monotonic()
@@ -109,13 +127,19 @@ class MemoryQuotaStore:
                 del state.leases[run]
             in_flight = len(state.leases)
             if in_flight >= limits.max_concurrent_runs:
-                return Admission(CONCURRENT, in_flight, tpm_used, tpd_used, 1.0, tpm_reset)
+                return refused(CONCURRENT, in_flight, 1.0)
             state.leases[run_id] = mono + self.ttl_s
             in_flight += 1
         reservation = None
-        if amount:
-            reservation = self._reserve(state, reservation_id, amount, limits)
-        return Admission(OK, in_flight, tpm_used, tpd_used, 0.0, tpm_reset, reservation)
+        if amount or spend:
+            reservation = self._reserve(state, reservation_id, amount, limits, spend)
+        return Admission(
+            OK, in_flight, tpm_used, tpd_used, 0.0, tpm_reset, reservation, spd_used, spm_used
+        )
+
+    @staticmethod
+    def _spent(state: _Tenant, day: int) -> tuple[int, int]:
+        return state.spend_days.get(day, 0), state.spend_months.get(month_of_day(day), 0)
 
     async def reserve(
         self,
@@ -126,24 +150,42 @@ class MemoryQuotaStore:
         limits: QuotaLimits,
         holds_lease: bool,
         settlements: Sequence[Settlement] = (),
+        spend: int = 0,
     ) -> Reservation:
         state = self._tenant(tenant_id)
         self._settle(state, settlements)
         if holds_lease and run_id in state.leases:
             state.leases[run_id] = time.monotonic() + self.ttl_s
-        return self._reserve(state, reservation_id, amount, limits)
+        return self._reserve(state, reservation_id, amount, limits, spend)
 
     def _reserve(
-        self, state: _Tenant, reservation_id: str, amount: int, limits: QuotaLimits
+        self,
+        state: _Tenant,
+        reservation_id: str,
+        amount: int,
+        limits: QuotaLimits,
+        spend: int = 0,
     ) -> Reservation:
         mono = time.monotonic()
         now_s = int(time.time())
         day = now_s // DAY_S
+        month = month_of_day(day)
         tpm_used, _ = self._minute(state, now_s)
         tpd_used = state.days.get(day, 0)
+        spd_used, spm_used = self._spent(state, day)
+
+        def refused(code: int, retry: float) -> Reservation:
+            return Reservation(
+                code, reservation_id, amount, tpm_used, tpd_used, retry, 0, day, 0,
+                spd_used, spm_used,
+            )  # fmt: skip
+
+        if limits.spend_per_month is not None and spm_used + spend > limits.spend_per_month:
+            return refused(SPM, 0.0)
+        if limits.spend_per_day is not None and spd_used + spend > limits.spend_per_day:
+            return refused(SPD, float(DAY_S - now_s % DAY_S))
         if limits.tokens_per_day is not None and tpd_used + amount > limits.tokens_per_day:
-            retry = float(DAY_S - now_s % DAY_S)
-            return Reservation(TPD, reservation_id, amount, tpm_used, tpd_used, retry, 0, day)
+            return refused(TPD, float(DAY_S - now_s % DAY_S))
         if limits.tokens_per_minute is not None and tpm_used + amount > limits.tokens_per_minute:
             excess, wait = tpm_used + amount - limits.tokens_per_minute, 60
             for sec in sorted(state.minute):
@@ -151,22 +193,30 @@ class MemoryQuotaStore:
                 if excess <= 0:
                     wait = sec + 60 - now_s
                     break
-            retry = float(max(wait, 1))
-            return Reservation(TPM, reservation_id, amount, tpm_used, tpd_used, retry, 0, day)
+            return refused(TPM, float(max(wait, 1)))
         state.minute[now_s] = state.minute.get(now_s, 0) + amount
         for old in [d for d in state.days if d < day]:
             del state.days[old]
         state.days[day] = tpd_used + amount
+        if spend or limits.spend_metered:
+            for old in [d for d in state.spend_days if d < day - 1]:
+                del state.spend_days[old]
+            for old in [m for m in state.spend_months if m < month - 1]:
+                del state.spend_months[old]
+            state.spend_days[day] = spd_used + spend
+            state.spend_months[month] = spm_used + spend
         for rid in [r for r, exp in state.reservations.items() if exp <= mono]:
             del state.reservations[rid]
         state.reservations[reservation_id] = mono + self.ttl_s
         return Reservation(
-            OK, reservation_id, amount, tpm_used + amount, tpd_used + amount, 0.0, now_s, day
-        )
+            OK, reservation_id, amount, tpm_used + amount, tpd_used + amount, 0.0, now_s, day,
+            spend, spd_used + spend, spm_used + spend,
+        )  # fmt: skip
 
     @staticmethod
     def _settle(state: _Tenant, settlements: Sequence[Settlement]) -> None:
-        for reservation, actual in settlements:
+        for settlement in settlements:
+            reservation, actual, spent = unpack(settlement)
             if state.reservations.pop(reservation.reservation_id, None) is None:
                 continue  # settled already, or expired: keeps its reserved amount (as Redis)
             delta = actual - reservation.amount
@@ -175,6 +225,13 @@ class MemoryQuotaStore:
                     state.minute[reservation.bucket] += delta
                 if reservation.day in state.days:
                     state.days[reservation.day] += delta
+            spend_delta = spent - reservation.spend
+            if spend_delta:
+                month = month_of_day(reservation.day)
+                if reservation.day in state.spend_days:
+                    state.spend_days[reservation.day] += spend_delta
+                if month in state.spend_months:
+                    state.spend_months[month] += spend_delta
 
     async def settle(self, tenant_id: str, reservation: Reservation, actual: int) -> None:
         self._settle(self._tenant(tenant_id), [(reservation, actual)])
@@ -193,7 +250,9 @@ class MemoryQuotaStore:
         tpm_used, reset = self._minute(state, now_s)
         mono = time.monotonic()
         in_flight = sum(1 for exp in state.leases.values() if exp > mono)
-        return Snapshot(in_flight, tpm_used, state.days.get(now_s // DAY_S, 0), reset)
+        day = now_s // DAY_S
+        spd_used, spm_used = self._spent(state, day)
+        return Snapshot(in_flight, tpm_used, state.days.get(day, 0), reset, spd_used, spm_used)
 
     async def renew(self, tenant_id: str, run_ids: Sequence[str]) -> None:
         state = self._tenant(tenant_id)

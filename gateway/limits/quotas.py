@@ -27,13 +27,24 @@ from gateway.core.config import Settings
 from gateway.core.errors import RateLimitedError
 from gateway.core.timebox import time_box
 from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
-from gateway.limits.headers import token_headers
+from gateway.limits.headers import spend_headers, token_headers
 from gateway.limits.memory import MemoryQuotaStore
-from gateway.limits.policy import CONCURRENT_RUNS, TOKENS_PER_DAY, TOKENS_PER_MINUTE, QuotaLimits
+from gateway.limits.policy import (
+    CONCURRENT_RUNS,
+    SPEND_PER_DAY,
+    SPEND_PER_MONTH,
+    TOKENS_PER_DAY,
+    TOKENS_PER_MINUTE,
+    QuotaLimits,
+    seconds_to_month_end,
+)
+from gateway.limits.prices import cost_micro, estimate_micro
 from gateway.limits.redis_store import RedisQuotaStore
 from gateway.limits.store import (
     CONCURRENT,
     OK,
+    SPD,
+    SPM,
     TPD,
     Admission,
     QuotaStore,
@@ -42,11 +53,29 @@ from gateway.limits.store import (
     Snapshot,
 )
 from observability.metrics import RATE_LIMIT_REJECTIONS, tenant_label
+from tenants.price.pricing import Price
 
 logger = logging.getLogger("gateway.limits")
 T = TypeVar("T")
 
-_CODES = {CONCURRENT: CONCURRENT_RUNS, 2: TOKENS_PER_MINUTE, TPD: TOKENS_PER_DAY}
+_CODES = {
+    CONCURRENT: CONCURRENT_RUNS,
+    2: TOKENS_PER_MINUTE,
+    TPD: TOKENS_PER_DAY,
+    SPD: SPEND_PER_DAY,
+    SPM: SPEND_PER_MONTH,
+}
+_MESSAGES = {
+    TOKENS_PER_MINUTE: "Token quota per minute exhausted.",
+    TOKENS_PER_DAY: "Token quota per day exhausted.",
+    SPEND_PER_DAY: "Spend limit per day reached.",
+    SPEND_PER_MONTH: "Spend limit per month reached.",
+}
+
+
+def _retry_s(code: int, retry_s: float) -> float:
+    # The script cannot know the calendar: a month's end is the caller's to say.
+    return seconds_to_month_end() if code == SPM else retry_s
 
 
 def rejection(principal: Principal, code: str, message: str, retry_s: float) -> RateLimitedError:
@@ -133,14 +162,18 @@ class QuotaService:
         run_id: str,
         first_input: int | None = None,
         max_output: int | None = None,
+        price: Price | None = None,
     ) -> RunTicket:
-        """Admit a run: 429 when the tenant's token windows or concurrency cap are full.
+        """Admit a run: 429 when the tenant's token or spend windows or its concurrency cap
+        are full.
 
         With `first_input` (the estimated input tokens of the run's first model call), the
-        first call's reservation is made in the same atomic step (one round trip for both).
+        first call's reservation (tokens, and its priced estimate where spend is capped) is
+        made in the same atomic step (one round trip for both). `price` is the run's model
+        price in force at its start (None: unpriced, it reserves no spend).
         """
         limits = QuotaLimits.of(principal.limits)
-        ticket = RunTicket(self, principal, run_id, limits)
+        ticket = RunTicket(self, principal, run_id, limits, price)
         if not limits.any:
             return ticket
         # The admission runs in its own task: a request cancelled while it is in flight (the
@@ -159,20 +192,23 @@ class QuotaService:
     ) -> None:
         principal, run_id, limits = ticket.principal, ticket.run_id, ticket.limits
         tenant = principal.tenant_id
-        amount, rid = 0, ""
+        amount, spend, rid = 0, 0, ""
         if limits.metered and first_input is not None:
-            amount = first_input + (max_output or self.default_max_output)
+            output = max_output or self.default_max_output
+            amount = first_input + output
+            spend = ticket.estimate(first_input, output)
             rid = ticket.new_reservation_id()
-        admission, store = await self.call(lambda s: s.admit(tenant, run_id, limits, rid, amount))
+        admission, store = await self.call(
+            lambda s: s.admit(tenant, run_id, limits, rid, amount, spend)
+        )
         ticket.admission = admission
         if admission.code != OK:
             code = _CODES[admission.code]
-            message = {
-                CONCURRENT_RUNS: f"Too many runs in flight (max {limits.max_concurrent_runs}).",
-                TOKENS_PER_MINUTE: "Token quota per minute exhausted.",
-                TOKENS_PER_DAY: "Token quota per day exhausted.",
-            }[code]
-            error = rejection(principal, code, message, admission.retry_s)
+            message = _MESSAGES.get(
+                code, f"Too many runs in flight (max {limits.max_concurrent_runs})."
+            )
+            retry = _retry_s(admission.code, admission.retry_s)
+            error = rejection(principal, code, message, retry)
             error.headers.update(ticket.token_headers())
             raise error
         if limits.max_concurrent_runs is not None:
@@ -203,24 +239,40 @@ class RunTicket:
     """
 
     def __init__(
-        self, service: QuotaService, principal: Principal, run_id: str, limits: QuotaLimits
+        self,
+        service: QuotaService,
+        principal: Principal,
+        run_id: str,
+        limits: QuotaLimits,
+        price: Price | None = None,
     ) -> None:
         self.service = service
         self.principal = principal
         self.run_id = run_id
         self.limits = limits
+        self.price = price if limits.spend_metered else None
+        """The run's model price for spend reservations (None: spend not capped, or unpriced)."""
         self.admission: Admission | None = None
         self.lease_store: QuotaStore | None = None
         self.prepaid: Reservation | None = None
         """The first call's reservation made at admission, until the first call uses it."""
         self.open_reservations: list[tuple[Reservation, QuotaStore]] = []
         """Reservations of calls not answered yet (oldest first)."""
-        self.unsettled: list[tuple[Reservation, int, QuotaStore]] = []
-        """Answered calls (reservation, real tokens) whose settlement rides on the next step."""
+        self.unsettled: list[tuple[Reservation, int, int, QuotaStore]] = []
+        """Answered calls (reservation, real tokens, real micro-dollars) whose settlement rides
+        on the next step."""
         self.closed = False
         self.closing: asyncio.Future[None] | None = None
         """`close()` running in the background, once `begin_close()` started it."""
         self._seq = 0
+
+    def estimate(self, input_tokens: int, max_output: int) -> int:
+        """The priced upper estimate of a model call, in micro-dollars (0: nothing to cap)."""
+        return estimate_micro(self.price, input_tokens, max_output)
+
+    def cost(self, input_tokens: int, output_tokens: int, cached: int, reasoning: int) -> int:
+        """What an answered model call cost, in micro-dollars (0: nothing to cap)."""
+        return cost_micro(self.price, input_tokens, output_tokens, cached, reasoning)
 
     def new_reservation_id(self) -> str:
         self._seq += 1
@@ -230,17 +282,19 @@ class RunTicket:
         """Reserve tokens for the next model call (and renew the lease); 429 when over quota."""
         if not self.limits.metered:
             return
-        amount = estimated_input + (max_output or self.service.default_max_output)
+        output = max_output or self.service.default_max_output
+        amount = estimated_input + output
+        spend = self.estimate(estimated_input, output)
         prepaid, self.prepaid = self.prepaid, None
         if prepaid is not None:
             if prepaid.code != OK:  # the first call's reservation was refused at admission
                 raise self._refused(prepaid, prepaid.amount)
-            if amount <= prepaid.amount:
+            if amount <= prepaid.amount and spend <= prepaid.spend:
                 return  # reserved at admission, for at least this much
             # The estimate grew (rare): reserve it anew, the admission's reservation settles to 0.
             for held in [o for o in self.open_reservations if o[0] is prepaid]:
                 self.open_reservations.remove(held)
-                self.unsettled.append((prepaid, 0, held[1]))
+                self.unsettled.append((prepaid, 0, 0, held[1]))
         tenant, run_id, limits = self.principal.tenant_id, self.run_id, self.limits
         holds_lease = self.lease_store is not None
         rid = self.new_reservation_id()
@@ -249,8 +303,10 @@ class RunTicket:
 
         def reserve(s: QuotaStore) -> Awaitable[Reservation]:
             tried.append(s)
-            folded = [(r, actual) for r, actual, held in pending if held is s]
-            return s.reserve(tenant, run_id, rid, amount, limits, holds_lease, folded)
+            folded: list[Settlement] = [
+                (r, actual, spent) for r, actual, spent, held in pending if held is s
+            ]
+            return s.reserve(tenant, run_id, rid, amount, limits, holds_lease, folded, spend)
 
         try:
             reservation, store = await self.service.call(reserve)
@@ -262,29 +318,35 @@ class RunTicket:
 
     def _refused(self, reservation: Reservation, amount: int) -> RateLimitedError:
         code = _CODES[reservation.code]
+        if reservation.code in (SPD, SPM):
+            message = f"Spend limit reached ({code}): the next model call may cost more."
+        else:
+            message = (
+                f"Token quota exhausted ({code}): the next model call needs up to {amount} tokens."
+            )
         return rejection(
-            self.principal,
-            code,
-            f"Token quota exhausted ({code}): the next model call needs up to {amount} tokens.",
-            reservation.retry_s,
+            self.principal, code, message, _retry_s(reservation.code, reservation.retry_s)
         )
 
-    async def after_call(self, actual: int) -> None:
-        """Record what the oldest open call really used; it settles with the next step."""
+    async def after_call(self, actual: int, spent: int = 0) -> None:
+        """Record what the oldest open call really used (tokens, micro-dollars); it settles
+        with the next step."""
         if self.open_reservations:
             reservation, store = self.open_reservations.pop(0)
-            self.unsettled.append((reservation, actual, store))
+            self.unsettled.append((reservation, actual, spent, store))
 
     async def _settle_rest(
-        self, pending: list[tuple[Reservation, int, QuotaStore]], tried: list[QuotaStore]
+        self, pending: list[tuple[Reservation, int, int, QuotaStore]], tried: list[QuotaStore]
     ) -> None:
         """Settle what the step did not carry, on its own store (a store that was tried and
         failed may have applied it: that is left to the TTL, as any failed settlement)."""
         tenant = self.principal.tenant_id
-        for store in _stores(s for _, _, s in pending):
+        for store in _stores(s for _, _, _, s in pending):
             if any(store is t for t in tried):
                 continue
-            items = [(r, actual) for r, actual, held in pending if held is store]
+            items: list[Settlement] = [
+                (r, actual, spent) for r, actual, spent, held in pending if held is store
+            ]
             await self.service.on_store(store, partial(_release, tenant, None, items))
 
     async def close(self) -> None:
@@ -295,14 +357,16 @@ class RunTicket:
         self.service.unhold(self)
         self.prepaid = None
         tenant = self.principal.tenant_id
-        pending = self.unsettled + [(r, 0, s) for r, s in self.open_reservations]
+        pending = self.unsettled + [(r, 0, 0, s) for r, s in self.open_reservations]
         self.unsettled, self.open_reservations = [], []
-        stores = _stores(s for _, _, s in pending)
+        stores = _stores(s for _, _, _, s in pending)
         if self.lease_store is not None and not any(self.lease_store is s for s in stores):
             stores.append(self.lease_store)
         for store in stores:
             run_id = self.run_id if store is self.lease_store else None
-            items = [(r, actual) for r, actual, held in pending if held is store]
+            items: list[Settlement] = [
+                (r, actual, spent) for r, actual, spent, held in pending if held is store
+            ]
             await self.service.on_store(store, partial(_release, tenant, run_id, items))
 
     def begin_close(self) -> asyncio.Future[None]:
@@ -317,13 +381,16 @@ class RunTicket:
             self.service.tasks.run(self.close())
 
     def token_headers(self) -> dict[str, str]:
-        """The x-ratelimit-*-tokens trio as of admission (per-minute window when set)."""
+        """The x-ratelimit-*-tokens trio (per-minute window when set) and the -spend-usd trio
+        (the tighter spend window) as of admission."""
         admission = self.admission
         if admission is None:
             return {}
-        return token_headers(
+        headers = token_headers(
             self.limits, admission.tpm_used, admission.tpm_reset_s, admission.tpd_used
         )
+        headers.update(spend_headers(self.limits, admission.spd_used, admission.spm_used))
+        return headers
 
 
 def _close_abandoned(ticket: RunTicket, admitting: asyncio.Future[None]) -> None:

@@ -6,11 +6,15 @@ Keys (all under `GATEWAY_REDIS_KEY_PREFIX`, per tenant id):
     q:{<tenant>}:resv       zset reservation id -> expiry (ms); open reservations only
     q:{<tenant>}:tpm        hash second -> tokens (the rolling minute = the last 60 seconds)
     q:{<tenant>}:tpd:<day>  tokens of one UTC day (day = epoch seconds // 86400)
+    q:{<tenant>}:spd:<day>  micro-dollars spent (and reserved) on one UTC day
+    q:{<tenant>}:spm:<month>  micro-dollars of one calendar month (year * 12 + month - 1)
 
 Redis Cluster safe: the `{<tenant>}` hash tag puts all of a tenant's keys on one slot, and the
 scripts touch only the keys they are given. A script cannot name the day key itself, so each
 call passes the day keys of yesterday, today and tomorrow by this replica's clock (and
-yesterday's day number); the script picks the one of Redis `TIME`'s day. A replica whose UTC
+yesterday's day number), and the same for the spend keys (each day's spend key and its
+month's spend key: the caller's calendar says which month a day is in); the script picks the
+ones of Redis `TIME`'s day. A replica whose UTC
 day is more than one off Redis's gets an error ('clock skew'), handled as any Redis failure.
 A settlement adjusts the day key of its reservation's day when it is among the three, else
 (a reservation over a day old) only the minute window: that day's counter is no longer read.
@@ -33,8 +37,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.limits.policy import QuotaLimits
-from gateway.limits.store import Admission, Reservation, Settlement, Snapshot
+from gateway.limits.policy import QuotaLimits, month_of_day
+from gateway.limits.store import Admission, Reservation, Settlement, Snapshot, unpack
 
 _SCRIPTS = files("gateway.limits").joinpath("scripts")
 _KEYS_CACHE = 4096
@@ -55,40 +59,58 @@ class RedisQuotaStore:
         self._quota = redis.register_script(_script("quota.lua"))
         self._peek = redis.register_script(_script("peek.lua"))
         self._renew = redis.register_script(_script("renew.lua"))
-        self._keys: dict[str, tuple[str, str, str, str]] = {}
+        self._keys: dict[str, tuple[str, str, str, str, str, str]] = {}
         self.clock: Callable[[], float] = time.time
         """This replica's clock (epoch seconds): which three day keys a call passes."""
 
     def keys(self, tenant_id: str) -> tuple[str, str, str, str]:
         """(lease, reservations, tokens-per-minute, tokens-per-day prefix) of a tenant; the
         tokens-per-day key of a day is the prefix + `str(day)`."""
-        return self._tenant_keys(tenant_id)
+        lease, resv, tpm, tpd, _, _ = self._tenant_keys(tenant_id)
+        return lease, resv, tpm, tpd
 
-    def _tenant_keys(self, tenant_id: str) -> tuple[str, str, str, str]:
+    def spend_keys(self, tenant_id: str) -> tuple[str, str]:
+        """(spend-per-day prefix, spend-per-month prefix): + `str(day)`, + `str(month)`."""
+        _, _, _, _, spd, spm = self._tenant_keys(tenant_id)
+        return spd, spm
+
+    def _tenant_keys(self, tenant_id: str) -> tuple[str, str, str, str, str, str]:
         keys = self._keys.get(tenant_id)
         if keys is None:
             if len(self._keys) >= _KEYS_CACHE:
                 self._keys.clear()
             p = f"{self.prefix}{{{tenant_id}}}:"
-            keys = self._keys[tenant_id] = (p + "lease", p + "resv", p + "tpm", p + "tpd:")
+            keys = (p + "lease", p + "resv", p + "tpm", p + "tpd:", p + "spd:", p + "spm:")
+            self._keys[tenant_id] = keys
         return keys
 
     def _script_keys(self, tenant_id: str) -> tuple[list[str], int]:
-        """`quota.lua`'s KEYS (lease, reservations, tpm, the day keys of yesterday, today and
-        tomorrow) and the base day (yesterday), by this replica's clock."""
-        lease, resv, tpm, tpd = self._tenant_keys(tenant_id)
+        """`quota.lua`'s KEYS (lease, reservations, tpm, the token-day, spend-day and
+        spend-month keys of yesterday, today and tomorrow) and the base day (yesterday), by
+        this replica's clock."""
+        lease, resv, tpm, tpd, spd, spm = self._tenant_keys(tenant_id)
         base = int(self.clock()) // _DAY_S - 1
-        return [lease, resv, tpm, tpd + str(base), tpd + str(base + 1), tpd + str(base + 2)], base
+        days = (base, base + 1, base + 2)
+        return [
+            lease,
+            resv,
+            tpm,
+            *(tpd + str(day) for day in days),
+            *(spd + str(day) for day in days),
+            *(spm + str(month_of_day(day)) for day in days),
+        ], base
 
     def settlement_args(self, settlements: Sequence[Settlement]) -> list[Any]:
         """The script arguments of `settlements` (a method, so tests can see every one)."""
         args: list[Any] = []
-        for reservation, actual in settlements:
+        for settlement in settlements:
+            reservation, actual, spent = unpack(settlement)
             args += (
                 reservation.reservation_id,
                 actual - reservation.amount,
                 reservation.bucket,
                 reservation.day,
+                spent - reservation.spend,
             )
         return args
 
@@ -99,6 +121,7 @@ class RedisQuotaStore:
         limits: QuotaLimits,
         reservation_id: str = "",
         amount: int = 0,
+        spend: int = 0,
     ) -> Admission:
         ttl = self.ttl_ms
         keys, base = self._script_keys(tenant_id)
@@ -115,14 +138,25 @@ class RedisQuotaStore:
                 reservation_id,
                 amount,
                 base,
+                limits.spend_per_day or 0,
+                limits.spend_per_month or 0,
+                spend,
             ],
         )
-        code, in_flight, tpm_used, tpd_used, retry_ms, reset_ms = reply[:6]
+        code, in_flight, tpm_used, tpd_used, retry_ms, reset_ms, spd_used, spm_used = reply[:8]
         reservation = None
-        if amount and code == 0:
-            reservation = _reservation(reply[6:], reservation_id, amount)
+        if (amount or spend) and code == 0:
+            reservation = _reservation(reply[8:], reservation_id, amount, spend)
         return Admission(
-            code, in_flight, tpm_used, tpd_used, retry_ms / 1000, reset_ms / 1000, reservation
+            code,
+            in_flight,
+            tpm_used,
+            tpd_used,
+            retry_ms / 1000,
+            reset_ms / 1000,
+            reservation,
+            spd_used,
+            spm_used,
         )
 
     async def reserve(
@@ -134,6 +168,7 @@ class RedisQuotaStore:
         limits: QuotaLimits,
         holds_lease: bool,
         settlements: Sequence[Settlement] = (),
+        spend: int = 0,
     ) -> Reservation:
         keys, base = self._script_keys(tenant_id)
         args: list[Any] = [
@@ -147,11 +182,14 @@ class RedisQuotaStore:
             reservation_id,
             amount,
             base,
+            limits.spend_per_day or 0,
+            limits.spend_per_month or 0,
+            spend,
         ]
         if settlements:
             args += self.settlement_args(settlements)
         reply = await self._quota(keys=keys, args=args)
-        return _reservation(reply, reservation_id, amount)
+        return _reservation(reply, reservation_id, amount, spend)
 
     async def settle(self, tenant_id: str, reservation: Reservation, actual: int) -> None:
         await self.release(tenant_id, None, [(reservation, actual)])
@@ -160,7 +198,7 @@ class RedisQuotaStore:
         self, tenant_id: str, run_id: str | None, settlements: Sequence[Settlement] = ()
     ) -> None:
         keys, base = self._script_keys(tenant_id)
-        args: list[Any] = ["e", run_id or "", 0, 0, 0, 0, 0, "", 0, base]
+        args: list[Any] = ["e", run_id or "", 0, 0, 0, 0, 0, "", 0, base, 0, 0, 0]
         if settlements:
             args += self.settlement_args(settlements)
         await self._quota(keys=keys, args=args)
@@ -168,16 +206,34 @@ class RedisQuotaStore:
     async def peek(self, tenant_id: str) -> Snapshot:
         keys, base = self._script_keys(tenant_id)
         del keys[1]  # no reservations read
-        in_flight, tpm_used, tpd_used, reset_ms = await self._peek(keys=keys, args=[base])
-        return Snapshot(int(in_flight), int(tpm_used), int(tpd_used), reset_ms / 1000)
+        reply = await self._peek(keys=keys, args=[base])
+        in_flight, tpm_used, tpd_used, reset_ms, spd_used, spm_used = reply
+        return Snapshot(
+            int(in_flight),
+            int(tpm_used),
+            int(tpd_used),
+            reset_ms / 1000,
+            int(spd_used),
+            int(spm_used),
+        )
 
     async def renew(self, tenant_id: str, run_ids: Sequence[str]) -> None:
         lease = self._tenant_keys(tenant_id)[0]
         await self._renew(keys=[lease], args=[self.ttl_ms, *run_ids])
 
 
-def _reservation(reply: list[Any], reservation_id: str, amount: int) -> Reservation:
-    code, tpm_used, tpd_used, retry_ms, bucket, day = reply
+def _reservation(reply: list[Any], reservation_id: str, amount: int, spend: int = 0) -> Reservation:
+    code, tpm_used, tpd_used, retry_ms, bucket, day, spd_used, spm_used = reply
     return Reservation(
-        code, reservation_id, amount, tpm_used, tpd_used, retry_ms / 1000, bucket, day
+        code,
+        reservation_id,
+        amount,
+        tpm_used,
+        tpd_used,
+        retry_ms / 1000,
+        bucket,
+        day,
+        spend if code == 0 else 0,
+        spd_used,
+        spm_used,
     )

@@ -12,6 +12,8 @@ OK = 0
 CONCURRENT = 1
 TPM = 2
 TPD = 3
+SPD = 4
+SPM = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +28,12 @@ class Reservation:
     retry_s: float
     bucket: int
     day: int
+    spend: int = 0
+    """Micro-dollars reserved (the call's estimated cost under the run's price)."""
+    spd_used: int = 0
+    """Micro-dollars spent (and reserved) today, this reservation included when it fit."""
+    spm_used: int = 0
+    """The same for the calendar month."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +47,8 @@ class Admission:
     retry_s: float
     tpm_reset_s: float
     reservation: Reservation | None = None
+    spd_used: int = 0
+    spm_used: int = 0
     """The first model call's reservation, when the run was admitted and one was asked for
     (its own `code` says whether it fit)."""
 
@@ -51,10 +61,21 @@ class Snapshot:
     tpm_used: int
     tpd_used: int
     tpm_reset_s: float
+    spd_used: int = 0
+    spm_used: int = 0
 
 
-Settlement = tuple[Reservation, int]
-"""A reservation and the tokens its model call really used (0: no answer)."""
+Settlement = tuple[Reservation, int] | tuple[Reservation, int, int]
+"""A reservation, the tokens its model call really used (0: no answer) and, where spend is
+metered, what the call really cost in micro-dollars (absent: 0)."""
+
+
+def unpack(settlement: Settlement) -> tuple[Reservation, int, int]:
+    """(reservation, real tokens, real cost in micro-dollars) of a settlement."""
+    if len(settlement) == 3:
+        return settlement
+    reservation, actual = settlement
+    return reservation, actual, 0
 
 
 class QuotaStore(Protocol):
@@ -71,6 +92,7 @@ class QuotaStore(Protocol):
         limits: QuotaLimits,
         reservation_id: str = "",
         amount: int = 0,
+        spend: int = 0,
     ) -> Admission: ...
 
     async def reserve(
@@ -82,6 +104,7 @@ class QuotaStore(Protocol):
         limits: QuotaLimits,
         holds_lease: bool,
         settlements: Sequence[Settlement] = (),
+        spend: int = 0,
     ) -> Reservation: ...
 
     async def settle(self, tenant_id: str, reservation: Reservation, actual: int) -> None: ...

@@ -10,9 +10,15 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import tenants.models  # noqa: F401  (registers the tables on the metadata)
+from tenants.usage.partitions import is_partition
 
 config = context.config
 target_metadata = SQLModel.metadata
+
+
+def include_name(name: str | None, type_: str, parent_names: object) -> bool:
+    """Autogenerate ignores the monthly partitions of `usage_records` (made at run time)."""
+    return not (type_ == "table" and name is not None and is_partition(name))
 
 
 def _run(connection: Connection) -> None:
@@ -21,6 +27,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        include_name=include_name,
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -132,8 +132,17 @@ class RunMeter(RunHooks[Any]):
         self.cached_tokens += usage.input_tokens_details.cached_tokens or 0
         self.reasoning_tokens += usage.output_tokens_details.reasoning_tokens or 0
         UPSTREAM_REQUESTS.labels(self.model, "ok").inc()
-        if self.ticket is not None:
-            await self.ticket.after_call(usage.total_tokens)
+        ticket = self.ticket
+        if ticket is not None:
+            spent = 0
+            if ticket.price is not None:
+                spent = ticket.cost(
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.input_tokens_details.cached_tokens or 0,
+                    usage.output_tokens_details.reasoning_tokens or 0,
+                )
+            await ticket.after_call(usage.total_tokens, spent)
 
     async def on_agent_end(
         self, context: RunContextWrapper[Any], agent: Agent[Any], output: Any

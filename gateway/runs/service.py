@@ -33,6 +33,7 @@ from gateway.core.errors import (
 )
 from gateway.core.ids import new_id
 from gateway.limits.breaker import RedisBreaker
+from gateway.limits.prices import PriceCache
 from gateway.limits.quotas import QuotaService, RunTicket
 from gateway.runs.approvals import RunApprovals, apply_decisions, check_decisions
 from gateway.runs.failures import map_run_error, run_status
@@ -44,6 +45,7 @@ from gateway.tools.mcp import McpServers
 from gateway.usage.recorder import UsageRecorder
 from observability.metrics import IN_FLIGHT, record_guardrail, record_run, tenant_label
 from tenants.models import StoredRun, UsageRecord
+from tenants.price.pricing import Price
 
 
 @dataclass
@@ -75,6 +77,9 @@ class RunHandle:
     request_input: str | list[Any] | None = None
     """What the caller sent for this run (without a conversation's history): what the input
     guardrails check."""
+    price: Price | None = None
+    """The model's price in force when the run started (None: unpriced), for the spend
+    metric; the usage writer prices the record itself, exactly."""
     deadline: float = math.inf
     """Event-loop time by which the run must end (`GATEWAY_RUN_TIMEOUT_S` after admission)."""
     timeout_s: float = math.inf
@@ -227,6 +232,14 @@ class RunHandle:
             reasoning_tokens=meter.reasoning_tokens,
             requests=meter.requests,
             limits=self.principal.limits,
+            cost_pico=None
+            if self.price is None
+            else self.price.cost(
+                input_tokens=meter.input_tokens,
+                output_tokens=meter.output_tokens,
+                cached_tokens=meter.cached_tokens,
+                reasoning_tokens=meter.reasoning_tokens,
+            ),
         )
 
 
@@ -246,6 +259,7 @@ class RunService:
         drain: Drain | None = None,
         approvals: RunApprovals | None = None,
         mcp: McpServers | None = None,
+        prices: PriceCache | None = None,
     ) -> None:
         self.mcp = mcp
         self.approvals = approvals or RunApprovals(db, ttl_s=settings.run_state_ttl_s)
@@ -259,6 +273,7 @@ class RunService:
         self.agents = agents
         self.providers = providers
         self.recorder = recorder
+        self.prices = prices or PriceCache(None, settings.prices_refresh_s)
 
     async def resolve(self, principal: Principal, name: str) -> BuiltAgent:
         """The tenant's agent, or 404 (also for another tenant's agent)."""
@@ -293,8 +308,10 @@ class RunService:
             await self.mcp.ensure(built.agent.mcp_servers)
         await self.recorder.wait_for_room()
         run_id = new_id("run")
+        created_at = utcnow()
+        price = self.prices.at(built.model, created_at)
         first = None if sdk_input is None else first_call_estimate(built.agent, sdk_input)
-        ticket = await self.quotas.open(principal, run_id, first, built.max_tokens)
+        ticket = await self.quotas.open(principal, run_id, first, built.max_tokens, price)
         timeout_s = self.settings.run_timeout_s
         return RunHandle(
             principal=principal,
@@ -302,12 +319,14 @@ class RunService:
             provider=await self.provider_of(principal, built),
             recorder=self.recorder,
             run_id=run_id,
+            created_at=created_at,
             ticket=ticket,
             drain=self.drain,
             request_input=sdk_input if request_input is None else request_input,
             deadline=asyncio.get_running_loop().time() + timeout_s,
             timeout_s=timeout_s,
             service=self,
+            price=price,
         )
 
     async def resume(

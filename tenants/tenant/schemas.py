@@ -6,6 +6,7 @@ unlimited), so the data plane reads them with `tenant_limits(tenant)`.
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
@@ -32,6 +33,20 @@ ModelName = Annotated[
 ]
 AllowedModels = Annotated[list[ModelName], Field(max_length=256)] | None
 """Models the tenant's agents may name (`null`: any)."""
+# Money: a decimal string or number of USD, at most 6 decimal places (whole micro-dollars).
+SpendValue = (
+    Annotated[
+        Decimal,
+        Field(
+            gt=0,
+            le=10**9,
+            decimal_places=6,
+            description="USD, a decimal string (at most 6 decimal places); null: unlimited.",
+            examples=["25.00"],
+        ),
+    ]
+    | None
+)
 
 
 class TenantLimits(BaseModel):
@@ -44,6 +59,10 @@ class TenantLimits(BaseModel):
     tokens_per_minute: LimitValue = None
     tokens_per_day: LimitValue = None
     max_concurrent_runs: LimitValue = None
+    spend_per_day_usd: SpendValue = None
+    """Model spend per UTC day, priced by the model price table."""
+    spend_per_month_usd: SpendValue = None
+    """Model spend per calendar month (UTC)."""
 
 
 class TenantCreate(BaseModel):

@@ -37,7 +37,7 @@ async def create_tenant(session: AsyncSession, body: TenantCreate) -> Tenant:
         slug=body.slug,
         name=body.name,
         status="active",
-        limits=body.limits.model_dump(),
+        limits=body.limits.model_dump(mode="json"),
         allowed_models=body.allowed_models,
         created_at=now,
         updated_at=now,
@@ -65,8 +65,8 @@ async def update_tenant(session: AsyncSession, tenant_id: str, body: TenantUpdat
     if body.status is not None:
         tenant.status = body.status
     if body.limits is not None:
-        merged = tenant_limits(tenant).model_dump()
-        merged.update(body.limits.model_dump(exclude_unset=True))
+        merged = tenant_limits(tenant).model_dump(mode="json")
+        merged.update(body.limits.model_dump(mode="json", exclude_unset=True))
         tenant.limits = merged
     if "allowed_models" in body.model_fields_set:
         tenant.allowed_models = body.allowed_models

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError
 from sqlmodel import case, col, func
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -24,9 +25,12 @@ from tenants.models import Tenant, UsageRecord, UsageRollup
 from tenants.price.money import usd
 from tenants.price.pricing import PriceBook
 from tenants.price.repository import PriceRepository
+from tenants.usage.partitions import ensure_months, month_start
 from tenants.usage.rollups import rollup_rows, upsert_statement
 
 COUNTERS = ("runs", "requests", "input_tokens", "output_tokens", "total_tokens", "unpriced_runs")
+_KNOWN_MONTHS: set[date] = set()
+"""Months whose PostgreSQL partition this process has made sure of (bounded: one per month)."""
 _NULLABLE = {"key", "user"}
 """Dimensions whose value may be absent (stored as `""` in the rollups, answered as null)."""
 
@@ -54,18 +58,45 @@ class UsageRepository:
         """Insert a batch, price it, add it to the rollups, and commit (all or nothing).
 
         A run already stored is skipped, and only the rows really inserted reach the rollups,
-        so a batch retried after an ambiguous failure is never counted twice. Returns the
-        number of records inserted.
+        so a batch retried after an ambiguous failure is never counted twice. On PostgreSQL
+        the partitions of the batch's months are made sure of first (once per month and
+        process; again if one has gone since). Returns the number of records inserted.
         """
         if not records:
             return 0
+        dialect = self.session.get_bind().dialect.name
+        months = {month_start(record.day) for record in records}
+        if dialect == "postgresql" and not months <= _KNOWN_MONTHS:
+            await self._ensure(months)
+        try:
+            return await self._insert(records, dialect)
+        except DBAPIError as exc:
+            if dialect != "postgresql" or "no partition" not in str(exc):
+                raise
+        # A partition this process knew of was dropped or rebuilt (retention, a migration):
+        # create it again and write the batch once more.
+        await self.session.rollback()
+        _KNOWN_MONTHS.clear()
+        await self._ensure(months)
+        return await self._insert(records, dialect)
+
+    async def _ensure(self, months: set[date]) -> None:
+        await ensure_months(self.session, months)
+        _KNOWN_MONTHS.update(months)
+
+    async def _insert(self, records: list[UsageRecord], dialect: str) -> int:
         book = await PriceRepository(self.session).book()
         rows = [priced(record.model_dump(), book) for record in records]
-        dialect = self.session.get_bind().dialect.name
         insert = pg_insert if dialect == "postgresql" else sqlite_insert
+        # PostgreSQL's partitioned table is unique on (run_id, segment, day): its unique keys
+        # must hold the partition key, and a retried record keeps its day. SQLite's one table
+        # on (run_id, segment).
+        conflict = ["run_id", "segment"]
+        if dialect == "postgresql":
+            conflict.append("day")
         statement = (
             insert(UsageRecord)
-            .on_conflict_do_nothing(index_elements=["run_id", "segment"])
+            .on_conflict_do_nothing(index_elements=conflict)
             .returning(col(UsageRecord.run_id), col(UsageRecord.segment))
         )
         result = await self.session.exec(statement, params=rows)

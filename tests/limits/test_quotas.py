@@ -13,6 +13,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from gateway.limits.redis_store import RedisQuotaStore
+from gateway.limits.store import unpack
 from tests.conftest import make_settings
 from tests.gateway.conftest import Gateway, gateway_for
 from tests.gateway.server import start_gateway_server
@@ -38,7 +39,9 @@ def spy_reservations(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> list[tuple
 
     # Every settlement (folded into the next reservation or the run's release) passes here.
     def settlement_args(self: RedisQuotaStore, settlements: Any) -> list[Any]:
-        seen.extend((reservation.amount, actual) for reservation, actual in settlements)
+        for settlement in settlements:
+            reservation, actual, _ = unpack(settlement)
+            seen.append((reservation.amount, actual))
         return original(self, settlements)
 
     monkeypatch.setattr(RedisQuotaStore, "settlement_args", settlement_args)

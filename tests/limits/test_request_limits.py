@@ -146,6 +146,8 @@ async def test_limits_endpoint_shows_limits_and_what_is_left(gw: Gateway) -> Non
         "tokens_per_minute": None,
         "tokens_per_day": 100_000,
         "max_concurrent_runs": 3,
+        "spend_per_day_usd": None,
+        "spend_per_month_usd": None,
     }
     windows = body["windows"]
     assert windows["requests_per_minute"]["used"] == 2

@@ -9,6 +9,7 @@ usage API's totals.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import shutil
@@ -31,6 +32,9 @@ DASHBOARDS = DEPLOY / "grafana" / "dashboards"
 TENANT = "promtenant"
 RPM_LIMIT = 12
 TOKENS_PER_DAY = 1_000_000
+SPEND_PER_DAY = "1000"
+SPEND_PER_MONTH = "5000"
+PRICE = {"input_per_mtok": "0.40", "cached_input_per_mtok": "0.10", "output_per_mtok": "1.60"}
 SUBSTITUTIONS = {
     "$__rate_interval": "5m",
     "$__interval": "15s",
@@ -148,9 +152,13 @@ def _drive_traffic(gw: LiveGateway, prom: str) -> tuple[LiveTenant, bool]:
     In two phases around two scrapes: series are born in the first, and the second increases
     them, so the rate-based panels have something to show.
     """
-    tenant = gw.create_tenant(
-        TENANT, limits={"requests_per_minute": RPM_LIMIT, "tokens_per_day": TOKENS_PER_DAY}
-    )
+    limits = {
+        "requests_per_minute": RPM_LIMIT,
+        "tokens_per_day": TOKENS_PER_DAY,
+        "spend_per_day_usd": SPEND_PER_DAY,
+        "spend_per_month_usd": SPEND_PER_MONTH,
+    }
+    tenant = gw.create_tenant(TENANT, limits=limits)
     _tool_agents(gw, tenant)
     plain = [{"input": f"hello prometheus {i}"} for i in range(4)]
     # An HTTP tool call (to the gateway's own /healthz: a 405, an error output) and a run that
@@ -252,6 +260,15 @@ def _check_results(
     assert quota == [TOKENS_PER_DAY]
     used = _values(_query(prom, _expr(queries, "Daily token quota used (rolling 24 h)")))
     assert used and 0 < used[0] < 1
+    # Spend panels agree with the usage API's exact cost (a float metric: to a nano-dollar).
+    spend = sum(_values(_query(prom, _expr(queries, "Spend in range by model (USD)"))))
+    assert abs(spend - float(totals["cost_usd"])) < 1e-9 and spend > 0
+    budget = _query(prom, f'gateway_tenant_spend_per_day_limit_usd{{tenant="{TENANT}"}}')
+    assert _values(budget) == [float(SPEND_PER_DAY)]
+    for title in ("Daily spend budget used (rolling 24 h)",
+                  "Monthly spend budget used (rolling 30 days)"):  # fmt: skip
+        share = _values(_query(prom, _expr(queries, title)))
+        assert share and 0 < share[0] < 1, title
 
     # The tenant template variable lists the tenant.
     r = httpx.get(f"{prom}/api/v1/label/tenant/values", params={"match[]": "gateway_runs_total"})
@@ -271,9 +288,26 @@ def _check_results(
         time.sleep(0.5)
 
 
+async def _set_price(database_url: str) -> None:
+    """The mock model's price, in the database before the gateway starts (it loads prices at
+    start-up), so the spend panels have something to show."""
+    from gateway.core.db import Database
+    from tenants.price.schemas import PricePut
+    from tenants.price.service import put_price
+
+    db = Database(database_url)
+    try:
+        async with db.session() as session:
+            await put_price(session, "mock-model", PricePut.model_validate(PRICE))
+            await session.commit()
+    finally:
+        await db.dispose()
+
+
 def test_dashboards_and_alerts_against_real_prometheus(
     tmp_path: Path, sqlite_url: str, mock_llm_base_url: str, prometheus_for: Any
 ) -> None:
+    asyncio.run(_set_price(sqlite_url))
     with serve_gateway(
         tmp_path,
         sqlite_url,

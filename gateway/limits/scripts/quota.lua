@@ -2,38 +2,50 @@
 -- model call's reservation), one per further model call, one at the end.
 -- Every key is declared in KEYS and carries the tenant's hash tag (Redis Cluster: one slot).
 -- KEYS: lease zset, reservation zset, tokens-per-minute hash (second -> tokens),
---       then the tokens-per-day keys of days base, base + 1, base + 2
+--       then the tokens-per-day keys of days base, base + 1, base + 2,
+--       then the spend-per-day keys of those days (micro-dollars),
+--       then the spend-per-month keys of the months of those days (the caller's calendar)
 -- ARGV: op ('a' admit, 'r' reserve, 'e' end), run_id ('' at the end: no lease to release),
 --       lease_ttl_ms (0: no lease held / wanted), max_concurrent, tpm_limit, tpd_limit
---       (0 = no such limit), reservation_ttl_ms, reservation_id, amount (0: reserve nothing),
---       base day (the caller's day - 1, day = epoch seconds // 86400),
---       then settlements: (reservation_id, delta = real - reserved, bucket second, day) each.
--- The clock is Redis TIME: 'a' and 'r' count on the day key of TIME's day; when that day is
--- not among the three keys (the caller's UTC day is more than one off), they answer an error
+--       (0 = no such limit), reservation_ttl_ms, reservation_id, amount (tokens; 0 with
+--       spend 0: reserve nothing), base day (the caller's day - 1, day = epoch seconds //
+--       86400), spend-per-day limit, spend-per-month limit (micro-dollars, 0 = none),
+--       spend (the reservation's estimated cost, micro-dollars),
+--       then settlements: (reservation_id, delta tokens = real - reserved, bucket second,
+--       day, delta spend = real - reserved micro-dollars) each.
+-- The clock is Redis TIME: 'a' and 'r' count on the day keys of TIME's day; when that day is
+-- not among the three (the caller's UTC day is more than one off), they answer an error
 -- ('clock skew') after the settlements, which the caller takes as a Redis failure.
 -- Settlements are applied first, whatever the outcome of the rest, each at most once.
+-- Codes: 0 ok, 1 concurrent, 2 tpm, 3 tpd, 4 spend per day, 5 spend per month.
 -- returns
---   'a': {code (0 ok, 1 concurrent, 2 tpm, 3 tpd), in_flight, tpm_used, tpd_used, retry_ms,
---         tpm_reset_ms, then the reservation: code, tpm_used, tpd_used, retry_ms, bucket, day}
---   'r': {code (0 ok, 2 tpm, 3 tpd), tpm_used, tpd_used, retry_ms, bucket second, day}
+--   'a': {code, in_flight, tpm_used, tpd_used, retry_ms, tpm_reset_ms, spd_used, spm_used,
+--         then the reservation: code, tpm_used, tpd_used, retry_ms, bucket, day, spd_used,
+--         spm_used}
+--   'r': {code, tpm_used, tpd_used, retry_ms, bucket second, day, spd_used, spm_used}
 --   'e': 1
+-- (retry_ms of code 5 is 0: the caller knows when its calendar month ends.)
 local base = tonumber(ARGV[10])
-for i = 11, #ARGV, 4 do
+for i = 14, #ARGV, 5 do
     -- Only an open reservation settles, once: a step retried after its reply was lost finds
     -- it gone. One pruned by its TTL (a call longer than the TTL) keeps its reserved amount.
     local open = redis.call('ZREM', KEYS[2], ARGV[i]) == 1
     local delta = tonumber(ARGV[i + 1])
-    if open and delta ~= 0 then
-        if redis.call('HEXISTS', KEYS[3], ARGV[i + 2]) == 1 then
+    local spend_delta = tonumber(ARGV[i + 4])
+    if open then
+        if delta ~= 0 and redis.call('HEXISTS', KEYS[3], ARGV[i + 2]) == 1 then
             redis.call('HINCRBY', KEYS[3], ARGV[i + 2], delta)
         end
-        -- A reservation of a day before `base` (more than a day old) has no key here: its
-        -- day part is skipped (that day is over, nothing reads its counter any more).
+        -- A reservation of a day before `base` (more than a day old) has no keys here: its
+        -- day part is skipped (that day is over, nothing reads its counters any more).
         local index = tonumber(ARGV[i + 3]) - base
         if index >= 0 and index <= 2 then
-            local day_key = KEYS[4 + index]
-            if redis.call('EXISTS', day_key) == 1 then
-                redis.call('INCRBY', day_key, delta)
+            local adjust = {{4 + index, delta}, {7 + index, spend_delta}, {10 + index, spend_delta}}
+            for _, item in ipairs(adjust) do
+                local key = KEYS[item[1]]
+                if item[2] ~= 0 and redis.call('EXISTS', key) == 1 then
+                    redis.call('INCRBY', key, item[2])
+                end
             end
         end
     end
@@ -53,12 +65,17 @@ if day < base or day > base + 2 then
     return redis.error_reply('clock skew: Redis day ' .. day .. ', caller day ' .. (base + 1))
 end
 local tpd_key = KEYS[4 + day - base]
+local spd_key = KEYS[7 + day - base]
+local spm_key = KEYS[10 + day - base]
 local lease_ttl = tonumber(ARGV[3])
 local max_concurrent = tonumber(ARGV[4])
 local tpm_limit = tonumber(ARGV[5])
 local tpd_limit = tonumber(ARGV[6])
 local reservation_ttl = tonumber(ARGV[7])
 local amount = tonumber(ARGV[9])
+local spd_limit = tonumber(ARGV[11])
+local spm_limit = tonumber(ARGV[12])
+local spend = tonumber(ARGV[13])
 
 local tpm_used, buckets, oldest = 0, {}, nil
 local flat = redis.call('HGETALL', KEYS[3])
@@ -74,12 +91,19 @@ for i = 1, #flat, 2 do
     end
 end
 local tpd_used = tonumber(redis.call('GET', tpd_key) or '0')
+local spd_used = tonumber(redis.call('GET', spd_key) or '0')
+local spm_used = tonumber(redis.call('GET', spm_key) or '0')
+local to_midnight_ms = (86400 - now_s % 86400) * 1000
 
--- Reserve `amount` tokens (the next model call's estimated input + max output).
+-- Reserve `amount` tokens (the next model call's estimated input + max output) and `spend`
+-- micro-dollars (their price).
 local function reserve()
-    if tpd_limit > 0 and tpd_used + amount > tpd_limit then
-        return {3, tpm_used, tpd_used, (86400 - now_s % 86400) * 1000, 0, day}
+    local function refused(code, retry_ms)
+        return {code, tpm_used, tpd_used, retry_ms, 0, day, spd_used, spm_used}
     end
+    if spm_limit > 0 and spm_used + spend > spm_limit then return refused(5, 0) end
+    if spd_limit > 0 and spd_used + spend > spd_limit then return refused(4, to_midnight_ms) end
+    if tpd_limit > 0 and tpd_used + amount > tpd_limit then return refused(3, to_midnight_ms) end
     if tpm_limit > 0 and tpm_used + amount > tpm_limit then
         -- seconds until enough of the window has rolled off for `amount` to fit
         table.sort(buckets, function(a, b) return a[1] < b[1] end)
@@ -91,16 +115,23 @@ local function reserve()
                 break
             end
         end
-        return {2, tpm_used, tpd_used, math.max(wait, 1) * 1000, 0, day}
+        return refused(2, math.max(wait, 1) * 1000)
     end
     redis.call('HINCRBY', KEYS[3], now_s, amount)
     redis.call('EXPIRE', KEYS[3], 61)
     redis.call('INCRBY', tpd_key, amount)
     redis.call('EXPIRE', tpd_key, 90000)
+    if spend > 0 or spd_limit > 0 or spm_limit > 0 then
+        redis.call('INCRBY', spd_key, spend)
+        redis.call('EXPIRE', spd_key, 90000)
+        redis.call('INCRBY', spm_key, spend)
+        redis.call('EXPIRE', spm_key, 2764800)  -- 32 days
+    end
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
     redis.call('ZADD', KEYS[2], now_ms + reservation_ttl, ARGV[8])
     redis.call('PEXPIRE', KEYS[2], reservation_ttl)
-    return {0, tpm_used + amount, tpd_used + amount, 0, now_s, day}
+    return {0, tpm_used + amount, tpd_used + amount, 0, now_s, day, spd_used + spend,
+            spm_used + spend}
 end
 
 if op == 'r' then
@@ -110,27 +141,31 @@ if op == 'r' then
     return reserve()
 end
 
--- op 'a': admit the run (token windows not exhausted, a lease when capped), then reserve
+-- op 'a': admit the run (token and spend windows not exhausted, a lease when capped), then
+-- reserve
 local tpm_reset_ms = 0
 if oldest ~= nil then tpm_reset_ms = (oldest + 60 - now_s) * 1000 end
-local none = {0, 0, 0, 0, 0, day}
-if tpd_limit > 0 and tpd_used >= tpd_limit then
-    return {3, 0, tpm_used, tpd_used, (86400 - now_s % 86400) * 1000, tpm_reset_ms, unpack(none)}
+local none = {0, 0, 0, 0, 0, day, 0, 0}
+local function refused(code, in_flight, retry_ms)
+    return {code, in_flight, tpm_used, tpd_used, retry_ms, tpm_reset_ms, spd_used, spm_used,
+            unpack(none)}
 end
+if spm_limit > 0 and spm_used >= spm_limit then return refused(5, 0, 0) end
+if spd_limit > 0 and spd_used >= spd_limit then return refused(4, 0, to_midnight_ms) end
+if tpd_limit > 0 and tpd_used >= tpd_limit then return refused(3, 0, to_midnight_ms) end
 if tpm_limit > 0 and tpm_used >= tpm_limit then
-    return {2, 0, tpm_used, tpd_used, math.max(tpm_reset_ms, 1000), tpm_reset_ms, unpack(none)}
+    return refused(2, 0, math.max(tpm_reset_ms, 1000))
 end
 local in_flight = 0
 if max_concurrent > 0 then
     redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now_ms)
     in_flight = redis.call('ZCARD', KEYS[1])
-    if in_flight >= max_concurrent then
-        return {1, in_flight, tpm_used, tpd_used, 1000, tpm_reset_ms, unpack(none)}
-    end
+    if in_flight >= max_concurrent then return refused(1, in_flight, 1000) end
     redis.call('ZADD', KEYS[1], now_ms + lease_ttl, ARGV[2])
     redis.call('PEXPIRE', KEYS[1], lease_ttl)
     in_flight = in_flight + 1
 end
 local r = none
-if amount > 0 then r = reserve() end
-return {0, in_flight, tpm_used, tpd_used, 0, tpm_reset_ms, r[1], r[2], r[3], r[4], r[5], r[6]}
+if amount > 0 or spend > 0 then r = reserve() end
+return {0, in_flight, tpm_used, tpd_used, 0, tpm_reset_ms, spd_used, spm_used,
+        r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8]}

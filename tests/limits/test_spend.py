@@ -1,0 +1,171 @@
+"""Spend limits: each model call reserves its priced estimate and settles to its real cost, in
+the same atomic step as the token quotas, in Redis (shared by replicas) and in memory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from tenants.price.money import micro_to_usd
+from tests.gateway.conftest import ADMIN, Gateway, Tenant, gateway_for
+from tests.limits.conftest import LIMITED_AGENT
+
+# Input free, output $0.01 a token: a call reserves max_tokens (20) x $0.01 = $0.20 exactly,
+# and really costs output_tokens x $0.01.
+PRICE = {"input_per_mtok": "0", "output_per_mtok": "10000"}
+OUTPUT_MICRO = 10_000
+RESERVED = Decimal("0.20")
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def gw(
+    request: pytest.FixtureRequest, sqlite_url: str, mock_llm_base_url: str
+) -> AsyncIterator[Gateway]:
+    extra: dict[str, str] = {}
+    if request.param == "redis":
+        extra = request.getfixturevalue("redis_settings")
+    async for gateway in gateway_for(
+        sqlite_url, mock_llm_base_url, upstream_api="chat_completions", **extra
+    ):
+        await priced(gateway)
+        yield gateway
+
+
+async def priced(gw: Gateway) -> None:
+    r = await gw.client.put("/admin/models/mock-model/price", json=PRICE, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    await gw.app.state.prices.load()  # what every replica does every GATEWAY_PRICES_REFRESH_S
+
+
+async def spend_tenant(gw: Gateway, slug: str, **limits: str) -> Tenant:
+    tenant = await gw.create_tenant(slug, agent=LIMITED_AGENT)
+    r = await gw.client.patch(f"/admin/tenants/{tenant.id}", json={"limits": limits}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    assert r.json()["limits"]["spend_per_day_usd"] == limits.get("spend_per_day_usd")
+    return tenant
+
+
+async def run(client: httpx.AsyncClient, tenant: Tenant, text: str = "hello") -> httpx.Response:
+    return await client.post(
+        "/v1/agents/assistant/runs", json={"input": text}, headers=tenant.headers
+    )
+
+
+async def test_daily_spend_limit_refuses_the_call_that_could_exceed_it(gw: Gateway) -> None:
+    tenant = await spend_tenant(gw, "spender", spend_per_day_usd="0.50")
+    outputs: list[int] = []
+    refused = None
+    for _ in range(40):
+        r = await run(gw.client, tenant)
+        if r.status_code != 200:
+            refused = r
+            break
+        outputs.append(r.json()["usage"]["output_tokens"])
+        assert r.headers["x-ratelimit-limit-spend-usd"] == "0.5"
+    assert refused is not None and refused.status_code == 429, refused and refused.text
+    assert refused.json()["error"]["code"] == "spend_per_day"
+    assert int(refused.headers["retry-after"]) >= 1
+    spent_micro = sum(outputs) * OUTPUT_MICRO
+    # Refused only when the next call's reservation could not fit: settled to the real cost.
+    assert spent_micro <= 500_000 < spent_micro + 200_000
+
+    limits = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()
+    assert limits["limits"]["spend_per_day_usd"] == "0.5"
+    window = limits["windows"]["spend_per_day_usd"]
+    assert window["limit"] == "0.5" and window["used"] == micro_to_usd(spent_micro)
+    assert window["remaining"] == micro_to_usd(500_000 - spent_micro)
+    assert limits["windows"]["spend_per_month_usd"] is None
+
+    await gw.flush_usage()
+    report = (await gw.client.get("/v1/usage", headers=tenant.headers)).json()
+    assert report["totals"]["cost_usd"] == micro_to_usd(spent_micro)  # SQL agrees with Redis
+
+
+async def test_monthly_spend_limit(gw: Gateway) -> None:
+    tenant = await spend_tenant(gw, "monthly", spend_per_month_usd="0.30")
+    codes = []
+    for _ in range(40):
+        r = await run(gw.client, tenant)
+        codes.append(r.status_code)
+        if r.status_code != 200:
+            break
+    assert codes[-1] == 429 and r.json()["error"]["code"] == "spend_per_month"
+    assert 1 <= int(r.headers["retry-after"]) <= 31 * 86_400
+    window = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()["windows"][
+        "spend_per_month_usd"
+    ]
+    assert window["limit"] == "0.3" and Decimal(window["used"]) <= Decimal("0.3")
+
+
+async def test_an_unpriced_model_is_not_capped_by_spend(gw: Gateway) -> None:
+    r = await gw.client.delete("/admin/models/mock-model/price", headers=ADMIN)
+    assert r.status_code == 204
+    await gw.app.state.prices.load()
+    tenant = await spend_tenant(gw, "unpriced", spend_per_day_usd="0.000001")
+    for _ in range(3):
+        assert (await run(gw.client, tenant)).status_code == 200
+
+
+async def test_spend_limits_validate_as_exact_decimals(gw: Gateway) -> None:
+    tenant = await gw.create_tenant("validate")
+    for bad in ("-1", "0", "0.0000001", "abc", True):
+        r = await gw.client.patch(
+            f"/admin/tenants/{tenant.id}",
+            json={"limits": {"spend_per_day_usd": bad}},
+            headers=ADMIN,
+        )
+        assert r.status_code == 422, (bad, r.text)
+    r = await gw.client.patch(
+        f"/admin/tenants/{tenant.id}", json={"limits": {"spend_per_month_usd": 12.5}}, headers=ADMIN
+    )
+    assert r.status_code == 200 and r.json()["limits"]["spend_per_month_usd"] == "12.5"
+
+
+async def test_concurrent_runs_on_two_replicas_reserve_exactly_what_fits(
+    sqlite_url: str, mock_llm_base_url: str, redis_settings: dict[str, str]
+) -> None:
+    """$0.50 a day, $0.20 reserved per call: of six slow runs at once over two replicas sharing
+    Redis, exactly two are admitted to their model call."""
+    async with AsyncExitStack() as stack:
+        replicas = []
+        for _ in range(2):
+            gen = gateway_for(
+                sqlite_url, mock_llm_base_url, upstream_api="chat_completions", **redis_settings
+            )
+            replicas.append(await stack.enter_async_context(_entered(gen)))
+        await priced(replicas[0])
+        await replicas[1].app.state.prices.load()
+        tenant = await spend_tenant(replicas[0], "shared", spend_per_day_usd="0.50")
+        results = await asyncio.gather(
+            *(run(replicas[i % 2].client, tenant, "slow [[latency:3000]]") for i in range(6))
+        )
+        codes = [r.status_code for r in results]
+        assert codes.count(200) == 2 and codes.count(429) == 4, codes
+        assert {r.json()["error"]["code"] for r in results if r.status_code == 429} == {
+            "spend_per_day"
+        }
+        spent = sum(r.json()["usage"]["output_tokens"] for r in results if r.status_code == 200)
+        window = (await replicas[1].client.get("/v1/limits", headers=tenant.headers)).json()[
+            "windows"
+        ]["spend_per_day_usd"]
+        assert window["used"] == micro_to_usd(spent * OUTPUT_MICRO)  # settled, on both
+
+
+class _entered:
+    """An async generator fixture body used as an async context manager."""
+
+    def __init__(self, gen: AsyncIterator[Gateway]) -> None:
+        self.gen = gen
+
+    async def __aenter__(self) -> Gateway:
+        return await anext(self.gen)  # type: ignore[call-overload, no-any-return]
+
+    async def __aexit__(self, *exc: Any) -> None:
+        with pytest.raises(StopAsyncIteration):
+            await anext(self.gen)  # type: ignore[call-overload]

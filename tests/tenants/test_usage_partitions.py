@@ -1,0 +1,172 @@
+"""PostgreSQL monthly partitions of the raw usage records: the migration converts the table
+without losing a row, the writer creates a missing month, retention drops whole months and
+keeps the rollups, `gateway usage maintain` does both from a shell."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from gateway.core.clock import utcnow
+from gateway.core.db import Database
+from gateway.core.migrate import downgrade, upgrade
+from tenants.models import UsageRecord
+from tenants.price.pricing import PriceBook
+from tenants.usage.export import iter_records
+from tenants.usage.partitions import existing_months, maintain, next_month
+from tenants.usage.repository import UsageRepository, priced
+from tenants.usage.rollups import rollup_rows, upsert_statement
+from tests.conftest import _truncate
+from tests.tenants.test_admin_usage import add, record
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> str:
+    """The session's PostgreSQL database, emptied (partitioning is PostgreSQL's only)."""
+    asyncio.run(_truncate(postgres_url))
+    return postgres_url
+
+
+GATEWAY = str(Path(sys.executable).parent / "gateway")
+MONTHS = [date(2026, 1, 10), date(2026, 2, 10), date(2026, 3, 10)]
+
+
+async def _partitioned(db: Database) -> bool:
+    async with db.session() as session:
+        rows = await session.exec(  # type: ignore[call-overload]
+            text(
+                "SELECT count(*) FROM pg_partitioned_table p JOIN pg_class c "
+                "ON c.oid = p.partrelid WHERE c.relname = 'usage_records'"
+            )
+        )
+        return bool(rows.one()[0])
+
+
+async def _export(db: Database, start: date, end: date) -> list[dict[str, Any]]:
+    return [row async for row in iter_records(db, tenant_id=None, start=start, end=end, after=None)]
+
+
+async def _reports(db: Database, start: date, end: date) -> list[dict[str, Any]]:
+    async with db.session() as session:
+        repository = UsageRepository(session)
+        return [
+            await repository.report(tenant_id=None, group_by=g, start=start, end=end)
+            for g in ("tenant", "day", "model", "user")
+        ]
+
+
+def _records() -> list[UsageRecord]:
+    return [
+        record(tenant, day + timedelta(days=i), user=f"u{i % 3}", model=f"m{i % 2}")
+        for tenant in ("ten_a", "ten_b")
+        for day in MONTHS
+        for i in range(4)
+    ]
+
+
+async def test_migration_converts_the_table_keeping_every_row(pg: str) -> None:
+    await asyncio.to_thread(downgrade, pg, "0009")
+    db = Database(pg)
+    try:
+        assert not await _partitioned(db)
+        rows = [priced(r.model_dump(), PriceBook([])) for r in _records()]
+        async with db.session() as session:  # the writer as it was before partitions
+            session.add_all([UsageRecord(**row) for row in rows])
+            await session.exec(upsert_statement("postgresql"), params=rollup_rows(rows))  # type: ignore[call-overload]
+            await session.commit()
+        start, end = date(2026, 1, 1), date(2026, 3, 31)
+        before_export, before_reports = (
+            await _export(db, start, end),
+            await _reports(db, start, end),
+        )
+        assert len(before_export) == len(rows)
+
+        await asyncio.to_thread(upgrade, pg)
+        assert await _partitioned(db)
+        async with db.session() as session:
+            months = await existing_months(session)
+        assert {date(2026, m, 1) for m in (1, 2, 3)} <= set(months)
+        this_month = utcnow().date().replace(day=1)
+        assert next_month(next_month(this_month)) in months  # created ahead
+        assert await _export(db, start, end) == before_export
+        assert await _reports(db, start, end) == before_reports
+
+        # A retried batch is still skipped on the partitioned table (run_id, day).
+        again = await _records_again(db, rows)
+        assert again == 0
+    finally:
+        await db.dispose()
+        await asyncio.to_thread(upgrade, pg)
+
+
+async def _records_again(db: Database, rows: list[dict[str, Any]]) -> int:
+    async with db.session() as session:
+        return await UsageRepository(session).add_many([UsageRecord(**row) for row in rows[:3]])
+
+
+async def test_the_writer_creates_a_missing_month(pg: str) -> None:
+    db = Database(pg)
+    try:
+        far = date(2031, 5, 17)
+        await add(db, record("ten_far", far))
+        async with db.session() as session:
+            assert date(2031, 5, 1) in await existing_months(session)
+        assert len(await _export(db, far, far)) == 1
+    finally:
+        await db.dispose()
+
+
+async def test_retention_drops_whole_months_and_keeps_rollups(pg: str) -> None:
+    db = Database(pg)
+    try:
+        await add(db, *_records())
+        start, end = date(2026, 1, 1), date(2026, 3, 31)
+        reports = await _reports(db, start, end)
+        # Keep from 2026-02-20: January is wholly past it, February only in part (kept).
+        today = date(2026, 2, 20) + timedelta(days=30)
+        async with db.session() as session:
+            done = await maintain(session, today=today, months_ahead=1, retention_days=30)
+            months = await existing_months(session)
+        assert "usage_records_2026_01" in done.dropped
+        assert "usage_records_2026_02" not in done.dropped
+        assert date(2026, 1, 1) not in months and date(2026, 2, 1) in months
+        exported = await _export(db, start, end)
+        assert exported and all(row["day"] >= "2026-02-01" for row in exported)
+        assert await _reports(db, start, end) == reports  # reports read the rollups: unchanged
+        # The writer recreates a dropped month it is handed (a late record).
+        await add(db, record("ten_late", date(2026, 1, 15)))
+        assert len(await _export(db, date(2026, 1, 15), date(2026, 1, 15))) == 1
+    finally:
+        await db.dispose()
+
+
+def test_gateway_usage_maintain(pg: str, tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "GATEWAY_DATABASE_URL": pg,
+        "GATEWAY_ENV": "development",
+        "GATEWAY_USAGE_RAW_RETENTION_DAYS": "400",
+        "GATEWAY_USAGE_PARTITIONS_AHEAD": "3",
+    }
+    done = subprocess.run(
+        [GATEWAY, "usage", "maintain"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["partitioned"] is True
+    assert out["kept_from"] == (utcnow().date() - timedelta(days=400)).isoformat()
+    sqlite_env = {**env, "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"}
+    assert subprocess.run([GATEWAY, "db", "upgrade"], env=sqlite_env, timeout=60).returncode == 0
+    done = subprocess.run(
+        [GATEWAY, "usage", "maintain"], env=sqlite_env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and json.loads(done.stdout)["partitioned"] is False
