@@ -59,9 +59,9 @@ SELECT 'run_' || :tag || lpad(g::text, 12, '0'), {tenant}, {key}, {user},
     1 + g % 3, 100 + g % 900, 20 + g % 300, 0, 0, 120 + g % 900 + g % 300,
     CASE WHEN g % 50 = 0 THEN 'failed' ELSE 'completed' END, 50 + g % 2000,
     (100 + g % 900) * 400000::bigint + (20 + g % 300) * 1600000::bigint, false,
-    CAST(:first_day AS date) + (g % 30),
+    CAST(:first_day AS date) + CAST(g % 30 AS integer),
     CAST(:first_day AS timestamptz) + (g % 30) * INTERVAL '1 day' + (g % 86400) * INTERVAL '1 s'
-FROM generate_series(CAST(:lo AS bigint), CAST(:hi AS bigint)) AS g
+FROM generate_series(CAST(:lo AS integer), CAST(:hi AS integer)) AS g
 """
 BIG = {"tenant": "'ten_0'", "key": "'key_big_' || (g % 10)", "user": "'user-' || (g % 1000)"}
 OTHERS = {

@@ -123,7 +123,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     invalidation.start()
     app.state.prices = prices = PriceCache(db, settings.prices_refresh_s)
-    await prices.load()
+    await prices.load_or_wait()
     app.state.runs = RunService(
         settings=settings,
         drain=app.state.drain,

@@ -7,13 +7,18 @@ Bounded: one entry per price change. A failed reload keeps the prices already lo
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.core.background import BackgroundTasks
 from gateway.core.db import Database
 from tenants.price.money import PICO_PER_MICRO, pico_to_micro_ceil
 from tenants.price.pricing import Price, PriceBook
 from tenants.price.repository import PriceRepository
+
+logger = logging.getLogger("gateway.limits")
 
 
 class PriceCache:
@@ -30,6 +35,15 @@ class PriceCache:
             return
         async with self._db.session() as session:
             self._book = await PriceRepository(session).book()
+
+    async def load_or_wait(self) -> None:
+        """`load()` at start-up: a database not reachable (or not migrated) yet is logged, not
+        fatal; the periodic reload fills the cache once it answers (until then runs reserve
+        no spend: they count as unpriced for the limits)."""
+        try:
+            await self.load()
+        except (OSError, SQLAlchemyError) as exc:
+            logger.warning("prices not loaded at start-up (%s); retrying", type(exc).__name__)
 
     def start(self) -> None:
         self.tasks.every(self._refresh_s, self.load)

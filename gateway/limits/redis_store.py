@@ -60,6 +60,8 @@ class RedisQuotaStore:
         self._peek = redis.register_script(_script("peek.lua"))
         self._renew = redis.register_script(_script("renew.lua"))
         self._keys: dict[str, tuple[str, str, str, str, str, str]] = {}
+        self._day_keys: dict[str, tuple[int, tuple[str, ...]]] = {}
+        """Per tenant: the base day and the script's KEYS for it (bounded like `_keys`)."""
         self.clock: Callable[[], float] = time.time
         """This replica's clock (epoch seconds): which three day keys a call passes."""
 
@@ -88,17 +90,23 @@ class RedisQuotaStore:
         """`quota.lua`'s KEYS (lease, reservations, tpm, the token-day, spend-day and
         spend-month keys of yesterday, today and tomorrow) and the base day (yesterday), by
         this replica's clock."""
-        lease, resv, tpm, tpd, spd, spm = self._tenant_keys(tenant_id)
         base = int(self.clock()) // _DAY_S - 1
-        days = (base, base + 1, base + 2)
-        return [
-            lease,
-            resv,
-            tpm,
-            *(tpd + str(day) for day in days),
-            *(spd + str(day) for day in days),
-            *(spm + str(month_of_day(day)) for day in days),
-        ], base
+        cached = self._day_keys.get(tenant_id)
+        if cached is None or cached[0] != base:
+            if len(self._day_keys) >= _KEYS_CACHE:
+                self._day_keys.clear()
+            lease, resv, tpm, tpd, spd, spm = self._tenant_keys(tenant_id)
+            days = (base, base + 1, base + 2)
+            keys = (
+                lease,
+                resv,
+                tpm,
+                *(tpd + str(day) for day in days),
+                *(spd + str(day) for day in days),
+                *(spm + str(month_of_day(day)) for day in days),
+            )
+            cached = self._day_keys[tenant_id] = (base, keys)
+        return list(cached[1]), base
 
     def settlement_args(self, settlements: Sequence[Settlement]) -> list[Any]:
         """The script arguments of `settlements` (a method, so tests can see every one)."""

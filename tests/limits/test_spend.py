@@ -27,9 +27,10 @@ RESERVED = Decimal("0.20")
 async def gw(
     request: pytest.FixtureRequest, sqlite_url: str, mock_llm_base_url: str
 ) -> AsyncIterator[Gateway]:
-    extra: dict[str, str] = {}
+    extra: dict[str, Any] = {}
     if request.param == "redis":
-        extra = request.getfixturevalue("redis_settings")
+        # A loaded test machine must not time Redis out into the per-replica fallback.
+        extra = {**request.getfixturevalue("redis_settings"), "redis_timeout_ms": 2000}
     async for gateway in gateway_for(
         sqlite_url, mock_llm_base_url, upstream_api="chat_completions", **extra
     ):
@@ -136,7 +137,11 @@ async def test_concurrent_runs_on_two_replicas_reserve_exactly_what_fits(
         replicas = []
         for _ in range(2):
             gen = gateway_for(
-                sqlite_url, mock_llm_base_url, upstream_api="chat_completions", **redis_settings
+                sqlite_url,
+                mock_llm_base_url,
+                upstream_api="chat_completions",
+                redis_timeout_ms=2000,  # a loaded machine must not fall back to memory
+                **redis_settings,
             )
             replicas.append(await stack.enter_async_context(_entered(gen)))
         await priced(replicas[0])

@@ -21,6 +21,8 @@ NO_LIMITS = {
     "tokens_per_minute": None,
     "tokens_per_day": None,
     "max_concurrent_runs": None,
+    "spend_per_day_usd": None,
+    "spend_per_month_usd": None,
 }
 
 
