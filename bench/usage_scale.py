@@ -267,11 +267,15 @@ def main() -> None:
     parser.add_argument("--writer-runs", type=int, default=20_000)
     parser.add_argument("--pg", default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--database", help="reuse this database, loaded by an earlier run with --keep"
+    )
     args = parser.parse_args()
-    name = f"gw_scale_{secrets.token_hex(4)}"
+    name = args.database or f"gw_scale_{secrets.token_hex(4)}"
     base_url, _, _ = args.pg.rpartition("/")
     url = f"{base_url}/{name}"
-    asyncio.run(admin_sql(args.pg, f'CREATE DATABASE "{name}"'))
+    if not args.database:
+        asyncio.run(admin_sql(args.pg, f'CREATE DATABASE "{name}"'))
     print(f"database {name}; load average {os.getloadavg()}")
     proc = None
     end = datetime.now(UTC).date() - timedelta(days=1)
@@ -279,7 +283,8 @@ def main() -> None:
     try:
         upgrade(url)
         started = time.monotonic()
-        asyncio.run(load(url, args.big_runs, args.other_runs, start))
+        if not args.database:
+            asyncio.run(load(url, args.big_runs, args.other_runs, start))
         print(
             f"loaded {args.big_runs + args.other_runs:,} rows in {time.monotonic() - started:.0f} s"
         )
@@ -349,7 +354,7 @@ def main() -> None:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
-        if not args.keep:
+        if not args.keep and not args.database:
             asyncio.run(admin_sql(args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 

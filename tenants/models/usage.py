@@ -12,7 +12,11 @@ from tenants.models.columns import created_at_field
 
 class UsageRecord(SQLModel, table=True):
     __tablename__ = "usage_records"
-    __table_args__ = (Index("ix_usage_tenant_day", "tenant_id", "day"),)
+    __table_args__ = (
+        Index("ix_usage_tenant_day", "tenant_id", "day"),
+        # A tenant's billing export walks its records in run-id order (keyset pages).
+        Index("ix_usage_tenant_run", "tenant_id", "run_id"),
+    )
 
     run_id: str = Field(primary_key=True, max_length=40)
     segment: int = Field(default=0, primary_key=True, sa_column_kwargs={"server_default": "0"})

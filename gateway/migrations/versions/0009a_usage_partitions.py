@@ -1,4 +1,5 @@
-"""PostgreSQL: `usage_records` partitioned by month (declarative RANGE partitioning on `day`).
+"""PostgreSQL: `usage_records` partitioned by month (declarative RANGE partitioning on `day`);
+on both databases an index on (tenant_id, run_id) for a tenant's export.
 
 The existing table is converted in one transaction: renamed aside, the partitioned table
 created with the same columns (primary key `(run_id, day)`: a partitioned table's unique keys
@@ -42,6 +43,7 @@ def _months(first: date, last: date) -> list[date]:
 def upgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
+        op.create_index("ix_usage_tenant_run", "usage_records", ["tenant_id", "run_id"])
         return
     op.execute(f"ALTER TABLE usage_records RENAME TO {OLD}")
     op.execute(f"ALTER TABLE {OLD} RENAME CONSTRAINT usage_records_pkey TO {OLD}_pkey")
@@ -55,6 +57,7 @@ def upgrade() -> None:
     )
     op.execute("CREATE INDEX ix_usage_tenant_day ON usage_records (tenant_id, day)")
     op.execute("CREATE INDEX ix_usage_records_day ON usage_records (day)")
+    op.execute("CREATE INDEX ix_usage_tenant_run ON usage_records (tenant_id, run_id)")
     oldest, newest = bind.execute(sa.text(f"SELECT min(day), max(day) FROM {OLD}")).one()  # noqa: S608
     today = date.today()
     first = min(oldest or today, today)
@@ -72,6 +75,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name != "postgresql":
+        op.drop_index("ix_usage_tenant_run", table_name="usage_records")
         return
     op.execute(f"CREATE TABLE {OLD} (LIKE usage_records INCLUDING DEFAULTS)")
     op.execute(f"INSERT INTO {OLD} SELECT * FROM usage_records")  # noqa: S608
