@@ -24,12 +24,12 @@ def price_to_pico(per_mtok: Decimal) -> int:
 
 def pico_to_per_mtok(pico: int) -> str:
     """Pico-dollars per token -> the USD-per-million-tokens decimal string an admin wrote."""
-    return _plain(Decimal(pico).scaleb(-PRICE_DECIMALS))
+    return _fixed(pico, PRICE_DECIMALS)
 
 
 def usd(pico: int) -> str:
     """A cost in pico-dollars as an exact USD decimal string (`"0.00001545"`, `"0"`)."""
-    return _plain(Decimal(pico).scaleb(-12))
+    return _fixed(pico, 12)
 
 
 def usd_to_micro(amount: Decimal) -> int:
@@ -43,9 +43,14 @@ def pico_to_micro_ceil(pico: int) -> int:
 
 
 def micro_to_usd(micro: int) -> str:
-    return _plain(Decimal(micro).scaleb(-6))
+    return _fixed(micro, 6)
 
 
-def _plain(value: Decimal) -> str:
-    text = format(value.normalize(), "f")
-    return text if text != "-0" else "0"
+def _fixed(units: int, decimals: int) -> str:
+    """`units` x 10^-decimals as a plain decimal string without trailing zeros (integer
+    arithmetic only: a report renders thousands of these)."""
+    whole, frac = divmod(abs(units), 10**decimals)
+    sign = "-" if units < 0 else ""
+    if not frac:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}.{frac:0{decimals}d}".rstrip("0")

@@ -74,7 +74,7 @@ def _records() -> list[UsageRecord]:
 
 
 async def test_migration_converts_the_table_keeping_every_row(pg: str) -> None:
-    await asyncio.to_thread(downgrade, pg, "0009")
+    await asyncio.to_thread(downgrade, pg, "0009a-1")  # just before the partitions
     db = Database(pg)
     try:
         assert not await _partitioned(db)

@@ -9,7 +9,7 @@ ahead, every row copied, the old table dropped. Writers wait on the table's lock
 back. SQLite keeps one table: nothing changes there.
 
 Revision ID: 0009a
-Revises: 0009
+Revises: 0007
 Create Date: 2026-12-03 07:00:00
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0009a"
-down_revision: str | None = "0009"
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
