@@ -100,7 +100,7 @@ async def test_migration_converts_the_table_keeping_every_row(pg: str) -> None:
         assert await _export(db, start, end) == before_export
         assert await _reports(db, start, end) == before_reports
 
-        # A retried batch is still skipped on the partitioned table (run_id, day).
+        # A retried batch is still skipped on the partitioned table (run_id, segment, day).
         again = await _records_again(db, rows)
         assert again == 0
     finally:
@@ -121,6 +121,33 @@ async def test_the_writer_creates_a_missing_month(pg: str) -> None:
         async with db.session() as session:
             assert date(2031, 5, 1) in await existing_months(session)
         assert len(await _export(db, far, far)) == 1
+    finally:
+        await db.dispose()
+
+
+async def test_a_resumed_runs_segments_in_two_months_are_each_stored_once(pg: str) -> None:
+    # A run paused on the last day of a month and resumed on the next: its two segments share
+    # the run id, land in two partitions, and a retried batch stores neither again.
+    db = Database(pg)
+    try:
+        first = record("ten_seg", date(2026, 4, 30))
+        second = record("ten_seg", date(2026, 5, 1), run_id=first.run_id, segment=1)
+        async with db.session() as session:
+            stored = await UsageRepository(session).add_many([first, second])
+        async with db.session() as session:
+            again = await UsageRepository(session).add_many([first, second])
+        assert (stored, again) == (2, 0)
+        exported = await _export(db, date(2026, 4, 1), date(2026, 5, 31))
+        assert [(row["run_id"], row["segment"]) for row in exported] == [
+            (first.run_id, 0),
+            (first.run_id, 1),
+        ]
+        async with db.session() as session:
+            report = await UsageRepository(session).report(
+                tenant_id="ten_seg", group_by="day", start=date(2026, 4, 1), end=date(2026, 5, 31)
+            )
+        assert report["totals"]["runs"] == 1  # one run, two segments
+        assert report["totals"]["requests"] == 2
     finally:
         await db.dispose()
 
