@@ -14,7 +14,7 @@ from sqlmodel import SQLModel
 
 import tenants.models  # noqa: F401
 from gateway.core.migrate import downgrade, upgrade
-from tenants.usage.partitions import is_partition
+from tenants.models.usage import is_partition
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import tenants.models  # noqa: F401  (registers the tables on the metadata)
-from tenants.usage.partitions import is_partition
+from tenants.models.usage import is_partition
 
 config = context.config
 target_metadata = SQLModel.metadata

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 
 from sqlalchemy import BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
 
 from tenants.models.columns import created_at_field
+
+PARTITION_NAME = re.compile(r"^usage_records_(\d{4})_(\d{2})$")
+"""A monthly partition of `usage_records` on PostgreSQL (`usage_records_YYYY_MM`). Created at
+run time, not by the models: the migrations' autogenerate and schema check skip them."""
+
+
+def is_partition(table_name: str) -> bool:
+    """True for a monthly partition's table."""
+    return PARTITION_NAME.match(table_name) is not None
 
 
 class UsageRecord(SQLModel, table=True):

@@ -14,7 +14,6 @@ SQLite keeps one table: no partitions, and retention is not applied there.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -22,13 +21,9 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, ProgrammingError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from tenants.models.usage import PARTITION_NAME
+
 PARENT = "usage_records"
-_NAME = re.compile(r"^usage_records_(\d{4})_(\d{2})$")
-
-
-def is_partition(table_name: str) -> bool:
-    """True for a monthly partition's table (not in the models: created at run time)."""
-    return _NAME.match(table_name) is not None
 
 
 def month_start(day: date) -> date:
@@ -68,7 +63,7 @@ async def existing_months(session: AsyncSession) -> list[date]:
     )
     months = []
     for (name,) in rows.all():
-        match = _NAME.match(name)
+        match = PARTITION_NAME.match(name)
         if match:
             months.append(date(int(match.group(1)), int(match.group(2)), 1))
     return sorted(months)
