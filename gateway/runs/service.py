@@ -355,7 +355,11 @@ class RunService:
         apply_decisions(state, decisions)
         provider = await self.provider_of(principal, built)
         await self.recorder.wait_for_room()
-        ticket = await self.quotas.open(principal, run_id, None, built.max_tokens)
+        # A segment is priced when it starts, like a run: its spend is reserved and settled
+        # against the tenant's budgets as well as its tokens.
+        created_at = utcnow()
+        price = self.prices.at(built.model, created_at)
+        ticket = await self.quotas.open(principal, run_id, None, built.max_tokens, price)
         try:
             await self.approvals.claim(row)
         except BaseException:
@@ -368,6 +372,7 @@ class RunService:
             provider=provider,
             recorder=self.recorder,
             run_id=run_id,
+            created_at=created_at,
             ticket=ticket,
             segment=row.segments,
             prior_usage=row.usage,
@@ -376,6 +381,7 @@ class RunService:
             drain=self.drain,
             deadline=asyncio.get_running_loop().time() + self.settings.run_timeout_s,
             timeout_s=self.settings.run_timeout_s,
+            price=price,
         )
         return handle, state, row
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from tenants.price.money import micro_to_usd
 from tests.gateway.conftest import ADMIN, Gateway, Tenant, gateway_for
 from tests.gateway.test_runs_e2e import parse_sse
 from tests.identity.conftest import bearer, claims, enable_jwt, sign
@@ -201,6 +202,34 @@ async def test_a_paused_run_holds_no_concurrency_slot(gw: Gateway, tool: Receive
             f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=tenant.headers
         )
         assert r.status_code == 200, r.text
+
+
+async def test_a_resumed_segment_counts_against_the_spend_budget(
+    gw: Gateway, tool: Receiver
+) -> None:
+    # Output at $0.01 a token: each segment's model call is priced when the segment starts.
+    price = {"input_per_mtok": "0", "output_per_mtok": "10000"}
+    r = await gw.client.put("/admin/models/mock-model/price", json=price, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    await gw.app.state.prices.load()
+    tenant = await approving_tenant(gw, "budgeted", tool)
+    r = await gw.client.patch(
+        f"/admin/tenants/{tenant.id}", json={"limits": {"spend_per_day_usd": "100"}}, headers=ADMIN
+    )
+    assert r.status_code == 200, r.text
+    run = await paused(gw, tenant)
+    r = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=tenant.headers
+    )
+    assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+    await gw.flush_usage()
+    report = (await gw.client.get("/v1/usage", headers=tenant.headers)).json()
+    cost = report["totals"]["cost_usd"]
+    outputs = sum(c["output_tokens"] for c in gw.mock_ledger(ASK)[-2:])
+    assert cost == micro_to_usd(outputs * 10_000)
+    limits = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()
+    # Both segments reserved and settled: the budget's window holds what the records cost.
+    assert limits["windows"]["spend_per_day_usd"]["used"] == cost
 
 
 async def test_a_paused_turn_keeps_its_conversation_busy(gw: Gateway, tool: Receiver) -> None:
