@@ -7,13 +7,17 @@ reservation to its real usage and reserves for the next call. When the run ends,
 ends, one atomic call settles the last answered call, settles unanswered calls to zero (no
 usage came back) and releases the lease. So a run of k model calls costs k + 1 round trips.
 Leases and reservations carry a TTL, so a crashed replica's are gone after at most
-`GATEWAY_LIMITS_LEASE_TTL_S`.
+`GATEWAY_LIMITS_LEASE_TTL_S`. A live replica whose Redis step timed out tries it again
+(`gateway.limits.retries`): its settlement, or the undoing of an admission or reservation
+whose reply was lost while the run went on in memory, so Redis's counters end at the real
+usage rather than at estimates nobody settles.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
@@ -40,6 +44,7 @@ from gateway.limits.policy import (
 )
 from gateway.limits.prices import cost_micro, estimate_micro
 from gateway.limits.redis_store import RedisQuotaStore
+from gateway.limits.retries import RedisRetries
 from gateway.limits.store import (
     CONCURRENT,
     OK,
@@ -93,10 +98,15 @@ class QuotaService:
         self.timeout_s = settings.redis_timeout_ms / 1000
         self.memory = MemoryQuotaStore(lease_ttl_s=ttl)
         self.redis: RedisQuotaStore | None = None
+        self.tasks = BackgroundTasks("lease-keeper")
+        self.retries: RedisRetries | None = None
         if redis is not None:
             self.redis = RedisQuotaStore(redis, prefix=settings.redis_key_prefix, lease_ttl_s=ttl)
+            # Reservations live as long as a lease: past that, a settlement finds nothing.
+            self.retries = RedisRetries(
+                self.redis, breaker, timeout_s=self.timeout_s, window_s=ttl, tasks=self.tasks
+            )
         self.default_max_output = settings.limits_default_max_output_tokens
-        self.tasks = BackgroundTasks("lease-keeper")
         self._held: weakref.WeakValueDictionary[str, RunTicket] = weakref.WeakValueDictionary()
         """Runs of this replica holding a lease (run id -> ticket), renewed by the periodic pass.
         Weak: a ticket dropped without `close()` (a bug) is no longer renewed, so its lease
@@ -126,8 +136,17 @@ class QuotaService:
         for (_, tenant_id), (store, run_ids) in groups.items():
             await self.on_store(store, partial(_renew, tenant_id, run_ids))
 
-    async def call(self, op: Callable[[QuotaStore], Awaitable[T]]) -> tuple[T, QuotaStore]:
-        """Run `op` on Redis (time-boxed) or, when Redis is unavailable, per the failure mode."""
+    async def call(
+        self,
+        op: Callable[[QuotaStore], Awaitable[T]],
+        undo: Callable[[QuotaStore], Awaitable[None]] | None = None,
+    ) -> tuple[T, QuotaStore]:
+        """Run `op` on Redis (time-boxed) or, when Redis is unavailable, per the failure mode.
+
+        `undo` (idempotent) reverts whatever `op` may have done in Redis although its call
+        failed (a timeout is ambiguous: only the reply may be lost); it is tried on Redis
+        until it lands when `op` fails there.
+        """
         if self.redis is None:
             return await op(self.memory), self.memory
         if self.breaker.usable():
@@ -136,6 +155,8 @@ class QuotaService:
                     result = await op(self.redis)
             except REDIS_ERRORS as exc:
                 self.breaker.failed(exc)
+                if undo is not None and self.retries is not None:
+                    self.retries.add(undo)
             else:
                 self.breaker.succeeded()
                 return result, self.redis
@@ -143,9 +164,15 @@ class QuotaService:
         return await op(self.memory), self.memory
 
     async def on_store(
-        self, store: QuotaStore, op: Callable[[QuotaStore], Awaitable[None]]
+        self,
+        store: QuotaStore,
+        op: Callable[[QuotaStore], Awaitable[None]],
+        *,
+        retry: bool = False,
     ) -> None:
-        """Undo work on the store it was done on; a Redis failure here is left to the TTL."""
+        """Settle or renew on the store the work was done on. A Redis failure of an idempotent
+        `op` (`retry`: settlements, releases) is tried again until it lands; of another (a
+        renewal: the next pass renews again) it is left to the TTL."""
         if store is self.memory:
             await op(store)
             return
@@ -154,6 +181,9 @@ class QuotaService:
                 await op(store)
         except REDIS_ERRORS as exc:
             self.breaker.failed(exc)
+            if retry and self.retries is not None:
+                self.retries.add(op)
+                return
             logger.warning("limits: could not settle in Redis (%s); TTL will", type(exc).__name__)
 
     async def open(
@@ -198,8 +228,12 @@ class QuotaService:
             amount = first_input + output
             spend = ticket.estimate(first_input, output)
             rid = ticket.new_reservation_id()
+        # A lost reply may hide a lease and a reservation taken in Redis while the run goes
+        # on in memory: the undo gives both back.
+        lease_id = run_id if limits.max_concurrent_runs is not None else None
+        undo = partial(_release, tenant, lease_id, _maybe_reserved(rid, amount, spend))
         admission, store = await self.call(
-            lambda s: s.admit(tenant, run_id, limits, rid, amount, spend)
+            lambda s: s.admit(tenant, run_id, limits, rid, amount, spend), undo
         )
         ticket.admission = admission
         if admission.code != OK:
@@ -226,8 +260,13 @@ class QuotaService:
         return snapshot
 
     async def drain(self) -> None:
-        """Stop renewing and wait for background settlements (at shutdown)."""
+        """Stop renewing and wait for background settlements (at shutdown); a Redis step
+        still to be tried again gets one last try."""
+        if self.retries is not None:
+            self.retries.stop()
         await self.tasks.drain()
+        if self.retries is not None:
+            await self.retries.wait()
 
 
 class RunTicket:
@@ -301,15 +340,19 @@ class RunTicket:
         pending, self.unsettled = self.unsettled, []
         tried: list[QuotaStore] = []
 
+        def folded(s: QuotaStore | None) -> list[Settlement]:
+            return [(r, actual, spent) for r, actual, spent, held in pending if held is s]
+
         def reserve(s: QuotaStore) -> Awaitable[Reservation]:
             tried.append(s)
-            folded: list[Settlement] = [
-                (r, actual, spent) for r, actual, spent, held in pending if held is s
-            ]
-            return s.reserve(tenant, run_id, rid, amount, limits, holds_lease, folded, spend)
+            return s.reserve(tenant, run_id, rid, amount, limits, holds_lease, folded(s), spend)
 
+        # When the step fails in Redis it may still have run there: its settlements (applied
+        # at most once) and the reservation it may have made (given back) are tried again.
+        redis_items = folded(self.service.redis) + _maybe_reserved(rid, amount, spend)
+        undo = partial(_release, tenant, None, redis_items)
         try:
-            reservation, store = await self.service.call(reserve)
+            reservation, store = await self.service.call(reserve, undo)
         finally:
             await self._settle_rest(pending, tried)
         if reservation.code != OK:
@@ -347,7 +390,7 @@ class RunTicket:
             items: list[Settlement] = [
                 (r, actual, spent) for r, actual, spent, held in pending if held is store
             ]
-            await self.service.on_store(store, partial(_release, tenant, None, items))
+            await self.service.on_store(store, partial(_release, tenant, None, items), retry=True)
 
     async def close(self) -> None:
         """Settle what is open (unanswered calls to zero) and release the lease. Idempotent."""
@@ -367,7 +410,7 @@ class RunTicket:
             items: list[Settlement] = [
                 (r, actual, spent) for r, actual, spent, held in pending if held is store
             ]
-            await self.service.on_store(store, partial(_release, tenant, run_id, items))
+            await self.service.on_store(store, partial(_release, tenant, run_id, items), retry=True)
 
     def begin_close(self) -> asyncio.Future[None]:
         """Start `close()` in its own task (once); await the result to wait for it."""
@@ -407,6 +450,17 @@ async def _release(
     tenant_id: str, run_id: str | None, settlements: list[Settlement], store: QuotaStore
 ) -> None:
     await store.release(tenant_id, run_id, settlements)
+
+
+def _maybe_reserved(reservation_id: str, amount: int, spend: int) -> list[Settlement]:
+    """The settlement to zero of a reservation a failed Redis step may have made (none when it
+    reserved nothing). Its second and day are this replica's guess of Redis's: a settlement
+    leaves a minute bucket or a day key it does not find alone (the minute window rolls on)."""
+    if not reservation_id or not (amount or spend):
+        return []
+    now_s = int(time.time())
+    guess = Reservation(OK, reservation_id, amount, 0, 0, 0.0, now_s, now_s // 86_400, spend)
+    return [(guess, 0, 0)]
 
 
 def _stores(stores: Iterable[QuotaStore]) -> list[QuotaStore]:
