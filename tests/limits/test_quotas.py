@@ -26,8 +26,15 @@ TOOL_RUN = "Use the calculator on 2+3"  # two model calls: the tool call, then t
 async def gw(
     sqlite_url: str, mock_llm_base_url: str, redis_settings: dict[str, str]
 ) -> AsyncIterator[Gateway]:
+    # SQL agrees with Redis only while every step lands in Redis: a loaded test machine must not
+    # time a step out into the per-replica memory fallback (whose runs Redis never counts).
+    # What a timed-out step does is tests/limits/test_redis_retries.py's.
     async for gateway in gateway_for(
-        sqlite_url, mock_llm_base_url, upstream_api="chat_completions", **redis_settings
+        sqlite_url,
+        mock_llm_base_url,
+        upstream_api="chat_completions",
+        redis_timeout_ms=2000,
+        **redis_settings,
     ):
         yield gateway
 
