@@ -221,7 +221,7 @@ async def writer_rate(url: str, n: int, batch: int, with_rollups: bool, tag: str
                 else:
                     rows = [r.model_dump() for r in chunk]
                     statement = pg_insert(UsageRecord).on_conflict_do_nothing(
-                        index_elements=["run_id", "day"]
+                        index_elements=["run_id", "segment", "day"]
                     )
                     await session.exec(statement, params=rows)  # type: ignore[call-overload]
                     await session.commit()
