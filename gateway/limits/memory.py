@@ -43,18 +43,23 @@ SWEEP_EVERY_S = 60.0
 
 
 def _idle(state: _Tenant, mono: float, now_s: int, today: int) -> bool:
+    # This month's spend keeps the record: forgetting it would reset the monthly budget.
+    month = month_of_day(today)
     return (
         all(expiry <= mono for expiry in state.leases.values())
         and all(expiry <= mono for expiry in state.reservations.values())
         and all(sec <= now_s - 60 for sec in state.minute)
         and all(day < today for day in state.days)
+        and all(day < today for day in state.spend_days)
+        and all(m < month for m in state.spend_months)
     )
 
 
 class MemoryQuotaStore:
     """Quota counters of one process. Bounded: a tenant's record lives while it holds a lease
-    or reservation, or has tokens in the rolling minute or in today's count; a sweep at most
-    every `SWEEP_EVERY_S` (on use) drops the others."""
+    or reservation, or has tokens in the rolling minute or in today's count, or spend counted
+    today or this calendar month; a sweep at most every `SWEEP_EVERY_S` (on use) drops the
+    others."""
 
     def __init__(self, *, lease_ttl_s: float) -> None:
         self.ttl_s = lease_ttl_s
