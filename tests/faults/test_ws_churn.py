@@ -8,6 +8,7 @@ import asyncio
 import shutil
 import time
 from pathlib import Path
+from statistics import median
 
 import pytest
 import websockets
@@ -51,7 +52,11 @@ def test_opening_and_closing_5000_sockets_plateaus(
         environ = Path(f"/proc/{live.pid}/environ").read_bytes()
         assert b"GATEWAY_ALLOCATOR_APPLIED=1" in environ, "gateway serve chose no allocator"
         key = live.create_tenant("churn").key
-        asyncio.run(churn(live, key, 300))  # warm-up: caches, pools, first allocations
+        # Warm-up: caches, pools, first allocations, and one full cycle collection: each
+        # socket's objects (uvicorn's protocol, its permessage-deflate zlib state) are freed by
+        # the cycle collector, not by reference counts, and with the tuned generation-0
+        # threshold (gateway/core/gc_tuning.py) a full collection comes every ~2,500 sockets.
+        asyncio.run(churn(live, key, 2500))
         time.sleep(1.5)
         samples = [rss_mib(live.pid)]
         started = time.monotonic()
@@ -62,6 +67,10 @@ def test_opening_and_closing_5000_sockets_plateaus(
         took = time.monotonic() - started
     half = len(samples) // 2
     report = f"RSS every {STEP} sockets: {[round(s) for s in samples]} MiB ({took:.0f} s)"
-    # Bounded (glibc alone: +55 MiB here) and no longer growing in the second half.
+    # Bounded (glibc alone: +55 MiB here) and no longer growing in the second half. Single
+    # samples swing by 10-20 MiB with the collector's cadence (garbage of up to ~2,500 sockets
+    # waits for the next full collection; 15,000 sockets here: 192-223 MiB, tracemalloc after
+    # gc.collect(): nothing of theirs left), so the halves are compared by median: glibc's
+    # linear +55 MiB moves the median by ~27 MiB, the swing by none.
     assert max(samples) - samples[0] < 30, report
-    assert max(samples[half:]) < max(samples[: half + 1]) + 8, report
+    assert median(samples[half:]) < median(samples[: half + 1]) + 8, report
