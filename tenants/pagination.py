@@ -85,6 +85,22 @@ async def page_params(
 PageDep = Annotated[PageParams, Depends(page_params)]
 
 
+async def numbered_page_params(
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1..100).")
+    ] = DEFAULT_LIMIT,
+    after: Annotated[
+        str | None,
+        Query(pattern=r"^[0-9]{1,9}$", description="Number of the last item already seen."),
+    ] = None,
+) -> PageParams:
+    """Dependency reading the pagination of a list keyed by number (agent versions)."""
+    return PageParams(limit=limit, after=after)
+
+
+NumberedPageDep = Annotated[PageParams, Depends(numbered_page_params)]
+
+
 async def fetch_page(
     session: AsyncSession,
     statement: SelectOfScalar[T],

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gateway.core.metadata import bounded_metadata
+from gateway.core.metadata import Metadata, bounded_metadata
 from gateway.core.text import Label, Text
 from gateway.core.unions import LIST, TEXT, text_or_list
 from gateway.runs.schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES
@@ -111,10 +111,20 @@ class StreamOptions(BaseModel):
     """Send a last chunk with `usage` (and `choices: []`) before `[DONE]`."""
 
 
+STREAM_OPTIONS_NEED_STREAM: dict[str, Any] = {
+    "anyOf": [
+        {"not": {"required": ["stream_options"]}},
+        {"properties": {"stream_options": {"type": "null"}}},
+        {"required": ["stream"], "properties": {"stream": {"const": True}}},
+    ]
+}
+"""`stream_options` (not null) only with `"stream": true`, as the validator below enforces."""
+
+
 class ChatCompletionRequest(BaseModel):
     """The accepted subset of the OpenAI Chat Completions request."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra=STREAM_OPTIONS_NEED_STREAM)
 
     model: Annotated[str, Field(pattern=AGENT_NAME_PATTERN)]
     """The name of the tenant's agent to run."""
@@ -125,7 +135,7 @@ class ChatCompletionRequest(BaseModel):
     """Accepted and ignored (see the module docstring)."""
     n: Literal[1] | None = None
     """Only one choice: an agent run has one final answer."""
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
     """Same bounds as a run's metadata (≤ 16 keys)."""
 
     @model_validator(mode="before")

@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from gateway.core.clock import rfc3339
-from gateway.core.metadata import bounded_metadata
+from gateway.core.metadata import Metadata, bounded_metadata
 from tenants.models import Conversation, ConversationItem
 
 ITEM_ID_PREFIX = "item_"
@@ -16,7 +16,7 @@ ITEM_ID_PREFIX = "item_"
 class ConversationCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
 
     @field_validator("metadata")
     @classmethod

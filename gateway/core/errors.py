@@ -30,6 +30,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from gateway.core.unions import is_tag
 
@@ -217,14 +218,29 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=422)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     error_type, code = _HTTP_TYPES.get(exc.status_code, ("api_error", None))
     message = exc.detail if isinstance(exc.detail, str) else "Request failed."
     headers = dict(exc.headers) if exc.headers else None
+    if exc.status_code == 405:
+        headers = {**(headers or {}), "Allow": allowed_methods(request)}
     return JSONResponse(
         error_body(error_type, code, message), status_code=exc.status_code, headers=headers
     )
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path. Starlette's 405 names only the methods of
+    the first route matching the path, though GET and DELETE of one resource are two routes."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if not isinstance(route, Route) or route.methods is None:
+            continue
+        match, _ = route.matches({**request.scope, "method": next(iter(route.methods))})
+        if match == Match.FULL:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

@@ -2,11 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import WithJsonSchema
 
 from gateway.core.text import LABEL_FORBIDDEN, LABEL_RULE, TEXT_FORBIDDEN, TEXT_RULE, broken_rule
 
 MAX_METADATA_KEYS = 16
+
+METADATA_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {
+            "type": "object",
+            "maxProperties": MAX_METADATA_KEYS,
+            "propertyNames": {"maxLength": 64},
+            "additionalProperties": {
+                "anyOf": [
+                    {"type": "string", "maxLength": 512},
+                    {"type": "number"},
+                    {"type": "boolean"},
+                ]
+            },
+        },
+        {"type": "null"},
+    ],
+    "description": (
+        "Up to 16 keys of at most 64 characters; each value a string of at most 512 "
+        "characters, a number or a boolean."
+    ),
+}
+
+Metadata = Annotated[dict[str, Any] | None, WithJsonSchema(METADATA_SCHEMA)]
+"""The type of a request's `metadata` field: the schema says what `bounded_metadata` checks."""
 
 
 def bounded_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:

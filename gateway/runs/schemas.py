@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
-from gateway.core.metadata import bounded_metadata
+from gateway.core.metadata import Metadata, bounded_metadata
 from gateway.core.text import Label, Text
 from gateway.core.unions import LIST, TEXT, text_or_list
 
@@ -49,7 +49,7 @@ class TurnInput(BaseModel):
 
 class RunRequest(TurnInput):
     stream: bool = False
-    metadata: dict[str, Any] | None = None
+    metadata: Metadata = None
 
     @field_validator("metadata")
     @classmethod

@@ -7,10 +7,10 @@ gets 429 before any password is checked.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Request
-from fastapi.security import OAuth2PasswordRequestForm
+from fastapi import APIRouter, Depends, Form, Request
 from pydantic import BaseModel
 
 from gateway.core.config import SettingsDep
@@ -32,12 +32,28 @@ class LoginToken(BaseModel):
     expires_in: int
 
 
+@dataclass(frozen=True, slots=True)
+class LoginForm:
+    """The OAuth2 password form's fields the login reads."""
+
+    username: str
+    password: str
+
+
+async def login_form(
+    username: Annotated[str, Form(min_length=1)],
+    password: Annotated[str, Form(min_length=1)],
+    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+) -> LoginForm:
+    """The OAuth2 password form (`grant_type=password`, `username`, `password`); an async
+    dependency, so it is not run in the thread pool."""
+    return LoginForm(username=username, password=password)
+
+
 @router.post("/login", response_model=LoginToken)
 async def login(
     request: Request,
-    # A class dependency runs in the thread pool; acceptable here (login is rare, Argon2 costs
-    # far more) and it is FastAPI's standard OAuth2 password form.
-    form: Annotated[OAuth2PasswordRequestForm, Depends()],
+    form: Annotated[LoginForm, Depends(login_form)],
     session: SessionDep,
     settings: SettingsDep,
 ) -> LoginToken:

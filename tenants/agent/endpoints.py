@@ -15,7 +15,7 @@ from tenants.agent import service
 from tenants.agent.checks import check_spec
 from tenants.agent.schemas import AgentPublic, AgentVersionPublic, agent_public, version_public
 from tenants.agent.spec import AGENT_NAME_PATTERN, AgentSpec
-from tenants.pagination import ListBody, PageDep
+from tenants.pagination import ListBody, NumberedPageDep, PageDep
 
 router = APIRouter(route_class=JsonBodyRoute, prefix="/tenants/{tenant_id}/agents")
 
@@ -72,7 +72,7 @@ async def delete_agent(tenant_id: str, name: AgentName, ctx: AdminContextDep) ->
 
 @router.get("/{name}/versions", response_model=ListBody[AgentVersionPublic])
 async def list_versions(
-    tenant_id: str, name: AgentName, session: SessionDep, page: PageDep
+    tenant_id: str, name: AgentName, session: SessionDep, page: NumberedPageDep
 ) -> dict[str, Any]:
     """Versions newest first; page with `after=<version number>`."""
     agent, versions = await service.list_versions(session, tenant_id, name, page)

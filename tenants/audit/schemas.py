@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query
 from pydantic import AwareDatetime, BaseModel
 
 from gateway.core.clock import as_utc, rfc3339
+from gateway.core.errors import ValidationFailedError
 from tenants.models import AuditEvent
 
 _LABEL = r"^[A-Za-z0-9_.:@-]{1,128}$"
@@ -26,12 +28,34 @@ async def audit_query(
     actor: Annotated[str | None, Query(pattern=_LABEL, description="e.g. `user:alice`.")] = None,
     action: Annotated[str | None, Query(pattern=_LABEL, description="e.g. `key.revoke`.")] = None,
     tenant_id: Annotated[str | None, Query(pattern=r"^[A-Za-z0-9_]{1,64}$")] = None,
-    since: Annotated[AwareDatetime | None, Query(description="RFC 3339, inclusive.")] = None,
+    since: Annotated[
+        str | None,
+        Query(
+            description="RFC 3339 date-time with an offset, inclusive.",
+            json_schema_extra={"format": "date-time"},
+        ),
+    ] = None,
 ) -> AuditQuery:
     """Dependency reading the filters from the query string."""
     return AuditQuery(
-        actor=actor, action=action, tenant_id=tenant_id, since=as_utc(since) if since else None
+        actor=actor,
+        action=action,
+        tenant_id=tenant_id,
+        since=None if since is None else as_utc(_rfc3339(since)),
     )
+
+
+def _rfc3339(value: str) -> datetime:
+    """An RFC 3339 date-time with its offset (a bare number is not one: 422)."""
+    try:
+        parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None or "T" not in value.upper():
+        raise ValidationFailedError(
+            "since: not an RFC 3339 date-time with an offset.", param="since", code="invalid_value"
+        )
+    return parsed
 
 
 AuditQueryDep = Annotated[AuditQuery, Depends(audit_query)]

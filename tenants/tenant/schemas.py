@@ -81,9 +81,10 @@ class TenantUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: TenantName | None = None
-    status: TenantStatus | None = None
-    limits: TenantLimits | None = None
+    # Omitted means unchanged; null is refused (the schema does not offer it either).
+    name: TenantName | SkipJsonSchema[None] = None
+    status: TenantStatus | SkipJsonSchema[None] = None
+    limits: TenantLimits | SkipJsonSchema[None] = None
     allowed_models: AllowedModels = None
     """Replaces the list when sent; `null` allows any model again."""
     # Present only to answer "slug is immutable" rather than a generic unknown-field error.

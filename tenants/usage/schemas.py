@@ -22,8 +22,19 @@ DEFAULT_DAYS = 30
 MAX_DAYS = 366
 
 _DATE = r"^\d{4}-\d{2}-\d{2}$"
-_START = Query(pattern=_DATE, description="First UTC day, YYYY-MM-DD (default: 29 days ago).")
-_END = Query(pattern=_DATE, description="Last UTC day, YYYY-MM-DD, inclusive (default: today).")
+# A calendar day (`format: date`: 0000-00-00 or 2026-02-30 match the pattern but are no day).
+_DAY = {"format": "date"}
+_RANGE = " `start` must not be after `end`, and the range covers at most 366 days."
+_START = Query(
+    pattern=_DATE,
+    json_schema_extra=_DAY,
+    description="First UTC day, YYYY-MM-DD (default: 29 days before `end`)." + _RANGE,
+)
+_END = Query(
+    pattern=_DATE,
+    json_schema_extra=_DAY,
+    description="Last UTC day, YYYY-MM-DD, inclusive (default: today)." + _RANGE,
+)
 
 
 @dataclass(frozen=True, slots=True)
