@@ -28,7 +28,23 @@ ConversationsPrincipal = Annotated[Principal, Depends(require_scope("conversatio
 ConversationId = Annotated[str, Path(max_length=64)]
 
 
-@router.post("/conversations", status_code=201, response_model=ConversationPublic)
+# Where a new conversation's id leads (OpenAPI links).
+_CONVERSATION_LINKS = {
+    name: {"operationId": operation, "parameters": {"conversation_id": "$response.body#/id"}}
+    for name, operation in {
+        "GetConversation": "get_conversation_v1_conversations__conversation_id__get",
+        "ListItems": "list_conversation_items_v1_conversations__conversation_id__items_get",
+        "DeleteConversation": "delete_conversation_v1_conversations__conversation_id__delete",
+    }.items()
+}
+
+
+@router.post(
+    "/conversations",
+    status_code=201,
+    response_model=ConversationPublic,
+    responses={201: {"links": _CONVERSATION_LINKS}},
+)
 async def create_conversation(
     principal: ConversationsPrincipal,
     session: SessionDep,

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Form, Request
 from pydantic import BaseModel
+from pydantic.json_schema import SkipJsonSchema
 
 from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
@@ -43,7 +44,8 @@ class LoginForm:
 async def login_form(
     username: Annotated[str, Form(min_length=1)],
     password: Annotated[str, Form(min_length=1)],
-    grant_type: Annotated[str | None, Form(pattern="^password$")] = None,
+    # An enum, not a `^password$` pattern: a JSON Schema `$` never matches before a newline.
+    grant_type: Annotated[Literal["password"] | SkipJsonSchema[None], Form()] = None,
 ) -> LoginForm:
     """The OAuth2 password form (`grant_type=password`, `username`, `password`); an async
     dependency, so it is not run in the thread pool."""

@@ -18,7 +18,29 @@ from tenants.tenant.schemas import TenantCreate, TenantPublic, TenantUpdate, ten
 router = APIRouter(route_class=JsonBodyRoute, prefix="/tenants")
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, response_model=TenantPublic)
+# Where a new tenant's id leads (OpenAPI links: clients and fuzzers follow them). Only
+# operations that hold for a tenant just created: its JWT config, say, does not exist yet.
+_TENANT_LINKS = {
+    name: {"operationId": operation, "parameters": {"tenant_id": "$response.body#/id"}}
+    for name, operation in {
+        "GetTenant": "get_tenant_admin_tenants__tenant_id__get",
+        "UpdateTenant": "update_tenant_admin_tenants__tenant_id__patch",
+        "DeleteTenant": "delete_tenant_admin_tenants__tenant_id__delete",
+        "IssueKey": "issue_key_admin_tenants__tenant_id__keys_post",
+        "ListKeys": "list_keys_admin_tenants__tenant_id__keys_get",
+        "ListAgents": "list_agents_admin_tenants__tenant_id__agents_get",
+        "PutJwtConfig": "put_jwt_config_admin_tenants__tenant_id__jwt_put",
+        "TenantUsage": "tenant_usage_admin_tenants__tenant_id__usage_get",
+    }.items()
+}
+
+
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    response_model=TenantPublic,
+    responses={201: {"links": _TENANT_LINKS}},
+)
 async def create_tenant(body: TenantCreate, ctx: AdminContextDep) -> TenantPublic:
     """Create a tenant (slug unique and immutable)."""
     tenant = await service.create_tenant(ctx.session, body)

@@ -9,7 +9,15 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StringConstraints, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    field_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
 from gateway.core.clock import rfc3339
@@ -26,8 +34,18 @@ TenantName = Annotated[
     ),
 ]
 TenantStatus = Literal["active", "suspended"]
+
+
 # StrictInt: "5", 5.5 and true are refused rather than coerced; the bound fits a BIGINT.
-LimitValue = Annotated[StrictInt, Field(ge=1, le=10**12)] | None
+def _integral(value: Any) -> Any:
+    """JSON has one number type: `5.0` is the integer 5 (as JSON Schema's `integer` says), but
+    `5.5`, `"5"` and `true` stay refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+LimitValue = Annotated[StrictInt, Field(ge=1, le=10**12), BeforeValidator(_integral)] | None
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]

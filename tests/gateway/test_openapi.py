@@ -103,3 +103,18 @@ async def test_the_schema_stands_on_its_own(gw: Gateway) -> None:
     """Descriptions explain themselves: no citation of a document the reader does not have."""
     text = (await gw.client.get("/openapi.json")).text
     assert "SPEC" not in text and "§" not in text
+
+
+async def test_every_link_names_an_operation(gw: Gateway) -> None:
+    """The OpenAPI links (where a created resource's id leads) point at real operations."""
+    schema = (await gw.client.get("/openapi.json")).json()
+    operations = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
+    links = [
+        link
+        for path in schema["paths"].values()
+        for op in path.values()
+        for response in op["responses"].values()
+        for link in response.get("links", {}).values()
+    ]
+    assert len(links) >= 11
+    assert {link["operationId"] for link in links} <= operations
