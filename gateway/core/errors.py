@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
 
 from gateway.core.unions import is_tag
 
@@ -224,23 +224,28 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     message = exc.detail if isinstance(exc.detail, str) else "Request failed."
     headers = dict(exc.headers) if exc.headers else None
     if exc.status_code == 405:
-        headers = {**(headers or {}), "Allow": allowed_methods(request)}
+        headers = {**(headers or {}), "Allow": allowed_methods(request) or headers_allow(headers)}
     return JSONResponse(
         error_body(error_type, code, message), status_code=exc.status_code, headers=headers
     )
 
 
+_OPERATIONS = frozenset({"get", "put", "post", "delete", "options", "head", "patch", "trace"})
+
+
 def allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path. Starlette's 405 names only the methods of
-    the first route matching the path, though GET and DELETE of one resource are two routes."""
+    """Every documented method of this path. Starlette's 405 names only the methods of the first
+    route matching the path, though GET and DELETE of one resource are two routes."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
-        if not isinstance(route, Route) or route.methods is None:
-            continue
-        match, _ = route.matches({**request.scope, "method": next(iter(route.methods))})
-        if match == Match.FULL:
-            methods |= route.methods
+    for template, operations in request.app.openapi()["paths"].items():
+        if re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), request.url.path):
+            methods |= {method.upper() for method in operations if method in _OPERATIONS}
     return ", ".join(sorted(methods))
+
+
+def headers_allow(headers: dict[str, str] | None) -> str:
+    """The `Allow` Starlette computed (for a path the schema does not document)."""
+    return (headers or {}).get("Allow", "")
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:

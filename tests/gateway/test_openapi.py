@@ -118,3 +118,11 @@ async def test_every_link_names_an_operation(gw: Gateway) -> None:
     ]
     assert len(links) >= 11
     assert {link["operationId"] for link in links} <= operations
+
+
+async def test_a_405_allows_every_method_of_the_path(gw: Gateway) -> None:
+    """GET and DELETE of one resource are two routes: the 405 names both."""
+    r = await gw.client.request("OPTIONS", "/admin/tenants/ten_x", headers=ADMIN)
+    assert r.status_code == 405
+    assert r.headers["allow"] == "DELETE, GET, PATCH"
+    assert r.json()["error"]["code"] == "method_not_allowed"
