@@ -6,7 +6,15 @@ from typing import Annotated, Any
 
 from pydantic import WithJsonSchema
 
-from gateway.core.text import LABEL_FORBIDDEN, LABEL_RULE, TEXT_FORBIDDEN, TEXT_RULE, broken_rule
+from gateway.core.text import (
+    LABEL_FORBIDDEN,
+    LABEL_PATTERN,
+    LABEL_RULE,
+    TEXT_FORBIDDEN,
+    TEXT_PATTERN,
+    TEXT_RULE,
+    broken_rule,
+)
 
 MAX_METADATA_KEYS = 16
 
@@ -15,10 +23,10 @@ METADATA_SCHEMA: dict[str, Any] = {
         {
             "type": "object",
             "maxProperties": MAX_METADATA_KEYS,
-            "propertyNames": {"maxLength": 64},
+            "propertyNames": {"maxLength": 64, "pattern": LABEL_PATTERN},
             "additionalProperties": {
                 "anyOf": [
-                    {"type": "string", "maxLength": 512},
+                    {"type": "string", "maxLength": 512, "pattern": TEXT_PATTERN},
                     {"type": "number"},
                     {"type": "boolean"},
                 ]

@@ -94,15 +94,24 @@ class TenantCreate(BaseModel):
     allowed_models: AllowedModels = None
 
 
+def _not_nullable(schema: dict[str, Any]) -> None:
+    """Drop the `null` choice from a field's schema: the field may be omitted, not null."""
+    choices = [c for c in schema.pop("anyOf", []) if c != {"type": "null"}]
+    if len(choices) == 1:
+        schema.update(choices[0])
+    elif choices:
+        schema["anyOf"] = choices
+
+
 class TenantUpdate(BaseModel):
     """`PATCH /admin/tenants/{id}`: only the fields sent change; `limits` keys merge."""
 
     model_config = ConfigDict(extra="forbid")
 
     # Omitted means unchanged; null is refused (the schema does not offer it either).
-    name: TenantName | SkipJsonSchema[None] = None
-    status: TenantStatus | SkipJsonSchema[None] = None
-    limits: TenantLimits | SkipJsonSchema[None] = None
+    name: TenantName | None = Field(default=None, json_schema_extra=_not_nullable)
+    status: TenantStatus | None = Field(default=None, json_schema_extra=_not_nullable)
+    limits: TenantLimits | None = Field(default=None, json_schema_extra=_not_nullable)
     allowed_models: AllowedModels = None
     """Replaces the list when sent; `null` allows any model again."""
     # Present only to answer "slug is immutable" rather than a generic unknown-field error.
