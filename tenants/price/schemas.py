@@ -6,23 +6,26 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints
 
 from gateway.core.clock import rfc3339
 from tenants.models import ModelPrice
-from tenants.price.money import MAX_PRICE_PER_MTOK, PRICE_DECIMALS, pico_to_per_mtok
+from tenants.price.amounts import UsdAmount
+from tenants.price.money import MAX_PRICE_PER_MTOK, pico_to_per_mtok
 
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f/]+$")
 ]
 PerMtok = Annotated[
     Decimal,
-    Field(
-        ge=0,
-        le=MAX_PRICE_PER_MTOK,
-        decimal_places=PRICE_DECIMALS,
-        description="USD per million tokens: a decimal string (at most 6 decimal places).",
-        examples=["0.40"],
+    UsdAmount(
+        maximum=int(MAX_PRICE_PER_MTOK),
+        positive=False,
+        description=(
+            "USD per million tokens: a decimal string (exact, at most 6 decimal places) or a"
+            " number (rounded half-even to 6 places)."
+        ),
+        example="0.40",
     ),
 ]
 

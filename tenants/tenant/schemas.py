@@ -22,6 +22,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from gateway.core.clock import rfc3339
 from tenants.models import Tenant
+from tenants.price.amounts import UsdAmount
 
 SLUG_PATTERN = r"^[a-z0-9-]{2,40}$"
 
@@ -51,16 +52,17 @@ ModelName = Annotated[
 ]
 AllowedModels = Annotated[list[ModelName], Field(max_length=256)] | None
 """Models the tenant's agents may name (`null`: any)."""
-# Money: a decimal string or number of USD, at most 6 decimal places (whole micro-dollars).
 SpendValue = (
     Annotated[
         Decimal,
-        Field(
-            gt=0,
-            le=10**9,
-            decimal_places=6,
-            description="USD, a decimal string (at most 6 decimal places); null: unlimited.",
-            examples=["25.00"],
+        UsdAmount(
+            maximum=10**9,
+            positive=True,
+            description=(
+                "USD: a decimal string (exact, at most 6 decimal places) or a number (rounded"
+                " half-even to 6 places); null: unlimited."
+            ),
+            example="25.00",
         ),
     ]
     | None

@@ -126,6 +126,17 @@ async def test_spend_limits_validate_as_exact_decimals(gw: Gateway) -> None:
         f"/admin/tenants/{tenant.id}", json={"limits": {"spend_per_month_usd": 12.5}}, headers=ADMIN
     )
     assert r.status_code == 200 and r.json()["limits"]["spend_per_month_usd"] == "12.5"
+    # A JSON number is a binary float: it is rounded half-even to whole micro-dollars, as the
+    # schema says; a string is exact, so the same digits as a string are refused (above).
+    r = await gw.client.patch(
+        f"/admin/tenants/{tenant.id}",
+        json={"limits": {"spend_per_month_usd": 0.1234565}},
+        headers=ADMIN,
+    )
+    assert r.status_code == 200 and r.json()["limits"]["spend_per_month_usd"] == "0.123456"
+    schema = (await gw.client.get("/openapi.json")).json()["components"]["schemas"]
+    rules = schema["TenantLimits"]["properties"]["spend_per_day_usd"]["anyOf"][0]["anyOf"]
+    assert {"type": "number", "minimum": 0.000001, "maximum": 10**9} in rules
 
 
 async def test_concurrent_runs_on_two_replicas_reserve_exactly_what_fits(
