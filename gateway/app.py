@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
@@ -27,6 +27,7 @@ from gateway.core.failsafe import FailsafeMiddleware
 from gateway.core.gc_tuning import tune_gc
 from gateway.core.invalidation import Invalidator
 from gateway.core.redis import create_redis, warm_up
+from gateway.core.state import AppState
 from gateway.core.text import refuse_control_characters
 from gateway.limits.breaker import RedisBreaker
 from gateway.limits.headers import RateLimitHeadersMiddleware
@@ -48,9 +49,24 @@ WARM_CONNECTIONS = 64
 SCRIPTS = [REQUEST_WINDOW]
 
 
+def lifespan_for(
+    settings: Settings, drain: Drain
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """The lifespan of an app built for `settings`, draining with `drain`."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with _resources(settings, drain) as state:
+            # The typed state replaces Starlette's open bag (see gateway/core/state.py).
+            app.state = state  # type: ignore[assignment]
+            yield
+
+    return lifespan
+
+
 @asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
+async def _resources(settings: Settings, drain: Drain) -> AsyncIterator[AppState]:
+    """Build every resource of the app, start its background tasks, and close them all."""
     db = Database(
         settings.database_url,
         connect_timeout_s=settings.database_connect_timeout_s,
@@ -70,65 +86,53 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     )
     providers = ProviderRegistry(settings)
     redis = create_redis(settings)
-    app.state.redis = redis
     breaker = RedisBreaker(
         retry_s=settings.limits_redis_retry_s, fail_open=settings.limits_failure_mode == "open"
     )
     # Its own client: every quota and request-limit call is time-boxed by its caller.
     quota_redis = create_redis(settings, caller_timeouts=True)
-    app.state.request_limiter = RequestLimiter(settings, breaker, quota_redis)
+    request_limiter = RequestLimiter(settings, breaker, quota_redis)
     if quota_redis is not None:
         await warm_up(quota_redis, WARM_CONNECTIONS, SCRIPTS, timeout_s=2.0)
-    app.state.quotas = quotas = QuotaService(settings, quota_redis, breaker)
-    app.state.db = db
-    app.state.recorder = recorder
-    app.state.providers = providers
-    app.state.principals = PrincipalCache(
+    quotas = QuotaService(settings, quota_redis, breaker)
+    principals = PrincipalCache(
         ttl_s=settings.principal_cache_ttl_s,
         max_size=settings.principal_cache_size,
         stale_s=settings.principal_cache_stale_s,
     )
-    app.state.tool_secrets = tool_secrets = ToolSecretCache(
+    tool_secrets = ToolSecretCache(
         db,
         settings.secret_keys,
         ttl_s=settings.principal_cache_ttl_s,
         max_size=settings.principal_cache_size,
     )
-    app.state.http_tools = http_tools = HttpTools(settings, tool_secrets)
-    app.state.upstreams = upstreams = TenantUpstreams(settings, db)
-    app.state.mcp = mcp = McpServers(http_tools.policy)
-    app.state.agents = AgentCache(
+    http_tools = HttpTools(settings, tool_secrets)
+    upstreams = TenantUpstreams(settings, db)
+    mcp = McpServers(http_tools.policy)
+    agents = AgentCache(
         ttl_s=settings.principal_cache_ttl_s,
         max_size=settings.principal_cache_size,
         http_tools=http_tools,
         stale_s=settings.principal_cache_stale_s,
         mcp=mcp,
     )
-    app.state.issuers = IssuerCache(
+    issuers = IssuerCache(
         ttl_s=settings.principal_cache_ttl_s,
         max_size=settings.principal_cache_size,
         stale_s=settings.principal_cache_stale_s,
     )
-    app.state.auth_failures = AuthFailureLimiter(
-        limit=settings.auth_failure_limit,
-        window_s=settings.auth_failure_window_s,
-        redis=redis,
-        key_prefix=settings.redis_key_prefix,
-    )
-    # Registered for the control plane's admin routes (tenants.admin.context.ChangeNotifier).
-    app.state.invalidation = invalidation = Invalidator(
-        settings,
-        caches=[app.state.principals, app.state.issuers, tool_secrets, upstreams, app.state.agents],
-        redis=redis,
+    # The control plane's admin routes reach it as their change notifier.
+    invalidation = Invalidator(
+        settings, caches=[principals, issuers, tool_secrets, upstreams, agents], redis=redis
     )
     invalidation.start()
-    app.state.prices = prices = PriceCache(db, settings.prices_refresh_s)
+    prices = PriceCache(db, settings.prices_refresh_s)
     await prices.load_or_wait()
-    app.state.runs = RunService(
+    runs = RunService(
         settings=settings,
-        drain=app.state.drain,
+        drain=drain,
         db=db,
-        agents=app.state.agents,
+        agents=agents,
         providers=providers,
         recorder=recorder,
         quotas=quotas,
@@ -143,30 +147,56 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ttl_s=settings.limits_lease_ttl_s,
         timeout_s=settings.redis_timeout_ms / 1000,
     )
-    app.state.conversations = ConversationTurns(
-        db,
-        locks,
-        max_items=settings.conversation_max_items,
-        waiting=app.state.runs.approvals.conversation_waiting,
+    state = AppState(
+        settings=settings,
+        drain=drain,
+        db=db,
+        redis=redis,
+        request_limiter=request_limiter,
+        quotas=quotas,
+        prices=prices,
+        recorder=recorder,
+        providers=providers,
+        principals=principals,
+        issuers=issuers,
+        agents=agents,
+        tool_secrets=tool_secrets,
+        http_tools=http_tools,
+        mcp=mcp,
+        upstreams=upstreams,
+        auth_failures=AuthFailureLimiter(
+            limit=settings.auth_failure_limit,
+            window_s=settings.auth_failure_window_s,
+            redis=redis,
+            key_prefix=settings.redis_key_prefix,
+        ),
+        invalidation=invalidation,
+        runs=runs,
+        conversations=ConversationTurns(
+            db,
+            locks,
+            max_items=settings.conversation_max_items,
+            waiting=runs.approvals.conversation_waiting,
+        ),
     )
     telemetry = start_telemetry(settings)
     recorder.start()
     quotas.start()
     prices.start()
     locks.start()
-    app.state.runs.approvals.start()
+    runs.approvals.start()
     tune_gc(settings.gc_gen0_threshold)
     memory = BackgroundTasks("malloc-trim")
     start_trimming(memory, settings)
     try:
-        yield
+        yield state
     finally:
         await memory.drain()
         await invalidation.close()
         await quotas.drain()
         await prices.tasks.drain()
         await locks.drain()
-        await app.state.runs.approvals.drain()
+        await runs.approvals.drain()
         await recorder.close()
         await telemetry.stop()
         await providers.close()
@@ -182,16 +212,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The gateway app for `settings` (default: read from the environment)."""
     settings = settings or get_settings()
+    # Driven by the server on SIGTERM (gateway.serving.server); idle in tests and embedded use.
+    drain = Drain(settings.drain_delay, settings.shutdown_grace_s)
     app = FastAPI(
         title="Agent Gateway",
         version="0.1.0",
         summary="Multi-tenant gateway for OpenAI Agents SDK agents.",
-        lifespan=lifespan,
+        lifespan=lifespan_for(settings, drain),
         dependencies=[Depends(refuse_control_characters)],
     )
-    app.state.settings = settings
-    # Driven by the server on SIGTERM (gateway.serving.server); idle in tests and embedded use.
-    app.state.drain = drain = Drain(settings.drain_delay, settings.shutdown_grace_s)
+    # Before start-up the server reads it here (gateway.serving.server); from then on it is the
+    # AppState's `drain`, the same object.
+    app.state.drain = drain
     install_error_handlers(app)
     mount_routes(app)
     # Innermost: the middlewares around it (metrics, request id) see its 500/503 like any answer.

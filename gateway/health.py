@@ -13,6 +13,7 @@ from gateway.core.config import SettingsDep
 from gateway.core.db import DatabaseDep
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.redis import get_redis
+from gateway.core.state import app_state
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["health"])
 logger = logging.getLogger("gateway.health")
@@ -44,7 +45,7 @@ async def readyz(
     limits fail closed (`GATEWAY_LIMITS_FAILURE_MODE=closed`): then every /v1 request would
     get 503, so the replica reports itself unavailable (503) too. A replica shutting down
     answers 503 `draining` at once, so that load balancers stop sending it new requests."""
-    if request.app.state.drain.draining:
+    if app_state(request).drain.draining:
         return JSONResponse({"status": "draining"}, status_code=503)
     checks: dict[str, str] = {"database": await _check("database", db.ping())}
     if redis is not None:

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from gateway.auth.dependencies import RunsPrincipal
 from gateway.core.db import SessionDep
 from gateway.core.json_body import JsonBodyRoute
+from gateway.core.state import app_state
 from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AgentSpec
 
@@ -19,7 +20,7 @@ router = APIRouter(route_class=JsonBodyRoute, tags=["agents"])
 async def list_agents(
     principal: RunsPrincipal, session: SessionDep, request: Request
 ) -> dict[str, Any]:
-    default_model = request.app.state.settings.default_model
+    default_model = app_state(request).settings.default_model
     rows = await AgentRepository(session).list_active(principal.tenant_id)
     data = []
     for agent, version in rows:

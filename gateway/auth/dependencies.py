@@ -16,6 +16,7 @@ from gateway.auth.api_keys import failed, resolve_api_key
 from gateway.auth.jwt import resolve_jwt
 from gateway.auth.principal import Principal
 from gateway.core.errors import AuthenticationFailedError, PermissionDeniedError
+from gateway.core.state import app_state
 from tenants.api_key.keys import KEY_PREFIX
 
 
@@ -43,7 +44,7 @@ async def current_principal(request: HTTPConnection) -> Principal:
     if credential is None:
         raise AuthenticationFailedError()
     token, is_api_key = credential
-    state = request.app.state
+    state = app_state(request)
     settings = state.settings
     if is_api_key:
         principal = await resolve_api_key(
@@ -66,7 +67,7 @@ async def current_principal(request: HTTPConnection) -> Principal:
 
 
 async def _resolve_jwt(request: HTTPConnection, token: str) -> Principal:
-    state = request.app.state
+    state = app_state(request)
     address = _address(request)
     state.auth_failures.check(address)
     try:

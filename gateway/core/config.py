@@ -15,6 +15,8 @@ from fastapi import Depends, Request
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gateway.core.state import app_state
+
 DEV_SECRET_KEY = "dev-insecure-secret-key-change-me-0000000000"  # noqa: S105 (refused outside dev)
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", DEV_SECRET_KEY}
 
@@ -340,8 +342,7 @@ def get_settings() -> Settings:
 
 def settings_of(request: Request) -> Settings:
     """The settings the running app was built with (tests build apps with their own)."""
-    settings: Settings = request.app.state.settings
-    return settings
+    return app_state(request).settings
 
 
 async def _settings_dependency(request: Request) -> Settings:

@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.core.errors import ServiceUnavailableError
+from gateway.core.state import app_state
 
 logger = logging.getLogger("gateway.db")
 
@@ -166,8 +167,7 @@ async def get_database(request: Request) -> Database:
 
     Dependencies are `async def` throughout: FastAPI runs plain `def` ones in a thread pool.
     """
-    db: Database = request.app.state.db
-    return db
+    return app_state(request).db
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:

@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError, DataError, RedisError
 
 from gateway.core.config import Settings
+from gateway.core.state import app_state
 
 
 def create_redis(settings: Settings, *, caller_timeouts: bool = False) -> Redis | None:
@@ -100,5 +101,4 @@ async def warm_up(client: Redis, connections: int, scripts: list[str], timeout_s
 
 async def get_redis(request: Request) -> Redis | None:
     """The process Redis client (None in embedded mode)."""
-    client: Any = request.app.state.redis
-    return client  # type: ignore[no-any-return]
+    return app_state(request).redis

@@ -8,16 +8,17 @@ from fastapi import Depends, Request
 
 from gateway.auth.dependencies import current_principal
 from gateway.auth.principal import Principal
+from gateway.core.state import app_state
 from gateway.limits.headers import add_headers, request_headers
 from gateway.limits.quotas import QuotaService
-from gateway.limits.requests import RequestLimiter, RequestLimitExceeded
+from gateway.limits.requests import RequestLimitExceeded
 
 
 async def enforce_request_limit(
     request: Request, principal: Annotated[Principal, Depends(current_principal)]
 ) -> None:
     """Count the request against the tenant's (and end user's) request limits; 429 when over."""
-    limiter: RequestLimiter = request.app.state.request_limiter
+    limiter = app_state(request).request_limiter
     state: dict[str, Any] = request.scope["state"]
     try:
         states = await limiter.check(principal)
@@ -29,8 +30,7 @@ async def enforce_request_limit(
 
 
 async def get_quotas(request: Request) -> QuotaService:
-    service: QuotaService = request.app.state.quotas
-    return service
+    return app_state(request).quotas
 
 
 V1_LIMITS = [Depends(enforce_request_limit)]

@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.core.errors import GatewayError
+from gateway.core.state import scope_state
 from gateway.limits.policy import QuotaLimits, seconds_to_midnight, seconds_to_month_end
 from gateway.limits.requests import WindowState
 from tenants.price.money import micro_to_usd
 
 if TYPE_CHECKING:
     from gateway.auth.principal import Principal
-    from gateway.limits.quotas import QuotaService
 
 logger = logging.getLogger("gateway.limits")
 
@@ -101,7 +101,7 @@ async def current_token_headers(scope: Scope) -> dict[str, str]:
     limits = QuotaLimits.of(principal.limits)
     if not limits.metered:
         return {}
-    quotas: QuotaService = scope["app"].state.quotas
+    quotas = scope_state(scope).quotas
     try:
         snapshot = await quotas.peek(principal)
     except GatewayError as exc:  # fail-closed mode with Redis down: the response stands

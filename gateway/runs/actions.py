@@ -10,8 +10,9 @@ from fastapi import APIRouter, Path, Request
 from fastapi.responses import Response
 
 from gateway.auth.dependencies import RunsPrincipal
-from gateway.conversations.service import ConversationTurns, Turn
+from gateway.conversations.service import Turn
 from gateway.core.json_body import JsonBodyRoute
+from gateway.core.state import app_state
 from gateway.runs.approvals import stored_response
 from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted
 from gateway.runs.schemas import ActionsRequest
@@ -40,7 +41,7 @@ async def submit_actions(
     row = await service.approvals.waiting(principal.tenant_id, principal.user, run_id)
     turn: Turn | None = None
     if row.conversation_id is not None:
-        turns: ConversationTurns = request.app.state.conversations
+        turns = app_state(request).conversations
         turn = await turns.resume(row.conversation_id)
     try:
         handle, state, _ = await service.resume(principal, run_id, body.decisions)

@@ -11,8 +11,9 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.auth.dependencies import RunsPrincipal
-from gateway.conversations.service import ConversationTurns, Turn
+from gateway.conversations.service import Turn
 from gateway.core.json_body import JsonBodyRoute
+from gateway.core.state import app_state
 from gateway.limits.headers import add_headers
 from gateway.runs.schemas import RunRequest
 from gateway.runs.service import RunHandle, RunService
@@ -23,8 +24,7 @@ router = APIRouter(route_class=JsonBodyRoute, tags=["runs"])
 
 
 async def get_run_service(request: Request) -> RunService:
-    service: RunService = request.app.state.runs
-    return service
+    return app_state(request).runs
 
 
 RunServiceDep = Annotated[RunService, Depends(get_run_service)]
@@ -43,7 +43,7 @@ async def create_run(
     sdk_input = request_input = body.sdk_input()
     turn: Turn | None = None
     if body.conversation_id is not None:
-        turns: ConversationTurns = request.app.state.conversations
+        turns = app_state(request).conversations
         turn = await turns.begin(principal, body.conversation_id)
         sdk_input = turn.input_with(sdk_input)
     try:

@@ -58,6 +58,7 @@ from gateway.core.errors import (
     PermissionDeniedError,
 )
 from gateway.core.json_body import JsonBodyRoute, parse_json
+from gateway.core.state import app_state
 from gateway.core.unions import is_tag
 from gateway.limits.requests import RequestLimiter, RequestLimitExceeded
 from gateway.runs.schemas import MAX_MESSAGES, TurnInput
@@ -87,7 +88,7 @@ async def agent_socket(websocket: WebSocket, name: str) -> None:
         await refuse(websocket, exc)
         return
     await websocket.accept()
-    service: RunService = websocket.app.state.runs
+    service = app_state(websocket).runs
     try:
         if re.fullmatch(AGENT_NAME_PATTERN, name) is None:
             raise NotFoundError(f"No agent named '{name[:64]}'.", code="agent_not_found")
@@ -125,7 +126,7 @@ class AgentSocket:
     """One accepted socket: reads frames, runs one turn at a time, remembers its history."""
 
     def __init__(self, websocket: WebSocket, name: str) -> None:
-        state = websocket.app.state
+        state = app_state(websocket)
         self.websocket = websocket
         self.name = name
         self.runs: RunService = state.runs

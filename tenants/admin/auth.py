@@ -73,8 +73,7 @@ async def require_admin(request: Request, session: SessionDep) -> AdminPrincipal
     """
     limiter = failure_limiter(request)
     address = admin_address(request)
-    if limiter is not None:
-        limiter.check(address)  # 429 once this client has failed too often
+    limiter.check(address)  # 429 once this client has failed too often
     try:
         principal = _authenticate(request)
         if principal.user_id is not None:
@@ -85,7 +84,7 @@ async def require_admin(request: Request, session: SessionDep) -> AdminPrincipal
                 actor=f"user:{user.username}", role=user.role, user_id=user.id
             )
     except AuthenticationFailedError:
-        if limiter is not None and bearer_token(request) is not None:
+        if bearer_token(request) is not None:
             await limiter.failed(address)  # a wrong bearer, not a missing one
         raise
     if principal.role != "admin" and request.method not in READ_METHODS:

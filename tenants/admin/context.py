@@ -1,9 +1,9 @@
 """What an admin mutation needs after its service: the audit event, committed in one
 transaction with the change, then a cache invalidation on every replica.
 
-The control plane does not import the data plane: the app registers a `ChangeNotifier` on
-`app.state.invalidation` at start-up (the gateway's Redis pub/sub publisher); without one (CLI,
-tests of the control plane alone) the caches' TTL is the bound.
+The control plane does not import the data plane: the app state's `invalidation` (the gateway's
+Redis pub/sub publisher) is reached through the `ChangeNotifier` protocol. Changes made outside
+the app (the CLI) notify nobody: there the caches' TTL is the bound.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from fastapi import Depends, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.core.db import SessionDep
+from gateway.core.state import app_state
 from tenants.admin.auth import AdminDep, AdminPrincipal
 from tenants.audit.service import record_event
 
@@ -32,7 +33,7 @@ class AdminContext:
     admin: AdminPrincipal
     session: AsyncSession
     request_id: str | None
-    notifier: ChangeNotifier | None
+    notifier: ChangeNotifier
 
     async def done(
         self,
@@ -57,13 +58,13 @@ class AdminContext:
             request_id=self.request_id,
             details=details,
         )
-        if invalidate and tenant_id is not None and self.notifier is not None:
+        if invalidate and tenant_id is not None:
             await self.notifier.tenant_changed(tenant_id)
 
 
 async def admin_context(request: Request, admin: AdminDep, session: SessionDep) -> AdminContext:
     """Dependency: the context of one admin mutation."""
-    notifier: ChangeNotifier | None = getattr(request.app.state, "invalidation", None)
+    notifier: ChangeNotifier = app_state(request).invalidation
     request_id: str | None = getattr(request.state, "request_id", None)
     return AdminContext(admin=admin, session=session, request_id=request_id, notifier=notifier)
 

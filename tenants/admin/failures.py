@@ -1,5 +1,5 @@
 """Failed admin authentications (bad logins, wrong admin bearers) count against the client
-address in the failure limiter the app registers on `app.state.auth_failures` (the one bad
+address in the app state's failure limiter (`AppState.auth_failures`, the one bad
 tenant credentials count in): past the limit the address gets 429 before any check."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ from __future__ import annotations
 from typing import Protocol
 
 from starlette.requests import HTTPConnection
+
+from gateway.core.state import app_state
 
 
 class FailureLimiter(Protocol):
@@ -28,6 +30,5 @@ def admin_address(request: HTTPConnection) -> str:
     return "login:" + client_address(request)
 
 
-def failure_limiter(request: HTTPConnection) -> FailureLimiter | None:
-    limiter: FailureLimiter | None = getattr(request.app.state, "auth_failures", None)
-    return limiter
+def failure_limiter(request: HTTPConnection) -> FailureLimiter:
+    return app_state(request).auth_failures

@@ -1,7 +1,7 @@
 """`POST /admin/login`: an admin user's OAuth2 password form -> a short-lived admin JWT.
 
 Failed logins count against the client address in the same failure limiter as bad tenant
-credentials (registered by the app on `app.state.auth_failures`): past the limit the address
+credentials (the app state's `auth_failures`): past the limit the address
 gets 429 before any password is checked.
 """
 
@@ -62,12 +62,10 @@ async def login(
     """Exchange `username` + `password` (form fields) for an admin bearer token."""
     limiter = failure_limiter(request)
     address = admin_address(request)
-    if limiter is not None:
-        limiter.check(address)
+    limiter.check(address)
     user = await authenticate(session, form.username, form.password)
     if user is None:
-        if limiter is not None:
-            await limiter.failed(address)
+        await limiter.failed(address)
         raise AuthenticationFailedError("Invalid username or password.", code="invalid_credentials")
     token, ttl = issue_admin_token(
         settings, user_id=user.id, username=user.username, role=user.role
