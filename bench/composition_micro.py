@@ -23,7 +23,9 @@ from agents.testing import ModelStep, ScriptedModel, assistant_message, function
 
 from gateway.agents.builder import AgentCache, build_agent, build_graph
 from gateway.agents.guardrails import InputChecks, PatternSet
-from gateway.runs.service import RunHandle
+from gateway.runs.checks import check_input, check_output
+from gateway.runs.handle import RunHandle
+from gateway.runs.lifecycle import Run
 from observability.tracing import install_trace_processor
 from tenants.agent.spec import AgentSpec
 
@@ -154,10 +156,15 @@ def hot_path(n: int) -> None:
     handle = object.__new__(RunHandle)
     handle.built = built
     handle.request_input = "hi"
+    run = object.__new__(Run)
+    run._handle = handle
     result: Any = Result()
     show(
-        "enter() + check_input() + check_output()",
-        rounds(n * 10, lambda: (handle.enter(), handle.check_input(), handle.check_output(result))),
+        "enter_scope() + check_input() + check_output()",
+        rounds(
+            n * 10,
+            lambda: (run.enter_scope(), check_input(handle), check_output(handle, result)),
+        ),
     )
 
 

@@ -7,6 +7,8 @@ headers and errors are the same; only the request and response shapes differ.
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
+
 import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -39,14 +41,15 @@ async def create_chat_completion(
             code="approval_not_supported",
             param="model",
         )
-    handle = await service.start(principal, body.model, sdk_input)
-    admitted(request, handle)
-    if body.stream:
-        encoder = ChunkEncoder(handle, include_usage=body.include_usage)
-        keepalive_s = service.settings.stream_keepalive_s
-        chunks = stream_run(handle, sdk_input, keepalive_s=keepalive_s, encode=encoder)
-        return RunStreamResponse(chunks, handle)
-    result = await service.run(handle, sdk_input)
+    async with AsyncExitStack() as owner:  # see create_run
+        run = await owner.enter_async_context(service.start(principal, body.model, sdk_input))
+        admitted(request, run.handle)
+        if body.stream:
+            encoder = ChunkEncoder(run.handle, include_usage=body.include_usage)
+            keepalive_s = service.settings.stream_keepalive_s
+            chunks = stream_run(run, sdk_input, keepalive_s=keepalive_s, encode=encoder)
+            return RunStreamResponse(chunks, owner.pop_all())
+        result = await service.run(run, sdk_input)
     return Response(
-        orjson.dumps(completion(handle, result["output"])), media_type="application/json"
+        orjson.dumps(completion(run.handle, result["output"])), media_type="application/json"
     )

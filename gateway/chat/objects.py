@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from gateway.runs.service import RunHandle
+from gateway.runs.handle import RunHandle
 
 
 def completion_id(handle: RunHandle) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.chat.objects import completion_id, created, usage
-from gateway.runs.service import RunHandle
+from gateway.runs.handle import RunHandle
 
 DONE = b"data: [DONE]\n\n"
 

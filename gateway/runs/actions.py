@@ -3,6 +3,7 @@ that resume a paused run, plain or streamed, on any replica). See `gateway.runs.
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 import orjson
@@ -39,21 +40,19 @@ async def submit_actions(
 ) -> Response:
     stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
     row = await service.approvals.waiting(principal.tenant_id, principal.user, run_id)
-    turn: Turn | None = None
-    if row.conversation_id is not None:
-        turns = app_state(request).conversations
-        turn = await turns.resume(row.conversation_id)
-    try:
-        handle, state, _ = await service.resume(principal, run_id, body.decisions)
-        handle.turn = turn
-        admitted(request, handle)
+    async with AsyncExitStack() as owner:  # see create_run
+        turn: Turn | None = None
+        if row.conversation_id is not None:
+            turn = await app_state(request).conversations.resume(row.conversation_id)
+            owner.push_async_callback(turn.release)
+        run = service.resume(principal, run_id, body.decisions)
+        await owner.enter_async_context(run)
+        run.handle.turn = turn
+        admitted(request, run.handle)
+        state = run.handle.resume_state
+        assert state is not None
         if stream:
-            chunks = stream_run(handle, state, keepalive_s=service.settings.stream_keepalive_s)
-            response = RunStreamResponse(chunks, handle, turn)
-            turn = None  # the response releases it now, however it ends
-            return response
-        result: dict[str, Any] = await service.run(handle, state)
-    finally:
-        if turn is not None:
-            await turn.release()
+            chunks = stream_run(run, state, keepalive_s=service.settings.stream_keepalive_s)
+            return RunStreamResponse(chunks, owner.pop_all())
+        result: dict[str, Any] = await service.run(run, state)
     return Response(orjson.dumps(result), media_type="application/json")

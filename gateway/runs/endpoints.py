@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
 import orjson
@@ -15,8 +16,9 @@ from gateway.conversations.service import Turn
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.state import app_state
 from gateway.limits.headers import add_headers
+from gateway.runs.handle import RunHandle
 from gateway.runs.schemas import RunRequest
-from gateway.runs.service import RunHandle, RunService
+from gateway.runs.service import RunService
 from gateway.runs.streaming import stream_run
 from tenants.agent.spec import AGENT_NAME_PATTERN
 
@@ -41,24 +43,22 @@ async def create_run(
 ) -> Response:
     stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
     sdk_input = request_input = body.sdk_input()
-    turn: Turn | None = None
-    if body.conversation_id is not None:
-        turns = app_state(request).conversations
-        turn = await turns.begin(principal, body.conversation_id)
-        sdk_input = turn.input_with(sdk_input)
-    try:
-        handle = await service.start(principal, name, sdk_input, request_input=request_input)
-        handle.turn = turn
-        admitted(request, handle)
+    # Owns the conversation's turn and the run: released and settled on leaving, unless a
+    # streamed response took them over.
+    async with AsyncExitStack() as owner:
+        turn: Turn | None = None
+        if body.conversation_id is not None:
+            turn = await app_state(request).conversations.begin(principal, body.conversation_id)
+            owner.push_async_callback(turn.release)
+            sdk_input = turn.input_with(sdk_input)
+        run = service.start(principal, name, sdk_input, request_input=request_input)
+        await owner.enter_async_context(run)
+        run.handle.turn = turn
+        admitted(request, run.handle)
         if stream:
-            chunks = stream_run(handle, sdk_input, keepalive_s=service.settings.stream_keepalive_s)
-            response = RunStreamResponse(chunks, handle, turn)
-            turn = None  # the response releases it now, however it ends
-            return response
-        result: dict[str, Any] = await service.run(handle, sdk_input)
-    finally:
-        if turn is not None:
-            await turn.release()
+            chunks = stream_run(run, sdk_input, keepalive_s=service.settings.stream_keepalive_s)
+            return RunStreamResponse(chunks, owner.pop_all())
+        result: dict[str, Any] = await service.run(run, sdk_input)
     return Response(orjson.dumps(result), media_type="application/json")
 
 
@@ -70,29 +70,26 @@ def admitted(request: Request, handle: RunHandle) -> None:
 
 
 class RunStreamResponse(StreamingResponse):
-    """A streamed run's response (never cached or buffered by a proxy).
+    """A streamed run's response (never cached or buffered by a proxy); it owns the run.
 
     However the response ends, even when the client is gone before its first byte (the run's
-    generators then never start, so their own `finally` never runs), the run is settled
-    (`cancelled` unless it already was: in-flight gauge, usage record, lease) and the
-    conversation's lock released, exactly once.
+    generators then never start, so their own `finally` never runs), `owner` is closed: the
+    run settles (`cancelled` unless it already ended: in-flight gauge, usage record, lease)
+    and the conversation's lock is released, exactly once.
     """
 
-    def __init__(
-        self, chunks: AsyncIterator[bytes], handle: RunHandle, turn: Turn | None = None
-    ) -> None:
+    def __init__(self, chunks: AsyncIterator[bytes], owner: AsyncExitStack) -> None:
         super().__init__(
             chunks,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-        self.handle = handle
-        self.turn = turn
+        self.owner = owner
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self.handle.settle("cancelled")  # no-op once settled
-            if self.turn is not None:
-                await self.turn.release()
+            # Closed as a clean exit whatever ended the response (a client gone mid-send is
+            # a cancelled run, not a failed one).
+            await self.owner.aclose()

@@ -11,8 +11,8 @@ passed them (then sent, followed by `run.completed`; dropped when `run.failed` f
 blocked text never reaches the client. A keep-alive comment goes out whenever nothing else
 has for `keepalive_s`. If the client goes
 away, Starlette cancels the response task: the producer task is cancelled, the `finally` in
-`run_events` cancels the SDK run (breaking out of its event loop alone would not stop it) and
-settles the run as `cancelled` with the tokens already spent.
+`run_events` cancels the SDK run (breaking out of its event loop alone would not stop it), and
+the run's owner (the response) settles it as `cancelled` with the tokens already spent.
 """
 
 from __future__ import annotations
@@ -27,8 +27,10 @@ import orjson
 from agents import Runner, RunState
 from agents.result import RunResultStreaming
 
+from gateway.runs.checks import check_input, check_output
 from gateway.runs.failures import map_run_error, run_status
-from gateway.runs.service import RunHandle, RunService
+from gateway.runs.lifecycle import Run
+from gateway.runs.objects import run_object
 from observability.metrics import record_first_token
 
 KEEPALIVE = b": keep-alive\n\n"
@@ -41,12 +43,6 @@ RunEvent = tuple[str, Any]
 """`(name, data)`: one of the event names above and its JSON-able payload."""
 Encoder = Callable[[str, Any], bytes | None]
 """Turns one run event into bytes for the wire (None: nothing to send for it)."""
-
-
-def service_of(handle: RunHandle) -> RunService:
-    """The service that admitted the run (it stores pauses and resumed runs' ends)."""
-    assert handle.service is not None
-    return handle.service
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -80,16 +76,19 @@ def _translate(event: Any) -> RunEvent | None:
 
 
 async def run_events(
-    handle: RunHandle,
+    run: Run,
     sdk_input: str | list[Any] | RunState[Any, Any],
     *,
     on_complete: Callable[[RunResultStreaming], None] | None = None,
 ) -> AsyncGenerator[RunEvent]:
-    """The events of one streamed run; the run is settled before its terminal event.
+    """The events of one streamed run; the run is ended before its terminal event.
 
-    `on_complete` sees the finished result (before settling): the WebSocket keeps its
-    in-memory history with it.
+    `on_complete` sees the finished result (before the end): the WebSocket keeps its
+    in-memory history with it. A consumer that leaves early leaves the run to its owner's
+    exit (settled `cancelled`).
     """
+    handle = run.handle
+    service = run.service
     status = "cancelled"
     output: Any = None
     paused: dict[str, Any] | None = None
@@ -97,18 +96,16 @@ async def run_events(
     # With output patterns, no text reaches the client before the answer passed them.
     held: list[RunEvent] | None = [] if handle.built.output_checks else None
     try:
-        # Inside the `try`: a consumer that leaves on this first event (cancelled, or its send
-        # failed) still settles the run in the `finally`.
-        yield "run.created", handle.response(None, status="in_progress")
-        handle.check_input()
-        handle.enter()
+        yield "run.created", run_object(handle, None, status="in_progress")
+        check_input(handle)
+        run.enter_scope()
         result = Runner.run_streamed(
             handle.built.agent,
             sdk_input,
             max_turns=handle.built.max_turns,
             hooks=handle.meter,
-            run_config=handle.run_config(),
-            context=handle.tool_context(),
+            run_config=run.run_config(),
+            context=run.tool_context(),
         )
         first_token = True
         events = aiter(result.stream_events())
@@ -116,13 +113,13 @@ async def run_events(
             # Only the wait for the SDK's next event is bounded by the shutdown deadline and
             # the run's own (never the yield: the consumer's own awaits must not be
             # interrupted from here).
-            deadline = asyncio.timeout_at(handle.deadline)
+            deadline = run.deadline()
             try:
-                async with handle.drain.until_deadline(), deadline:
+                async with service.drain.until_deadline(), deadline:
                     event = await anext(events, None)
             except TimeoutError:
                 if deadline.expired():
-                    raise handle.timed_out() from None
+                    raise run.timed_out() from None
                 raise
             if event is None:
                 break
@@ -141,39 +138,38 @@ async def run_events(
                         continue
                 yield translated
         if result.interruptions:
-            paused = await service_of(handle).pause(handle, result)
+            paused = await service.pause(handle, result)
             status = "requires_action"
         else:
-            handle.check_output(result)
+            check_output(handle, result)
             if handle.turn is not None:
                 await handle.turn.append(result, skip=handle.history_items)
             if on_complete is not None:
                 on_complete(result)
             status = "completed"
             output = result.final_output
-        await handle.finish(status)  # lease released before the client sees the end
+        await run.end(status)  # lease released before the client sees the end
     except Exception as exc:
         status = run_status(exc)
         error = map_run_error(exc, model=handle.built.model, max_turns=handle.built.max_turns)
-        await handle.finish(status)
-        await service_of(handle).ended(handle, status, None)
+        await run.end(status)
+        await service.ended(handle, status, None)
         yield "run.failed", error.stream_body()
         return
     finally:
         if result is not None:
             result.cancel()
-        handle.settle(status)
     if paused is not None:
         yield "run.requires_action", paused
         return
-    await service_of(handle).ended(handle, status, output)
+    await service.ended(handle, status, output)
     for delta in held or ():
         yield delta
-    yield "run.completed", handle.response(output)
+    yield "run.completed", run_object(handle, output)
 
 
 async def stream_run(
-    handle: RunHandle,
+    run: Run,
     sdk_input: str | list[Any] | RunState[Any, Any],
     *,
     keepalive_s: float,
@@ -184,8 +180,8 @@ async def stream_run(
 
     The run is produced by its own task so that waiting for a keep-alive never cancels the SDK
     stream; the two share a bounded queue (backpressure: `STREAM_BUFFER`). When the response
-    ends for any reason (including the client leaving), the task is cancelled and the run
-    settles.
+    ends for any reason (including the client leaving), the task is cancelled; the run's
+    owner settles it.
     """
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=STREAM_BUFFER)
 
@@ -194,7 +190,7 @@ async def stream_run(
             # Closed explicitly: a consumer that leaves while this waits in `put` cancels it
             # here, outside the generator, whose `finally` (cancel the SDK run, settle) must
             # run now, not whenever the generator is collected.
-            async with aclosing(run_events(handle, sdk_input)) as events:
+            async with aclosing(run_events(run, sdk_input)) as events:
                 async for name, data in events:
                     chunk = encode(name, data)
                     if chunk is not None:

@@ -62,7 +62,7 @@ from gateway.core.state import app_state
 from gateway.core.unions import is_tag
 from gateway.limits.requests import RequestLimiter, RequestLimitExceeded
 from gateway.runs.schemas import MAX_MESSAGES, TurnInput
-from gateway.runs.service import RunHandle, RunService
+from gateway.runs.service import RunService
 from gateway.runs.streaming import run_events
 from tenants.agent.spec import AGENT_NAME_PATTERN
 
@@ -214,7 +214,6 @@ class AgentSocket:
     async def turn(self, message: TurnInput) -> None:
         """One turn: its events, ending with `run.completed` or `run.failed`."""
         turn: Turn | None = None
-        handle: RunHandle | None = None
         ended = False
         try:
             principal = await self.admit()
@@ -227,11 +226,14 @@ class AgentSocket:
                 if self.history:
                     sdk_input = [*self.history, *as_items(sdk_input)]
                 remember = self.remember
-            handle = await self.runs.start(
-                principal, self.name, sdk_input, request_input=request_input
-            )
-            handle.turn = turn
-            async with aclosing(run_events(handle, sdk_input, on_complete=remember)) as events:
+            run = self.runs.start(principal, self.name, sdk_input, request_input=request_input)
+            # The run ends before its terminal event is sent; leaving this block earlier (the
+            # client gone, the socket closed) settles it as cancelled.
+            async with (
+                run,
+                aclosing(run_events(run, sdk_input, on_complete=remember)) as events,
+            ):
+                run.handle.turn = turn
                 async for event, data in events:
                     if event in TERMINAL:
                         ended = True
@@ -246,8 +248,6 @@ class AgentSocket:
             if isinstance(exc, AuthenticationFailedError | PermissionDeniedError):
                 await self.websocket.close(POLICY_VIOLATION)
         finally:
-            if handle is not None:  # cancelled before the run's events started: settle here
-                handle.settle("cancelled")  # no-op once settled
             if not ended:  # once ended, the next turn may already be running
                 self.busy = False
             if turn is not None:

@@ -1,0 +1,50 @@
+"""The gateway's own guardrails on a run: its input before any model call, its answer before
+it is returned (each counted in `gateway_guardrails_total`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from agents.result import RunResultBase
+
+from gateway.core.errors import GuardrailTriggeredError
+from gateway.runs.handle import RunHandle
+from observability.metrics import record_guardrail
+
+
+def check_input(handle: RunHandle) -> None:
+    """`input` checks of the agent on what the caller sent (400 when tripped)."""
+    checks = handle.built.input_checks
+    if checks is not None and handle.request_input is not None:
+        try:
+            checks.check(handle.request_input)
+        except GuardrailTriggeredError:
+            record_guardrail(handle.principal.tenant_slug, triggered=True)
+            raise
+        record_guardrail(handle.principal.tenant_slug, triggered=False)
+
+
+def check_output(handle: RunHandle, result: RunResultBase) -> None:
+    """`output.blocked_patterns` of the entry agent, and of the agent that answered when a
+    handoff made it another one, on the final answer before it is returned."""
+    checks = handle.built.output_checks
+    if not checks:
+        return
+    name = handle.built.name
+    text = output_text(result.final_output)
+    answered = result.last_agent.name
+    try:
+        if (entry := checks.get(name)) is not None:
+            entry.check(text, "answer ")
+        if answered != name and (last := checks.get(answered)) is not None:
+            last.check(text, f"answer of agent '{answered}' ")
+    except GuardrailTriggeredError:
+        record_guardrail(handle.principal.tenant_slug, triggered=True)
+        raise
+    record_guardrail(handle.principal.tenant_slug, triggered=False)
+
+
+def output_text(output: Any) -> str:
+    """A final output as text (structured output: its JSON)."""
+    return output if isinstance(output, str) else orjson.dumps(output).decode()

@@ -1,0 +1,190 @@
+"""`Run`: one run as an owned resource, opened and settled in one place.
+
+`async with service.start(...) as run:` (or `service.resume(...)`) admits the run on entry
+(the agent resolved, token and spend reservations and the concurrency lease taken: 429 when
+full) and raises the in-flight gauge; its exit settles it, exactly once, however the block
+ends: the lease and reservations released, the usage record queued, the run's metrics
+recorded. An exception that escapes the block gives the status (`cancelled` for a
+cancellation or when the run never reached an outcome).
+
+The code that executes the run ends it as soon as its outcome is known (`await run.end(status)`,
+before the client sees that outcome: the slot is free for the client's next run); the exit is
+then a no-op. A streamed response owns the run past its endpoint: the endpoint enters it on an
+`AsyncExitStack` and hands the stack to the response (`RunStreamResponse`), whose end closes
+it, even when the client left before the first byte and the stream never started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from agents import RunConfig
+
+from gateway.agents.context import CURRENT_RUN, RunScope
+from gateway.core.errors import RunTimeoutError
+from gateway.runs.failures import run_status
+from gateway.runs.handle import RunHandle
+from gateway.tools.context import run_context
+from observability.metrics import IN_FLIGHT, record_run, tenant_label
+from tenants.models import UsageRecord
+
+if TYPE_CHECKING:
+    from gateway.runs.service import RunService
+
+
+class Run:
+    """One run from admission to settlement (an async context manager)."""
+
+    __slots__ = ("_admit", "_handle", "service", "settled")
+
+    def __init__(self, service: RunService, admit: Callable[[], Awaitable[RunHandle]]) -> None:
+        self.service = service
+        self._admit = admit
+        self._handle: RunHandle | None = None
+        self.settled = False
+
+    @property
+    def handle(self) -> RunHandle:
+        """The run's state (after admission)."""
+        if self._handle is None:
+            raise RuntimeError("the run has not been admitted")
+        return self._handle
+
+    async def __aenter__(self) -> Run:
+        self._handle = await self._admit()
+        IN_FLIGHT.labels(tenant_label(self._handle.principal.tenant_slug)).inc()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # Synchronous on purpose: this exit may run inside a cancelled scope (a client gone
+        # mid-stream), where any await would be interrupted before it settled anything.
+        self.settle(run_status(exc) if isinstance(exc, Exception) else "cancelled")
+
+    # The execution's view of the run.
+
+    def run_config(self) -> RunConfig:
+        """The provider passed explicitly: never the SDK's process-wide defaults. Every agent
+        of the graph names its own model (a handoff target may use another one)."""
+        handle = self.handle
+        return RunConfig(
+            model_provider=handle.provider,
+            workflow_name=f"{handle.principal.tenant_slug}/{handle.built.name}",
+        )
+
+    def tool_context(self) -> dict[str, Any]:
+        """The SDK run context: what the run's tools tell their endpoints."""
+        handle = self.handle
+        return run_context(
+            handle.run_id, handle.built.name, handle.principal.tenant_id, handle.principal.user
+        )
+
+    def enter_scope(self) -> None:
+        """Make this the current run of the task, for an input classifier (which runs its
+        own small agent inside the run); nothing to do for agents without one."""
+        handle = self.handle
+        if handle.built.agent.input_guardrails:
+            CURRENT_RUN.set(
+                RunScope(run_config=self.run_config(), model_hooks=handle.meter.model_hooks())
+            )
+
+    def deadline(self) -> asyncio.Timeout:
+        """The run's own deadline (`GATEWAY_RUN_TIMEOUT_S` after admission)."""
+        return asyncio.timeout_at(self.handle.deadline)
+
+    def timed_out(self) -> RunTimeoutError:
+        """The error of a run past its deadline."""
+        return RunTimeoutError(f"The run did not finish within {self.handle.timeout_s:g} seconds.")
+
+    # The end.
+
+    async def end(self, status: str) -> None:
+        """The run's outcome is known: release its lease and reservations and settle.
+
+        The release was sent when the final output was known (`RunMeter.on_agent_end`), else
+        it is sent now; its round trip overlaps the settling and it is awaited before this
+        returns, so the slot is free before the client sees the outcome. It runs in its own
+        task, shielded: a cancelled request still completes its release.
+        """
+        closing: asyncio.Future[None] | None = None
+        ticket = self.handle.ticket
+        try:
+            if ticket is not None and status != "cancelled" and ticket.limits.any:
+                started = ticket.closing is not None
+                closing = ticket.begin_close()
+                if not started:
+                    await asyncio.sleep(0)  # the task runs up to its first wait: command sent
+        finally:
+            self.settle(status)
+            if closing is not None:
+                await asyncio.shield(closing)
+
+    def settle(self, status: str) -> None:
+        """Record usage and metrics exactly once, whatever the outcome (no-op once settled)."""
+        handle = self._handle
+        if handle is None:
+            return  # never admitted: nothing was taken
+        if handle.ticket is not None:
+            handle.ticket.close_soon()  # no-op once closed; covers cancelled runs
+        if self.settled:
+            return
+        self.settled = True
+        principal = handle.principal
+        IN_FLIGHT.labels(tenant_label(principal.tenant_slug)).dec()
+        elapsed = time.perf_counter() - handle.started
+        meter = handle.meter
+        built = handle.built
+        self.service.recorder.record(
+            # Only read back as a dict by the batch insert: no validation or ORM state needed
+            # (4.6 µs instead of 33 µs per run, on the request path).
+            UsageRecord.model_construct(
+                run_id=handle.run_id,
+                segment=handle.segment,
+                tenant_id=principal.tenant_id,
+                key_id=principal.key_id,
+                user=principal.user,
+                agent=built.name,
+                agent_version=built.version,
+                model=built.model,
+                requests=meter.requests,
+                input_tokens=meter.input_tokens,
+                output_tokens=meter.output_tokens,
+                cached_tokens=meter.cached_tokens,
+                reasoning_tokens=meter.reasoning_tokens,
+                total_tokens=meter.total_tokens,
+                status=status,
+                latency_ms=int(elapsed * 1000),
+                day=handle.created_at.date(),
+                created_at=handle.created_at,
+            )
+        )
+        price = handle.price
+        record_run(
+            tenant=principal.tenant_slug,
+            agent=built.name,
+            model=built.model,
+            status=status,
+            duration_s=elapsed,
+            input_tokens=meter.input_tokens,
+            output_tokens=meter.output_tokens,
+            cached_tokens=meter.cached_tokens,
+            reasoning_tokens=meter.reasoning_tokens,
+            requests=meter.requests,
+            limits=principal.limits,
+            cost_pico=None
+            if price is None
+            else price.cost(
+                input_tokens=meter.input_tokens,
+                output_tokens=meter.output_tokens,
+                cached_tokens=meter.cached_tokens,
+                reasoning_tokens=meter.reasoning_tokens,
+            ),
+        )
