@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from sqlalchemy import BigInteger, cast
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -118,15 +119,14 @@ class UsageRepository:
         group_columns: list[Any] = [group]
         if group_by == "tenant":
             group_columns.append(Tenant.slug)
+        # Sums cast back to BIGINT: PostgreSQL's sum(bigint) is NUMERIC, which the driver
+        # decodes to Decimal (thousands of them for a report by user).
         statement: Any = sa_select(
             *group_columns,
-            func.sum(r.runs).label("runs"),
-            func.sum(r.requests).label("requests"),
-            func.sum(r.input_tokens).label("input_tokens"),
-            func.sum(r.output_tokens).label("output_tokens"),
-            func.sum(r.total_tokens).label("total_tokens"),
-            func.sum(r.unpriced_runs).label("unpriced_runs"),
-            func.sum(r.cost_pico).label("cost_pico"),
+            *(
+                cast(func.sum(getattr(r, name)), BigInteger).label(name)
+                for name in (*COUNTERS, "cost_pico")
+            ),
         ).where(col(r.dimension) == dimension, col(r.day) >= start, col(r.day) <= end)
         if group_by == "tenant":
             statement = statement.outerjoin(Tenant, col(Tenant.id) == col(r.tenant_id))
@@ -165,39 +165,38 @@ class UsageRepository:
 
 
 def _assemble(group_by: str, start: date, end: date, rows: Any) -> dict[str, Any]:
-    """The report body from grouped rows: (group value, [slug,] counters..., cost_pico)."""
+    """The report body from grouped rows: (group value, [slug,] counters..., cost_pico).
+
+    One pass (a report by user has a thousand rows or more): each row's counters as ints,
+    its rendered cost, and the totals."""
+    width = len(COUNTERS) + 1
+    unpriced_at = COUNTERS.index("unpriced_runs")
+    slugged = group_by == "tenant"
+    sums = [0] * width
     data: list[dict[str, Any]] = []
     for row in rows:
+        values = [int(value) if value else 0 for value in row[-width:]]
         item: dict[str, Any] = {group_by: _render(row[0])}
-        if group_by == "tenant":
+        if slugged:
             item["tenant_slug"] = row[1]
-        counters = row[-len(COUNTERS) - 1 :]
-        item.update(
-            {name: int(value or 0) for name, value in zip(COUNTERS, counters, strict=False)}
-        )
-        item["cost_pico"] = int(counters[-1] or 0)
+        item.update(zip(COUNTERS, values, strict=False))
+        item["cost_usd"] = usd(values[-1])
+        item["unpriced"] = values[unpriced_at] > 0
         data.append(item)
+        sums = [total + value for total, value in zip(sums, values, strict=True)]
     # Sorted here, not in SQL: SQLite and PostgreSQL place NULLs differently (here: last).
     data.sort(key=lambda item: (item[group_by] is None, item[group_by] or ""))
-    totals: dict[str, Any] = {name: sum(item[name] for item in data) for name in COUNTERS}
-    totals["cost_pico"] = sum(item["cost_pico"] for item in data)
+    totals: dict[str, Any] = dict(zip(COUNTERS, sums, strict=False))
+    totals["cost_usd"] = usd(sums[-1])
+    totals["unpriced"] = sums[unpriced_at] > 0
     return {
         "object": "usage.report",
         "group_by": group_by,
         "start": start.isoformat(),
         "end": end.isoformat(),
-        "data": [with_cost(item) for item in data],
-        "totals": with_cost(totals),
+        "data": data,
+        "totals": totals,
     }
-
-
-def with_cost(counters: dict[str, Any]) -> dict[str, Any]:
-    """A report row as answered: `cost_usd` an exact decimal string, `unpriced` true when some
-    of its runs had no price (they count 0 in `cost_usd`)."""
-    rendered = dict(counters)
-    rendered["cost_usd"] = usd(rendered.pop("cost_pico"))
-    rendered["unpriced"] = rendered["unpriced_runs"] > 0
-    return rendered
 
 
 def priced(row: dict[str, Any], book: PriceBook) -> dict[str, Any]:
