@@ -15,6 +15,7 @@ from datetime import date, datetime
 from typing import Any
 
 from fastapi.responses import StreamingResponse
+from sqlalchemy import text
 from sqlmodel import and_, col, or_, select
 
 from gateway.core.db import Database
@@ -71,6 +72,7 @@ async def iter_records(
 ) -> AsyncIterator[dict[str, Any]]:
     """The records of `start..end` (inclusive UTC days), by run id, after the cursor."""
     size = page_size or PAGE_SIZE
+    postgres = db.engine.dialect.name == "postgresql"
     cursor = after
     position: tuple[str, int] | None = None
     while True:
@@ -82,10 +84,13 @@ async def iter_records(
         if position is not None:
             run_id, segment = position
             statement = statement.where(
+                # The first bound is implied by the second; stated alone it is an index range
+                # (the OR is not), so a page costs its rows, not a scan of the tenant's range.
+                col(UsageRecord.run_id) >= run_id,
                 or_(
                     col(UsageRecord.run_id) > run_id,
                     and_(col(UsageRecord.run_id) == run_id, col(UsageRecord.segment) > segment),
-                )
+                ),
             )
         elif cursor is not None:
             statement = statement.where(col(UsageRecord.run_id) > cursor)
@@ -93,6 +98,12 @@ async def iter_records(
             size
         )
         async with db.session() as session:
+            if postgres:
+                # Each page is the same prepared statement (asyncpg caches it per connection);
+                # after five runs PostgreSQL may switch to a generic plan, which cannot see
+                # that a big tenant's range is most of the table and sorts all of it (past
+                # the statement timeout). A custom plan per page keeps the index range scan.
+                await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
             records = list((await session.exec(statement)).all())
         for record in records:
             yield _row(record)
