@@ -1,7 +1,14 @@
 """SQLModel tables of the control plane, one module per table.
 
-Importing this package registers every table on `SQLModel.metadata` (Alembic relies on it).
+Importing this package registers every table on `SQLModel.metadata` (Alembic relies on it)
+and configures the mappers at once: records built with `model_construct` (the usage writer's
+hot path, a spill file's replay) read their attributes through the mapper's instrumentation,
+which SQLAlchemy otherwise sets up only on the first query or ordinary instance, so a process
+whose first use was such a record failed (`'NoneType' object has no attribute
+'supports_population'`).
 """
+
+from sqlalchemy.orm import configure_mappers
 
 from tenants.models.admin_user import AdminUser
 from tenants.models.agent import Agent, AgentVersion
@@ -17,6 +24,8 @@ from tenants.models.upstream import TenantUpstream
 from tenants.models.usage import UsageRecord
 from tenants.models.usage_dead_letter import UsageDeadLetter
 from tenants.models.usage_rollup import UsageRollup
+
+configure_mappers()
 
 __all__ = [
     "AdminUser",
