@@ -1,7 +1,15 @@
 """Async database access: one engine per process, one session per unit of work.
 
 SQLite (aiosqlite) is the embedded default; PostgreSQL (asyncpg) is the production store. The
-engine is created in the app's lifespan and reached through `get_session`.
+engine is created in the app's lifespan.
+
+A unit of work (`Database.unit()`) is one session that commits once when its block succeeds
+and rolls back when it raises; repositories and services add and flush, they never commit.
+Each request that uses the database gets one unit (`SessionDep`), committed after the endpoint
+returns and before the response is sent; work outside a request (usage batches, `last_used_at`
+marks, conversation appends, paused runs, the CLI) opens its own. What must only happen once
+the change is durable (a cache invalidation on every replica) is registered with
+`after_commit` and runs after a successful commit, never after a rollback.
 
 An outage is a fast, clean answer, never a hang:
 - every wait is bounded: connecting (`connect_timeout_s`), waiting for a pooled connection
@@ -18,7 +26,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import asyncpg
@@ -107,10 +116,57 @@ class Database:
         self.sessions = async_sessionmaker(self.engine, class_=AsyncSession, expire_on_commit=False)
 
     def session(self) -> AsyncSession:
-        """A new session; use as `async with db.session() as session:`. Raises
-        `DatabaseUnavailableError` at once while the circuit is open."""
+        """A new session for reads; use as `async with db.session() as session:` (closing it
+        rolls back). Raises `DatabaseUnavailableError` at once while the circuit is open."""
         self.check_available()
         return self.sessions()
+
+    @asynccontextmanager
+    async def unit(self) -> AsyncIterator[AsyncSession]:
+        """One unit of work: `async with db.unit() as session:` commits once if the block
+        succeeds and rolls back if it raises (the commit's own failure included), then closes
+        the session; after a successful commit the `after_commit` callbacks run.
+
+        Ending the session on a database that went away fails too: that must not replace the
+        block's own error (it opens the circuit instead)."""
+        session = self.session()
+        callbacks: list[Callable[[], Awaitable[None]]] = []
+        session.info[AFTER_COMMIT] = callbacks
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            callbacks.clear()
+            await self._end_quietly(session.rollback)
+            await self._end_quietly(session.close)
+            raise
+        await self._close(session)
+        for callback in callbacks:
+            try:
+                await callback()
+            except Exception:
+                # The change is committed: answering an error now would misreport it.
+                logger.exception("after-commit callback failed")
+
+    async def _close(self, session: AsyncSession) -> None:
+        try:
+            await session.close()
+        except Exception as error:
+            if not is_database_unavailable(error):
+                raise
+            self.failed(error)
+            logger.debug("session close on an unavailable database: %s", error)
+
+    async def _end_quietly(self, end: Callable[[], Awaitable[None]]) -> None:
+        """Roll back or close after an error, never raising over that error."""
+        try:
+            await end()
+        except Exception as error:
+            if is_database_unavailable(error):
+                self.failed(error)
+                logger.debug("session end on an unavailable database: %s", error)
+            else:
+                logger.warning("session end after an error failed", exc_info=True)
 
     @property
     def available(self) -> bool:
@@ -153,6 +209,23 @@ class Database:
         await self.engine.dispose()
 
 
+AFTER_COMMIT = "gateway.after_commit"
+"""`session.info` key of a unit of work's after-commit callbacks (present only in a unit)."""
+
+
+def after_commit(session: AsyncSession, callback: Callable[[], Awaitable[None]]) -> None:
+    """Run `callback` once the unit of work holding `session` has committed; never if it rolls
+    back. A callback that fails is logged: the change it follows is committed regardless.
+
+    Raises:
+        RuntimeError: `session` is not a unit of work's (nothing would ever commit it).
+    """
+    callbacks: list[Callable[[], Awaitable[None]]] | None = session.info.get(AFTER_COMMIT)
+    if callbacks is None:
+        raise RuntimeError("after_commit needs the session of a unit of work (Database.unit)")
+    callbacks.append(callback)
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _: Any) -> None:
     # WAL lets readers proceed while the usage writer commits; busy_timeout waits for a lock.
     cursor = dbapi_conn.cursor()
@@ -171,23 +244,14 @@ async def get_database(request: Request) -> Database:
 
 
 async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request; committed by the service that changes data.
-
-    Closing it rolls back on its connection; when the database went away meanwhile that
-    fails too, and must not replace the request's own error (a 503) with another one."""
-    db = await get_database(request)
-    session = db.session()
-    try:
+    """The request's unit of work: committed once after the endpoint returns, before the
+    response is sent; rolled back if anything raised (`Database.unit`)."""
+    async with (await get_database(request)).unit() as session:
         yield session
-    finally:
-        try:
-            await session.close()
-        except Exception as error:
-            if not is_database_unavailable(error):
-                raise
-            db.failed(error)
-            logger.debug("session close on an unavailable database: %s", error)
 
 
-SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# `scope="function"`: the unit ends when the endpoint function returns, before the response is
+# sent, so a client that sees a 2xx can read what it wrote, and a failed commit is the
+# request's error response rather than a lost write behind a success already sent.
+SessionDep = Annotated[AsyncSession, Depends(get_session, scope="function")]
 DatabaseDep = Annotated[Database, Depends(get_database)]

@@ -1,5 +1,6 @@
-"""What an admin mutation needs after its service: the audit event, committed in one
-transaction with the change, then a cache invalidation on every replica.
+"""What an admin mutation needs after its service: the audit event, in the request's unit of
+work with the change (one transaction), then a cache invalidation on every replica once that
+unit has committed.
 
 The control plane does not import the data plane: the app state's `invalidation` (the gateway's
 Redis pub/sub publisher) is reached through the `ChangeNotifier` protocol. Changes made outside
@@ -9,12 +10,13 @@ the app (the CLI) notify nobody: there the caches' TTL is the bound.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, Request
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.core.db import SessionDep
+from gateway.core.db import SessionDep, after_commit
 from gateway.core.state import app_state
 from tenants.admin.auth import AdminDep, AdminPrincipal
 from tenants.audit.service import record_event
@@ -45,9 +47,10 @@ class AdminContext:
         details: dict[str, Any] | None = None,
         invalidate: bool = True,
     ) -> None:
-        """Commit the change with its audit event (both or neither), then invalidate the
-        tenant's caches everywhere (what makes a revocation bite; after the commit, so no
-        replica reloads the old state). Never pass secrets in `details`."""
+        """Record the change's audit event in the same unit of work (the unit commits both or
+        neither), and invalidate the tenant's caches everywhere once it has committed (what
+        makes a revocation bite; after the commit, so no replica reloads the old state; before
+        the response is sent). Never pass secrets in `details`."""
         await record_event(
             self.session,
             actor=self.admin.actor,
@@ -59,7 +62,7 @@ class AdminContext:
             details=details,
         )
         if invalidate and tenant_id is not None:
-            await self.notifier.tenant_changed(tenant_id)
+            after_commit(self.session, partial(self.notifier.tenant_changed, tenant_id))
 
 
 async def admin_context(request: Request, admin: AdminDep, session: SessionDep) -> AdminContext:

@@ -23,7 +23,8 @@ async def record_event(
     request_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Append one event and commit it with the change it records (one transaction).
+    """Append one event to the unit of work that holds the change it records: the unit commits
+    both or neither (flushed here, so an event the database refuses fails the change at once).
 
     Args:
         session: The unit of work, holding the change (flushed by the service, not committed).
@@ -47,5 +48,5 @@ async def record_event(
         created_at=utcnow(),
     )
     AuditRepository(session).add(event)
-    await session.commit()
+    await session.flush()
     return event
