@@ -54,7 +54,6 @@ async def create_conversation(
     row = await service.create_conversation(
         session, principal, body.metadata if body is not None else None
     )
-    await session.commit()
     return render_conversation(row)
 
 
@@ -91,5 +90,4 @@ async def delete_conversation(
     conversation_id: ConversationId, principal: ConversationsPrincipal, session: SessionDep
 ) -> Response:
     await service.delete_conversation(session, principal, conversation_id)
-    await session.commit()
     return Response(status_code=204)

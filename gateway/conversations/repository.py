@@ -27,7 +27,7 @@ def _owned_by(tenant_id: str, user: str | None) -> ColumnElement[bool]:
 
 
 class ConversationRepository:
-    """Reads and writes conversations within the caller's session (the caller commits)."""
+    """Reads and writes conversations within the caller's unit of work (which commits)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -78,7 +78,7 @@ class ConversationRepository:
         return 0 if last is None else last + 1
 
     async def delete(self, tenant_id: str, user: str | None, conversation_id: str) -> None:
-        """Delete the caller's conversation and its items (the caller commits)."""
+        """Delete the caller's conversation and its items (the caller's unit of work commits)."""
         owned = select(Conversation.id).where(
             _owned_by(tenant_id, user), col(Conversation.id) == conversation_id
         )

@@ -43,7 +43,7 @@ def not_found() -> NotFoundError:
 async def create_conversation(
     session: AsyncSession, principal: Principal, metadata: dict[str, Any] | None
 ) -> Conversation:
-    """A new, empty conversation of the caller (flushed; the caller commits)."""
+    """A new, empty conversation of the caller (flushed; the caller's unit of work commits)."""
     now = utcnow()
     row = Conversation(
         id=new_id("conv"),
@@ -86,7 +86,7 @@ async def list_items(
 async def delete_conversation(
     session: AsyncSession, principal: Principal, conversation_id: str
 ) -> None:
-    """Delete the caller's conversation and its items (flushed; the caller commits)."""
+    """Delete the caller's conversation and its items (flushed; the caller's unit commits)."""
     row = await require_conversation(session, principal, conversation_id)
     await ConversationRepository(session).delete(principal.tenant_id, principal.user, row.id)
     await session.flush()
@@ -130,7 +130,7 @@ class Turn:
 
     async def _append(self, items: list[Any]) -> None:
         now = utcnow()
-        async with self.db.session() as session:
+        async with self.db.unit() as session:
             repository = ConversationRepository(session)
             conversation = await session.get(Conversation, self.conversation_id)
             if conversation is None:
@@ -147,7 +147,6 @@ class Turn:
                 )
             conversation.updated_at = now
             session.add(conversation)
-            await session.commit()
 
     def release(self) -> Awaitable[None]:
         """Free the conversation for its next turn (completes even if the caller is

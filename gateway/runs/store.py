@@ -29,7 +29,7 @@ def _owned_by(tenant_id: str, user: str | None) -> ColumnElement[bool]:
 
 
 class StoredRunRepository:
-    """Reads and writes stored runs within the caller's session (the caller commits)."""
+    """Reads and writes stored runs within the caller's unit of work (which commits)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session

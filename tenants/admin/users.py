@@ -114,7 +114,7 @@ async def authenticate(session: AsyncSession, username: str, password: str) -> A
 async def _audit(
     session: AsyncSession, actor: str, action: str, user: AdminUser, details: dict[str, str]
 ) -> None:
-    """Commit the user change with its audit event (never the password)."""
+    """Record the user change's audit event in its unit of work (never the password)."""
     await record_event(
         session,
         actor=actor,

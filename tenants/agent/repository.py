@@ -39,7 +39,7 @@ def _active_versions(tenant_id: str) -> Select[Agent, AgentVersion]:
 
 
 class AgentRepository:
-    """Reads and writes agents within the caller's session (the service commits)."""
+    """Reads and writes agents within the caller's unit of work (which commits)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session
@@ -120,7 +120,7 @@ class AgentRepository:
         self.session.add(row)
 
     async def delete(self, tenant_id: str, agent_id: str) -> None:
-        """Delete the tenant's agent and all its versions (the caller commits)."""
+        """Delete the tenant's agent and all its versions (the caller's unit of work commits)."""
         owned = select(Agent.id).where(_owned_by(tenant_id), col(Agent.id) == agent_id)
         await self.session.exec(
             delete(AgentVersion).where(col(AgentVersion.agent_id).in_(owned.scalar_subquery()))

@@ -2,7 +2,8 @@
 activating an older one. Agents of unknown or deleted tenants are 404.
 
 Usable without a request (CLI, demo seeding): every function takes the session and flushes
-its changes; the caller commits them together with their audit event (tenants/audit).
+its changes; the caller's unit of work commits them together with their audit event
+(tenants/audit).
 """
 
 from __future__ import annotations

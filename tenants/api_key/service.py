@@ -2,8 +2,8 @@
 (rotation), revoke.
 
 Usable without a request (CLI, demo seeding): every function takes the session (and the
-settings where the secret is needed) and flushes its changes; the caller commits them together
-with their audit event (tenants/audit).
+settings where the secret is needed) and flushes its changes; the caller's unit of work
+commits them together with their audit event (tenants/audit).
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ class JwtConfigRepository:
         self.session.add(config)
 
     async def delete(self, tenant_id: str) -> None:
-        """Remove the tenant's config (the caller commits)."""
+        """Remove the tenant's config (the caller's unit of work commits)."""
         statement = delete(JwtConfig).where(col(JwtConfig.tenant_id) == tenant_id)
         await self.session.exec(statement)
 

@@ -1,7 +1,8 @@
 """JWT config rules: one config per tenant, issuers unique across tenants, key material
 checked at PUT time, HS256 secrets generated, returned once and stored encrypted.
 
-Every function flushes its changes; the caller commits them together with their audit event.
+Every function flushes its changes; the caller's unit of work commits them together with
+their audit event.
 """
 
 from __future__ import annotations

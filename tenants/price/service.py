@@ -19,7 +19,8 @@ PAST_SLACK_S = 5.0
 
 
 async def put_price(session: AsyncSession, model: str, body: PricePut) -> ModelPrice:
-    """Append the model's new price (flushed, not committed: the audit event commits it)."""
+    """Append the model's new price (flushed; the caller's unit of work commits it with its
+    audit event)."""
     now = utcnow()
     effective = now if body.effective_at is None else as_utc(body.effective_at)
     if (now - effective).total_seconds() > PAST_SLACK_S:

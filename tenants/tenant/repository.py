@@ -15,7 +15,7 @@ from tenants.scoping import find_tenant
 
 
 class TenantRepository:
-    """Reads and writes tenants within the caller's session (the service commits)."""
+    """Reads and writes tenants within the caller's unit of work (which commits)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session

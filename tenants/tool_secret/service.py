@@ -2,7 +2,8 @@
 replaced secret keeps signing (a second `v1=` in the signature header) for 24 hours, so a
 receiver can switch to the new secret without dropping calls.
 
-Every function flushes its changes; the caller commits them together with their audit event.
+Every function flushes its changes; the caller's unit of work commits them together with
+their audit event.
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ def _owned_by(tenant_id: str) -> ColumnElement[bool]:
 
 
 class UpstreamRepository:
-    """Reads and writes tenant upstreams within the caller's session (the caller commits)."""
+    """Reads and writes tenant upstreams within the caller's unit of work (which commits)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self.session = session

@@ -2,7 +2,8 @@
 last 4 characters kept for display), every PUT bumps the version (the data plane caches one
 client per version), and an upstream that an agent's active version uses cannot be deleted.
 
-Every function flushes its changes; the caller commits them together with their audit event.
+Every function flushes its changes; the caller's unit of work commits them together with
+their audit event.
 """
 
 from __future__ import annotations
