@@ -62,13 +62,14 @@ async def failed(failures: AuthFailureLimiter | None, address: str) -> Authentic
 
 
 async def _load(key: str, key_hash: str, db: Database, old_secret_keys: Sequence[str]) -> Principal:
-    async with db.session() as session:
+    # A unit of work: the look-up only reads, except the rare rehash under the current key.
+    async with db.unit() as session:
         repository = ApiKeyRepository(session)
         found = await repository.get_with_tenant_by_hash(key_hash)
         for old in old_secret_keys if found is None else ():
             found = await repository.get_with_tenant_by_hash(hash_key(key, old))
             if found is not None:
-                await repository.rehash(found[0].id, key_hash)  # commits
+                await repository.rehash(found[0].id, key_hash)
                 break
     if found is None:
         raise AuthenticationFailedError()

@@ -136,7 +136,7 @@ class UsageRecorder:
             return
         marks, self._touched = self._touched, {}
         try:
-            async with self._db.session() as session:
+            async with self._db.unit() as session:
                 repository = ApiKeyRepository(session)
                 for key_id, when in marks.items():
                     await repository.touch_last_used(key_id, when)

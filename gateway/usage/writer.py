@@ -85,7 +85,7 @@ class BatchWriter:
         async def write_part(part: Sequence[UsageRecord]) -> None:
             nonlocal settled
             try:
-                async with self._db.session() as session:
+                async with self._db.unit() as session:
                     await UsageRepository(session).add_many(list(part))
             except Exception as exc:
                 if not is_record_fault(exc):
@@ -118,7 +118,7 @@ class BatchWriter:
             record=line,
         )
         try:
-            async with self._db.session() as session:
+            async with self._db.unit() as session:
                 await DeadLetterRepository(session).add(letter)
         except Exception:
             logger.warning("dead-letter row refused; writing the dead-letter file", exc_info=True)

@@ -44,7 +44,7 @@ class ApiKeyRepository:
         self.session.add(key)
 
     async def revoke_all(self, tenant_id: str, when: datetime) -> None:
-        """Revoke every key of the tenant not revoked yet (the caller commits)."""
+        """Revoke every key of the tenant not revoked yet (the caller's unit of work commits)."""
         statement = (
             update(ApiKey)
             .where(col(ApiKey.tenant_id) == tenant_id, col(ApiKey.revoked_at).is_(None))
@@ -69,7 +69,7 @@ class ApiKeyRepository:
         return None if row is None else (row[0], row[1])
 
     async def rehash(self, key_id: str, key_hash: str) -> None:
-        """Store the key's HMAC under the current secret key (rotation) and commit."""
+        """Store the key's HMAC under the current secret key (rotation)."""
         statement = (
             update(ApiKey)
             .where(col(ApiKey.id) == key_id)
@@ -77,10 +77,9 @@ class ApiKeyRepository:
             .execution_options(synchronize_session=False)
         )
         await self.session.exec(statement)
-        await self.session.commit()
 
     async def touch_last_used(self, key_id: str, when: datetime) -> None:
-        """Record a use of the key and commit; never moves `last_used_at` backwards."""
+        """Record a use of the key; never moves `last_used_at` backwards."""
         statement = (
             update(ApiKey)
             .where(
@@ -91,4 +90,3 @@ class ApiKeyRepository:
             .execution_options(synchronize_session=False)
         )
         await self.session.exec(statement)
-        await self.session.commit()

@@ -15,9 +15,9 @@ class DeadLetterRepository:
         self.session = session
 
     async def add(self, letter: UsageDeadLetter) -> None:
-        """Store one dead letter and commit."""
+        """Store one dead letter (flushed; the caller's unit of work commits it)."""
         self.session.add(letter)
-        await self.session.commit()
+        await self.session.flush()
 
     async def latest(self, limit: int = 100) -> list[UsageDeadLetter]:
         """The most recent dead letters, newest first."""

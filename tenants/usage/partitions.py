@@ -71,14 +71,14 @@ async def existing_months(session: AsyncSession) -> list[date]:
 
 async def ensure_months(session: AsyncSession, months: set[date]) -> None:
     """Create the partitions of these months if missing (idempotent; another replica creating
-    the same one at the same time is fine). Commits."""
+    the same one at the same time is fine). The caller's unit of work commits them."""
     for month in sorted({month_start(m) for m in months}):
         try:
-            await session.exec(text(create_sql(month)))  # type: ignore[call-overload]
-            await session.commit()
+            # A savepoint: losing the race undoes this statement only, not the caller's unit.
+            async with session.begin_nested():
+                await session.exec(text(create_sql(month)))  # type: ignore[call-overload]
         except (ProgrammingError, DBAPIError):
             # Lost a race with another writer creating it (duplicate table): it exists now.
-            await session.rollback()
             if month not in await existing_months(session):
                 raise
 
@@ -97,7 +97,8 @@ async def maintain(
     session: AsyncSession, *, today: date, months_ahead: int, retention_days: int | None
 ) -> Maintenance:
     """Create this month's and the next `months_ahead` months' partitions; drop every
-    partition whose whole month is older than `retention_days` (None: keep everything)."""
+    partition whose whole month is older than `retention_days` (None: keep everything). The
+    caller's unit of work commits it all."""
     before = set(await existing_months(session))
     wanted, month = set(), month_start(today)
     for _ in range(months_ahead + 1):
@@ -113,5 +114,4 @@ async def maintain(
             if next_month(month) <= kept_from:  # every day of it is past retention
                 await session.exec(text(f"DROP TABLE {partition_name(month)}"))  # type: ignore[call-overload]
                 dropped.append(partition_name(month))
-        await session.commit()
     return Maintenance(created=created, dropped=dropped, kept_from=kept_from)

@@ -1,5 +1,5 @@
-"""Every query on the usage tables: batched inserts (raw records and their rollups in one
-transaction) and the grouped reports.
+"""Every query on the usage tables: batched inserts (raw records and their rollups in the
+caller's unit of work) and the grouped reports.
 
 Reports read `usage_rollups` only (a few rows per tenant, day and group value), so a 30-day
 report costs the same for a tenant with 10 runs or 10 million. `raw_report` computes the same
@@ -12,6 +12,7 @@ over all tenants.
 from __future__ import annotations
 
 from datetime import date
+from functools import partial
 from typing import Any
 
 from sqlalchemy import BigInteger, cast
@@ -22,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlmodel import case, col, func
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.core.db import after_commit
 from tenants.models import Tenant, UsageRecord, UsageRollup
 from tenants.price.money import usd
 from tenants.price.pricing import PriceBook
@@ -31,7 +33,8 @@ from tenants.usage.rollups import rollup_rows, upsert_statement
 
 COUNTERS = ("runs", "requests", "input_tokens", "output_tokens", "total_tokens", "unpriced_runs")
 _KNOWN_MONTHS: set[date] = set()
-"""Months whose PostgreSQL partition this process has made sure of (bounded: one per month)."""
+"""Months whose PostgreSQL partition this process has made sure of, and committed (bounded:
+one per month)."""
 _NULLABLE = {"key", "user"}
 """Dimensions whose value may be absent (stored as `""` in the rollups, answered as null)."""
 
@@ -49,6 +52,10 @@ def _render(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
+async def _known(months: set[date]) -> None:
+    _KNOWN_MONTHS.update(months)
+
+
 class UsageRepository:
     """Writes usage records (and their rollups) and answers usage reports."""
 
@@ -56,7 +63,8 @@ class UsageRepository:
         self.session = session
 
     async def add_many(self, records: list[UsageRecord]) -> int:
-        """Insert a batch, price it, add it to the rollups, and commit (all or nothing).
+        """Insert a batch, price it and add it to the rollups (the caller's unit of work commits
+        all of it or nothing; `session` must be a unit's, `Database.unit`).
 
         A run already stored is skipped, and only the rows really inserted reach the rollups,
         so a batch retried after an ambiguous failure is never counted twice. On PostgreSQL
@@ -69,21 +77,25 @@ class UsageRepository:
         months = {month_start(record.day) for record in records}
         if dialect == "postgresql" and not months <= _KNOWN_MONTHS:
             await self._ensure(months)
-        try:
+        if dialect != "postgresql":
             return await self._insert(records, dialect)
+        try:
+            # A savepoint: a missing partition undoes this insert only, not the caller's unit.
+            async with self.session.begin_nested():
+                return await self._insert(records, dialect)
         except DBAPIError as exc:
-            if dialect != "postgresql" or "no partition" not in str(exc):
+            if "no partition" not in str(exc):
                 raise
         # A partition this process knew of was dropped or rebuilt (retention, a migration):
         # create it again and write the batch once more.
-        await self.session.rollback()
         _KNOWN_MONTHS.clear()
         await self._ensure(months)
         return await self._insert(records, dialect)
 
     async def _ensure(self, months: set[date]) -> None:
         await ensure_months(self.session, months)
-        _KNOWN_MONTHS.update(months)
+        # Known once committed: a unit that rolls back takes the new partitions with it.
+        after_commit(self.session, partial(_known, months))
 
     async def _insert(self, records: list[UsageRecord], dialect: str) -> int:
         book = await PriceRepository(self.session).book()
@@ -106,7 +118,6 @@ class UsageRepository:
         increments = rollup_rows(fresh)
         if increments:
             await self.session.exec(upsert_statement(dialect), params=increments)
-        await self.session.commit()
         return len(fresh)
 
     async def report(
