@@ -149,11 +149,11 @@ class RunApprovals:
 
     async def claim(self, row: StoredRun) -> None:
         """Take the run for this resume alone (409 if another resume has it, or had it)."""
-        async with self.db.session() as session:
+        # Its own unit, committed at once: the claim is what keeps a second resume out.
+        async with self.db.unit() as session:
             won = await StoredRunRepository(session).claim(
                 row.tenant_id, row.user, row.id, utcnow()
             )
-            await session.commit()
         if not won:
             raise ConflictError(
                 "This run's decisions were already submitted.", code="run_not_waiting"
@@ -175,7 +175,7 @@ class RunApprovals:
         now = utcnow()
         pending = pending_actions(result.interruptions)
         state = result.to_state().to_string()
-        async with self.db.session() as session:
+        async with self.db.unit() as session:
             row = await session.get(StoredRun, response["id"])
             if row is None:
                 row = StoredRun(
@@ -198,7 +198,6 @@ class RunApprovals:
             row.updated_at = now
             row.expires_at = now + self.ttl
             session.add(row)
-            await session.commit()
         await self.count_waiting()
         return {
             **response,
@@ -209,7 +208,7 @@ class RunApprovals:
 
     async def finish(self, run_id: str, status: str, output: Any, usage: dict[str, int]) -> None:
         """Record how a resumed run ended (its state is no longer needed)."""
-        async with self.db.session() as session:
+        async with self.db.unit() as session:
             row = await session.get(StoredRun, run_id)
             if row is None:
                 return
@@ -220,7 +219,6 @@ class RunApprovals:
             row.usage = usage
             row.updated_at = utcnow()
             session.add(row)
-            await session.commit()
 
     async def conversation_waiting(self, conversation_id: str) -> bool:
         async with self.db.session() as session:
