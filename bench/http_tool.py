@@ -58,10 +58,9 @@ async def measure(url: str, calls: int, db_url: str) -> dict[str, Any]:
     await asyncio.to_thread(upgrade, db_url)
     settings = Settings(_env_file=None, database_url=db_url, egress_allow="127.0.0.0/8")
     db = Database(db_url)
-    async with db.session() as session:
+    async with db.unit() as session:
         tenant = await create_tenant(session, TenantCreate(slug="bench", name="bench"))
         await rotate(session, settings.secret_key, tenant.id)
-        await session.commit()
     secrets = ToolSecretCache(db, settings.secret_key, ttl_s=5.0, max_size=100)
     tools = HttpTools(settings, secrets)
     spec = HttpToolSpec(

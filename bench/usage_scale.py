@@ -98,7 +98,7 @@ async def admin_sql(url: str, sql: str) -> None:
 
 async def load(url: str, big: int, others: int, first_day: date, chunk: int = 500_000) -> None:
     db = Database(url)
-    async with db.session() as session:
+    async with db.unit() as session:
         months = {first_day, first_day + timedelta(days=29)}
         await ensure_months(session, {month_start(m) for m in months})
     await db.dispose()
@@ -215,7 +215,7 @@ async def writer_rate(url: str, n: int, batch: int, with_rollups: bool, tag: str
         started = time.perf_counter()
         for i in range(0, n, batch):
             chunk = records[i : i + batch]
-            async with db.session() as session:
+            async with db.unit() as session:
                 if with_rollups:
                     await UsageRepository(session).add_many(chunk)
                 else:
@@ -224,7 +224,6 @@ async def writer_rate(url: str, n: int, batch: int, with_rollups: bool, tag: str
                         index_elements=["run_id", "segment", "day"]
                     )
                     await session.exec(statement, params=rows)  # type: ignore[call-overload]
-                    await session.commit()
         return n / (time.perf_counter() - started)
     finally:
         await db.dispose()

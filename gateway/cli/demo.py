@@ -95,7 +95,7 @@ async def seed_demo(settings: Settings, mock_port: int = 9100) -> tuple[str, str
 
     db = Database(settings.database_url)
     try:
-        async with db.session() as session:
+        async with db.unit() as session:  # committed as a whole when the block returns
             tenant = await TenantRepository(session).get_by_slug("demo")
             if tenant is None:
                 tenant = await create_tenant(session, TenantCreate(slug="demo", name="Demo app"))
@@ -113,12 +113,10 @@ async def seed_demo(settings: Settings, mock_port: int = 9100) -> tuple[str, str
                     await issue_key(
                         session, settings, tenant.id, KeyCreate(name="demo"), plaintext=wanted
                     )
-                await session.commit()
                 return wanted, tool_secret
             # The plaintext of an earlier key cannot be recovered: every start issues a fresh one,
             # so the printed curl line always works.
             _, plaintext = await issue_key(session, settings, tenant.id, KeyCreate(name="demo"))
-            await session.commit()
             return plaintext, tool_secret
     finally:
         await db.dispose()

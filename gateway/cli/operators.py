@@ -52,7 +52,8 @@ def db_wait(
 
 
 def _with_session(fn: Any) -> Any:
-    """Run `fn(session)` and turn the gateway's errors into a clear message and exit 1."""
+    """Run `fn(session)` in one unit of work (committed if it succeeds, rolled back if it
+    raises) and turn the gateway's errors into a clear message and exit 1."""
     from pydantic import ValidationError
 
     from gateway.core.db import Database
@@ -61,7 +62,7 @@ def _with_session(fn: Any) -> Any:
     async def go() -> Any:
         db = Database(get_settings().database_url)
         try:
-            async with db.session() as session:
+            async with db.unit() as session:
                 return await fn(session)
         finally:
             await db.dispose()
