@@ -85,7 +85,7 @@ def insert(url: str, record: UsageRecord) -> None:
     async def run() -> None:
         db = Database(url)
         try:
-            async with db.session() as session:
+            async with db.unit() as session:
                 await UsageRepository(session).add_many([record])
         finally:
             await db.dispose()

@@ -44,7 +44,7 @@ async def client(sqlite_url: str) -> AsyncIterator[httpx.AsyncClient]:
     from tenants.admin.users import create_user
 
     db = Database(sqlite_url)
-    async with db.session() as session:
+    async with db.unit() as session:  # services never commit: the unit does
         await create_user(session, "alice", "admin", ADMIN_PW)
         await create_user(session, "victor", "viewer", VIEWER_PW)
     await db.dispose()

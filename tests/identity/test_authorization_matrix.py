@@ -198,7 +198,7 @@ async def _credentials(gw: Gateway) -> dict[str, dict[str, str]]:
     secret = (await enable_jwt(gw, a.id, {"mode": "hs256", "issuer": "tenant-a"}))["secret"]
     from tenants.admin.users import create_user
 
-    async with gw.app.state.db.session() as session:
+    async with gw.app.state.db.unit() as session:
         await create_user(session, "root", "admin", "admin-password-1")
         await create_user(session, "reader", "viewer", "viewer-password-1")
     tokens = {}

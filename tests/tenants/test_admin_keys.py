@@ -232,7 +232,7 @@ async def test_touch_last_used_shows_in_the_list(
     tenant = await make_tenant()
     key = await issue_key(tenant["id"])
     used = utcnow().replace(microsecond=0)
-    async with db.session() as session:
+    async with db.unit() as session:  # repositories never commit: the unit does
         repository = ApiKeyRepository(session)
         await repository.touch_last_used(key["id"], used)
         # An older, late-arriving touch never moves the time backwards.

@@ -41,7 +41,7 @@ def record(tenant_id: str, day: date, **fields: Any) -> UsageRecord:
 
 
 async def add(db: Database, *records: UsageRecord) -> None:
-    async with db.session() as session:
+    async with db.unit() as session:  # repositories never commit: the unit does
         await UsageRepository(session).add_many(list(records))
 
 

@@ -84,7 +84,7 @@ async def test_b_usage_route_does_not_include_a(
 ) -> None:
     a, b = two_tenants["a"], two_tenants["b"]
     today = utcnow().date()
-    async with db.session() as session:
+    async with db.unit() as session:
         await UsageRepository(session).add_many(
             [
                 UsageRecord(
@@ -156,7 +156,7 @@ async def test_agent_repository_is_scoped(db: Database, two_tenants: dict[str, A
 async def test_usage_repository_is_scoped(db: Database, two_tenants: dict[str, Any]) -> None:
     a, b = two_tenants["a"], two_tenants["b"]
     today = utcnow().date()
-    async with db.session() as session:
+    async with db.unit() as session:
         repository = UsageRepository(session)
         await repository.add_many(
             [

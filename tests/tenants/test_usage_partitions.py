@@ -109,7 +109,7 @@ async def test_migration_converts_the_table_keeping_every_row(pg: str) -> None:
 
 
 async def _records_again(db: Database, rows: list[dict[str, Any]]) -> int:
-    async with db.session() as session:
+    async with db.unit() as session:
         return await UsageRepository(session).add_many([UsageRecord(**row) for row in rows[:3]])
 
 
@@ -132,9 +132,9 @@ async def test_a_resumed_runs_segments_in_two_months_are_each_stored_once(pg: st
     try:
         first = record("ten_seg", date(2026, 4, 30))
         second = record("ten_seg", date(2026, 5, 1), run_id=first.run_id, segment=1)
-        async with db.session() as session:
+        async with db.unit() as session:
             stored = await UsageRepository(session).add_many([first, second])
-        async with db.session() as session:
+        async with db.unit() as session:
             again = await UsageRepository(session).add_many([first, second])
         assert (stored, again) == (2, 0)
         exported = await _export(db, date(2026, 4, 1), date(2026, 5, 31))
@@ -160,7 +160,7 @@ async def test_retention_drops_whole_months_and_keeps_rollups(pg: str) -> None:
         reports = await _reports(db, start, end)
         # Keep from 2026-02-20: January is wholly past it, February only in part (kept).
         today = date(2026, 2, 20) + timedelta(days=30)
-        async with db.session() as session:
+        async with db.unit() as session:
             done = await maintain(session, today=today, months_ahead=1, retention_days=30)
             months = await existing_months(session)
         assert "usage_records_2026_01" in done.dropped
