@@ -103,7 +103,8 @@ async def iter_records(
                 # after five runs PostgreSQL may switch to a generic plan, which cannot see
                 # that a big tenant's range is most of the table and sorts all of it (past
                 # the statement timeout). A custom plan per page keeps the index range scan.
-                await session.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+                connection = await session.connection()
+                await connection.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
             records = list((await session.exec(statement)).all())
         for record in records:
             yield _row(record)
