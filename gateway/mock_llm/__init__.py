@@ -45,6 +45,10 @@ Per-request markers in the last user message (removed from the echoed text):
   other ping-pong until the run's turn limit.
 * ``[[invalid-json]]``: a structured answer is ``{"mock": "..."}``, which does not follow the
   requested schema.
+* ``[[tool-calls:N]]``: the named tool (or the forced one) is called N times in a row, one
+  call per answer, before the text answer (``"The <tool> tool returned: <last output>"``);
+  an agent run then makes exactly N + 1 model calls (how ``bench.kcalls`` gets k of them).
+  Only calls of non-handoff tools made since the last user message count.
 
 ``GET /v1/_mock/ledger`` lists the usage of every answered completion (newest last, the last
 100,000) with the start of its last user message (markers stripped), the model, the tool it

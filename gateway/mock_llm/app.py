@@ -13,7 +13,14 @@ import orjson
 
 from .chat import chat_completion, chat_stream, normalize_chat
 from .config import MockConfig
-from .logic import parse_flags, parse_markers, plan_answer, short_hash, strip_markers
+from .logic import (
+    parse_flags,
+    parse_markers,
+    parse_tool_calls,
+    plan_answer,
+    short_hash,
+    strip_markers,
+)
 from .responses import normalize_responses, response_object, responses_stream
 from .tools import tool_answer
 
@@ -223,6 +230,7 @@ class MockLLMApp:
                     await _send_bytes(send, 200, _BAD_JSON)
                 return
         conv.flags = parse_flags(conv.user_text)
+        conv.repeat_calls = parse_tool_calls(conv.user_text)
         conv.user_text = strip_markers(conv.user_text)
         plan = plan_answer(conv)
         rid = short_hash(raw)

@@ -6,7 +6,15 @@ from typing import Any
 
 import orjson
 
-from .logic import Conversation, Plan, ToolDef, content_text, max_tokens_of, tool_chars
+from .logic import (
+    HANDOFF_PREFIX,
+    Conversation,
+    Plan,
+    ToolDef,
+    content_text,
+    max_tokens_of,
+    tool_chars,
+)
 
 ARGS_CHUNK = 16
 """Size (characters) of the streamed tool-call argument pieces."""
@@ -37,6 +45,7 @@ def normalize_chat(body: dict[str, Any]) -> Conversation:
             conv.user_text = text
             conv.tool_result = None
             conv.called = set()
+            conv.tool_calls = 0
         elif role == "assistant":
             for call in message.get("tool_calls") or ():
                 function = call.get("function") if isinstance(call, dict) else None
@@ -45,6 +54,7 @@ def normalize_chat(body: dict[str, Any]) -> Conversation:
                     chars += len(name) + len(str(function.get("arguments") or ""))
                     names[str(call.get("id"))] = name
                     conv.called.add(name)
+                    conv.tool_calls += not name.startswith(HANDOFF_PREFIX)
         elif role == "tool":
             conv.tool_result = (names.get(str(message.get("tool_call_id"))), text)
     for tool in body.get("tools") or ():

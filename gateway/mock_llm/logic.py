@@ -28,8 +28,10 @@ import orjson
 FAULT_RE = re.compile(r"\[\[fault:([a-z0-9]+)\]\]", re.IGNORECASE)
 LATENCY_RE = re.compile(r"\[\[latency:(\d+(?:\.\d+)?)\]\]", re.IGNORECASE)
 FLAG_RE = re.compile(r"\[\[(tripwire|loop|invalid-json)\]\]", re.IGNORECASE)
+TOOL_CALLS_RE = re.compile(r"\[\[tool-calls:(\d+)\]\]", re.IGNORECASE)
 MARKER_RE = re.compile(
-    r"\s*\[\[(?:(?:fault|latency):[^\]]*|tripwire|loop|invalid-json)\]\]", re.IGNORECASE
+    r"\s*\[\[(?:(?:fault|latency|tool-calls):[^\]]*|tripwire|loop|invalid-json)\]\]",
+    re.IGNORECASE,
 )
 HANDOFF_PREFIX = "transfer_to_"
 """Function tools named ``transfer_to_<agent>`` are handoffs (the Agents SDK's naming)."""
@@ -64,6 +66,11 @@ class Conversation:
     """Names of the function calls made since the last user message."""
     flags: frozenset[str] = frozenset()
     """``tripwire`` / ``loop`` / ``invalid-json`` markers of the last user message."""
+    tool_calls: int = 0
+    """Calls of function tools other than handoffs made since the last user message."""
+    repeat_calls: int | None = None
+    """``[[tool-calls:N]]`` of the last user message: the named tool is called N times in a
+    row (one call per answer) before the text answer; None: the usual single call."""
 
 
 @dataclass(slots=True)
@@ -146,6 +153,14 @@ def parse_flags(text: str) -> frozenset[str]:
     if "[[" not in text:
         return frozenset()
     return frozenset(match.lower() for match in FLAG_RE.findall(text))
+
+
+def parse_tool_calls(text: str) -> int | None:
+    """N of a ``[[tool-calls:N]]`` marker in a text (None without one)."""
+    if "[[" not in text:
+        return None
+    match = TOOL_CALLS_RE.search(text)
+    return int(match.group(1)) if match else None
 
 
 def strip_markers(text: str) -> str:
@@ -351,7 +366,11 @@ def plan_answer(conv: Conversation) -> Plan:
     tool: ToolDef | None = None
     if conv.tools and conv.tool_choice != "none":
         tool = _handoff_to_call(conv)
-    if tool is None and conv.tool_result is None and conv.tools and conv.tool_choice != "none":
+    if conv.repeat_calls is None:
+        may_call = conv.tool_result is None
+    else:  # [[tool-calls:N]]: call again until N calls follow the user message
+        may_call = conv.tool_calls < conv.repeat_calls
+    if tool is None and may_call and conv.tools and conv.tool_choice != "none":
         forced = _forced_tool_name(conv.tool_choice)
         if forced is not None:
             tool = next((t for t in conv.tools if t.name == forced), None)

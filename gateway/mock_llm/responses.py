@@ -6,7 +6,15 @@ from typing import Any
 
 import orjson
 
-from .logic import Conversation, Plan, ToolDef, content_text, max_tokens_of, tool_chars
+from .logic import (
+    HANDOFF_PREFIX,
+    Conversation,
+    Plan,
+    ToolDef,
+    content_text,
+    max_tokens_of,
+    tool_chars,
+)
 
 ARGS_CHUNK = 16
 """Size (characters) of the streamed function-call argument pieces."""
@@ -44,11 +52,13 @@ def normalize_responses(body: dict[str, Any]) -> Conversation:
                 conv.user_text = text
                 conv.tool_result = None
                 conv.called = set()
+                conv.tool_calls = 0
         elif kind == "function_call":
             name = str(item.get("name") or "")
             chars += len(name) + len(str(item.get("arguments") or ""))
             names[str(item.get("call_id"))] = name
             conv.called.add(name)
+            conv.tool_calls += not name.startswith(HANDOFF_PREFIX)
         elif kind == "function_call_output":
             text = content_text(item.get("output"))
             chars += len(text)

@@ -74,3 +74,29 @@ async def test_agent_calls_tool(mock_llm_url: str, use_responses: bool, streamed
     assert usage.input_tokens == input_tokens
     assert usage.output_tokens == output_tokens
     assert usage.total_tokens == input_tokens + output_tokens
+
+
+@pytest.mark.parametrize("use_responses", [True, False], ids=["responses", "chat"])
+async def test_tool_calls_marker_gives_k_model_calls(
+    mock_llm_url: str, use_responses: bool
+) -> None:
+    """`[[tool-calls:3]]`: the SDK runs 3 tool calls and a final answer, 4 model calls."""
+    calls.clear()
+    agent = Agent(
+        name="assistant",
+        instructions=INSTRUCTIONS,
+        tools=[calculator],
+        model_settings=ModelSettings(include_usage=True),
+    )
+    async with openai.AsyncOpenAI(base_url=mock_llm_url, api_key="x", max_retries=0) as client:
+        run_config = RunConfig(
+            model="mock-model",
+            model_provider=OpenAIProvider(openai_client=client, use_responses=use_responses),
+            tracing_disabled=True,
+        )
+        result = await Runner.run(
+            agent, "Use the calculator on 2+3 [[tool-calls:3]]", run_config=run_config, max_turns=4
+        )
+    assert calls == ["2+3", "2+3", "2+3"]
+    assert result.final_output == "The calculator tool returned: 5"
+    assert result.context_wrapper.usage.requests == 4

@@ -11,6 +11,7 @@ from gateway.mock_llm.logic import (
     ToolDef,
     build_arguments,
     parse_markers,
+    parse_tool_calls,
     plan_answer,
     split_words,
     strip_markers,
@@ -137,3 +138,63 @@ def test_max_tokens_truncation() -> None:
     plan = plan_answer(normalize_responses({**body, "max_output_tokens": 2}))
     assert plan.tool_name == "calculator"
     assert plan.output_tokens == 2
+
+
+def test_tool_calls_marker_repeats_the_call() -> None:
+    """`[[tool-calls:N]]`: N calls of the named tool, one per answer, then the text answer
+    (both wire formats); the marker never reaches the arguments or the echoed text."""
+    tool = {"type": "function", "name": "calculator", "parameters": CALC.parameters}
+    body: dict[str, Any] = {
+        "input": [{"role": "user", "content": "calculator 2+3 [[tool-calls:3]]"}]
+    }
+    body["tools"] = [tool]
+    names = []
+    for turn in range(4):
+        conv = normalize_responses(body)
+        conv.repeat_calls = parse_tool_calls(conv.user_text)
+        conv.user_text = strip_markers(conv.user_text)
+        plan = plan_answer(conv)
+        names.append(plan.tool_name)
+        if plan.tool_name is None:
+            break
+        assert orjson.loads(plan.arguments)["expression"] == "2+3"
+        body["input"] += [
+            {
+                "type": "function_call",
+                "call_id": f"c{turn}",
+                "name": "calculator",
+                "arguments": "{}",
+            },
+            {"type": "function_call_output", "call_id": f"c{turn}", "output": str(turn)},
+        ]
+    assert names == ["calculator", "calculator", "calculator", None]
+    assert plan.text == "The calculator tool returned: 2"
+
+    chat: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "calculator 1+1 [[tool-calls:2]]"}],
+        "tools": [{"type": "function", "function": {"name": "calculator", "parameters": {}}}],
+    }
+    answers = []
+    for turn in range(3):
+        conv = normalize_chat(chat)
+        conv.repeat_calls = parse_tool_calls(conv.user_text)
+        plan = plan_answer(conv)
+        answers.append(plan.tool_name)
+        call = {"id": f"c{turn}", "type": "function", "function": {"name": "calculator"}}
+        chat["messages"] += [
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": f"c{turn}", "content": "2"},
+        ]
+    assert answers == ["calculator", "calculator", None]
+    # A new user message starts the count again; 0 calls: the plain text answer.
+    chat["messages"].append({"role": "user", "content": "again calculator [[tool-calls:1]]"})
+    conv = normalize_chat(chat)
+    assert conv.tool_calls == 0 and conv.tool_result is None
+    assert parse_tool_calls("calculator [[tool-calls:0]]") == 0
+    conv = normalize_chat(
+        {"messages": [{"role": "user", "content": "calculator"}], "tools": chat["tools"]}
+    )
+    conv.repeat_calls = 0
+    assert plan_answer(conv).tool_name is None
+    assert parse_tool_calls("no marker") is None
+    assert strip_markers("use calculator [[tool-calls:3]] on 2+3") == "use calculator on 2+3"
