@@ -3,10 +3,13 @@
 N connections each send requests back to back for D seconds. Only responses that arrive
 before the deadline are counted (like wrk); each one's latency is recorded. A response is
 an error when its status is not 200, when the connection fails, or (with `expect`) when a
-200 body lacks the expected bytes.
+200 body lacks one of the expected byte strings or does not end as expected. With `ttfb`,
+the time to the first body chunk (for a streamed answer: the first SSE event) is recorded
+as well: the body is then read chunk by chunk as it arrives instead of in one read.
 
     python -m bench.loadgen --url http://127.0.0.1:8000/v1/agents/assistant/runs \
-        --body '{"input": "hi"}' --header 'Authorization: Bearer …' -c 32 -d 10
+        --body '{"input": "hi"}' --header 'Authorization: Bearer …' -c 32 -d 10 \
+        [--expect '"status":"completed"'] [--ttfb]
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
@@ -42,6 +45,9 @@ class LoadResult:
     p50_ms: float | None = None
     p99_ms: float | None = None
     statuses: dict[str, int] = field(default_factory=dict)
+    ttfb_p50_ms: float | None = None
+    """Time to the first body chunk (measured with `ttfb` only), over the 200 answers."""
+    ttfb_p99_ms: float | None = None
 
     @property
     def errors(self) -> int:
@@ -67,6 +73,39 @@ def percentile(sorted_values: list[float], q: float) -> float | None:
     return sorted_values[rank]
 
 
+@dataclass(frozen=True)
+class Expect:
+    """What every 200 body must be: contain each of `contains`, and (SSE) end with `ends_with`
+    (trailing whitespace ignored)."""
+
+    contains: tuple[bytes, ...] = ()
+    ends_with: bytes | None = None
+
+    def matches(self, body: bytes) -> bool:
+        if any(e not in body for e in self.contains):
+            return False
+        return self.ends_with is None or body.rstrip().endswith(self.ends_with)
+
+
+ExpectArg = Expect | bytes | Sequence[bytes] | None
+
+
+def expectation(expect: ExpectArg) -> Expect:
+    """`expect` as an `Expect` (bytes: must contain them; a sequence: must contain each)."""
+    if expect is None:
+        return Expect()
+    if isinstance(expect, Expect):
+        return expect
+    if isinstance(expect, bytes):
+        return Expect((expect,))
+    return Expect(tuple(expect))
+
+
+def _ms(values: list[float], q: float) -> float | None:
+    value = percentile(values, q)
+    return value * 1000 if value is not None else None
+
+
 async def run_load(
     url: str,
     body: bytes,
@@ -74,11 +113,14 @@ async def run_load(
     *,
     connections: int,
     duration_s: float,
-    expect: bytes | None = None,
+    expect: ExpectArg = None,
+    ttfb: bool = False,
 ) -> LoadResult:
     """Drive `url` with `connections` closed-loop clients for `duration_s` seconds."""
     result = LoadResult(tool="loadgen", connections=connections, duration_s=duration_s)
+    expected = expectation(expect)
     latencies: list[float] = []
+    first_bytes: list[float] = []
     statuses: dict[str, int] = {}
     send_headers = {"Content-Type": "application/json", **headers}
     connector = aiohttp.TCPConnector(limit=connections)
@@ -88,9 +130,17 @@ async def run_load(
 
         async def client() -> None:
             while (started := time.perf_counter()) < deadline:
+                first = 0.0
                 try:
                     async with session.post(url, data=body, headers=send_headers) as resp:
-                        data = await resp.read()
+                        if ttfb:
+                            chunks = [await resp.content.readany()]
+                            first = time.perf_counter()
+                            while chunk := await resp.content.readany():
+                                chunks.append(chunk)
+                            data = b"".join(chunks)
+                        else:
+                            data = await resp.read()
                         status = resp.status
                 except (aiohttp.ClientError, TimeoutError):
                     if time.perf_counter() < deadline:
@@ -105,8 +155,10 @@ async def run_load(
                 statuses[str(status)] = statuses.get(str(status), 0) + 1
                 if status != 200:
                     result.non_200 += 1
-                elif expect is not None and expect not in data:
+                elif not expected.matches(data):
                     result.incorrect += 1
+                elif ttfb:
+                    first_bytes.append(first - started)
 
         clients = [asyncio.ensure_future(client()) for _ in range(connections)]
         try:
@@ -115,10 +167,11 @@ async def run_load(
             for task in clients:
                 task.cancel()
     latencies.sort()
+    first_bytes.sort()
     result.statuses = statuses
-    p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
-    result.p50_ms = p50 * 1000 if p50 is not None else None
-    result.p99_ms = p99 * 1000 if p99 is not None else None
+    result.p50_ms, result.p99_ms = _ms(latencies, 0.50), _ms(latencies, 0.99)
+    if ttfb:
+        result.ttfb_p50_ms, result.ttfb_p99_ms = _ms(first_bytes, 0.50), _ms(first_bytes, 0.99)
     return result
 
 
@@ -142,7 +195,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--header", action="append", default=[], help="'Name: value'")
     parser.add_argument("-c", "--connections", type=int, default=1)
     parser.add_argument("-d", "--duration", type=float, default=10.0)
-    parser.add_argument("--expect", default=None, help="bytes every 200 body must contain")
+    parser.add_argument(
+        "--expect", action="append", default=[], help="bytes every 200 body must contain (repeat)"
+    )
+    parser.add_argument("--expect-end", default=None, help="bytes every 200 body must end with")
+    parser.add_argument("--ttfb", action="store_true", help="also time the first body chunk")
     args = parser.parse_args(argv)
     headers = dict(h.split(":", 1) for h in args.header)
     result = run_sync(
@@ -152,7 +209,11 @@ def main(argv: list[str] | None = None) -> None:
             {k.strip(): v.strip() for k, v in headers.items()},
             connections=args.connections,
             duration_s=args.duration,
-            expect=args.expect.encode() if args.expect else None,
+            expect=Expect(
+                tuple(e.encode() for e in args.expect),
+                args.expect_end.encode() if args.expect_end else None,
+            ),
+            ttfb=args.ttfb,
         )
     )
     print(json.dumps(result.as_dict(), indent=2))

@@ -1,5 +1,7 @@
 """Drive a point with `wrk` (preferred when installed): a Lua script sets the POST body and
-headers and counts non-200 and incorrect responses; `--latency` gives the percentiles."""
+headers and counts non-200 and incorrect responses (a 200 body missing any of the expected
+strings); `--latency` gives the percentiles. wrk times whole responses only: the time to the
+first byte of a streamed answer is measured by `bench.loadgen`."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from bench.loadgen import REQUEST_TIMEOUT_S, LoadResult
+from bench.loadgen import REQUEST_TIMEOUT_S, ExpectArg, LoadResult, expectation
 
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0}
 _VALUE = r"([\d.]+)(us|ms|s|m|h)"
@@ -22,13 +24,20 @@ _SCRIPT = """
 wrk.method = "POST"
 wrk.body = [==[{body}]==]
 {headers}
-local expect = {expect}
+local expect = {{{expect}}}
+local ends_with = {ends_with}
 local threads = {{}}
 function setup(thread) table.insert(threads, thread) end
 function init(args) non200 = 0; incorrect = 0 end
 function response(status, headers, body)
-  if status ~= 200 then non200 = non200 + 1
-  elseif expect and not string.find(body, expect, 1, true) then incorrect = incorrect + 1 end
+  if status ~= 200 then non200 = non200 + 1; return end
+  for _, e in ipairs(expect) do
+    if not string.find(body, e, 1, true) then incorrect = incorrect + 1; return end
+  end
+  if ends_with then
+    local stripped = string.gsub(body, "%s+$", "")
+    if string.sub(stripped, -#ends_with) ~= ends_with then incorrect = incorrect + 1 end
+  end
 end
 function done(summary, latency, requests)
   local n, b = 0, 0
@@ -46,13 +55,15 @@ def _ms(value: str, unit: str) -> float:
     return float(value) * _UNITS_MS[unit]
 
 
-def lua_script(body: bytes, headers: dict[str, str], expect: bytes | None) -> str:
+def lua_script(body: bytes, headers: dict[str, str], expect: ExpectArg) -> str:
+    checks = expectation(expect)
     lines = [f'wrk.headers["{k}"] = [==[{v}]==]' for k, v in headers.items()]
     lines.insert(0, 'wrk.headers["Content-Type"] = "application/json"')
     return _SCRIPT.format(
         body=body.decode(),
         headers="\n".join(lines),
-        expect=f"[==[{expect.decode()}]==]" if expect else "nil",
+        expect=", ".join(f"[==[{e.decode()}]==]" for e in checks.contains),
+        ends_with=f"[==[{checks.ends_with.decode()}]==]" if checks.ends_with else "nil",
     )
 
 
@@ -83,7 +94,7 @@ def run_wrk(
     *,
     connections: int,
     duration_s: float,
-    expect: bytes | None = None,
+    expect: ExpectArg = None,
     cpus: str | None = "1",
 ) -> LoadResult:
     """One closed-loop wrk run (one thread), pinned to `cpus` when given."""
