@@ -26,7 +26,9 @@ from typing import Any
 
 import asyncpg
 
-from bench.procs import Child, core_busy_seconds, cpu_seconds, free_port
+from bench import wrk
+from bench.loadgen import ExpectArg, LoadResult, run_load, run_sync
+from bench.procs import Child, CpuWindow, core_busy_seconds, cpu_seconds, free_port
 from bench.run import RESULTS_DIR, Bench, base_env, http_json
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -191,6 +193,64 @@ def stop_child(bench: Bench, child: Child) -> None:
     finally:
         if child in bench.children:
             bench.children.remove(child)
+
+
+# --- Load ------------------------------------------------------------------------------------
+
+
+def drive(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    connections: int,
+    seconds: float,
+    expect: ExpectArg,
+    use_wrk: bool,
+    cpus: str | None,
+) -> LoadResult:
+    """One closed-loop load run: wrk under `taskset -c cpus` (None: unpinned), else
+    bench.loadgen in this process (wherever this process runs)."""
+    if use_wrk:
+        return wrk.run_wrk(
+            url,
+            body,
+            headers,
+            connections=connections,
+            duration_s=seconds,
+            expect=expect,
+            cpus=cpus,
+        )
+    return run_sync(
+        run_load(url, body, headers, connections=connections, duration_s=seconds, expect=expect)
+    )
+
+
+def measured_point(
+    pid: int,
+    core: int | None,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    connections: int,
+    warmup: float,
+    duration: float,
+    expect: ExpectArg,
+    use_wrk: bool,
+    cpus: str | None,
+) -> dict[str, Any]:
+    """Warm up (discarded), then `duration` s of load with the CPU time of `pid` (CpuWindow:
+    `cpu_s`, `core_other_pct` of `core`) around it; the load's numbers and the CPU per
+    request."""
+    kwargs: dict[str, Any] = {"expect": expect, "use_wrk": use_wrk, "cpus": cpus}
+    warm = drive(url, body, headers, connections=connections, seconds=warmup, **kwargs)
+    window = CpuWindow(pid, core)
+    load = drive(url, body, headers, connections=connections, seconds=duration, **kwargs)
+    cpu = window.close()
+    cpu_s = cpu["cpu_s"]
+    per_request = cpu_s * 1000 / load.requests if cpu_s is not None and load.requests else None
+    return {**load.as_dict(), **cpu, "cpu_ms_per_request": per_request, "warmup_ok": warm.ok}
 
 
 # --- Processes: trees, CPU, RSS, cores -------------------------------------------------------

@@ -32,7 +32,7 @@ from typing import Any
 from bench import fleet, wrk
 from bench.payloads import AGENT_SPEC, PROMPT
 from bench.procs import LOOPBACK, can_pin
-from bench.report import Point, fmt
+from bench.report import fmt
 from bench.run import BENCH_LIMITS, LOAD, UNDER_TEST, Bench, http_json, start_mock, start_redis
 
 AGENT = "kcalls"
@@ -45,8 +45,9 @@ def prompt(k: int) -> str:
     return f"Use the calculator on 2+3 [[tool-calls:{k - 1}]]"
 
 
-def expect(k: int) -> bytes:
-    return f'"requests":{k},'.encode()
+def expect(k: int) -> tuple[bytes, ...]:
+    """What every answer of the k prompt contains (a completed run of k model calls)."""
+    return (b'"status":"completed"', f'"requests":{k},'.encode())
 
 
 def ledger_size(mock_port: int) -> int:
@@ -177,15 +178,29 @@ def main(argv: list[str] | None = None) -> int:
                 for conns in args.connections:
                     for k in args.ks:
                         body = json.dumps({"input": prompt(k)}).encode()
-                        point: Point = bench.point(
-                            f"k={k}", pid, url, body, headers, conns, expect=expect(k)
+                        point = fleet.measured_point(
+                            pid,
+                            UNDER_TEST if pin else None,
+                            url,
+                            body,
+                            headers,
+                            connections=conns,
+                            warmup=args.warmup,
+                            duration=args.duration,
+                            expect=expect(k),
+                            use_wrk=use_wrk,
+                            cpus=str(LOAD) if pin else None,
                         )
-                        if point.load.errors:
-                            raise RuntimeError(f"k={k} c={conns}: {point.load.as_dict()}")
-                        cpu_ms = point.cpu_ms_per_request
-                        assert cpu_ms is not None
-                        samples[conns][k].append(cpu_ms)
-                        points.append({"round": round_no, "k": k, **point.as_dict()})
+                        print(
+                            f"  k={k} c={conns}: {point['rps']:.0f} req/s, "
+                            f"{point['cpu_ms_per_request']:.2f} ms CPU/req, "
+                            f"errors {point['errors']}",
+                            flush=True,
+                        )
+                        if point["errors"]:
+                            raise RuntimeError(f"k={k} c={conns}: errors: {point}")
+                        samples[conns][k].append(point["cpu_ms_per_request"])
+                        points.append({"round": round_no, "k": k, **point})
         except BaseException:
             for child in bench.children:
                 print(f"--- {child.name} log tail ---\n{child.tail()}", file=sys.stderr)
