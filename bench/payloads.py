@@ -63,3 +63,26 @@ RESPONSES_BODY: dict[str, Any] = {
         },
     ],
 }
+
+# The plain agent of the full-controls point (d) and the LiteLLM comparison (e): instructions
+# only, no tools, one model call per request, called through the OpenAI-compatible endpoint.
+PLAIN_AGENT_NAME = "plain"
+PLAIN_AGENT_SPEC: dict[str, Any] = {"instructions": INSTRUCTIONS, "model": MODEL}
+CHAT_MESSAGES: list[dict[str, str]] = [{"role": "user", "content": PROMPT}]
+STREAM_OPTIONS: dict[str, Any] = {"stream": True, "stream_options": {"include_usage": True}}
+
+
+def chat_body(model: str, *, stream: bool = False) -> dict[str, Any]:
+    """`POST /v1/chat/completions` of a client: `model` is the agent (gateway) or the alias
+    (LiteLLM); streamed with `stream_options.include_usage`."""
+    body: dict[str, Any] = {"model": model, "messages": CHAT_MESSAGES}
+    return body | STREAM_OPTIONS if stream else body
+
+
+# What the gateway POSTs upstream to /v1/chat/completions for one turn of the plain agent
+# (GATEWAY_UPSTREAM_API=chat_completions), captured from the wire: the mock-direct point (a')
+# sends exactly this.
+UPSTREAM_CHAT_BODY: dict[str, Any] = {
+    "model": MODEL,
+    "messages": [{"content": INSTRUCTIONS, "role": "system"}, *CHAT_MESSAGES],
+}

@@ -35,12 +35,49 @@ def pinned(command: list[str], cpu: int | None) -> list[str]:
     return command if cpu is None else ["taskset", "-c", str(cpu), *command]
 
 
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat after "pid (comm) ": [0] is state (field 3), [1] ppid (field 4)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()
+
+
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc/<pid>/stat."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # After "pid (comm) ", fields[0] is state (field 3); utime/stime are fields 14/15.
+    fields = _stat_fields(pid)
+    # utime/stime are fields 14/15.
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its live descendants (walks every /proc/<n>/stat once)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(int(entry.name))[1])
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(children.get(current, ()))
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of a process tree: utime + stime + cutime + cstime of each live member (the
+    c-times hold the descendants that already exited and were reaped)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            fields = _stat_fields(member)
+        except OSError:
+            continue
+        total += sum(int(v) for v in fields[11:15])
+    return total / CLOCK_TICKS
 
 
 class Child:
@@ -106,18 +143,20 @@ def core_busy_seconds(cpu: int) -> float:
 
 
 class CpuWindow:
-    """CPU time of one process and of its core over a measured window."""
+    """CPU time of one process (with `tree`: of it and all its descendants) and of its core
+    over a measured window."""
 
-    def __init__(self, pid: int, core: int | None) -> None:
+    def __init__(self, pid: int, core: int | None, *, tree: bool = False) -> None:
         self.pid, self.core = pid, core
-        self._proc = cpu_seconds(pid)
+        self._cpu = tree_cpu_seconds if tree else cpu_seconds
+        self._proc = self._cpu(pid)
         self._core = core_busy_seconds(core) if core is not None else 0.0
         self._wall = time.monotonic()
 
     def close(self) -> dict[str, float | None]:
         """`cpu_s` of the process; `core_other_pct`: share of the window the core spent on
         anything else (other processes, interrupts): a noise indicator."""
-        cpu_s = cpu_seconds(self.pid) - self._proc
+        cpu_s = self._cpu(self.pid) - self._proc
         wall = time.monotonic() - self._wall
         other: float | None = None
         if self.core is not None and wall > 0:
