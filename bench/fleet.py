@@ -397,3 +397,27 @@ def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
     sxx = sum((x - mx) ** 2 for x in xs)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
     return my - slope * mx, slope
+
+
+def quadratic_fit(xs: list[float], ys: list[float]) -> tuple[float, float, float]:
+    """Least-squares (a, b, q) of y = a + b x + q x^2 (needs three distinct xs)."""
+    if len(set(xs)) < 3:
+        raise ValueError("a quadratic fit needs three distinct points")
+    # Normal equations M (a, b, q) = v, solved by Cramer's rule (3 x 3).
+    s = [sum(x**i for x in xs) for i in range(5)]
+    v = [sum(y * x**i for x, y in zip(xs, ys, strict=True)) for i in range(3)]
+    m = [[s[0], s[1], s[2]], [s[1], s[2], s[3]], [s[2], s[3], s[4]]]
+
+    def det(a: list[list[float]]) -> float:
+        return (
+            a[0][0] * (a[1][1] * a[2][2] - a[1][2] * a[2][1])
+            - a[0][1] * (a[1][0] * a[2][2] - a[1][2] * a[2][0])
+            + a[0][2] * (a[1][0] * a[2][1] - a[1][1] * a[2][0])
+        )
+
+    d = det(m)
+    coefficients = []
+    for col in range(3):
+        mc = [[v[r] if c == col else m[r][c] for c in range(3)] for r in range(3)]
+        coefficients.append(det(mc) / d)
+    return coefficients[0], coefficients[1], coefficients[2]

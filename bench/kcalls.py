@@ -92,6 +92,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="every limit on (BENCH_LIMITS) with a private redis-server on core 1",
     )
+    parser.add_argument(
+        "--gateway-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="extra environment of the gateway (repeatable), e.g. GATEWAY_UPSTREAM_CLIENT=openai",
+    )
     parser.add_argument("--loadgen", action="store_true", help="bench.loadgen even if wrk exists")
     args = parser.parse_args(argv)
     args.ks = sorted({int(k) for k in args.ks.split(",") if k.strip()})
@@ -107,6 +114,11 @@ def analyse(cpu: dict[int, dict[int, float]], ks: list[int], c_ms: float) -> dic
     for conns, by_k in cpu.items():
         one = by_k[1]
         a, b = fleet.linear_fit([float(k) for k in ks], [by_k[k] for k in ks])
+        quadratic = (
+            fleet.quadratic_fit([float(k) for k in ks], [by_k[k] for k in ks])
+            if len(ks) >= 3
+            else None
+        )
         excess = {k: by_k[k] - k * one for k in ks}
         c_needed = max(excess.values())
         out[str(conns)] = {
@@ -115,6 +127,9 @@ def analyse(cpu: dict[int, dict[int, float]], ks: list[int], c_ms: float) -> dic
             "fit_intercept_a_ms": a,
             "fit_marginal_b_ms": b,
             "marginal_over_one_call": b / one if one else None,
+            "quadratic_fit_ms": dict(zip(("a", "b", "q"), quadratic, strict=True))
+            if quadratic
+            else None,
             "excess_over_k_times_one_ms": {str(k): v for k, v in excess.items()},
             "c_needed_ms": c_needed,
             "c_allowed_ms": c_ms,
@@ -161,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             env = fleet.gateway_env(
                 bench, mock_port, fleet.sqlite_url(bench), fleet.admin_token(), redis_url
             )
+            env |= dict(item.split("=", 1) for item in args.gateway_env)
             fleet.migrate(env)
             gateway = fleet.launch_gateway(
                 bench, env, workers=1, cpus=str(UNDER_TEST) if pin else None
@@ -255,6 +271,13 @@ def print_report(points: list[dict[str, Any]], result: dict[str, Any], args: Any
             f"b = {r['fit_marginal_b_ms']:.3f} ms per extra model call "
             f"({r['marginal_over_one_call'] * 100:.0f} % of a one-call run)"
         )
+        if r["quadratic_fit_ms"]:
+            quad = r["quadratic_fit_ms"]
+            print(
+                f"  fit cpu(k) = a + b*k + q*k^2: q = {quad['q']:+.3f} ms "
+                "(q > 0: each call costs more than the one before, e.g. work per call that "
+                "grows with the run's history)"
+            )
         verdict = "PASS" if r["pass"] else "FAIL"
         print(
             f"  verdict cpu(k) <= k*cpu(1) + c: c needed = {r['c_needed_ms']:+.3f} ms, "
