@@ -12,6 +12,15 @@ from typing import Any
 from bench.loadgen import LoadResult
 
 TARGET_RPS, TARGET_SHARE, TARGET_ADDED_P50_MS = 200.0, 0.65, 5.0
+# Issue 12: the gateway with every control on (d) against the LiteLLM proxy (e).
+TARGET_LITELLM_RATIO = 4.0
+TARGET_FULL_ADDED_P50_MS = 2.0
+TARGET_FULL_P99_MS_AT_32 = 150.0
+TARGET_TTFB_OVER_ADDED_MS = 1.0
+
+MOCK, MOCK_CHAT, SDK = "(a) mock LLM", "(a') mock LLM chat", "(b) SDK ceiling"
+FULL, FULL_SSE = "(d) gateway all controls", "(d') gateway all controls SSE"
+LITELLM, LITELLM_SSE = "(e) LiteLLM proxy", "(e') LiteLLM proxy SSE"
 
 
 @dataclass
@@ -22,6 +31,32 @@ class Point:
     load: LoadResult
     cpu: dict[str, float | None] = field(default_factory=dict)
     warmup_ok: int = 0
+    ttfb_load: LoadResult | None = None
+    """bench.loadgen's pass that timed the first body chunk, when wrk measured `load`."""
+
+    @property
+    def ttfb_p50_ms(self) -> float | None:
+        source = self.ttfb_load or self.load
+        return source.ttfb_p50_ms
+
+    @property
+    def ttfb_p99_ms(self) -> float | None:
+        source = self.ttfb_load or self.load
+        return source.ttfb_p99_ms
+
+    @property
+    def errors(self) -> int:
+        """Errors of the measured window and of the TTFB pass."""
+        return self.load.errors + (self.ttfb_load.errors if self.ttfb_load else 0)
+
+    @property
+    def incorrect(self) -> int:
+        return self.load.incorrect + (self.ttfb_load.incorrect if self.ttfb_load else 0)
+
+    @property
+    def ok_total(self) -> int:
+        """Successful requests sent to the process (warm-up and TTFB pass included)."""
+        return self.load.ok + self.warmup_ok + (self.ttfb_load.ok if self.ttfb_load else 0)
 
     @property
     def cpu_ms_per_request(self) -> float | None:
@@ -37,6 +72,9 @@ class Point:
             **self.cpu,
             "cpu_ms_per_request": self.cpu_ms_per_request,
             "warmup_ok": self.warmup_ok,
+            "ttfb_p50_ms": self.ttfb_p50_ms,
+            "ttfb_p99_ms": self.ttfb_p99_ms,
+            "ttfb_load": self.ttfb_load.as_dict() if self.ttfb_load else None,
         }
 
 
@@ -45,7 +83,17 @@ def fmt(value: float | None, digits: int = 2) -> str:
 
 
 def print_table(points: list[Point]) -> None:
-    header = ("point", "conns", "req/s", "p50 ms", "p99 ms", "errors", "CPU ms/req", "core0 other%")
+    header = (
+        "point",
+        "conns",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "TTFB p50",
+        "errors",
+        "CPU ms/req",
+        "core0 other%",
+    )
     rows = [
         (
             p.name,
@@ -53,7 +101,8 @@ def print_table(points: list[Point]) -> None:
             fmt(p.load.rps, 1),
             fmt(p.load.p50_ms),
             fmt(p.load.p99_ms),
-            str(p.load.errors),
+            fmt(p.ttfb_p50_ms),
+            str(p.errors),
             fmt(p.cpu_ms_per_request),
             fmt(p.cpu.get("core_other_pct"), 1),
         )
@@ -75,8 +124,10 @@ def find(points: list[Point], prefix: str, connections: int) -> Point | None:
     )
 
 
-def summary(points: list[Point], usage: dict[str, Any]) -> dict[str, Any]:
-    """The three targets of the issue, and the correctness checks."""
+def summary(
+    points: list[Point], usage: dict[str, Any], full_usage: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The three targets of the issue, and the correctness checks ((c), and (d) when run)."""
     mock1, gw1 = find(points, "(a)", 1), find(points, "(c)", 1)
     gw32 = find(points, "(c)", 32)
     sdk = next((p for p in points if p.name.startswith("(b)")), None)
@@ -103,13 +154,16 @@ def summary(points: list[Point], usage: dict[str, Any]) -> dict[str, Any]:
                 "target": f">= {TARGET_SHARE:.0%}",
                 "pass": share >= TARGET_SHARE,
             }
-    gateway_points = [p for p in points if p.name.startswith("(c)")]
-    incorrect = sum(p.load.incorrect for p in gateway_points)
+    gateway_points = [p for p in points if p.name.startswith(("(c)", "(d)", "(d')"))]
+    incorrect = sum(p.incorrect for p in gateway_points)
+    usage_ok = bool(usage.get("ok")) and (full_usage is None or bool(full_usage.get("ok")))
     out["correctness"] = {
         "incorrect_200s": incorrect,
         "usage": usage,
-        "pass": incorrect == 0 and bool(usage.get("ok")),
+        "pass": incorrect == 0 and usage_ok,
     }
+    if full_usage is not None:
+        out["correctness"]["usage_all_controls"] = full_usage
     return out
 
 
@@ -135,6 +189,110 @@ def print_summary(result: dict[str, Any]) -> None:
         f"{c['incorrect_200s']} bad, {u.get('recorded_runs')}>={u.get('successful_requests')}",
         c | {"target": "0 bad, usage >= ok"},
     )
+    if (f := c.get("usage_all_controls")) is not None:
+        line(
+            "(d) usage recorded >= ok (PostgreSQL)",
+            f"{f.get('recorded_runs')}>={f.get('successful_requests')}",
+            f | {"target": "usage >= ok", "pass": bool(f.get("ok"))},
+        )
+
+
+def exact(points: list[Point], name: str, connections: int) -> Point | None:
+    return next((p for p in points if p.name == name and p.load.connections == connections), None)
+
+
+def _ratio_row(gateway: Point | None, litellm: Point | None, target: bool) -> dict[str, Any] | None:
+    """Gateway req/s ÷ LiteLLM req/s; a target row needs 0 errors on both sides."""
+    if gateway is None or litellm is None or litellm.load.rps <= 0:
+        return None
+    row: dict[str, Any] = {
+        "value": gateway.load.rps / litellm.load.rps,
+        "gateway_rps": gateway.load.rps,
+        "litellm_rps": litellm.load.rps,
+        "errors": {"gateway": gateway.errors, "litellm": litellm.errors},
+    }
+    if target:
+        row["target"] = f">= {TARGET_LITELLM_RATIO:g}x, 0 errors"
+        clean = gateway.errors == 0 and litellm.errors == 0
+        row["pass"] = row["value"] >= TARGET_LITELLM_RATIO and clean
+    return row
+
+
+def comparison(points: list[Point]) -> dict[str, Any]:
+    """Issue 12's rows: (d) the gateway with every control on against (a') the mock and
+    (e) LiteLLM. A row whose points were not measured is left out."""
+    out: dict[str, Any] = {}
+    full1, full32 = exact(points, FULL, 1), exact(points, FULL, 32)
+    sse1, sse32 = exact(points, FULL_SSE, 1), exact(points, FULL_SSE, 32)
+    mock1 = exact(points, MOCK_CHAT, 1)
+    rows = {
+        "litellm_ratio_at_32": _ratio_row(full32, exact(points, LITELLM, 32), True),
+        "litellm_ratio_at_1": _ratio_row(full1, exact(points, LITELLM, 1), False),
+        "litellm_ratio_sse_at_32": _ratio_row(sse32, exact(points, LITELLM_SSE, 32), True),
+        "litellm_ratio_sse_at_1": _ratio_row(sse1, exact(points, LITELLM_SSE, 1), False),
+    }
+    out |= {k: v for k, v in rows.items() if v is not None}
+    added: float | None = None
+    if full1 and mock1 and full1.load.p50_ms is not None and mock1.load.p50_ms is not None:
+        added = full1.load.p50_ms - mock1.load.p50_ms
+        out["full_added_p50_ms_at_1"] = {
+            "value": added,
+            "gateway_p50_ms": full1.load.p50_ms,
+            "mock_p50_ms": mock1.load.p50_ms,
+            "target": f"<= {TARGET_FULL_ADDED_P50_MS:g}",
+            "pass": added <= TARGET_FULL_ADDED_P50_MS,
+        }
+    if full32 and full32.load.p99_ms is not None:
+        out["full_p99_ms_at_32"] = {
+            "value": full32.load.p99_ms,
+            "target": f"<= {TARGET_FULL_P99_MS_AT_32:g}",
+            "pass": full32.load.p99_ms <= TARGET_FULL_P99_MS_AT_32,
+        }
+    if sse1 and sse1.ttfb_p50_ms is not None and added is not None:
+        over = sse1.ttfb_p50_ms - added
+        out["sse_ttfb_p50_over_added_ms_at_1"] = {
+            "value": over,
+            "ttfb_p50_ms": sse1.ttfb_p50_ms,
+            "added_p50_ms": added,
+            "target": f"<= {TARGET_TTFB_OVER_ADDED_MS:g}",
+            "pass": over <= TARGET_TTFB_OVER_ADDED_MS,
+        }
+    litellm_sse1 = exact(points, LITELLM_SSE, 1)
+    if litellm_sse1 and litellm_sse1.ttfb_p50_ms is not None:
+        out["litellm_sse_ttfb_p50_ms_at_1"] = {"value": litellm_sse1.ttfb_p50_ms}
+    return out
+
+
+def print_comparison(rows: dict[str, Any]) -> None:
+    """The rows of `comparison`, PASS/MISS for those with a target, `info` for the others."""
+
+    def line(label: str, value: str, item: dict[str, Any], unit: str = "") -> None:
+        verdict = "info" if "pass" not in item else "PASS" if item["pass"] else "MISS"
+        target = item["target"] + unit if "target" in item else "-"
+        print(f"{label:<38} {value:<24} target {target:<24} {verdict}")
+
+    def ratio(key: str, label: str) -> None:
+        if (r := rows.get(key)) is not None:
+            errors = r["errors"]["gateway"] + r["errors"]["litellm"]
+            suffix = f", {errors} err" if errors else ""
+            value = f"{r['value']:.2f}x ({r['gateway_rps']:.0f}/{r['litellm_rps']:.0f}){suffix}"
+            line(label, value, r)
+
+    if rows:
+        print()
+    ratio("litellm_ratio_at_32", "(d)/(e) req/s @32 conns")
+    ratio("litellm_ratio_at_1", "(d)/(e) req/s @1 conn")
+    if (a := rows.get("full_added_p50_ms_at_1")) is not None:
+        line("(d) added p50 @1 conn (d - a')", f"{a['value']:.2f} ms", a, " ms")
+    if (p := rows.get("full_p99_ms_at_32")) is not None:
+        line("(d) p99 @32 conns", f"{p['value']:.1f} ms", p, " ms")
+    ratio("litellm_ratio_sse_at_32", "(d')/(e') SSE req/s @32 conns")
+    ratio("litellm_ratio_sse_at_1", "(d')/(e') SSE req/s @1 conn")
+    if (t := rows.get("sse_ttfb_p50_over_added_ms_at_1")) is not None:
+        value = f"{t['value']:+.2f} ms ({t['ttfb_p50_ms']:.2f}-{t['added_p50_ms']:.2f})"
+        line("(d') TTFB p50 @1 - (d) added p50", value, t, " ms")
+    if (lt := rows.get("litellm_sse_ttfb_p50_ms_at_1")) is not None:
+        line("(e') LiteLLM TTFB p50 @1 conn", f"{lt['value']:.2f} ms", lt)
 
 
 def environment() -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""`make bench`: (a) the mock LLM directly, (b) the SDK ceiling, (c) the gateway, in one run.
+"""`make bench`: (a) the mock LLM directly, (b) the SDK ceiling, (c) the gateway, (c') with
+limits, (d) the gateway with every control on (chat completions, plain and streamed) and, with
+`--litellm`, (e) the LiteLLM proxy on the same request, in one run.
 
 The process under test runs on core 0; the load generator (wrk, else bench.loadgen in this
-process) and, for (b) and (c), the mock LLM run on core 1. See bench/README.md.
+process) and, for (b) to (e), the mock LLM run on core 1. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -9,157 +11,73 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import redis
-
 from bench import wrk
-from bench.loadgen import LoadResult, run_load, run_sync
-from bench.payloads import AGENT_NAME, AGENT_SPEC, RESPONSES_BODY, RUN_BODY
-from bench.procs import LOOPBACK, PROXY_VARS, Child, CpuWindow, can_pin, free_port
+from bench.fullstack import FINISHED, POSTGRES_SERVER, run_full_points
+from bench.litellm import run_litellm_points
+from bench.loadgen import LoadResult
+from bench.payloads import RESPONSES_BODY, RUN_BODY, UPSTREAM_CHAT_BODY
+from bench.procs import can_pin
 from bench.profile import print_summary as print_profile
 from bench.profile import summarise
-from bench.report import Point, environment, print_summary, print_table, summary
+from bench.report import (
+    MOCK,
+    MOCK_CHAT,
+    Point,
+    comparison,
+    environment,
+    print_comparison,
+    print_summary,
+    print_table,
+    summary,
+)
+
+# Re-exported for the other bench modules (bench.kcalls, bench.fleet) that build on these.
+from bench.rig import (  # noqa: F401
+    BENCH_LIMITS,
+    COMPLETED,
+    LOAD,
+    UNDER_TEST,
+    Bench,
+    Gateway,
+    base_env,
+    http_json,
+    start_gateway,
+    start_mock,
+    start_redis,
+)
 
 RESULTS_DIR = Path(__file__).parent / "results"
-COMPLETED = b'"status":"completed"'
-UNDER_TEST, LOAD = 0, 1  # cores
+UPSTREAM_CLIENTS = ("default", "lean", "openai")
 
 
-@dataclass
-class Bench:
-    """Options and shared state of one benchmark run."""
-
-    duration: float
-    warmup: float
-    connections: list[int]
-    sdk_concurrency: int
-    redis_url: str | None
-    pin: bool
-    tmp: Path
-    use_wrk: bool
-    profile: Path | None = None
-    children: list[Child] = field(default_factory=list)
-
-    def core(self, core: int) -> int | None:
-        return core if self.pin else None
-
-    def drive(
-        self,
-        url: str,
-        body: bytes,
-        headers: dict[str, str],
-        connections: int,
-        seconds: float,
-        expect: bytes | None,
-    ) -> LoadResult:
-        if self.use_wrk:
-            cpus = str(LOAD) if self.pin else None
-            return wrk.run_wrk(
-                url,
-                body,
-                headers,
-                connections=connections,
-                duration_s=seconds,
-                expect=expect,
-                cpus=cpus,
-            )
-        return run_sync(
-            run_load(url, body, headers, connections=connections, duration_s=seconds, expect=expect)
-        )
-
-    def point(
-        self,
-        name: str,
-        pid: int,
-        url: str,
-        body: bytes,
-        headers: dict[str, str],
-        connections: int,
-        expect: bytes | None = None,
-    ) -> Point:
-        """Warm up, then measure one point with the CPU time of `pid` around it."""
-        warm = self.drive(url, body, headers, connections, self.warmup, expect)
-        window = CpuWindow(pid, self.core(UNDER_TEST))
-        load = self.drive(url, body, headers, connections, self.duration, expect)
-        point = Point(name, load, window.close(), warmup_ok=warm.ok)
-        print(f"  {name} c={connections}: {load.rps:.0f} req/s, errors {load.errors}", flush=True)
-        return point
-
-    def start(self, name: str, command: list[str], env: dict[str, str], core: int) -> Child:
-        child = Child(
-            name, command, env=env, log_path=self.tmp / f"{name}.log", cpu=self.core(core)
-        )
-        self.children.append(child)
-        return child
-
-    def stop_all(self) -> None:
-        for child in reversed(self.children):
-            try:
-                child.stop()
-            except Exception as exc:  # keep stopping the others
-                print(f"warning: could not stop {child.name}: {exc}", file=sys.stderr)
-        self.children.clear()
-
-
-def base_env() -> dict[str, str]:
-    """Our environment without inherited GATEWAY_*/OPENAI_* settings or proxies."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("GATEWAY_", "OPENAI_")) and k.lower() not in PROXY_VARS
-    }
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
-def start_mock(bench: Bench, core: int) -> tuple[Child, int]:
-    port = free_port()
-    mock = bench.start(
-        f"mock-core{core}",
-        [sys.executable, "-m", "gateway.mock_llm", "--host", "127.0.0.1", "--port", str(port)],
-        base_env(),
-        core,
-    )
-    mock.wait_http(f"http://127.0.0.1:{port}/healthz")
-    return mock, port
-
-
-def http_json(method: str, url: str, token: str, body: Any = None) -> Any:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 (loopback)
-    request.add_header("Authorization", f"Bearer {token}")
-    request.add_header("Content-Type", "application/json")
-    try:
-        with LOOPBACK.open(request, timeout=30) as resp:
-            return json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        raise RuntimeError(f"{method} {url}: {exc.code} {exc.read()[:500]!r}") from exc
-
-
-def run_mock_points(bench: Bench) -> list[Point]:
-    """(a) The mock LLM is the process under test (core 0)."""
+def run_mock_points(bench: Bench, chat: bool) -> list[Point]:
+    """(a) The mock LLM is the process under test (core 0); with `chat`, also (a'): the
+    chat completions body the gateway sends upstream for the plain agent of (d)."""
     print("(a) mock LLM directly", flush=True)
     mock, port = start_mock(bench, UNDER_TEST)
     body = json.dumps(RESPONSES_BODY).encode()
     url = f"http://127.0.0.1:{port}/v1/responses"
-    conns = [c for c in bench.connections if c <= 32] or bench.connections[:1]
+    conns = bench.compare_connections
     try:
-        return [bench.point("(a) mock LLM", mock.pid, url, body, {}, c) for c in conns]
+        points = [bench.point(MOCK, mock.pid, url, body, {}, c) for c in conns]
+        if chat:
+            chat_url = f"http://127.0.0.1:{port}/v1/chat/completions"
+            chat_body = json.dumps(UPSTREAM_CHAT_BODY).encode()
+            points += [
+                bench.point(MOCK_CHAT, mock.pid, chat_url, chat_body, {}, c, FINISHED)
+                for c in conns
+            ]
+        return points
     finally:
-        mock.stop()
-        bench.children.remove(mock)
+        bench.forget(mock)
 
 
 def run_sdk_ceiling(bench: Bench, mock_port: int) -> Point:
@@ -171,6 +89,7 @@ def run_sdk_ceiling(bench: Bench, mock_port: int) -> Point:
         "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
         "OPENAI_API_KEY": "bench",
     }
+    env |= bench.gateway_env  # the ceiling builds its provider with the gateway's code
     command = [sys.executable, "-m", "bench.sdk_ceiling", "--concurrency"]
     command += [str(bench.sdk_concurrency), "--duration", str(bench.duration)]
     command += ["--warmup", str(bench.warmup)]
@@ -196,67 +115,6 @@ def run_sdk_ceiling(bench: Bench, mock_port: int) -> Point:
     return Point("(b) SDK ceiling", load, cpu)
 
 
-@dataclass
-class Gateway:
-    """A started, seeded gateway: its process, run URL and tenant key."""
-
-    child: Child
-    base: str
-    key: str
-
-    @property
-    def run_url(self) -> str:
-        return f"{self.base}/v1/agents/{AGENT_NAME}/runs"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.key}"}
-
-
-def start_gateway(
-    bench: Bench,
-    mock_port: int,
-    *,
-    limits: dict[str, int] | None = None,
-    redis_url: str | None = None,
-) -> Gateway:
-    """Migrate a fresh SQLite DB, serve the gateway on core 0, seed it via the admin API."""
-    admin_token = "bench-" + secrets.token_urlsafe(24)
-    env = base_env() | {
-        "GATEWAY_ENV": "development",
-        "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{bench.tmp}/bench-{secrets.token_hex(3)}.db",
-        "GATEWAY_ADMIN_TOKEN": admin_token,
-        "GATEWAY_UPSTREAM_API": "responses",
-        "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
-        "OPENAI_API_KEY": "bench",
-    }
-    if redis_url or bench.redis_url:
-        env["GATEWAY_REDIS_URL"] = redis_url or bench.redis_url or ""
-        env["GATEWAY_REDIS_KEY_PREFIX"] = f"bench:{secrets.token_hex(4)}:"
-    gateway_bin = str(Path(sys.executable).with_name("gateway"))
-    if not Path(gateway_bin).exists():
-        gateway_bin = shutil.which("gateway") or "gateway"
-    subprocess.run(
-        [gateway_bin, "db", "upgrade"], env=env, check=True, timeout=120, capture_output=True
-    )
-    port = free_port()
-    command = [gateway_bin, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    child = bench.start("gateway", command, env, UNDER_TEST)
-    base = f"http://127.0.0.1:{port}"
-    child.wait_http(f"{base}/healthz")
-
-    tenant = http_json(
-        "POST",
-        f"{base}/admin/tenants",
-        admin_token,
-        {"slug": "bench", "name": "bench", "limits": limits or {}},
-    )
-    tenant_url = f"{base}/admin/tenants/{tenant['id']}"
-    key = http_json("POST", f"{tenant_url}/keys", admin_token, {"name": "bench"})["key"]
-    http_json("PUT", f"{tenant_url}/agents/{AGENT_NAME}", admin_token, AGENT_SPEC)
-    return Gateway(child, base, key)
-
-
 def run_gateway_points(bench: Bench, mock_port: int) -> tuple[list[Point], dict[str, Any]]:
     """(c) The gateway under load at each connection count, then the usage check."""
     print("(c) gateway", flush=True)
@@ -270,46 +128,11 @@ def run_gateway_points(bench: Bench, mock_port: int) -> tuple[list[Point], dict[
     if bench.profile is not None:
         points.append(profile_gateway(bench, pid, url, body, headers))
     time.sleep(2.0)  # usage is flushed every 0.5 s
-    report = http_json("GET", f"{gateway.base}/v1/usage?group_by=agent", gateway.key)
-    recorded = sum(row["runs"] for row in report["data"] if row.get("agent") == AGENT_NAME)
-    expected = sum(p.load.ok + p.warmup_ok for p in points)
+    recorded = gateway.recorded_runs()
+    expected = sum(p.ok_total for p in points)
     usage = {"recorded_runs": recorded, "successful_requests": expected, "ok": recorded >= expected}
-    gateway.child.stop()  # (c') runs alone on core 0
+    bench.forget(gateway.child)  # (c') runs alone on core 0
     return points, usage
-
-
-# (c') limits on, high enough never to refuse: every request and model call pays the checks.
-BENCH_LIMITS = {
-    "requests_per_minute": 10**9,
-    "tokens_per_minute": 10**12,
-    "tokens_per_day": 10**12,
-    "max_concurrent_runs": 10**6,
-}
-
-
-def start_redis(bench: Bench) -> str:
-    """A private `redis-server` on the load core (as the mock LLM): in production Redis runs
-    on its own host, never on the gateway's core. Falls back to the local Redis on 6379."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        print("  redis-server not found: using redis://127.0.0.1:6379/0", flush=True)
-        return "redis://127.0.0.1:6379/0"
-    port = free_port()
-    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    command += ["--appendonly", "no", "--dir", str(bench.tmp)]
-    bench.start("redis", command, base_env(), LOAD)
-    client = redis.Redis(port=port, socket_timeout=1, socket_connect_timeout=1)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.RedisError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-    client.close()
-    return f"redis://127.0.0.1:{port}/0"
 
 
 def run_limits_points(bench: Bench, mock_port: int, redis_url: str) -> list[Point]:
@@ -324,7 +147,7 @@ def run_limits_points(bench: Bench, mock_port: int, redis_url: str) -> list[Poin
         bench.point("(c') gateway + limits (Redis)", pid, url, body, headers, c, expect=COMPLETED)
         for c in bench.connections
     ]
-    gateway.child.stop()
+    bench.forget(gateway.child)
     return points
 
 
@@ -396,6 +219,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "on the load core; a URL uses that Redis; empty: skip (c')",
     )
     parser.add_argument(
+        "--postgres-url",
+        default=POSTGRES_SERVER,
+        help="PostgreSQL server of the (d) point: a fresh bench_<hex> database is created on it, "
+        "migrated and dropped at the end; empty: skip (d)",
+    )
+    parser.add_argument(
+        "--litellm",
+        action="store_true",
+        help="also measure (e): the LiteLLM proxy (installed once into bench/.scratch/) on the "
+        "same chat completions request as (d)",
+    )
+    parser.add_argument(
+        "--upstream-client",
+        choices=UPSTREAM_CLIENTS,
+        default="default",
+        help="GATEWAY_UPSTREAM_CLIENT of every gateway process (and the SDK ceiling); "
+        "default: leave it unset (the gateway's own default)",
+    )
+    parser.add_argument(
         "--loadgen", action="store_true", help="use bench.loadgen even if wrk exists"
     )
     parser.add_argument(
@@ -422,13 +264,19 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: cores 0 and 1 are not both available; running unpinned", file=sys.stderr)
     use_wrk = wrk.available() and not args.loadgen
     started = datetime.now(UTC)
+    gateway_env = {}
+    if args.upstream_client != "default":
+        gateway_env["GATEWAY_UPSTREAM_CLIENT"] = args.upstream_client
     print(
         f"bench: {args.duration:g} s per point after {args.warmup:g} s warm-up; "
-        f"load generator: {'wrk' if use_wrk else 'bench.loadgen (asyncio/aiohttp)'}",
+        f"load generator: {'wrk' if use_wrk else 'bench.loadgen (asyncio/aiohttp)'}; "
+        f"upstream client: {args.upstream_client}",
         flush=True,
     )
     points: list[Point] = []
     usage: dict[str, Any] = {}
+    full_usage: dict[str, Any] | None = None
+    litellm: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="gateway-bench-") as tmp:
         bench = Bench(
             duration=args.duration,
@@ -440,15 +288,23 @@ def main(argv: list[str] | None = None) -> int:
             tmp=Path(tmp),
             use_wrk=use_wrk,
             profile=args.profile,
+            gateway_env=gateway_env,
         )
         try:
-            points += run_mock_points(bench)
+            points += run_mock_points(bench, chat=bool(args.postgres_url))
             _, mock_port = start_mock(bench, LOAD)
             points.append(run_sdk_ceiling(bench, mock_port))
             gateway_points, usage = run_gateway_points(bench, mock_port)
             points += gateway_points
             if args.limits_redis_url:
                 points += run_limits_points(bench, mock_port, args.limits_redis_url)
+            if args.postgres_url:
+                redis_url = args.limits_redis_url or "private"
+                full, full_usage = run_full_points(bench, mock_port, redis_url, args.postgres_url)
+                points += full
+            if args.litellm:
+                litellm_points, litellm = run_litellm_points(bench, mock_port)
+                points += litellm_points
         except BaseException:
             for child in bench.children:
                 print(f"--- {child.name} log tail ---\n{child.tail()}", file=sys.stderr)
@@ -461,9 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print_table(points)
     print()
-    result = summary(points, usage)
+    result = summary(points, usage, full_usage)
     print_summary(result)
     limits_cost = print_limits_cost(points)
+    compared = comparison(points)
+    print_comparison(compared)
+    if litellm is not None and litellm.get("error"):
+        print(f"(e) LiteLLM skipped: {litellm['error']}")
     profile: dict[str, Any] | None = None
     if args.profile is not None and profiled:
         profile = summarise(args.profile)
@@ -479,11 +339,14 @@ def main(argv: list[str] | None = None) -> int:
                 "argv": sys.argv,
                 "options": vars(args),
                 "load_generator": "wrk" if use_wrk else "bench.loadgen",
+                "upstream_client": args.upstream_client,
                 "pinned": pin,
                 "environment": environment(),
                 "points": [p.as_dict() for p in points],
                 "summary": result,
                 "limits_cost": limits_cost,
+                "comparison": compared,
+                "litellm": litellm,
                 "profile": profile,
             },
             indent=2,
@@ -493,8 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nresults: {out}")
     if not result["correctness"]["pass"]:
         return 1
-    if args.strict and not all(v.get("pass", True) for v in result.values()):
+    verdicts = [*result.values(), *compared.values()]
+    if args.strict and not all(v.get("pass", True) for v in verdicts):
         return 1
+    if args.strict and litellm is not None and litellm.get("error"):
+        return 1  # a comparison asked for and not made
     return 0
 
 
