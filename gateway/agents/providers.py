@@ -1,17 +1,53 @@
-"""One cached AsyncOpenAI client (and SDK model provider) per upstream.
+"""One cached upstream client (and SDK model provider) per upstream.
 
 Clients are created lazily on first use, i.e. inside the serving event loop, and closed in the
 lifespan. The upstream of the deployment comes from the standard `OPENAI_BASE_URL` /
-`OPENAI_API_KEY` variables; the key is never logged.
+`OPENAI_API_KEY` variables; the key is never logged. The client is the lean one
+(`gateway.agents.wire`) unless `GATEWAY_UPSTREAM_CLIENT=openai` selects the stock
+`AsyncOpenAI`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, cast
+
+import aiohttp
 import httpx2
 from agents.models.openai_provider import OpenAIProvider
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from gateway.agents.wire.client import LeanOpenAI
 from gateway.core.config import Settings
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+UpstreamClient = AsyncOpenAI | LeanOpenAI
+
+
+def lean_client(
+    settings: Settings,
+    base_url: str | None,
+    api_key: str,
+    session_factory: Callable[[], aiohttp.ClientSession],
+) -> LeanOpenAI:
+    """The lean client of one upstream, with the deployment's timeout and retries."""
+    return LeanOpenAI(
+        api_key=api_key,
+        base_url=base_url or OPENAI_DEFAULT_BASE_URL,
+        timeout=settings.upstream_timeout_s,
+        max_retries=settings.upstream_max_retries,
+        session_factory=session_factory,
+    )
+
+
+def default_session() -> aiohttp.ClientSession:
+    """The pooled session of the deployment's upstream (as the stock aiohttp transport's)."""
+    return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1000, keepalive_timeout=5.0))
+
+
+def provider_for(client: UpstreamClient, *, use_responses: bool) -> OpenAIProvider:
+    """The SDK provider over either client (the SDK's models duck-type the client)."""
+    return OpenAIProvider(openai_client=cast(Any, client), use_responses=use_responses)
 
 
 class ProviderRegistry:
@@ -20,7 +56,7 @@ class ProviderRegistry:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._providers: dict[tuple[str | None, str], OpenAIProvider] = {}
-        self._clients: list[AsyncOpenAI] = []
+        self._clients: list[UpstreamClient] = []
 
     @property
     def use_responses(self) -> bool:
@@ -37,13 +73,15 @@ class ProviderRegistry:
         provider = self._providers.get(cache_key)
         if provider is None:
             client = self._client(base_url, api_key)
-            provider = OpenAIProvider(openai_client=client, use_responses=self.use_responses)
+            provider = provider_for(client, use_responses=self.use_responses)
             self._providers[cache_key] = provider
             self._clients.append(client)
         return provider
 
-    def _client(self, base_url: str | None, api_key: str) -> AsyncOpenAI:
+    def _client(self, base_url: str | None, api_key: str) -> UpstreamClient:
         settings = self._settings
+        if settings.upstream_client == "lean":
+            return lean_client(settings, base_url, api_key, default_session)
         http_client: httpx2.AsyncClient | None = None
         if settings.upstream_http_client == "aiohttp":
             http_client = DefaultAioHttpClient(timeout=settings.upstream_timeout_s)

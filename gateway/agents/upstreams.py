@@ -22,6 +22,7 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 # session factory, every upstream connection uses the guarded connector.
 from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
 
+from gateway.agents.providers import UpstreamClient, lean_client, provider_for
 from gateway.auth.cache import TenantIndexedCache
 from gateway.core.config import Settings
 from gateway.core.db import Database
@@ -56,7 +57,7 @@ class TenantUpstreams(TenantIndexedCache[UpstreamEntry]):
         self._settings = settings
         self._db = db
         self.policy = EgressPolicy.parse(settings.egress_allow)
-        self._providers: dict[str, tuple[int, OpenAIProvider, AsyncOpenAI]] = {}
+        self._providers: dict[str, tuple[int, OpenAIProvider, UpstreamClient]] = {}
         self._retired: set[asyncio.Task[None]] = set()
 
     async def provider(self, tenant_id: str, name: str) -> OpenAIProvider:
@@ -87,15 +88,19 @@ class TenantUpstreams(TenantIndexedCache[UpstreamEntry]):
         if cached is not None and cached[0] > entry.version:
             return cached[1]  # a stale read (another replica's older row): keep the newer
         client = self._client(entry)
-        provider = OpenAIProvider(openai_client=client, use_responses=entry.use_responses)
+        provider = provider_for(client, use_responses=entry.use_responses)
         self._providers[entry.id] = (entry.version, provider, client)
         if cached is not None:
             self._retire(cached[2])
         return provider
 
-    def _client(self, entry: UpstreamEntry) -> AsyncOpenAI:
+    def _client(self, entry: UpstreamEntry) -> UpstreamClient:
         settings = self._settings
         policy = self.policy
+        if settings.upstream_client == "lean":
+            return lean_client(
+                settings, entry.base_url, entry.api_key, lambda: guarded_session(policy)
+            )
         transport = AiohttpTransport(client=lambda: guarded_session(policy))
         http_client = DefaultAioHttpClient(
             timeout=settings.upstream_timeout_s, transport=transport, follow_redirects=False
@@ -108,7 +113,7 @@ class TenantUpstreams(TenantIndexedCache[UpstreamEntry]):
             http_client=http_client,
         )
 
-    def _retire(self, client: AsyncOpenAI) -> None:
+    def _retire(self, client: UpstreamClient) -> None:
         async def close_later() -> None:
             try:
                 await asyncio.sleep(RETIRE_AFTER_S)

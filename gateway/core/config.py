@@ -168,7 +168,7 @@ class Settings(BaseSettings):
     """Timeout of one HTTP attempt of a model call (connect, and each read of a stream);
     exceeding it answers 504 `upstream_timeout` once the retries are spent. A model call
     takes at most `(1 + GATEWAY_UPSTREAM_MAX_RETRIES)` attempts plus the client's backoff
-    between them (0.5 s doubling up to 8 s, or the upstream's `Retry-After` up to 60 s);
+    between them (0.5 s doubling up to 8 s, or the upstream's `Retry-After` up to 120 s);
     `GATEWAY_RUN_TIMEOUT_S` bounds the whole run."""
 
     run_timeout_s: float = Field(default=600.0, gt=0)
@@ -179,8 +179,14 @@ class Settings(BaseSettings):
     upstream_max_retries: int = Field(default=2, ge=0, le=10)
     """Retries of a failed model call (429/5xx/connection) before 502."""
 
+    upstream_client: Literal["lean", "openai"] = "lean"
+    """Client of model calls: `lean` (one pooled aiohttp session, orjson, responses parsed by
+    pydantic-core; same requests, retries and errors as the stock client, at less CPU per
+    call) or `openai` (the stock `AsyncOpenAI` client)."""
+
     upstream_http_client: Literal["aiohttp", "httpx"] = "aiohttp"
-    """Transport of the cached AsyncOpenAI clients (aiohttp costs less CPU per call)."""
+    """Transport of the stock AsyncOpenAI clients (`GATEWAY_UPSTREAM_CLIENT=openai`); aiohttp
+    costs less CPU per call."""
 
     egress_allow: str = Field(default="", max_length=4096)
     """Hosts and CIDRs (comma-separated, e.g. `127.0.0.0/8,tools.internal`) that HTTP tools, MCP
