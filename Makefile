@@ -43,9 +43,10 @@ format: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-## Load benchmark: mock LLM directly, SDK ceiling, and the gateway (see bench/README.md).
+## Load benchmark: mock LLM directly, SDK ceiling, and the gateway (see bench/README.md);
+## extra options through ARGS, e.g. make bench ARGS="--litellm".
 bench: $(STAMP)
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(ARGS)
 
 mock-llm: $(STAMP)
 	$(BIN)/gateway mock-llm --port 9100
