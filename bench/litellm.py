@@ -120,6 +120,7 @@ def write_config(directory: Path, mock_port: int, base_env: dict[str, str]) -> P
             "success_callback": [],
             "failure_callback": [],
             "turn_off_message_logging": True,
+            "disable_hf_tokenizer_download": True,
         },
         "general_settings": {
             "master_key": master_key,
@@ -138,6 +139,7 @@ def write_config(directory: Path, mock_port: int, base_env: dict[str, str]) -> P
         "LITELLM_MODE": "PRODUCTION",  # no .env loading
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # the bundled cost map: no fetch at start-up
         "LITELLM_TELEMETRY": "False",
+        "LITELLM_LOCAL_BLOG_POSTS": "True",
         "TELEMETRY": "False",
         "DISABLE_SCHEMA_UPDATE": "True",
         "NO_DOCS": "True",
