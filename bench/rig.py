@@ -75,10 +75,10 @@ class Bench:
         seconds: float,
         expect: ExpectArg,
         *,
-        loadgen: bool = False,
         ttfb: bool = False,
     ) -> LoadResult:
-        if self.use_wrk and not loadgen and not ttfb:
+        """One closed-loop load: wrk when available, bench.loadgen otherwise or for `ttfb`."""
+        if self.use_wrk and not ttfb:
             cpus = str(LOAD) if self.pin else None
             return wrk.run_wrk(
                 url,
