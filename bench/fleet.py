@@ -97,7 +97,7 @@ class GatewayProc:
         """The processes that accept connections: the spawned workers when there are several,
         else the started process itself (`--workers 1` serves in it: the allocator's re-exec
         is an `execve`, same pid)."""
-        workers = [p for p in descendants(self.child.pid) if is_python(p)]
+        workers = [p for p in descendants(self.child.pid) if is_spawned_worker(p)]
         return workers if self.workers > 1 and workers else [self.child.pid]
 
 
@@ -280,11 +280,32 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def is_python(pid: int) -> bool:
+def is_spawned_worker(pid: int) -> bool:
+    """A multiprocessing `spawn` child (a worker), not its resource tracker."""
     try:
-        return "python" in os.readlink(f"/proc/{pid}/exe")
+        return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
+
+
+def wait_for_quiet(
+    cores: list[int], ours: list[int], threshold_pct: float, max_wait_s: float
+) -> dict[str, float]:
+    """Wait (at most `max_wait_s`) until `cores` spend less than `threshold_pct` % of their
+    time on anything but the processes `ours` (1 s samples): on a shared machine, start a
+    point when the others' work has paused. Returns the last sample and the time waited."""
+    started = time.monotonic()
+    busy_pct = 0.0
+    while True:
+        before = sum(core_busy_seconds(c) for c in cores)
+        own = sum(safe_cpu_seconds(p) for p in ours)
+        time.sleep(1.0)
+        busy = sum(core_busy_seconds(c) for c in cores) - before
+        busy -= sum(safe_cpu_seconds(p) for p in ours) - own
+        busy_pct = max(0.0, busy) / len(cores) * 100
+        waited = time.monotonic() - started
+        if busy_pct < threshold_pct or waited >= max_wait_s:
+            return {"others_busy_pct": busy_pct, "waited_s": waited}
 
 
 def safe_cpu_seconds(pid: int) -> float:
@@ -341,15 +362,19 @@ class GroupCpu:
             name: sum(safe_cpu_seconds(p) for p in pids) for name, pids in self.groups.items()
         }
         values["_children"] = children_cpu_seconds()
-        values["_cores"] = sum(core_busy_seconds(c) for c in self.cores)
+        for core in self.cores:
+            values[f"_core{core}"] = core_busy_seconds(core)
         return values
 
     def close(self) -> dict[str, float]:
-        """CPU seconds per group, `reaped_children_s`, `cores_busy_s`, `wall_s`."""
+        """CPU seconds per group, `reaped_children_s`, `core<n>_busy_s` per core and their
+        sum `cores_busy_s`, `wall_s`."""
         end = self._read()
         out = {name: end[name] - self._start[name] for name in self.groups}
         out["reaped_children_s"] = end["_children"] - self._start["_children"]
-        out["cores_busy_s"] = end["_cores"] - self._start["_cores"]
+        for core in self.cores:
+            out[f"core{core}_busy_s"] = end[f"_core{core}"] - self._start[f"_core{core}"]
+        out["cores_busy_s"] = sum(out[f"core{core}_busy_s"] for core in self.cores)
         out["wall_s"] = time.monotonic() - self._wall
         return out
 
