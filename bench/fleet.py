@@ -2,7 +2,7 @@
 on SQLite or a fresh PostgreSQL database, seeded through the admin API; the CPU time of groups
 of processes; RSS; moving processes between cores; the results file.
 
-It reuses bench.run / bench.procs (Bench, Child, base_env, http_json, start_redis) and only
+It reuses bench.rig / bench.procs (Bench, Child, base_env, http_json, start_redis) and only
 adds what those do not offer (several workers, PostgreSQL, an admin token kept for seeding
 several agents, process-tree accounting).
 """
@@ -29,9 +29,10 @@ import asyncpg
 from bench import wrk
 from bench.loadgen import ExpectArg, LoadResult, run_load, run_sync
 from bench.procs import Child, CpuWindow, core_busy_seconds, cpu_seconds, free_port
-from bench.run import RESULTS_DIR, Bench, base_env, http_json
+from bench.rig import Bench, base_env, http_json
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+RESULTS_DIR = Path(__file__).parent / "results"  # as bench.run's, gitignored
 
 
 def gateway_bin() -> str:

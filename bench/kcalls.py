@@ -33,7 +33,7 @@ from bench import fleet, wrk
 from bench.payloads import AGENT_SPEC, PROMPT
 from bench.procs import LOOPBACK, can_pin
 from bench.report import fmt
-from bench.run import BENCH_LIMITS, LOAD, UNDER_TEST, Bench, http_json, start_mock, start_redis
+from bench.rig import BENCH_LIMITS, LOAD, UNDER_TEST, Bench, http_json, start_mock, start_redis
 
 AGENT = "kcalls"
 
@@ -98,6 +98,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="NAME=VALUE",
         help="extra environment of the gateway (repeatable), e.g. GATEWAY_UPSTREAM_CLIENT=openai",
+    )
+    parser.add_argument(
+        "--quiet-pct",
+        type=float,
+        default=10.0,
+        help="before each point, wait until others use less than this %% of the two cores",
+    )
+    parser.add_argument(
+        "--quiet-wait", type=float, default=30.0, help="at most this many seconds (0: never)"
     )
     parser.add_argument("--loadgen", action="store_true", help="bench.loadgen even if wrk exists")
     args = parser.parse_args(argv)
@@ -171,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
             use_wrk=use_wrk,
         )
         try:
-            _, mock_port = start_mock(bench, LOAD)
+            mock, mock_port = start_mock(bench, LOAD)
             redis_url = start_redis(bench) if args.limits else None
             env = fleet.gateway_env(
                 bench, mock_port, fleet.sqlite_url(bench), fleet.admin_token(), redis_url
@@ -194,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
                 for conns in args.connections:
                     for k in args.ks:
                         body = json.dumps({"input": prompt(k)}).encode()
+                        quiet = fleet.wait_for_quiet(
+                            [0, 1] if pin else [0],
+                            [pid, mock.pid],
+                            args.quiet_pct,
+                            args.quiet_wait,
+                        )
                         point = fleet.measured_point(
                             pid,
                             UNDER_TEST if pin else None,
@@ -216,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
                         if point["errors"]:
                             raise RuntimeError(f"k={k} c={conns}: errors: {point}")
                         samples[conns][k].append(point["cpu_ms_per_request"])
-                        points.append({"round": round_no, "k": k, **point})
+                        points.append({"round": round_no, "k": k, **point, "before": quiet})
         except BaseException:
             for child in bench.children:
                 print(f"--- {child.name} log tail ---\n{child.tail()}", file=sys.stderr)

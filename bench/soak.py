@@ -48,7 +48,7 @@ from bench import fleet
 from bench.loadgen import run_sync
 from bench.payloads import AGENT_NAME, AGENT_SPEC, PROMPT
 from bench.procs import can_pin, cpu_seconds
-from bench.run import BENCH_LIMITS, LOAD, UNDER_TEST, Bench, http_json, start_mock, start_redis
+from bench.rig import BENCH_LIMITS, LOAD, UNDER_TEST, Bench, http_json, start_mock, start_redis
 
 CYCLE = ("run", "run_tool", "sse", "ws", "chat", "chat_stream", "conversation")
 RUNS_PER_OP = {"conversation": 2, "ws": 2}

@@ -41,7 +41,7 @@ from bench import fleet, wrk
 from bench.payloads import INSTRUCTIONS, MODEL, PROMPT
 from bench.procs import can_pin
 from bench.report import fmt
-from bench.run import BENCH_LIMITS, LOAD, Bench, http_json, start_mock, start_redis
+from bench.rig import BENCH_LIMITS, LOAD, Bench, http_json, start_mock, start_redis
 
 AGENT = "plain"
 AGENT_SPEC: dict[str, Any] = {"instructions": INSTRUCTIONS, "model": MODEL}
