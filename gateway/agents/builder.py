@@ -25,6 +25,7 @@ from gateway.agents.guardrails import (
     patterns_or_none,
 )
 from gateway.agents.output import JsonSchemaOutput
+from gateway.agents.sdk_cache import seal
 from gateway.agents.tools import TOOLS
 from gateway.core.cache import TTLCache
 from gateway.core.db import Database
@@ -181,6 +182,7 @@ def build_graph(
                     entry, checks.classifier, default_model=spec.model or default_model
                 )
             ]
+    seal(agents[entry])
     return BuiltAgent(
         agent=agents[entry],
         name=entry,

@@ -268,6 +268,11 @@ class Settings(BaseSettings):
     often enough to cost about a tenth of the CPU under load. Start-up objects are also frozen
     out of the collector's view."""
 
+    sdk_run_cache: bool = True
+    """Compute once per built agent graph what the Agents SDK otherwise recomputes on every
+    run (its agent identity keys) and check concurrent runs' tool configurations without
+    per-run generators (`gateway.agents.sdk_cache`); false leaves the SDK untouched."""
+
     metrics_enabled: bool = True
     """Expose `/metrics`."""
 
