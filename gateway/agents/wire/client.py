@@ -90,6 +90,7 @@ class LeanOpenAI:
         self._session_factory = session_factory
         self._session: aiohttp.ClientSession | None = None
         self._owner: LeanOpenAI | None = None  # set on `with_options` views
+        self._urls: dict[str, str] = {}
         self._client_timeout = aiohttp.ClientTimeout(
             total=None, connect=None, sock_connect=timeout, sock_read=timeout
         )
@@ -119,24 +120,30 @@ class LeanOpenAI:
             await self._session.close()
             self._session = None
 
+    def url(self, path: str) -> str:
+        """The endpoint's URL (joined once per path)."""
+        url = self._urls.get(path)
+        if url is None:
+            url = self._urls[path] = str(self.base_url.join(path))
+        return url
+
     async def send(self, path: str, kwargs: dict[str, Any]) -> _Answer:
         """POST one create call with the stock client's retries; a 2xx answer, open."""
-        url = self.base_url.join(path)
+        url = self.url(path)
         query = kwargs.get("extra_query")
         if query:
-            url = url.copy_merge_params(query)
+            url = str(httpx2.URL(url).copy_merge_params(query))
         body = request_body(kwargs)
-        headers = dict(self._headers)
+        headers = self._headers
         extra = kwargs.get("extra_headers")
         if extra:
-            headers.update({k: v for k, v in extra.items() if not _omitted(v)})
-        request = httpx2.Request("POST", url, headers=headers)
-        target = str(url)
+            headers = headers | {k: v for k, v in extra.items() if not _omitted(v)}
+        sent = _Sent(url, headers)
         retries = 0
         while True:
             try:
                 response = await self.session().post(
-                    target,
+                    url,
                     data=body,
                     headers=headers,
                     timeout=self._client_timeout,
@@ -147,15 +154,15 @@ class LeanOpenAI:
                     await asyncio.sleep(retry_delay_s(retries, None))
                     retries += 1
                     continue
-                raise openai.APITimeoutError(request=request) from exc
+                raise openai.APITimeoutError(request=sent.request()) from exc
             except aiohttp.ClientError as exc:
                 if retries < self.max_retries:
                     await asyncio.sleep(retry_delay_s(retries, None))
                     retries += 1
                     continue
-                raise openai.APIConnectionError(request=request) from exc
+                raise openai.APIConnectionError(request=sent.request()) from exc
             if response.status < 300:
-                return _Answer(request, response)
+                return _Answer(sent, response)
             headers_in = response.headers
             try:
                 content = await response.read()
@@ -167,14 +174,27 @@ class LeanOpenAI:
                 await asyncio.sleep(retry_delay_s(retries, headers_in))
                 retries += 1
                 continue
-            raise status_error(request, response.status, headers_in, content)
+            raise status_error(sent.request(), response.status, headers_in, content)
+
+
+class _Sent:
+    """What was sent, for the `httpx2.Request` an openai exception carries (built only then)."""
+
+    __slots__ = ("headers", "url")
+
+    def __init__(self, url: str, headers: dict[str, str]) -> None:
+        self.url = url
+        self.headers = headers
+
+    def request(self) -> httpx2.Request:
+        return httpx2.Request("POST", self.url, headers=self.headers)
 
 
 class _Answer:
     """A 2xx upstream answer: its body read as one model, or as a stream of SSE events."""
 
-    def __init__(self, request: httpx2.Request, response: aiohttp.ClientResponse) -> None:
-        self.request = request
+    def __init__(self, sent: _Sent, response: aiohttp.ClientResponse) -> None:
+        self.sent = sent
         self.response = response
         self.request_id: str | None = response.headers.get("x-request-id")
 
@@ -182,9 +202,9 @@ class _Answer:
         try:
             content = await self.response.read()
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise openai.APITimeoutError(request=self.request) from exc
+            raise openai.APITimeoutError(request=self.sent.request()) from exc
         except aiohttp.ClientError as exc:
-            raise openai.APIConnectionError(request=self.request) from exc
+            raise openai.APIConnectionError(request=self.sent.request()) from exc
         finally:
             self.response.release()
         parsed = parse_model(cast_to, orjson.loads(content))
@@ -204,12 +224,12 @@ class _Answer:
                     message = error.get("message") if isinstance(error, dict) else None
                     if not isinstance(message, str) or not message:
                         message = "An error occurred during streaming"
-                    raise openai.APIError(message, self.request, body=error)
+                    raise openai.APIError(message, self.sent.request(), body=error)
                 yield parse(data)
         except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise openai.APITimeoutError(request=self.request) from exc
+            raise openai.APITimeoutError(request=self.sent.request()) from exc
         except aiohttp.ClientPayloadError as exc:
-            raise openai.APIConnectionError(request=self.request) from exc
+            raise openai.APIConnectionError(request=self.sent.request()) from exc
         finally:
             self.response.release()
 
