@@ -108,6 +108,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quiet-wait", type=float, default=30.0, help="at most this many seconds (0: never)"
     )
+    parser.add_argument(
+        "--noisy-pct",
+        type=float,
+        default=10.0,
+        help="a point whose core 0 spent more than this %% on other processes is measured "
+        "again (up to --attempts times); the quietest attempt is kept",
+    )
+    parser.add_argument("--attempts", type=int, default=3, help="attempts per noisy point")
     parser.add_argument("--loadgen", action="store_true", help="bench.loadgen even if wrk exists")
     args = parser.parse_args(argv)
     args.ks = sorted({int(k) for k in args.ks.split(",") if k.strip()})
@@ -165,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     points: list[dict[str, Any]] = []
     checks: list[dict[str, Any]] = []
+    discarded: list[dict[str, Any]] = []
     samples: dict[int, dict[int, list[float]]] = {
         c: {k: [] for k in args.ks} for c in args.connections
     }
@@ -203,35 +212,47 @@ def main(argv: list[str] | None = None) -> int:
                 for conns in args.connections:
                     for k in args.ks:
                         body = json.dumps({"input": prompt(k)}).encode()
-                        quiet = fleet.wait_for_quiet(
-                            [0, 1] if pin else [0],
-                            [pid, mock.pid],
-                            args.quiet_pct,
-                            args.quiet_wait,
-                        )
-                        point = fleet.measured_point(
-                            pid,
-                            UNDER_TEST if pin else None,
-                            url,
-                            body,
-                            headers,
-                            connections=conns,
-                            warmup=args.warmup,
-                            duration=args.duration,
-                            expect=expect(k),
-                            use_wrk=use_wrk,
-                            cpus=str(LOAD) if pin else None,
-                        )
-                        print(
-                            f"  k={k} c={conns}: {point['rps']:.0f} req/s, "
-                            f"{point['cpu_ms_per_request']:.2f} ms CPU/req, "
-                            f"errors {point['errors']}",
-                            flush=True,
-                        )
-                        if point["errors"]:
-                            raise RuntimeError(f"k={k} c={conns}: errors: {point}")
+                        attempts = []
+                        for _ in range(max(1, args.attempts)):
+                            quiet = fleet.wait_for_quiet(
+                                [0, 1] if pin else [0],
+                                [pid, mock.pid],
+                                args.quiet_pct,
+                                args.quiet_wait,
+                            )
+                            attempt = fleet.measured_point(
+                                pid,
+                                UNDER_TEST if pin else None,
+                                url,
+                                body,
+                                headers,
+                                connections=conns,
+                                warmup=args.warmup,
+                                duration=args.duration,
+                                expect=expect(k),
+                                use_wrk=use_wrk,
+                                cpus=str(LOAD) if pin else None,
+                            ) | {"before": quiet}
+                            other = attempt.get("core_other_pct") or 0.0
+                            print(
+                                f"  k={k} c={conns}: {attempt['rps']:.0f} req/s, "
+                                f"{attempt['cpu_ms_per_request']:.2f} ms CPU/req, "
+                                f"errors {attempt['errors']}, core0 other {other:.1f} %",
+                                flush=True,
+                            )
+                            if attempt["errors"]:
+                                raise RuntimeError(f"k={k} c={conns}: errors: {attempt}")
+                            attempts.append(attempt)
+                            if other <= args.noisy_pct:
+                                break
+                        # The quietest attempt: others' work on core 0 inflates the CPU time.
+                        point = min(attempts, key=lambda a: a.get("core_other_pct") or 0.0)
                         samples[conns][k].append(point["cpu_ms_per_request"])
-                        points.append({"round": round_no, "k": k, **point, "before": quiet})
+                        points.append(
+                            {"round": round_no, "k": k, **point, "attempts": len(attempts)}
+                        )
+                        if len(attempts) > 1:
+                            discarded.extend(a | {"k": k} for a in attempts if a is not point)
         except BaseException:
             for child in bench.children:
                 print(f"--- {child.name} log tail ---\n{child.tail()}", file=sys.stderr)
@@ -252,6 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             "prompts": {str(k): prompt(k) for k in args.ks},
             "checks": checks,
             "points": points,
+            "discarded_noisy_attempts": discarded,
             "result": result,
         },
     )
