@@ -21,7 +21,10 @@ gateway's whole process tree, each worker, the mock, Redis, the PostgreSQL backe
 run's database, wrk, and everything else on the two cores), and the summary gives both the raw
 ratio req/s(2) / req/s(1) and the ratio of requests per gateway-core-second, the scaling with
 the cores the gateway actually got. The rounds alternate 1, 2, 1, 2 workers; the summary uses
-medians. JSON in bench/results/workers-<UTC timestamp>.json. See bench/README.md.
+medians. `--variants 1,2,1-shared,1-mp` adds two diagnostics of the CPU per request: one worker
+in the layout of two (everything on cores 0-1), and one worker with prometheus_client's
+multiprocess mode (which `--workers 2` turns on). JSON in
+bench/results/workers-<UTC timestamp>.json. See bench/README.md.
 """
 
 from __future__ import annotations
@@ -65,23 +68,47 @@ def postgres_backends(database: str) -> list[int]:
     return found
 
 
-def layout(workers: int, pin: bool) -> dict[str, Any]:
-    """Where the gateway, the load processes (mock, Redis) and wrk run for `workers`."""
-    if not pin:
-        return {"gateway": None, "load": None, "wrk": None, "note": "unpinned (no two cores)"}
-    if workers == 1:
-        return {
-            "gateway": "0",
-            "load": {LOAD},
-            "wrk": str(LOAD),
-            "note": "gateway on core 0; mock, Redis, wrk on core 1; PostgreSQL unpinned",
-        }
-    return {
+VARIANTS: dict[str, dict[str, Any]] = {
+    "1": {
+        "workers": 1,
+        "gateway": "0",
+        "load": {LOAD},
+        "wrk": str(LOAD),
+        "note": "1 worker on core 0; mock, Redis, wrk on core 1; PostgreSQL unpinned",
+    },
+    "2": {
+        "workers": 2,
         "gateway": "0,1",
         "load": BOTH,
         "wrk": "0,1",
-        "note": "gateway, mock, Redis, wrk all on cores 0-1; PostgreSQL unpinned",
-    }
+        "note": "2 workers, mock, Redis, wrk all on cores 0-1; PostgreSQL unpinned",
+    },
+    # Diagnostics: where does a request of 2 workers cost more CPU than one of 1 worker?
+    "1-shared": {
+        "workers": 1,
+        "gateway": "0,1",
+        "load": BOTH,
+        "wrk": "0,1",
+        "note": "1 worker in the layout of 2 (everything on cores 0-1)",
+    },
+    "1-mp": {
+        "workers": 1,
+        "gateway": "0",
+        "load": {LOAD},
+        "wrk": str(LOAD),
+        "multiprocess_metrics": True,
+        "note": "as 1, with prometheus_client's multiprocess mode (metrics in files, as with 2)",
+    },
+}
+
+
+def layout(variant: str, pin: bool) -> dict[str, Any]:
+    """Where the gateway, the load processes (mock, Redis) and wrk run in a variant."""
+    where = dict(VARIANTS[variant])
+    if not pin:
+        where |= {"gateway": None, "load": None, "wrk": None}
+        where["note"] += " (unpinned: no two cores)"
+    return where
 
 
 def measure(
@@ -135,6 +162,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=3.0, help="discarded seconds per point")
     parser.add_argument("--connections", default="32", help="connection counts, comma separated")
     parser.add_argument("--rounds", type=int, default=2, help="alternations of 1 and 2 workers")
+    parser.add_argument(
+        "--variants",
+        default="1,2",
+        help="configurations, in this order each round: 1, 2 and the diagnostics 1-shared "
+        "(1 worker in the layout of 2), 1-mp (1 worker with multiprocess metrics)",
+    )
     parser.add_argument("--loadgen", action="store_true", help="bench.loadgen even if wrk exists")
     parser.add_argument("--pg", default=fleet.PG_ADMIN_DSN, help="PostgreSQL admin DSN")
     parser.add_argument(
@@ -148,6 +181,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     args.connections = [int(c) for c in args.connections.split(",") if c.strip()]
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown or not {"1", "2"} <= set(args.variants):
+        parser.error(f"--variants: must include 1 and 2, known: {', '.join(VARIANTS)}")
     return args
 
 
@@ -190,16 +227,22 @@ def main(argv: list[str] | None = None) -> int:
                 fleet.migrate(env)
                 key = None
                 for round_no in range(args.rounds):
-                    for workers in (1, 2):
-                        where = layout(workers, pin)
+                    for variant in args.variants:
+                        where = layout(variant, pin)
+                        workers = where["workers"]
                         for pids in parties.values():
                             for pid in pids:
                                 if where["load"] is not None:
                                     fleet.set_affinity(pid, where["load"])
-                        if pin:
+                        if where["load"] is not None:
                             os.sched_setaffinity(0, where["load"])
+                        variant_env = dict(env)
+                        if where.get("multiprocess_metrics"):
+                            metrics = Path(tmp) / f"multiproc-{round_no}"
+                            metrics.mkdir()
+                            variant_env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics)
                         gateway = fleet.launch_gateway(
-                            bench, env, workers=workers, cpus=where["gateway"]
+                            bench, variant_env, workers=workers, cpus=where["gateway"]
                         )
                         try:
                             if key is None:
@@ -222,11 +265,13 @@ def main(argv: list[str] | None = None) -> int:
                                     use_wrk,
                                     where["wrk"],
                                 )
-                                point |= {"workers": workers, "round": round_no}
+                                point |= {"variant": variant, "workers": workers}
+                                point["round"] = round_no
                                 point["layout"] = where["note"]
                                 points.append(point)
                                 print(
-                                    f"  {workers} worker(s) c={conns}: {point['rps']:.0f} req/s, "
+                                    f"  [{variant}] {workers} worker(s) c={conns}: "
+                                    f"{point['rps']:.0f} req/s, "
                                     f"gateway {point['cores_used']['gateway']:.2f} cores, "
                                     f"{point['cpu_ms_per_request']['gateway']:.2f} ms CPU/req, "
                                     f"errors {point['errors']} (others used "
@@ -234,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
                                     f"before it)",
                                     flush=True,
                                 )
-                            last = round_no == args.rounds - 1 and workers == 2
+                            last = round_no == args.rounds - 1 and variant == args.variants[-1]
                             if last:
                                 usage = check_usage(gateway.base, key, points)
                         finally:
@@ -260,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
             "options": vars(args),
             "load_generator": "wrk" if use_wrk else "bench.loadgen",
             "pinned": pin,
-            "layouts": {str(w): layout(w, pin)["note"] for w in (1, 2)},
+            "layouts": {v: layout(v, pin)["note"] for v in args.variants},
             "points": points,
             "summary": summary,
             "usage": usage,
@@ -286,35 +331,39 @@ def check_usage(base: str, key: str, points: list[dict[str, Any]]) -> dict[str, 
     return {"recorded_runs": recorded, "successful_requests": expected, "ok": recorded >= expected}
 
 
+def variant_medians(points: list[dict[str, Any]], variant: str, conns: int) -> dict[str, float]:
+    rows = [p for p in points if p["variant"] == variant and p["connections"] == conns]
+    if not rows:
+        return {}
+
+    def med(values: list[float]) -> float:
+        return statistics.median(values)
+
+    return {
+        "rps": med([p["rps"] for p in rows]),
+        "gateway_cores": med([p["cores_used"]["gateway"] for p in rows]),
+        "gateway_cpu_ms_per_request": med([p["cpu_ms_per_request"]["gateway"] for p in rows]),
+        "gateway_req_per_core_s": med([p["gateway_req_per_core_s"] or 0.0 for p in rows]),
+        "cores_busy": med([p["cores_busy"] for p in rows]),
+    }
+
+
 def summarise(points: list[dict[str, Any]], connections: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for conns in connections:
-        per: dict[int, dict[str, float]] = {}
-        for workers in (1, 2):
-            rows = [p for p in points if p["workers"] == workers and p["connections"] == conns]
-            if not rows:
-                continue
-
-            def med(values: list[float]) -> float:
-                return statistics.median(values)
-
-            per[workers] = {
-                "rps": med([p["rps"] for p in rows]),
-                "gateway_cores": med([p["cores_used"]["gateway"] for p in rows]),
-                "gateway_cpu_ms_per_request": med(
-                    [p["cpu_ms_per_request"]["gateway"] for p in rows]
-                ),
-                "gateway_req_per_core_s": med([p["gateway_req_per_core_s"] or 0.0 for p in rows]),
-                "cores_busy": med([p["cores_busy"] for p in rows]),
-            }
-        if 1 not in per or 2 not in per:
+        one, two = variant_medians(points, "1", conns), variant_medians(points, "2", conns)
+        if not one or not two:
             continue
-        raw = per[2]["rps"] / per[1]["rps"] if per[1]["rps"] else 0.0
-        per_core = per[2]["gateway_req_per_core_s"] / per[1]["gateway_req_per_core_s"]
+        raw = two["rps"] / one["rps"] if one["rps"] else 0.0
+        per_core = two["gateway_req_per_core_s"] / one["gateway_req_per_core_s"]
         projected = 2 * per_core
+        variants = sorted({p["variant"] for p in points})
         out[str(conns)] = {
-            "one_worker": per[1],
-            "two_workers": per[2],
+            "one_worker": one,
+            "two_workers": two,
+            "diagnostics": {
+                v: variant_medians(points, v, conns) for v in variants if v not in ("1", "2")
+            },
             "raw_ratio": raw,
             "per_core_ratio": per_core,
             "projected_ratio_two_dedicated_cores": projected,
@@ -328,7 +377,7 @@ def summarise(points: list[dict[str, Any]], connections: list[int]) -> dict[str,
 def print_report(points: list[dict[str, Any]], summary: dict[str, Any]) -> None:
     print()
     header = (
-        f"{'workers':>7} {'round':>5} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>8} "
+        f"{'variant':>8} {'round':>5} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>8} "
         f"{'errors':>6} | {'CPU ms/req: gateway':>19} {'mock':>5} {'redis':>5} {'pg':>5} "
         f"{'wrk':>5} {'other':>5} | {'gw cores':>8} {'core0/1 busy %':>14} {'worker split %':>14}"
     )
@@ -340,7 +389,7 @@ def print_report(points: list[dict[str, Any]], summary: dict[str, Any]) -> None:
         )
         busy = "/".join(f"{v:.0f}" for v in p["core_busy_pct"].values())
         print(
-            f"{p['workers']:>7} {p['round']:>5} {p['connections']:>5} {fmt(p['rps'], 1):>8} "
+            f"{p['variant']:>8} {p['round']:>5} {p['connections']:>5} {fmt(p['rps'], 1):>8} "
             f"{fmt(p['p50_ms']):>7} {fmt(p['p99_ms']):>8} {p['errors']:>6} | "
             f"{fmt(ms['gateway']):>19} {fmt(ms.get('mock LLM')):>5} {fmt(ms.get('redis')):>5} "
             f"{fmt(ms.get('postgres')):>5} {fmt(ms.get('load generator')):>5} "
@@ -360,6 +409,12 @@ def print_report(points: list[dict[str, Any]], summary: dict[str, Any]) -> None:
             f"= {two['gateway_req_per_core_s']:.1f} req per gateway-core-second "
             f"({two['gateway_cpu_ms_per_request']:.2f} ms CPU/req)"
         )
+        for variant, d in s["diagnostics"].items():
+            more = d["gateway_cpu_ms_per_request"] / one["gateway_cpu_ms_per_request"] - 1
+            print(
+                f"  [{variant}]: {d['rps']:7.1f} req/s, {d['gateway_cpu_ms_per_request']:.2f} ms "
+                f"CPU/req ({more * 100:+.0f} % against 1 worker): {VARIANTS[variant]['note']}"
+            )
         verdict = "PASS" if s["raw_pass"] else "MISS"
         print(
             f"  raw ratio req/s(2)/req/s(1):               {s['raw_ratio']:.2f}x  "
