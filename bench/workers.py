@@ -20,10 +20,10 @@ So beside raw req/s every point records the CPU seconds of each party over the w
 gateway's whole process tree, each worker, the mock, Redis, the PostgreSQL backends of the
 run's database, wrk, and everything else on the two cores), and the summary gives both the raw
 ratio req/s(2) / req/s(1) and the ratio of requests per gateway-core-second, the scaling with
-the cores the gateway actually got. The rounds alternate 1, 2, 1, 2 workers; the summary uses
-medians. `--variants 1,2,1-shared,1-mp` adds two diagnostics of the CPU per request: one worker
-in the layout of two (everything on cores 0-1), and one worker with prometheus_client's
-multiprocess mode (which `--workers 2` turns on). JSON in
+the cores the gateway actually got. Each round starts one variant later (1, 2, then 2, 1...);
+the summary uses medians. `--variants 1,2,1-shared,1-mp` adds two diagnostics of the CPU per
+request: one worker in the layout of two (everything on cores 0-1), and one worker with
+prometheus_client's multiprocess mode (which `--workers 2` turns on). JSON in
 bench/results/workers-<UTC timestamp>.json. See bench/README.md.
 """
 
@@ -227,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
                 fleet.migrate(env)
                 key = None
                 for round_no in range(args.rounds):
-                    for variant in args.variants:
+                    # Each round starts one variant later (1,2 then 2,1...): no variant is
+                    # always measured first, after the same predecessor.
+                    shift = round_no % len(args.variants)
+                    order = args.variants[shift:] + args.variants[:shift]
+                    for variant in order:
                         where = layout(variant, pin)
                         workers = where["workers"]
                         for pids in parties.values():
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                                     f"before it)",
                                     flush=True,
                                 )
-                            last = round_no == args.rounds - 1 and variant == args.variants[-1]
+                            last = round_no == args.rounds - 1 and variant == order[-1]
                             if last:
                                 usage = check_usage(gateway.base, key, points)
                         finally:
