@@ -15,7 +15,7 @@ import asyncio
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -65,9 +65,15 @@ def fresh_database(server_url: str) -> Iterator[str]:
 
 
 def run_full_points(
-    bench: Bench, mock_port: int, redis_url: str, postgres_url: str
+    bench: Bench,
+    mock_port: int,
+    redis_url: str,
+    postgres_url: str,
+    *,
+    profile: Callable[[int, str, bytes, dict[str, str]], Point] | None = None,
 ) -> tuple[list[Point], dict[str, Any]]:
-    """(d) plain and (d') streamed at each connection count <= 32, then the usage check."""
+    """(d) plain and (d') streamed at each connection count <= 32, then the usage check;
+    `profile(pid, url, body, headers)` records the plain point at 32 connections."""
     print("(d) gateway, all controls (PostgreSQL, Redis limits, chat completions)", flush=True)
     if redis_url == "private":
         redis_url = start_redis(bench)
@@ -95,6 +101,8 @@ def run_full_points(
                 )
                 for c in conns
             ]
+            if profile is not None:
+                points.append(profile(pid, url, plain, headers))
             time.sleep(2.0)  # usage is flushed every 0.5 s
             recorded = gateway.recorded_runs()
             expected = sum(p.ok_total for p in points)

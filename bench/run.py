@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,9 @@ def run_sdk_ceiling(bench: Bench, mock_port: int) -> Point:
     return Point("(b) SDK ceiling", load, cpu)
 
 
-def run_gateway_points(bench: Bench, mock_port: int) -> tuple[list[Point], dict[str, Any]]:
+def run_gateway_points(
+    bench: Bench, mock_port: int, *, profile: bool
+) -> tuple[list[Point], dict[str, Any]]:
     """(c) The gateway under load at each connection count, then the usage check."""
     print("(c) gateway", flush=True)
     gateway = start_gateway(bench, mock_port)
@@ -125,7 +128,7 @@ def run_gateway_points(bench: Bench, mock_port: int) -> tuple[list[Point], dict[
         bench.point("(c) gateway", pid, url, body, headers, c, expect=COMPLETED)
         for c in bench.connections
     ]
-    if bench.profile is not None:
+    if profile:
         points.append(profile_gateway(bench, pid, url, body, headers))
     time.sleep(2.0)  # usage is flushed every 0.5 s
     recorded = gateway.recorded_runs()
@@ -177,7 +180,12 @@ def print_limits_cost(points: list[Point]) -> dict[str, Any]:
 
 
 def profile_gateway(
-    bench: Bench, pid: int, url: str, body: bytes, headers: dict[str, str]
+    bench: Bench,
+    pid: int,
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    expect: bytes | None = COMPLETED,
 ) -> Point:
     """py-spy (core 1) records the gateway under 32-connection load; not a table row."""
     assert bench.profile is not None
@@ -193,7 +201,7 @@ def profile_gateway(
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         time.sleep(0.5)
-        load = bench.drive(url, body, headers, 32, seconds + 1, COMPLETED)
+        load = bench.drive(url, body, headers, 32, seconds + 1, expect)
         _, err = proc.communicate(timeout=seconds + 60)
     finally:
         if proc.poll() is None:
@@ -202,6 +210,13 @@ def profile_gateway(
     if proc.returncode != 0:
         raise RuntimeError(f"py-spy failed: {err.decode(errors='replace')[-2000:]}")
     return Point("(profile) gateway", load)
+
+
+def env_pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -238,13 +253,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "default: leave it unset (the gateway's own default)",
     )
     parser.add_argument(
+        "--gateway-env",
+        action="append",
+        type=env_pair,
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting of every gateway process (and the SDK ceiling), e.g. "
+        "GATEWAY_SDK_RUN_CACHE=false; repeatable",
+    )
+    parser.add_argument(
         "--loadgen", action="store_true", help="use bench.loadgen even if wrk exists"
     )
     parser.add_argument(
         "--profile",
         type=Path,
         default=None,
-        help="also record a py-spy speedscope profile of the gateway at 32 connections here",
+        help="also record a py-spy speedscope profile of the gateway at 32 connections here: "
+        "of (d), every control on, when it runs, else of (c)",
     )
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -264,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: cores 0 and 1 are not both available; running unpinned", file=sys.stderr)
     use_wrk = wrk.available() and not args.loadgen
     started = datetime.now(UTC)
-    gateway_env = {}
+    gateway_env = dict(args.gateway_env)
     if args.upstream_client != "default":
         gateway_env["GATEWAY_UPSTREAM_CLIENT"] = args.upstream_client
     print(
@@ -294,13 +319,25 @@ def main(argv: list[str] | None = None) -> int:
             points += run_mock_points(bench, chat=bool(args.postgres_url))
             _, mock_port = start_mock(bench, LOAD)
             points.append(run_sdk_ceiling(bench, mock_port))
-            gateway_points, usage = run_gateway_points(bench, mock_port)
+            # --profile records (d), the point compared with LiteLLM, when it runs; else (c).
+            profile_full = bench.profile is not None and bool(args.postgres_url)
+            gateway_points, usage = run_gateway_points(
+                bench, mock_port, profile=bench.profile is not None and not profile_full
+            )
             points += gateway_points
             if args.limits_redis_url:
                 points += run_limits_points(bench, mock_port, args.limits_redis_url)
             if args.postgres_url:
                 redis_url = args.limits_redis_url or "private"
-                full, full_usage = run_full_points(bench, mock_port, redis_url, args.postgres_url)
+                full, full_usage = run_full_points(
+                    bench,
+                    mock_port,
+                    redis_url,
+                    args.postgres_url,
+                    profile=partial(profile_gateway, bench, expect=FINISHED)
+                    if profile_full
+                    else None,
+                )
                 points += full
             if args.litellm:
                 litellm_points, litellm = run_litellm_points(bench, mock_port)
