@@ -317,7 +317,8 @@ def print_report(points: list[dict[str, Any]], result: dict[str, Any], args: Any
             )
         verdict = "PASS" if r["pass"] else "FAIL"
         print(
-            f"  verdict cpu(k) <= k*cpu(1) + c: c needed = {r['c_needed_ms']:+.3f} ms, "
+            f"  verdict cpu(k) <= k*cpu(1) + c: c needed = {r['c_needed_ms']:+.3f} ms "
+            f"({r['c_needed_ms'] / per_req['1'] * 100:+.0f} % of cpu(1)), "
             f"allowed c = {r['c_allowed_ms']:.3f} ms  {verdict}"
         )
 
