@@ -21,9 +21,10 @@ Every answer's status and body are checked; errors are counted by operation and 
 `--sample-s` seconds the VmRSS of the process that serves (with `--workers 1`, the started
 process itself: `gateway serve` re-executes itself under jemalloc with `execve`, same pid,
 and forks nothing; checked and recorded) is read from /proc/<pid>/status. After the warm-up:
-first, last, min, max and median RSS, the least-squares slope in MiB per 10 minutes, and the
-verdict "flat": max and min within 5 % of the median. At the end, usage recorded in
-PostgreSQL must count every successful run. JSON in bench/results/soak-<UTC timestamp>.json.
+first, last, min, max and median RSS, the least-squares slope in MiB per 10 minutes (also of
+each half), and the verdict "flat": max and min within 5 % of the median. At the end, usage
+recorded in PostgreSQL must count every successful run. JSON in
+bench/results/soak-<UTC timestamp>.json.
 """
 
 from __future__ import annotations
@@ -282,6 +283,11 @@ def analyse(samples: list[dict[str, Any]]) -> dict[str, Any]:
     mib = [s["rss_kib"] / 1024 for s in measured]
     minutes = [s["t_s"] / 60 for s in measured]
     _, slope = fleet.linear_fit(minutes, mib)
+    half = len(mib) // 2
+    halves = [
+        fleet.linear_fit(minutes[:half], mib[:half])[1] * 10 if half >= 2 else None,
+        fleet.linear_fit(minutes[half:], mib[half:])[1] * 10 if len(mib) - half >= 2 else None,
+    ]
     median = statistics.median(mib)
     low, high = min(mib), max(mib)
     return {
@@ -292,6 +298,7 @@ def analyse(samples: list[dict[str, Any]]) -> dict[str, Any]:
         "max_mib": high,
         "median_mib": median,
         "slope_mib_per_10min": slope * 10,
+        "slope_halves_mib_per_10min": halves,
         "max_over_median_pct": (high / median - 1) * 100,
         "min_under_median_pct": (1 - low / median) * 100,
         "flat_band_pct": FLAT_PCT,
@@ -444,6 +451,12 @@ def print_report(
         f"{r['last_mib']:.1f}, min {r['min_mib']:.1f}, max {r['max_mib']:.1f}, median "
         f"{r['median_mib']:.1f} MiB; slope {r['slope_mib_per_10min']:+.2f} MiB per 10 min"
     )
+    first, second = r["slope_halves_mib_per_10min"]
+    if first is not None and second is not None:
+        print(
+            f"slope of the first / second half: {first:+.2f} / {second:+.2f} MiB per 10 min "
+            "(a falling slope: still settling; a steady one: growth)"
+        )
     verdict = "PASS" if r["flat"] else "FAIL"
     print(
         f"flat within +/-{r['flat_band_pct']:g} % of the median: "
