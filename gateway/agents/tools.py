@@ -2,6 +2,8 @@
 
 The catalogue of names lives in `gateway.core.catalog` (the control plane validates specs
 against it); this module implements every entry. Each call is counted as a `builtin` tool call.
+The functions are `async`: the SDK runs a plain function in a worker thread, a hop that costs
+more than these bounded, microsecond computations themselves.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ from observability.metrics import record_tool_call
 
 
 @function_tool(name_override="current_time", description_override=BUILTIN_TOOLS["current_time"])
-def current_time() -> str:
+async def current_time() -> str:
     """Current UTC time."""
     record_tool_call("builtin", "ok", 0.0)
     return utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 @function_tool(name_override="calculator", description_override=BUILTIN_TOOLS["calculator"])
-def calculator(expression: str) -> str:
+async def calculator(expression: str) -> str:
     """Evaluate arithmetic.
 
     Args:
