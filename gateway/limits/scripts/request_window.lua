@@ -2,6 +2,9 @@
 -- state, so the request limit and its x-ratelimit-* headers cost one round trip.
 -- KEYS[1]: the window list (newest first); ARGV: timestamp, limit, expiry (s), amount
 -- returns {acquired (0/1), entries in the window, oldest entry timestamp (string)}
+-- Entries older than the window are dropped: the list holds at most the window's entries
+-- (without that a limit far above the traffic, 10^6 a minute say, kept every request since
+-- the key was last idle for a minute, and each call's LINDEX walked an ever longer list).
 local timestamp = tonumber(ARGV[1])
 local limit = tonumber(ARGV[2])
 local expiry = tonumber(ARGV[3])
@@ -36,4 +39,5 @@ end
 if found < 0 then
     return {acquired, 0, tostring(timestamp)}
 end
+redis.call('ltrim', KEYS[1], 0, found)
 return {acquired, found + 1, redis.call('lindex', KEYS[1], found)}
