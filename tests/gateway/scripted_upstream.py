@@ -56,10 +56,7 @@ class ScriptedUpstream:
         if answer.delay_s:
             await asyncio.sleep(answer.delay_s)
         if answer.frames is None:
-            if answer.raw is not None:
-                content = answer.raw
-            else:
-                content = orjson.dumps(answer.body)
+            content = answer.raw if answer.raw is not None else orjson.dumps(answer.body)
             headers = {"content-type": "application/json"} | answer.headers
             return web.Response(status=answer.status, body=content, headers=headers)
         response = web.StreamResponse(
