@@ -26,10 +26,9 @@ from typing import Any
 
 import asyncpg
 
-from bench import wrk
-from bench.loadgen import ExpectArg, LoadResult, run_load, run_sync
+from bench.loadgen import ExpectArg
 from bench.procs import Child, CpuWindow, core_busy_seconds, cpu_seconds, free_port
-from bench.rig import Bench, base_env, http_json
+from bench.rig import Bench, base_env, drive, http_json
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 RESULTS_DIR = Path(__file__).parent / "results"  # as bench.run's, gitignored
@@ -197,34 +196,6 @@ def stop_child(bench: Bench, child: Child) -> None:
 
 
 # --- Load ------------------------------------------------------------------------------------
-
-
-def drive(
-    url: str,
-    body: bytes,
-    headers: dict[str, str],
-    *,
-    connections: int,
-    seconds: float,
-    expect: ExpectArg,
-    use_wrk: bool,
-    cpus: str | None,
-) -> LoadResult:
-    """One closed-loop load run: wrk under `taskset -c cpus` (None: unpinned), else
-    bench.loadgen in this process (wherever this process runs)."""
-    if use_wrk:
-        return wrk.run_wrk(
-            url,
-            body,
-            headers,
-            connections=connections,
-            duration_s=seconds,
-            expect=expect,
-            cpus=cpus,
-        )
-    return run_sync(
-        run_load(url, body, headers, connections=connections, duration_s=seconds, expect=expect)
-    )
 
 
 def measured_point(

@@ -78,27 +78,16 @@ class Bench:
         ttfb: bool = False,
     ) -> LoadResult:
         """One closed-loop load: wrk when available, bench.loadgen otherwise or for `ttfb`."""
-        if self.use_wrk and not ttfb:
-            cpus = str(LOAD) if self.pin else None
-            return wrk.run_wrk(
-                url,
-                body,
-                headers,
-                connections=connections,
-                duration_s=seconds,
-                expect=expect,
-                cpus=cpus,
-            )
-        return run_sync(
-            run_load(
-                url,
-                body,
-                headers,
-                connections=connections,
-                duration_s=seconds,
-                expect=expect,
-                ttfb=ttfb,
-            )
+        return drive(
+            url,
+            body,
+            headers,
+            connections=connections,
+            seconds=seconds,
+            expect=expect,
+            use_wrk=self.use_wrk and not ttfb,
+            cpus=str(LOAD) if self.pin else None,
+            ttfb=ttfb,
         )
 
     def point(
@@ -155,6 +144,43 @@ class Bench:
             except Exception as exc:  # keep stopping the others
                 print(f"warning: could not stop {child.name}: {exc}", file=sys.stderr)
         self.children.clear()
+
+
+def drive(
+    url: str,
+    body: bytes,
+    headers: dict[str, str],
+    *,
+    connections: int,
+    seconds: float,
+    expect: ExpectArg,
+    use_wrk: bool,
+    cpus: str | None,
+    ttfb: bool = False,
+) -> LoadResult:
+    """One closed-loop load run: wrk under `taskset -c cpus` (None: unpinned), else
+    bench.loadgen in this process (wherever this process runs; it alone measures `ttfb`)."""
+    if use_wrk and not ttfb:
+        return wrk.run_wrk(
+            url,
+            body,
+            headers,
+            connections=connections,
+            duration_s=seconds,
+            expect=expect,
+            cpus=cpus,
+        )
+    return run_sync(
+        run_load(
+            url,
+            body,
+            headers,
+            connections=connections,
+            duration_s=seconds,
+            expect=expect,
+            ttfb=ttfb,
+        )
+    )
 
 
 def base_env() -> dict[str, str]:
