@@ -175,8 +175,12 @@ class UsageRecorder:
                 failures += 1
             self._wake.clear()
             try:
-                while self._pending:
-                    await self._write_batch()
+                # What is due now, not what arrives meanwhile: draining until the queue is
+                # empty would chase every record that lands during a write with a batch of
+                # its own (a few ms each, back to back) under steady traffic.
+                due = len(self._pending)
+                while due > 0 and self._pending:
+                    due -= await self._write_batch()
                 if time.monotonic() - self._last_touch_flush >= self._touch_interval_s:
                     await self.flush_key_marks()
                 failures = 0
@@ -188,14 +192,16 @@ class UsageRecorder:
                 )
                 await asyncio.sleep(min(MAX_BACKOFF_S, 0.1 * 2**failures))
 
-    async def _write_batch(self) -> None:
+    async def _write_batch(self) -> int:
+        """Write the head of the queue; the number of records it settled."""
         # One writer at a time: the timer task and an explicit flush must not write the same
         # records twice.
         async with self._lock:
             if self._pending:
-                await self._write_head()
+                return await self._write_head()
+        return 0
 
-    async def _write_head(self) -> None:
+    async def _write_head(self) -> int:
         # The insert skips run ids already stored, so a batch retried after an ambiguous
         # failure (committed, but reported failed) is never counted twice.
         batch = [self._pending[i] for i in range(min(self._batch_size, len(self._pending)))]
@@ -213,6 +219,7 @@ class UsageRecorder:
             USAGE_QUEUE_DEPTH.set(len(self._pending))
             if len(self._pending) < self._max_queue:
                 self._room.set()
+        return settled
 
     @property
     def quarantined(self) -> int:

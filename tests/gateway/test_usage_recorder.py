@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import date
 from pathlib import Path
@@ -114,3 +115,39 @@ async def test_a_full_queue_stays_bounded_spills_and_refuses_new_runs_in_time(
         await recorder.close()
         await db.dispose()
     assert not spill.exists() or spill.read_text() == ""
+
+
+async def test_steady_traffic_is_written_in_batches_per_interval_not_one_by_one(
+    database_url: str,
+) -> None:
+    # A record lands every 4 ms while each write takes longer than that (10 ms here, the
+    # database's time for a batch): the writer takes what is due at each wake-up and leaves
+    # later arrivals to the next one, instead of chasing each of them with a batch of its own.
+    db = Database(database_url)
+    async with db.session() as session:
+        session.add(Tenant(id="ten_s", slug="steady", name="s"))
+        await session.commit()
+    recorder = UsageRecorder(db, batch_size=500, flush_interval_s=0.2, max_queue=10_000)
+    batches: list[int] = []
+    write = recorder._writer.write
+
+    async def timed_write(batch: list[UsageRecord]) -> None:
+        batches.append(len(batch))
+        await asyncio.sleep(0.01)
+        await write(batch)
+
+    recorder._writer.write = timed_write  # type: ignore[method-assign]
+    recorder.start()
+    try:
+        started = time.monotonic()
+        sent = 0
+        while time.monotonic() - started < 1.0:
+            recorder.record(record("ten_s", sent))
+            sent += 1
+            await asyncio.sleep(0.004)
+        await eventually(lambda: _count_is(db, sent), what=f"{sent} records written")
+    finally:
+        await recorder.close()
+        await db.dispose()
+    # About one batch per 0.2 s interval (plus the last), never dozens of small ones.
+    assert sum(batches) == sent and len(batches) <= 9, batches
