@@ -95,3 +95,37 @@ def _admin() -> str:
     from tests.conftest import ADMIN_TOKEN
 
     return ADMIN_TOKEN
+
+
+async def test_http_series_keep_route_templates_across_repeated_and_many_paths(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The route lookup is remembered per path: a small memory so that it fills and starts again.
+    from observability.exposition import RouteCachedMiddleware
+
+    monkeypatch.setattr(RouteCachedMiddleware, "MAX_PATHS", 3)
+    tenant = await gw.create_tenant("routes")
+    before = await scrape(gw)
+    for _ in range(3):
+        r = await gw.client.post(RUNS, json={"input": "hi"}, headers=tenant.headers)
+        assert r.status_code == 200
+    for n in range(5):  # concrete paths of one template, more than the memory holds
+        r = await gw.client.get(f"/v1/runs/run_missing{n}", headers=tenant.headers)
+        assert r.status_code == 404
+    r = await gw.client.post(RUNS, json={"input": "hi"}, headers=tenant.headers)
+    assert r.status_code == 200
+    after = await scrape(gw)
+
+    def delta(handler: str, method: str, status: str) -> float:
+        labels = {"handler": handler, "method": method, "status": status}
+        return total(after, "http_requests_total", **labels) - total(
+            before, "http_requests_total", **labels
+        )
+
+    assert delta("/v1/agents/{name}/runs", "POST", "200") == 4
+    assert delta("/v1/runs/{run_id}", "GET", "404") == 5
+    assert not any(
+        name == "http_requests_total" and ("handler", f"/v1/runs/run_missing{n}") in labels
+        for (name, labels) in after
+        for n in range(5)
+    )
