@@ -23,8 +23,9 @@ def to_base62(number: int, width: int) -> str:
 
 
 def random_base62(length: int) -> str:
-    """`length` characters drawn uniformly from the base62 alphabet by a CSPRNG."""
-    return "".join(secrets.choice(BASE62) for _ in range(length))
+    """`length` characters drawn uniformly from the base62 alphabet by a CSPRNG: one uniform
+    number below 62**length, written in base62 (one draw instead of one per character)."""
+    return to_base62(secrets.randbelow(62**length), length)
 
 
 def new_id(prefix: str) -> str:
