@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -108,8 +108,9 @@ def install_http_metrics(app: FastAPI, settings: Settings) -> None:
         excluded_handlers=["/metrics", "/healthz", "/readyz"],
     ).add(_http_instrumentation()).instrument(app)
     for entry in app.user_middleware:  # the instrumentator's own, with the lookup remembered
-        if entry.cls is PrometheusInstrumentatorMiddleware:
-            entry.cls = RouteCachedMiddleware
+        factory: Any = entry.cls
+        if factory is PrometheusInstrumentatorMiddleware:
+            entry.cls = cast(Any, RouteCachedMiddleware)
     expected = f"Bearer {settings.metrics_token}".encode() if settings.metrics_token else None
     threaded = multiprocess_enabled()
 
