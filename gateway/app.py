@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI
 
-from gateway.agents import sdk_cache
+from gateway.agents import sdk_cache, sdk_gather
 from gateway.agents.builder import AgentCache
 from gateway.agents.providers import ProviderRegistry
 from gateway.agents.upstreams import TenantUpstreams
@@ -189,8 +189,10 @@ async def _resources(settings: Settings, drain: Drain) -> AsyncIterator[AppState
     # Process-wide (the SDK's module functions): the last started app's setting applies.
     if settings.sdk_run_cache:
         sdk_cache.install()
+        sdk_gather.install()
     else:
         sdk_cache.uninstall()
+        sdk_gather.uninstall()
     tune_gc(settings.gc_gen0_threshold)
     memory = BackgroundTasks("malloc-trim")
     start_trimming(memory, settings)

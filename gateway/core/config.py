@@ -270,8 +270,10 @@ class Settings(BaseSettings):
 
     sdk_run_cache: bool = True
     """Compute once per built agent graph what the Agents SDK otherwise recomputes on every
-    run (its agent identity keys) and check concurrent runs' tool configurations without
-    per-run generators (`gateway.agents.sdk_cache`); false leaves the SDK untouched."""
+    run (its agent identity keys), check concurrent runs' tool configurations without
+    per-run generators (`gateway.agents.sdk_cache`), and gather no-op hooks and single
+    coroutines without a task each (`gateway.agents.sdk_gather`); false leaves the SDK
+    untouched."""
 
     metrics_enabled: bool = True
     """Expose `/metrics`."""
