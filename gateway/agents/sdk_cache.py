@@ -1,6 +1,6 @@
 """Per-run work of the Agents SDK that is the same for every run of a built agent graph.
 
-Two pieces of `Runner.run` cost CPU on every run without depending on the run:
+Three pieces of `Runner.run` cost CPU on every run without depending on the run:
 
 - The agent identity keys (`_build_agent_identity_keys_by_id`): a stable name per agent of
   the graph, for run-state snapshots. It serialises every agent's configuration to JSON to
@@ -15,7 +15,11 @@ Two pieces of `Runner.run` cost CPU on every run without depending on the run:
   reassigned, or a tool list that differs in length or identity, marks them all
   conflicted), with an identity fast path and no generators.
 
-Both replace private SDK functions by equivalent ones; `install` checks that the originals
+- The model settings of a generation span (`ModelSettings.to_traceable_dict`, once per model
+  call): it builds a pydantic `TypeAdapter(ModelSettings)` on every call (~25 us). The
+  replacement serialises the same fields with one adapter built once.
+
+All three replace private SDK functions by equivalent ones; `install` checks that the originals
 are where this release keeps them, and tests/unit/test_sdk_cache.py compares the results with
 the originals. `GATEWAY_SDK_RUN_CACHE=false` leaves the SDK untouched.
 """
@@ -30,9 +34,11 @@ from typing import Any
 import agents.run_internal.tool_use_tracker
 import agents.run_state
 import agents.sandbox.runtime_session_manager
-from agents import Agent
+from agents import Agent, ModelSettings
 from agents import _run_state_agent_identity as identity
+from agents import model_settings as model_settings_module
 from agents.run_internal import agent_tool_configuration as tool_configuration
+from pydantic import TypeAdapter
 
 USERS_OF_IDENTITY_KEYS = (
     agents.run_internal.tool_use_tracker,
@@ -45,6 +51,10 @@ _original_keys_by_id: Callable[[Agent[Any]], dict[int, str]] = (
     identity._build_agent_identity_keys_by_id
 )
 _original_observe_tools = tool_configuration._observe_tools
+
+_original_traceable_dict = ModelSettings.to_traceable_dict
+_TRACEABLE_FIELDS: tuple[str, ...] = tuple(model_settings_module._TRACEABLE_MODEL_SETTING_FIELDS)
+_settings_adapter: TypeAdapter[ModelSettings] | None = None
 
 _sealed: dict[int, weakref.ref[Agent[Any]]] = {}
 """Roots of built graphs by id (the weak reference tells a reused id from the same agent)."""
@@ -97,6 +107,15 @@ def observe_tools(active: list[Any], tools: tuple[Any, ...]) -> None:
             return
 
 
+def traceable_dict(settings: ModelSettings) -> dict[str, Any]:
+    """`ModelSettings.to_traceable_dict` with one `TypeAdapter` for the process."""
+    global _settings_adapter
+    if _settings_adapter is None:
+        _settings_adapter = TypeAdapter(ModelSettings)
+    payload = _settings_adapter.dump_python(settings, mode="json", include=set(_TRACEABLE_FIELDS))
+    return {key: payload[key] for key in _TRACEABLE_FIELDS if key in payload}
+
+
 def install() -> None:
     """Swap the SDK functions for the cached ones, in every SDK module that imported them."""
     for module in USERS_OF_IDENTITY_KEYS:
@@ -111,6 +130,7 @@ def install() -> None:
         if getattr(module, "_build_agent_identity_keys_by_id", None) is _original_keys_by_id:
             module._build_agent_identity_keys_by_id = cached_identity_keys_by_id  # type: ignore[attr-defined]
     tool_configuration._observe_tools = observe_tools
+    setattr(ModelSettings, "to_traceable_dict", traceable_dict)  # noqa: B010 (a method swap)
 
 
 def uninstall() -> None:
@@ -121,3 +141,4 @@ def uninstall() -> None:
         if getattr(module, "_build_agent_identity_keys_by_id", None) is cached_identity_keys_by_id:
             module._build_agent_identity_keys_by_id = _original_keys_by_id  # type: ignore[attr-defined]
     tool_configuration._observe_tools = _original_observe_tools
+    setattr(ModelSettings, "to_traceable_dict", _original_traceable_dict)  # noqa: B010

@@ -131,3 +131,24 @@ async def test_runs_under_the_cache_answer_as_without_it(installed: None) -> Non
     sdk_cache.uninstall()
     result = await Runner.run(built.agent, "hello", run_config=RunConfig(model=model))
     assert outputs == [result.final_output] * 2 == ["hi", "hi"]
+
+
+def test_traceable_settings_are_the_sdks(installed: None) -> None:
+    from agents import ModelSettings
+    from agents.model_settings import Reasoning
+
+    cases = [
+        ModelSettings(),
+        ModelSettings(temperature=0.2, top_p=0.9, max_tokens=64, metadata={"a": "b"}),
+        ModelSettings(
+            tool_choice="auto",
+            parallel_tool_calls=True,
+            reasoning=Reasoning(effort="low"),
+            extra_args={"secret": "x"},
+            extra_headers={"h": "v"},
+        ),
+    ]
+    assert ModelSettings.to_traceable_dict is sdk_cache.traceable_dict  # type: ignore[comparison-overlap]
+    for settings in cases:
+        assert settings.to_traceable_dict() == sdk_cache._original_traceable_dict(settings)
+    assert "extra_args" not in cases[2].to_traceable_dict()
