@@ -1,6 +1,6 @@
 """Per-run work of the Agents SDK that is the same for every run of a built agent graph.
 
-Three pieces of `Runner.run` cost CPU on every run without depending on the run:
+Four pieces of `Runner.run` cost CPU on every run without depending on the run:
 
 - The agent identity keys (`_build_agent_identity_keys_by_id`): a stable name per agent of
   the graph, for run-state snapshots. It serialises every agent's configuration to JSON to
@@ -19,7 +19,13 @@ Three pieces of `Runner.run` cost CPU on every run without depending on the run:
   call): it builds a pydantic `TypeAdapter(ModelSettings)` on every call (~25 us). The
   replacement serialises the same fields with one adapter built once.
 
-All three replace private SDK functions by equivalent ones; `install` checks that the originals
+- The default workflow name (`resolve_trace_settings`, once per run): it builds a whole
+  `RunConfig()`, with a `MultiProvider` and an `OpenAIProvider`, to read its default
+  `workflow_name` (~30 us). The module's `RunConfig` becomes a factory that answers a call
+  without arguments with one default `RunConfig` built once (any other call builds a new
+  one); `install` checks that `resolve_trace_settings` is the module's only user of the name.
+
+All four replace private SDK functions by equivalent ones; `install` checks that the originals
 are where this release keeps them, and tests/unit/test_sdk_cache.py compares the results with
 the originals. `GATEWAY_SDK_RUN_CACHE=false` leaves the SDK untouched.
 """
@@ -27,6 +33,7 @@ the originals. `GATEWAY_SDK_RUN_CACHE=false` leaves the SDK untouched.
 from __future__ import annotations
 
 import sys
+import types
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -34,9 +41,10 @@ from typing import Any
 import agents.run_internal.tool_use_tracker
 import agents.run_state
 import agents.sandbox.runtime_session_manager
-from agents import Agent, ModelSettings
+from agents import Agent, ModelSettings, RunConfig
 from agents import _run_state_agent_identity as identity
 from agents import model_settings as model_settings_module
+from agents.run_internal import agent_runner_helpers
 from agents.run_internal import agent_tool_configuration as tool_configuration
 from pydantic import TypeAdapter
 
@@ -55,6 +63,8 @@ _original_observe_tools = tool_configuration._observe_tools
 _original_traceable_dict = ModelSettings.to_traceable_dict
 _TRACEABLE_FIELDS: tuple[str, ...] = tuple(model_settings_module._TRACEABLE_MODEL_SETTING_FIELDS)
 _settings_adapter: TypeAdapter[ModelSettings] | None = None
+
+_default_run_config: RunConfig | None = None
 
 _sealed: dict[int, weakref.ref[Agent[Any]]] = {}
 """Roots of built graphs by id (the weak reference tells a reused id from the same agent)."""
@@ -116,6 +126,34 @@ def traceable_dict(settings: ModelSettings) -> dict[str, Any]:
     return {key: payload[key] for key in _TRACEABLE_FIELDS if key in payload}
 
 
+def run_config(*args: Any, **kwargs: Any) -> RunConfig:
+    """`RunConfig` for `agent_runner_helpers`: the default one is built once (it is only read
+    there, for its default workflow name)."""
+    global _default_run_config
+    if args or kwargs:
+        return RunConfig(*args, **kwargs)
+    if _default_run_config is None:
+        _default_run_config = RunConfig()
+    return _default_run_config
+
+
+def _users_of(module: types.ModuleType, name: str) -> set[str]:
+    """The functions of `module` (and their nested code) that read the global `name`."""
+    users: set[str] = set()
+
+    def walk(function: str, code: types.CodeType) -> None:
+        if name in code.co_names:
+            users.add(function)
+        for const in code.co_consts:
+            if isinstance(const, types.CodeType):
+                walk(function, const)
+
+    for attribute, value in vars(module).items():
+        if isinstance(value, types.FunctionType) and value.__module__ == module.__name__:
+            walk(attribute, value.__code__)
+    return users
+
+
 def install() -> None:
     """Swap the SDK functions for the cached ones, in every SDK module that imported them."""
     for module in USERS_OF_IDENTITY_KEYS:
@@ -130,6 +168,10 @@ def install() -> None:
         if getattr(module, "_build_agent_identity_keys_by_id", None) is _original_keys_by_id:
             module._build_agent_identity_keys_by_id = cached_identity_keys_by_id  # type: ignore[attr-defined]
     tool_configuration._observe_tools = observe_tools
+    if getattr(agent_runner_helpers, "RunConfig", None) is RunConfig:
+        if _users_of(agent_runner_helpers, "RunConfig") != {"resolve_trace_settings"}:
+            raise RuntimeError("agent_runner_helpers uses RunConfig beyond its default name")
+        setattr(agent_runner_helpers, "RunConfig", run_config)  # noqa: B010
     setattr(ModelSettings, "to_traceable_dict", traceable_dict)  # noqa: B010 (a method swap)
 
 
@@ -141,4 +183,5 @@ def uninstall() -> None:
         if getattr(module, "_build_agent_identity_keys_by_id", None) is cached_identity_keys_by_id:
             module._build_agent_identity_keys_by_id = _original_keys_by_id  # type: ignore[attr-defined]
     tool_configuration._observe_tools = _original_observe_tools
+    setattr(agent_runner_helpers, "RunConfig", RunConfig)  # noqa: B010
     setattr(ModelSettings, "to_traceable_dict", _original_traceable_dict)  # noqa: B010

@@ -152,3 +152,30 @@ def test_traceable_settings_are_the_sdks(installed: None) -> None:
     for settings in cases:
         assert settings.to_traceable_dict() == sdk_cache._original_traceable_dict(settings)
     assert "extra_args" not in cases[2].to_traceable_dict()
+
+
+def test_the_default_run_config_is_built_once_and_read_only_for_its_name(installed: None) -> None:
+    from agents.run_internal import agent_runner_helpers
+
+    factory = agent_runner_helpers.RunConfig  # type: ignore[attr-defined]
+    assert factory is sdk_cache.run_config
+    assert factory() is factory() and factory().workflow_name == RunConfig().workflow_name
+    named = factory(workflow_name="t/a")
+    assert named is not factory() and named.workflow_name == "t/a"
+    assert sdk_cache._users_of(agent_runner_helpers, "RunConfig") == {"resolve_trace_settings"}
+    sdk_cache.uninstall()
+    assert agent_runner_helpers.RunConfig is RunConfig  # type: ignore[attr-defined]
+    sdk_cache.install()
+
+
+async def test_trace_settings_of_a_run_are_the_sdks(installed: None) -> None:
+    from agents.run_internal.agent_runner_helpers import resolve_trace_settings
+
+    for config in (RunConfig(), RunConfig(workflow_name="t/a", group_id="g")):
+        ours = resolve_trace_settings(run_state=None, run_config=config)
+        sdk_cache.uninstall()
+        try:
+            stock = resolve_trace_settings(run_state=None, run_config=config)
+        finally:
+            sdk_cache.install()
+        assert ours == stock
