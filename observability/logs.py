@@ -35,7 +35,17 @@ class RequestIdFilter(logging.Filter):
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON object (no newlines inside)."""
+    """Formats a record as one JSON object (no newlines inside).
+
+    A line carries neither the caller's file and line nor thread or process names, so a
+    process that formats with it stops collecting them for every record (the "Optimization"
+    switches of the logging documentation): no stack walk per line (`logging._srcfile`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        logging._srcfile = None
+        logging.logThreads = False
+        logging.logMultiprocessing = False
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
