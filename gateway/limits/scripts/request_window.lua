@@ -24,20 +24,46 @@ if amount <= limit then
     end
 end
 
--- binary search for the oldest entry still inside the window
-local low, high, found = 0, redis.call('llen', KEYS[1]) - 1, -1
-while low <= high do
-    local mid = math.floor((low + high) / 2)
-    local value = tonumber(redis.call('lindex', KEYS[1], mid))
+-- The oldest entries are at the tail. Under steady traffic only a few of them left the window
+-- since the last call: they are popped one by one (O(1) each, from the tail). After a quiet
+-- spell (more than POPS expired), the oldest entry still inside the window is found by binary
+-- search and everything after it trimmed at once.
+local POPS = 8
+local len = redis.call('llen', KEYS[1])
+local oldest = nil
+for _ = 1, POPS do
+    if len == 0 then break end
+    local last = redis.call('lindex', KEYS[1], -1)
+    local value = tonumber(last)
     if value and value >= start then
-        found = mid
-        low = mid + 1
+        oldest = last
+        break
+    end
+    redis.call('rpop', KEYS[1])
+    len = len - 1
+end
+if oldest == nil and len > 0 then
+    local low, high, found = 0, len - 1, -1
+    while low <= high do
+        local mid = math.floor((low + high) / 2)
+        local value = tonumber(redis.call('lindex', KEYS[1], mid))
+        if value and value >= start then
+            found = mid
+            low = mid + 1
+        else
+            high = mid - 1
+        end
+    end
+    if found < 0 then
+        redis.call('del', KEYS[1])
+        len = 0
     else
-        high = mid - 1
+        redis.call('ltrim', KEYS[1], 0, found)
+        len = found + 1
+        oldest = redis.call('lindex', KEYS[1], found)
     end
 end
-if found < 0 then
+if len == 0 then
     return {acquired, 0, tostring(timestamp)}
 end
-redis.call('ltrim', KEYS[1], 0, found)
-return {acquired, found + 1, redis.call('lindex', KEYS[1], found)}
+return {acquired, len, oldest}
