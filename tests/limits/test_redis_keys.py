@@ -227,3 +227,28 @@ async def test_a_settlement_applies_once_even_when_the_step_is_retried(
     # 40 + 30 really used, plus the retried reservation of 100 (pessimistic, never lower)
     assert snapshot.tpd_used == 40 + 30 + 100
     assert snapshot.in_flight == 0
+
+
+async def test_the_rolling_minute_sums_the_last_60_seconds_and_says_when_a_call_fits(
+    client: aioredis.Redis, store: RedisQuotaStore
+) -> None:
+    """Buckets older than a minute are deleted and not counted; a refused reservation waits
+    until enough of the oldest buckets have rolled off for it to fit."""
+    limits = QuotaLimits(tokens_per_minute=1000)
+    _, _, tpm, _ = store.keys("ten_rolling")
+    now, _ = await client.time()
+    # A call crossing a second boundary would shift every bucket's age: retry on a new second.
+    for _ in range(3):
+        now, _ = await client.time()
+        await client.delete(tpm)
+        await client.hset(
+            tpm, mapping={now - 70: 5000, now - 50: 600, now - 30: 100, now - 10: 200}
+        )
+        reservation = await store.reserve("ten_rolling", "run", "r1", 500, limits, False)
+        if (await client.time())[0] == now:
+            break
+    # 900 used in the minute; 500 more needs 400 of it gone: the bucket of 50 s ago, in 10 s.
+    assert (reservation.code, reservation.tpm_used, reservation.retry_s) == (2, 900, 10.0)
+    assert str(now - 70).encode() not in await client.hgetall(tpm)
+    fits = await store.reserve("ten_rolling", "run", "r2", 100, limits, False)
+    assert (fits.code, fits.tpm_used) == (OK, 1000)

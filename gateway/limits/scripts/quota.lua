@@ -77,19 +77,22 @@ local spd_limit = tonumber(ARGV[11])
 local spm_limit = tonumber(ARGV[12])
 local spend = tonumber(ARGV[13])
 
-local tpm_used, buckets, oldest = 0, {}, nil
+-- The rolling minute: the sum of the buckets of the last 60 seconds (older ones deleted).
+-- Only sums here: the buckets are listed (for the wait of a refusal) only when refused.
+local tpm_used, oldest, expired = 0, nil, nil
+local cutoff = now_s - 60
 local flat = redis.call('HGETALL', KEYS[3])
 for i = 1, #flat, 2 do
     local sec = tonumber(flat[i])
-    if sec <= now_s - 60 then
-        redis.call('HDEL', KEYS[3], flat[i])
+    if sec <= cutoff then
+        if expired == nil then expired = {} end
+        expired[#expired + 1] = flat[i]
     else
-        local tokens = tonumber(flat[i + 1])
-        tpm_used = tpm_used + tokens
-        buckets[#buckets + 1] = {sec, tokens}
+        tpm_used = tpm_used + tonumber(flat[i + 1])
         if oldest == nil or sec < oldest then oldest = sec end
     end
 end
+if expired ~= nil then redis.call('HDEL', KEYS[3], unpack(expired)) end
 local tpd_used = tonumber(redis.call('GET', tpd_key) or '0')
 local spd_used = tonumber(redis.call('GET', spd_key) or '0')
 local spm_used = tonumber(redis.call('GET', spm_key) or '0')
@@ -106,6 +109,11 @@ local function reserve()
     if tpd_limit > 0 and tpd_used + amount > tpd_limit then return refused(3, to_midnight_ms) end
     if tpm_limit > 0 and tpm_used + amount > tpm_limit then
         -- seconds until enough of the window has rolled off for `amount` to fit
+        local buckets = {}
+        for i = 1, #flat, 2 do
+            local sec = tonumber(flat[i])
+            if sec > cutoff then buckets[#buckets + 1] = {sec, tonumber(flat[i + 1])} end
+        end
         table.sort(buckets, function(a, b) return a[1] < b[1] end)
         local excess, wait = tpm_used + amount - tpm_limit, 60
         for _, bucket in ipairs(buckets) do
