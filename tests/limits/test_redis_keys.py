@@ -252,3 +252,30 @@ async def test_the_rolling_minute_sums_the_last_60_seconds_and_says_when_a_call_
     assert str(now - 70).encode() not in await client.hgetall(tpm)
     fits = await store.reserve("ten_rolling", "run", "r2", 100, limits, False)
     assert (fits.code, fits.tpm_used) == (OK, 1000)
+
+
+async def test_every_counter_the_scripts_create_carries_a_ttl(
+    client: aioredis.Redis, store: RedisQuotaStore, redis_prefix: str
+) -> None:
+    """Counters get their TTL when created, not on every write: a second reservation in the
+    same second, the day and the month still leaves no key without one."""
+    tid = "ten_ttl"
+    limits = QuotaLimits(
+        tokens_per_minute=10**6,
+        tokens_per_day=10**7,
+        max_concurrent_runs=5,
+        spend_per_day=10**9,
+        spend_per_month=10**10,
+    )
+    admission = await store.admit(tid, "run_1", limits, "run_1:1", 150, spend=30)
+    assert admission.code == OK and admission.reservation is not None
+    second = await store.reserve(
+        tid, "run_1", "run_1:2", 80, limits, True, [(admission.reservation, 120)], spend=20
+    )
+    assert second.code == OK
+    await store.release(tid, "run_1", [(second, 70)])
+    keys = await stored_keys(client, f"{redis_prefix}q:{{{tid}}}:")
+    kinds = {key.split("}:", 1)[1].split(":", 1)[0] for key in keys}
+    assert kinds == {"tpm", "tpd", "spd", "spm"}  # the lease and reservations are gone
+    for key in keys:
+        assert await client.ttl(key) > 0, key

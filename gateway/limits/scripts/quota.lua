@@ -26,6 +26,12 @@
 --   'e': 1
 -- (retry_ms of code 5 is 0: the caller knows when its calendar month ends.)
 local base = tonumber(ARGV[10])
+-- Adds `delta` to a counter that still exists (one that expired is not recreated).
+local function adjust(key, delta)
+    if delta ~= 0 and redis.call('EXISTS', key) == 1 then
+        redis.call('INCRBY', key, delta)
+    end
+end
 for i = 14, #ARGV, 5 do
     -- Only an open reservation settles, once: a step retried after its reply was lost finds
     -- it gone. One pruned by its TTL (a call longer than the TTL) keeps its reserved amount.
@@ -40,13 +46,9 @@ for i = 14, #ARGV, 5 do
         -- day part is skipped (that day is over, nothing reads its counters any more).
         local index = tonumber(ARGV[i + 3]) - base
         if index >= 0 and index <= 2 then
-            local adjust = {{4 + index, delta}, {7 + index, spend_delta}, {10 + index, spend_delta}}
-            for _, item in ipairs(adjust) do
-                local key = KEYS[item[1]]
-                if item[2] ~= 0 and redis.call('EXISTS', key) == 1 then
-                    redis.call('INCRBY', key, item[2])
-                end
-            end
+            adjust(KEYS[4 + index], delta)
+            adjust(KEYS[7 + index], spend_delta)
+            adjust(KEYS[10 + index], spend_delta)
         end
     end
 end
@@ -93,9 +95,10 @@ for i = 1, #flat, 2 do
     end
 end
 if expired ~= nil then redis.call('HDEL', KEYS[3], unpack(expired)) end
-local tpd_used = tonumber(redis.call('GET', tpd_key) or '0')
-local spd_used = tonumber(redis.call('GET', spd_key) or '0')
-local spm_used = tonumber(redis.call('GET', spm_key) or '0')
+local used = redis.call('MGET', tpd_key, spd_key, spm_key)
+local tpd_used = tonumber(used[1] or '0')
+local spd_used = tonumber(used[2] or '0')
+local spm_used = tonumber(used[3] or '0')
 local to_midnight_ms = (86400 - now_s % 86400) * 1000
 
 -- Reserve `amount` tokens (the next model call's estimated input + max output) and `spend`
@@ -125,15 +128,22 @@ local function reserve()
         end
         return refused(2, math.max(wait, 1) * 1000)
     end
-    redis.call('HINCRBY', KEYS[3], now_s, amount)
-    redis.call('EXPIRE', KEYS[3], 61)
-    redis.call('INCRBY', tpd_key, amount)
-    redis.call('EXPIRE', tpd_key, 90000)
+    -- A counter gets its TTL when it is created (its value is then what was just added):
+    -- a second's bucket is created in that second, a day's key on that day, a month's in
+    -- that month, so each outlives the window that reads it.
+    if redis.call('HINCRBY', KEYS[3], now_s, amount) == amount then
+        redis.call('EXPIRE', KEYS[3], 61)
+    end
+    if redis.call('INCRBY', tpd_key, amount) == amount then
+        redis.call('EXPIRE', tpd_key, 90000)
+    end
     if spend > 0 or spd_limit > 0 or spm_limit > 0 then
-        redis.call('INCRBY', spd_key, spend)
-        redis.call('EXPIRE', spd_key, 90000)
-        redis.call('INCRBY', spm_key, spend)
-        redis.call('EXPIRE', spm_key, 2764800)  -- 32 days
+        if redis.call('INCRBY', spd_key, spend) == spend then
+            redis.call('EXPIRE', spd_key, 90000)
+        end
+        if redis.call('INCRBY', spm_key, spend) == spend then
+            redis.call('EXPIRE', spm_key, 2764800)  -- 32 days
+        end
     end
     redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
     redis.call('ZADD', KEYS[2], now_ms + reservation_ttl, ARGV[8])
