@@ -37,6 +37,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from gateway.core.redis_script import LeanScript
 from gateway.limits.policy import QuotaLimits, month_of_day
 from gateway.limits.store import Admission, Reservation, Settlement, Snapshot, unpack
 
@@ -56,9 +57,9 @@ class RedisQuotaStore:
         self.redis = redis
         self.prefix = prefix + "q:"
         self.ttl_ms = int(lease_ttl_s * 1000)
-        self._quota = redis.register_script(_script("quota.lua"))
-        self._peek = redis.register_script(_script("peek.lua"))
-        self._renew = redis.register_script(_script("renew.lua"))
+        self._quota = LeanScript(redis, _script("quota.lua"))
+        self._peek = LeanScript(redis, _script("peek.lua"))
+        self._renew = LeanScript(redis, _script("renew.lua"))
         self._keys: dict[str, tuple[str, str, str, str, str, str]] = {}
         self._day_keys: dict[str, tuple[int, tuple[str, ...]]] = {}
         """Per tenant: the base day and the script's KEYS for it (bounded like `_keys`)."""

@@ -28,6 +28,7 @@ from redis.asyncio import Redis
 from gateway.auth.principal import Principal
 from gateway.core.config import Settings
 from gateway.core.errors import RateLimitedError
+from gateway.core.redis_script import LeanScript
 from gateway.core.timebox import time_box
 from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
 from gateway.limits.policy import (
@@ -82,7 +83,7 @@ class RedisWindow:
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.prefix = f"{prefix}rl:"
-        self._acquire = redis.register_script(SCRIPT)
+        self._acquire = LeanScript(redis, SCRIPT)
 
     async def hit(self, item: RateLimitItem, ident: str) -> tuple[bool, int, float]:
         """(admitted, requests now in the window, timestamp of the oldest one)."""

@@ -109,3 +109,86 @@ async def test_the_request_limiter_survives_a_redis_restart(redis_server: RedisS
     finally:
         assert client is not None
         await client.aclose()
+
+
+async def test_a_lean_script_answers_as_redis_pys_script(redis_url: str, redis_prefix: str) -> None:
+    """Same replies and errors as `register_script`, and a flushed script cache is reloaded."""
+    from redis.exceptions import ResponseError
+
+    from gateway.core.redis_script import LeanScript
+
+    client = create_redis(Settings(redis_url=redis_url), caller_timeouts=True)
+    assert client is not None
+    key = f"{redis_prefix}lean"
+    text = (
+        "if ARGV[1] == 'fail' then return redis.error_reply('clock skew: test') end "
+        "redis.call('INCRBY', KEYS[1], ARGV[2]) "
+        "return {KEYS[1], ARGV[1], tonumber(redis.call('GET', KEYS[1])), {ARGV[3]}, false}"
+    )
+    lean, stock = LeanScript(client, text), client.register_script(text)
+    try:
+        for args in (["a b", 10, 1.5], ["héllo ✓", -3, b"\x00\xff"]):
+            await client.delete(key)
+            expected = await stock(keys=[key], args=args)
+            await client.delete(key)
+            assert await lean(keys=[key], args=args) == expected
+        for script in (lean, stock):
+            with pytest.raises(ResponseError, match="clock skew: test"):
+                await script(keys=[key], args=["fail", 0, 0])
+        await client.script_flush()
+        await client.delete(key)
+        assert (await lean(keys=[key], args=["x", 5, "y"]))[1:4] == [b"x", 5, [b"y"]]
+        assert lean.sha == stock.sha
+    finally:
+        await client.delete(key)
+        await client.aclose()
+
+
+async def test_a_lean_script_survives_a_redis_restart(redis_server: RedisServer) -> None:
+    """Dead pooled connections and an empty script cache: every call still answers (one retry
+    on a fresh connection, then the script loaded again); a Redis that stays down fails fast."""
+    from gateway.core.redis_script import LeanScript
+
+    client = create_redis(Settings(redis_url=redis_server.url), caller_timeouts=True)
+    assert client is not None
+    script = LeanScript(client, "return redis.call('INCR', KEYS[1])")
+    try:
+        assert await asyncio.gather(*(script(keys=[f"k{i}"]) for i in range(4))) == [1, 1, 1, 1]
+        redis_server.stop()
+        redis_server.start()
+        async with asyncio.timeout(1):
+            assert await asyncio.gather(*(script(keys=[f"k{i}"]) for i in range(4))) == [1] * 4
+        redis_server.stop()
+        with pytest.raises(ConnectionError):
+            async with asyncio.timeout(1):
+                await script(keys=["k0"])
+    finally:
+        await client.aclose()
+
+
+async def test_a_lean_script_cut_short_leaves_no_reply_behind(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A call timed out while Redis is still running the script (the reply is still to come)
+    must not hand that reply to the next call on the pooled connection."""
+    from gateway.core.redis_script import LeanScript
+
+    client = create_redis(
+        Settings(redis_url=redis_url, redis_max_connections=1), caller_timeouts=True
+    )
+    assert client is not None
+    slow = LeanScript(
+        client,
+        "local t = redis.call('TIME') local stop = t[1] * 1000000 + t[2] + 30000 "
+        "repeat t = redis.call('TIME') until t[1] * 1000000 + t[2] >= stop return 'slow'",
+    )
+    echo = LeanScript(client, "return ARGV[1]")
+    try:
+        assert await echo(args=["warm"]) == b"warm"
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.005):
+                await slow()
+        for i in range(3):
+            assert await echo(args=[f"next {i}"]) == f"next {i}".encode()
+    finally:
+        await client.aclose()
