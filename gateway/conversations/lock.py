@@ -27,6 +27,7 @@ from redis.asyncio import Redis
 
 from gateway.core.background import BackgroundTasks
 from gateway.core.errors import ConflictError, ServiceUnavailableError
+from gateway.core.redis_script import LeanScript
 from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
 
 logger = logging.getLogger("gateway.conversations")
@@ -134,8 +135,8 @@ class ConversationLocks:
         self.ttl_ms = max(1, int(ttl_s * 1000))
         self.timeout_s = timeout_s
         self.memory = MemoryLocks()
-        self._release = redis.register_script(RELEASE_SCRIPT) if redis is not None else None
-        self._renew = redis.register_script(RENEW_SCRIPT) if redis is not None else None
+        self._release = LeanScript(redis, RELEASE_SCRIPT) if redis is not None else None
+        self._renew = LeanScript(redis, RENEW_SCRIPT) if redis is not None else None
         self.tasks = BackgroundTasks("conversation-lock-keeper")
         self.held: weakref.WeakValueDictionary[str, HeldLock] = weakref.WeakValueDictionary()
         """The locks this replica's turns hold (token -> lock), renewed by the periodic pass. Weak:
