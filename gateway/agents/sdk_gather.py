@@ -9,6 +9,12 @@ coroutine, or nothing at all. This replacement:
 - settles a coroutine that has not started and whose body does nothing but return None (the
   code is checked, once per code object) to None without running it: it cannot fail, have
   an effect or wait;
+- settles two kinds of SDK coroutines the run loop gathers on every turn to what they return
+  without waiting or any effect: `Agent.get_prompt` of an agent without a `prompt` (None:
+  `PromptUtil.to_model_input(None, ...)`), gathered beside `get_system_prompt`; and the
+  executors of the five hosted or local tool kinds (computer, custom, shell, apply_patch,
+  local shell) given no calls (a new empty list: `results = []`, a loop over nothing),
+  gathered beside the function tools' executor after every model response;
 - awaits a single remaining coroutine in the current task, in a copy of the context (as a
   task would run it, so its context variables stay its own), with the same failure rules:
   `on_child_failure` sees the error it raises, never the caller's own cancellation, and a
@@ -33,12 +39,24 @@ import types
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any
 
+from agents import Agent
+from agents.run_internal import tool_execution
 from agents.util import _asyncio_tasks
 
 _original = _asyncio_tasks.gather_with_cancel
 _idle_codes: dict[types.CodeType, bool] = {}
 """Code object -> its body only returns None (bounded by the functions of the process)."""
 _SKIPPED_OPS = frozenset({"RESUME", "RETURN_GENERATOR", "POP_TOP", "NOP", "CACHE"})
+_GET_PROMPT = Agent.get_prompt.__code__
+_NO_CALLS: dict[types.CodeType, str] = {
+    tool_execution.execute_computer_actions.__code__: "actions",
+    tool_execution.execute_custom_tool_calls.__code__: "calls",
+    tool_execution.execute_shell_calls.__code__: "calls",
+    tool_execution.execute_apply_patch_calls.__code__: "calls",
+    tool_execution.execute_local_shell_calls.__code__: "calls",
+}
+"""Executors that return a new empty list when the list argument named here is empty."""
+_UNSETTLED = object()
 
 
 def returns_none_only(code: types.CodeType) -> bool:
@@ -57,13 +75,28 @@ def returns_none_only(code: types.CodeType) -> bool:
     return known
 
 
-def _idle(awaitable: object) -> bool:
-    """A coroutine not yet started whose body only returns None."""
-    return (
-        type(awaitable) is types.CoroutineType
-        and inspect.getcoroutinestate(awaitable) == inspect.CORO_CREATED
-        and returns_none_only(awaitable.cr_code)
-    )
+def settled(awaitable: object) -> Any:
+    """What a coroutine not yet started is known to return without waiting or any effect (see
+    the module's docstring), else `_UNSETTLED`."""
+    if (
+        type(awaitable) is not types.CoroutineType
+        or inspect.getcoroutinestate(awaitable) != inspect.CORO_CREATED
+    ):
+        return _UNSETTLED
+    code = awaitable.cr_code
+    if code is _GET_PROMPT:
+        agent = _argument(awaitable, "self")
+        return None if type(agent) is Agent and agent.prompt is None else _UNSETTLED
+    name = _NO_CALLS.get(code)
+    if name is not None:
+        calls = _argument(awaitable, name)
+        return [] if type(calls) is list and not calls else _UNSETTLED
+    return None if returns_none_only(code) else _UNSETTLED
+
+
+def _argument(coro: types.CoroutineType[Any, Any, Any], name: str) -> Any:
+    frame = coro.cr_frame
+    return None if frame is None else frame.f_locals.get(name)
 
 
 class _InContext:
@@ -114,15 +147,15 @@ async def gather_with_cancel(
     *awaitables: Awaitable[Any],
     on_child_failure: Callable[[BaseException], None] | None = None,
 ) -> tuple[Any, ...]:
-    """`agents.util._asyncio_tasks.gather_with_cancel` without tasks for no-ops and for a
-    single coroutine."""
-    live = [i for i, awaitable in enumerate(awaitables) if not _idle(awaitable)]
+    """`agents.util._asyncio_tasks.gather_with_cancel` without tasks for coroutines whose
+    result is known and for a single coroutine."""
+    results = [settled(awaitable) for awaitable in awaitables]
+    live = [i for i, result in enumerate(results) if result is _UNSETTLED]
     if len(live) == len(awaitables) and len(live) > 1:
         return await _original(*awaitables, on_child_failure=on_child_failure)
-    results: list[Any] = [None] * len(awaitables)
     for i, awaitable in enumerate(awaitables):
         if i not in live:
-            awaitable.close()  # type: ignore[attr-defined]  # idle: never started
+            awaitable.close()  # type: ignore[attr-defined]  # settled: never started
     if len(live) == 1 and type(awaitables[live[0]]) is types.CoroutineType:
         results[live[0]] = await _await_one(awaitables[live[0]], on_child_failure)  # type: ignore[arg-type]
     elif live:

@@ -218,3 +218,71 @@ async def test_a_run_with_tools_and_hooks_is_the_same_with_ours() -> None:
         sdk_gather.uninstall()
     assert ours == stock
     assert stock[0] == "five" and stock[1].count("llm_start") == 2 and "tool_end" in stock[1]
+
+
+async def test_get_prompt_of_an_agent_without_a_prompt_is_settled_without_running() -> None:
+    """The run loop gathers `get_system_prompt` and `get_prompt` on every turn: without a
+    prompt the latter is settled to None (what it returns), so one coroutine remains and no
+    task is made; an agent with a prompt still runs it."""
+    from agents import RunContextWrapper
+
+    context: RunContextWrapper[Any] = RunContextWrapper(context=None)
+    plain = Agent(name="plain", instructions="Be brief.")
+    assert await plain.get_prompt(context) is None  # what the settle assumes
+
+    def idle(agent: Agent[Any]) -> bool:
+        coro = agent.get_prompt(context)
+        try:
+            return sdk_gather.settled(coro) is None
+        finally:
+            coro.close()
+
+    class Custom(Agent[Any]):
+        pass
+
+    prompted = Agent(name="prompted", prompt={"id": "pmpt_1", "version": "2"})
+    assert idle(plain) and not idle(prompted) and not idle(Custom(name="custom"))
+
+    tasks: list[Any] = []
+    loop = asyncio.get_running_loop()
+    factory = loop.get_task_factory()
+    loop.set_task_factory(lambda lp, coro, **kw: tasks.append(coro) or asyncio.Task(coro, loop=lp))
+    try:
+        for agent in (plain, prompted):
+            ours = await gather_with_cancel(
+                agent.get_system_prompt(context), agent.get_prompt(context)
+            )
+            sdk = await sdk_gather._original(
+                agent.get_system_prompt(context), agent.get_prompt(context)
+            )
+            assert ours == sdk
+        made = len(tasks)
+    finally:
+        loop.set_task_factory(factory)
+    # the SDK's gathers made two tasks each; ours only for the agent with a prompt
+    assert made == 2 + 2 + 2
+
+
+async def test_the_executors_of_tool_kinds_without_calls_are_settled_to_empty_lists() -> None:
+    """After every model response the SDK gathers six executors, five of them for hosted or
+    local tool kinds a gateway agent never has calls for: given no calls each returns a new
+    empty list, so ours settles them (only the function tools' executor runs)."""
+    from agents.run_internal import tool_execution
+
+    executors = {
+        tool_execution.execute_computer_actions: "actions",
+        tool_execution.execute_custom_tool_calls: "calls",
+        tool_execution.execute_shell_calls: "calls",
+        tool_execution.execute_apply_patch_calls: "calls",
+        tool_execution.execute_local_shell_calls: "calls",
+    }
+    common: dict[str, Any] = {"public_agent": Agent(name="a"), "context_wrapper": None}
+    common |= {"hooks": RunHooks(), "config": RunConfig()}
+    for executor, name in executors.items():
+        assert await executor(**common, **{name: []}) == []  # what the settle assumes
+        coro = executor(**common, **{name: []})
+        assert sdk_gather.settled(coro) == []
+        coro.close()
+        coro = executor(**common, **{name: [object()]})
+        assert sdk_gather.settled(coro) is sdk_gather._UNSETTLED
+        coro.close()
