@@ -50,7 +50,8 @@ UPSTREAM_REQUESTS = Counter(
 )
 UPSTREAM_DURATION = Histogram(
     "gateway_upstream_request_duration_seconds",
-    "Latency of each model call (from the Agents SDK spans), by outcome (`ok`, `error`).",
+    "Latency of each model call (timed by the run's hooks), by outcome (`ok`, `error`: the "
+    "run ended before the call answered).",
     ["model", "status"],
     buckets=_LATENCY_BUCKETS,
 )
@@ -190,8 +191,7 @@ def tenant_label(slug: str) -> str:
 
 
 def record_guardrail(tenant: str, *, triggered: bool) -> None:
-    """Count one guardrail check the gateway made itself (the SDK's guardrails, such as the
-    input classifier, are counted from their trace spans)."""
+    """Count one guardrail check (the gateway's own checks and the input classifier)."""
     GUARDRAILS.labels(tenant_label(tenant), "true" if triggered else "false").inc()
 
 
@@ -273,3 +273,13 @@ def record_tool_call(tool_type: str, status: str, seconds: float) -> None:
 def record_first_token(tenant: str, agent: str, seconds: float) -> None:
     """Observe the time to the first streamed text delta of a run."""
     TIME_TO_FIRST_TOKEN.labels(tenant_label(tenant), agent).observe(seconds)
+
+
+def record_model_call(model: str, *, ok: bool, seconds: float) -> None:
+    """One model call's latency, by outcome."""
+    UPSTREAM_DURATION.labels(model, "ok" if ok else "error").observe(seconds)
+
+
+def record_handoff(tenant: str) -> None:
+    """One handoff between agents of a run."""
+    HANDOFFS.labels(tenant_label(tenant)).inc()

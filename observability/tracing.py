@@ -4,10 +4,16 @@ The SDK's default processor sends prompts and outputs to OpenAI's trace store. T
 replaces it at start-up, so nothing leaves the deployment unless the operator opts in
 (`GATEWAY_TRACING_EXPORT=true` for OpenAI, `GATEWAY_OTLP_ENDPOINT` for an OTLP collector).
 
-`GatewayTraceProcessor` turns finished spans into metrics (tool calls by tool/status,
-handoffs, guardrails, per-call model latency) and, at debug level, into one log line per
-span with the run's tenant and agent (the run's `workflow_name` is `<tenant_slug>/<agent>`).
-Prompt and output text only appear in those lines with `GATEWAY_LOG_PROMPTS=true`.
+`GatewayTraceProcessor` turns finished spans, at debug level, into one log line per span with
+the run's tenant and agent (the run's `workflow_name` is `<tenant_slug>/<agent>`), and mirrors
+them to OTLP when configured. Prompt and output text only appear in those lines with
+`GATEWAY_LOG_PROMPTS=true`.
+
+Spans cost CPU on every run (ids, timestamps, the processor calls: 60-80 µs of a ~900 µs run
+loop), so a run makes them only when something reads them (`spans_wanted`: OTLP, the OpenAI
+exporter, or this logger at debug level). The metrics never depend on them: model-call
+latency and handoffs are counted by the run's hooks (`gateway/runs/meter.py`), guardrails and
+tool calls where they run.
 
 The SDK calls processors synchronously on the event loop, so everything here is cheap:
 counters, a dict of the traces in progress (bounded by the runs in flight) and, with OTLP,
@@ -23,10 +29,16 @@ from typing import Any
 from agents.tracing import TracingProcessor, set_trace_processors
 from agents.tracing.processors import default_processor
 
-from observability.metrics import GUARDRAILS, HANDOFFS, UPSTREAM_DURATION, tenant_label
-
 logger = logging.getLogger("gateway.tracing")
 UNKNOWN = "unknown"
+_exporting = False
+"""An installed processor exports spans (OTLP or OpenAI)."""
+
+
+def spans_wanted() -> bool:
+    """True when something reads the SDK's spans: an exporter, or span logs at debug level
+    (a run passes `tracing_disabled=not spans_wanted()`)."""
+    return _exporting or logger.isEnabledFor(logging.DEBUG)
 
 
 def _seconds(span: Any) -> float | None:
@@ -46,7 +58,7 @@ def _model_of(data: Any) -> str:
 
 
 class GatewayTraceProcessor(TracingProcessor):
-    """Spans -> metrics and debug log lines; optionally mirrored to OpenTelemetry."""
+    """Spans -> debug log lines; optionally mirrored to OpenTelemetry."""
 
     def __init__(self, *, log_prompts: bool = False, otlp: Any = None) -> None:
         self.log_prompts = log_prompts
@@ -71,24 +83,11 @@ class GatewayTraceProcessor(TracingProcessor):
 
     def on_span_end(self, span: Any) -> None:
         data = span.span_data
-        kind = getattr(data, "type", UNKNOWN)
-        failed = span.error is not None
-        tenant, agent = self._workflows.get(span.trace_id, (UNKNOWN, UNKNOWN))
-        # Tool calls are counted by the tools themselves (they know their kind and outcome).
-        if kind in ("response", "generation"):
-            seconds = _seconds(span)
-            if seconds is not None:
-                UPSTREAM_DURATION.labels(_model_of(data), "error" if failed else "ok").observe(
-                    seconds
-                )
-        elif kind == "handoff":
-            HANDOFFS.labels(tenant_label(tenant)).inc()
-        elif kind == "guardrail":
-            GUARDRAILS.labels(tenant_label(tenant), str(bool(data.triggered)).lower()).inc()
         if self.otlp is not None:
             self.otlp.span_ended(span, self._describe(data) if self.log_prompts else {})
         if logger.isEnabledFor(logging.DEBUG):
-            self._log(span, kind, tenant, agent)
+            tenant, agent = self._workflows.get(span.trace_id, (UNKNOWN, UNKNOWN))
+            self._log(span, getattr(data, "type", UNKNOWN), tenant, agent)
 
     def _describe(self, data: Any) -> dict[str, str]:
         """Prompt/output text of a span (only used with `GATEWAY_LOG_PROMPTS=true`)."""
@@ -144,7 +143,9 @@ def install_trace_processor(
         log_prompts: Include prompt/output text in debug lines and OTLP spans.
         otlp: An `observability.otlp.OtlpBridge` that mirrors spans to a collector.
     """
+    global _exporting
     processor = GatewayTraceProcessor(log_prompts=log_prompts, otlp=otlp)
+    _exporting = otlp is not None or export_to_openai
     processors: list[TracingProcessor] = [processor]
     if export_to_openai:
         processors.append(default_processor())

@@ -21,6 +21,8 @@ class RunScope:
 
     run_config: RunConfig
     model_hooks: RunHooks[Any]
+    tenant: str
+    """The run's tenant slug (for the guardrail metric)."""
 
 
 CURRENT_RUN: ContextVar[RunScope | None] = ContextVar("gateway_current_run", default=None)

@@ -30,6 +30,7 @@ from agents.items import TResponseInputItem
 from gateway.agents.context import CURRENT_RUN
 from gateway.agents.output import InvalidModelOutput, JsonSchemaOutput
 from gateway.core.errors import GuardrailTriggeredError, UpstreamError
+from observability.metrics import record_guardrail
 from tenants.agent.composition import ClassifierSpec, re2_options
 
 CLASSIFIER_GUARDRAIL = "input.classifier"
@@ -142,9 +143,9 @@ def classifier_guardrail(
                 code="invalid_classifier_output",
             ) from exc
         verdict = result.final_output
-        return GuardrailFunctionOutput(
-            output_info=verdict, tripwire_triggered=verdict.get("tripwire") is True
-        )
+        triggered = verdict.get("tripwire") is True
+        record_guardrail(run.tenant, triggered=triggered)
+        return GuardrailFunctionOutput(output_info=verdict, tripwire_triggered=triggered)
 
     return InputGuardrail(
         guardrail_function=classify, name=CLASSIFIER_GUARDRAIL, run_in_parallel=False

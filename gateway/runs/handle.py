@@ -61,4 +61,9 @@ class RunHandle:
     timeout_s: float = math.inf
 
     def __post_init__(self) -> None:
-        self.meter = RunMeter(self.built.model, self.ticket, self.built.max_tokens)
+        self.meter = RunMeter(
+            self.built.model,
+            self.ticket,
+            self.built.max_tokens,
+            tenant=self.principal.tenant_slug,
+        )

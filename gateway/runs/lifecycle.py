@@ -30,6 +30,7 @@ from gateway.runs.failures import run_status
 from gateway.runs.handle import RunHandle
 from gateway.tools.context import run_context
 from observability.metrics import IN_FLIGHT, record_run, tenant_label
+from observability.tracing import spans_wanted
 from tenants.models import UsageRecord
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class Run:
         return RunConfig(
             model_provider=handle.provider,
             workflow_name=f"{handle.principal.tenant_slug}/{handle.built.name}",
+            tracing_disabled=not spans_wanted(),
         )
 
     def tool_context(self) -> dict[str, Any]:
@@ -93,7 +95,11 @@ class Run:
         handle = self.handle
         if handle.built.agent.input_guardrails:
             CURRENT_RUN.set(
-                RunScope(run_config=self.run_config(), model_hooks=handle.meter.model_hooks())
+                RunScope(
+                    run_config=self.run_config(),
+                    model_hooks=handle.meter.model_hooks(),
+                    tenant=handle.principal.tenant_slug,
+                )
             )
 
     def deadline(self) -> asyncio.Timeout:
@@ -137,6 +143,7 @@ class Run:
         if self.settled:
             return
         self.settled = True
+        handle.meter.end_calls()
         principal = handle.principal
         IN_FLIGHT.labels(tenant_label(principal.tenant_slug)).dec()
         elapsed = time.perf_counter() - handle.started

@@ -7,11 +7,15 @@ the real estimate is not larger.
 `on_llm_end` fires after every successful model call: its usage is summed (so the tokens of a
 run that later fails, times out or is cancelled are still known) and the reservation settles
 to it. The run's usage is the sum over its calls.
+Each call is also timed from `on_llm_start` to `on_llm_end` for the model-latency metric; a
+call the run ended without (`end_calls`: an upstream error, a timeout, a cancellation) counts
+as `error`. Handoffs are counted in `on_handoff`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -27,7 +31,7 @@ from agents import (
 from agents.items import ModelResponse, TResponseInputItem
 
 from gateway.limits.quotas import RunTicket
-from observability.metrics import UPSTREAM_REQUESTS
+from observability.metrics import UPSTREAM_REQUESTS, record_handoff, record_model_call
 
 # Real tokenizers average about 4 characters per token on text and JSON; dividing by 3 and
 # adding a margin makes the estimate an upper bound for ordinary input (and for the mock LLM,
@@ -95,9 +99,16 @@ class RunMeter(RunHooks[Any]):
     """Sums what the upstream reported for each model call of one run; reserves before each."""
 
     def __init__(
-        self, model: str, ticket: RunTicket | None = None, max_output: int | None = None
+        self,
+        model: str,
+        ticket: RunTicket | None = None,
+        max_output: int | None = None,
+        tenant: str = "",
     ) -> None:
         self.model = model
+        self.tenant = tenant
+        self._calls: dict[int, tuple[float, str]] = {}
+        """Calls in flight: id(agent) -> (start, model name)."""
         self.ticket = ticket
         self.max_output = max_output
         self.requests = 0
@@ -116,14 +127,19 @@ class RunMeter(RunHooks[Any]):
     ) -> None:
         ticket = self.ticket
         if ticket is None or not ticket.limits.metered:
+            self._calls[id(agent)] = (time.perf_counter(), _model_name(agent))
             return
         estimate = estimate_input_tokens(system_prompt, input_items, tool_chars(agent))
         # A handoff target or the input classifier may have its own output limit.
         await ticket.before_call(estimate, agent.model_settings.max_tokens or self.max_output)
+        self._calls[id(agent)] = (time.perf_counter(), _model_name(agent))
 
     async def on_llm_end(
         self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
     ) -> None:
+        call = self._calls.pop(id(agent), None)
+        if call is not None:
+            record_model_call(call[1], ok=True, seconds=time.perf_counter() - call[0])
         usage = response.usage
         self.requests += usage.requests
         self.input_tokens += usage.input_tokens
@@ -154,6 +170,18 @@ class RunMeter(RunHooks[Any]):
         if ticket is not None and ticket.limits.any and ticket.closing is None:
             ticket.begin_close()
             await asyncio.sleep(0)  # the task runs up to its first wait: the command is sent
+
+    async def on_handoff(
+        self, context: RunContextWrapper[Any], from_agent: Agent[Any], to_agent: Agent[Any]
+    ) -> None:
+        record_handoff(self.tenant)
+
+    def end_calls(self) -> None:
+        """The run ended: a call still in flight never answered (counted as `error`)."""
+        now = time.perf_counter()
+        for started, model in self._calls.values():
+            record_model_call(model, ok=False, seconds=now - started)
+        self._calls.clear()
 
     def model_hooks(self) -> ModelCallHooks:
         """Hooks for the runs a run makes inside itself (its input classifier): their model
@@ -189,3 +217,11 @@ class ModelCallHooks(RunHooks[Any]):
         self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
     ) -> None:
         await self.meter.on_llm_end(context, agent, response)
+
+
+def _model_name(agent: Agent[Any]) -> str:
+    """The model an agent calls, as its spec names it (a `Model` object: its `model`)."""
+    model = agent.model
+    if isinstance(model, str):
+        return model
+    return str(getattr(model, "model", None) or "unknown")

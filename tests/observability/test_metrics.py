@@ -1,4 +1,4 @@
-"""The gateway's own series, in-process: tenant cap, metrics token, trace-derived metrics."""
+"""The gateway's own series, in-process: tenant cap, metrics token, model-call metrics."""
 
 from __future__ import annotations
 
@@ -129,3 +129,37 @@ async def test_http_series_keep_route_templates_across_repeated_and_many_paths(
         for (name, labels) in after
         for n in range(5)
     )
+
+
+async def test_model_call_metrics_come_from_the_runs_hooks_without_spans(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No exporter and no debug span logs: runs make no spans (they cost CPU for nobody), and
+    the model-call latency is still measured, a call that never answered as `error`."""
+    from agents.tracing import get_trace_provider
+
+    started: list[str] = []
+    provider = get_trace_provider()
+    original = provider.create_trace
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        trace = original(*args, **kwargs)
+        if not kwargs.get("disabled"):
+            started.append(str(kwargs.get("name") or (args[0] if args else "")))
+        return trace
+
+    monkeypatch.setattr(provider, "create_trace", spy)
+    tenant = await gw.create_tenant("spanless")
+    before = await scrape(gw)
+    r = await gw.client.post(RUNS, json={"input": "hi"}, headers=tenant.headers)
+    assert r.status_code == 200
+    r = await gw.client.post(RUNS, json={"input": "hi [[fault:500]]"}, headers=tenant.headers)
+    assert r.status_code == 502
+    after = await scrape(gw)
+    assert not [name for name in started if name.startswith("spanless/")]
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    assert delta("gateway_upstream_request_duration_seconds_count", status="ok") == 1
+    assert delta("gateway_upstream_request_duration_seconds_count", status="error") == 1
