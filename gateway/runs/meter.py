@@ -126,12 +126,11 @@ class RunMeter(RunHooks[Any]):
         input_items: list[TResponseInputItem],
     ) -> None:
         ticket = self.ticket
-        if ticket is None or not ticket.limits.metered:
-            self._calls[id(agent)] = (time.perf_counter(), _model_name(agent))
-            return
-        estimate = estimate_input_tokens(system_prompt, input_items, tool_chars(agent))
-        # A handoff target or the input classifier may have its own output limit.
-        await ticket.before_call(estimate, agent.model_settings.max_tokens or self.max_output)
+        if ticket is not None and ticket.limits.metered:
+            estimate = estimate_input_tokens(system_prompt, input_items, tool_chars(agent))
+            # A handoff target or the input classifier may have its own output limit.
+            await ticket.before_call(estimate, agent.model_settings.max_tokens or self.max_output)
+        # Timed once admitted (a refused reservation makes no call).
         self._calls[id(agent)] = (time.perf_counter(), _model_name(agent))
 
     async def on_llm_end(
