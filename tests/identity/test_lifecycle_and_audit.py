@@ -71,8 +71,10 @@ async def test_deleting_a_tenant_revokes_everything_at_once(gw: Gateway) -> None
     for headers in (a.headers, token):
         assert (await gw.client.post(run, json={"input": "hi"}, headers=headers)).status_code == 401
     await gw.flush_usage()
-    r = await gw.client.get(f"/admin/tenants/{a.id}/usage", headers=ADMIN)
+    # Its usage stays readable by id for billing; nothing else under its path.
+    r = await gw.client.get("/admin/usage", params={"tenant_id": a.id}, headers=ADMIN)
     assert r.status_code == 200 and r.json()["totals"]["runs"] == 2
+    assert (await gw.client.get(f"/admin/tenants/{a.id}/usage", headers=ADMIN)).status_code == 404
     assert (await gw.client.get(f"/admin/tenants/{a.id}/jwt", headers=ADMIN)).status_code == 404
 
 

@@ -233,16 +233,40 @@ async def test_unknown_tenant_usage_is_not_found(
     assert response.json()["error"]["type"] == "not_found_error"
 
 
-async def test_deleted_tenant_usage_stays_readable(
+async def test_deleted_tenant_usage_is_gone_from_its_path_but_readable_by_id(
     client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database, make_tenant: MakeTenant
 ) -> None:
+    """Everything under `/admin/tenants/{id}` is 404 once the tenant is deleted; its usage stays
+    readable for billing from `/admin/usage?tenant_id=`, and only its own."""
     today = utcnow().date()
     tenant = (await make_tenant())["id"]
-    await add(db, record(tenant, today, input_tokens=7, output_tokens=3, total_tokens=10))
+    other = (await make_tenant("other"))["id"]
+    await add(
+        db,
+        record(tenant, today, input_tokens=7, output_tokens=3, total_tokens=10),
+        record(other, today, input_tokens=1, output_tokens=1, total_tokens=2),
+    )
     await client.delete(f"/admin/tenants/{tenant}", headers=admin_headers)
     response = await client.get(f"/admin/tenants/{tenant}/usage", headers=admin_headers)
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found_error"
+    response = await client.get(
+        "/admin/usage", params={"tenant_id": tenant, "group_by": "day"}, headers=admin_headers
+    )
     assert response.status_code == 200
     assert response.json()["totals"] == counters(1, 1, 7, 3)
+    assert [row["day"] for row in response.json()["data"]] == [today.isoformat()]
+
+
+async def test_admin_usage_filter_by_unknown_tenant_is_not_found(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    for tenant_id in ("ten_nope", "x" * 500):
+        response = await client.get(
+            "/admin/usage", params={"tenant_id": tenant_id}, headers=admin_headers
+        )
+        assert response.status_code == 404
+        assert response.json()["error"]["param"] == "tenant_id"
 
 
 async def test_admin_usage_groups_by_tenant_with_slugs(
