@@ -63,7 +63,10 @@ def _parse_day(value: str, param: str) -> date:
 def build_usage_query(group_by: str, start: str | None, end: str | None) -> UsageQuery:
     """Validate the date range; defaults cover the last 30 days ending today (UTC)."""
     end_day = _parse_day(end, "end") if end else utcnow().date()
-    start_day = _parse_day(start, "start") if start else end_day - timedelta(days=DEFAULT_DAYS - 1)
+    if start:
+        start_day = _parse_day(start, "start")
+    else:  # the 30 days ending at `end`, or fewer when `end` lies in the first 30 days of year 1
+        start_day = end_day - min(timedelta(days=DEFAULT_DAYS - 1), end_day - date.min)
     if start_day > end_day:
         raise ValidationFailedError(
             "start: must not be after end.", param="start", code="invalid_value"

@@ -225,6 +225,40 @@ async def test_a_366_day_range_is_accepted(
     assert response.status_code == 200
 
 
+@pytest.mark.parametrize(
+    ("query", "start", "end"),
+    [
+        ({"end": "0001-01-01"}, "0001-01-01", "0001-01-01"),
+        ({"end": "0001-01-10"}, "0001-01-01", "0001-01-10"),
+        ({"start": "9999-12-31", "end": "9999-12-31"}, "9999-12-31", "9999-12-31"),
+        ({"end": "9999-12-31", "group_by": "day"}, "9999-12-02", "9999-12-31"),
+    ],
+)
+async def test_the_first_and_last_days_of_the_calendar_are_an_empty_report(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    make_tenant: MakeTenant,
+    query: dict[str, str],
+    start: str,
+    end: str,
+) -> None:
+    """A default range ending in the first 30 days of year 1 starts on its first day (it
+    used to overflow: a 500)."""
+    tenant = (await make_tenant())["id"]
+    for path, params in (
+        (f"/admin/tenants/{tenant}/usage", query),
+        ("/admin/usage", query),
+        ("/admin/usage/records", {k: v for k, v in query.items() if k != "group_by"}),
+    ):
+        response = await client.get(path, params=params, headers=admin_headers)
+        assert response.status_code == 200, (path, response.text)
+        if path != "/admin/usage/records":
+            body = response.json()
+            assert (body["start"], body["end"], body["data"]) == (start, end, [])
+        else:
+            assert response.content == b""
+
+
 async def test_unknown_tenant_usage_is_not_found(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
