@@ -6,11 +6,11 @@ hash never leaves the database.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Literal
 
 from pydantic import (
     AfterValidator,
-    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -18,7 +18,7 @@ from pydantic import (
     field_validator,
 )
 
-from gateway.core.clock import as_utc, rfc3339, utcnow
+from gateway.core.clock import UtcDatetime, rfc3339, utcnow
 from tenants.models import ApiKey
 
 Scope = Literal["runs", "conversations", "usage"]
@@ -33,14 +33,14 @@ KeyName = Annotated[
 ]
 
 
-def _in_the_future(value: AwareDatetime) -> AwareDatetime:
-    if as_utc(value) <= utcnow():
+def _in_the_future(value: datetime) -> datetime:
+    if value <= utcnow():
         raise ValueError("must be in the future")
     return value
 
 
-FutureDatetime = Annotated[AwareDatetime, AfterValidator(_in_the_future)]
-"""An RFC 3339 time with an offset, later than now (a key's `expires_at`)."""
+FutureDatetime = Annotated[UtcDatetime, AfterValidator(_in_the_future)]
+"""An RFC 3339 time with an offset, later than now, in UTC (a key's `expires_at`)."""
 
 
 class KeyCreate(BaseModel):

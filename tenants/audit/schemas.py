@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Query
 from pydantic import AwareDatetime, BaseModel
 
-from gateway.core.clock import as_utc, rfc3339
+from gateway.core.clock import rfc3339
 from gateway.core.errors import ValidationFailedError
 from tenants.models import AuditEvent
 
@@ -41,21 +41,24 @@ async def audit_query(
         actor=actor,
         action=action,
         tenant_id=tenant_id,
-        since=None if since is None else as_utc(_rfc3339(since)),
+        since=None if since is None else _rfc3339_utc(since),
     )
 
 
-def _rfc3339(value: str) -> datetime:
-    """An RFC 3339 date-time with its offset (a bare number is not one: 422)."""
+def _rfc3339_utc(value: str) -> datetime:
+    """An RFC 3339 date-time with its offset, in UTC (a bare number is not one, nor a time
+    whose UTC equivalent leaves years 1-9999: 422)."""
     try:
         parsed = datetime.fromisoformat(value.replace("z", "Z").replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None or "T" not in value.upper():
+        if parsed.tzinfo is None or "T" not in value.upper():
+            raise ValueError(value)
+        return parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
         raise ValidationFailedError(
-            "since: not an RFC 3339 date-time with an offset.", param="since", code="invalid_value"
-        )
-    return parsed
+            "since: not an RFC 3339 date-time with an offset (in years 1-9999 in UTC).",
+            param="since",
+            code="invalid_value",
+        ) from None
 
 
 AuditQueryDep = Annotated[AuditQuery, Depends(audit_query)]

@@ -6,9 +6,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
-from gateway.core.clock import rfc3339
+from gateway.core.clock import UtcDatetime, rfc3339
 from tenants.models import ModelPrice
 from tenants.price.amounts import UsdAmount
 from tenants.price.money import MAX_PRICE_PER_MTOK, pico_to_per_mtok
@@ -41,7 +41,7 @@ class PricePut(BaseModel):
     output_per_mtok: PerMtok
     reasoning_per_mtok: PerMtok | None = None
     """Reasoning tokens, a part of the output tokens (null: the output price)."""
-    effective_at: AwareDatetime | None = None
+    effective_at: UtcDatetime | None = None
     """From when the price applies: now (the default) or later, never in the past (a price
     change never reprices runs already made)."""
 

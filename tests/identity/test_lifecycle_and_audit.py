@@ -133,6 +133,10 @@ async def test_every_admin_mutation_is_audited_without_secrets(gw: Gateway) -> N
     ] == []
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
     assert (await gw.client.get(f"/admin/audit?since={future}", headers=ADMIN)).json()["data"] == []
+    # Not RFC 3339 with an offset, or outside years 1-9999 once in UTC: 422 (those were 500s).
+    for since in ("2026-01-01", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"):
+        r = await gw.client.get("/admin/audit", params={"since": since}, headers=ADMIN)
+        assert r.status_code == 422 and r.json()["error"]["param"] == "since", (since, r.text)
     # Keys are listed without their secret parts; metrics never carry them.
     listed = str((await gw.client.get(keys, headers=ADMIN)).json())
     assert new["key"] not in listed and "key_hash" not in listed

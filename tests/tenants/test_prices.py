@@ -77,6 +77,7 @@ async def test_prices_are_exact_decimals_never_in_the_past(
         {**PRICE, "output_per_mtok": "abc"},
         {"input_per_mtok": "1"},  # output missing
         {**PRICE, "effective_at": (utcnow() - timedelta(hours=1)).isoformat()},
+        {**PRICE, "effective_at": "9999-12-31T23:59:59-01:00"},  # past year 9999 in UTC
         {**PRICE, "surprise": "1"},
     ]
     for body in bad:
