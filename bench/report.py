@@ -19,6 +19,7 @@ TARGET_FULL_P99_MS_AT_32 = 150.0
 TARGET_TTFB_OVER_ADDED_MS = 1.0
 
 MOCK, MOCK_CHAT, SDK = "(a) mock LLM", "(a') mock LLM chat", "(b) SDK ceiling"
+SDK_ALONE = "(b1) SDK alone, chat"
 FULL, FULL_SSE = "(d) gateway all controls", "(d') gateway all controls SSE"
 LITELLM, LITELLM_SSE = "(e) LiteLLM proxy", "(e') LiteLLM proxy SSE"
 
@@ -242,6 +243,15 @@ def comparison(points: list[Point]) -> dict[str, Any]:
             "target": f"<= {TARGET_FULL_ADDED_P50_MS:g}",
             "pass": added <= TARGET_FULL_ADDED_P50_MS,
         }
+    sdk1 = exact(points, SDK_ALONE, 1)
+    if sdk1 and mock1 and sdk1.load.p50_ms is not None and mock1.load.p50_ms is not None:
+        # The floor of (d)'s added p50: the SDK's own run loop and upstream client, no server.
+        out["sdk_alone_added_p50_ms_at_1"] = {
+            "value": sdk1.load.p50_ms - mock1.load.p50_ms,
+            "sdk_p50_ms": sdk1.load.p50_ms,
+        }
+        if full1 and full1.load.p50_ms is not None:
+            out["gateway_own_p50_ms_at_1"] = {"value": full1.load.p50_ms - sdk1.load.p50_ms}
     if full32 and full32.load.p99_ms is not None:
         out["full_p99_ms_at_32"] = {
             "value": full32.load.p99_ms,
@@ -284,6 +294,10 @@ def print_comparison(rows: dict[str, Any]) -> None:
     ratio("litellm_ratio_at_1", "(d)/(e) req/s @1 conn")
     if (a := rows.get("full_added_p50_ms_at_1")) is not None:
         line("(d) added p50 @1 conn (d - a')", f"{a['value']:.2f} ms", a, " ms")
+    if (b := rows.get("sdk_alone_added_p50_ms_at_1")) is not None:
+        line("  of which the SDK alone (b1 - a')", f"{b['value']:.2f} ms", b)
+    if (g := rows.get("gateway_own_p50_ms_at_1")) is not None:
+        line("  the gateway's own (d - b1)", f"{g['value']:.2f} ms", g)
     if (p := rows.get("full_p99_ms_at_32")) is not None:
         line("(d) p99 @32 conns", f"{p['value']:.1f} ms", p, " ms")
     ratio("litellm_ratio_sse_at_32", "(d')/(e') SSE req/s @32 conns")

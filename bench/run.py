@@ -1,6 +1,7 @@
 """`make bench`: (a) the mock LLM directly, (b) the SDK ceiling, (c) the gateway, (c') with
-limits, (d) the gateway with every control on (chat completions, plain and streamed) and, with
-`--litellm`, (e) the LiteLLM proxy on the same request, in one run.
+limits, (d) the gateway with every control on (chat completions, plain and streamed), (b1) the
+SDK alone at one connection on (d)'s agent and API (what (d)'s added p50 cannot go below) and,
+with `--litellm`, (e) the LiteLLM proxy on the same request, in one run.
 
 The process under test runs on core 0; the load generator (wrk, else bench.loadgen in this
 process) and, for (b) to (e), the mock LLM run on core 1. See bench/README.md.
@@ -31,6 +32,8 @@ from bench.profile import summarise
 from bench.report import (
     MOCK,
     MOCK_CHAT,
+    SDK,
+    SDK_ALONE,
     Point,
     comparison,
     environment,
@@ -81,19 +84,29 @@ def run_mock_points(bench: Bench, chat: bool) -> list[Point]:
         bench.forget(mock)
 
 
-def run_sdk_ceiling(bench: Bench, mock_port: int) -> Point:
-    """(b) bench.sdk_ceiling on core 0 against the mock on core 1."""
-    print("(b) SDK ceiling", flush=True)
+def run_sdk_ceiling(
+    bench: Bench,
+    mock_port: int,
+    *,
+    name: str = SDK,
+    concurrency: int | None = None,
+    api: str = "responses",
+    agent: str = "bench",
+) -> Point:
+    """(b) bench.sdk_ceiling on core 0 against the mock on core 1 (default: the bench agent,
+    `--sdk-concurrency` tasks, Responses API); (b1) is the SDK alone on (d)'s agent and API."""
+    print(name, flush=True)
     env = base_env() | {
         "GATEWAY_ENV": "development",
-        "GATEWAY_UPSTREAM_API": "responses",
+        "GATEWAY_UPSTREAM_API": api,
         "OPENAI_BASE_URL": f"http://127.0.0.1:{mock_port}/v1",
         "OPENAI_API_KEY": "bench",
     }
     env |= bench.gateway_env  # the ceiling builds its provider with the gateway's code
+    tasks = bench.sdk_concurrency if concurrency is None else concurrency
     command = [sys.executable, "-m", "bench.sdk_ceiling", "--concurrency"]
-    command += [str(bench.sdk_concurrency), "--duration", str(bench.duration)]
-    command += ["--warmup", str(bench.warmup)]
+    command += [str(tasks), "--duration", str(bench.duration)]
+    command += ["--warmup", str(bench.warmup), "--agent", agent]
     if bench.pin:
         command = ["taskset", "-c", str(UNDER_TEST), *command, "--core", str(UNDER_TEST)]
     done = subprocess.run(
@@ -112,8 +125,8 @@ def run_sdk_ceiling(bench: Bench, mock_port: int) -> Point:
     cpu = {k: report.get(k) for k in ("cpu_s", "wall_s", "core_other_pct")}
     if report.get("failures"):
         print(f"  failures: {report['failures']}", file=sys.stderr)
-    print(f"  (b) SDK ceiling k={load.connections}: {load.rps:.0f} runs/s", flush=True)
-    return Point("(b) SDK ceiling", load, cpu)
+    print(f"  {name} k={load.connections}: {load.rps:.0f} runs/s", flush=True)
+    return Point(name, load, cpu)
 
 
 def run_gateway_points(
@@ -328,6 +341,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.limits_redis_url:
                 points += run_limits_points(bench, mock_port, args.limits_redis_url)
             if args.postgres_url:
+                # (b1): what the SDK alone adds at one connection, on (d)'s agent and API.
+                points.append(
+                    run_sdk_ceiling(
+                        bench,
+                        mock_port,
+                        name=SDK_ALONE,
+                        concurrency=1,
+                        api="chat_completions",
+                        agent="plain",
+                    )
+                )
                 redis_url = args.limits_redis_url or "private"
                 full, full_usage = run_full_points(
                     bench,

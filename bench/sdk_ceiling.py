@@ -3,8 +3,10 @@
 The agent is built by `gateway.agents.builder.build_agent` from the same spec the gateway
 serves, the model provider comes from the gateway's `ProviderRegistry` (cached AsyncOpenAI
 on the configured transport), the RunConfig is shaped like the gateway's, and our trace
-processor is installed first. No HTTP server, auth, usage or metrics: this is what the SDK
-alone costs, the upper bound of the gateway's throughput on one core.
+processor is installed first (SDK spans only where the gateway makes them: an exporter or
+debug span logs). No HTTP server, auth, limits, usage or metrics: this is what the SDK alone
+costs, the upper bound of the gateway's throughput on one core. `--agent plain` runs the agent
+of `make bench`'s (d) point (instructions only) instead of the bench agent (with tools).
 
     OPENAI_BASE_URL=http://127.0.0.1:9100/v1 OPENAI_API_KEY=bench \
         taskset -c 0 python -m bench.sdk_ceiling --concurrency 32 --duration 15
@@ -24,13 +26,13 @@ from typing import Any
 from agents import RunConfig, Runner
 
 from bench.loadgen import LoadResult, percentile, run_sync
-from bench.payloads import AGENT_NAME, AGENT_SPEC, PROMPT
+from bench.payloads import AGENT_NAME, AGENT_SPEC, PLAIN_AGENT_NAME, PLAIN_AGENT_SPEC, PROMPT
 from bench.procs import CpuWindow
 from gateway.agents.builder import BuiltAgent, build_agent
 from gateway.agents.providers import ProviderRegistry
 from gateway.core.config import get_settings
 from gateway.core.gc_tuning import tune_gc
-from observability.tracing import install_trace_processor
+from observability.tracing import install_trace_processor, spans_wanted
 from tenants.agent.spec import AgentSpec
 
 RUN_TIMEOUT_S = 30.0
@@ -51,6 +53,7 @@ async def _phase(
                 model=built.model,
                 model_provider=registry.default(),
                 workflow_name=f"bench/{built.name}",
+                tracing_disabled=not spans_wanted(),
             )
             try:
                 async with asyncio.timeout(RUN_TIMEOUT_S):
@@ -82,15 +85,23 @@ async def _phase(
     return result, failures
 
 
+AGENTS = {"bench": (AGENT_NAME, AGENT_SPEC), "plain": (PLAIN_AGENT_NAME, PLAIN_AGENT_SPEC)}
+
+
 async def measure(
-    concurrency: int, duration_s: float, warmup_s: float, core: int | None = None
+    concurrency: int,
+    duration_s: float,
+    warmup_s: float,
+    core: int | None = None,
+    agent: str = "bench",
 ) -> dict[str, Any]:
     """Warm up, then measure K concurrent run loops; `core`: the core we are pinned to."""
     install_trace_processor()
     settings = get_settings()
     registry = ProviderRegistry(settings)
-    spec = AgentSpec.model_validate(AGENT_SPEC)
-    built = build_agent(AGENT_NAME, 1, spec, default_model=settings.default_model)
+    name, agent_spec = AGENTS[agent]
+    spec = AgentSpec.model_validate(agent_spec)
+    built = build_agent(name, 1, spec, default_model=settings.default_model)
     # The same collector tuning as a gateway worker, so the ceiling stays a fair comparison.
     tune_gc(settings.gc_gen0_threshold)
     try:
@@ -110,6 +121,7 @@ async def measure(
         "failures": failures,
         "transport": settings.upstream_http_client,
         "upstream_api": settings.upstream_api,
+        "agent": agent,
     }
 
 
@@ -120,13 +132,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--duration", type=float, default=15.0)
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--core", type=int, help="the core this process is pinned to")
+    parser.add_argument("--agent", choices=sorted(AGENTS), default="bench", help="which agent")
     args = parser.parse_args(argv)
     if args.base_url:
         os.environ["OPENAI_BASE_URL"] = args.base_url
     os.environ.setdefault("OPENAI_API_KEY", "bench")
     get_settings.cache_clear()
 
-    report = run_sync(measure(args.concurrency, args.duration, args.warmup, args.core))
+    report = run_sync(measure(args.concurrency, args.duration, args.warmup, args.core, args.agent))
     print(json.dumps(report))
 
 
