@@ -4,7 +4,8 @@ The token's unverified `iss` names the tenant's config, looked up through the pe
 `IssuerCache` (verification key built once per issuer, unknown issuers cached too). Then the
 token must use exactly the tenant's algorithm (so `alg: none`, HS256 signed with an RSA public
 key and any other algorithm are refused before a signature check), carry a valid signature,
-`iss`, `aud` (= GATEWAY_JWT_AUDIENCE), `sub` and `exp`, with 60 s of leeway on `exp`/`nbf`.
+`iss`, `aud` (= GATEWAY_JWT_AUDIENCE), `sub` and `exp`, with 60 s of leeway on `exp`/`nbf`
+and on `iat` (when present, an integer not in the future: a token is not issued later than now).
 Every rejection is the same 401 as a bad API key.
 
 JWT principals carry the scopes `runs` and `conversations`: end users run agents and hold
@@ -14,6 +15,7 @@ conversations; the tenant-wide usage report (`usage`) is for the tenant's own AP
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +111,9 @@ async def resolve_jwt(
         )
     except JWTError:
         raise _fail() from None
+    iat = claims.get("iat")  # python-jose checks it is an integer, not when it lies
+    if iat is not None and iat > time.time() + LEEWAY_S:
+        raise _fail()
     sub = claims.get("sub")
     if not isinstance(sub, str) or not 1 <= len(sub) <= MAX_SUBJECT_CHARS:
         raise _fail()

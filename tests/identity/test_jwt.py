@@ -71,6 +71,9 @@ async def test_valid_tokens_run_as_their_subject(
     # Within the 60 s leeway an expired token still works.
     late = sign(claims(HS_ISS, sub="alice", exp=int(time.time()) - 30), secret, "HS256")
     assert (await gw.client.get("/v1/agents", headers=bearer(late))).status_code == 200
+    # And a token issued by a clock 30 s ahead of ours.
+    ahead = sign(claims(HS_ISS, sub="alice", iat=int(time.time()) + 30), secret, "HS256")
+    assert (await gw.client.get("/v1/agents", headers=bearer(ahead))).status_code == 200
     # JWT principals have `runs` and `conversations`, not the tenant-wide `usage` report.
     r = await gw.client.get("/v1/usage", headers=bearer(hs))
     assert r.status_code == 403 and r.json()["error"]["code"] == "missing_scope"
@@ -130,6 +133,8 @@ def _rejected_tokens(secret: str, rsa_keys: KeyPair, ec_keys: KeyPair) -> dict[s
         "missing exp": sign(claims(HS_ISS, exp=None), secret, "HS256"),
         "expired beyond leeway": sign(claims(HS_ISS, exp=now - 120), secret, "HS256"),
         "nbf in the future": sign(claims(HS_ISS, nbf=now + 300), secret, "HS256"),
+        "iat in the future": sign(claims(HS_ISS, iat=now + 300), secret, "HS256"),
+        "iat not an integer": sign(claims(HS_ISS, iat="yesterday"), secret, "HS256"),
         "tampered payload": tampered,
         "over 8 KB": sign(claims(HS_ISS, pad="p" * 8200), secret, "HS256"),
         "garbage": "a.b.c",
