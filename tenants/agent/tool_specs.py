@@ -12,10 +12,11 @@ from typing import Annotated, Any, Literal
 
 import jsonschema
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from gateway.core.catalog import BUILTIN_TOOLS
 from gateway.core.text import Label, Text
+from gateway.core.unions import TEXT
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_SCHEMA_BYTES = 16_384
@@ -72,11 +73,31 @@ class McpToolSpec(BaseModel):
     timeout_s: Annotated[float, Field(gt=0, le=60)] = 10
 
 
-TenantToolSpec = Annotated[HttpToolSpec | McpToolSpec, Field(discriminator="type")]
+_HTTP, _MCP = "<http>", "<mcp>"
+
+
+def tool_kind(value: Any) -> str | None:
+    """The discriminator of a tools entry: a string (a built-in's name) or a tenant tool by its
+    `type`; None (a 422 naming the accepted forms) for anything else."""
+    if isinstance(value, str):
+        return TEXT
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return {"http": _HTTP, "mcp": _MCP}.get(kind) if isinstance(kind, str) else None
+
+
+# Tagged, so an error names the form that was sent: `tools.0.timeout_s: ... <= 60`, not
+# `tools.0: Input should be a valid string` for an HTTP tool object.
 # A string names a built-in tool (`check_tool_list` refuses any other): the schema says so.
-ToolEntry = (
-    Annotated[str, Field(json_schema_extra={"enum": sorted(BUILTIN_TOOLS)})] | TenantToolSpec
-)
+ToolEntry = Annotated[
+    Annotated[str, Field(json_schema_extra={"enum": sorted(BUILTIN_TOOLS)}), Tag(TEXT)]
+    | Annotated[HttpToolSpec, Tag(_HTTP)]
+    | Annotated[McpToolSpec, Tag(_MCP)],
+    Discriminator(
+        tool_kind,
+        custom_error_type="invalid_tool",
+        custom_error_message='a built-in tool name, or an object with "type": "http" or "mcp"',
+    ),
+]
 
 
 def check_tool_list(tools: list[ToolEntry]) -> list[ToolEntry]:

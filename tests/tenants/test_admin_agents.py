@@ -143,6 +143,9 @@ async def test_list_agents_paginates(
     assert rest["has_more"] is False
 
 
+HTTP_TOOL = {"type": "http", "name": "lookup", "url": "https://tools.example.com/lookup"}
+
+
 @pytest.mark.parametrize(
     ("name", "body", "param"),
     [
@@ -154,6 +157,16 @@ async def test_list_agents_paginates(
         ("bot", {**AGENT_SPEC, "temperature": 0.5}, "temperature"),
         ("bot", {**AGENT_SPEC, "model_settings": {"temperature": 3}}, "model_settings.temperature"),
         ("bot", {**AGENT_SPEC, "max_turns": 0}, "max_turns"),
+        # A tool object's error names its own field, not the built-in form it is not.
+        ("bot", {**AGENT_SPEC, "tools": [{**HTTP_TOOL, "timeout_s": 61}]}, "tools.0.timeout_s"),
+        (
+            "bot",
+            {**AGENT_SPEC, "tools": [{**HTTP_TOOL, "parameters": {"type": "objekt"}}]},
+            "tools.0.parameters",
+        ),
+        ("bot", {**AGENT_SPEC, "tools": [{"type": "mcp", "name": "m"}]}, "tools.0.url"),
+        ("bot", {**AGENT_SPEC, "tools": [{"type": "ftp", "name": "t"}]}, "tools.0"),
+        ("bot", {**AGENT_SPEC, "tools": [7]}, "tools.0"),
     ],
 )
 async def test_put_rejects_invalid_specs(
