@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, FastAPI
 from gateway import health
 from gateway.agents.endpoints import router as agents_router
 from gateway.chat.endpoints import router as chat_router
+from gateway.chat.models import router as models_router
 from gateway.conversations.endpoints import router as conversations_router
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.openapi import error_responses
@@ -77,6 +78,7 @@ def mount_routes(app: FastAPI) -> None:
     app.include_router(actions_router, **v1, responses=error_responses(*RUN_ERRORS))
     app.include_router(conversations_router, **v1, responses=error_responses(*V1_ERRORS))
     app.include_router(chat_router, **v1, responses=error_responses(*CHAT_ERRORS))
+    app.include_router(models_router, **v1, responses=error_responses(*V1_ERRORS, 404))
     app.include_router(usage_router, **v1, responses=error_responses(*V1_ERRORS))
     app.include_router(limits_router, **v1, responses=error_responses(*V1_ERRORS))
     # The socket authenticates its handshake itself and counts each turn as a request.

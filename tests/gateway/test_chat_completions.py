@@ -469,3 +469,36 @@ def test_client_disconnect_cancels_the_run_and_keeps_spent_tokens(live_one: Live
     assert elapsed < 1.5 + 1.5
     metrics = httpx.get(f"{live_one.url}/metrics").text
     assert 'gateway_runs_total{agent="assistant",status="cancelled",tenant="live"}' in metrics
+
+
+async def test_models_are_the_tenants_own_agents(live_one: Live) -> None:
+    """`client.models.list()` / `.retrieve()`: the calling tenant's agents, never another's;
+    an end user's JWT sees the same list."""
+    acme = await live_one.tenant("acme", agent="assistant")
+    other = await live_one.tenant("other", agent="secret-bot")
+    async with live_one.http() as c:
+        r = await c.put(
+            f"/admin/tenants/{live_one.tenant_ids[acme]}/agents/billing",
+            json=AGENT_SPEC,
+            headers=ADMIN,
+        )
+        assert r.status_code == 201, r.text
+    async with live_one.client(acme) as client:
+        models = [m async for m in client.models.list()]
+        assert [(m.id, m.object, m.owned_by) for m in models] == [
+            ("assistant", "model", "acme"),
+            ("billing", "model", "acme"),
+        ]
+        assert all(abs(m.created - time.time()) < 300 for m in models)
+        assert (await client.models.retrieve("billing")).id == "billing"
+        for name in ("secret-bot", "gpt-4.1-mini", "nope"):  # another tenant's; not an agent
+            with pytest.raises(openai.NotFoundError) as raised:
+                await client.models.retrieve(name)
+            assert raised.value.code == "model_not_found"
+        # A listed model is what a chat completion names.
+        done = await client.chat.completions.create(model=models[1].id, messages=MESSAGES)
+        assert done.model == "billing"
+    async with live_one.client(await live_one.jwt_for(acme, "alice")) as user:
+        assert [m.id async for m in user.models.list()] == ["assistant", "billing"]
+    async with live_one.client(other) as owner:
+        assert [m.id async for m in owner.models.list()] == ["secret-bot"]

@@ -67,6 +67,8 @@ ROWS: dict[tuple[str, str], Row] = {
         other_tenant=404,
         body={"model": "assistant", "messages": [{"role": "user", "content": "hi"}]},
     ),
+    ("GET", "/v1/models"): Row("tenant", scope="runs"),
+    ("GET", "/v1/models/{model}"): Row("tenant", ok=404, scope="runs"),
     ("GET", "/v1/runs/{run_id}"): Row("tenant", ok=404, scope="runs"),
     ("POST", "/v1/runs/{run_id}/actions"): Row(
         "tenant", ok=404, scope="runs", body={"decisions": [{"id": "call_x", "approve": True}]}
