@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -10,12 +12,28 @@ from sqlalchemy import event
 from tenants.api_key.keys import generate_key
 from tests.identity.conftest import ADMIN, Gateway, bearer, gateway_for
 
+WINDOW_S = 3600
+
+
+async def fresh_window(need_s: float = 30) -> None:
+    """Failures count in fixed wall-clock windows: a test's sequence that straddled two would
+    start counting again (six slow Argon2 logins on a loaded host take seconds). Windows of
+    an hour, and a wait for the next one when less than `need_s` is left of this one."""
+    left = WINDOW_S - time.time() % WINDOW_S
+    if left < need_s:
+        await asyncio.sleep(left + 0.05)
+
 
 @pytest.fixture
 async def strict(sqlite_url: str, mock_llm_base_url: str) -> AsyncIterator[Gateway]:
     async for gateway in gateway_for(
-        sqlite_url, mock_llm_base_url, auth_failure_limit=5, principal_cache_ttl_s=5
+        sqlite_url,
+        mock_llm_base_url,
+        auth_failure_limit=5,
+        auth_failure_window_s=WINDOW_S,
+        principal_cache_ttl_s=5,
     ):
+        await fresh_window()
         yield gateway
 
 
@@ -62,9 +80,10 @@ async def test_login_failures_are_limited(strict: Gateway) -> None:
 async def test_failures_are_shared_through_redis(
     sqlite_url: str, mock_llm_base_url: str, redis_settings: dict[str, str]
 ) -> None:
-    overrides = {"auth_failure_limit": 4, **redis_settings}
+    overrides = {"auth_failure_limit": 4, "auth_failure_window_s": WINDOW_S, **redis_settings}
     async for one in gateway_for(sqlite_url, mock_llm_base_url, **overrides):
         async for two in gateway_for(sqlite_url, mock_llm_base_url, **overrides):
+            await fresh_window()
             await _shared_limit(one, two)
 
 
