@@ -296,7 +296,11 @@ async def test_delete_hides_the_tenant_and_revokes_its_keys(
         assert await AgentRepository(session).get_active(tenant["id"], "bot") is None
         assert await AgentRepository(session).list_active(tenant["id"]) == []
 
-    usage = await client.get(f"{url}/usage", headers=admin_headers)
+    # Nothing under its path answers any more; its usage stays readable by id.
+    assert (await client.get(f"{url}/usage", headers=admin_headers)).status_code == 404
+    usage = await client.get(
+        "/admin/usage", params={"tenant_id": tenant["id"]}, headers=admin_headers
+    )
     assert usage.status_code == 200
     assert usage.json()["totals"]["runs"] == 0
 
