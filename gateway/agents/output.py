@@ -15,6 +15,9 @@ from agents import AgentOutputSchemaBase
 from agents.exceptions import ModelBehaviorError
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
+from referencing.exceptions import Unresolvable
+
+from tenants.agent.json_schema import LOCAL_ONLY
 
 MAX_DETAIL_CHARS = 300
 
@@ -28,7 +31,7 @@ class JsonSchemaOutput(AgentOutputSchemaBase):
 
     def __init__(self, strict_schema: dict[str, Any]) -> None:
         self._schema = strict_schema
-        self._validator = Draft202012Validator(strict_schema)
+        self._validator = Draft202012Validator(strict_schema, registry=LOCAL_ONLY)
 
     def is_plain_text(self) -> bool:
         return False
@@ -47,7 +50,10 @@ class JsonSchemaOutput(AgentOutputSchemaBase):
             value = orjson.loads(json_str)
         except orjson.JSONDecodeError:
             raise InvalidModelOutput("the answer is not JSON") from None
-        error = best_match(self._validator.iter_errors(value))
+        try:
+            error = best_match(self._validator.iter_errors(value))
+        except Unresolvable:  # a schema stored before the PUT check refused such references
+            raise InvalidModelOutput("the output schema has a $ref that does not resolve") from None
         if error is not None:
             where = "/".join(str(part) for part in error.absolute_path) or "the root"
             detail = f"at {where}: {error.message}"[:MAX_DETAIL_CHARS]

@@ -27,6 +27,7 @@ import orjson
 from agents import FunctionTool
 from agents.tool_context import ToolContext
 from aiohttp.abc import AbstractResolver
+from referencing.exceptions import Unresolvable
 
 from gateway.core.config import Settings
 from gateway.core.egress import EgressPolicy, EgressRefusedError, guarded_session, refusal_of
@@ -34,6 +35,7 @@ from gateway.tools.context import context_of
 from gateway.tools.secrets import ToolSecretCache
 from gateway.tools.signing import signature_header
 from observability.metrics import record_tool_call
+from tenants.agent.json_schema import LOCAL_ONLY
 from tenants.agent.tool_specs import HttpToolSpec
 
 logger = logging.getLogger("gateway.tools.http")
@@ -78,7 +80,7 @@ class HttpTools:
         validator_class = jsonschema.validators.validator_for(
             spec.parameters, default=jsonschema.Draft202012Validator
         )
-        validator = validator_class(spec.parameters)
+        validator = validator_class(spec.parameters, registry=LOCAL_ONLY)
 
         async def invoke(context: ToolContext[Any], raw_arguments: str) -> str:
             return await self.call(spec, validator, context, raw_arguments)
@@ -192,7 +194,10 @@ def parse_arguments(validator: jsonschema.protocols.Validator, raw_arguments: st
         arguments = orjson.loads(raw_arguments or "{}")
     except orjson.JSONDecodeError:
         raise ToolCallFailed("invalid_arguments", "the arguments are not valid JSON") from None
-    error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    try:
+        error = jsonschema.exceptions.best_match(validator.iter_errors(arguments))
+    except Unresolvable:  # a schema stored before the PUT check refused such references
+        raise ToolCallFailed("invalid_schema", "the tool's schema has a broken $ref") from None
     if error is not None:
         where = "/".join(str(part) for part in error.absolute_path)
         message = f"{where}: {error.message}" if where else error.message

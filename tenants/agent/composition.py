@@ -20,10 +20,10 @@ import orjson
 import re2
 from agents.exceptions import UserError
 from agents.strict_schema import ensure_strict_json_schema
-from jsonschema import Draft202012Validator, SchemaError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from gateway.core.text import Label, Text
+from tenants.agent.json_schema import check_json_schema
 
 AGENT_NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
 MAX_PATTERNS = 32
@@ -129,10 +129,7 @@ def strict_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"the schema is larger than {MAX_SCHEMA_BYTES} bytes of JSON")
     if schema.get("type") != "object":
         raise ValueError(f'the root must be {{"type": "object", ...}}. {STRICT_RULES}')
-    try:
-        Draft202012Validator.check_schema(schema)
-    except SchemaError as exc:
-        raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    check_json_schema(schema)
     try:
         return ensure_strict_json_schema(copy.deepcopy(schema))
     except (UserError, TypeError, ValueError) as exc:

@@ -2,21 +2,22 @@
 
 Validated when the spec is PUT: a tool name is a function name the model can call, unique in
 the spec and distinct from the built-ins; `parameters` is a JSON Schema object (checked with
-`jsonschema` against its own meta-schema); the URL's scheme and (if literal) address pass the
-egress guard in `tenants.agent.checks`, which needs the deployment's settings.
+`jsonschema` against its own meta-schema, its `$ref`s resolving within it:
+`tenants.agent.json_schema`); the URL's scheme and (if literal) address pass the egress
+guard in `tenants.agent.checks`, which needs the deployment's settings.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-import jsonschema
 import orjson
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from gateway.core.catalog import BUILTIN_TOOLS
 from gateway.core.text import Label, Text
 from gateway.core.unions import TEXT
+from tenants.agent.json_schema import check_json_schema
 
 TOOL_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_SCHEMA_BYTES = 16_384
@@ -49,13 +50,7 @@ class HttpToolSpec(BaseModel):
             raise ValueError(f"the schema is larger than {MAX_SCHEMA_BYTES} bytes")
         if schema.get("type") != "object":
             raise ValueError('must be a JSON Schema object schema ({"type": "object", …})')
-        validator = jsonschema.validators.validator_for(
-            schema, default=jsonschema.Draft202012Validator
-        )
-        try:
-            validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+        check_json_schema(schema)
         return schema
 
 

@@ -73,6 +73,21 @@ async def _put(
             "output_schema",
             "JSON Schema",
         ),
+        (
+            {"output_schema": {"type": "object", "properties": {"a": {"$ref": "#/defs/gone"}}}},
+            "output_schema",
+            "'#/defs/gone' does not resolve",
+        ),
+        (
+            {
+                "output_schema": {
+                    "type": "object",
+                    "properties": {"a": {"$ref": "http://169.254.169.254/latest/schema.json"}},
+                }
+            },
+            "output_schema",
+            "only local references",
+        ),
         ({"handoffs": ["Bad Name"]}, "handoffs.0.name", ""),
         ({"handoffs": [{"agent": "x", "extra": 1}]}, "handoffs.0.object.extra", ""),
     ],

@@ -89,6 +89,13 @@ async def test_put_validates_http_tools(gw: Gateway) -> None:
     cases = {
         "schema not an object": http_tool(ok["url"], parameters={"type": "string"}),
         "invalid schema": http_tool(ok["url"], parameters={"type": "object", "required": 3}),
+        "$ref to nowhere": http_tool(
+            ok["url"], parameters={"type": "object", "properties": {"a": {"$ref": "#/$defs/a"}}}
+        ),
+        "$ref to a remote document": http_tool(
+            ok["url"],
+            parameters={"type": "object", "properties": {"a": {"$ref": "http://10.0.0.7/s"}}},
+        ),
         "clash with built-in": http_tool(ok["url"], name="calculator"),
         "plain http": http_tool("http://tools.example.com/orders"),
         "private literal": http_tool("https://10.0.0.7/orders"),

@@ -1,0 +1,57 @@
+"""A tenant's JSON Schema (an HTTP tool's `parameters`, an agent's `output_schema`), checked at
+PUT: valid against its own meta-schema, and every `$ref` resolving inside the schema itself.
+
+A reference that points nowhere in the schema (`#/defs/missing`) would otherwise only fail
+when a run validates against it; a reference to another document (`https://…`) would make
+`jsonschema` fetch it at run time, past the egress guard. `LOCAL_ONLY` is the registry the
+run-time validators use, so a schema stored before this check never fetches anything either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import jsonschema
+from referencing import Registry, Resource
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012
+
+LOCAL_ONLY: Registry[Any] = Registry()
+"""A registry without retrieval: only the schema's own resources resolve."""
+
+ROOT_URI = "urn:agent-gateway:schema"
+VALUE_KEYWORDS = frozenset({"const", "enum", "default", "examples"})
+"""Keywords whose values are instance data, not subschemas (a `$ref` key there is data)."""
+
+
+def check_json_schema(schema: dict[str, Any]) -> None:
+    """ValueError saying why `schema` cannot be used (invalid, or a `$ref` that does not
+    resolve within it)."""
+    validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
+    try:
+        validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    resource = Resource.from_contents(schema, default_specification=DRAFT202012)
+    resolver = LOCAL_ONLY.with_resource(ROOT_URI, resource).resolver(base_uri=ROOT_URI)
+    for ref in _refs(schema):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            raise ValueError(
+                f"the reference {ref!r} does not resolve within the schema (only local "
+                "references such as '#/$defs/name' are allowed)"
+            ) from None
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("$ref", "$dynamicRef") and isinstance(value, str):
+                yield value
+            elif key not in VALUE_KEYWORDS:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
