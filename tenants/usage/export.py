@@ -18,6 +18,7 @@ from fastapi.responses import StreamingResponse
 from sqlalchemy import text
 from sqlmodel import and_, col, or_, select
 
+from gateway.core.clock import rfc3339
 from gateway.core.db import Database
 from tenants.models import UsageRecord
 from tenants.price.money import usd
@@ -57,7 +58,10 @@ def _row(record: UsageRecord) -> dict[str, Any]:
             row[name] = usd(record.cost_pico)
             continue
         value = getattr(record, name)
-        row[name] = value.isoformat() if isinstance(value, date | datetime) else value
+        if isinstance(value, datetime):  # RFC 3339 UTC, as everywhere in the API
+            row[name] = rfc3339(value)
+        else:
+            row[name] = value.isoformat() if isinstance(value, date) else value
     return row
 
 
@@ -124,8 +128,24 @@ def _cell(value: Any) -> Any:
 
 
 def wants_csv(accept: str | None) -> bool:
-    """CSV when the client asks for `text/csv`; NDJSON otherwise (the default)."""
-    return accept is not None and CSV in accept.lower()
+    """CSV when the client prefers `text/csv` (q > 0) to NDJSON; NDJSON otherwise (the
+    default: also for a tie, `*/*` or any other type)."""
+    if not accept:
+        return False
+    weights: dict[str, float] = {}
+    for part in accept.lower().split(","):
+        media, *params = (item.strip() for item in part.split(";"))
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        weights[media] = max(weights.get(media, 0.0), q)
+    csv_q = weights.get(CSV, 0.0)
+    return csv_q > weights.get(NDJSON, 0.0)
 
 
 async def _ndjson(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:

@@ -62,7 +62,7 @@ async def test_admin_export_streams_every_record_in_run_id_order_across_pages(
         "day": "2026-03-02",
         "created_at": rows[0]["created_at"],
     }
-    assert rows[0]["created_at"].startswith("2026-03-02T12:00:00")
+    assert rows[0]["created_at"] == "2026-03-02T12:00:00.000Z"  # RFC 3339 UTC, as the API
 
     only_a = lines(
         await client.get(
@@ -101,6 +101,22 @@ async def test_csv_export_when_asked_by_accept(
     assert [row["run_id"] for row in table] == [first.run_id, second.run_id]
     assert table[0]["user"] == 'alice, "the" user' and table[1]["user"] == ""
     assert table[0]["total_tokens"] == "15" and table[0]["day"] == "2026-04-01"
+    assert table[0]["created_at"].endswith("Z")
+
+    # The client's preference decides (q-values); a tie, or anything else, is NDJSON.
+    for accept, kind in [
+        ("text/csv;q=0", "application/x-ndjson"),
+        ("text/csv;q=0.1, application/x-ndjson;q=0.9", "application/x-ndjson"),
+        ("application/x-ndjson, text/csv", "application/x-ndjson"),
+        ("application/x-ndjson;q=0.5, text/csv", "text/csv"),
+        ("*/*", "application/x-ndjson"),
+    ]:
+        response = await client.get(
+            "/admin/usage/records",
+            params={"start": "2026-04-01", "end": "2026-04-01", "tenant_id": tenant},
+            headers={**admin_headers, "accept": accept},
+        )
+        assert response.headers["content-type"].startswith(kind), accept
 
 
 async def test_admin_export_of_an_unknown_tenant_is_not_found(
