@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from gateway.core.json_types import JsonBool
 from gateway.core.metadata import Metadata, bounded_metadata
 from gateway.core.text import Label, Text
 from gateway.core.unions import LIST, TEXT, text_or_list
@@ -107,7 +108,7 @@ class ChatMessage(BaseModel):
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    include_usage: bool = False
+    include_usage: JsonBool = False
     """Send a last chunk with `usage` (and `choices: []`) before `[DONE]`."""
 
 
@@ -129,7 +130,7 @@ class ChatCompletionRequest(BaseModel):
     model: Annotated[str, Field(pattern=AGENT_NAME_PATTERN)]
     """The name of the tenant's agent to run."""
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
-    stream: bool | None = False
+    stream: JsonBool | None = False
     stream_options: StreamOptions | None = None
     user: Annotated[Label, Field(max_length=256)] | None = None
     """Accepted and ignored (see the module docstring)."""

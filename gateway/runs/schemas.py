@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
+from gateway.core.json_types import JsonBool
 from gateway.core.metadata import Metadata, bounded_metadata
 from gateway.core.text import Label, Text
 from gateway.core.unions import LIST, TEXT, text_or_list
@@ -48,7 +49,7 @@ class TurnInput(BaseModel):
 
 
 class RunRequest(TurnInput):
-    stream: bool = False
+    stream: JsonBool = False
     metadata: Metadata = None
 
     @field_validator("metadata")
@@ -64,7 +65,7 @@ class Decision(BaseModel):
 
     id: Annotated[Label, Field(min_length=1, max_length=128)]
     """The pending action's `id`."""
-    approve: bool
+    approve: JsonBool
     message: Annotated[Text, Field(max_length=2_000)] | None = None
     """For a declined call: added to the refusal the model sees."""
 
@@ -75,4 +76,4 @@ class ActionsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     decisions: Annotated[list[Decision], Field(min_length=1, max_length=64)]
-    stream: bool = False
+    stream: JsonBool = False

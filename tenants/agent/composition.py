@@ -22,6 +22,7 @@ from agents.exceptions import UserError
 from agents.strict_schema import ensure_strict_json_schema
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
+from gateway.core.json_types import JsonInteger
 from gateway.core.text import Label, Text
 from tenants.agent.json_schema import check_json_schema
 
@@ -102,7 +103,7 @@ class ClassifierSpec(BaseModel):
 class InputGuardrailsSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    max_chars: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    max_chars: Annotated[int, Field(ge=1, le=1_000_000), JsonInteger] | None = None
     blocked_patterns: Patterns = Field(default_factory=list)
     classifier: ClassifierSpec | None = None
 

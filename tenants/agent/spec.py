@@ -13,8 +13,9 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from gateway.core.json_types import JsonInteger, JsonNumber
 from gateway.core.text import Label, Text
 from tenants.agent.composition import (
     AGENT_NAME_PATTERN,
@@ -31,39 +32,16 @@ __all__ = ["AGENT_NAME_PATTERN", "AGENT_NAME_RE", "AgentSpec", "ModelSettingsSpe
 AGENT_NAME_RE = re.compile(AGENT_NAME_PATTERN)
 
 
-def _json_number(value: Any) -> Any:
-    """A JSON number only: not a boolean, not a numeric string (the schema says `number`)."""
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-        raise ValueError("Input should be a number")
-    return value
-
-
-def _json_integer(value: Any) -> Any:
-    """A JSON integer only (`5.0` is one; `true` and `"5"` are not)."""
-    value = _json_number(value)
-    if isinstance(value, float):
-        if not value.is_integer():
-            raise ValueError("Input should be an integer")
-        return int(value)
-    return value
-
-
 class ModelSettingsSpec(BaseModel):
     """Sampling settings passed to every model call of the agent."""
 
     model_config = ConfigDict(extra="forbid")
 
-    temperature: Annotated[float, Field(ge=0, le=2), BeforeValidator(_json_number)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1), BeforeValidator(_json_number)] | None = None
-    max_tokens: Annotated[int, Field(ge=1, le=128_000), BeforeValidator(_json_integer)] | None = (
-        None
-    )
-    frequency_penalty: (
-        Annotated[float, Field(ge=-2, le=2), BeforeValidator(_json_number)] | None
-    ) = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2), BeforeValidator(_json_number)] | None = (
-        None
-    )
+    temperature: Annotated[float, Field(ge=0, le=2), JsonNumber] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1), JsonNumber] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=128_000), JsonInteger] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2), JsonNumber] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2), JsonNumber] | None = None
     parallel_tool_calls: StrictBool | None = None
 
 
@@ -79,7 +57,7 @@ class AgentSpec(BaseModel):
     """The tenant upstream the agent runs on (None: the deployment's)."""
     model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
     tools: Annotated[list[ToolEntry], Field(max_length=32)] = Field(default_factory=list)
-    max_turns: Annotated[int, Field(ge=1, le=50), BeforeValidator(_json_integer)] = 10
+    max_turns: Annotated[int, Field(ge=1, le=50), JsonInteger] = 10
     handoffs: Annotated[list[HandoffEntry], Field(max_length=16)] = Field(default_factory=list)
     """Other agents of the tenant this one may pass the conversation to."""
     guardrails: GuardrailsSpec | None = None

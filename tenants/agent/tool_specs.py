@@ -15,6 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from gateway.core.catalog import BUILTIN_TOOLS
+from gateway.core.json_types import JsonBool, JsonNumber
 from gateway.core.text import Label, Text
 from gateway.core.unions import TEXT
 from tenants.agent.json_schema import check_json_schema
@@ -40,8 +41,8 @@ class HttpToolSpec(BaseModel):
         default_factory=lambda: {"type": "object", "properties": {}},
         description="JSON Schema (an object schema) of the arguments the model passes.",
     )
-    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10
-    requires_approval: bool = False
+    timeout_s: Annotated[float, Field(gt=0, le=60), JsonNumber] = 10
+    requires_approval: JsonBool = False
 
     @field_validator("parameters")
     @classmethod
@@ -64,8 +65,8 @@ class McpToolSpec(BaseModel):
     url: ToolUrl
     allowed_tools: Annotated[list[ToolName], Field(max_length=128)] | None = None
     """The server's tools offered to the model (None: all of them)."""
-    requires_approval: bool = False
-    timeout_s: Annotated[float, Field(gt=0, le=60)] = 10
+    requires_approval: JsonBool = False
+    timeout_s: Annotated[float, Field(gt=0, le=60), JsonNumber] = 10
 
 
 _HTTP, _MCP = "<http>", "<mcp>"

@@ -288,6 +288,8 @@ async def test_errors_as_an_openai_client_sees_them(live_one: Live) -> None:
         ({"stream": True, "stream_options": {"include_obfuscation": True}}, None, "not permitted"),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "developer"),
         ({"messages": []}, "messages", "at least 1"),
+        ({"stream": "true"}, "stream", "boolean"),
+        ({"stream": True, "stream_options": {"include_usage": 1}}, None, "boolean"),
         ({"model": "gpt-4.1-mini"}, "model", "pattern"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "16"),
     ],

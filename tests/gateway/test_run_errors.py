@@ -24,6 +24,8 @@ RUN = "/v1/agents/assistant/runs"
         {"input": "hi", "metadata": {f"k{i}": "v" for i in range(17)}},
         {"input": "hi", "metadata": {"k": {"nested": 1}}},
         {"input": "x" * 100_001},
+        {"input": "hi", "stream": "yes"},
+        {"input": "hi", "stream": 1},
     ],
 )
 async def test_invalid_run_bodies_are_422(

@@ -40,6 +40,8 @@ async def _put(
             "RE2",
         ),
         ({"guardrails": {"input": {"max_chars": 0}}}, "guardrails.input.max_chars", ""),
+        ({"guardrails": {"input": {"max_chars": True}}}, "guardrails.input.max_chars", "number"),
+        ({"guardrails": {"input": {"max_chars": "10"}}}, "guardrails.input.max_chars", "number"),
         (
             {"guardrails": {"input": {"classifier": {"model": "m"}}}},
             "guardrails.input.classifier.instructions",

@@ -130,6 +130,8 @@ async def test_decisions_must_match_the_pending_calls(gw: Gateway, tool: Receive
     actions = f"/v1/runs/{run['id']}/actions"
     for decisions in (
         [{"id": "call_other", "approve": True}],
+        [{"id": run["pending_actions"][0]["id"], "approve": "yes"}],  # a JSON boolean only
+        [{"id": run["pending_actions"][0]["id"], "approve": 1}],
         [*decide(run, True)["decisions"], *decide(run, False)["decisions"]],
     ):
         r = await gw.client.post(actions, json={"decisions": decisions}, headers=tenant.headers)

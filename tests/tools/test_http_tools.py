@@ -101,6 +101,8 @@ async def test_put_validates_http_tools(gw: Gateway) -> None:
         "private literal": http_tool("https://10.0.0.7/orders"),
         "metadata address": http_tool("https://169.254.169.254/latest"),
         "timeout too long": http_tool(ok["url"], timeout_s=61),
+        "timeout as a string": http_tool(ok["url"], timeout_s="7"),
+        "approval as a string": http_tool(ok["url"], requires_approval="yes"),
         "unknown field": {**ok, "retries": 3},
     }
     for case, tool in cases.items():
