@@ -4,8 +4,10 @@ The token's unverified `iss` names the tenant's config, looked up through the pe
 `IssuerCache` (verification key built once per issuer, unknown issuers cached too). Then the
 token must use exactly the tenant's algorithm (so `alg: none`, HS256 signed with an RSA public
 key and any other algorithm are refused before a signature check), carry a valid signature,
-`iss`, `aud` (= GATEWAY_JWT_AUDIENCE), `sub` and `exp`, with 60 s of leeway on `exp`/`nbf`
-and on `iat` (when present, an integer not in the future: a token is not issued later than now).
+`iss`, `aud` (= GATEWAY_JWT_AUDIENCE), `sub` and an `exp` not yet past (no leeway: an
+expired token is refused at once). A signer's clock ahead of ours is forgiven up to 60 s: on
+`nbf` and on `iat` (when present, an integer not in the future: a token is not issued later
+than now).
 Every rejection is the same 401 as a bad API key.
 
 JWT principals carry the scopes `runs` and `conversations`: end users run agents and hold
@@ -43,7 +45,7 @@ _OPTIONS = {
     "require_iss": True,
     "require_sub": True,
     "require_exp": True,
-    "leeway": LEEWAY_S,
+    "verify_nbf": False,  # checked below, with the leeway that `exp` does not get
 }
 
 
@@ -111,8 +113,14 @@ async def resolve_jwt(
         )
     except JWTError:
         raise _fail() from None
+    now = time.time()
     iat = claims.get("iat")  # python-jose checks it is an integer, not when it lies
-    if iat is not None and iat > time.time() + LEEWAY_S:
+    if iat is not None and iat > now + LEEWAY_S:
+        raise _fail()
+    nbf = claims.get("nbf")
+    if nbf is not None and (
+        isinstance(nbf, bool) or not isinstance(nbf, int | float) or nbf > now + LEEWAY_S
+    ):
         raise _fail()
     sub = claims.get("sub")
     if not isinstance(sub, str) or not 1 <= len(sub) <= MAX_SUBJECT_CHARS:

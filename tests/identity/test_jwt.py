@@ -68,11 +68,12 @@ async def test_valid_tokens_run_as_their_subject(
     for token in (hs, rs):
         r = await gw.client.post(RUN, json={"input": "hi"}, headers=bearer(token))
         assert r.status_code == 200, r.text
-    # Within the 60 s leeway an expired token still works.
-    late = sign(claims(HS_ISS, sub="alice", exp=int(time.time()) - 30), secret, "HS256")
-    assert (await gw.client.get("/v1/agents", headers=bearer(late))).status_code == 200
-    # And a token issued by a clock 30 s ahead of ours.
-    ahead = sign(claims(HS_ISS, sub="alice", iat=int(time.time()) + 30), secret, "HS256")
+    # An expired token is refused at once, however recently it expired.
+    late = sign(claims(HS_ISS, sub="alice", exp=int(time.time()) - 2), secret, "HS256")
+    assert (await gw.client.get("/v1/agents", headers=bearer(late))).status_code == 401
+    # A token issued by a clock 30 s ahead of ours is fine (`iat` and `nbf` in our future).
+    now = int(time.time())
+    ahead = sign(claims(HS_ISS, sub="alice", iat=now + 30, nbf=now + 30), secret, "HS256")
     assert (await gw.client.get("/v1/agents", headers=bearer(ahead))).status_code == 200
     # JWT principals have `runs` and `conversations`, not the tenant-wide `usage` report.
     r = await gw.client.get("/v1/usage", headers=bearer(hs))
@@ -131,8 +132,10 @@ def _rejected_tokens(secret: str, rsa_keys: KeyPair, ec_keys: KeyPair) -> dict[s
         "NUL in sub": sign(claims(HS_ISS, sub="a\x00b"), secret, "HS256"),
         "sub over 256": sign(claims(HS_ISS, sub="u" * 257), secret, "HS256"),
         "missing exp": sign(claims(HS_ISS, exp=None), secret, "HS256"),
-        "expired beyond leeway": sign(claims(HS_ISS, exp=now - 120), secret, "HS256"),
+        "expired": sign(claims(HS_ISS, exp=now - 120), secret, "HS256"),
+        "just expired": sign(claims(HS_ISS, exp=now - 1), secret, "HS256"),
         "nbf in the future": sign(claims(HS_ISS, nbf=now + 300), secret, "HS256"),
+        "nbf not a number": sign(claims(HS_ISS, nbf="soon"), secret, "HS256"),
         "iat in the future": sign(claims(HS_ISS, iat=now + 300), secret, "HS256"),
         "iat not an integer": sign(claims(HS_ISS, iat="yesterday"), secret, "HS256"),
         "tampered payload": tampered,
