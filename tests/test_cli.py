@@ -90,6 +90,23 @@ def test_help_lists_the_commands(env: dict[str, str]) -> None:
         assert command in r.stdout
 
 
+def test_invalid_settings_name_the_setting_and_never_echo_a_secret(env: dict[str, str]) -> None:
+    token = "RealAdminToken0123456789abcdefXYZ"
+    production = {
+        **env,
+        "GATEWAY_ENV": "production",
+        "GATEWAY_DATABASE_URL": "postgresql+asyncpg://gw:db-password-77@127.0.0.1:1/gw",
+        "GATEWAY_ADMIN_TOKEN": token,
+        "GATEWAY_SECRET_KEY": "too-short-secret",
+    }
+    r = gateway(production, "serve", "--port", "1")
+    assert r.returncode == 2
+    assert "GATEWAY_SECRET_KEY must be a real secret" in r.stderr
+    assert "Traceback" not in r.stderr
+    for secret in (token[-12:], "db-password-77", "too-short-secret"):
+        assert secret not in r.stdout + r.stderr
+
+
 def _free_port() -> int:
     import socket
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from gateway.cli import demo, operators, serve
+from gateway.core.config import SettingsError
 
 app = typer.Typer(help="Agent Gateway: a multi-tenant gateway for OpenAI Agents SDK agents.")
 app.command()(serve.serve)
@@ -21,4 +24,8 @@ app.add_typer(operators.usage_app, name="usage")
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SettingsError as exc:  # one line naming the setting, never a traceback or a value
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Annotated, Literal
 
 from fastapi import Depends, Request
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from gateway.core.state import app_state
@@ -347,10 +347,22 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
+class SettingsError(ValueError):
+    """Invalid settings, described by name and rule only: a value (a secret key, the admin
+    token, a database password) is never echoed into a start-up log."""
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, read once."""
-    return Settings()
+    """The process-wide settings, read once (SettingsError when they are invalid)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
+            for error in exc.errors(include_input=False, include_url=False, include_context=False)
+        ]
+        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
 
 
 def settings_of(request: Request) -> Settings:
