@@ -7,10 +7,15 @@ nginx config for real in front of gateway replicas.
 
 from __future__ import annotations
 
+import http.server
 import os
 import re
 import shutil
+import socket
 import subprocess
+import threading
+import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +67,36 @@ def gateways(stack: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def test_compose_refuses_to_start_without_the_secrets() -> None:
+def check_secrets(service: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    """The one-shot `check-secrets` service's command, run as its container would run it."""
+    command = [part.replace("$$", "$") for part in service["entrypoint"] + service["command"]]
+    env = {"PATH": os.environ["PATH"]}
+    env.update({k: str(v) for k, v in service["environment"].items()})
+    return subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+
+
+def test_config_resolves_without_the_secrets_and_up_stops_first_naming_them() -> None:
     result = compose_config({})
-    assert result.returncode != 0
-    assert "GATEWAY_SECRET_KEY" in result.stderr or "POSTGRES_PASSWORD" in result.stderr
+    assert result.returncode == 0, result.stderr  # `docker compose config` accepts the file
+    config: dict[str, Any] = yaml.safe_load(result.stdout)
+    services = config["services"]
+    check = services["check-secrets"]
+    refused = check_secrets(check)
+    assert refused.returncode != 0
+    assert "set POSTGRES_PASSWORD" in refused.stderr and "compose-env.sh" in refused.stderr
+    # Every service that takes a secret starts only once the check succeeded.
+    for name in ("postgres", "migrate", "mock-llm", "gateway-1", "gateway-2", "grafana"):
+        condition = services[name]["depends_on"]["check-secrets"]["condition"]
+        assert condition == "service_completed_successfully", name
+
+
+def test_the_secrets_check_passes_with_the_generated_secrets(stack: dict[str, Any]) -> None:
+    passed = check_secrets(stack["services"]["check-secrets"])
+    assert passed.returncode == 0, passed.stderr
+    partial = dict(stack["services"]["check-secrets"])
+    partial["environment"] = {**partial["environment"], "GRAFANA_ADMIN_PASSWORD": ""}
+    refused = check_secrets(partial)
+    assert refused.returncode != 0 and "GRAFANA_ADMIN_PASSWORD" in refused.stderr
 
 
 def test_postgres_and_redis_have_health_checks(stack: dict[str, Any]) -> None:
@@ -144,3 +175,58 @@ def test_the_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
     conf = nginx.render(tmp_path / "nginx", 18080, [18001, 18002])
     result = nginx.check(conf)
     assert result.returncode == 0, result.stderr
+
+
+def test_nginx_replaces_a_client_supplied_forwarded_for(tmp_path: Path) -> None:
+    """The replicas trust nginx's X-Forwarded-For (failed-login limits, access log): a client
+    that sends its own must not choose the address the gateway sees."""
+    seen: list[str | None] = []
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("X-Forwarded-For"))
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    upstream = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    threading.Thread(target=upstream.serve_forever, daemon=True).start()
+    listen = free_port()
+    conf = nginx.render(tmp_path / "nginx", listen, [upstream.server_address[1]])
+    proc = subprocess.Popen(
+        [nginx.nginx_binary(), "-p", str(conf.parent), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{listen}/healthz",
+                    headers={"X-Forwarded-For": "203.0.113.66, 198.51.100.7"},
+                )
+                with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310
+                    assert response.status == 200
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        upstream.shutdown()
+        upstream.server_close()
+    assert seen[-1] == "127.0.0.1"  # the client's address as nginx saw it, nothing else
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
