@@ -12,6 +12,7 @@ The fields name classes of the layers above this one for the type checker only (
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated
 
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from gateway.auth.cache import PrincipalCache
     from gateway.auth.failures import AuthFailureLimiter
     from gateway.auth.jwt import IssuerCache
+    from gateway.auth.principal import Principal
     from gateway.conversations.service import ConversationTurns
     from gateway.core.config import Settings
     from gateway.core.db import Database
@@ -87,6 +89,10 @@ class AppState:
     """Resolves agents and executes runs."""
     conversations: ConversationTurns
     """Conversation turns under their per-conversation lock."""
+    authenticate_tenant: Callable[[HTTPConnection], Awaitable[Principal]]
+    """The tenant credential of a request resolved, or its 401 / 403 / 429 raised
+    (`gateway.auth`'s `current_principal`): the admin routes refuse a valid tenant credential
+    with 403 and an invalid one with 401, like any bad credential."""
 
 
 def scope_state(scope: Scope) -> AppState:

@@ -2,9 +2,9 @@
 
 Accepted: the bootstrap `GATEWAY_ADMIN_TOKEN` bearer, or an admin JWT from `POST /admin/login`
 of a user that still exists (its current role `admin`: everything; `viewer`: GET only, 403
-otherwise). A tenant credential (an API
-key, by either header, or an end-user JWT) is refused with 403; anything else missing or wrong
-with 401. Wrong admin bearers count against the client in the failed-authentication limit,
+otherwise). A valid tenant credential (an API key, by either header, or an end-user JWT) is
+refused with 403; anything else missing or wrong, a tenant-shaped credential that is not valid
+included, with 401. Wrong admin bearers count against the client in the failed-authentication limit,
 as bad logins do (`tenants.admin.failures`).
 """
 
@@ -18,6 +18,7 @@ from fastapi import Depends, Request
 from gateway.core.config import settings_of
 from gateway.core.db import SessionDep
 from gateway.core.errors import AuthenticationFailedError, PermissionDeniedError
+from gateway.core.state import app_state
 from tenants.admin.failures import admin_address, failure_limiter
 from tenants.admin.tokens import AdminPrincipal, looks_like_tenant_jwt, verify_admin_token
 from tenants.admin.users import get_user_by_id
@@ -45,23 +46,30 @@ def _tenant_credential() -> PermissionDeniedError:
     )
 
 
-def _authenticate(request: Request) -> AdminPrincipal:
+async def _refuse_tenant_credential(request: Request) -> PermissionDeniedError:
+    """403 for a tenant credential that is valid; a malformed, unknown, expired or revoked one
+    is the usual 401 (raised by the tenant authentication itself)."""
+    await app_state(request).authenticate_tenant(request)
+    return _tenant_credential()
+
+
+async def _authenticate(request: Request) -> AdminPrincipal:
     token = bearer_token(request)
     if token is None:
         if request.headers.get("x-api-key"):
-            raise _tenant_credential()
+            raise await _refuse_tenant_credential(request)
         raise AuthenticationFailedError()
     settings = settings_of(request)
     admin_token = settings.admin_token
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return AdminPrincipal(actor="admin-token")
     if token.startswith(KEY_PREFIX):
-        raise _tenant_credential()
+        raise await _refuse_tenant_credential(request)
     principal = verify_admin_token(token, settings)
     if principal is not None:
         return principal
     if looks_like_tenant_jwt(token, settings.jwt_audience):
-        raise _tenant_credential()
+        raise await _refuse_tenant_credential(request)
     raise AuthenticationFailedError()
 
 
@@ -75,7 +83,7 @@ async def require_admin(request: Request, session: SessionDep) -> AdminPrincipal
     address = admin_address(request)
     limiter.check(address)  # 429 once this client has failed too often
     try:
-        principal = _authenticate(request)
+        principal = await _authenticate(request)
         if principal.user_id is not None:
             user = await get_user_by_id(session, principal.user_id)
             if user is None:

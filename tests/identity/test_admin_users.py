@@ -175,10 +175,11 @@ async def test_forged_expired_and_tenant_tokens(client: httpx.AsyncClient) -> No
     alice_id = jwt.get_unverified_claims(login)["sub"]
     valid = jwt.encode({**base, "sub": alice_id, "exp": now + 60}, key, algorithm="HS256")
     assert (await client.get("/admin/tenants", headers=bearer(valid))).status_code == 200
-    # An end-user (tenant) JWT on the admin plane is a tenant credential: 403.
+    # A tenant-shaped JWT that no tenant accepts (no issuer "acme" here) is a bad credential:
+    # 401. (A valid end-user JWT is 403: tests/identity/test_authorization_matrix.py.)
     tenant_jwt = sign(claims("acme"), "s" * 64, "HS256")
     r = await client.get("/admin/tenants", headers=bearer(tenant_jwt))
-    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
 
 
 async def test_passwords_are_stored_as_argon2_only(

@@ -29,8 +29,12 @@ CREDENTIALS = (
     "anonymous",
     "expired_key",
     "revoked_key",
+    "forged_key",
+    "stray_jwt",
 )
-TENANT_CREDENTIALS = {"a_key", "b_key", "a_key_no_scope", "a_jwt", "expired_key", "revoked_key"}
+TENANT_CREDENTIALS = {"a_key", "b_key", "a_key_no_scope", "a_jwt"}
+"""Valid tenant credentials: 403 on an admin route. An expired, revoked, forged or unknown one
+is 401 there, like any bad credential (its shape says nothing about whether it is valid)."""
 JWT_SCOPES = {"runs", "conversations"}
 NO_SCOPE_KEY_SCOPES = {"conversations"}
 """What `a_key_no_scope` holds: every route needing another scope is 403 for it."""
@@ -159,7 +163,7 @@ def expected(row: Row, credential: str, method: str) -> int:
     if row.kind == "admin":
         if credential in TENANT_CREDENTIALS:
             return 403
-        if credential == "anonymous":
+        if credential in ("anonymous", "expired_key", "revoked_key", "forged_key", "stray_jwt"):
             return 401
         if credential == "viewer" and method != "GET":
             return 403
@@ -219,6 +223,8 @@ async def _credentials(gw: Gateway) -> dict[str, dict[str, str]]:
         "anonymous": {},
         "expired_key": bearer(expiring["key"]),
         "revoked_key": bearer(revoked["key"]),
+        "forged_key": bearer(revoked["key"][:-1] + ("A" if revoked["key"][-1] != "A" else "B")),
+        "stray_jwt": bearer(sign(claims("tenant-a"), "not-the-secret-" * 4, "HS256")),
     }
 
 
