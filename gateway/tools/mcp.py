@@ -10,7 +10,8 @@ What is pooled, and how it is closed:
   opened on the first run that needs it and then reused by every run of that agent version on
   this replica. The SDK's transport lives in anyio task scopes that must be entered and left by
   one task, so each connection is held by its own task (`_Connection`), which connects, waits,
-  and cleans up when asked. A connection that failed is retried by the next run.
+  and cleans up when asked. A connection that failed to open is retried by the next run, and
+  so is one that a tool call found broken (the server went away or restarted).
 - `McpServers.close()` (the lifespan's end) asks every holder to clean up and waits for them;
   evicted agent versions' connections are closed the same way when the pool is over its bound.
 
@@ -49,7 +50,13 @@ MAX_CONNECTIONS = 256
 
 
 class GatewayMcpServer(MCPServerStreamableHttp):
-    """The SDK's Streamable HTTP MCP server, with each call counted as an `mcp` tool call."""
+    """The SDK's Streamable HTTP MCP server, with each call counted as an `mcp` tool call.
+
+    A call that raised (the server went away, restarted and forgot the session, timed out)
+    marks the connection `broken`: the next run to need the server opens a new one.
+    """
+
+    broken = False
 
     async def call_tool(
         self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None
@@ -62,6 +69,10 @@ class GatewayMcpServer(MCPServerStreamableHttp):
             return result
         except TimeoutError:
             status = "timeout"
+            self.broken = True
+            raise
+        except Exception:
+            self.broken = True
             raise
         finally:
             record_tool_call("mcp", status, time.perf_counter() - started)
@@ -77,15 +88,21 @@ class _Connection:
         self._ready = asyncio.Event()
         self._closing = asyncio.Event()
         self._error: BaseException | None = None
+        self._lock = asyncio.Lock()
 
     async def ensure(self) -> None:
-        """Connected (connecting now if needed), or UpstreamError within `timeout_s`."""
-        if self._task is None or self._task.done():
-            self._ready = asyncio.Event()
-            self._error = None
-            self._task = asyncio.get_running_loop().create_task(
-                self._hold(), name=f"mcp:{self.server.name}"
-            )
+        """Connected (connecting now if needed, again if a call found the connection
+        broken), or UpstreamError within `timeout_s`."""
+        async with self._lock:
+            if self.server.broken:
+                self.server.broken = False
+                await self._stop()
+            if self._task is None or self._task.done():
+                self._ready = asyncio.Event()
+                self._error = None
+                self._task = asyncio.get_running_loop().create_task(
+                    self._hold(), name=f"mcp:{self.server.name}"
+                )
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self._ready.wait()
@@ -111,11 +128,16 @@ class _Connection:
                 await self.server.cleanup()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
+        await self._stop()
+
+    async def _stop(self) -> None:
+        """The holder cleans up and ends (at most 5 s); a later `ensure` connects anew."""
         self._closing.set()
         if self._task is not None:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 async with asyncio.timeout(5):
                     await self._task
+        self._closing = asyncio.Event()
 
 
 def _unavailable(name: str, why: str) -> UpstreamError:

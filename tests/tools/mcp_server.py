@@ -24,7 +24,8 @@ class McpStats:
 
 
 @contextmanager
-def mcp_server() -> Iterator[McpStats]:
+def mcp_server(port: int | None = None) -> Iterator[McpStats]:
+    """Serve until the block ends (on `port`, e.g. to come back where a stopped one was)."""
     stats = McpStats()
     server = MCPServer("crm")
 
@@ -64,9 +65,10 @@ def mcp_server() -> Iterator[McpStats]:
 
         await inner(scope, recording_receive, send)
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    if port is None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
     uv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()

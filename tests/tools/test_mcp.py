@@ -56,6 +56,27 @@ async def test_allowed_tools_are_offered_and_called_on_one_connection(
     assert "delete_customer" not in crm.calls
 
 
+async def test_a_connection_a_call_found_broken_is_opened_again(gw: Gateway) -> None:
+    """The server goes away mid-life and comes back on the same address: the failed call is
+    an error output the model sees, and the next run connects anew (not the dead session)."""
+    ask = {"input": 'Use find_customer {"name": "ann"}'}
+    with mcp_server() as first:
+        tenant = await gw.create_tenant("mcp-flaky", agent=mcp_agent(first.url, timeout_s=3))
+        r = await gw.client.post(RUNS, json=ask, headers=tenant.headers)
+        assert "customer ann: tier gold" in r.json()["output"], r.text
+        port = int(first.url.split(":")[2].split("/")[0])
+    r = await gw.client.post(RUNS, json=ask, headers=tenant.headers)
+    assert r.status_code in (200, 502), r.text  # the call fails (or the reconnect does)
+    assert "tier gold" not in r.text
+    with mcp_server(port) as second:
+        for _ in range(2):  # the first run after the failure reconnects; the next reuses it
+            r = await gw.client.post(RUNS, json=ask, headers=tenant.headers)
+            assert r.status_code == 200, r.text
+            assert "customer ann: tier gold" in r.json()["output"]
+        assert second.calls == ["find_customer", "find_customer"]
+        assert second.sessions == 1
+
+
 async def test_a_server_that_is_down_fails_the_run_clearly_and_quickly(gw: Gateway) -> None:
     tenant = await gw.create_tenant(
         "mcp-down", agent=mcp_agent("http://127.0.0.1:9/mcp", timeout_s=2)
