@@ -158,3 +158,16 @@ class AgentRepository:
         """Data plane: every runnable agent of the tenant with its active version, by name."""
         statement = _active_versions(tenant_id).order_by(col(Agent.name))
         return [(agent, version) for agent, version in (await self.session.exec(statement)).all()]
+
+    async def list_active_page(
+        self, tenant_id: str, page: PageParams
+    ) -> Page[tuple[Agent, AgentVersion]]:
+        """One page of `list_active`; `page.after` is the last name already seen."""
+        statement = _active_versions(tenant_id).order_by(col(Agent.name))
+        if page.after is not None:
+            statement = statement.where(col(Agent.name) > page.after)
+        rows = list((await self.session.exec(statement.limit(page.limit + 1))).all())
+        return Page(
+            items=[(agent, version) for agent, version in rows[: page.limit]],
+            has_more=len(rows) > page.limit,
+        )
