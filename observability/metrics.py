@@ -119,9 +119,9 @@ SPEND = Counter(
 )
 TOOL_CALLS = Counter(
     "gateway_tool_calls_total",
-    "Tool calls by kind (`builtin`, `http`, `mcp`) and outcome (`ok`, `error`, `timeout`, "
-    "`refused`, `invalid_arguments`, `unreachable`, `declined`).",
-    ["tool_type", "status"],
+    "Tool calls by tool name, kind (`builtin`, `http`, `mcp`) and outcome (`ok`, `error`, "
+    "`timeout`, `refused`, `invalid_arguments`, `unreachable`, `declined`).",
+    ["tool", "tool_type", "status"],
 )
 TOOL_DURATION = Histogram(
     "gateway_tool_call_duration_seconds",
@@ -153,7 +153,8 @@ WORKERS = Gauge(
 
 
 class _TenantLabels:
-    """The tenant label values admitted so far in this process (bounded by `limit`)."""
+    """The label values (tenant slugs, tool names) admitted so far in this process (bounded by
+    `limit`; later ones are `other`)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
@@ -173,6 +174,8 @@ class _TenantLabels:
 
 
 _tenants = _TenantLabels(limit=500)
+_tools = _TenantLabels(limit=500)
+"""Tool names are chosen by tenants: the `tool` label takes the first 500 a worker sees."""
 
 
 def configure_tenant_labels(max_tenants: int) -> None:
@@ -264,9 +267,9 @@ def _usd_or_inf(value: Any) -> float:
         return math.inf
 
 
-def record_tool_call(tool_type: str, status: str, seconds: float) -> None:
-    """One finished tool call: its outcome and its latency."""
-    TOOL_CALLS.labels(tool_type, status).inc()
+def record_tool_call(tool: str, tool_type: str, status: str, seconds: float) -> None:
+    """One finished tool call (of the tool named `tool`): its outcome and its latency."""
+    TOOL_CALLS.labels(_tools.label(tool), tool_type, status).inc()
     TOOL_DURATION.labels(tool_type).observe(seconds)
 
 

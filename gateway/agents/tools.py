@@ -21,7 +21,7 @@ from observability.metrics import record_tool_call
 @function_tool(name_override="current_time", description_override=BUILTIN_TOOLS["current_time"])
 async def current_time() -> str:
     """Current UTC time."""
-    record_tool_call("builtin", "ok", 0.0)
+    record_tool_call("current_time", "builtin", "ok", 0.0)
     return utcnow().isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -36,9 +36,9 @@ async def calculator(expression: str) -> str:
     try:
         answer = str(evaluate(expression))
     except CalculatorError as exc:
-        record_tool_call("builtin", "error", time.perf_counter() - started)
+        record_tool_call("calculator", "builtin", "error", time.perf_counter() - started)
         return f"error: {exc}"
-    record_tool_call("builtin", "ok", time.perf_counter() - started)
+    record_tool_call("calculator", "builtin", "ok", time.perf_counter() - started)
     return answer
 
 

@@ -79,7 +79,7 @@ def apply_decisions(state: RunState[Any, Any], decisions: Sequence[Decision]) ->
         else:
             message = DECLINED if not decision.message else f"{DECLINED} {decision.message}"
             state.reject(item, rejection_message=message)
-            record_tool_call("http", "declined", 0.0)
+            record_tool_call(item.tool_name or "unknown", "http", "declined", 0.0)
 
 
 def check_decisions(row: StoredRun, decisions: Sequence[Decision]) -> None:

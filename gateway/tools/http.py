@@ -106,9 +106,9 @@ class HttpTools:
         try:
             output = await self._call(spec, validator, context, raw_arguments)
         except ToolCallFailed as failed:
-            record_tool_call("http", failed.status, time.perf_counter() - started)
+            record_tool_call(spec.name, "http", failed.status, time.perf_counter() - started)
             return failed.output
-        record_tool_call("http", "ok", time.perf_counter() - started)
+        record_tool_call(spec.name, "http", "ok", time.perf_counter() - started)
         return output
 
     async def _call(

@@ -75,7 +75,7 @@ class GatewayMcpServer(MCPServerStreamableHttp):
             self.broken = True
             raise
         finally:
-            record_tool_call("mcp", status, time.perf_counter() - started)
+            record_tool_call(tool_name, "mcp", status, time.perf_counter() - started)
 
 
 class _Connection:

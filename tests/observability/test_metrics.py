@@ -81,7 +81,9 @@ async def test_tool_calls_latency_first_token_and_quota_are_measured(gw: Gateway
     def delta(name: str, **labels: str) -> float:
         return total(after, name, **labels) - total(before, name, **labels)
 
-    assert delta("gateway_tool_calls_total", tool_type="builtin", status="ok") == 1
+    assert (
+        delta("gateway_tool_calls_total", tool="calculator", tool_type="builtin", status="ok") == 1
+    )
     # Two model calls for the tool run (call the tool, then answer), one for the stream.
     assert delta("gateway_upstream_request_duration_seconds_count", status="ok") == 3
     assert delta("gateway_model_calls_total", tenant="measured") == 3

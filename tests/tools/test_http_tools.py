@@ -251,7 +251,8 @@ async def test_a_name_resolving_to_a_private_address_is_refused(gw: Gateway) -> 
         return total(after, name, **labels) - total(before, name, **labels)
 
     assert delta("gateway_egress_refusals_total", stage="connect") == 1
-    assert delta("gateway_tool_calls_total", tool_type="http", status="refused") == 1
+    labels = {"tool": "lookup_order", "tool_type": "http", "status": "refused"}
+    assert delta("gateway_tool_calls_total", **labels) == 1
     assert delta("gateway_tool_call_duration_seconds_count", tool_type="http") == 1
 
 
