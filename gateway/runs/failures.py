@@ -10,6 +10,7 @@ from agents.exceptions import (
     InputGuardrailTripwireTriggered,
     MaxTurnsExceeded,
     ModelBehaviorError,
+    UserError,
 )
 
 from gateway.agents.guardrails import CLASSIFIER_GUARDRAIL
@@ -73,6 +74,13 @@ def map_run_error(exc: BaseException, *, model: str, max_turns: int) -> GatewayE
     if is_database_unavailable(exc):
         logger.warning("run failed: database unavailable (%s)", type(exc).__name__)
         return DatabaseUnavailableError(headers={"Retry-After": "1"})
+    if isinstance(exc, UserError) and "Duplicate tool names" in str(exc):
+        # Two MCP servers (or an MCP server and another tool) offer the same tool name: the
+        # PUT check catches what the spec states; a server's own list can still clash.
+        return UpstreamError(
+            f"The agent's tools clash: {exc.message}. Narrow the MCP servers' allowed_tools.",
+            code="tool_name_conflict",
+        )
     if isinstance(exc, MaxTurnsExceeded):
         return ValidationFailedError(
             f"The agent used its {max_turns} turns without a final answer.",

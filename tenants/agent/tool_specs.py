@@ -112,4 +112,30 @@ def check_tool_list(tools: list[ToolEntry]) -> list[ToolEntry]:
     if len(set(names)) != len(names):
         twice = sorted({name for name in names if names.count(name) > 1})
         raise ValueError(f"tool name(s) {', '.join(twice)} listed twice")
+    _check_mcp_tool_names(tools)
     return tools
+
+
+def _check_mcp_tool_names(tools: list[ToolEntry]) -> None:
+    """The tool names the model is offered must be unique: an MCP entry may not allow a tool
+    name that another entry allows or a built-in or HTTP tool has, and two entries for one
+    server URL clash unless both list disjoint allowed_tools (an unfiltered one offers all)."""
+    offered = {tool if isinstance(tool, str) else tool.name for tool in tools}
+    servers = [tool for tool in tools if isinstance(tool, McpToolSpec)]
+    offered -= {server.name for server in servers}
+    for index, server in enumerate(servers):
+        for other in servers[:index]:
+            if other.url == server.url and (
+                other.allowed_tools is None or server.allowed_tools is None
+            ):
+                raise ValueError(
+                    f"MCP entries {other.name!r} and {server.name!r} both offer the tools of "
+                    f"{server.url}: list disjoint allowed_tools in each"
+                )
+        clash = sorted(offered.intersection(server.allowed_tools or ()))
+        if clash:
+            raise ValueError(
+                f"MCP server {server.name!r} would offer tool name(s) {', '.join(clash)}, "
+                "already offered by another tool of the agent"
+            )
+        offered.update(server.allowed_tools or ())

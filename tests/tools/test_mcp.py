@@ -118,3 +118,50 @@ async def test_an_mcp_tool_can_require_approval(gw: Gateway, crm: McpStats) -> N
     assert r.status_code == 200, r.text
     assert "customer cy: tier gold" in r.json()["output"]
     assert crm.calls[calls:] == ["find_customer"]
+
+
+async def test_tool_names_offered_twice_are_422_at_put(gw: Gateway) -> None:
+    tenant = await gw.create_tenant("mcp-twice")
+    url = "https://mcp.example.com/mcp"
+    crm = {"type": "mcp", "name": "crm", "url": url, "allowed_tools": ["find_customer"]}
+    http = {"type": "http", "name": "lookup", "url": "https://tools.example.com/lookup"}
+    cases = {
+        "both allow one name": [crm, {**crm, "name": "crm2", "url": url + "/2"}],
+        "one server twice, unfiltered": [
+            {"type": "mcp", "name": "a", "url": url},
+            {"type": "mcp", "name": "b", "url": url},
+        ],
+        "an HTTP tool's name": [http, {**crm, "allowed_tools": ["lookup"]}],
+        "a built-in's name": ["calculator", {**crm, "allowed_tools": ["calculator"]}],
+    }
+    for case, tools in cases.items():
+        spec = {"instructions": "x", "model": "mock-model", "tools": tools}
+        r = await gw.client.put(f"/admin/tenants/{tenant.id}/agents/bot", json=spec, headers=ADMIN)
+        assert r.status_code == 422, (case, r.text)
+        assert r.json()["error"]["param"] == "tools", case
+    # Disjoint filters on one server are fine.
+    tools = [crm, {**crm, "name": "crm2", "allowed_tools": ["delete_customer"]}]
+    r = await gw.client.put(
+        f"/admin/tenants/{tenant.id}/agents/bot",
+        json={"instructions": "x", "model": "mock-model", "tools": tools},
+        headers=ADMIN,
+    )
+    assert r.status_code == 201, r.text
+
+
+async def test_a_clash_only_the_servers_lists_reveal_is_a_clear_502(
+    gw: Gateway, crm: McpStats
+) -> None:
+    """Two URLs of one server, both unfiltered: the PUT cannot know they are the same server;
+    the run is refused with a clear error, not a 500."""
+    tools = [
+        {"type": "mcp", "name": "a", "url": crm.url},
+        {"type": "mcp", "name": "b", "url": crm.url + "?again=1"},
+    ]
+    tenant = await gw.create_tenant(
+        "mcp-clash", agent={"instructions": "x", "model": "mock-model", "tools": tools}
+    )
+    r = await gw.client.post(RUNS, json={"input": "hello"}, headers=tenant.headers)
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "tool_name_conflict"
+    assert "find_customer" in r.json()["error"]["message"]
