@@ -1,6 +1,7 @@
 """Agent-spec checks that need more than the spec itself, run by the PUT route before the
-version is stored (422 on failure): tool and MCP URLs against the deployment's egress policy,
-the model against the tenant's `allowed_models`, and the named upstream against the tenant's
+version is stored and by the activation of an older version (422 on failure): tool and MCP
+URLs against the deployment's egress policy, the model (the classifier's, the handoff targets')
+against the tenant's `allowed_models`, and the named upstream against the tenant's
 upstreams."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.core.config import Settings
 from gateway.core.egress import EgressPolicy, EgressRefusedError
 from gateway.core.errors import ValidationFailedError
+from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AgentSpec
 from tenants.scoping import require_tenant
 from tenants.upstream.service import require_upstream
@@ -40,6 +42,18 @@ async def check_spec(
             param="guardrails.input.classifier.model",
             code="model_not_allowed",
         )
+    if tenant.allowed_models is not None:
+        # A run reaches its handoff targets' models too (run time refuses the whole run).
+        targets = await AgentRepository(session).active_named(tenant.id, spec.handoff_targets())
+        for target, version in targets:
+            target_model = AgentSpec.model_validate(version.spec).model or settings.default_model
+            if target_model not in tenant.allowed_models:
+                raise ValidationFailedError(
+                    f"handoffs: agent '{target.name}' uses model '{target_model}', which is not "
+                    "among this tenant's allowed models.",
+                    param="handoffs",
+                    code="model_not_allowed",
+                )
     if spec.upstream is not None:
         await require_upstream(session, tenant.id, spec.upstream)
 

@@ -81,10 +81,17 @@ async def list_versions(
 
 @router.post("/{name}/versions/{version}/activate", response_model=AgentPublic)
 async def activate_version(
-    tenant_id: str, name: AgentName, version: int, ctx: AdminContextDep
+    tenant_id: str, name: AgentName, version: int, ctx: AdminContextDep, settings: SettingsDep
 ) -> AgentPublic:
-    """Make an existing version the active one."""
-    agent, active = await service.activate_version(ctx.session, tenant_id, name, version)
+    """Make an existing version the active one (422 if it no longer passes the PUT checks:
+    its upstream deleted, its model no longer allowed, a handoff target gone)."""
+    agent, active = await service.activate_version(
+        ctx.session,
+        tenant_id,
+        name,
+        version,
+        check=lambda spec: check_spec(ctx.session, settings, tenant_id, spec),
+    )
     await ctx.done(
         "agent.activate",
         "agent",

@@ -159,6 +159,15 @@ class AgentRepository:
         statement = _active_versions(tenant_id).order_by(col(Agent.name))
         return [(agent, version) for agent, version in (await self.session.exec(statement)).all()]
 
+    async def active_named(
+        self, tenant_id: str, names: list[str]
+    ) -> list[tuple[Agent, AgentVersion]]:
+        """The tenant's agents among `names` with their active versions."""
+        if not names:
+            return []
+        statement = _active_versions(tenant_id).where(col(Agent.name).in_(names))
+        return [(agent, version) for agent, version in (await self.session.exec(statement)).all()]
+
     async def list_active_page(
         self, tenant_id: str, page: PageParams
     ) -> Page[tuple[Agent, AgentVersion]]:

@@ -8,6 +8,8 @@ its changes; the caller's unit of work commits them together with their audit ev
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -164,9 +166,15 @@ async def list_versions(
 
 
 async def activate_version(
-    session: AsyncSession, tenant_id: str, name: str, number: int
+    session: AsyncSession,
+    tenant_id: str,
+    name: str,
+    number: int,
+    *,
+    check: Callable[[AgentSpec], Awaitable[None]] | None = None,
 ) -> tuple[Agent, AgentVersion]:
-    """Make version `number` the one that runs (rollback or roll forward)."""
+    """Make version `number` the one that runs (rollback or roll forward); `check` is run on
+    its spec first (the PUT route's checks, which need the deployment's settings)."""
     tenant = await require_tenant(session, tenant_id)
     repository = AgentRepository(session)
     agent = await repository.get(tenant.id, name)
@@ -177,7 +185,10 @@ async def activate_version(
     version = await repository.get_version(tenant.id, agent.id, number) if in_range else None
     if version is None:
         raise NotFoundError(f"Agent '{name}' has no version {number}.", param="version")
-    await _check_handoffs(repository, tenant.id, name, AgentSpec.model_validate(version.spec))
+    spec = AgentSpec.model_validate(version.spec)
+    await _check_handoffs(repository, tenant.id, name, spec)
+    if check is not None:
+        await check(spec)
     agent.active_version = number
     agent.updated_at = utcnow()
     session.add(agent)

@@ -226,3 +226,60 @@ async def test_another_tenants_handoffs_never_block_a_delete(
     assert r.status_code == 204
     r = await client.delete(f"/admin/tenants/{other['id']}/agents/billing", headers=admin_headers)
     assert r.status_code == 409
+
+
+async def test_what_a_run_would_refuse_is_refused_at_put_and_at_activation(
+    client: httpx.AsyncClient, admin_headers: Admin, make_tenant: MakeTenant
+) -> None:
+    """A handoff target on a model outside `allowed_models`, and rolling back to a version
+    whose model is no longer allowed or whose upstream is gone: 422, never a run-time surprise."""
+    tenant = await make_tenant()
+    base = f"/admin/tenants/{tenant['id']}"
+    upstream = {
+        "base_url": "https://llm.example.com/v1",
+        "api_key": "sk-test-9876",
+        "api": "responses",
+    }
+    assert (
+        await client.put(f"{base}/upstreams/own", json=upstream, headers=admin_headers)
+    ).status_code in (200, 201)
+    assert (
+        await _put(client, admin_headers, tenant["id"], "nano", model="other-model")
+    ).status_code == 201
+    assert (
+        await _put(client, admin_headers, tenant["id"], "bot", upstream="own")
+    ).status_code == 201
+    assert (await _put(client, admin_headers, tenant["id"], "bot")).status_code == 200  # v2
+    r = await client.patch(
+        base, json={"allowed_models": [AGENT_SPEC["model"]]}, headers=admin_headers
+    )
+    assert r.status_code == 200, r.text
+
+    r = await _put(client, admin_headers, tenant["id"], "front", handoffs=["nano"])
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "model_not_allowed"
+    assert r.json()["error"]["param"] == "handoffs" and "'nano'" in r.json()["error"]["message"]
+
+    assert (await client.delete(f"{base}/upstreams/own", headers=admin_headers)).status_code == 204
+    r = await client.post(f"{base}/agents/bot/versions/1/activate", headers=admin_headers)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "upstream_not_found"
+    assert (await client.get(f"{base}/agents/bot", headers=admin_headers)).json()[
+        "active_version"
+    ] == 2
+
+    assert (
+        await _put(client, admin_headers, tenant["id"], "old", model="other-model")
+    ).status_code == 422
+    r = await client.patch(base, json={"allowed_models": None}, headers=admin_headers)
+    assert (
+        await _put(client, admin_headers, tenant["id"], "old", model="other-model")
+    ).status_code == 201
+    assert (await _put(client, admin_headers, tenant["id"], "old")).status_code == 200
+    r = await client.patch(
+        base, json={"allowed_models": [AGENT_SPEC["model"]]}, headers=admin_headers
+    )
+    r = await client.post(f"{base}/agents/old/versions/1/activate", headers=admin_headers)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "model_not_allowed", r.text
+    r = await client.post(f"{base}/agents/old/versions/2/activate", headers=admin_headers)
+    assert r.status_code == 200, r.text
