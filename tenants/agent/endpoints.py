@@ -16,6 +16,7 @@ from tenants.agent.checks import check_spec
 from tenants.agent.schemas import AgentPublic, AgentVersionPublic, agent_public, version_public
 from tenants.agent.spec import AGENT_NAME_PATTERN, AgentSpec
 from tenants.pagination import ListBody, NumberedPageDep, PageDep
+from tenants.scoping import lock_tenant
 
 router = APIRouter(route_class=JsonBodyRoute, prefix="/tenants/{tenant_id}/agents")
 
@@ -36,6 +37,7 @@ async def put_agent(
     settings: SettingsDep,
 ) -> AgentPublic:
     """Create the agent (201) or store a new version of it (200); the new version is active."""
+    await lock_tenant(ctx.session, tenant_id)  # its checks hold until the version is stored
     await check_spec(ctx.session, settings, tenant_id, spec)
     agent, version, created = await service.put_agent(ctx.session, tenant_id, name, spec)
     await ctx.done(
@@ -85,6 +87,7 @@ async def activate_version(
 ) -> AgentPublic:
     """Make an existing version the active one (422 if it no longer passes the PUT checks:
     its upstream deleted, its model no longer allowed, a handoff target gone)."""
+    await lock_tenant(ctx.session, tenant_id)
     agent, active = await service.activate_version(
         ctx.session,
         tenant_id,

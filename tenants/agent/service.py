@@ -20,7 +20,7 @@ from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AGENT_NAME_RE, AgentSpec
 from tenants.models import Agent, AgentVersion
 from tenants.pagination import Page, PageParams
-from tenants.scoping import require_tenant
+from tenants.scoping import lock_tenant, require_tenant
 
 _PUT_ATTEMPTS = 5
 _MAX_VERSION = 2**31 - 1
@@ -123,8 +123,9 @@ async def list_agents(
 
 
 async def delete_agent(session: AsyncSession, tenant_id: str, name: str) -> None:
-    """Delete the agent and every version of it."""
+    """Delete the agent and every version of it (409 while another agent hands off to it)."""
     tenant = await require_tenant(session, tenant_id)
+    await lock_tenant(session, tenant.id)  # no PUT naming it lands between check and delete
     repository = AgentRepository(session)
     agent = await repository.get(tenant.id, name)
     if agent is None:

@@ -19,7 +19,7 @@ from gateway.core.errors import ConflictError, NotFoundError, ValidationFailedEr
 from gateway.core.ids import new_id
 from tenants.models import TenantUpstream
 from tenants.pagination import Page, PageParams
-from tenants.scoping import require_tenant
+from tenants.scoping import lock_tenant, require_tenant
 from tenants.secretbox import seal, unseal
 from tenants.upstream.repository import UpstreamRepository
 from tenants.upstream.schemas import UpstreamPut
@@ -98,6 +98,7 @@ async def list_upstreams(
 async def delete_upstream(session: AsyncSession, tenant_id: str, name: str) -> None:
     """Delete the upstream; 409 while an agent's active version runs on it."""
     row = await get_upstream(session, tenant_id, name)
+    await lock_tenant(session, row.tenant_id)  # no agent PUT naming it lands meanwhile
     repository = UpstreamRepository(session)
     users = await repository.agents_using(row.tenant_id, name)
     if users:

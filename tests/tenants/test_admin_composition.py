@@ -3,6 +3,7 @@ and the 409 on deleting an agent that others hand off to; SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -283,3 +284,28 @@ async def test_what_a_run_would_refuse_is_refused_at_put_and_at_activation(
     assert r.status_code == 422 and r.json()["error"]["code"] == "model_not_allowed", r.text
     r = await client.post(f"{base}/agents/old/versions/2/activate", headers=admin_headers)
     assert r.status_code == 200, r.text
+
+
+async def test_a_put_naming_an_agent_and_its_delete_never_both_succeed(
+    client: httpx.AsyncClient, admin_headers: Admin, make_tenant: MakeTenant
+) -> None:
+    """Raced: `PUT a {"handoffs": ["b"]}` against `DELETE b`. One of them loses (422 or 409);
+    a stored spec never names an agent that is gone."""
+    tenant = await make_tenant()
+    base = f"/admin/tenants/{tenant['id']}/agents"
+    for round_ in range(12):
+        a, b = f"a{round_}", f"b{round_}"
+        assert (await _put(client, admin_headers, tenant["id"], b)).status_code == 201
+        assert (await _put(client, admin_headers, tenant["id"], a)).status_code == 201
+        put, delete = await asyncio.gather(
+            _put(client, admin_headers, tenant["id"], a, handoffs=[b]),
+            client.delete(f"{base}/{b}", headers=admin_headers),
+        )
+        assert not (put.status_code == 200 and delete.status_code == 204), round_
+        assert {put.status_code, delete.status_code} <= {200, 204, 409, 422}, (
+            put.text,
+            delete.text,
+        )
+        stored = (await client.get(f"{base}/{a}", headers=admin_headers)).json()["spec"]
+        if b in stored["handoffs"]:
+            assert (await client.get(f"{base}/{b}", headers=admin_headers)).status_code == 200
