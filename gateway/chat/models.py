@@ -3,7 +3,7 @@
 OpenAI-compatible clients list models to fill a picker or to check a name before they call
 `/v1/chat/completions`; here a model is one of the calling tenant's agents (the `model` a chat
 completion names), `owned_by` the tenant. An agent whose tools pause for approval is listed
-too: Chat Completions answers it with 422 `approval_not_supported`.
+too: Chat Completions answers it with 400 `approval_not_supported`.
 """
 
 from __future__ import annotations

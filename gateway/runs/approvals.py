@@ -87,17 +87,22 @@ def check_decisions(row: StoredRun, decisions: Sequence[Decision]) -> None:
     pending = {action["id"] for action in row.pending or []}
     given = [decision.id for decision in decisions]
     if len(set(given)) != len(given):
-        raise ValidationFailedError("A call has two decisions.", param="decisions")
+        raise ValidationFailedError(
+            "A call has two decisions.", param="decisions", code="invalid_value"
+        )
     unknown = sorted(set(given) - pending)
     if unknown:
         raise ValidationFailedError(
-            f"No pending call with id {', '.join(unknown)}.", param="decisions"
+            f"No pending call with id {', '.join(unknown)}.",
+            param="decisions",
+            code="invalid_value",
         )
     missing = sorted(pending - set(given))
     if missing:
         raise ValidationFailedError(
             f"Every pending call needs a decision; missing: {', '.join(missing)}.",
             param="decisions",
+            code="invalid_value",
         )
 
 

@@ -136,6 +136,7 @@ async def test_decisions_must_match_the_pending_calls(gw: Gateway, tool: Receive
     ):
         r = await gw.client.post(actions, json={"decisions": decisions}, headers=tenant.headers)
         assert r.status_code == 422, r.text
+        assert r.json()["error"]["code"] is not None
     # The refused attempts changed nothing: the run still resumes.
     r = await gw.client.post(actions, json=decide(run, True), headers=tenant.headers)
     assert r.status_code == 200 and len(tool.requests) == 1
