@@ -119,7 +119,11 @@ async def export_query(
     end: Annotated[str | None, _END] = None,
     after: Annotated[
         str | None,
-        Query(max_length=40, description="Cursor: the last run id already received."),
+        Query(
+            max_length=40,
+            pattern=r"^run_[0-9A-Za-z]{1,36}$",
+            description="Cursor: the last run id already received.",
+        ),
     ] = None,
 ) -> ExportQuery:
     """Dependency: the query of a billing export (same day range rules as the reports)."""

@@ -122,6 +122,12 @@ async def test_csv_export_when_asked_by_accept(
 async def test_admin_export_of_an_unknown_tenant_is_not_found(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
+    for cursor in ("garbage", "key_abc", "", "run_x y"):  # not a run id: 422, not everything
+        r = await client.get(
+            "/admin/usage/records", params={"after": cursor}, headers=admin_headers
+        )
+        assert r.status_code == 422, (cursor, r.text)
+        assert r.json()["error"]["param"] == "after"
     response = await client.get(
         "/admin/usage/records", params={"tenant_id": "ten_nope"}, headers=admin_headers
     )
