@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from pydantic import ValidationError
 
 from gateway.agents import sdk_cache, sdk_gather
 from gateway.agents.builder import AgentCache
@@ -21,7 +22,7 @@ from gateway.conversations.service import ConversationTurns
 from gateway.core.allocator import start_trimming
 from gateway.core.background import BackgroundTasks
 from gateway.core.body_limit import BodyLimitMiddleware
-from gateway.core.config import Settings, get_settings
+from gateway.core.config import Settings, SettingsError, get_settings
 from gateway.core.db import Database
 from gateway.core.drain import Drain, DrainMiddleware
 from gateway.core.errors import install_error_handlers
@@ -45,6 +46,7 @@ from gateway.usage.recorder import UsageRecorder
 from observability.exposition import install_http_metrics
 from observability.middleware import RequestIdMiddleware
 from observability.telemetry import start_telemetry
+from tenants.tenant.schemas import TenantLimits
 
 WARM_CONNECTIONS = 64
 """Redis connections the limits client opens at start-up (it grows on demand beyond)."""
@@ -219,9 +221,24 @@ async def _resources(settings: Settings, drain: Drain) -> AsyncIterator[AppState
         await db.dispose()
 
 
+def check_default_tenant_limits(settings: Settings) -> None:
+    """`GATEWAY_DEFAULT_TENANT_LIMITS` must be valid tenant limits (SettingsError at start)."""
+    try:
+        TenantLimits.model_validate(settings.default_tenant_limits)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+            for e in exc.errors(include_input=False, include_url=False, include_context=False)
+        )
+        raise SettingsError(
+            f"invalid settings: GATEWAY_DEFAULT_TENANT_LIMITS: {problems}"
+        ) from None
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The gateway app for `settings` (default: read from the environment)."""
     settings = settings or get_settings()
+    check_default_tenant_limits(settings)
     # Driven by the server on SIGTERM (gateway.serving.server); idle in tests and embedded use.
     drain = Drain(settings.drain_delay, settings.shutdown_grace_s)
     app = FastAPI(

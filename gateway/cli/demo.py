@@ -98,7 +98,11 @@ async def seed_demo(settings: Settings, mock_port: int = 9100) -> tuple[str, str
         async with db.unit() as session:  # committed as a whole when the block returns
             tenant = await TenantRepository(session).get_by_slug("demo")
             if tenant is None:
-                tenant = await create_tenant(session, TenantCreate(slug="demo", name="Demo app"))
+                tenant = await create_tenant(
+                    session,
+                    TenantCreate(slug="demo", name="Demo app"),
+                    settings.default_tenant_limits,
+                )
                 await put_agent(session, tenant.id, "assistant", AgentSpec(**demo_agent(mock_port)))
             _, tool_secret, _ = await rotate(session, settings.secret_key, tenant.id)
             wanted = settings.demo_api_key

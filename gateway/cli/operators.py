@@ -120,7 +120,8 @@ def tenants_create(
     from tenants.tenant.service import create_tenant
 
     async def go(session: Any) -> Any:
-        tenant = await create_tenant(session, TenantCreate(slug=slug, name=name))
+        defaults = get_settings().default_tenant_limits
+        tenant = await create_tenant(session, TenantCreate(slug=slug, name=name), defaults)
         await _audit(session, "tenant.create", "tenant", tenant.id, tenant.id, {"slug": slug})
         return tenant
 

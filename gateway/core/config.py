@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
@@ -77,6 +77,12 @@ class Settings(BaseSettings):
 
     limits_default_max_output_tokens: int = Field(default=4096, ge=1)
     """Output tokens reserved for a model call whose agent sets no `max_tokens`."""
+
+    default_tenant_limits: dict[str, Any] = Field(default_factory=dict)
+    """The `limits` a new tenant starts with, for every field its `POST /admin/tenants` body
+    (or `gateway tenants create`) leaves out: a JSON object of those fields, e.g.
+    `{"requests_per_minute": 600, "max_concurrent_runs": 20}` (checked at start-up). Unset:
+    a new tenant is unlimited until an admin sets its limits."""
 
     prices_refresh_s: float = Field(default=5.0, gt=0)
     """How often each replica reloads the model price table for spend reservations: a price

@@ -7,6 +7,7 @@ from typing import Any
 
 from fastapi import APIRouter, Response, status
 
+from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
 from gateway.core.json_body import JsonBodyRoute
 from tenants.admin.context import AdminContextDep
@@ -41,9 +42,12 @@ _TENANT_LINKS = {
     response_model=TenantPublic,
     responses={201: {"links": _TENANT_LINKS}},
 )
-async def create_tenant(body: TenantCreate, ctx: AdminContextDep) -> TenantPublic:
-    """Create a tenant (slug unique and immutable)."""
-    tenant = await service.create_tenant(ctx.session, body)
+async def create_tenant(
+    body: TenantCreate, ctx: AdminContextDep, settings: SettingsDep
+) -> TenantPublic:
+    """Create a tenant (slug unique and immutable); limits left out of the body are the
+    deployment's `GATEWAY_DEFAULT_TENANT_LIMITS` (none by default: unlimited)."""
+    tenant = await service.create_tenant(ctx.session, body, settings.default_tenant_limits)
     await ctx.done(
         "tenant.create", "tenant", tenant.id, tenant_id=tenant.id, details={"slug": tenant.slug}
     )

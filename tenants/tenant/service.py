@@ -8,6 +8,9 @@ its changes; the caller's unit of work commits them together with their audit ev
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -20,15 +23,24 @@ from tenants.models import Tenant
 from tenants.pagination import Page, PageParams
 from tenants.scoping import require_tenant
 from tenants.tenant.repository import TenantRepository
-from tenants.tenant.schemas import TenantCreate, TenantUpdate, tenant_limits
+from tenants.tenant.schemas import TenantCreate, TenantLimits, TenantUpdate, tenant_limits
 
 
 def _slug_taken(slug: str) -> ConflictError:
     return ConflictError(f"A tenant with slug '{slug}' already exists.", param="slug")
 
 
-async def create_tenant(session: AsyncSession, body: TenantCreate) -> Tenant:
-    """Create an active tenant; a slug already used (even by a deleted tenant) is 409."""
+async def create_tenant(
+    session: AsyncSession, body: TenantCreate, default_limits: Mapping[str, Any] | None = None
+) -> Tenant:
+    """Create an active tenant; a slug already used (even by a deleted tenant) is 409.
+
+    `default_limits` (`GATEWAY_DEFAULT_TENANT_LIMITS`) fill the limit fields the body leaves
+    out; a field the body sends, `null` included, is the body's.
+    """
+    limits = TenantLimits.model_validate(
+        {**(default_limits or {}), **body.limits.model_dump(mode="json", exclude_unset=True)}
+    )
     repository = TenantRepository(session)
     if await repository.get_by_slug(body.slug) is not None:
         raise _slug_taken(body.slug)
@@ -38,7 +50,7 @@ async def create_tenant(session: AsyncSession, body: TenantCreate) -> Tenant:
         slug=body.slug,
         name=body.name,
         status="active",
-        limits=body.limits.model_dump(mode="json"),
+        limits=limits.model_dump(mode="json"),
         allowed_models=body.allowed_models,
         created_at=now,
         updated_at=now,

@@ -335,3 +335,40 @@ async def test_deleted_slug_stays_taken(
         "/admin/tenants", json={"slug": "once", "name": "again"}, headers=admin_headers
     )
     assert response.status_code == 409
+
+
+async def test_a_new_tenant_starts_with_the_deployments_default_limits(
+    database_url: str, admin_headers: dict[str, str]
+) -> None:
+    """SPEC 6: limits are defaulted from settings. The body's own fields win, `null` included;
+    a default that is not valid tenant limits stops the start."""
+    from gateway.app import create_app
+    from gateway.core.config import SettingsError
+    from tests.conftest import make_settings, started_app
+
+    defaults = {"requests_per_minute": 7, "spend_per_day_usd": "2.50"}
+    settings = make_settings(database_url, default_tenant_limits=defaults)
+    async for app in started_app(settings):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw.test") as client:
+
+            async def create(slug: str, **body: Any) -> dict[str, Any]:
+                r = await client.post(
+                    "/admin/tenants",
+                    json={"slug": slug, "name": slug, **body},
+                    headers=admin_headers,
+                )
+                assert r.status_code == 201, r.text
+                limits: dict[str, Any] = r.json()["limits"]
+                return limits
+
+            plain = await create("defaulted")
+            assert plain["requests_per_minute"] == 7 and plain["spend_per_day_usd"] == "2.50"
+            assert plain["tokens_per_day"] is None
+            own = await create("own", limits={"requests_per_minute": None, "tokens_per_day": 100})
+            assert own["requests_per_minute"] is None and own["tokens_per_day"] == 100
+            assert own["spend_per_day_usd"] == "2.50"
+    with pytest.raises(SettingsError, match="GATEWAY_DEFAULT_TENANT_LIMITS"):
+        create_app(make_settings(database_url, default_tenant_limits={"requests_per_minute": 0}))
+    with pytest.raises(SettingsError, match="GATEWAY_DEFAULT_TENANT_LIMITS"):
+        create_app(make_settings(database_url, default_tenant_limits={"bogus": 1}))
