@@ -84,6 +84,8 @@ def unverified_issuer(token: str) -> tuple[str, str]:
     alg, iss = header.get("alg"), claims.get("iss")
     if not isinstance(alg, str) or not isinstance(iss, str):
         raise _fail()
+    if "crit" in header:  # RFC 7515 4.1.11: no extension is understood here, so refuse
+        raise _fail()
     if not 1 <= len(iss) <= MAX_ISSUER_CHARS or not iss.isprintable():
         raise _fail()  # an issuer with NUL or a control character is never looked up
     return alg, iss
@@ -114,6 +116,9 @@ async def resolve_jwt(
     except JWTError:
         raise _fail() from None
     now = time.time()
+    exp = claims.get("exp")  # a NumericDate: a JSON number (python-jose takes "123" too)
+    if isinstance(exp, bool) or not isinstance(exp, int | float):
+        raise _fail()
     iat = claims.get("iat")  # python-jose checks it is an integer, not when it lies
     if iat is not None and iat > now + LEEWAY_S:
         raise _fail()

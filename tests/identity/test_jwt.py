@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 import pytest
-from jose import jwk
+from jose import jwk, jwt
 from sqlalchemy import text
 
 from tests.identity.conftest import (
@@ -134,6 +134,10 @@ def _rejected_tokens(secret: str, rsa_keys: KeyPair, ec_keys: KeyPair) -> dict[s
         "missing exp": sign(claims(HS_ISS, exp=None), secret, "HS256"),
         "expired": sign(claims(HS_ISS, exp=now - 120), secret, "HS256"),
         "just expired": sign(claims(HS_ISS, exp=now - 1), secret, "HS256"),
+        "exp as a string": sign(claims(HS_ISS, exp=str(now + 300)), secret, "HS256"),
+        "unknown crit header": jwt.encode(
+            claims(HS_ISS), secret, algorithm="HS256", headers={"crit": ["exp-ext"], "exp-ext": 1}
+        ),
         "nbf in the future": sign(claims(HS_ISS, nbf=now + 300), secret, "HS256"),
         "nbf not a number": sign(claims(HS_ISS, nbf="soon"), secret, "HS256"),
         "iat in the future": sign(claims(HS_ISS, iat=now + 300), secret, "HS256"),
