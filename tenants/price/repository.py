@@ -21,6 +21,17 @@ class PriceRepository:
     def add(self, row: ModelPrice) -> None:
         self.session.add(row)
 
+    async def drop_scheduled(self, model: str, after: datetime) -> int:
+        """Delete the model's price changes that take effect after `after` (scheduled, never
+        applied to a run); how many there were."""
+        statement = select(ModelPrice).where(
+            ModelPrice.model == model, col(ModelPrice.effective_at) > after
+        )
+        rows = list((await self.session.exec(statement)).all())
+        for row in rows:
+            await self.session.delete(row)
+        return len(rows)
+
     async def history(self, model: str | None = None) -> list[ModelPrice]:
         """Every price change (of one model), oldest first."""
         statement = select(ModelPrice)

@@ -44,16 +44,19 @@ async def put_price(session: AsyncSession, model: str, body: PricePut) -> ModelP
     return row
 
 
-async def remove_price(session: AsyncSession, model: str) -> ModelPrice:
-    """From now on the model is unpriced (runs before keep their price); 404 if not priced."""
+async def remove_price(session: AsyncSession, model: str) -> None:
+    """From now on the model is unpriced (runs before keep their price): the price in force
+    ends now and scheduled changes are cancelled; 404 if it has neither."""
     now = utcnow()
-    current = {row.model: row for row in await PriceRepository(session).in_force(now)}
-    if model not in current or not current[model].priced:
+    repository = PriceRepository(session)
+    current = {row.model: row for row in await repository.in_force(now)}
+    priced_now = model in current and current[model].priced
+    cancelled = await repository.drop_scheduled(model, now)
+    if not priced_now and not cancelled:
         raise NotFoundError(f"Model '{model}' has no price.", code="price_not_found")
-    row = ModelPrice(model=model, effective_at=now, priced=False, created_at=now)
-    PriceRepository(session).add(row)
+    if priced_now:
+        repository.add(ModelPrice(model=model, effective_at=now, priced=False, created_at=now))
     await session.flush()
-    return row
 
 
 async def current_price(session: AsyncSession, model: str) -> ModelPrice:

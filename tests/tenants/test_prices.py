@@ -67,6 +67,18 @@ async def test_price_routes_and_audit(
     deleted = (await client.get("/admin/audit?action=price.delete", headers=admin_headers)).json()
     assert len(deleted["data"]) == 1
 
+    # A scheduled change is cancelled by DELETE too ("no price from now on"), even when no
+    # price is in force yet; with nothing in force and nothing scheduled, DELETE is 404.
+    later = (utcnow() + timedelta(hours=1)).isoformat()
+    r = await put_price(client, admin_headers, "gpt-4.1-nano", **PRICE, effective_at=later)
+    assert r.status_code == 200, r.text
+    r = await client.delete("/admin/models/gpt-4.1-nano/price", headers=admin_headers)
+    assert r.status_code == 204
+    history = await client.get("/admin/models/gpt-4.1-nano/price/history", headers=admin_headers)
+    assert history.json()["data"] == []
+    r = await client.delete("/admin/models/gpt-4.1-nano/price", headers=admin_headers)
+    assert r.status_code == 404
+
 
 async def test_prices_are_exact_decimals_never_in_the_past(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
