@@ -22,7 +22,7 @@ from gateway.conversations.service import ConversationTurns
 from gateway.core.allocator import start_trimming
 from gateway.core.background import BackgroundTasks
 from gateway.core.body_limit import BodyLimitMiddleware
-from gateway.core.config import Settings, SettingsError, get_settings
+from gateway.core.config import Settings, get_settings, settings_error
 from gateway.core.db import Database
 from gateway.core.drain import Drain, DrainMiddleware
 from gateway.core.errors import install_error_handlers
@@ -226,13 +226,7 @@ def check_default_tenant_limits(settings: Settings) -> None:
     try:
         TenantLimits.model_validate(settings.default_tenant_limits)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-            for e in exc.errors(include_input=False, include_url=False, include_context=False)
-        )
-        raise SettingsError(
-            f"invalid settings: GATEWAY_DEFAULT_TENANT_LIMITS: {problems}"
-        ) from None
+        raise settings_error(exc, "GATEWAY_DEFAULT_TENANT_LIMITS") from None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -11,7 +11,7 @@ Repositories build the tenant-scoped statement; `fetch_page` adds the cursor.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
@@ -69,36 +69,36 @@ class ListBody(BaseModel, Generic[M]):
     has_more: bool
 
 
-async def page_params(
-    limit: Annotated[
-        int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1..100).")
-    ] = DEFAULT_LIMIT,
-    after: Annotated[
-        str | None,
-        Query(pattern=ID_PATTERN, description="Id of the last item already seen."),
-    ] = None,
-) -> PageParams:
-    """Dependency reading the two pagination query parameters."""
-    return PageParams(limit=limit, after=after)
+def cursor_params(pattern: str, cursor: str) -> Callable[..., Coroutine[Any, Any, PageParams]]:
+    """The dependency reading `limit` and `after` of a list whose cursor matches `pattern`
+    (`cursor` says what it names, for the OpenAPI description)."""
+
+    async def params(
+        limit: Annotated[
+            int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1..100).")
+        ] = DEFAULT_LIMIT,
+        after: Annotated[str | None, Query(pattern=pattern, description=cursor)] = None,
+    ) -> PageParams:
+        return PageParams(limit=limit, after=after)
+
+    # Evaluated here: FastAPI cannot resolve this module's string annotations that name the
+    # factory's arguments.
+    params.__annotations__ = {
+        "limit": Annotated[int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1..100).")],
+        "after": Annotated[str | None, Query(pattern=pattern, description=cursor)],
+        "return": PageParams,
+    }
+    return params
 
 
-PageDep = Annotated[PageParams, Depends(page_params)]
-
-
-async def numbered_page_params(
-    limit: Annotated[
-        int, Query(ge=1, le=MAX_LIMIT, description="Items per page (1..100).")
-    ] = DEFAULT_LIMIT,
-    after: Annotated[
-        str | None,
-        Query(pattern=r"^[0-9]{1,9}$", description="Number of the last item already seen."),
-    ] = None,
-) -> PageParams:
-    """Dependency reading the pagination of a list keyed by number (agent versions)."""
-    return PageParams(limit=limit, after=after)
-
-
-NumberedPageDep = Annotated[PageParams, Depends(numbered_page_params)]
+PageDep = Annotated[
+    PageParams, Depends(cursor_params(ID_PATTERN, "Id of the last item already seen."))
+]
+NumberedPageDep = Annotated[
+    PageParams,
+    Depends(cursor_params(r"^[0-9]{1,9}$", "Number of the last item already seen.")),
+]
+"""The pagination of a list keyed by number (agent versions)."""
 
 
 async def fetch_page(

@@ -364,11 +364,16 @@ def get_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
-            for error in exc.errors(include_input=False, include_url=False, include_context=False)
-        ]
-        raise SettingsError("invalid settings: " + "; ".join(problems)) from None
+        raise settings_error(exc) from None
+
+
+def settings_error(exc: ValidationError, setting: str = "") -> SettingsError:
+    """`exc` as a SettingsError naming each field and rule, never an input value."""
+    problems = "; ".join(
+        f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
+        for error in exc.errors(include_input=False, include_url=False, include_context=False)
+    )
+    return SettingsError(f"invalid settings: {setting + ': ' if setting else ''}{problems}")
 
 
 def settings_of(request: Request) -> Settings:
