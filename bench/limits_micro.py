@@ -69,7 +69,7 @@ async def main(url: str, n: int) -> None:
     async def run_once() -> None:
         await limiter.check(who)
         ticket = await quotas.open(who, "run_" + secrets.token_hex(6), 100, 50)
-        await ticket.before_call(100, 50)
+        await ticket.before_call(100, 50, ticket.price)
         await ticket.after_call(120)
         await ticket.close()
 

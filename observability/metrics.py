@@ -202,37 +202,66 @@ def record_run(
     *,
     tenant: str,
     agent: str,
-    model: str,
     status: str,
     duration_s: float,
-    input_tokens: int,
-    output_tokens: int,
-    cached_tokens: int,
-    reasoning_tokens: int,
-    requests: int = 0,
+    tokens: int,
     limits: Mapping[str, Any] | None = None,
-    cost_pico: int | None = None,
 ) -> None:
-    """Count one finished run, its model calls and tokens, and note its tenant's daily quota.
+    """Count one finished run and note its tenant's daily quota and spend limits (each
+    model's calls, tokens and spend: `record_model_usage`).
 
     Args:
         tenant: The tenant's slug (capped through `tenant_label`).
         agent: The agent's name.
-        model: The model the run used.
         status: The run's final status (`completed`, `failed`, `cancelled`).
         duration_s: Wall time of the run.
-        input_tokens: Input tokens over all model calls.
-        output_tokens: Output tokens over all model calls.
-        cached_tokens: Cached input tokens (a part of `input_tokens`).
-        reasoning_tokens: Reasoning tokens (a part of `output_tokens`).
-        requests: Successful model calls.
+        tokens: Input plus output tokens over all model calls.
         limits: The tenant's limits (`tokens_per_day` feeds the quota gauge, the spend limits
             the spend limit gauges).
-        cost_pico: The run's cost in pico-dollars (None: its model has no price).
     """
     label = tenant_label(tenant)
     RUNS.labels(label, agent, status).inc()
     RUN_DURATION.labels(label, agent).observe(duration_s)
+    if limits is not None and label != OTHER_TENANT:
+        quota = limits.get("tokens_per_day")
+        TENANT_TOKENS_PER_DAY_LIMIT.labels(label).set(
+            float(quota) if isinstance(quota, int) else math.inf
+        )
+        for window, gauge in (
+            ("day", TENANT_SPEND_PER_DAY_LIMIT),
+            ("month", TENANT_SPEND_PER_MONTH_LIMIT),
+        ):
+            gauge.labels(label).set(_usd_or_inf(limits.get(f"spend_per_{window}_usd")))
+    add_tokens(tokens, tenant=tenant, agent=agent)
+
+
+def record_model_usage(
+    *,
+    tenant: str,
+    agent: str,
+    model: str,
+    requests: int,
+    input_tokens: int,
+    output_tokens: int,
+    cached_tokens: int,
+    reasoning_tokens: int,
+    cost_pico: int | None = None,
+) -> None:
+    """Count what one model's calls of a finished run used (a run calling a handoff target
+    or an input classifier on another model counts each model's own share).
+
+    Args:
+        tenant: The tenant's slug (capped through `tenant_label`).
+        agent: The run's agent (its entry agent's name).
+        model: The model called.
+        requests: Successful calls of that model.
+        input_tokens: Their input tokens.
+        output_tokens: Their output tokens.
+        cached_tokens: Cached input tokens (a part of `input_tokens`).
+        reasoning_tokens: Reasoning tokens (a part of `output_tokens`).
+        cost_pico: What they cost in pico-dollars (None: the model has no price).
+    """
+    label = tenant_label(tenant)
     if requests:
         MODEL_CALLS.labels(label, agent, model).inc(requests)
     for kind, value in (
@@ -243,21 +272,9 @@ def record_run(
     ):
         if value:
             TOKENS.labels(label, agent, model, kind).inc(value)
-    if limits is not None and label != OTHER_TENANT:
-        quota = limits.get("tokens_per_day")
-        TENANT_TOKENS_PER_DAY_LIMIT.labels(label).set(
-            float(quota) if isinstance(quota, int) else math.inf
-        )
     if cost_pico:
         # A float is fine for a metric (a rate on a dashboard); billing reads the exact records.
         SPEND.labels(label, model).inc(cost_pico / 1e12)
-    if limits is not None and label != OTHER_TENANT:
-        for window, gauge in (
-            ("day", TENANT_SPEND_PER_DAY_LIMIT),
-            ("month", TENANT_SPEND_PER_MONTH_LIMIT),
-        ):
-            gauge.labels(label).set(_usd_or_inf(limits.get(f"spend_per_{window}_usd")))
-    add_tokens(input_tokens + output_tokens, tenant=tenant, agent=agent)
 
 
 def _usd_or_inf(value: Any) -> float:

@@ -42,7 +42,7 @@ from gateway.limits.policy import (
     QuotaLimits,
     seconds_to_month_end,
 )
-from gateway.limits.prices import cost_micro, estimate_micro
+from gateway.limits.prices import estimate_micro
 from gateway.limits.redis_store import RedisQuotaStore
 from gateway.limits.retries import RedisRetries
 from gateway.limits.store import (
@@ -309,21 +309,26 @@ class RunTicket:
         """The priced upper estimate of a model call, in micro-dollars (0: nothing to cap)."""
         return estimate_micro(self.price, input_tokens, max_output)
 
-    def cost(self, input_tokens: int, output_tokens: int, cached: int, reasoning: int) -> int:
-        """What an answered model call cost, in micro-dollars (0: nothing to cap)."""
-        return cost_micro(self.price, input_tokens, output_tokens, cached, reasoning)
-
     def new_reservation_id(self) -> str:
         self._seq += 1
         return f"{self.run_id}:{self._seq}"
 
-    async def before_call(self, estimated_input: int, max_output: int | None) -> None:
-        """Reserve tokens for the next model call (and renew the lease); 429 when over quota."""
+    async def before_call(
+        self, estimated_input: int, max_output: int | None, price: Price | None
+    ) -> None:
+        """Reserve tokens for the next model call (and renew the lease); 429 when over quota.
+
+        `price` is the called model's price in force when the run started (`self.price` for
+        the run's own model; a handoff target or an input classifier may use another model),
+        None when it is unpriced or spend is not capped: the call's spend is estimated at it.
+        """
         if not self.limits.metered:
             return
         output = max_output or self.service.default_max_output
         amount = estimated_input + output
-        spend = self.estimate(estimated_input, output)
+        spend = estimate_micro(
+            price if self.limits.spend_metered else None, estimated_input, output
+        )
         prepaid, self.prepaid = self.prepaid, None
         if prepaid is not None:
             if prepaid.code != OK:  # the first call's reservation was refused at admission

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -56,6 +57,9 @@ class RunHandle:
     price: Price | None = None
     """The model's price in force when the run started (None: unpriced), for the spend
     metric; the usage writer prices the record itself, exactly."""
+    price_of: Callable[[str], Price | None] | None = None
+    """Any model's price in force when the run started: what a call to a handoff target or
+    an input classifier on another model is reserved at, and its spend metric."""
     deadline: float = math.inf
     """Event-loop time by which the run must end (`GATEWAY_RUN_TIMEOUT_S` after admission)."""
     timeout_s: float = math.inf
@@ -66,4 +70,5 @@ class RunHandle:
             self.ticket,
             self.built.max_tokens,
             tenant=self.principal.tenant_slug,
+            price_of=self.price_of,
         )

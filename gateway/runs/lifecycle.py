@@ -28,10 +28,12 @@ from gateway.agents.context import CURRENT_RUN, RunScope
 from gateway.core.errors import RunTimeoutError
 from gateway.runs.failures import run_status
 from gateway.runs.handle import RunHandle
+from gateway.runs.meter import ModelTokens, RunMeter
 from gateway.tools.context import run_context
-from observability.metrics import IN_FLIGHT, record_run, tenant_label
+from observability.metrics import IN_FLIGHT, record_model_usage, record_run, tenant_label
 from observability.tracing import spans_wanted
 from tenants.models import UsageRecord
+from tenants.price.pricing import Price
 
 if TYPE_CHECKING:
     from gateway.runs.service import RunService
@@ -167,31 +169,50 @@ class Run:
                 cached_tokens=meter.cached_tokens,
                 reasoning_tokens=meter.reasoning_tokens,
                 total_tokens=meter.total_tokens,
+                model_usage=meter.model_usage(),
                 status=status,
                 latency_ms=int(elapsed * 1000),
                 day=handle.created_at.date(),
                 created_at=handle.created_at,
             )
         )
-        price = handle.price
         record_run(
             tenant=principal.tenant_slug,
             agent=built.name,
-            model=built.model,
             status=status,
             duration_s=elapsed,
-            input_tokens=meter.input_tokens,
-            output_tokens=meter.output_tokens,
-            cached_tokens=meter.cached_tokens,
-            reasoning_tokens=meter.reasoning_tokens,
-            requests=meter.requests,
+            tokens=meter.input_tokens + meter.output_tokens,
             limits=principal.limits,
+        )
+        if meter.others is None:
+            self._record_model(built.model, meter, handle.price)
+            return
+        for model, tokens in meter.by_model().items():
+            price = handle.price
+            if model != built.model and handle.price_of is not None:
+                price = handle.price_of(model)
+            self._record_model(model, tokens, price)
+
+    def _record_model(
+        self, model: str, tokens: RunMeter | ModelTokens, price: Price | None
+    ) -> None:
+        """The metrics of one model's calls in the run (priced when the run started)."""
+        handle = self.handle
+        record_model_usage(
+            tenant=handle.principal.tenant_slug,
+            agent=handle.built.name,
+            model=model,
+            requests=tokens.requests,
+            input_tokens=tokens.input_tokens,
+            output_tokens=tokens.output_tokens,
+            cached_tokens=tokens.cached_tokens,
+            reasoning_tokens=tokens.reasoning_tokens,
             cost_pico=None
             if price is None
             else price.cost(
-                input_tokens=meter.input_tokens,
-                output_tokens=meter.output_tokens,
-                cached_tokens=meter.cached_tokens,
-                reasoning_tokens=meter.reasoning_tokens,
+                input_tokens=tokens.input_tokens,
+                output_tokens=tokens.output_tokens,
+                cached_tokens=tokens.cached_tokens,
+                reasoning_tokens=tokens.reasoning_tokens,
             ),
         )

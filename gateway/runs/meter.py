@@ -10,12 +10,19 @@ to it. The run's usage is the sum over its calls.
 Each call is also timed from `on_llm_start` to `on_llm_end` for the model-latency metric; a
 call the run ended without (`end_calls`: an upstream error, a timeout, a cancellation) counts
 as `error`. Handoffs are counted in `on_handoff`.
+
+A call is priced at its own model's price: a handoff target or an input classifier on another
+model than the run's reserves and settles spend at that model's price, and its tokens are
+kept apart per model (`model_usage()`), so the record is priced per model and the token
+metrics count each model's own tokens.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -30,8 +37,10 @@ from agents import (
 )
 from agents.items import ModelResponse, TResponseInputItem
 
+from gateway.limits.prices import cost_micro
 from gateway.limits.quotas import RunTicket
 from observability.metrics import UPSTREAM_REQUESTS, record_handoff, record_model_call
+from tenants.price.pricing import Price
 
 # Real tokenizers average about 4 characters per token on text and JSON; dividing by 3 and
 # adding a margin makes the estimate an upper bound for ordinary input (and for the mock LLM,
@@ -95,6 +104,28 @@ def first_call_estimate(agent: Agent[Any], sdk_input: str | list[Any]) -> int | 
     return estimate_input_tokens(agent.instructions, items, tool_chars(agent))
 
 
+@dataclass(slots=True)
+class ModelTokens:
+    """What one model's calls of a run used."""
+
+    requests: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    total_tokens: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cached_tokens": self.cached_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+
 class RunMeter(RunHooks[Any]):
     """Sums what the upstream reported for each model call of one run; reserves before each."""
 
@@ -104,11 +135,17 @@ class RunMeter(RunHooks[Any]):
         ticket: RunTicket | None = None,
         max_output: int | None = None,
         tenant: str = "",
+        price_of: Callable[[str], Price | None] | None = None,
     ) -> None:
         self.model = model
         self.tenant = tenant
-        self._calls: dict[int, tuple[float, str]] = {}
-        """Calls in flight: id(agent) -> (start, model name)."""
+        self.price_of = price_of
+        """Another model's price in force when the run started (None: every call is priced
+        at the ticket's price)."""
+        self._calls: dict[int, tuple[float, str, Price | None]] = {}
+        """Calls in flight: id(agent) -> (start, model name, the price it reserved at)."""
+        self.others: dict[str, ModelTokens] | None = None
+        """What calls to models other than `model` used (None: there were none)."""
         self.ticket = ticket
         self.max_output = max_output
         self.requests = 0
@@ -126,36 +163,61 @@ class RunMeter(RunHooks[Any]):
         input_items: list[TResponseInputItem],
     ) -> None:
         ticket = self.ticket
+        model = _model_name(agent)
+        price: Price | None = None
         if ticket is not None and ticket.limits.metered:
+            price = self._price(ticket, model)
             estimate = estimate_input_tokens(system_prompt, input_items, tool_chars(agent))
             # A handoff target or the input classifier may have its own output limit.
-            await ticket.before_call(estimate, agent.model_settings.max_tokens or self.max_output)
+            await ticket.before_call(
+                estimate, agent.model_settings.max_tokens or self.max_output, price
+            )
         # Timed once admitted (a refused reservation makes no call).
-        self._calls[id(agent)] = (time.perf_counter(), _model_name(agent))
+        self._calls[id(agent)] = (time.perf_counter(), model, price)
+
+    def _price(self, ticket: RunTicket, model: str) -> Price | None:
+        """The price a call to `model` reserves and settles spend at."""
+        if model == self.model or self.price_of is None or not ticket.limits.spend_metered:
+            return ticket.price
+        return self.price_of(model)
 
     async def on_llm_end(
         self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
     ) -> None:
+        ticket = self.ticket
         call = self._calls.pop(id(agent), None)
-        if call is not None:
-            record_model_call(call[1], ok=True, seconds=time.perf_counter() - call[0])
+        if call is None:  # not started through this meter: the run's own model
+            model, price = self.model, None if ticket is None else ticket.price
+        else:
+            model, price = call[1], call[2]
+            record_model_call(model, ok=True, seconds=time.perf_counter() - call[0])
         usage = response.usage
+        cached = usage.input_tokens_details.cached_tokens or 0
+        reasoning = usage.output_tokens_details.reasoning_tokens or 0
         self.requests += usage.requests
         self.input_tokens += usage.input_tokens
         self.output_tokens += usage.output_tokens
         self.total_tokens += usage.total_tokens
-        self.cached_tokens += usage.input_tokens_details.cached_tokens or 0
-        self.reasoning_tokens += usage.output_tokens_details.reasoning_tokens or 0
-        UPSTREAM_REQUESTS.labels(self.model, "ok").inc()
-        ticket = self.ticket
+        self.cached_tokens += cached
+        self.reasoning_tokens += reasoning
+        if model != self.model:
+            if self.others is None:
+                self.others = {}
+            other = self.others.get(model)
+            if other is None:
+                other = self.others[model] = ModelTokens()
+            other.requests += usage.requests
+            other.input_tokens += usage.input_tokens
+            other.output_tokens += usage.output_tokens
+            other.total_tokens += usage.total_tokens
+            other.cached_tokens += cached
+            other.reasoning_tokens += reasoning
+        UPSTREAM_REQUESTS.labels(model, "ok").inc()
         if ticket is not None:
             spent = 0
-            if ticket.price is not None:
-                spent = ticket.cost(
-                    usage.input_tokens,
-                    usage.output_tokens,
-                    usage.input_tokens_details.cached_tokens or 0,
-                    usage.output_tokens_details.reasoning_tokens or 0,
+            if price is not None:
+                spent = cost_micro(
+                    price, usage.input_tokens, usage.output_tokens, cached, reasoning
                 )
             await ticket.after_call(usage.total_tokens, spent)
 
@@ -178,9 +240,42 @@ class RunMeter(RunHooks[Any]):
     def end_calls(self) -> None:
         """The run ended: a call still in flight never answered (counted as `error`)."""
         now = time.perf_counter()
-        for started, model in self._calls.values():
+        for started, model, _ in self._calls.values():
             record_model_call(model, ok=False, seconds=now - started)
         self._calls.clear()
+
+    def own_tokens(self) -> ModelTokens:
+        """What the calls to the run's own model used (the run's totals less the others')."""
+        own = ModelTokens(
+            self.requests,
+            self.input_tokens,
+            self.output_tokens,
+            self.cached_tokens,
+            self.reasoning_tokens,
+            self.total_tokens,
+        )
+        for other in (self.others or {}).values():
+            own.requests -= other.requests
+            own.input_tokens -= other.input_tokens
+            own.output_tokens -= other.output_tokens
+            own.cached_tokens -= other.cached_tokens
+            own.reasoning_tokens -= other.reasoning_tokens
+            own.total_tokens -= other.total_tokens
+        return own
+
+    def by_model(self) -> dict[str, ModelTokens]:
+        """What each model the run called used (the run's own model first, when called)."""
+        own = self.own_tokens()
+        models = {self.model: own} if own.requests or not self.others else {}
+        models.update(self.others or {})
+        return models
+
+    def model_usage(self) -> dict[str, dict[str, int]] | None:
+        """The usage record's per-model breakdown: None when every call went to the run's
+        own model (the record's totals are that model's)."""
+        if not self.others:
+            return None
+        return {model: tokens.as_dict() for model, tokens in self.by_model().items()}
 
     def model_hooks(self) -> ModelCallHooks:
         """Hooks for the runs a run makes inside itself (its input classifier): their model

@@ -5,6 +5,7 @@ however it ends), run it with an explicit RunConfig and its meter, store pauses.
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 from agents import Runner, RunState
@@ -120,6 +121,7 @@ class RunService:
                 deadline=asyncio.get_running_loop().time() + timeout_s,
                 timeout_s=timeout_s,
                 price=price,
+                price_of=partial(self.prices.at, when=created_at),
             )
 
         return Run(self, admit)
@@ -176,6 +178,7 @@ class RunService:
                 deadline=asyncio.get_running_loop().time() + self.settings.run_timeout_s,
                 timeout_s=self.settings.run_timeout_s,
                 price=price,
+                price_of=partial(self.prices.at, when=created_at),
             )
 
         return Run(self, admit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Column, Index
+from sqlalchemy import JSON, BigInteger, Column, Index
 from sqlmodel import Field, SQLModel
 
 from tenants.models.columns import created_at_field
@@ -44,6 +44,14 @@ class UsageRecord(SQLModel, table=True):
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     total_tokens: int = 0
+    model_usage: dict[str, dict[str, int]] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
+    )
+    """Per model, what a run that called more than its own model used: a handoff target or
+    an input classifier on another model (`{model: {requests, input_tokens, ...,
+    cost_pico}}`, each model priced at its own price; the counters above are the sums). None
+    when every call went to `model`: SQL NULL, not JSON null (the reports find split runs by
+    it)."""
     status: str = Field(max_length=32)
     """`completed`, `failed`, `cancelled`, `rate_limited` or `guardrail_triggered`."""
     latency_ms: int = 0

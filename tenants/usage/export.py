@@ -48,7 +48,10 @@ FIELDS = (
     "unpriced",
     "day",
     "created_at",
+    "model_usage",
 )
+"""`model_usage` is null, or for a run that called several models each model's share with its
+`cost_usd` (a JSON object; in CSV its JSON text), last so CSV readers by position keep working."""
 
 
 def _row(record: UsageRecord) -> dict[str, Any]:
@@ -57,12 +60,26 @@ def _row(record: UsageRecord) -> dict[str, Any]:
         if name == "cost_usd":
             row[name] = usd(record.cost_pico)
             continue
+        if name == "model_usage":
+            row[name] = _model_usage(record.model_usage)
+            continue
         value = getattr(record, name)
         if isinstance(value, datetime):  # RFC 3339 UTC, as everywhere in the API
             row[name] = rfc3339(value)
         else:
             row[name] = value.isoformat() if isinstance(value, date) else value
     return row
+
+
+def _model_usage(breakdown: dict[str, dict[str, Any]] | None) -> dict[str, Any] | None:
+    if not breakdown:
+        return None
+    shares: dict[str, Any] = {}
+    for model, share in breakdown.items():
+        rendered = {k: v for k, v in share.items() if k != "cost_pico"}
+        rendered["cost_usd"] = usd(share.get("cost_pico") or 0)
+        shares[model] = rendered
+    return shares
 
 
 async def iter_records(
@@ -122,6 +139,8 @@ async def iter_records(
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
+    if isinstance(value, dict):
+        return json.dumps(value, separators=(",", ":"))
     if isinstance(value, bool):
         return "true" if value else "false"
     return value

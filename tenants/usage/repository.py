@@ -26,7 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.core.db import after_commit
 from tenants.models import Tenant, UsageRecord, UsageRollup
 from tenants.price.money import usd
-from tenants.price.pricing import PriceBook
+from tenants.price.pricing import Price, PriceBook
 from tenants.price.repository import PriceRepository
 from tenants.usage.partitions import ensure_months, month_start
 from tenants.usage.rollups import rollup_rows, upsert_statement
@@ -171,8 +171,43 @@ class UsageRepository:
             statement = statement.outerjoin(Tenant, col(Tenant.id) == col(UsageRecord.tenant_id))
         if tenant_id is not None:
             statement = statement.where(col(UsageRecord.tenant_id) == tenant_id)
+        if group_by == "model":  # a run that called several models is split below
+            statement = statement.where(col(UsageRecord.model_usage).is_(None))
         statement = statement.group_by(*group_columns)
-        return _assemble(group_by, start, end, (await self.session.exec(statement)).all())
+        rows: list[Any] = list((await self.session.exec(statement)).all())
+        if group_by == "model":
+            rows = await self._with_model_splits(rows, tenant_id, start, end)
+        return _assemble(group_by, start, end, rows)
+
+    async def _with_model_splits(
+        self, rows: list[Any], tenant_id: str | None, start: date, end: date
+    ) -> list[Any]:
+        """The by-model rows plus the records that called several models, each model's share
+        on its own row and the run counted under its own model (as the rollups do)."""
+        statement: Any = sa_select(
+            col(UsageRecord.model), col(UsageRecord.segment), col(UsageRecord.model_usage)
+        ).where(
+            col(UsageRecord.day) >= start,
+            col(UsageRecord.day) <= end,
+            col(UsageRecord.model_usage).is_not(None),
+        )
+        if tenant_id is not None:
+            statement = statement.where(col(UsageRecord.tenant_id) == tenant_id)
+        split = list((await self.session.exec(statement)).all())
+        if not split:
+            return rows
+        sums: dict[str, list[int]] = {row[0]: [int(v or 0) for v in row[1:]] for row in rows}
+        fields = ("requests", "input_tokens", "output_tokens", "total_tokens")
+        for model, segment, breakdown in split:
+            first = 1 if segment == 0 else 0
+            sums.setdefault(model, [0] * 7)[0] += first
+            for other, share in breakdown.items():
+                counted = sums.setdefault(other, [0] * 7)
+                for at, name in enumerate(fields, start=1):
+                    counted[at] += share.get(name) or 0
+                counted[5] += first if share.get("unpriced") else 0
+                counted[6] += share.get("cost_pico") or 0
+        return [(model, *values) for model, values in sums.items()]
 
 
 def _assemble(group_by: str, start: date, end: date, rows: Any) -> dict[str, Any]:
@@ -211,16 +246,30 @@ def _assemble(group_by: str, start: date, end: date, rows: Any) -> dict[str, Any
 
 
 def priced(row: dict[str, Any], book: PriceBook) -> dict[str, Any]:
-    """The record with its cost under the price in force when the run started."""
-    price = book.at(row["model"], row["created_at"])
-    if price is None:
-        row["cost_pico"], row["unpriced"] = 0, True
-    else:
-        row["unpriced"] = False
-        row["cost_pico"] = price.cost(
-            input_tokens=row["input_tokens"],
-            output_tokens=row["output_tokens"],
-            cached_tokens=row["cached_tokens"],
-            reasoning_tokens=row["reasoning_tokens"],
-        )
+    """The record with its cost under the prices in force when the run started: one model's
+    price, or, for a run that called several models (`model_usage`), each model's calls at
+    that model's price (unpriced when any model called had no price)."""
+    breakdown = row.get("model_usage")
+    if not breakdown:
+        price = book.at(row["model"], row["created_at"])
+        row["unpriced"] = price is None
+        row["cost_pico"] = 0 if price is None else _cost(price, row)
+        return row
+    total, unpriced = 0, False
+    for model, tokens in breakdown.items():
+        price = book.at(model, row["created_at"])
+        tokens["cost_pico"] = 0 if price is None else _cost(price, tokens)
+        tokens["unpriced"] = price is None
+        total += tokens["cost_pico"]
+        unpriced = unpriced or price is None
+    row["cost_pico"], row["unpriced"] = total, unpriced
     return row
+
+
+def _cost(price: Price, tokens: dict[str, Any]) -> int:
+    return price.cost(
+        input_tokens=tokens["input_tokens"],
+        output_tokens=tokens["output_tokens"],
+        cached_tokens=tokens["cached_tokens"],
+        reasoning_tokens=tokens["reasoning_tokens"],
+    )

@@ -1,7 +1,9 @@
 """Rollups of usage records: what a batch adds to them, and the upsert that adds it.
 
 A batch of records becomes one rollup row per (tenant, dimension, UTC day, value) it touches,
-five dimensions per record (`day`, `agent`, `model`, `key`, `user`). The upsert adds the
+five dimensions per record (`day`, `agent`, `model`, `key`, `user`). A run that called several
+models (`model_usage`) adds each model's own share to that model's row, and counts as a run of
+its own model only. The upsert adds the
 batch's counters to the stored ones (`runs = runs + excluded.runs`, ...), so concurrent writers
 (several replicas) add up instead of overwriting. Rows are sorted by primary key so two
 transactions upserting overlapping rows lock them in the same order (no deadlock).
@@ -42,21 +44,32 @@ PRIMARY_KEY = ("tenant_id", "dimension", "day", "value")
 def rollup_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The rollup increments of these records (dicts of `UsageRecord` fields, priced)."""
     totals: dict[tuple[Any, ...], dict[str, Any]] = {}
+
+    def add(key: tuple[Any, ...], runs: int, unpriced: int, counters: dict[str, Any]) -> None:
+        row = totals.get(key)
+        if row is None:
+            row = dict(zip(PRIMARY_KEY, key, strict=True))
+            row.update(dict.fromkeys(COUNTER_COLUMNS, 0))
+            totals[key] = row
+        row["runs"] += runs
+        row["unpriced_runs"] += unpriced
+        for name in SUMMED:
+            row[name] += counters.get(name) or 0
+
     for record in records:
-        unpriced = 1 if record["unpriced"] else 0
+        first = 1 if record.get("segment", 0) == 0 else 0  # later segments: tokens only
+        unpriced = first if record["unpriced"] else 0
+        tenant, day = record["tenant_id"], record["day"]
+        breakdown = record.get("model_usage")
         for dimension, field in DIMENSIONS.items():
+            if dimension == "model" and breakdown:
+                add((tenant, dimension, day, record["model"]), first, 0, {})
+                for model, share in breakdown.items():
+                    flagged = first if share.get("unpriced") else 0
+                    add((tenant, dimension, day, model), 0, flagged, share)
+                continue
             value = "" if field is None else (record[field] or "")
-            key = (record["tenant_id"], dimension, record["day"], value)
-            row = totals.get(key)
-            if row is None:
-                row = dict(zip(PRIMARY_KEY, key, strict=True))
-                row.update(dict.fromkeys(COUNTER_COLUMNS, 0))
-                totals[key] = row
-            first = record.get("segment", 0) == 0  # a resumed run's later segments: tokens only
-            row["runs"] += first
-            row["unpriced_runs"] += unpriced if first else 0
-            for name in SUMMED:
-                row[name] += record[name] or 0
+            add((tenant, dimension, day, value), first, unpriced, record)
     return [totals[key] for key in sorted(totals)]
 
 

@@ -109,10 +109,17 @@ async def test_classifier_runs_first_and_its_tokens_count(gw: Gateway, stream: b
     assert outcome.error["param"] == "input.classifier"
     calls = gw.mock_ledger(text)[before:]
     assert [c["model"] for c in calls] == ["mock-model-mini"], "the main agent was never called"
-    _, tripped = await records(gw, tenant)
+    passed, tripped = await records(gw, tenant)
+    # The classifier's model is not the agent's: each model's share is kept (and priced) apart.
+    assert {m: u["requests"] for m, u in passed["model_usage"].items()} == {
+        "mock-model": 1,
+        "mock-model-mini": 1,
+    }
     assert tripped["status"] == "guardrail_triggered"
     assert tripped["requests"] == 1
     assert tripped["total_tokens"] == ledger_sum(calls)["total_tokens"]
+    assert list(tripped["model_usage"]) == ["mock-model-mini"]
+    assert tripped["model_usage"]["mock-model-mini"]["total_tokens"] == tripped["total_tokens"]
     assert await metric(gw, "gateway_guardrails_total", tenant="acme", triggered="true") >= 1
 
 

@@ -109,7 +109,7 @@ async def test_a_settlement_that_never_reached_redis_lands_later(
     assert quotas.redis is not None
     counters = Counters(client, quotas.redis)
     ticket = await quotas.open(WHO, "run_1", 100, 20)
-    await ticket.before_call(100, 20)
+    await ticket.before_call(100, 20, ticket.price)
     assert await counters.now() == (120, 1, 1)  # the estimate, a lease, the reservation
     await ticket.after_call(50)
     calls = stall_once(monkeypatch, "release", after=False)
@@ -131,7 +131,7 @@ async def test_an_admission_whose_reply_came_too_late_is_given_back(
     assert await counters.now() == (120, 1, 1)
     # ...so Redis gives back the lease and the reservation nobody would settle.
     await settled_to(counters, (0, 0, 0))
-    await ticket.before_call(100, 20)
+    await ticket.before_call(100, 20, ticket.price)
     await ticket.after_call(50)
     await ticket.close()
     assert await counters.now() == (0, 0, 0)
@@ -149,10 +149,10 @@ async def test_a_reservation_whose_reply_came_too_late_is_given_back_once(
     assert quotas.redis is not None
     counters = Counters(client, quotas.redis)
     ticket = await quotas.open(WHO, "run_1", 100, 20)
-    await ticket.before_call(100, 20)  # the admission's reservation
+    await ticket.before_call(100, 20, ticket.price)  # the admission's reservation
     await ticket.after_call(50)
     stall_once(monkeypatch, "reserve", after=True)
-    await ticket.before_call(100, 20)  # settles the first call, reserves the second
+    await ticket.before_call(100, 20, ticket.price)  # settles the first call, reserves the second
     assert ticket.open_reservations[-1][1] is quotas.memory
     assert await counters.now() == (50 + 120, 1, 1)
     # The second call's reservation is given back; the first call's settlement is not applied
@@ -169,7 +169,7 @@ async def test_shutdown_gives_a_pending_step_one_last_try(
     assert quotas.redis is not None and quotas.retries is not None
     counters = Counters(client, quotas.redis)
     ticket = await quotas.open(WHO, "run_1", 100, 20)
-    await ticket.before_call(100, 20)
+    await ticket.before_call(100, 20, ticket.price)
     await ticket.after_call(50)
     stall_once(monkeypatch, "release", after=False)
     await ticket.close()

@@ -61,6 +61,7 @@ async def test_admin_export_streams_every_record_in_run_id_order_across_pages(
         "unpriced": True,
         "day": "2026-03-02",
         "created_at": rows[0]["created_at"],
+        "model_usage": None,  # every call went to `model`
     }
     assert rows[0]["created_at"] == "2026-03-02T12:00:00.000Z"  # RFC 3339 UTC, as the API
 

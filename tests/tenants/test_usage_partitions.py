@@ -79,15 +79,21 @@ async def test_migration_converts_the_table_keeping_every_row(pg: str) -> None:
     try:
         assert not await _partitioned(db)
         rows = [priced(r.model_dump(), PriceBook([])) for r in _records()]
+        # The columns of the table then (`model_usage` came later, in 0010).
+        old_rows = [{k: v for k, v in row.items() if k != "model_usage"} for row in rows]
+        table = UsageRecord.__table__  # type: ignore[attr-defined]
         async with db.session() as session:  # the writer as it was before partitions
-            session.add_all([UsageRecord(**row) for row in rows])
+            await session.exec(table.insert(), params=old_rows)  # type: ignore[call-overload]
             await session.exec(upsert_statement("postgresql"), params=rollup_rows(rows))  # type: ignore[call-overload]
             await session.commit()
         start, end = date(2026, 1, 1), date(2026, 3, 31)
+        # Read through today's model (its one later column added for the reading, then dropped).
+        await _later_column(db, "ADD COLUMN model_usage JSON")
         before_export, before_reports = (
             await _export(db, start, end),
             await _reports(db, start, end),
         )
+        await _later_column(db, "DROP COLUMN model_usage")
         assert len(before_export) == len(rows)
 
         await asyncio.to_thread(upgrade, pg)
@@ -106,6 +112,12 @@ async def test_migration_converts_the_table_keeping_every_row(pg: str) -> None:
     finally:
         await db.dispose()
         await asyncio.to_thread(upgrade, pg)
+
+
+async def _later_column(db: Database, change: str) -> None:
+    async with db.session() as session:
+        await session.exec(text(f"ALTER TABLE usage_records {change}"))  # type: ignore[call-overload]
+        await session.commit()
 
 
 async def _records_again(db: Database, rows: list[dict[str, Any]]) -> int:
