@@ -17,6 +17,7 @@ import httpx2
 from agents.models.openai_provider import OpenAIProvider
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
+from gateway.agents.truncation import CutAnswersComplete
 from gateway.agents.wire.client import LeanOpenAI
 from gateway.core.config import Settings
 
@@ -46,8 +47,11 @@ def default_session() -> aiohttp.ClientSession:
 
 
 def provider_for(client: UpstreamClient, *, use_responses: bool) -> OpenAIProvider:
-    """The SDK provider over either client (the SDK's models duck-type the client)."""
-    return OpenAIProvider(openai_client=cast(Any, client), use_responses=use_responses)
+    """The SDK provider over either client (the SDK's models duck-type the client); a
+    Responses answer cut by the output limit reaches the SDK as a completed one
+    (`gateway.agents.truncation`)."""
+    wrapped = CutAnswersComplete(client) if use_responses else client
+    return OpenAIProvider(openai_client=cast(Any, wrapped), use_responses=use_responses)
 
 
 class ProviderRegistry:

@@ -205,6 +205,31 @@ def ok(api: str, *, tool: bool = False) -> Scripted:
     return Scripted(body=completion({"role": "assistant", "content": "Hello there"}, "stop"))
 
 
+def cut(api: str, reason: str = "max_output_tokens") -> Scripted:
+    """An answer stopped by the output limit (or, `reason`, by a content filter)."""
+    if api == "responses":
+        body = response([MESSAGE | {"status": "incomplete"}], status="incomplete")
+        return Scripted(body=body | {"incomplete_details": {"reason": reason}})
+    finish = "length" if reason == "max_output_tokens" else reason
+    return Scripted(body=completion({"role": "assistant", "content": "Hello there"}, finish))
+
+
+def streamed_cut(api: str) -> Scripted:
+    """A stream stopped by the output limit."""
+    if api != "responses":
+        text = [chunk({"role": "assistant", "content": "Hello "}), chunk({"content": "there"})]
+        return Scripted(frames=[*text, chunk({}, "length"), USAGE_CHUNK, DONE])
+    frames = responses_text_stream()
+    last = response([MESSAGE | {"status": "incomplete"}], status="incomplete")
+    last |= {"incomplete_details": {"reason": "max_output_tokens"}}
+    frames[-1] = {
+        "type": "response.incomplete",
+        "response": last,
+        "sequence_number": len(frames) - 1,
+    }
+    return Scripted(frames=frames)
+
+
 def streamed(api: str, *, tool: bool = False) -> Scripted:
     if api == "responses":
         return Scripted(frames=responses_tool_stream() if tool else responses_text_stream())
@@ -220,6 +245,8 @@ SCENARIOS: dict[str, tuple[bool, Any, dict[str, Any]]] = {
     "tool_call": (False, lambda api: [ok(api, tool=True)], {}),
     "stream_text": (True, lambda api: [streamed(api)], {}),
     "stream_tool_call": (True, lambda api: [streamed(api, tool=True)], {}),
+    "cut_at_the_limit": (False, lambda api: [cut(api)], {}),
+    "stream_cut_at_the_limit": (True, lambda api: [streamed_cut(api)], {}),
     "429_retry_after_then_ok": (
         False,
         lambda api: [Scripted(429, ERROR_429, headers={"retry-after": "0.05"}), ok(api)],
@@ -395,6 +422,8 @@ async def test_lean_client_conforms_to_the_stock_client(
         "tool_call": "response",
         "stream_text": "events",
         "stream_tool_call": "events",
+        "cut_at_the_limit": "response",
+        "stream_cut_at_the_limit": "events",
         "429_retry_after_then_ok": "response",
         "5xx_retried_then_ok_streamed": "events",
         "timeout_then_ok": "response",
@@ -403,6 +432,18 @@ async def test_lean_client_conforms_to_the_stock_client(
     attempts = {"429_retry_after_then_ok": 2, "5xx_retried_then_ok_streamed": 2}
     attempts |= {"5xx_retries_spent": 3, "timeout_then_ok": 2, "error_body_not_json": 2}
     assert len(stock[1]) == attempts.get(scenario, 1)
+
+
+async def test_an_answer_stopped_by_a_content_filter_still_fails(
+    upstream: ScriptedUpstream,
+) -> None:
+    # Only the output limit makes a cut answer an answer; an incomplete one for any other
+    # reason fails as the SDK fails it, through both clients.
+    for client in ("openai", "lean"):
+        outcome, _ = await through(
+            client, upstream, "responses", False, [cut("responses", "content_filter")]
+        )
+        assert outcome[0] == "error" and "content_filter" in outcome[1]["message"], outcome
 
 
 async def test_usage_with_cached_and_reasoning_tokens_reaches_the_sdk(
