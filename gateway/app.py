@@ -112,7 +112,7 @@ async def _resources(settings: Settings, drain: Drain) -> AsyncIterator[AppState
     )
     http_tools = HttpTools(settings, tool_secrets)
     upstreams = TenantUpstreams(settings, db)
-    mcp = McpServers(http_tools.policy)
+    mcp = McpServers(http_tools.policy, settings.tool_max_response_bytes)
     agents = AgentCache(
         ttl_s=settings.principal_cache_ttl_s,
         max_size=settings.principal_cache_size,

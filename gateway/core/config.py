@@ -200,8 +200,8 @@ class Settings(BaseSettings):
     and over plain `http`. Empty: only public addresses over `https`."""
 
     tool_max_response_bytes: int = Field(default=65_536, ge=1_024, le=10 * 1024 * 1024)
-    """An HTTP tool's answer longer than this is cut (with a marker saying so) before the
-    model sees it."""
+    """An HTTP tool's answer, or an MCP tool call's result, longer than this is cut (with a
+    marker saying so) before the model sees it."""
 
     run_state_ttl_s: float = Field(default=86_400.0, gt=0, le=30 * 86_400)
     """How long a run paused for approval waits for its decisions; after that it expires

@@ -18,7 +18,9 @@ What is pooled, and how it is closed:
 A server that cannot be reached when a run starts fails the run with 502
 `mcp_server_unavailable` naming it, within the server's `timeout_s`; a call that fails mid-run
 (the server went away, an error result, a timeout) becomes an error tool output the model
-sees, as for HTTP tools.
+sees, as for HTTP tools. A call's result is bounded like an HTTP tool's body: past
+`GATEWAY_TOOL_MAX_RESPONSE_BYTES` (its text, and images as their base64 data) it is cut, with
+a marker saying so, before the model sees it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 
 import httpx2
 from agents.mcp import MCPServerStreamableHttp, create_static_tool_filter
-from mcp.types import CallToolResult
+from mcp.types import CallToolResult, ContentBlock, TextContent
 
 # The aiohttp transport the openai package ships: MCP's httpx2 client connects through the
 # egress guard's connector with it.
@@ -57,6 +59,8 @@ class GatewayMcpServer(MCPServerStreamableHttp):
     """
 
     broken = False
+    max_output_bytes = 65_536
+    """What the model may see of one call's result (`GATEWAY_TOOL_MAX_RESPONSE_BYTES`)."""
 
     async def call_tool(
         self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None
@@ -66,7 +70,7 @@ class GatewayMcpServer(MCPServerStreamableHttp):
         try:
             result = await super().call_tool(tool_name, arguments, meta)
             status = "error" if result.is_error else "ok"
-            return result
+            return bounded(result, self.max_output_bytes)
         except TimeoutError:
             status = "timeout"
             self.broken = True
@@ -76,6 +80,35 @@ class GatewayMcpServer(MCPServerStreamableHttp):
             raise
         finally:
             record_tool_call(tool_name, "mcp", status, time.perf_counter() - started)
+
+
+def _size(item: ContentBlock) -> int:
+    if isinstance(item, TextContent):
+        return len(item.text.encode())
+    data = getattr(item, "data", None)  # an image or audio block: its base64 text
+    return len(data) if isinstance(data, str) else len(item.model_dump_json())
+
+
+def bounded(result: CallToolResult, limit: int) -> CallToolResult:
+    """The result, or its first `limit` bytes of content and a marker (structured content,
+    which the SDK would prefer to the blocks, dropped), as HTTP tools cut a long body."""
+    sizes = [_size(item) for item in result.content]
+    if sum(sizes) <= limit:
+        return result
+    kept: list[ContentBlock] = []
+    room = limit
+    for item, size in zip(result.content, sizes, strict=True):
+        if size <= room:
+            kept.append(item)
+            room -= size
+            continue
+        if isinstance(item, TextContent) and room > 0:
+            text = item.text.encode()[:room].decode("utf-8", errors="ignore")
+            kept.append(TextContent(type="text", text=text))
+        break
+    marker = f"\n[truncated: the tool's output was longer than {limit} bytes]"
+    kept.append(TextContent(type="text", text=marker))
+    return result.model_copy(update={"content": kept, "structured_content": None})
 
 
 class _Connection:
@@ -149,8 +182,9 @@ def _unavailable(name: str, why: str) -> UpstreamError:
 class McpServers:
     """The pool of MCP servers and their connections, one per app."""
 
-    def __init__(self, policy: EgressPolicy) -> None:
+    def __init__(self, policy: EgressPolicy, max_output_bytes: int = 65_536) -> None:
         self.policy = policy
+        self.max_output_bytes = max_output_bytes
         self._connections: OrderedDict[tuple[str, str, int, str], _Connection] = OrderedDict()
         self._keys: dict[int, tuple[str, str, int, str]] = {}
 
@@ -192,6 +226,7 @@ class McpServers:
             ),
             require_approval="always" if spec.requires_approval else "never",
         )
+        server.max_output_bytes = self.max_output_bytes
         self._connections[key] = _Connection(server, spec.timeout_s)
         self._keys[id(server)] = key
         return server

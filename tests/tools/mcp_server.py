@@ -36,6 +36,12 @@ def mcp_server(port: int | None = None) -> Iterator[McpStats]:
         return f"customer {name}: tier gold"
 
     @server.tool()
+    def export_customers(count: int) -> str:
+        """Every customer, one line each (long)."""
+        stats.calls.append("export_customers")
+        return "".join(f"customer {i}: tier gold\n" for i in range(count))
+
+    @server.tool()
     def delete_customer(name: str) -> str:
         """Delete a customer."""
         stats.calls.append("delete_customer")

@@ -77,6 +77,33 @@ async def test_a_connection_a_call_found_broken_is_opened_again(gw: Gateway) -> 
         assert second.sessions == 1
 
 
+async def test_a_long_result_is_cut_before_the_model_sees_it(
+    sqlite_url: str, mock_llm_base_url: str, crm: McpStats
+) -> None:
+    # 5,000 lines (~120 kB) against a 1 kB bound: the model sees 1 kB and a marker, as an
+    # HTTP tool's long body.
+    async for gw in gateway_for(
+        sqlite_url, mock_llm_base_url, egress_allow="127.0.0.0/8", tool_max_response_bytes=1024
+    ):
+        agent = mcp_agent(crm.url, allowed_tools=["export_customers", "find_customer"])
+        tenant = await gw.create_tenant("mcp-long", agent=agent)
+        r = await gw.client.post(
+            RUNS, json={"input": 'Use export_customers {"count": 5000}'}, headers=tenant.headers
+        )
+        assert r.status_code == 200, r.text
+        output = r.json()["output"]
+        assert "customer 0: tier gold" in output
+        assert "customer 4999" not in output
+        assert output.endswith("[truncated: the tool's output was longer than 1024 bytes]")
+        assert len(output.encode()) < 1024 + 200
+        # A short result is whole.
+        r = await gw.client.post(
+            RUNS, json={"input": 'Use find_customer {"name": "dee"}'}, headers=tenant.headers
+        )
+        assert "customer dee: tier gold" in r.json()["output"]
+        assert "truncated" not in r.json()["output"]
+
+
 async def test_a_server_that_is_down_fails_the_run_clearly_and_quickly(gw: Gateway) -> None:
     tenant = await gw.create_tenant(
         "mcp-down", agent=mcp_agent("http://127.0.0.1:9/mcp", timeout_s=2)
