@@ -23,6 +23,7 @@ Refusals raise `EgressRefusedError` (at connect time wrapped by aiohttp in a con
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -80,10 +81,22 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
     return None
 
 
+_LEGACY_IPV4 = re.compile(r"^[0-9a-fx.]+$", re.IGNORECASE)
+"""A host in the forms `inet_aton` reads (`0xa9.0xfe.0xa9.0xfe`, `2852039166`, `10.1`, octal
+`0251.…`): every resolver takes it as the address it denotes, never as a name."""
+
+
 def _literal(host: str) -> IPAddress | None:
+    """The address a host literally denotes: an IP address, or IPv4 in a legacy form."""
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
+        pass
+    if _LEGACY_IPV4.match(host) is None:
+        return None
+    try:
+        return ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
         return None
 
 

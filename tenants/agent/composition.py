@@ -123,6 +123,32 @@ class GuardrailsSpec(BaseModel):
     output: OutputGuardrailsSpec = Field(default_factory=OutputGuardrailsSpec)
 
 
+def _check_required_properties(node: Any, where: str) -> None:
+    """Every name an object schema `required`s is one of its `properties`: strict output
+    allows no other property, so such a schema could never be satisfied (the SDK's strict form
+    would drop the name, and the model's answers would break the schema as stored)."""
+    if isinstance(node, list):
+        for index, item in enumerate(node):
+            _check_required_properties(item, f"{where}/{index}")
+        return
+    if not isinstance(node, dict):
+        return
+    required = node.get("required")
+    if isinstance(required, list):
+        properties = node.get("properties")
+        known = set(properties) if isinstance(properties, dict) else set()
+        missing = [name for name in required if name not in known]
+        if missing:
+            raise ValueError(
+                f"{where or '/'} requires {', '.join(map(str, missing))}, not among its "
+                f"properties. {STRICT_RULES}"
+            )
+    for key, value in node.items():
+        if key in ("enum", "const", "default", "examples"):
+            continue  # values, not schemas
+        _check_required_properties(value, f"{where}/{key}")
+
+
 def strict_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The strict form of an output schema (what the model is sent), or ValueError saying why
     the schema cannot be used."""
@@ -131,6 +157,7 @@ def strict_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
     if schema.get("type") != "object":
         raise ValueError(f'the root must be {{"type": "object", ...}}. {STRICT_RULES}')
     check_json_schema(schema)
+    _check_required_properties(schema, "")
     try:
         return ensure_strict_json_schema(copy.deepcopy(schema))
     except (UserError, TypeError, ValueError) as exc:

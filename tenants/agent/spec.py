@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
 from gateway.core.json_types import JsonInteger, JsonNumber
 from gateway.core.text import Label, Text
@@ -30,6 +30,24 @@ from tenants.agent.tool_specs import HttpToolSpec, McpToolSpec, ToolEntry, check
 __all__ = ["AGENT_NAME_PATTERN", "AGENT_NAME_RE", "AgentSpec", "ModelSettingsSpec"]
 
 AGENT_NAME_RE = re.compile(AGENT_NAME_PATTERN)
+
+
+MAX_TOOL_NAME = 64
+"""The longest function name the OpenAI APIs accept (`^[a-zA-Z0-9_-]{1,64}$`)."""
+
+
+def _offered_names(tools: list[ToolEntry]) -> list[str]:
+    """Every tool name the spec's tools offer that is known at PUT (an MCP entry: its
+    allowed_tools)."""
+    names: list[str] = []
+    for tool in tools:
+        if isinstance(tool, str):
+            names.append(tool)
+        elif isinstance(tool, McpToolSpec):
+            names.extend(tool.allowed_tools or ())
+        else:
+            names.append(tool.name)
+    return names
 
 
 class ModelSettingsSpec(BaseModel):
@@ -85,10 +103,24 @@ class AgentSpec(BaseModel):
 
     @field_validator("handoffs")
     @classmethod
-    def _distinct_handoffs(cls, handoffs: list[Any]) -> list[Any]:
+    def _distinct_handoffs(cls, handoffs: list[Any], info: ValidationInfo) -> list[Any]:
         tools = [handoff_tool_name(handoff_target(entry)) for entry in handoffs]
         if len(set(tools)) != len(tools):
             raise ValueError("an agent is listed twice (names differing only by '-'/'_' clash)")
+        too_long = [name for name in tools if len(name) > MAX_TOOL_NAME]
+        if too_long:
+            raise ValueError(
+                f"the handoff tool {too_long[0]} is longer than {MAX_TOOL_NAME} characters, "
+                "which model APIs refuse: a handoff target's name is at most "
+                f"{MAX_TOOL_NAME - len(handoff_tool_name(''))} characters"
+            )
+        offered = set(_offered_names(info.data.get("tools") or []))
+        clash = sorted(offered.intersection(tools))
+        if clash:
+            raise ValueError(
+                f"the handoff tool name(s) {', '.join(clash)} are already offered by a tool "
+                "of the agent"
+            )
         return handoffs
 
     @field_validator("output_schema")

@@ -91,6 +91,61 @@ async def _put(
             "output_schema",
             "only local references",
         ),
+        (
+            # Strict output allows no other property: `ghost` could never be present.
+            {
+                "output_schema": {
+                    "type": "object",
+                    "properties": {"a": {"type": "string"}},
+                    "required": ["a", "ghost"],
+                }
+            },
+            "output_schema",
+            "requires ghost, not among its properties",
+        ),
+        (
+            {
+                "output_schema": {
+                    "type": "object",
+                    "properties": {"a": {"type": "object", "properties": {}, "required": ["y"]}},
+                    "required": ["a"],
+                }
+            },
+            "output_schema",
+            "/properties/a requires y",
+        ),
+        # transfer_to_ + 53 characters: 65, past the 64 model APIs accept for a tool name.
+        ({"handoffs": ["b" * 53]}, "handoffs", "longer than 64 characters"),
+        (
+            {
+                "handoffs": ["bill-ing"],
+                "tools": [
+                    {
+                        "type": "http",
+                        "name": "transfer_to_bill_ing",
+                        "url": "https://tools.example.com/x",
+                        "parameters": {"type": "object", "properties": {}},
+                    }
+                ],
+            },
+            "handoffs",
+            "transfer_to_bill_ing are already offered",
+        ),
+        (
+            {
+                "handoffs": ["a1"],
+                "tools": [
+                    {
+                        "type": "mcp",
+                        "name": "crm",
+                        "url": "https://mcp.example.com/mcp",
+                        "allowed_tools": ["transfer_to_a1"],
+                    }
+                ],
+            },
+            "handoffs",
+            "transfer_to_a1 are already offered",
+        ),
         ({"handoffs": ["Bad Name"]}, "handoffs.0.name", ""),
         ({"handoffs": [{"agent": "x", "extra": 1}]}, "handoffs.0.object.extra", ""),
     ],

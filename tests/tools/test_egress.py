@@ -35,6 +35,14 @@ REFUSED = [
     ("[2002:a00:1::1]", "private"),  # 6to4 around 10.0.0.1
     ("[64:ff9b::7f00:1]", "loopback"),  # NAT64 around 127.0.0.1
     ("100.64.0.1", "reserved"),
+    # IPv4 in the legacy forms every resolver reads as an address (inet_aton), not a name.
+    ("0xa9.0xfe.0xa9.0xfe", "link-local"),
+    ("0xa9fea9fe", "link-local"),
+    ("2852039166", "link-local"),
+    ("169.254.43518", "link-local"),
+    ("0251.0376.0251.0376", "link-local"),
+    ("10.1", "private"),
+    ("0x7f.1", "loopback"),
 ]
 
 

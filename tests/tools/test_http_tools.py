@@ -100,6 +100,8 @@ async def test_put_validates_http_tools(gw: Gateway) -> None:
         "plain http": http_tool("http://tools.example.com/orders"),
         "private literal": http_tool("https://10.0.0.7/orders"),
         "metadata address": http_tool("https://169.254.169.254/latest"),
+        "metadata address in hex": http_tool("https://0xa9.0xfe.0xa9.0xfe/latest"),
+        "metadata address as one number": http_tool("https://2852039166/latest"),
         "timeout too long": http_tool(ok["url"], timeout_s=61),
         "timeout as a string": http_tool(ok["url"], timeout_s="7"),
         "approval as a string": http_tool(ok["url"], requires_approval="yes"),

@@ -45,7 +45,8 @@ async def test_upstream_routes_keep_the_key_secret(gw: Gateway, database_url: st
     )
     listed = await gw.client.get(f"/admin/tenants/{tenant.id}/upstreams", headers=ADMIN)
     assert [row["name"] for row in listed.json()["data"]] == ["mine"]
-    for refused in ("http://llm.example.com/v1", "https://10.0.0.1/v1", "https://[::1]/v1"):
+    refusals = ("http://llm.example.com/v1", "https://10.0.0.1/v1", "https://[::1]/v1")
+    for refused in (*refusals, "https://0xa9.0xfe.0xa9.0xfe/v1"):  # a legacy IPv4 form
         r = await gw.client.put(path, json=upstream(refused), headers=ADMIN)
         assert r.status_code == 422 and r.json()["error"]["code"] == "url_not_allowed", refused
     for body in (listed.text, r.text):
