@@ -32,6 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway.core.json_body import invalid_json_error
 from gateway.core.unions import is_tag
 
 logger = logging.getLogger("gateway.errors")
@@ -196,13 +197,14 @@ async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
     first = errors[0] if errors else {}
-    if first.get("type") == "json_invalid":
-        reason = (first.get("ctx") or {}).get("error") or "JSON decode error"
-        message = f"The body is not valid JSON: {reason}."
+    invalid = invalid_json_error(request.scope.get("state"))
+    if invalid is not None or first.get("type") == "json_invalid":
+        reason = invalid.msg if invalid is not None else (first.get("ctx") or {}).get("error")
+        message = f"The body is not valid JSON: {reason or 'JSON decode error'}."
         body = error_body("invalid_request_error", "invalid_json", message)
         return JSONResponse(body, status_code=422)
     loc = [

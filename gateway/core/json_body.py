@@ -4,8 +4,10 @@ FastAPI reads a JSON body with `json.loads`, which answers invalid UTF-8 and ver
 with exceptions it turns into a generic 400. Every router of the gateway uses `JsonBodyRoute`
 (`route_class=`), whose request parses with orjson instead: stricter (invalid UTF-8, lone
 surrogates and NaN are refused) and faster, and every failure is a `json.JSONDecodeError`, which
-FastAPI turns into the 422 `invalid_json` of the error handler. Nesting deeper than
+the 422 `invalid_json` of the error handler. Nesting deeper than
 `GATEWAY_MAX_JSON_DEPTH` is refused the same way (WebSocket frames use `nesting_error` too).
+The error waits until the route's dependencies ran: a request without a valid credential is
+401, an over-limit one 429, before its body is judged.
 """
 
 from __future__ import annotations
@@ -62,6 +64,16 @@ def parse_json(raw: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
     return value
 
 
+INVALID_JSON_KEY = "invalid_json"
+"""Where a body's `json.JSONDecodeError` waits in the request state for the error handler."""
+
+
+def invalid_json_error(scope_state: dict[str, Any] | None) -> json.JSONDecodeError | None:
+    """The parse error of this request's body, if it was not valid JSON."""
+    error = (scope_state or {}).get(INVALID_JSON_KEY)
+    return error if isinstance(error, json.JSONDecodeError) else None
+
+
 class JsonBodyRequest(Request):
     """A request whose `json()` is `parse_json` under the app's `max_json_depth`."""
 
@@ -69,7 +81,16 @@ class JsonBodyRequest(Request):
         if not hasattr(self, "_json"):
             settings = getattr(self.scope["app"].state, "settings", None)
             max_depth = getattr(settings, "max_json_depth", DEFAULT_MAX_DEPTH)
-            self._json = parse_json(await self.body(), max_depth)
+            raw = await self.body()
+            try:
+                self._json = parse_json(raw, max_depth)
+            except json.JSONDecodeError as exc:
+                # FastAPI is handed the raw bytes, which no body model accepts: the body's
+                # validation fails after the route's dependencies ran (the credential checked
+                # and the request counted first: 401 and 429 come before this 422), and the
+                # error handler answers `invalid_json` with the parse error kept here.
+                self.scope.setdefault("state", {})[INVALID_JSON_KEY] = exc
+                self._json = raw
         return self._json
 
 

@@ -15,7 +15,7 @@ import pytest
 import websockets.sync.client
 
 from tests.faults.rawhttp import chunked, request_head, send_raw
-from tests.observability.live import LiveGateway, LiveTenant, serve_gateway
+from tests.observability.live import ADMIN, LiveGateway, LiveTenant, serve_gateway
 
 pytestmark = pytest.mark.faults
 
@@ -125,8 +125,11 @@ def test_nesting_up_to_the_cap_is_accepted(live: LiveGateway, tenant: LiveTenant
     assert error["param"].startswith("input")
 
 
-def test_every_route_with_a_body_refuses_invalid_json_with_422(live: LiveGateway) -> None:
-    """Whoever adds a router: its bodies go through the same strict parsing."""
+def test_every_route_with_a_body_refuses_invalid_json_with_422(
+    live: LiveGateway, tenant: LiveTenant
+) -> None:
+    """Whoever adds a router: its bodies go through the same strict parsing, judged after the
+    credential (no credential: 401, whatever the body)."""
     schema = httpx.get(live.base_url + "/openapi.json").json()
     checked = 0
     for path, item in schema["paths"].items():
@@ -134,15 +137,31 @@ def test_every_route_with_a_body_refuses_invalid_json_with_422(live: LiveGateway
             if "application/json" not in operation.get("requestBody", {}).get("content", {}):
                 continue
             url = live.base_url + path.replace("{", "").replace("}", "")
+            credential = ADMIN if path.startswith("/admin") else tenant.headers
             for body in (b'{"a": "\xff"}', b"[" * 65 + b"]" * 65):
-                r = httpx.request(
-                    method, url, content=body, headers={"Content-Type": "application/json"}
-                )
+                json_type = {"Content-Type": "application/json"}
+                r = httpx.request(method, url, content=body, headers={**json_type, **credential})
                 unstrict = f"{method} {path}: its router needs route_class=JsonBodyRoute"
                 assert r.status_code == 422, (unstrict, r.text)
                 assert r.json()["error"]["code"] == "invalid_json", (unstrict, r.text)
+                r = httpx.request(method, url, content=body, headers=json_type)
+                assert r.status_code == 401, (f"{method} {path}: the body came first", r.text)
             checked += 1
     assert checked >= 8
+
+
+def test_a_body_that_is_not_json_is_counted_and_limited_like_any_request(
+    live: LiveGateway,
+) -> None:
+    limited = live.create_tenant("bad-json-limited", {"requests_per_minute": 2})
+    headers = {**limited.headers, "Content-Type": "application/json"}
+    for remaining in ("1", "0"):
+        r = httpx.post(live.base_url + RUN, content=b"{not json", headers=headers)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_json", r.text
+        assert r.headers["x-ratelimit-remaining-requests"] == remaining
+    r = httpx.post(live.base_url + RUN, content=b"{not json", headers=headers)
+    assert r.status_code == 429, r.text
+    assert r.json()["error"]["code"] == "requests_per_minute"
 
 
 @pytest.mark.parametrize(
