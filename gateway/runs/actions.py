@@ -17,7 +17,7 @@ from gateway.core.state import app_state
 from gateway.runs.approvals import stored_response
 from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted
 from gateway.runs.schemas import ActionsRequest
-from gateway.runs.streaming import stream_run
+from gateway.runs.streaming import accepts_event_stream, stream_run
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["runs"])
 
@@ -38,7 +38,7 @@ async def submit_actions(
     principal: RunsPrincipal,
     service: RunServiceDep,
 ) -> Response:
-    stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    stream = body.stream or accepts_event_stream(request.headers.get("accept"))
     row = await service.approvals.waiting(principal.tenant_id, principal.user, run_id)
     async with AsyncExitStack() as owner:  # see create_run
         turn: Turn | None = None

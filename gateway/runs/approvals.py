@@ -22,7 +22,7 @@ count the tokens of every segment and the run once.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
@@ -175,8 +175,10 @@ class RunApprovals:
         agent_version: int,
         history_items: int,
         segment: int,
+        created_at: datetime,
     ) -> dict[str, Any]:
-        """Store the interrupted run; the `requires_action` run object."""
+        """Store the interrupted run (`created_at`: when the run, not this segment, started);
+        the `requires_action` run object."""
         now = utcnow()
         pending = pending_actions(result.interruptions)
         state = result.to_state().to_string()
@@ -193,7 +195,7 @@ class RunApprovals:
                     status=WAITING,
                     conversation_id=response["conversation_id"],
                     history_items=history_items,
-                    created_at=now,
+                    created_at=created_at,
                 )
             row.status = WAITING
             row.state = state

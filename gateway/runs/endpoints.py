@@ -19,7 +19,7 @@ from gateway.limits.headers import add_headers
 from gateway.runs.handle import RunHandle
 from gateway.runs.schemas import RunRequest
 from gateway.runs.service import RunService
-from gateway.runs.streaming import stream_run
+from gateway.runs.streaming import accepts_event_stream, stream_run
 from tenants.agent.spec import AGENT_NAME_PATTERN
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["runs"])
@@ -41,7 +41,7 @@ async def create_run(
     principal: RunsPrincipal,
     service: RunServiceDep,
 ) -> Response:
-    stream = body.stream or "text/event-stream" in request.headers.get("accept", "")
+    stream = body.stream or accepts_event_stream(request.headers.get("accept"))
     sdk_input = request_input = body.sdk_input()
     # Owns the conversation's turn and the run: released and settled on leaving, unless a
     # streamed response took them over.

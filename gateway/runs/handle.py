@@ -45,6 +45,8 @@ class RunHandle:
     """The conversation turn this run continues (`conversation_id`), if any."""
     segment: int = 0
     """0 for a new run; n for the n-th resume of a paused run (its own usage record)."""
+    first_created_at: datetime | None = None
+    """When a resumed run started (its first segment); None for a new run."""
     prior_usage: dict[str, int] | None = None
     """What the run's earlier segments used (a resumed run's object shows the run's total)."""
     history_items: int | None = None
@@ -63,6 +65,12 @@ class RunHandle:
     deadline: float = math.inf
     """Event-loop time by which the run must end (`GATEWAY_RUN_TIMEOUT_S` after admission)."""
     timeout_s: float = math.inf
+
+    @property
+    def run_created_at(self) -> datetime:
+        """When the run started: its `created_at` in every run object, whatever the segment
+        (`created_at` is this segment's start, which prices it)."""
+        return self.first_created_at or self.created_at
 
     def __post_init__(self) -> None:
         self.meter = RunMeter(

@@ -28,5 +28,5 @@ def run_object(handle: RunHandle, output: Any, status: str = "completed") -> dic
         "conversation_id": None if handle.turn is None else handle.turn.conversation_id,
         "model": handle.built.model,
         "usage": run_usage(handle),
-        "created_at": rfc3339(handle.created_at),
+        "created_at": rfc3339(handle.run_created_at),
     }

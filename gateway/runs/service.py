@@ -15,7 +15,7 @@ from agents.result import RunResult, RunResultStreaming
 from gateway.agents.builder import AgentCache, BuiltAgent
 from gateway.agents.upstreams import TenantUpstreams
 from gateway.auth.principal import Principal
-from gateway.core.clock import utcnow
+from gateway.core.clock import as_utc, utcnow
 from gateway.core.config import Settings
 from gateway.core.db import Database
 from gateway.core.drain import Drain
@@ -173,6 +173,7 @@ class RunService:
                 ticket=ticket,
                 segment=row.segments,
                 prior_usage=row.usage,
+                first_created_at=as_utc(row.created_at),
                 history_items=row.history_items,
                 resume_state=state,
                 deadline=asyncio.get_running_loop().time() + self.settings.run_timeout_s,
@@ -198,6 +199,7 @@ class RunService:
             agent_version=handle.built.version,
             history_items=history,
             segment=handle.segment,
+            created_at=handle.run_created_at,
         )
 
     async def ended(self, handle: RunHandle, status: str, output: Any) -> None:

@@ -214,3 +214,9 @@ async def stream_run(
             yield chunk
     finally:
         task.cancel()
+
+
+def accepts_event_stream(accept: str | None) -> bool:
+    """True when the `Accept` header names `text/event-stream` (media types are
+    case-insensitive, RFC 9110 §8.3.1)."""
+    return accept is not None and "text/event-stream" in accept.lower()

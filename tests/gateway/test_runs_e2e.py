@@ -89,12 +89,18 @@ async def test_streamed_run_events_and_usage(gateway: Gateway, tenant: Tenant) -
     assert final["usage"]["output_tokens"] == sum(c["output_tokens"] for c in calls)
 
 
-async def test_accept_header_selects_streaming(gateway: Gateway, tenant: Tenant) -> None:
+@pytest.mark.parametrize(
+    "accept", ["text/event-stream", "TEXT/Event-Stream", "application/json, text/event-stream"]
+)
+async def test_accept_header_selects_streaming(
+    gateway: Gateway, tenant: Tenant, accept: str
+) -> None:
     r = await gateway.client.post(
         "/v1/agents/assistant/runs",
         json={"input": "hello there"},
-        headers={**tenant.headers, "Accept": "text/event-stream"},
+        headers={**tenant.headers, "Accept": accept},  # media types are case-insensitive
     )
+    assert r.headers["content-type"].startswith("text/event-stream")
     names = [n for n, _ in parse_sse(r.text)]
     assert names[0] == "run.created" and names[-1] == "run.completed"
 

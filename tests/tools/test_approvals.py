@@ -100,6 +100,8 @@ async def test_a_paused_run_resumes_once_after_approval(gw: Gateway, tool: Recei
     assert len(tool.requests) == 1
     shown = await gw.client.get(f"/v1/runs/{run['id']}", headers=tenant.headers)
     assert shown.json()["status"] == "completed" and shown.json()["output"] == done["output"]
+    # One run, one creation time: the resumed answer and the stored run say when it started.
+    assert done["created_at"] == run["created_at"] == shown.json()["created_at"]
 
     # Usage: one record per segment under one run id; the report counts the run once and
     # every token of both segments.
