@@ -25,7 +25,7 @@ async def list_prices(session: SessionDep) -> PriceList:
     return PriceList(data=[price_public(row) for row in rows if row.priced])
 
 
-@router.put("/{model}/price", response_model=PricePublic)
+@router.put("/{model:path}/price", response_model=PricePublic)
 async def put_price(model: ModelPath, body: PricePut, ctx: AdminContextDep) -> PricePublic:
     """Set the model's price from `effective_at` (default now) on; earlier runs keep theirs."""
     row = await service.put_price(ctx.session, model, body)
@@ -39,20 +39,20 @@ async def put_price(model: ModelPath, body: PricePut, ctx: AdminContextDep) -> P
     return public
 
 
-@router.get("/{model}/price", response_model=PricePublic)
+@router.get("/{model:path}/price", response_model=PricePublic)
 async def get_price(model: ModelPath, session: SessionDep) -> PricePublic:
     """The model's price in force now (404: unpriced)."""
     return price_public(await service.current_price(session, model))
 
 
-@router.get("/{model}/price/history", response_model=PriceList)
+@router.get("/{model:path}/price/history", response_model=PriceList)
 async def price_history(model: ModelPath, session: SessionDep) -> PriceList:
     """Every price change of the model, oldest first, including scheduled and removed ones."""
     rows = await PriceRepository(session).history(model)
     return PriceList(data=[price_public(row) for row in rows])
 
 
-@router.delete("/{model}/price", status_code=status.HTTP_204_NO_CONTENT)
+@router.delete("/{model:path}/price", status_code=status.HTTP_204_NO_CONTENT)
 async def delete_price(model: ModelPath, ctx: AdminContextDep) -> Response:
     """Remove the model's price from now on (its later runs are unpriced; earlier ones keep
     their cost)."""

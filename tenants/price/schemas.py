@@ -14,7 +14,10 @@ from tenants.price.amounts import UsdAmount
 from tenants.price.money import MAX_PRICE_PER_MTOK, pico_to_per_mtok
 
 ModelName = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f/]+$")
+    str,
+    StringConstraints(
+        min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f/][^\x00-\x1f\x7f]*$"
+    ),
 ]
 PerMtok = Annotated[
     Decimal,

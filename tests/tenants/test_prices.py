@@ -80,6 +80,27 @@ async def test_price_routes_and_audit(
     assert r.status_code == 404
 
 
+async def test_a_model_named_with_slashes_is_priced_like_any(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    # Namespaced names are common on OpenAI-compatible upstreams ("openai/gpt-4o").
+    model = "openai/gpt-4o"
+    r = await put_price(client, admin_headers, model, **PRICE)
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == model
+    for path in ("openai/gpt-4o", "openai%2Fgpt-4o"):
+        got = await client.get(f"/admin/models/{path}/price", headers=admin_headers)
+        assert got.status_code == 200 and got.json()["model"] == model, got.text
+    history = await client.get(f"/admin/models/{model}/price/history", headers=admin_headers)
+    assert [row["model"] for row in history.json()["data"]] == [model]
+    r = await client.delete(f"/admin/models/{model}/price", headers=admin_headers)
+    assert r.status_code == 204
+    got = await client.get(f"/admin/models/{model}/price", headers=admin_headers)
+    assert got.status_code == 404
+    r = await put_price(client, admin_headers, "/leading", **PRICE)  # "//leading/price"
+    assert r.status_code in (404, 422)
+
+
 async def test_prices_are_exact_decimals_never_in_the_past(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
