@@ -266,6 +266,15 @@ class MemoryQuotaStore:
             if run_id in state.leases:
                 state.leases[run_id] = expiry
 
+    async def seed(
+        self, tenant_id: str, day: int, tokens: int, spend_day: int, spend_month: int
+    ) -> None:
+        state = self._tenant(tenant_id)
+        month = month_of_day(day)
+        state.days[day] = max(state.days.get(day, 0), tokens)
+        state.spend_days[day] = max(state.spend_days.get(day, 0), spend_day)
+        state.spend_months[month] = max(state.spend_months.get(month, 0), spend_month)
+
     def open_counts(self, tenant_id: str) -> tuple[int, int]:
         """(leases, reservations) still open for a tenant (tests and diagnostics)."""
         state = self._tenant(tenant_id)

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from gateway.auth.principal import Principal
 from gateway.core.background import BackgroundTasks
 from gateway.core.config import Settings
-from gateway.core.errors import RateLimitedError
+from gateway.core.errors import RateLimitedError, ServiceUnavailableError
 from gateway.core.timebox import time_box
 from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
 from gateway.limits.headers import spend_headers, token_headers
@@ -253,6 +253,21 @@ class QuotaService:
             if first.code == OK:
                 ticket.open_reservations.append((first, store))
             ticket.prepaid = first
+
+    async def seed(
+        self, tenant_id: str, *, tokens_today: int, spent_today: int, spent_month: int
+    ) -> None:
+        """Count what the tenant used today and this month (its usage records) in its day and
+        month windows: a budget set mid-day or mid-month holds what was used before it was
+        set (windows are only counted while a limit applies). Never lowers a counter. With
+        Redis unavailable in `closed` mode the windows count from now on (logged)."""
+        day = int(time.time()) // 86_400
+        try:
+            await self.call(
+                lambda s: s.seed(tenant_id, day, tokens_today, spent_today, spent_month)
+            )
+        except ServiceUnavailableError:
+            logger.warning("limits: usage before a new budget not counted (Redis unavailable)")
 
     async def peek(self, principal: Principal) -> Snapshot:
         """Current usage of the tenant (for `GET /v1/limits`)."""

@@ -60,6 +60,7 @@ class RedisQuotaStore:
         self._quota = LeanScript(redis, _script("quota.lua"))
         self._peek = LeanScript(redis, _script("peek.lua"))
         self._renew = LeanScript(redis, _script("renew.lua"))
+        self._seed = LeanScript(redis, _script("seed.lua"))
         self._keys: dict[str, tuple[str, str, str, str, str, str]] = {}
         self._day_keys: dict[str, tuple[int, tuple[str, ...]]] = {}
         """Per tenant: the base day and the script's KEYS for it (bounded like `_keys`)."""
@@ -229,6 +230,13 @@ class RedisQuotaStore:
     async def renew(self, tenant_id: str, run_ids: Sequence[str]) -> None:
         lease = self._tenant_keys(tenant_id)[0]
         await self._renew(keys=[lease], args=[self.ttl_ms, *run_ids])
+
+    async def seed(
+        self, tenant_id: str, day: int, tokens: int, spend_day: int, spend_month: int
+    ) -> None:
+        _, _, _, tpd, spd, spm = self._tenant_keys(tenant_id)
+        keys = [tpd + str(day), spd + str(day), spm + str(month_of_day(day))]
+        await self._seed(keys=keys, args=[tokens, spend_day, spend_month])
 
 
 def _reservation(reply: list[Any], reservation_id: str, amount: int, spend: int = 0) -> Reservation:

@@ -118,3 +118,10 @@ class QuotaStore(Protocol):
     async def renew(self, tenant_id: str, run_ids: Sequence[str]) -> None:
         """Push back the expiry of these runs' leases (those still held)."""
         ...
+
+    async def seed(
+        self, tenant_id: str, day: int, tokens: int, spend_day: int, spend_month: int
+    ) -> None:
+        """Raise the day's token and spend counters and the day's month's spend counter to at
+        least these amounts (what the usage records say was used before a limit was set)."""
+        ...

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Request, Response, status
 
 from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
 from gateway.core.json_body import JsonBodyRoute
+from gateway.core.state import app_state
 from tenants.admin.context import AdminContextDep
 from tenants.pagination import ListBody, PageDep
 from tenants.scoping import require_tenant
 from tenants.tenant import service
+from tenants.tenant.budgets import count_past_usage, sets_a_budget
 from tenants.tenant.schemas import TenantCreate, TenantPublic, TenantUpdate, tenant_public
 
 router = APIRouter(route_class=JsonBodyRoute, prefix="/tenants")
@@ -67,9 +69,14 @@ async def get_tenant(tenant_id: str, session: SessionDep) -> TenantPublic:
 
 
 @router.patch("/{tenant_id}", response_model=TenantPublic)
-async def update_tenant(tenant_id: str, body: TenantUpdate, ctx: AdminContextDep) -> TenantPublic:
-    """Change name, status or limits (the limit keys sent replace the stored ones)."""
+async def update_tenant(
+    tenant_id: str, body: TenantUpdate, ctx: AdminContextDep, request: Request
+) -> TenantPublic:
+    """Change name, status or limits (the limit keys sent replace the stored ones). A day or
+    month limit set counts the tenant's usage so far in that window."""
     tenant = await service.update_tenant(ctx.session, tenant_id, body)
+    if sets_a_budget(body):
+        await count_past_usage(ctx.session, tenant.id, app_state(request).quotas)
     changed = sorted(body.model_dump(exclude_unset=True, exclude={"slug"}))
     details: dict[str, Any] = {"fields": changed}
     if body.status is not None:

@@ -120,6 +120,24 @@ class UsageRepository:
             await self.session.exec(upsert_statement(dialect), params=increments)
         return len(fresh)
 
+    async def window_totals(self, tenant_id: str, today: date) -> tuple[int, int, int]:
+        """(total tokens today, pico-dollars spent today, pico-dollars spent this calendar
+        month up to today) of one tenant, from the rollups."""
+        r = UsageRollup
+        today_only = col(r.day) == today
+        statement: Any = sa_select(
+            cast(func.sum(case((today_only, col(r.total_tokens)), else_=0)), BigInteger),
+            cast(func.sum(case((today_only, col(r.cost_pico)), else_=0)), BigInteger),
+            cast(func.sum(col(r.cost_pico)), BigInteger),
+        ).where(
+            col(r.tenant_id) == tenant_id,
+            col(r.dimension) == "day",
+            col(r.day) >= today.replace(day=1),
+            col(r.day) <= today,
+        )
+        row = (await self.session.exec(statement)).one()
+        return int(row[0] or 0), int(row[1] or 0), int(row[2] or 0)
+
     async def report(
         self, *, tenant_id: str | None, group_by: str, start: date, end: date
     ) -> dict[str, Any]:

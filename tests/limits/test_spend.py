@@ -113,6 +113,41 @@ async def test_an_unpriced_model_is_not_capped_by_spend(gw: Gateway) -> None:
         assert (await run(gw.client, tenant)).status_code == 200
 
 
+async def test_a_budget_set_later_holds_what_was_used_before(gw: Gateway) -> None:
+    # Windows are counted only while a limit applies: a budget set after three runs must
+    # still count them (they are in the usage records), or the tenant could spend it again.
+    tenant = await gw.create_tenant("late-budget", agent=LIMITED_AGENT)
+    outputs, tokens = [], []
+    for _ in range(3):
+        r = await run(gw.client, tenant)
+        assert r.status_code == 200, r.text
+        outputs.append(r.json()["usage"]["output_tokens"])
+        tokens.append(r.json()["usage"]["total_tokens"])
+    await gw.flush_usage()
+    spent = sum(outputs) * OUTPUT_MICRO
+    limits = {
+        # Room for less than one more call's $0.20 reservation.
+        "spend_per_day_usd": micro_to_usd(spent + 100_000),
+        "spend_per_month_usd": "100",
+        "tokens_per_day": 1_000_000,
+    }
+    r = await gw.client.patch(f"/admin/tenants/{tenant.id}", json={"limits": limits}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+
+    windows = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()["windows"]
+    assert windows["spend_per_day_usd"]["used"] == micro_to_usd(spent)
+    assert windows["spend_per_month_usd"]["used"] == micro_to_usd(spent)
+    assert windows["tokens_per_day"]["used"] == sum(tokens)
+    refused = await run(gw.client, tenant)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "spend_per_day"
+
+    # Setting it again never lowers what the window counted since.
+    r = await gw.client.patch(f"/admin/tenants/{tenant.id}", json={"limits": limits}, headers=ADMIN)
+    windows = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()["windows"]
+    assert windows["spend_per_day_usd"]["used"] == micro_to_usd(spent)
+
+
 async def test_spend_limits_validate_as_exact_decimals(gw: Gateway) -> None:
     tenant = await gw.create_tenant("validate")
     for bad in ("-1", "0", "0.0000001", "abc", True):

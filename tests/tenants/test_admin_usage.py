@@ -11,7 +11,7 @@ import pytest
 
 from gateway.core.clock import utcnow
 from gateway.core.db import Database
-from tenants.models import UsageRecord
+from tenants.models import ModelPrice, UsageRecord
 from tenants.usage.repository import UsageRepository
 from tests.tenants.conftest import MakeTenant
 
@@ -333,3 +333,27 @@ async def test_admin_usage_groups_by_tenant_with_slugs(
     ]
     bad = await client.get("/admin/usage?group_by=planet", headers=admin_headers)
     assert bad.status_code == 422
+
+
+async def test_window_totals_sum_today_and_this_month_from_the_rollups(db: Database) -> None:
+    # What a budget set now must count: today's tokens and spend, this month's spend.
+    model = "window-model"
+    async with db.unit() as session:  # 1 and 2 micro-dollars a token, in force for a year
+        since = datetime.now(UTC) - timedelta(days=400)
+        session.add(
+            ModelPrice(model=model, effective_at=since, input_pico=10**6, output_pico=2 * 10**6)
+        )
+    today = datetime.now(UTC).date()
+    earlier = today.replace(day=1) if today.day > 1 else None
+    last_month = today.replace(day=1) - timedelta(days=1)
+    days = [today, today, last_month] + ([earlier] if earlier is not None else [])
+    await add(db, *(record("ten_w", day, model=model) for day in days))
+    await add(db, record("ten_x", today, model=model))
+    async with db.session() as session:
+        tokens, spent_today, spent_month = await UsageRepository(session).window_totals(
+            "ten_w", today
+        )
+    one_run = 10 * 10**6 + 5 * 2 * 10**6  # 10 input and 5 output tokens
+    assert tokens == 30  # two runs of 15 today; ten_x's and other days' are not counted
+    assert spent_today == 2 * one_run
+    assert spent_month == (3 if earlier is not None else 2) * one_run
