@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Protocol
 
-from fastapi import APIRouter, Path, Response, status
+from fastapi import APIRouter, Path, Request, Response, status
 
 from gateway.core.clock import utcnow
-from gateway.core.db import SessionDep
+from gateway.core.db import SessionDep, after_commit
 from gateway.core.json_body import JsonBodyRoute
-from tenants.admin.context import AdminContextDep
+from gateway.core.state import app_state
+from tenants.admin.context import AdminContext, AdminContextDep
 from tenants.price import service
 from tenants.price.repository import PriceRepository
 from tenants.price.schemas import ModelName, PriceList, PricePublic, PricePut, price_public
@@ -25,10 +26,26 @@ async def list_prices(session: SessionDep) -> PriceList:
     return PriceList(data=[price_public(row) for row in rows if row.priced])
 
 
+class PriceTable(Protocol):
+    """The data plane's price table (reloaded every `GATEWAY_PRICES_REFRESH_S`)."""
+
+    async def load(self) -> None: ...
+
+
+def reload_after_commit(ctx: AdminContext, request: Request) -> None:
+    """This replica's price table reloads as soon as the change commits, so its spend limits
+    and metrics use the new price at once (other replicas within `GATEWAY_PRICES_REFRESH_S`)."""
+    table: PriceTable = app_state(request).prices
+    after_commit(ctx.session, table.load)
+
+
 @router.put("/{model:path}/price", response_model=PricePublic)
-async def put_price(model: ModelPath, body: PricePut, ctx: AdminContextDep) -> PricePublic:
+async def put_price(
+    model: ModelPath, body: PricePut, ctx: AdminContextDep, request: Request
+) -> PricePublic:
     """Set the model's price from `effective_at` (default now) on; earlier runs keep theirs."""
     row = await service.put_price(ctx.session, model, body)
+    reload_after_commit(ctx, request)
     public = price_public(row)
     await ctx.done(
         "price.put",
@@ -53,10 +70,11 @@ async def price_history(model: ModelPath, session: SessionDep) -> PriceList:
 
 
 @router.delete("/{model:path}/price", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_price(model: ModelPath, ctx: AdminContextDep) -> Response:
+async def delete_price(model: ModelPath, ctx: AdminContextDep, request: Request) -> Response:
     """Remove the model's price from now on (its later runs are unpriced; earlier ones keep
     their cost)."""
     await service.remove_price(ctx.session, model)
+    reload_after_commit(ctx, request)
     await ctx.done("price.delete", "model_price", model)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 

@@ -148,6 +148,23 @@ async def test_a_budget_set_later_holds_what_was_used_before(gw: Gateway) -> Non
     assert windows["spend_per_day_usd"]["used"] == micro_to_usd(spent)
 
 
+async def test_a_price_change_reaches_the_replicas_limits_at_once(gw: Gateway) -> None:
+    # The replica that took the PUT reloads its price table once the change commits (no
+    # wait for GATEWAY_PRICES_REFRESH_S): the next run is reserved and settled at the new price.
+    tenant = await spend_tenant(gw, "repriced", spend_per_day_usd="10")
+    dearer = {"input_per_mtok": "0", "output_per_mtok": "20000"}  # twice PRICE
+    r = await gw.client.put("/admin/models/mock-model/price", json=dearer, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    r = await run(gw.client, tenant)
+    assert r.status_code == 200, r.text
+    spent = r.json()["usage"]["output_tokens"] * 2 * OUTPUT_MICRO
+    windows = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()["windows"]
+    assert windows["spend_per_day_usd"]["used"] == micro_to_usd(spent)
+    await gw.flush_usage()
+    report = (await gw.client.get("/v1/usage", headers=tenant.headers)).json()
+    assert report["totals"]["cost_usd"] == micro_to_usd(spent)  # the record agrees
+
+
 async def test_spend_limits_validate_as_exact_decimals(gw: Gateway) -> None:
     tenant = await gw.create_tenant("validate")
     for bad in ("-1", "0", "0.0000001", "abc", True):
