@@ -101,6 +101,13 @@ NumberedPageDep = Annotated[
 """The pagination of a list keyed by number (agent versions)."""
 
 
+def page_of(items: Sequence[T], key: Callable[[T], str], page: PageParams) -> Page[T]:
+    """One page of a small list held in memory, ordered by `key` (unique, the cursor)."""
+    after = page.after
+    rest = [item for item in items if after is None or key(item) > after]
+    return Page(items=rest[: page.limit], has_more=len(rest) > page.limit)
+
+
 async def fetch_page(
     session: AsyncSession,
     statement: SelectOfScalar[T],

@@ -2,28 +2,50 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Protocol
+from typing import Annotated, Any, Protocol
 
-from fastapi import APIRouter, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Request, Response, status
 
-from gateway.core.clock import utcnow
+from gateway.core.clock import rfc3339, utcnow
 from gateway.core.db import SessionDep, after_commit
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.state import app_state
 from tenants.admin.context import AdminContext, AdminContextDep
+from tenants.pagination import ListBody, PageParams, cursor_params, page_of
 from tenants.price import service
 from tenants.price.repository import PriceRepository
-from tenants.price.schemas import ModelName, PriceList, PricePublic, PricePut, price_public
+from tenants.price.schemas import (
+    MODEL_NAME_PATTERN,
+    ModelName,
+    PricePublic,
+    PricePut,
+    price_public,
+)
 
 router = APIRouter(route_class=JsonBodyRoute, prefix="/models", tags=["admin"])
 ModelPath = Annotated[ModelName, Path(description="The model name agents use.")]
 
 
-@router.get("/prices", response_model=PriceList)
-async def list_prices(session: SessionDep) -> PriceList:
-    """Every model's price in force now (models whose price was removed are left out)."""
-    rows = await PriceRepository(session).in_force(utcnow())
-    return PriceList(data=[price_public(row) for row in rows if row.priced])
+ModelPageDep = Annotated[
+    PageParams,
+    Depends(cursor_params(MODEL_NAME_PATTERN, "Model name of the last price already seen.")),
+]
+ChangePageDep = Annotated[
+    PageParams,
+    Depends(
+        cursor_params(
+            r"^[0-9T:.+Z-]{10,40}$", "`effective_at` of the last change already seen (RFC 3339)."
+        )
+    ),
+]
+
+
+@router.get("/prices", response_model=ListBody[PricePublic])
+async def list_prices(session: SessionDep, page: ModelPageDep) -> dict[str, Any]:
+    """Every model's price in force now, by model name (models whose price was removed are
+    left out): `{"data": [...], "has_more": bool}`, `after` = the last model name."""
+    rows = [row for row in await PriceRepository(session).in_force(utcnow()) if row.priced]
+    return page_of(rows, lambda row: row.model, page).render(price_public)
 
 
 class PriceTable(Protocol):
@@ -62,11 +84,14 @@ async def get_price(model: ModelPath, session: SessionDep) -> PricePublic:
     return price_public(await service.current_price(session, model))
 
 
-@router.get("/{model:path}/price/history", response_model=PriceList)
-async def price_history(model: ModelPath, session: SessionDep) -> PriceList:
-    """Every price change of the model, oldest first, including scheduled and removed ones."""
+@router.get("/{model:path}/price/history", response_model=ListBody[PricePublic])
+async def price_history(
+    model: ModelPath, session: SessionDep, page: ChangePageDep
+) -> dict[str, Any]:
+    """Every price change of the model, oldest first, including scheduled and removed ones:
+    `{"data": [...], "has_more": bool}`, `after` = the last change's `effective_at`."""
     rows = await PriceRepository(session).history(model)
-    return PriceList(data=[price_public(row) for row in rows])
+    return page_of(rows, lambda row: rfc3339(row.effective_at) or "", page).render(price_public)
 
 
 @router.delete("/{model:path}/price", status_code=status.HTTP_204_NO_CONTENT)

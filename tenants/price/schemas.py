@@ -13,11 +13,9 @@ from tenants.models import ModelPrice
 from tenants.price.amounts import UsdAmount
 from tenants.price.money import MAX_PRICE_PER_MTOK, pico_to_per_mtok
 
+MODEL_NAME_PATTERN = r"^[^\x00-\x1f\x7f/][^\x00-\x1f\x7f]{0,127}$"
 ModelName = Annotated[
-    str,
-    StringConstraints(
-        min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f/][^\x00-\x1f\x7f]*$"
-    ),
+    str, StringConstraints(min_length=1, max_length=128, pattern=MODEL_NAME_PATTERN)
 ]
 PerMtok = Annotated[
     Decimal,
@@ -62,10 +60,6 @@ class PricePublic(BaseModel):
     created_at: str
 
 
-class PriceList(BaseModel):
-    data: list[PricePublic]
-
-
 def _or_none(pico: int | None, priced: bool) -> str | None:
     return None if pico is None or not priced else pico_to_per_mtok(pico)
 
@@ -83,4 +77,4 @@ def price_public(row: ModelPrice) -> PricePublic:
     )
 
 
-__all__ = ["PriceList", "PricePublic", "PricePut", "datetime", "price_public"]
+__all__ = ["MODEL_NAME_PATTERN", "PricePublic", "PricePut", "datetime", "price_public"]

@@ -240,3 +240,36 @@ def test_gateway_prices_set_command(tmp_path: Path) -> None:
     db.close()
     assert audit == [("cli", "price.put", "gpt-4.1")]
     assert prices == [("gpt-4.1", 2_000_000, 8_000_000)]
+
+
+async def test_price_lists_page_like_every_list(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    for model in ("m-c", "m-a", "m-b"):
+        r = await put_price(client, admin_headers, model, **PRICE)
+        assert r.status_code == 200, r.text
+    listed = await client.get("/admin/models/prices?limit=2", headers=admin_headers)
+    assert listed.status_code == 200, listed.text
+    page = listed.json()
+    assert [row["model"] for row in page["data"]] == ["m-a", "m-b"] and page["has_more"] is True
+    rest = await client.get("/admin/models/prices?limit=2&after=m-b", headers=admin_headers)
+    assert [row["model"] for row in rest.json()["data"]] == ["m-c"]
+    assert rest.json()["has_more"] is False
+    assert (await client.get("/admin/models/prices", headers=admin_headers)).json()[
+        "has_more"
+    ] is False
+
+    later = (utcnow() + timedelta(hours=1)).isoformat()
+    r = await put_price(client, admin_headers, "m-a", **PRICE, effective_at=later)
+    assert r.status_code == 200, r.text
+    path = "/admin/models/m-a/price/history"
+    first = (await client.get(f"{path}?limit=1", headers=admin_headers)).json()
+    assert len(first["data"]) == 1 and first["has_more"] is True
+    cursor = first["data"][0]["effective_at"]
+    second = (
+        await client.get(path, params={"limit": 1, "after": cursor}, headers=admin_headers)
+    ).json()
+    assert second["has_more"] is False
+    assert second["data"][0]["effective_at"] > cursor  # the scheduled change, after the first
+    bad = await client.get(f"{path}?limit=101", headers=admin_headers)
+    assert bad.status_code == 422
