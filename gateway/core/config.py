@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     limits_default_max_output_tokens: int = Field(default=4096, ge=1)
     """Output tokens reserved for a model call whose agent sets no `max_tokens`."""
 
+    limits_requests_per_minute_ceiling: int = Field(default=60_000, ge=1, le=10_000_000)
+    """The request limit of a tenant whose `requests_per_minute` is null: a deployment-wide
+    safety cap (about 1,000 requests a second), so every tenant's `/v1` responses carry the
+    `x-ratelimit-*-requests` headers. A tenant's own limit, however high, replaces it."""
+
     default_tenant_limits: dict[str, Any] = Field(default_factory=dict)
     """The `limits` a new tenant starts with, for every field its `POST /admin/tenants` body
     (or `gateway tenants create`) leaves out: a JSON object of those fields, e.g.

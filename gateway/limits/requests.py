@@ -1,7 +1,9 @@
 """Request limits per tenant and per end user: a moving window of one minute.
 
 The limit values come from the tenant's `limits` on the principal (cached ≤ 5 s, so a PATCH
-takes effect within seconds on every replica). Keys: `t:<tenant id>` and `u:<tenant id>:<sub>`.
+takes effect within seconds on every replica); a tenant without `requests_per_minute` is
+counted against `GATEWAY_LIMITS_REQUESTS_PER_MINUTE_CEILING`, so every `/v1` response carries
+the request headers (SPEC §6). Keys: `t:<tenant id>` and `u:<tenant id>:<sub>`.
 With `GATEWAY_REDIS_URL` each limit is one async round trip: `request_window.lua` acquires in
 the window and answers its state (for the headers) at once, time-boxed by
 `GATEWAY_REDIS_TIMEOUT_MS` and behind the Redis breaker shared with the quotas; nothing blocks
@@ -103,6 +105,9 @@ class RequestLimiter:
         self.timeout_s = settings.redis_timeout_ms / 1000
         self.memory = MovingWindowRateLimiter(MemoryStorage())
         self.redis = None if redis is None else RedisWindow(redis, settings.redis_key_prefix)
+        self.ceiling = settings.limits_requests_per_minute_ceiling
+        """The request limit of a tenant without one (`GATEWAY_LIMITS_REQUESTS_PER_MINUTE_CEILING`
+        in the settings)."""
 
     async def check(self, principal: Principal) -> list[WindowState]:
         """Count this request against the tenant's (and end user's) limit; 429 when over.
@@ -113,10 +118,13 @@ class RequestLimiter:
         """
         per_tenant, per_user = request_limits(principal.limits)
         states: list[WindowState] = []
-        if per_tenant is not None:
-            await self._hit(
-                principal, REQUESTS_PER_MINUTE, per_tenant, tenant_key(principal), states
-            )
+        await self._hit(
+            principal,
+            REQUESTS_PER_MINUTE,
+            self.ceiling if per_tenant is None else per_tenant,
+            tenant_key(principal),
+            states,
+        )
         if per_user is not None and principal.user is not None:
             await self._hit(
                 principal, REQUESTS_PER_MINUTE_PER_USER, per_user, user_key(principal), states

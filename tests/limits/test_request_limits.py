@@ -60,12 +60,38 @@ async def test_other_tenant_unaffected_and_unlimited_tenant_free(gw: Gateway) ->
         (await gw.client.get("/v1/agents", headers=flooded.headers)).status_code for _ in range(6)
     ]
     assert codes.count(429) == 4
-    for _ in range(5):
+    for n in range(5):
         r = await gw.client.get("/v1/agents", headers=calm.headers)
         assert r.status_code == 200
         r = await gw.client.get("/v1/agents", headers=free.headers)
         assert r.status_code == 200
-        assert "x-ratelimit-limit-requests" not in r.headers
+        # No limit of its own: the deployment's ceiling, so every /v1 response still carries
+        # the request trio (SPEC §6).
+        assert r.headers["x-ratelimit-limit-requests"] == "60000"
+        assert r.headers["x-ratelimit-remaining-requests"] == str(60000 - n - 1)
+        assert "x-ratelimit-reset-requests" in r.headers
+
+
+async def test_the_ceiling_holds_a_tenant_without_a_request_limit(
+    sqlite_url: str, mock_llm_base_url: str
+) -> None:
+    async for gw in gateway_for(
+        sqlite_url, mock_llm_base_url, limits_requests_per_minute_ceiling=3
+    ):
+        free = await limited_tenant(gw, "free")
+        codes = [(await gw.client.get("/v1/agents", headers=free.headers)).status_code]
+        codes += [(await gw.client.get("/v1/usage", headers=free.headers)).status_code]
+        codes += [(await gw.client.get("/v1/agents", headers=free.headers)).status_code]
+        r = await gw.client.get("/v1/agents", headers=free.headers)
+        assert codes == [200, 200, 200]
+        assert r.status_code == 429 and r.json()["error"]["code"] == "requests_per_minute"
+        # Its own limit, however high, replaces the ceiling.
+        own = await limited_tenant(gw, "own", requests_per_minute=1000)
+        for _ in range(5):
+            r = await gw.client.get("/v1/agents", headers=own.headers)
+            assert r.status_code == 200 and r.headers["x-ratelimit-limit-requests"] == "1000"
+        limits = (await gw.client.get("/v1/limits", headers=own.headers)).json()
+        assert limits["limits"]["requests_per_minute"] == 1000
 
 
 async def test_patch_takes_effect_within_the_cache_ttl(gw: Gateway) -> None:
