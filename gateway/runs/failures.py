@@ -30,11 +30,10 @@ logger = logging.getLogger("gateway.runs")
 
 
 def run_status(exc: BaseException) -> str:
-    """The usage-record status of a run that failed with `exc`."""
+    """The usage-record status of a run that failed with `exc`: `rate_limited` or `failed`
+    (SPEC §10's statuses; a tripped guardrail fails the run, its 400 says which)."""
     if isinstance(exc, RateLimitedError):
         return "rate_limited"
-    if isinstance(exc, GuardrailTriggeredError | InputGuardrailTripwireTriggered):
-        return "guardrail_triggered"
     return "failed"
 
 

@@ -53,7 +53,9 @@ class UsageRecord(SQLModel, table=True):
     when every call went to `model`: SQL NULL, not JSON null (the reports find split runs by
     it)."""
     status: str = Field(max_length=32)
-    """`completed`, `failed`, `cancelled`, `rate_limited` or `guardrail_triggered`."""
+    """`completed`, `failed`, `cancelled` or `rate_limited` (a tripped guardrail is `failed`);
+    `requires_action` for a segment that paused for an approval. Records written before
+    2026-12-06 may say `guardrail_triggered`."""
     latency_ms: int = 0
     cost_pico: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     """Cost in pico-dollars (1e-12 USD) under the model's price in force at `created_at`,

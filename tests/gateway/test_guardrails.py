@@ -1,6 +1,6 @@
 """Guardrails as a client sees them: 400 `guardrail_triggered` naming the guardrail (or
 `run.failed` when streamed), no model call after an input guardrail trips, usage recorded
-with status `guardrail_triggered`, `gateway_guardrails_total` counting; both databases and
+with status `failed`, `gateway_guardrails_total` counting; both databases and
 upstream APIs. And a catastrophic-backtracking pattern answers in milliseconds (RE2)."""
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ async def test_input_guardrails_trip_before_any_model_call(gw: Gateway, stream: 
         if stream:
             assert [n for n, _ in outcome.events] == ["run.created", "run.failed"]
     statuses = [(r["status"], r["requests"], r["total_tokens"]) for r in await records(gw, tenant)]
-    assert statuses == [("guardrail_triggered", 0, 0)] * 2
+    assert statuses == [("failed", 0, 0)] * 2  # SPEC §10 statuses: the run failed
     after = await metric(gw, "gateway_guardrails_total", tenant="acme", triggered="true")
     assert after - trips == 2
 
@@ -78,7 +78,7 @@ async def test_output_guardrail_blocks_the_answer(gw: Gateway, stream: bool) -> 
     calls = gw.mock_ledger(text)[before:]
     completed, blocked = await records(gw, tenant)
     assert completed["status"] == "completed"
-    assert blocked["status"] == "guardrail_triggered"
+    assert blocked["status"] == "failed"
     assert blocked["total_tokens"] == ledger_sum(calls)["total_tokens"] > 0  # spent, recorded
     # hello: input + output checks passed; the secret: input passed, output tripped.
     after = await metric(gw, "gateway_guardrails_total", tenant="acme", triggered="false")
@@ -115,7 +115,7 @@ async def test_classifier_runs_first_and_its_tokens_count(gw: Gateway, stream: b
         "mock-model": 1,
         "mock-model-mini": 1,
     }
-    assert tripped["status"] == "guardrail_triggered"
+    assert tripped["status"] == "failed"
     assert tripped["requests"] == 1
     assert tripped["total_tokens"] == ledger_sum(calls)["total_tokens"]
     assert list(tripped["model_usage"]) == ["mock-model-mini"]
