@@ -34,6 +34,28 @@ class RequestIdFilter(logging.Filter):
         return True
 
 
+class NoQueryStrings(logging.Filter):
+    """uvicorn logs a WebSocket handshake with the request's path and query string (`"WebSocket
+    /v1/agents/a/ws?api_key=…" 401`), where a client may have put a credential: the query is
+    cut from every path uvicorn's server logger is handed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and any(_path_with_query(arg) for arg in args):
+            record.args = tuple(_without_query(arg) for arg in args)
+        return True
+
+
+def _path_with_query(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("/") and "?" in value
+
+
+def _without_query(value: object) -> object:
+    if isinstance(value, str) and _path_with_query(value):
+        return value.split("?", 1)[0] + "?…"
+    return value
+
+
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object (no newlines inside).
 
@@ -74,14 +96,22 @@ def logging_config(level: str = "info") -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": RequestIdFilter}},
+        "filters": {
+            "request_id": {"()": RequestIdFilter},
+            "no_query_strings": {"()": NoQueryStrings},
+        },
         "formatters": {"json": {"()": JsonFormatter}},
         "handlers": {"stderr": handler},
         "root": {"handlers": ["stderr"], "level": level.upper()},
         "loggers": {
             # uvicorn's loggers propagate to the root handler: one format for everything.
             "uvicorn": {"handlers": [], "propagate": True, "level": "INFO"},
-            "uvicorn.error": {"handlers": [], "propagate": True, "level": "INFO"},
+            "uvicorn.error": {
+                "handlers": [],
+                "propagate": True,
+                "level": "INFO",
+                "filters": ["no_query_strings"],
+            },
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "WARNING"},
             # Third-party debug output could carry prompts or headers: keep it at warning.
             "httpx": {"level": "WARNING"},

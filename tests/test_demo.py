@@ -75,3 +75,23 @@ def test_demo_serves_the_seeded_assistant(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def test_a_malformed_pinned_demo_key_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "GATEWAY_DEMO_API_KEY": "my-demo-key",
+        "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
+    }
+    done = subprocess.run(
+        [GATEWAY, "demo", "--port", str(free_port()), "--mock-port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    lines = (done.stderr + done.stdout).strip().splitlines()
+    assert len(lines) == 1 and "GATEWAY_DEMO_API_KEY" in lines[0], lines
+    assert "my-demo-key" not in lines[0]  # a setting's value is never echoed
+    assert "Traceback" not in done.stderr

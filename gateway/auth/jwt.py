@@ -5,9 +5,9 @@ The token's unverified `iss` names the tenant's config, looked up through the pe
 token must use exactly the tenant's algorithm (so `alg: none`, HS256 signed with an RSA public
 key and any other algorithm are refused before a signature check), carry a valid signature,
 `iss`, `aud` (= GATEWAY_JWT_AUDIENCE), `sub` and an `exp` not yet past (no leeway: an
-expired token is refused at once). A signer's clock ahead of ours is forgiven up to 60 s: on
-`nbf` and on `iat` (when present, an integer not in the future: a token is not issued later
-than now).
+expired token is refused at once, to the fraction of a second). A signer's clock ahead of ours
+is forgiven up to 60 s: on `nbf` and on `iat` (when present, finite numbers not in the future:
+a token is not issued later than now).
 Every rejection is the same 401 as a bad API key.
 
 JWT principals carry the scopes `runs` and `conversations`: end users run agents and hold
@@ -17,6 +17,7 @@ conversations; the tenant-wide usage report (`usage`) is for the tenant's own AP
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -91,6 +92,14 @@ def unverified_issuer(token: str) -> tuple[str, str]:
     return alg, iss
 
 
+def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
+    """The claim as a finite number of seconds, or None (absent, or not a NumericDate)."""
+    value = claims.get(name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 async def resolve_jwt(
     token: str,
     *,
@@ -113,20 +122,21 @@ async def resolve_jwt(
             issuer=iss,
             options=_OPTIONS,
         )
-    except JWTError:
+    except (JWTError, OverflowError, TypeError, ValueError):
+        # python-jose converts `exp`/`iat` with int(): null, Infinity or 1e400 raise there.
         raise _fail() from None
     now = time.time()
-    exp = claims.get("exp")  # a NumericDate: a JSON number (python-jose takes "123" too)
-    if isinstance(exp, bool) or not isinstance(exp, int | float):
+    # NumericDates are finite JSON numbers (python-jose takes "123" and lets NaN or null
+    # `nbf` through). `exp` is compared exactly: python-jose truncates both sides to whole
+    # seconds, which accepts a token for up to a second past its `exp`.
+    exp = _numeric_date(claims, "exp")
+    if exp is None or now >= exp:
         raise _fail()
-    iat = claims.get("iat")  # python-jose checks it is an integer, not when it lies
-    if iat is not None and iat > now + LEEWAY_S:
-        raise _fail()
-    nbf = claims.get("nbf")
-    if nbf is not None and (
-        isinstance(nbf, bool) or not isinstance(nbf, int | float) or nbf > now + LEEWAY_S
-    ):
-        raise _fail()
+    for name in ("iat", "nbf"):  # a signer's clock ahead of ours is forgiven up to 60 s
+        if name in claims:
+            value = _numeric_date(claims, name)
+            if value is None or value > now + LEEWAY_S:
+                raise _fail()
     sub = claims.get("sub")
     if not isinstance(sub, str) or not 1 <= len(sub) <= MAX_SUBJECT_CHARS:
         raise _fail()

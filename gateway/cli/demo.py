@@ -15,7 +15,7 @@ import typer
 from gateway.cli.options import Host, Port
 from gateway.cli.serve import ensure_dev_admin_token, ensure_upstream, run_uvicorn
 from gateway.core.allocator import apply_allocator
-from gateway.core.config import Settings, get_settings
+from gateway.core.config import Settings, SettingsError, get_settings
 
 
 def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) -> None:
@@ -24,6 +24,7 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) ->
     os.environ.setdefault("GATEWAY_EGRESS_ALLOW", "127.0.0.0/8")
     get_settings.cache_clear()
     settings = get_settings()
+    check_demo_key(settings.demo_api_key)
     apply_allocator(settings)  # may re-execute this command under jemalloc
     from gateway.core.migrate import upgrade
 
@@ -52,6 +53,18 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) ->
     finally:
         if mock is not None:
             mock.terminate()
+
+
+def check_demo_key(key: str | None) -> None:
+    """A pinned demo key must be a gateway key (one line and exit 2 otherwise, as any bad
+    setting), checked before anything is migrated or started."""
+    from tenants.api_key.keys import is_well_formed
+
+    if key and not is_well_formed(key):
+        raise SettingsError(
+            "invalid settings: GATEWAY_DEMO_API_KEY: not a gateway key (gw_ + 32 base62 "
+            "characters + a 6-character CRC32 checksum; leave it unset for a fresh one)"
+        )
 
 
 DEMO_AGENT: dict[str, Any] = {

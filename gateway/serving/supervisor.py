@@ -3,8 +3,9 @@
 uvicorn's own supervisor builds its plain `Server` in each worker; this one runs
 `GatewayServer` (the drain) instead, and keeps the rest small: the parent binds the socket,
 spawns the workers, restarts one that dies while serving, and on SIGTERM / SIGINT passes the
-signal on to every worker at once (each drains on its own) and waits for them. It exits 0 when
-every worker did.
+signal on to every worker at once (each drains on its own), closes its own copy of the
+listening socket (the workers' copies keep it open until they stop accepting: then new
+connections are refused) and waits for them. It exits 0 when every worker did.
 """
 
 from __future__ import annotations
@@ -52,11 +53,14 @@ class Supervisor:
         self.processes = [self._start(sock) for _ in range(self.workers)]
         while not self.stopping.wait(CHECK_S):
             self._restart_dead(sock)
+        # The workers hold the listening socket open while they drain and close it when they
+        # stop accepting; this process's copy must not keep it listening after that (the
+        # kernel would accept connections into a queue no worker reads, lost at exit).
+        sock.close()
         codes = []
         for process in self.processes:
             process.join()
             codes.append(process.exitcode)
-        sock.close()
         logger.info("supervisor [%d]: workers exited with %s", os.getpid(), codes)
         return 0 if all(code == 0 for code in codes) else 1
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Form, Request
+from fastapi import APIRouter, Depends, Form, Request, Response
 from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
 
@@ -55,11 +55,15 @@ async def login_form(
 @router.post("/login", response_model=LoginToken)
 async def login(
     request: Request,
+    response: Response,
     form: Annotated[LoginForm, Depends(login_form)],
     session: SessionDep,
     settings: SettingsDep,
 ) -> LoginToken:
-    """Exchange `username` + `password` (form fields) for an admin bearer token."""
+    """Exchange `username` + `password` (form fields) for an admin bearer token (never cached:
+    `Cache-Control: no-store`, RFC 6749 §5.1)."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
     limiter = failure_limiter(request)
     address = admin_address(request)
     limiter.check(address)

@@ -12,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+import websockets.exceptions
 import websockets.sync.client
 
 from tests.faults.rawhttp import chunked, request_head, send_raw
@@ -240,3 +241,25 @@ def test_a_websocket_frame_nested_too_deep_is_an_invalid_json_error(
             frame = str(ws.recv(timeout=10))
             events.append(frame.split('"event":"')[1].split('"')[0])
         assert events[-1] == "run.completed"
+
+
+def test_a_credential_in_a_websocket_query_string_never_reaches_the_log(
+    live: LiveGateway, tenant: LiveTenant
+) -> None:
+    # Browser WebSocket clients cannot set headers: a client may well try `?api_key=`. The
+    # handshake is refused (401: credentials go in headers) and uvicorn's line about it must
+    # not carry the key.
+    ws_url = live.base_url.replace("http://", "ws://") + "/v1/agents/assistant/ws"
+    with pytest.raises(websockets.exceptions.InvalidStatus) as refused:
+        websockets.sync.client.connect(f"{ws_url}?api_key={tenant.key}&x=1")
+    assert refused.value.response.status_code == 401
+    with websockets.sync.client.connect(
+        f"{ws_url}?access_token={tenant.key}", additional_headers=tenant.headers
+    ) as ws:
+        ws.send('{"input": "hello"}')
+        assert "run.created" in str(ws.recv(timeout=10))
+    deadline = time.monotonic() + 5
+    while "/v1/agents/assistant/ws?" not in live.log_path.read_text():
+        assert time.monotonic() < deadline, "uvicorn never logged the handshakes"
+        time.sleep(0.05)
+    assert tenant.key not in live.log_path.read_text()

@@ -106,6 +106,7 @@ async def test_login_issues_a_short_lived_admin_token(client: httpx.AsyncClient)
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["token_type"] == "bearer" and body["expires_in"] == 900
+    assert r.headers["cache-control"] == "no-store"  # a token response (RFC 6749 §5.1)
     decoded = jwt.get_unverified_claims(body["access_token"])
     assert decoded["aud"] == "agent-gateway-admin" and decoded["exp"] - time.time() <= 900
     headers = bearer(body["access_token"])

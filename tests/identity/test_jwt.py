@@ -48,6 +48,16 @@ def _raw_token(header: dict[str, Any], payload: dict[str, Any], key: bytes | Non
     return f"{signing_input}.{_b64(signature)}"
 
 
+def _raw_json_token(secret: str, payload: dict[str, Any], claim: str, number: str) -> str:
+    """An HS256 token whose `claim` is the literal JSON `number` (null, Infinity, 1e400...)."""
+    body = json.dumps({k: v for k, v in payload.items() if k != claim})
+    body = body[:-1] + f', "{claim}": {number}}}'
+    header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+    signing_input = f"{header}.{_b64(body.encode())}"
+    signature = hmac.new(secret.encode(), signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{_b64(signature)}"
+
+
 async def _setup(gw: Gateway, rsa_keys: KeyPair) -> tuple[str, str]:
     """acme: HS256 (returns its secret); beta: RS256 public key. Both have `assistant`."""
     acme = await gw.create_tenant("acme")
@@ -143,6 +153,14 @@ def _rejected_tokens(secret: str, rsa_keys: KeyPair, ec_keys: KeyPair) -> dict[s
         "iat in the future": sign(claims(HS_ISS, iat=now + 300), secret, "HS256"),
         "iat not an integer": sign(claims(HS_ISS, iat="yesterday"), secret, "HS256"),
         "tampered payload": tampered,
+        # NumericDates that are not finite numbers (python-jose's int() raised: a 500).
+        **{
+            f"{name} {text}": _raw_json_token(secret, claims(HS_ISS), name, text)
+            for name in ("exp", "iat", "nbf")
+            for text in ("null", "Infinity", "-Infinity", "NaN", "1e400")
+        },
+        # No leeway on exp, to the fraction of a second (python-jose truncates to seconds).
+        "expired half a second ago": sign(claims(HS_ISS, exp=time.time() - 0.5), secret, "HS256"),
         "over 8 KB": sign(claims(HS_ISS, pad="p" * 8200), secret, "HS256"),
         "garbage": "a.b.c",
         "not a jwt": "hello",
