@@ -13,6 +13,7 @@ The error waits until the route's dependencies ran: a request without a valid cr
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -55,13 +56,37 @@ def _byte_openers(raw: bytes) -> int:
     return raw.count(b"[") + raw.count(b"{")
 
 
+_LONG_DIGITS = re.compile(rb"[0-9]{20}")
+"""Twenty digits in a row: maybe an integer past 64 bits, which orjson reads as a float."""
+
+
 def parse_json(raw: bytes | str, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
-    """`raw` parsed, or `json.JSONDecodeError` (invalid JSON, bad UTF-8, too deep)."""
+    """`raw` parsed, or `json.JSONDecodeError` (invalid JSON, bad UTF-8, too deep, or an
+    integer past 64 bits: orjson would silently read it as a float, and could not write it)."""
     value = orjson.loads(raw)  # orjson.JSONDecodeError is a json.JSONDecodeError
     error = nesting_error(raw, value, max_depth)
     if error is not None:
         raise error
+    data = raw.encode() if isinstance(raw, str) else raw
+    if _LONG_DIGITS.search(data) is not None and _has_huge_integer(json.loads(data)):
+        raise json.JSONDecodeError("an integer does not fit in 64 bits", "", 0)
     return value
+
+
+def _has_huge_integer(value: Any) -> bool:
+    """True when an integer of the document is outside the signed or unsigned 64-bit range."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, bool):
+            continue
+        if isinstance(item, int) and not -(2**63) <= item < 2**64:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 INVALID_JSON_KEY = "invalid_json"

@@ -263,3 +263,22 @@ def test_a_credential_in_a_websocket_query_string_never_reaches_the_log(
         assert time.monotonic() < deadline, "uvicorn never logged the handshakes"
         time.sleep(0.05)
     assert tenant.key not in live.log_path.read_text()
+
+
+def test_an_integer_past_64_bits_is_refused_not_rounded(
+    live: LiveGateway, tenant: LiveTenant
+) -> None:
+    # orjson reads such an integer as a float: metadata would come back altered.
+    url = live.base_url + "/v1/conversations"
+    headers = {**tenant.headers, "Content-Type": "application/json"}
+    big = b'{"metadata": {"n": 123456789012345678901234567890}}'
+    r = httpx.post(url, content=big, headers=headers)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_json", r.text
+    assert "64 bits" in r.json()["error"]["message"]
+    kept = b'{"metadata": {"n": 18446744073709551615, "s": "123456789012345678901234567890"}}'
+    r = httpx.post(url, content=kept, headers=headers)
+    assert r.status_code == 201, r.text
+    assert r.json()["metadata"] == {
+        "n": 18446744073709551615,
+        "s": "123456789012345678901234567890",
+    }
