@@ -21,6 +21,7 @@ count the tokens of every segment and the run once.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,6 +39,8 @@ from gateway.runs.schemas import Decision
 from gateway.runs.store import RESUMING, WAITING, StoredRunRepository
 from observability.metrics import RUNS_WAITING, record_tool_call
 from tenants.models import StoredRun
+
+logger = logging.getLogger("gateway.runs")
 
 DECLINED = "The user declined this tool call."
 
@@ -226,6 +229,19 @@ class RunApprovals:
             row.usage = usage
             row.updated_at = utcnow()
             session.add(row)
+
+    def finish_soon(self, run_id: str, status: str, usage: dict[str, int]) -> None:
+        """`finish` in the background, for a resumed run that ended where nothing can await
+        (a cancelled resume: the client left): the run is no longer `in_progress` and its
+        conversation takes turns again."""
+
+        async def finish() -> None:
+            try:
+                await self.finish(run_id, status, None, usage)
+            except Exception:  # the row stays `resuming` until it expires: logged, not lost
+                logger.exception("could not record the end of resumed run %s", run_id)
+
+        self.background.run(finish())
 
     async def conversation_waiting(self, conversation_id: str) -> bool:
         async with self.db.session() as session:

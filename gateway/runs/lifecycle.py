@@ -29,6 +29,7 @@ from gateway.core.errors import RunTimeoutError
 from gateway.runs.failures import run_status
 from gateway.runs.handle import RunHandle
 from gateway.runs.meter import ModelTokens, RunMeter
+from gateway.runs.objects import run_usage
 from gateway.tools.context import run_context
 from observability.metrics import IN_FLIGHT, record_model_usage, record_run, tenant_label
 from observability.tracing import spans_wanted
@@ -176,6 +177,9 @@ class Run:
                 created_at=handle.created_at,
             )
         )
+        if status == "cancelled" and handle.segment > 0:
+            # A resume the client left: nothing else will say how the stored run ended.
+            self.service.approvals.finish_soon(handle.run_id, status, run_usage(handle))
         record_run(
             tenant=principal.tenant_slug,
             agent=built.name,

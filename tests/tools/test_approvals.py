@@ -8,10 +8,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tenants.price.money import micro_to_usd
+from tests.conftest import make_settings
 from tests.gateway.conftest import ADMIN, Gateway, Tenant, gateway_for
+from tests.gateway.server import start_gateway_server
 from tests.gateway.test_runs_e2e import parse_sse
 from tests.identity.conftest import bearer, claims, enable_jwt, sign
 from tests.tools.receiver import Receiver, receiver
@@ -296,3 +299,50 @@ async def test_two_replicas_racing_resume_it_once(
                 codes = sorted(r.status_code for r in results)
                 assert codes == [200, 409], [r.text for r in results]
             assert len(tool.requests) == 3
+
+
+async def test_a_streamed_resume_the_client_leaves_ends_cancelled_and_frees_the_conversation(
+    sqlite_url: str, mock_llm_base_url: str, tool: Receiver
+) -> None:
+    # A real server: the client's leaving must reach the app as a disconnect.
+    settings = make_settings(
+        sqlite_url, openai_base_url=mock_llm_base_url, egress_allow="127.0.0.0/8"
+    )
+    base_url, stop = start_gateway_server(settings)
+    try:
+        async with httpx.AsyncClient(base_url=base_url, timeout=10) as c:
+            r = await c.post("/admin/tenants", json={"slug": "leaver", "name": "l"}, headers=ADMIN)
+            tenant_id = r.json()["id"]
+            key = (
+                await c.post(f"/admin/tenants/{tenant_id}/keys", json={"name": "k"}, headers=ADMIN)
+            ).json()["key"]
+            agent = approval_agent(tool.url("/orders"))
+            await c.put(f"/admin/tenants/{tenant_id}/agents/assistant", json=agent, headers=ADMIN)
+            await c.post(f"/admin/tenants/{tenant_id}/tool-secret", headers=ADMIN)
+            headers = {"Authorization": f"Bearer {key}"}
+            conv = (await c.post("/v1/conversations", json={}, headers=headers)).json()["id"]
+            slow = 'Use lookup_order {"order_id": "A-9"} [[latency:1500]]'
+            r = await c.post(RUNS, json={"input": slow, "conversation_id": conv}, headers=headers)
+            run = r.json()
+            assert run["status"] == "requires_action", run
+            async with c.stream(
+                "POST",
+                f"/v1/runs/{run['id']}/actions",
+                json=decide(run, True, stream=True),
+                headers=headers,
+            ) as streamed:
+                async for line in streamed.aiter_lines():
+                    if line == "event: run.created":
+                        break  # leave while the resumed model call is still upstream
+
+            async def ended() -> bool:
+                shown = await c.get(f"/v1/runs/{run['id']}", headers=headers)
+                return bool(shown.json()["status"] == "cancelled")
+
+            await eventually(ended, timeout=10, what="the resumed run to end cancelled")
+            r = await c.post(
+                RUNS, json={"input": "thanks", "conversation_id": conv}, headers=headers
+            )
+            assert r.status_code == 200, r.text  # the conversation takes turns again
+    finally:
+        stop()
