@@ -129,6 +129,8 @@ class QuotaService:
         groups: dict[tuple[int, str], tuple[QuotaStore, list[str]]] = {}
         for ticket in list(self._held.values()):
             store = ticket.lease_store
+            if store is None and ticket.open_reservations:
+                store = ticket.open_reservations[0][1]
             if store is None or ticket.closed:
                 continue
             key = (id(store), ticket.principal.tenant_id)
@@ -247,7 +249,8 @@ class QuotaService:
             raise error
         if limits.max_concurrent_runs is not None:
             ticket.lease_store = store
-            self.hold(ticket)
+        if limits.max_concurrent_runs is not None or limits.metered:
+            self.hold(ticket)  # its lease and reservations are renewed while it runs
         first = admission.reservation
         if first is not None:
             if first.code == OK:

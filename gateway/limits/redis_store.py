@@ -58,7 +58,6 @@ class RedisQuotaStore:
         self.prefix = prefix + "q:"
         self.ttl_ms = int(lease_ttl_s * 1000)
         self._quota = LeanScript(redis, _script("quota.lua"))
-        self._peek = LeanScript(redis, _script("peek.lua"))
         self._renew = LeanScript(redis, _script("renew.lua"))
         self._seed = LeanScript(redis, _script("seed.lua"))
         self._keys: dict[str, tuple[str, str, str, str, str, str]] = {}
@@ -116,7 +115,13 @@ class RedisQuotaStore:
         for settlement in settlements:
             reservation, actual, spent = unpack(settlement)
             args += (
-                reservation.reservation_id,
+                reservation_member(
+                    reservation.reservation_id,
+                    reservation.amount,
+                    reservation.spend,
+                    reservation.bucket,
+                    reservation.day,
+                ),
                 actual - reservation.amount,
                 reservation.bucket,
                 reservation.day,
@@ -145,7 +150,7 @@ class RedisQuotaStore:
                 limits.tokens_per_minute or 0,
                 limits.tokens_per_day or 0,
                 ttl,
-                reservation_id,
+                reservation_member(reservation_id, amount, spend),
                 amount,
                 base,
                 limits.spend_per_day or 0,
@@ -189,7 +194,7 @@ class RedisQuotaStore:
             limits.tokens_per_minute or 0,
             limits.tokens_per_day or 0,
             self.ttl_ms,
-            reservation_id,
+            reservation_member(reservation_id, amount, spend),
             amount,
             base,
             limits.spend_per_day or 0,
@@ -215,8 +220,8 @@ class RedisQuotaStore:
 
     async def peek(self, tenant_id: str) -> Snapshot:
         keys, base = self._script_keys(tenant_id)
-        del keys[1]  # no reservations read
-        reply = await self._peek(keys=keys, args=[base])
+        # quota.lua's 'p': it gives back expired reservations (a crashed replica's) first.
+        reply = await self._quota(keys=keys, args=["p", "", 0, 0, 0, 0, 0, "", 0, base, 0, 0, 0])
         in_flight, tpm_used, tpd_used, reset_ms, spd_used, spm_used = reply
         return Snapshot(
             int(in_flight),
@@ -228,8 +233,8 @@ class RedisQuotaStore:
         )
 
     async def renew(self, tenant_id: str, run_ids: Sequence[str]) -> None:
-        lease = self._tenant_keys(tenant_id)[0]
-        await self._renew(keys=[lease], args=[self.ttl_ms, *run_ids])
+        lease, resv = self._tenant_keys(tenant_id)[:2]
+        await self._renew(keys=[lease, resv], args=[self.ttl_ms, *run_ids])
 
     async def seed(
         self, tenant_id: str, day: int, tokens: int, spend_day: int, spend_month: int
@@ -237,6 +242,16 @@ class RedisQuotaStore:
         _, _, _, tpd, spd, spm = self._tenant_keys(tenant_id)
         keys = [tpd + str(day), spd + str(day), spm + str(month_of_day(day))]
         await self._seed(keys=keys, args=[tokens, spend_day, spend_month])
+
+
+def reservation_member(
+    reservation_id: str, amount: int, spend: int, bucket: int | None = None, day: int | None = None
+) -> str:
+    """A reservation's member of the reservation zset: its id and what it took (tokens,
+    micro-dollars, then the second and day it was counted on, which quota.lua appends when it
+    reserves), so one that expires unsettled can give it back."""
+    member = f"{reservation_id}|{amount}|{spend}"
+    return member if bucket is None else f"{member}|{bucket}|{day}"
 
 
 def _reservation(reply: list[Any], reservation_id: str, amount: int, spend: int = 0) -> Reservation:

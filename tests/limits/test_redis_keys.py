@@ -5,6 +5,7 @@ and a replica clock more than a day off refused as a Redis error."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,7 +16,7 @@ from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from gateway.limits.policy import QuotaLimits
-from gateway.limits.redis_store import RedisQuotaStore
+from gateway.limits.redis_store import RedisQuotaStore, reservation_member
 from gateway.limits.store import OK, TPD, Reservation
 
 DAY_S = 86_400
@@ -48,6 +49,11 @@ async def tpm_total(client: aioredis.Redis, key: str) -> int:
     return sum(int(v) for v in (await client.hgetall(key)).values())
 
 
+def member(r: Reservation) -> str:
+    """The reservation zset member of `r` (its id and what it took)."""
+    return reservation_member(r.reservation_id, r.amount, r.spend, r.bucket, r.day)
+
+
 def shifted(offset_s: float) -> Callable[[], float]:
     """A replica clock `offset_s` off the real one."""
     return lambda: time.time() + offset_s
@@ -56,7 +62,7 @@ def shifted(offset_s: float) -> Callable[[], float]:
 def spy_declared(store: RedisQuotaStore) -> set[str]:
     """Every key the store declares (KEYS) to any of its scripts."""
     declared: set[str] = set()
-    for name in ("_quota", "_peek", "_renew"):
+    for name in ("_quota", "_renew"):
         script = getattr(store, name)
 
         async def spy(*, keys: list[str], args: Any = (), _script: Any = script) -> Any:
@@ -158,16 +164,17 @@ async def test_a_settlement_adjusts_the_day_of_its_reservation(
     # 150, today's is untouched (its bucket second has left the minute window: no tpm change)
     old_bucket = (day - 1) * DAY_S + DAY_S - 1
     before_midnight = Reservation(OK, "run_0:1", 200, 0, 0, 0.0, old_bucket, day - 1)
+    two_days_ago = Reservation(OK, "run_x:1", 200, 0, 0, 0.0, old_bucket - DAY_S, day - 2)
     _, resv, _, _ = store.keys(tid)
     far = int(time.time() * 1000) + 60_000
-    await client.zadd(resv, {"run_0:1": far, "run_x:1": far})  # both still open
+    members = {member(r): far for r in (before_midnight, two_days_ago)}
+    await client.zadd(resv, members)  # both still open
     await store.settle(tid, before_midnight, 50)
     assert int(await client.get(yesterday) or 0) == 350
     assert int(await client.get(today) or 0) == 100
     assert await tpm_total(client, tpm) == 100
 
     # a reservation more than a day old: its day is not among the keys passed; skipped
-    two_days_ago = Reservation(OK, "run_x:1", 200, 0, 0, 0.0, old_bucket - DAY_S, day - 2)
     await store.settle(tid, two_days_ago, 0)
     assert int(await client.get(older) or 0) == 900
     assert int(await client.get(yesterday) or 0) == 350
@@ -279,3 +286,25 @@ async def test_every_counter_the_scripts_create_carries_a_ttl(
     assert kinds == {"tpm", "tpd", "spd", "spm"}  # the lease and reservations are gone
     for key in keys:
         assert await client.ttl(key) > 0, key
+
+
+async def test_a_crashed_replicas_reservations_give_back_what_they_took(
+    client: aioredis.Redis, redis_prefix: str
+) -> None:
+    # SPEC §6: reservations always settle, a crash by the lease TTL. A replica that dies holds
+    # reservations nobody will settle: once expired they settle to zero; a live replica's
+    # renewal (with its leases) keeps a long model call's reservation counted.
+    store = RedisQuotaStore(client, prefix=redis_prefix, lease_ttl_s=1)
+    tid = "ten_crash"
+    limits = QuotaLimits(tokens_per_day=10**6, spend_per_day=10**6, max_concurrent_runs=5)
+    assert (await store.admit(tid, "run_dead", limits, "run_dead:1", 100, 40)).code == OK
+    assert (await store.reserve(tid, "run_dead", "run_dead:2", 60, limits, True, (), 20)).code == OK
+    assert (await store.admit(tid, "run_live", limits, "run_live:1", 7, 3)).code == OK
+    snapshot = await store.peek(tid)
+    assert (snapshot.in_flight, snapshot.tpd_used, snapshot.spd_used) == (2, 167, 63)
+    deadline = time.monotonic() + 1.6
+    while time.monotonic() < deadline:  # only the live replica renews its run
+        await store.renew(tid, ["run_live"])
+        await asyncio.sleep(0.2)
+    snapshot = await store.peek(tid)
+    assert (snapshot.in_flight, snapshot.tpd_used, snapshot.spd_used) == (1, 7, 3)

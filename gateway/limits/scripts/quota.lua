@@ -5,14 +5,20 @@
 --       then the tokens-per-day keys of days base, base + 1, base + 2,
 --       then the spend-per-day keys of those days (micro-dollars),
 --       then the spend-per-month keys of the months of those days (the caller's calendar)
--- ARGV: op ('a' admit, 'r' reserve, 'e' end), run_id ('' at the end: no lease to release),
+-- ARGV: op ('a' admit, 'r' reserve, 'e' end, 'p' peek: what is used now), run_id ('' at the end: no lease to release),
 --       lease_ttl_ms (0: no lease held / wanted), max_concurrent, tpm_limit, tpd_limit
 --       (0 = no such limit), reservation_ttl_ms, reservation_id, amount (tokens; 0 with
 --       spend 0: reserve nothing), base day (the caller's day - 1, day = epoch seconds //
 --       86400), spend-per-day limit, spend-per-month limit (micro-dollars, 0 = none),
 --       spend (the reservation's estimated cost, micro-dollars),
---       then settlements: (reservation_id, delta tokens = real - reserved, bucket second,
---       day, delta spend = real - reserved micro-dollars) each.
+--       then settlements: (reservation member, delta tokens = real - reserved, bucket
+--       second, day, delta spend = real - reserved micro-dollars) each.
+-- A reservation is a member of the reservation zset (score: its expiry) that carries what it
+-- took: '<reservation id>|<tokens>|<micro-dollars>|<bucket second>|<day>' (ARGV[8] is the
+-- first three fields; the script adds the second and day it counted on). One that expires
+-- unsettled (its replica crashed; a live replica renews its runs' reservations with their
+-- leases) gives back what it took, as a settlement to zero, when the next step of the tenant
+-- (or a peek) finds it expired.
 -- The clock is Redis TIME: 'a' and 'r' count on the day keys of TIME's day; when that day is
 -- not among the three (the caller's UTC day is more than one off), they answer an error
 -- ('clock skew') after the settlements, which the caller takes as a Redis failure.
@@ -24,6 +30,7 @@
 --         spm_used}
 --   'r': {code, tpm_used, tpd_used, retry_ms, bucket second, day, spd_used, spm_used}
 --   'e': 1
+--   'p': {in_flight, tpm_used, tpd_used, tpm_reset_ms, spd_used, spm_used}
 -- (retry_ms of code 5 is 0: the caller knows when its calendar month ends.)
 local base = tonumber(ARGV[10])
 -- Adds `delta` to a counter that still exists (one that expired is not recreated).
@@ -32,25 +39,35 @@ local function adjust(key, delta)
         redis.call('INCRBY', key, delta)
     end
 end
+-- Applies a settlement's deltas to the minute bucket and the day and month counters.
+local function apply(delta, bucket, day_of, spend_delta)
+    if delta ~= 0 and redis.call('HEXISTS', KEYS[3], bucket) == 1 then
+        redis.call('HINCRBY', KEYS[3], bucket, delta)
+    end
+    -- A reservation of a day before `base` (more than a day old) has no keys here: its day
+    -- part is skipped (that day is over, nothing reads its counters any more).
+    local index = tonumber(day_of) - base
+    if index >= 0 and index <= 2 then
+        adjust(KEYS[4 + index], delta)
+        adjust(KEYS[7 + index], spend_delta)
+        adjust(KEYS[10 + index], spend_delta)
+    end
+end
 for i = 14, #ARGV, 5 do
     -- Only an open reservation settles, once: a step retried after its reply was lost finds
-    -- it gone. One pruned by its TTL (a call longer than the TTL) keeps its reserved amount.
-    local open = redis.call('ZREM', KEYS[2], ARGV[i]) == 1
-    local delta = tonumber(ARGV[i + 1])
-    local spend_delta = tonumber(ARGV[i + 4])
-    if open then
-        if delta ~= 0 and redis.call('HEXISTS', KEYS[3], ARGV[i + 2]) == 1 then
-            redis.call('HINCRBY', KEYS[3], ARGV[i + 2], delta)
-        end
-        -- A reservation of a day before `base` (more than a day old) has no keys here: its
-        -- day part is skipped (that day is over, nothing reads its counters any more).
-        local index = tonumber(ARGV[i + 3]) - base
-        if index >= 0 and index <= 2 then
-            adjust(KEYS[4 + index], delta)
-            adjust(KEYS[7 + index], spend_delta)
-            adjust(KEYS[10 + index], spend_delta)
-        end
+    -- it gone (and one that expired has already given back what it took).
+    if redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
+        apply(tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4]))
     end
+end
+-- Reservations past their expiry settle to zero: what they took is given back.
+local function release_expired(now_ms)
+    local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now_ms)
+    for _, member in ipairs(gone) do
+        local amount, spend, bucket, day_of = string.match(member, '|(%d+)|(%d+)|(%d+)|(%d+)$')
+        if amount ~= nil then apply(-tonumber(amount), bucket, day_of, -tonumber(spend)) end
+    end
+    if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms) end
 end
 
 local op = ARGV[1]
@@ -66,6 +83,7 @@ local day = math.floor(now_s / 86400)
 if day < base or day > base + 2 then
     return redis.error_reply('clock skew: Redis day ' .. day .. ', caller day ' .. (base + 1))
 end
+release_expired(now_ms)
 local tpd_key = KEYS[4 + day - base]
 local spd_key = KEYS[7 + day - base]
 local spm_key = KEYS[10 + day - base]
@@ -100,6 +118,14 @@ local tpd_used = tonumber(used[1] or '0')
 local spd_used = tonumber(used[2] or '0')
 local spm_used = tonumber(used[3] or '0')
 local to_midnight_ms = (86400 - now_s % 86400) * 1000
+
+if op == 'p' then
+    -- What is used now (GET /v1/limits), expired reservations given back first.
+    local in_flight = redis.call('ZCOUNT', KEYS[1], now_ms, '+inf')
+    local tpm_reset_ms = 0
+    if oldest ~= nil then tpm_reset_ms = (oldest + 60 - now_s) * 1000 end
+    return {in_flight, tpm_used, tpd_used, tpm_reset_ms, spd_used, spm_used}
+end
 
 -- Reserve `amount` tokens (the next model call's estimated input + max output) and `spend`
 -- micro-dollars (their price).
@@ -145,8 +171,7 @@ local function reserve()
             redis.call('EXPIRE', spm_key, 2764800)  -- 32 days
         end
     end
-    redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now_ms)
-    redis.call('ZADD', KEYS[2], now_ms + reservation_ttl, ARGV[8])
+    redis.call('ZADD', KEYS[2], now_ms + reservation_ttl, ARGV[8] .. '|' .. now_s .. '|' .. day)
     redis.call('PEXPIRE', KEYS[2], reservation_ttl)
     return {0, tpm_used + amount, tpd_used + amount, 0, now_s, day, spd_used + spend,
             spm_used + spend}
