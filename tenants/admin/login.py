@@ -61,7 +61,7 @@ async def login(
     settings: SettingsDep,
 ) -> LoginToken:
     """Exchange `username` + `password` (form fields) for an admin bearer token (never cached:
-    `Cache-Control: no-store`, RFC 6749 §5.1)."""
+    `Cache-Control: no-store`, as OAuth 2.0 token responses are)."""
     response.headers["Cache-Control"] = "no-store"
     response.headers["Pragma"] = "no-cache"
     limiter = failure_limiter(request)
