@@ -31,13 +31,13 @@ def output_text(output: Any) -> str:
 
 def usage(handle: RunHandle) -> dict[str, Any]:
     """The run's exact usage (the meter's sums over its model calls) in OpenAI's names."""
-    meter = handle.meter
+    total = handle.meter.total
     return {
-        "prompt_tokens": meter.input_tokens,
-        "completion_tokens": meter.output_tokens,
-        "total_tokens": meter.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": meter.cached_tokens},
-        "completion_tokens_details": {"reasoning_tokens": meter.reasoning_tokens},
+        "prompt_tokens": total.input_tokens,
+        "completion_tokens": total.output_tokens,
+        "total_tokens": total.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": total.cached_tokens},
+        "completion_tokens_details": {"reasoning_tokens": total.reasoning_tokens},
     }
 
 

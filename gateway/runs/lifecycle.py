@@ -28,7 +28,7 @@ from gateway.agents.context import CURRENT_RUN, RunScope
 from gateway.core.errors import RunTimeoutError
 from gateway.runs.failures import run_status
 from gateway.runs.handle import RunHandle
-from gateway.runs.meter import ModelTokens, RunMeter
+from gateway.runs.meter import ModelTokens
 from gateway.runs.objects import run_usage
 from gateway.tools.context import run_context
 from observability.metrics import IN_FLIGHT, record_model_usage, record_run, tenant_label
@@ -151,6 +151,7 @@ class Run:
         IN_FLIGHT.labels(tenant_label(principal.tenant_slug)).dec()
         elapsed = time.perf_counter() - handle.started
         meter = handle.meter
+        total = meter.total
         built = handle.built
         self.service.recorder.record(
             # Only read back as a dict by the batch insert: no validation or ORM state needed
@@ -164,12 +165,12 @@ class Run:
                 agent=built.name,
                 agent_version=built.version,
                 model=built.model,
-                requests=meter.requests,
-                input_tokens=meter.input_tokens,
-                output_tokens=meter.output_tokens,
-                cached_tokens=meter.cached_tokens,
-                reasoning_tokens=meter.reasoning_tokens,
-                total_tokens=meter.total_tokens,
+                requests=total.requests,
+                input_tokens=total.input_tokens,
+                output_tokens=total.output_tokens,
+                cached_tokens=total.cached_tokens,
+                reasoning_tokens=total.reasoning_tokens,
+                total_tokens=total.total_tokens,
                 model_usage=meter.model_usage(),
                 status=status,
                 latency_ms=int(elapsed * 1000),
@@ -185,11 +186,11 @@ class Run:
             agent=built.name,
             status=status,
             duration_s=elapsed,
-            tokens=meter.input_tokens + meter.output_tokens,
+            tokens=total.input_tokens + total.output_tokens,
             limits=principal.limits,
         )
         if meter.others is None:
-            self._record_model(built.model, meter, handle.price)
+            self._record_model(built.model, total, handle.price)
             return
         for model, tokens in meter.by_model().items():
             price = handle.price
@@ -197,9 +198,7 @@ class Run:
                 price = handle.price_of(model)
             self._record_model(model, tokens, price)
 
-    def _record_model(
-        self, model: str, tokens: RunMeter | ModelTokens, price: Price | None
-    ) -> None:
+    def _record_model(self, model: str, tokens: ModelTokens, price: Price | None) -> None:
         """The metrics of one model's calls in the run (priced when the run started)."""
         handle = self.handle
         record_model_usage(

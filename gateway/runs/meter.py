@@ -36,6 +36,7 @@ from agents import (
     RunHooks,
 )
 from agents.items import ModelResponse, TResponseInputItem
+from agents.usage import Usage
 
 from gateway.limits.prices import cost_micro
 from gateway.limits.quotas import RunTicket
@@ -115,6 +116,26 @@ class ModelTokens:
     reasoning_tokens: int = 0
     total_tokens: int = 0
 
+    def add(self, usage: Usage) -> None:
+        """Count one model call's usage as the upstream reported it."""
+        self.requests += usage.requests
+        self.input_tokens += usage.input_tokens
+        self.output_tokens += usage.output_tokens
+        self.total_tokens += usage.total_tokens
+        self.cached_tokens += usage.input_tokens_details.cached_tokens or 0
+        self.reasoning_tokens += usage.output_tokens_details.reasoning_tokens or 0
+
+    def minus(self, other: ModelTokens) -> ModelTokens:
+        """These counters less `other`'s."""
+        return ModelTokens(
+            self.requests - other.requests,
+            self.input_tokens - other.input_tokens,
+            self.output_tokens - other.output_tokens,
+            self.cached_tokens - other.cached_tokens,
+            self.reasoning_tokens - other.reasoning_tokens,
+            self.total_tokens - other.total_tokens,
+        )
+
     def as_dict(self) -> dict[str, int]:
         return {
             "requests": self.requests,
@@ -148,12 +169,8 @@ class RunMeter(RunHooks[Any]):
         """What calls to models other than `model` used (None: there were none)."""
         self.ticket = ticket
         self.max_output = max_output
-        self.requests = 0
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.cached_tokens = 0
-        self.reasoning_tokens = 0
-        self.total_tokens = 0
+        self.total = ModelTokens()
+        """What every model call of the run used (the run's usage)."""
 
     async def on_llm_start(
         self,
@@ -192,32 +209,24 @@ class RunMeter(RunHooks[Any]):
             model, price = call[1], call[2]
             record_model_call(model, ok=True, seconds=time.perf_counter() - call[0])
         usage = response.usage
-        cached = usage.input_tokens_details.cached_tokens or 0
-        reasoning = usage.output_tokens_details.reasoning_tokens or 0
-        self.requests += usage.requests
-        self.input_tokens += usage.input_tokens
-        self.output_tokens += usage.output_tokens
-        self.total_tokens += usage.total_tokens
-        self.cached_tokens += cached
-        self.reasoning_tokens += reasoning
+        self.total.add(usage)
         if model != self.model:
             if self.others is None:
                 self.others = {}
             other = self.others.get(model)
             if other is None:
                 other = self.others[model] = ModelTokens()
-            other.requests += usage.requests
-            other.input_tokens += usage.input_tokens
-            other.output_tokens += usage.output_tokens
-            other.total_tokens += usage.total_tokens
-            other.cached_tokens += cached
-            other.reasoning_tokens += reasoning
+            other.add(usage)
         UPSTREAM_REQUESTS.labels(model, "ok").inc()
         if ticket is not None:
             spent = 0
             if price is not None:
                 spent = cost_micro(
-                    price, usage.input_tokens, usage.output_tokens, cached, reasoning
+                    price,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    usage.input_tokens_details.cached_tokens or 0,
+                    usage.output_tokens_details.reasoning_tokens or 0,
                 )
             await ticket.after_call(usage.total_tokens, spent)
 
@@ -246,21 +255,9 @@ class RunMeter(RunHooks[Any]):
 
     def own_tokens(self) -> ModelTokens:
         """What the calls to the run's own model used (the run's totals less the others')."""
-        own = ModelTokens(
-            self.requests,
-            self.input_tokens,
-            self.output_tokens,
-            self.cached_tokens,
-            self.reasoning_tokens,
-            self.total_tokens,
-        )
+        own = self.total
         for other in (self.others or {}).values():
-            own.requests -= other.requests
-            own.input_tokens -= other.input_tokens
-            own.output_tokens -= other.output_tokens
-            own.cached_tokens -= other.cached_tokens
-            own.reasoning_tokens -= other.reasoning_tokens
-            own.total_tokens -= other.total_tokens
+            own = own.minus(other)
         return own
 
     def by_model(self) -> dict[str, ModelTokens]:
@@ -284,11 +281,12 @@ class RunMeter(RunHooks[Any]):
 
     def as_dict(self) -> dict[str, int]:
         """The `usage` object of the run response."""
+        total = self.total
         return {
-            "requests": self.requests,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "total_tokens": self.total_tokens,
+            "requests": total.requests,
+            "input_tokens": total.input_tokens,
+            "output_tokens": total.output_tokens,
+            "total_tokens": total.total_tokens,
         }
 
 

@@ -71,7 +71,7 @@ async def test_meter_sums_every_model_call_including_before_a_failure() -> None:
         "output_tokens": 13,
         "total_tokens": 243,
     }
-    assert (meter.cached_tokens, meter.reasoning_tokens) == (40, 2)
+    assert (meter.total.cached_tokens, meter.total.reasoning_tokens) == (40, 2)
     assert result.context_wrapper.usage.total_tokens == 243
 
     failing = ScriptedModel(
