@@ -30,8 +30,9 @@ from agents.items import TResponseInputItem
 from gateway.agents.context import CURRENT_RUN
 from gateway.agents.output import InvalidModelOutput, JsonSchemaOutput
 from gateway.core.errors import GuardrailTriggeredError, UpstreamError
+from gateway.core.linear_regex import re2_options
 from observability.metrics import record_guardrail
-from tenants.agent.composition import ClassifierSpec, re2_options
+from tenants.agent.composition import ClassifierSpec
 
 CLASSIFIER_GUARDRAIL = "input.classifier"
 VERDICT_SCHEMA: dict[str, Any] = {

@@ -17,12 +17,12 @@ import copy
 from typing import Annotated, Any
 
 import orjson
-import re2
 from agents.exceptions import UserError
 from agents.strict_schema import ensure_strict_json_schema
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from gateway.core.json_types import JsonInteger
+from gateway.core.linear_regex import check_pattern
 from gateway.core.text import Label, Text
 from tenants.agent.json_schema import check_json_schema
 
@@ -39,21 +39,8 @@ STRICT_RULES = (
 )
 
 
-def re2_options() -> re2.Options:
-    """RE2 options of every tenant pattern (errors are reported, not logged to stderr)."""
-    options = re2.Options()
-    options.log_errors = False
-    return options
-
-
 def _re2_pattern(pattern: str) -> str:
-    try:
-        re2.compile(pattern, options=re2_options())
-    except re2.error as exc:
-        detail = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
-        raise ValueError(
-            f"not a valid RE2 pattern ({detail}); RE2 has no backreferences or lookarounds"
-        ) from None
+    check_pattern(pattern)
     return pattern
 
 

@@ -5,11 +5,12 @@ the schema fails the run with 502 `invalid_model_output`, its tokens still recor
 from __future__ import annotations
 
 import json
+import time
 
 import orjson
 
 from tests.gateway.composition import gw, ledger_sum, put_agent, records, run, streamed
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import ADMIN, Gateway
 from tests.gateway.test_runs_e2e import parse_sse
 
 __all__ = ["gw"]
@@ -89,6 +90,34 @@ async def test_an_answer_off_the_schema_is_502_invalid_model_output(
     (record,) = await records(gw, tenant)
     assert record["status"] == "failed"
     assert record["total_tokens"] == ledger_sum(calls)["total_tokens"] > 0
+
+
+async def test_a_backtracking_pattern_cannot_stall_the_worker(gw: Gateway) -> None:
+    """The answer is checked against the schema's patterns in linear time (Python's `re` takes
+    seconds on `(a+)+$` against 27 `a`s and a `!`, holding the event loop); a pattern RE2
+    cannot run is 422 at PUT."""
+    tenant = await gw.create_tenant("acme")
+    schema = {
+        "type": "object",
+        "properties": {"summary": {"type": "string", "pattern": "^Mock answer to: (a+)+$"}},
+        "required": ["summary"],
+    }
+    await put_agent(gw, tenant, "orders", {"output_schema": schema})
+    started = time.perf_counter()
+    outcome = await run(gw, tenant, "orders", "a" * 27 + "!", stream=False)
+    assert outcome.status == 502 and outcome.error["code"] == "invalid_model_output"
+    assert time.perf_counter() - started < 2.5
+    outcome = await run(gw, tenant, "orders", "a" * 27, stream=False)
+    assert outcome.status == 200 and outcome.body["output"] == {
+        "summary": "Mock answer to: " + "a" * 27
+    }
+    lookahead = {"type": "object", "properties": {"s": {"type": "string", "pattern": "(?!x)"}}}
+    r = await gw.client.put(
+        f"/admin/tenants/{tenant.id}/agents/other",
+        json={"instructions": "x", "output_schema": {**lookahead, "required": ["s"]}},
+        headers=ADMIN,
+    )
+    assert r.status_code == 422 and "RE2" in r.text, r.text
 
 
 async def test_agents_without_a_schema_still_answer_text(gw: Gateway) -> None:

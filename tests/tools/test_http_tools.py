@@ -3,6 +3,7 @@ loopback (allowed through GATEWAY_EGRESS_ALLOW), and every failure as an `error:
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,19 @@ async def test_put_validates_http_tools(gw: Gateway) -> None:
         "metadata address": http_tool("https://169.254.169.254/latest"),
         "metadata address in hex": http_tool("https://0xa9.0xfe.0xa9.0xfe/latest"),
         "metadata address as one number": http_tool("https://2852039166/latest"),
+        "metadata address with a trailing dot": http_tool("https://169.254.169.254./latest"),
+        "space in the host": http_tool("https://tools.exa mple.com/orders"),
+        "percent-encoded host": http_tool("https://%31%30.0.0.1/orders"),
+        "unknown $schema": http_tool(
+            ok["url"], parameters={"$schema": "http://example.com/nope", "type": "object"}
+        ),
+        "pattern RE2 cannot run": http_tool(
+            ok["url"],
+            parameters={"type": "object", "properties": {"a": {"pattern": "(?=a)b"}}},
+        ),
+        "property pattern RE2 cannot run": http_tool(
+            ok["url"], parameters={"type": "object", "patternProperties": {"(a)\\1": {}}}
+        ),
         "timeout too long": http_tool(ok["url"], timeout_s=61),
         "timeout as a string": http_tool(ok["url"], timeout_s="7"),
         "approval as a string": http_tool(ok["url"], requires_approval="yes"),
@@ -119,6 +133,9 @@ async def test_put_validates_http_tools(gw: Gateway) -> None:
     # Loopback over http is allowed here: the test deployment allows 127.0.0.0/8.
     r = await put_agent(gw, tenant.id, agent_with(http_tool("http://127.0.0.1:9/x")))
     assert r.status_code == 200, r.text
+    # ... but written as an address only some resolvers read (`127.1`), it is refused.
+    r = await put_agent(gw, tenant.id, agent_with(http_tool("http://127.1:9/x")))
+    assert r.status_code == 422 and "dotted-decimal" in r.text
 
 
 async def test_tool_secret_is_shown_once_stored_encrypted_and_audited(
@@ -234,6 +251,34 @@ async def test_invalid_arguments_send_no_request(gw: Gateway, tool_endpoint: Rec
         in (body["output"])
     )
     assert tool_endpoint.requests == []
+
+
+async def test_a_backtracking_pattern_cannot_stall_the_worker(
+    gw: Gateway, tool_endpoint: Receiver
+) -> None:
+    """A schema pattern is matched in linear time: with Python's backtracking `re`, `^(a+)+$`
+    against 27 `a`s and a `!` holds the event loop for seconds (minutes at 35)."""
+    schema = {
+        "type": "object",
+        "properties": {"order_id": {"type": "string", "pattern": "^(a+)+$"}},
+        "patternProperties": {"^(b+)+$": {"type": "string"}},
+        "additionalProperties": False,
+    }
+    tenant, _ = await setup_tenant(
+        gw, "redos", http_tool(tool_endpoint.url("/orders"), parameters=schema)
+    )
+    evil = "a" * 27 + "!"
+    started = time.perf_counter()
+    body = await run(gw, tenant, f'Use lookup_order {{"order_id": "{evil}"}}')
+    assert f"error: invalid arguments: order_id: '{evil}' does not match" in body["output"]
+    key = "b" * 27 + "!"
+    body = await run(gw, tenant, f'Use lookup_order {{"order_id": "aaa", "{key}": "x"}}')
+    assert "error: invalid arguments" in body["output"] and key in body["output"]
+    assert time.perf_counter() - started < 2.5
+    assert tool_endpoint.requests == []
+    body = await run(gw, tenant, 'Use lookup_order {"order_id": "aaa", "bbb": "x"}')
+    assert "error" not in body["output"]
+    assert len(tool_endpoint.requests) == 1
 
 
 async def scrape(gw: Gateway) -> dict[Any, float]:
