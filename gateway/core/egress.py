@@ -100,6 +100,31 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
+_HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+"""One label of a host name (letters, digits, hyphens inside; `_` as in service names)."""
+
+
+def _host_problem(host: str) -> str | None:
+    """Why a URL's host (as `urlsplit` gives it) is not a host name of valid labels (IDNA for
+    non-ASCII) or an IP address, or None."""
+    name = host.removesuffix(".")
+    try:
+        ipaddress.ip_address(name)
+        return None
+    except ValueError:
+        pass
+    if _literal(name) is not None:
+        return None  # a legacy IPv4 form: its address is checked, then the form refused
+    try:
+        ascii_name = name.encode("idna").decode("ascii")
+    except UnicodeError:
+        ascii_name = ""
+    labels = ascii_name.lower().split(".")
+    if not ascii_name or len(ascii_name) > 253 or not all(map(_HOST_LABEL.match, labels)):
+        return "the URL's host is not a valid host name or IP address"
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class EgressPolicy:
     """The allow list (`GATEWAY_EGRESS_ALLOW`) and the checks built on it."""
@@ -166,7 +191,13 @@ class EgressPolicy:
         if parts.username is not None or parts.password is not None:
             EGRESS_REFUSALS.labels(stage).inc()
             raise EgressRefusedError("the URL must not carry credentials")
-        literal = _literal(host)
+        problem = _host_problem(host)
+        if problem is not None:
+            EGRESS_REFUSALS.labels(stage).inc()
+            raise EgressRefusedError(problem)
+        literal = _literal(host.removesuffix("."))
+        # An IPv4 address in a legacy form (`127.1`, `0x7f.0.0.1`): resolvers disagree on it.
+        legacy = literal is not None and ":" not in host and str(literal) != host.removesuffix(".")
         if host in _LOCALHOST_NAMES:
             literal = ipaddress.ip_address("127.0.0.1")
         if parts.scheme == "http" and not self._http_allowed(host, literal):
@@ -176,6 +207,9 @@ class EgressPolicy:
             )
         if literal is not None:
             self.check_address(host, literal, stage=stage)
+            if legacy:
+                EGRESS_REFUSALS.labels(stage).inc()
+                raise EgressRefusedError("write an IPv4 address in dotted-decimal form (a.b.c.d)")
 
     def _http_allowed(self, host: str, literal: IPAddress | None) -> bool:
         if self.host_allowed(host):

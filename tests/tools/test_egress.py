@@ -120,3 +120,32 @@ async def test_an_allowed_cidr_lets_a_resolved_name_connect() -> None:
         finally:
             await session.close()
         assert len(tool.requests) == 1
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://exa mple.com/hook",  # a space in the host
+        "https://%31%30.0.0.1/hook",  # a percent-encoded host
+        "https://-tools.example.com/hook",
+        "https://tools..example.com/hook",
+        "https://" + "a" * 64 + ".example.com/hook",
+    ],
+)
+def test_a_host_that_is_no_host_name_is_refused(url: str) -> None:
+    with pytest.raises(EgressRefusedError, match="not a valid host name"):
+        EgressPolicy().check_url(url)
+
+
+def test_an_allowed_address_in_a_legacy_form_is_refused_and_a_trailing_dot_changes_nothing() -> (
+    None
+):
+    policy = EgressPolicy.parse("127.0.0.0/8")
+    for legacy in ("http://127.1:9000/hook", "http://0177.0.0.1:9000/hook", "https://134744072/"):
+        with pytest.raises(EgressRefusedError, match="dotted-decimal"):
+            policy.check_url(legacy)
+    policy.check_url("http://127.0.0.1.:9000/hook")
+    policy.check_url("https://tools.example.com./hook")
+    policy.check_url("https://[2001:4860:4860:0::8888]/hook")
+    with pytest.raises(EgressRefusedError, match="link-local"):
+        policy.check_url("https://169.254.169.254./latest/meta-data")
