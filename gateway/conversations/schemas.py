@@ -45,10 +45,17 @@ def item_id(position: int) -> str:
     return f"{ITEM_ID_PREFIX}{position}"
 
 
+MAX_POSITION = 2**31 - 1
+"""The largest position the column holds (a 32-bit integer on PostgreSQL)."""
+
+
 def item_position(cursor: str) -> int | None:
-    """The position an `after` cursor names (None: not an item id, so no item matches)."""
+    """The position an `after` cursor names (None: not an item id, so no item matches); one
+    past any position a conversation can hold is clamped to the largest (an empty page)."""
     digits = cursor.removeprefix(ITEM_ID_PREFIX)
-    return int(digits) if cursor.startswith(ITEM_ID_PREFIX) and digits.isdigit() else None
+    if not (cursor.startswith(ITEM_ID_PREFIX) and digits.isascii() and digits.isdigit()):
+        return None
+    return min(int(digits), MAX_POSITION)
 
 
 def render_item(row: ConversationItem) -> dict[str, Any]:

@@ -113,6 +113,10 @@ async def test_two_turns_carry_the_history(cgw: Gateway) -> None:
         )
     ).json()
     assert rest["has_more"] is False and [text_of(i) for i in rest["data"]] == [r.json()["output"]]
+    # A cursor past any position the column holds (32 bits on PostgreSQL): an empty page.
+    for far in ("item_2147483648", "item_9223372036854775808", "item_" + "9" * 40):
+        r = await cgw.client.get(f"/v1/conversations/{conv}/items?after={far}", headers=h)
+        assert r.status_code == 200 and r.json() == {"data": [], "has_more": False}, r.text
 
 
 async def test_streamed_turn_appends_and_failed_turns_append_nothing(cgw: Gateway) -> None:
