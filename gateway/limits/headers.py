@@ -10,6 +10,7 @@ admission, `GET /v1/limits` from its own read), the middleware reads them from t
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,8 @@ def request_headers(states: Iterable[WindowState]) -> dict[str, str]:
     return {
         "x-ratelimit-limit-requests": str(tightest.limit),
         "x-ratelimit-remaining-requests": str(max(0, tightest.remaining)),
-        "x-ratelimit-reset-requests": f"{tightest.reset_s:.0f}s",
+        # Rounded up, as Retry-After: "0s" while the window still refuses would be wrong.
+        "x-ratelimit-reset-requests": f"{math.ceil(tightest.reset_s)}s",
     }
 
 

@@ -80,19 +80,26 @@ class WindowState:
     reset_s: float
 
 
+Window = tuple[int, float]
+"""A window after a check: (requests now in it, timestamp of the oldest one)."""
+
+
 class RedisWindow:
-    """The moving windows in Redis: one `request_window.lua` call per limit check."""
+    """The moving windows in Redis: one `request_window.lua` call per request."""
 
     def __init__(self, redis: Redis, prefix: str) -> None:
         self.prefix = f"{prefix}rl:"
         self._acquire = LeanScript(redis, SCRIPT)
 
-    async def hit(self, item: RateLimitItem, ident: str) -> tuple[bool, int, float]:
-        """(admitted, requests now in the window, timestamp of the oldest one)."""
+    async def hit(self, limits: list[tuple[RateLimitItem, str]]) -> tuple[int | None, list[Window]]:
+        """Count one request in every window of `limits` ((item, identity) pairs), or in none:
+        (the index of the first window that refused, None when admitted; each window)."""
         now = time.time()
-        key = self.prefix + item.key_for(ident)
-        acquired, count, oldest = await self._acquire([key], [now, item.amount, WINDOW_S, 1])
-        return bool(acquired), int(count), float(oldest)
+        keys = [self.prefix + item.key_for(ident) for item, ident in limits]
+        reply = await self._acquire(keys, [now, WINDOW_S, 1, *(item.amount for item, _ in limits)])
+        refused = int(reply[0])
+        windows = [(int(reply[i]), float(reply[i + 1])) for i in range(1, len(reply), 2)]
+        return (refused - 1 if refused else None), windows
 
 
 class RequestLimiter:
@@ -112,46 +119,47 @@ class RequestLimiter:
     async def check(self, principal: Principal) -> list[WindowState]:
         """Count this request against the tenant's (and end user's) limit; 429 when over.
 
+        The request is counted in both windows or in neither: one refused by the end user's
+        limit does not use up the tenant's, so one user cannot lock out the others.
+
         Raises:
             RequestLimitExceeded: a limit is exhausted (its 429: `code` names it, Retry-After).
             ServiceUnavailableError: Redis is down and the failure mode is closed.
         """
         per_tenant, per_user = request_limits(principal.limits)
-        states: list[WindowState] = []
-        await self._hit(
-            principal,
-            REQUESTS_PER_MINUTE,
-            self.ceiling if per_tenant is None else per_tenant,
-            tenant_key(principal),
-            states,
-        )
+        tenant_amount = self.ceiling if per_tenant is None else per_tenant
+        codes = [REQUESTS_PER_MINUTE]
+        limits = [(per_minute(tenant_amount), tenant_key(principal))]
         if per_user is not None and principal.user is not None:
-            await self._hit(
-                principal, REQUESTS_PER_MINUTE_PER_USER, per_user, user_key(principal), states
+            codes.append(REQUESTS_PER_MINUTE_PER_USER)
+            limits.append((per_minute(per_user), user_key(principal)))
+        refused, windows = await self._windows(limits)
+        now = time.time()
+        states = [
+            WindowState(
+                code, item.amount, max(0, item.amount - count), max(0.0, oldest + WINDOW_S - now)
             )
+            for code, (item, _), (count, oldest) in zip(codes, limits, windows, strict=True)
+        ]
+        if refused is not None:
+            state = states[refused]
+            RATE_LIMIT_REJECTIONS.labels(tenant_label(principal.tenant_slug), state.code).inc()
+            error = RateLimitedError(
+                f"Rate limit reached: {state.limit} requests per minute ({state.code}).",
+                code=state.code,
+                retry_after_s=max(1.0, math.ceil(state.reset_s)),
+            )
+            # The refusing window first: its trio is the one the 429's headers show.
+            raise RequestLimitExceeded(error, [state, *(s for s in states if s is not state)])
         return states
 
-    async def _hit(
-        self, principal: Principal, code: str, amount: int, ident: str, states: list[WindowState]
-    ) -> None:
-        item = per_minute(amount)
-        admitted, count, oldest = await self._window(item, ident)
-        reset_s = max(0.0, oldest + WINDOW_S - time.time())
-        states.append(WindowState(code, amount, max(0, amount - count), reset_s))
-        if not admitted:
-            RATE_LIMIT_REJECTIONS.labels(tenant_label(principal.tenant_slug), code).inc()
-            error = RateLimitedError(
-                f"Rate limit reached: {amount} requests per minute ({code}).",
-                code=code,
-                retry_after_s=max(1.0, math.ceil(reset_s)),
-            )
-            raise RequestLimitExceeded(error, states)
-
-    async def _window(self, item: RateLimitItem, ident: str) -> tuple[bool, int, float]:
+    async def _windows(
+        self, limits: list[tuple[RateLimitItem, str]]
+    ) -> tuple[int | None, list[Window]]:
         if self.redis is not None and self.breaker.usable():
             try:
                 async with time_box(self.timeout_s):
-                    result = await self.redis.hit(item, ident)
+                    result = await self.redis.hit(limits)
             except REDIS_ERRORS as exc:
                 self.breaker.failed(exc)
             else:
@@ -159,12 +167,24 @@ class RequestLimiter:
                 return result
         if self.redis is not None:
             self.breaker.fallback()  # 503 in closed mode
-        return self._memory_hit(item, ident)
+        return self._memory_hit(limits)
 
-    def _memory_hit(self, item: RateLimitItem, ident: str) -> tuple[bool, int, float]:
-        admitted = self.memory.hit(item, ident)
-        stats = self.memory.get_window_stats(item, ident)
-        return admitted, item.amount - stats.remaining, stats.reset_time - WINDOW_S
+    def _memory_hit(
+        self, limits: list[tuple[RateLimitItem, str]]
+    ) -> tuple[int | None, list[Window]]:
+        """As the script, in process: no await between the tests and the hits."""
+        refused = next(
+            (i for i, (item, ident) in enumerate(limits) if not self.memory.test(item, ident)),
+            None,
+        )
+        if refused is None:
+            for item, ident in limits:
+                self.memory.hit(item, ident)
+        windows: list[Window] = []
+        for item, ident in limits:
+            stats = self.memory.get_window_stats(item, ident)
+            windows.append((item.amount - stats.remaining, stats.reset_time - WINDOW_S))
+        return refused, windows
 
 
 class RequestLimitExceeded(Exception):

@@ -212,6 +212,57 @@ async def test_per_user_key_function(sqlite_url: str) -> None:
     assert len(await limiter.check(bob)) == 2
 
 
+@pytest.mark.parametrize("store", ["memory", pytest.param("redis", marks=pytest.mark.redis)])
+async def test_one_users_refusals_do_not_use_up_the_tenants_window(
+    sqlite_url: str, store: str, request: pytest.FixtureRequest
+) -> None:
+    """Tenant limit 5, per user 1: mallory's four refused requests count nowhere, so four
+    other users still get in; then the tenant's window refuses (and the headers of each 429
+    show the window that refused)."""
+    import redis.asyncio as aioredis
+
+    from gateway.auth.principal import Principal
+    from gateway.limits.breaker import RedisBreaker
+    from gateway.limits.headers import request_headers
+    from gateway.limits.requests import RequestLimiter, RequestLimitExceeded
+
+    client = None
+    overrides = {}
+    if store == "redis":
+        client = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
+        overrides["redis_key_prefix"] = request.getfixturevalue("redis_prefix")
+    limiter = RequestLimiter(
+        make_settings(sqlite_url, **overrides), RedisBreaker(retry_s=1, fail_open=True), client
+    )
+    limits = {"requests_per_minute": 5, "requests_per_minute_per_user": 1}
+
+    def user(name: str) -> Principal:
+        return Principal("ten_1", "acme", "active", None, frozenset(), limits, user=name)
+
+    try:
+        await limiter.check(user("mallory"))
+        for _ in range(4):
+            with pytest.raises(RequestLimitExceeded) as refused:
+                await limiter.check(user("mallory"))
+            assert refused.value.error.code == "requests_per_minute_per_user"
+            assert request_headers(refused.value.states)["x-ratelimit-limit-requests"] == "1"
+        for name in ("bob", "carol", "dave", "erin"):
+            await limiter.check(user(name))
+        with pytest.raises(RequestLimitExceeded) as refused:
+            await limiter.check(user("frank"))
+        assert refused.value.error.code == "requests_per_minute"
+        headers = request_headers(refused.value.states)
+        assert headers["x-ratelimit-limit-requests"] == "5"
+        assert headers["x-ratelimit-remaining-requests"] == "0"
+        assert int(headers["x-ratelimit-reset-requests"].removesuffix("s")) >= 1
+        # ... and frank was not counted in his own window by the tenant's refusal.
+        limits["requests_per_minute"] = 6
+        await limiter.check(user("frank"))
+    finally:
+        if client is not None:
+            await client.aclose()
+
+
 async def test_token_headers_on_every_v1_response_where_a_token_limit_applies(
     gw: Gateway,
 ) -> None:

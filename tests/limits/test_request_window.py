@@ -21,8 +21,29 @@ async def client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 async def acquire(window: RedisWindow, key: str, at: float, limit: int) -> tuple[int, int, float]:
-    acquired, count, oldest = await window._acquire([key], [at, limit, WINDOW_S, 1])
-    return int(acquired), int(count), float(oldest)
+    refused, count, oldest = await window._acquire([key], [at, WINDOW_S, 1, limit])
+    return int(refused == 0), int(count), float(oldest)
+
+
+async def test_a_request_is_counted_in_every_window_or_in_none(
+    client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """Tenant limit 5, user limit 1: the user's refusals never use up the tenant's window."""
+    window = RedisWindow(client, redis_prefix)
+    tenant, mallory, bob = (f"{redis_prefix}{n}" for n in ("t", "u:mallory", "u:bob"))
+    replies = []
+    for i in range(5):
+        reply = await window._acquire([tenant, mallory], [T0 + i, WINDOW_S, 1, 5, 1])
+        replies.append([int(reply[0]), int(reply[1]), int(reply[3])])
+    # The first is admitted (1 in each window); the next four are refused by window 2 (the
+    # user's) and counted nowhere.
+    assert replies == [[0, 1, 1]] + [[2, 1, 1]] * 4
+    for i in range(4):
+        reply = await window._acquire([tenant, f"{bob}{i}"], [T0 + 10 + i, WINDOW_S, 1, 5, 1])
+        assert int(reply[0]) == 0, i
+    # The tenant's window is full now: refused by window 1, and not counted in the user's.
+    reply = await window._acquire([tenant, bob], [T0 + 20, WINDOW_S, 1, 5, 1])
+    assert (int(reply[0]), int(reply[1]), int(reply[3])) == (1, 5, 0)
 
 
 async def test_entries_older_than_the_window_are_dropped_even_under_a_huge_limit(

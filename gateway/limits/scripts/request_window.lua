@@ -1,26 +1,40 @@
--- Moving-window acquire (as limits' acquire_moving_window.lua) that also answers the window's
--- state, so the request limit and its x-ratelimit-* headers cost one round trip.
--- KEYS[1]: the window list (newest first); ARGV: timestamp, limit, expiry (s), amount
--- returns {acquired (0/1), entries in the window, oldest entry timestamp (string)}
+-- Moving-window acquire (as limits' acquire_moving_window.lua) over all of a request's limits
+-- at once, answering each window's state, so the request limits and their x-ratelimit-*
+-- headers cost one round trip. A request is counted in every window or in none: one refused
+-- by the end user's limit does not use up the tenant's (and one refused by the tenant's does
+-- not use up the user's).
+-- KEYS: the window lists (newest first): the tenant's, then the end user's if any
+-- ARGV: timestamp, expiry (s), amount, then one limit per key
+-- returns {the 1-based index of the first window that refused (0: admitted), then per key:
+--          entries in the window, oldest entry timestamp (string)}
 -- Entries older than the window are dropped: the list holds at most the window's entries
 -- (without that a limit far above the traffic, 10^6 a minute say, kept every request since
 -- the key was last idle for a minute, and each call's LINDEX walked an ever longer list).
 local timestamp = tonumber(ARGV[1])
-local limit = tonumber(ARGV[2])
-local expiry = tonumber(ARGV[3])
-local amount = tonumber(ARGV[4])
+local expiry = tonumber(ARGV[2])
+local amount = tonumber(ARGV[3])
 local start = timestamp - expiry
 
-local acquired = 0
-if amount <= limit then
-    local entry = redis.call('lindex', KEYS[1], limit - amount)
-    if not (entry and tonumber(entry) >= start) then
+local refused = 0
+for i = 1, #KEYS do
+    local limit = tonumber(ARGV[3 + i])
+    if amount > limit then
+        refused = i
+        break
+    end
+    local entry = redis.call('lindex', KEYS[i], limit - amount)
+    if entry and tonumber(entry) >= start then
+        refused = i
+        break
+    end
+end
+if refused == 0 then
+    for i = 1, #KEYS do
         for _ = 1, amount do
-            redis.call('lpush', KEYS[1], timestamp)
+            redis.call('lpush', KEYS[i], timestamp)
         end
-        redis.call('ltrim', KEYS[1], 0, limit - 1)
-        redis.call('expire', KEYS[1], expiry)
-        acquired = 1
+        redis.call('ltrim', KEYS[i], 0, tonumber(ARGV[3 + i]) - 1)
+        redis.call('expire', KEYS[i], expiry)
     end
 end
 
@@ -29,41 +43,51 @@ end
 -- spell (more than POPS expired), the oldest entry still inside the window is found by binary
 -- search and everything after it trimmed at once.
 local POPS = 8
-local len = redis.call('llen', KEYS[1])
-local oldest = nil
-for _ = 1, POPS do
-    if len == 0 then break end
-    local last = redis.call('lindex', KEYS[1], -1)
-    local value = tonumber(last)
-    if value and value >= start then
-        oldest = last
-        break
-    end
-    redis.call('rpop', KEYS[1])
-    len = len - 1
-end
-if oldest == nil and len > 0 then
-    local low, high, found = 0, len - 1, -1
-    while low <= high do
-        local mid = math.floor((low + high) / 2)
-        local value = tonumber(redis.call('lindex', KEYS[1], mid))
+local function state(key)
+    local len = redis.call('llen', key)
+    local oldest = nil
+    for _ = 1, POPS do
+        if len == 0 then break end
+        local last = redis.call('lindex', key, -1)
+        local value = tonumber(last)
         if value and value >= start then
-            found = mid
-            low = mid + 1
+            oldest = last
+            break
+        end
+        redis.call('rpop', key)
+        len = len - 1
+    end
+    if oldest == nil and len > 0 then
+        local low, high, found = 0, len - 1, -1
+        while low <= high do
+            local mid = math.floor((low + high) / 2)
+            local value = tonumber(redis.call('lindex', key, mid))
+            if value and value >= start then
+                found = mid
+                low = mid + 1
+            else
+                high = mid - 1
+            end
+        end
+        if found < 0 then
+            redis.call('del', key)
+            len = 0
         else
-            high = mid - 1
+            redis.call('ltrim', key, 0, found)
+            len = found + 1
+            oldest = redis.call('lindex', key, found)
         end
     end
-    if found < 0 then
-        redis.call('del', KEYS[1])
-        len = 0
-    else
-        redis.call('ltrim', KEYS[1], 0, found)
-        len = found + 1
-        oldest = redis.call('lindex', KEYS[1], found)
+    if len == 0 then
+        return 0, tostring(timestamp)
     end
+    return len, oldest
 end
-if len == 0 then
-    return {acquired, 0, tostring(timestamp)}
+
+local result = {refused}
+for i = 1, #KEYS do
+    local len, oldest = state(KEYS[i])
+    result[#result + 1] = len
+    result[#result + 1] = oldest
 end
-return {acquired, len, oldest}
+return result
