@@ -308,3 +308,24 @@ async def test_a_crashed_replicas_reservations_give_back_what_they_took(
         await asyncio.sleep(0.2)
     snapshot = await store.peek(tid)
     assert (snapshot.in_flight, snapshot.tpd_used, snapshot.spd_used) == (1, 7, 3)
+
+
+async def test_a_crashed_replicas_reservation_is_given_back_with_no_other_run_about(
+    client: aioredis.Redis, redis_prefix: str
+) -> None:
+    """The only run of a tenant dies with its replica: no live run renews anything, and
+    nobody calls until well past the reservation's expiry. The reservation set must still be
+    there to give back what it took (it used to expire with its last member)."""
+    store = RedisQuotaStore(client, prefix=redis_prefix, lease_ttl_s=1)
+    tid = "ten_alone"
+    limits = QuotaLimits(tokens_per_day=10**6, spend_per_day=10**6, max_concurrent_runs=1)
+    assert (await store.admit(tid, "run_dead", limits, "run_dead:1", 4126, 700)).code == OK
+    snapshot = await store.peek(tid)
+    assert (snapshot.in_flight, snapshot.tpd_used, snapshot.spd_used) == (1, 4126, 700)
+    await asyncio.sleep(2.5)
+    snapshot = await store.peek(tid)
+    assert (snapshot.in_flight, snapshot.tpd_used, snapshot.spd_used) == (0, 0, 0)
+    keys = await stored_keys(client, f"{redis_prefix}q:{{{tid}}}:")
+    for key in keys:
+        assert await client.ttl(key) > 0, key
+

@@ -172,7 +172,10 @@ local function reserve()
         end
     end
     redis.call('ZADD', KEYS[2], now_ms + reservation_ttl, ARGV[8] .. '|' .. now_s .. '|' .. day)
-    redis.call('PEXPIRE', KEYS[2], reservation_ttl)
+    -- The set outlives its members' expiry (as long as the month counter they may correct):
+    -- expired with them, a crashed replica's reservations could never give back what they
+    -- took. Settled members are removed, and Redis deletes the set when it is empty.
+    redis.call('PEXPIRE', KEYS[2], 2764800000)
     return {0, tpm_used + amount, tpd_used + amount, 0, now_s, day, spd_used + spend,
             spm_used + spend}
 end

@@ -22,5 +22,5 @@ for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now_ms, '+inf')) do
         kept = kept + redis.call('ZADD', KEYS[2], 'XX', 'CH', now_ms + ttl, member)
     end
 end
-if kept > 0 then redis.call('PEXPIRE', KEYS[2], ttl) end
+-- (The set's own TTL is left alone: it must outlive expired members, see quota.lua.)
 return renewed + kept
