@@ -51,6 +51,7 @@ from gateway.limits.store import (
     SPD,
     SPM,
     TPD,
+    TPM,
     Admission,
     QuotaStore,
     Reservation,
@@ -390,9 +391,21 @@ class RunTicket:
             message = (
                 f"Token quota exhausted ({code}): the next model call needs up to {amount} tokens."
             )
-        return rejection(
-            self.principal, code, message, _retry_s(reservation.code, reservation.retry_s)
+        retry_s = _retry_s(reservation.code, reservation.retry_s)
+        error = rejection(self.principal, code, message, retry_s)
+        # The windows as the refusal found them, not as admission did: a run stopped mid-run
+        # by tokens_per_minute must not answer its 429 with the minute's whole budget left.
+        admission = self.admission
+        tpm_reset_s = admission.tpm_reset_s if admission is not None else 60.0
+        if reservation.code == TPM:
+            tpm_reset_s = retry_s
+        error.headers.update(
+            token_headers(self.limits, reservation.tpm_used, tpm_reset_s, reservation.tpd_used)
         )
+        error.headers.update(
+            spend_headers(self.limits, reservation.spd_used, reservation.spm_used)
+        )
+        return error
 
     async def after_call(self, actual: int, spent: int = 0) -> None:
         """Record what the oldest open call really used (tokens, micro-dollars); it settles

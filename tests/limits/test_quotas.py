@@ -144,6 +144,10 @@ async def test_run_stops_before_the_call_that_would_exceed(
         assert r.status_code == 429
         assert r.json()["error"]["code"] == "tokens_per_day"
         assert int(r.headers["retry-after"]) >= 1
+        # The 429's token headers are the window as the refusal found it (not as admission
+        # did): the first call's tokens are used, the second call's reservation did not fit.
+        assert r.headers["x-ratelimit-limit-tokens"] == str(budget)
+        assert r.headers["x-ratelimit-remaining-tokens"] == str(budget - real1)
     await gw.flush_usage()
     r = await gw.client.get("/v1/usage?group_by=day", headers=tenant.headers)
     assert r.json()["totals"]["total_tokens"] == real1 == await tpd_counter(gw, tenant.id)
