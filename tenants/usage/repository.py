@@ -35,6 +35,10 @@ COUNTERS = ("runs", "requests", "input_tokens", "output_tokens", "total_tokens",
 _KNOWN_MONTHS: set[date] = set()
 """Months whose PostgreSQL partition this process has made sure of, and committed (bounded:
 one per month)."""
+TENANT_SCOPED = {"agent", "user"}
+"""Dimensions whose values are names within one tenant (an agent name, a JWT `sub`): a report
+over all tenants has a row per (tenant, value), with its `tenant_id`, never one row merging
+different tenants' users named alike."""
 _NULLABLE = {"key", "user"}
 """Dimensions whose value may be absent (stored as `""` in the rollups, answered as null)."""
 
@@ -148,6 +152,8 @@ class UsageRepository:
         group_columns: list[Any] = [group]
         if group_by == "tenant":
             group_columns.append(Tenant.slug)
+        elif tenant_id is None and group_by in TENANT_SCOPED:
+            group_columns.append(r.tenant_id)
         # Sums cast back to BIGINT: PostgreSQL's sum(bigint) is NUMERIC, which the driver
         # decodes to Decimal (thousands of them for a report by user).
         statement: Any = sa_select(
@@ -165,7 +171,7 @@ class UsageRepository:
         rows: list[Any] = list((await self.session.exec(statement)).all())
         if group_by in _NULLABLE:
             rows = [(row[0] or None, *row[1:]) for row in rows]
-        return _assemble(group_by, start, end, rows)
+        return _assemble(group_by, start, end, rows, scoped=tenant_id is None)
 
     async def raw_report(
         self, *, tenant_id: str | None, group_by: str, start: date, end: date
@@ -175,6 +181,8 @@ class UsageRepository:
         group_columns: list[Any] = [group]
         if group_by == "tenant":
             group_columns.append(Tenant.slug)
+        elif tenant_id is None and group_by in TENANT_SCOPED:
+            group_columns.append(UsageRecord.tenant_id)
         statement: Any = sa_select(
             *group_columns,
             func.sum(case((col(UsageRecord.segment) == 0, 1), else_=0)).label("runs"),
@@ -195,7 +203,7 @@ class UsageRepository:
         rows: list[Any] = list((await self.session.exec(statement)).all())
         if group_by == "model":
             rows = await self._with_model_splits(rows, tenant_id, start, end)
-        return _assemble(group_by, start, end, rows)
+        return _assemble(group_by, start, end, rows, scoped=tenant_id is None)
 
     async def _with_model_splits(
         self, rows: list[Any], tenant_id: str | None, start: date, end: date
@@ -228,28 +236,39 @@ class UsageRepository:
         return [(model, *values) for model, values in sums.items()]
 
 
-def _assemble(group_by: str, start: date, end: date, rows: Any) -> dict[str, Any]:
-    """The report body from grouped rows: (group value, [slug,] counters..., cost_pico).
+def _assemble(
+    group_by: str, start: date, end: date, rows: Any, *, scoped: bool = False
+) -> dict[str, Any]:
+    """The report body from grouped rows: (group value, [slug or tenant id,] counters...,
+    cost_pico); `scoped`: the report is over all tenants.
 
     One pass (a report by user has a thousand rows or more): each row's counters as ints,
     its rendered cost, and the totals."""
     width = len(COUNTERS) + 1
     unpriced_at = COUNTERS.index("unpriced_runs")
-    slugged = group_by == "tenant"
+    second = "tenant_slug" if group_by == "tenant" else None
+    if scoped and group_by in TENANT_SCOPED:
+        second = "tenant_id"
     sums = [0] * width
     data: list[dict[str, Any]] = []
     for row in rows:
         values = [int(value) if value else 0 for value in row[-width:]]
         item: dict[str, Any] = {group_by: _render(row[0])}
-        if slugged:
-            item["tenant_slug"] = row[1]
+        if second is not None:
+            item[second] = row[1]
         item.update(zip(COUNTERS, values, strict=False))
         item["cost_usd"] = usd(values[-1])
         item["unpriced"] = values[unpriced_at] > 0
         data.append(item)
         sums = [total + value for total, value in zip(sums, values, strict=True)]
     # Sorted here, not in SQL: SQLite and PostgreSQL place NULLs differently (here: last).
-    data.sort(key=lambda item: (item[group_by] is None, item[group_by] or ""))
+    data.sort(
+        key=lambda item: (
+            item[group_by] is None,
+            item[group_by] or "",
+            item.get("tenant_id") or "",
+        )
+    )
     totals: dict[str, Any] = dict(zip(COUNTERS, sums, strict=False))
     totals["cost_usd"] = usd(sums[-1])
     totals["unpriced"] = sums[unpriced_at] > 0

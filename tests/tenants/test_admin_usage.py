@@ -326,11 +326,27 @@ async def test_admin_usage_groups_by_tenant_with_slugs(
     ]
     assert body["totals"] == counters(3, 3, 21, 11)
 
+    # Agent names and users (JWT `sub`) are names within a tenant: over all tenants, each
+    # tenant's "bot" (and "alice") is a row of its own, with its tenant id.
+    await add(db, record(acme, today, user="alice"), record(beta, today, user="alice"))
     by_agent = await client.get("/admin/usage?group_by=agent", headers=admin_headers)
-    assert [(row["agent"], row["runs"]) for row in by_agent.json()["data"]] == [
-        ("bot", 2),
-        ("other", 1),
+    assert sorted(
+        (row["agent"], row["tenant_id"], row["runs"]) for row in by_agent.json()["data"]
+    ) == sorted([("bot", acme, 2), ("bot", beta, 2), ("other", acme, 1)])
+    by_user = await client.get("/admin/usage?group_by=user", headers=admin_headers)
+    alices = [row for row in by_user.json()["data"] if row["user"] == "alice"]
+    assert sorted((row["tenant_id"], row["runs"]) for row in alices) == sorted(
+        [(acme, 1), (beta, 1)]
+    )
+    one = await client.get(f"/admin/usage?group_by=user&tenant_id={acme}", headers=admin_headers)
+    assert [row for row in one.json()["data"] if row["user"] == "alice"] == [
+        {"user": "alice", **counters(1, 1, 10, 5)}
     ]
+    async with db.unit() as session:
+        repository = UsageRepository(session)
+        for group_by in ("agent", "user"):
+            args = {"tenant_id": None, "group_by": group_by, "start": today, "end": today}
+            assert await repository.raw_report(**args) == await repository.report(**args)
     bad = await client.get("/admin/usage?group_by=planet", headers=admin_headers)
     assert bad.status_code == 422
 
