@@ -68,6 +68,7 @@ async def update_key(
 @router.delete("/{key_id}", status_code=status.HTTP_204_NO_CONTENT)
 async def revoke_key(tenant_id: str, key_id: str, ctx: AdminContextDep) -> Response:
     """Revoke a key (idempotent); refused on every replica within 1 s."""
-    key = await service.revoke_key(ctx.session, tenant_id, key_id)
-    await ctx.done("key.revoke", "api_key", key.id, tenant_id=key.tenant_id)
+    key, revoked = await service.revoke_key(ctx.session, tenant_id, key_id)
+    if revoked:  # revoking a revoked key changes nothing: nothing to audit
+        await ctx.done("key.revoke", "api_key", key.id, tenant_id=key.tenant_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -20,7 +20,7 @@ from tenants.api_key.repository import ApiKeyRepository
 from tenants.api_key.schemas import KeyCreate, KeyUpdate
 from tenants.models import ApiKey
 from tenants.pagination import Page, PageParams
-from tenants.scoping import require_tenant
+from tenants.scoping import lock_tenant, require_tenant
 
 
 async def issue_key(
@@ -76,17 +76,21 @@ async def list_keys(session: AsyncSession, tenant_id: str, page: PageParams) -> 
     return await ApiKeyRepository(session).list_page(tenant.id, page)
 
 
-async def revoke_key(session: AsyncSession, tenant_id: str, key_id: str) -> ApiKey:
-    """Revoke the tenant's key; revoking twice keeps the first revocation time."""
+async def revoke_key(session: AsyncSession, tenant_id: str, key_id: str) -> tuple[ApiKey, bool]:
+    """Revoke the tenant's key: (the key, whether this call revoked it). Revoking twice keeps
+    the first revocation time; concurrent revocations are serialised on the tenant, so only
+    one of them revokes (and is audited)."""
+    await lock_tenant(session, tenant_id)
     tenant = await require_tenant(session, tenant_id)
     key = await ApiKeyRepository(session).get(tenant.id, key_id)
     if key is None:
         raise NotFoundError(f"No API key with id '{key_id}'.", param="key_id")
-    if key.revoked_at is None:
-        key.revoked_at = utcnow()
-        session.add(key)
-        await session.flush()
-    return key
+    if key.revoked_at is not None:
+        return key, False
+    key.revoked_at = utcnow()
+    session.add(key)
+    await session.flush()
+    return key, True
 
 
 async def update_key(session: AsyncSession, tenant_id: str, key_id: str, body: KeyUpdate) -> ApiKey:

@@ -21,12 +21,18 @@ from tenants.api_key.repository import ApiKeyRepository
 from tenants.jwt_config.repository import JwtConfigRepository
 from tenants.models import Tenant
 from tenants.pagination import Page, PageParams
-from tenants.scoping import require_tenant
+from tenants.scoping import lock_tenant, require_tenant
 from tenants.tenant.repository import TenantRepository
 from tenants.tenant.schemas import TenantCreate, TenantLimits, TenantUpdate, tenant_limits
 
 
-def _slug_taken(slug: str) -> ConflictError:
+def _slug_taken(slug: str, *, deleted: bool = False) -> ConflictError:
+    if deleted:
+        return ConflictError(
+            f"The slug '{slug}' belonged to a tenant that was deleted: slugs are never reused "
+            "(its usage stays readable under that tenant's id). Choose another slug.",
+            param="slug",
+        )
     return ConflictError(f"A tenant with slug '{slug}' already exists.", param="slug")
 
 
@@ -42,8 +48,9 @@ async def create_tenant(
         {**(default_limits or {}), **body.limits.model_dump(mode="json", exclude_unset=True)}
     )
     repository = TenantRepository(session)
-    if await repository.get_by_slug(body.slug) is not None:
-        raise _slug_taken(body.slug)
+    holder = await repository.get_by_slug(body.slug)
+    if holder is not None:
+        raise _slug_taken(body.slug, deleted=holder.deleted_at is not None)
     now = utcnow()
     tenant = Tenant(
         id=new_id("ten"),
@@ -90,7 +97,10 @@ async def update_tenant(session: AsyncSession, tenant_id: str, body: TenantUpdat
 
 
 async def delete_tenant(session: AsyncSession, tenant_id: str) -> Tenant:
-    """Soft-delete the tenant, revoke all its keys and drop its JWT config in one transaction."""
+    """Soft-delete the tenant, revoke all its keys and drop its JWT config in one transaction.
+    Concurrent deletes are serialised on the tenant: one succeeds, the others find it gone
+    (404), so the audit log has one `tenant.delete`."""
+    await lock_tenant(session, tenant_id)
     tenant = await require_tenant(session, tenant_id)
     now = utcnow()
     tenant.deleted_at = now

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 
@@ -335,6 +336,31 @@ async def test_deleted_slug_stays_taken(
         "/admin/tenants", json={"slug": "once", "name": "again"}, headers=admin_headers
     )
     assert response.status_code == 409
+    assert "deleted" in response.json()["error"]["message"]
+
+
+async def test_concurrent_deletes_of_a_tenant_delete_it_once(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    make_tenant: MakeTenant,
+    issue_key: IssueKey,
+) -> None:
+    """Five DELETEs at once: one 204 and four 404s, one `tenant.delete` in the audit log; a
+    key revoked twice (or at once) is audited once."""
+    tenant = await make_tenant()
+    key = await issue_key(tenant["id"])
+    url = f"/admin/tenants/{tenant['id']}"
+    revokes = await asyncio.gather(
+        *(client.delete(f"{url}/keys/{key['id']}", headers=admin_headers) for _ in range(3))
+    )
+    assert [r.status_code for r in revokes] == [204] * 3
+    deletes = await asyncio.gather(*(client.delete(url, headers=admin_headers) for _ in range(5)))
+    assert sorted(r.status_code for r in deletes) == [204, 404, 404, 404, 404]
+    audit = await client.get(
+        "/admin/audit", params={"tenant_id": tenant["id"], "limit": 100}, headers=admin_headers
+    )
+    actions = [event["action"] for event in audit.json()["data"]]
+    assert actions.count("tenant.delete") == 1 and actions.count("key.revoke") == 1
 
 
 async def test_a_new_tenant_starts_with_the_deployments_default_limits(
