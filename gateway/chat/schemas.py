@@ -76,11 +76,23 @@ class TextPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """One input message; `developer` is treated as `system`."""
+    """One input message; `developer` is treated as `system`.
+
+    An assistant message as the OpenAI client returns it (`message.model_dump()`, appended to
+    the next request's messages: `refusal`, `annotations`, `audio`, `function_call` and
+    `tool_calls` null or empty) is accepted, and so is a participant `name`; both are
+    ignored. A message carrying tool calls is refused: the agent's own tools run inside the
+    gateway, not in the client's conversation."""
 
     model_config = ConfigDict(extra="forbid")
 
     role: Literal["system", "developer", "user", "assistant"]
+    name: Annotated[Label, Field(max_length=256)] | None = None
+    refusal: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)] | None = None
+    annotations: Annotated[list[Any], Field(max_length=MAX_CONTENT_PARTS)] | None = None
+    audio: None = None
+    function_call: None = None
+    tool_calls: Annotated[list[Any], Field(max_length=0)] | None = None
     content: Annotated[
         Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS), Tag(TEXT)]
         | Annotated[
@@ -110,6 +122,8 @@ class StreamOptions(BaseModel):
 
     include_usage: JsonBool = False
     """Send a last chunk with `usage` (and `choices: []`) before `[DONE]`."""
+    include_obfuscation: JsonBool = False
+    """Accepted and ignored: chunks carry no obfuscation padding."""
 
 
 STREAM_OPTIONS_NEED_STREAM: dict[str, Any] = {

@@ -285,7 +285,21 @@ async def test_errors_as_an_openai_client_sees_them(live_one: Live) -> None:
         ({"n": 2}, "n", "1"),
         ({"logit_bias_typo": 1}, "logit_bias_typo", "not permitted"),
         ({"stream_options": {"include_usage": True}}, "stream_options", "stream"),
-        ({"stream": True, "stream_options": {"include_obfuscation": True}}, None, "not permitted"),
+        ({"stream": True, "stream_options": {"include_typo": True}}, None, "not permitted"),
+        (
+            {
+                "messages": [
+                    {"role": "user", "content": "x"},
+                    {
+                        "role": "assistant",
+                        "content": "",
+                        "tool_calls": [{"id": "c", "type": "function"}],
+                    },
+                ]
+            },
+            "messages.1.tool_calls",
+            "at most 0",
+        ),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "developer"),
         ({"messages": []}, "messages", "at least 1"),
         ({"stream": "true"}, "stream", "boolean"),
@@ -332,6 +346,28 @@ async def test_message_forms_reach_the_agent(live_one: Live) -> None:
             model="assistant", messages=messages, user="end-user-7", n=1, temperature=None
         )
     assert completion.choices[0].message.content == "Mock answer to: Hello\nworld"
+
+
+async def test_the_clients_own_answer_objects_can_be_sent_back(live_one: Live) -> None:
+    """The common loop: `messages.append(reply.choices[0].message.model_dump())`, a `name` on
+    a message, and `stream_options.include_obfuscation` are valid OpenAI requests."""
+    key = await live_one.tenant("acme")
+    messages: list[Any] = [{"role": "user", "content": "first question", "name": "bob"}]
+    async with live_one.client(key) as client:
+        first = await client.chat.completions.create(model="assistant", messages=messages)
+        echoed = first.choices[0].message.model_dump()
+        assert "refusal" in echoed and "tool_calls" in echoed
+        messages += [echoed, {"role": "user", "content": "second question"}]
+        second = await client.chat.completions.create(model="assistant", messages=messages)
+        assert second.choices[0].message.content == "Mock answer to: second question"
+        chunks = await client.chat.completions.create(
+            model="assistant",
+            messages=messages,
+            stream=True,
+            stream_options={"include_usage": True, "include_obfuscation": False},
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in chunks if c.choices])
+    assert text == "Mock answer to: second question"
 
 
 async def test_end_user_jwt_is_the_usage_user_not_the_user_field(live_one: Live) -> None:
