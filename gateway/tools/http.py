@@ -24,7 +24,7 @@ from typing import Any
 import aiohttp
 import jsonschema
 import orjson
-from agents import FunctionTool
+from agents import FunctionTool, RunContextWrapper
 from agents.tool_context import ToolContext
 from aiohttp.abc import AbstractResolver
 from referencing.exceptions import Unresolvable
@@ -85,13 +85,20 @@ class HttpTools:
         async def invoke(context: ToolContext[Any], raw_arguments: str) -> str:
             return await self.call(spec, validator, context, raw_arguments)
 
+        async def approval_needed(
+            context: RunContextWrapper[Any], arguments: dict[str, Any], call_id: str
+        ) -> bool:
+            # A call whose arguments break `parameters` is never sent (the model gets the
+            # `error: invalid arguments` output at once): nobody is asked to approve it.
+            return bool(validator.is_valid(arguments))
+
         return FunctionTool(
             name=spec.name,
             description=spec.description or f"Calls the {spec.name} endpoint.",
             params_json_schema=spec.parameters,
             on_invoke_tool=invoke,
             strict_json_schema=False,
-            needs_approval=spec.requires_approval,
+            needs_approval=approval_needed if spec.requires_approval else False,
         )
 
     async def call(

@@ -117,6 +117,21 @@ async def test_a_paused_run_resumes_once_after_approval(gw: Gateway, tool: Recei
     assert done["usage"]["total_tokens"] == sum(c["total_tokens"] for c in ledger[-2:])
 
 
+async def test_a_call_with_invalid_arguments_asks_nobody(gw: Gateway, tool: Receiver) -> None:
+    """Arguments that break `parameters` are never sent: the run does not pause for an
+    approval that could not help, the model gets the error output and the run goes on."""
+    tenant = await approving_tenant(gw, "acme", tool)
+    r = await gw.client.post(
+        RUNS, json={"input": 'Use lookup_order {"order_id": 5}'}, headers=tenant.headers
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["status"] == "completed", body
+    assert "error: invalid arguments: order_id: 5 is not of type 'string'" in body["output"]
+    assert tool.requests == []
+    await paused(gw, tenant)  # valid arguments still pause
+
+
 async def test_a_declined_call_is_never_sent(gw: Gateway, tool: Receiver) -> None:
     tenant = await approving_tenant(gw, "decliner", tool)
     run = await paused(gw, tenant)
