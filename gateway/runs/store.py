@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from tenants.models import StoredRun
 
 WAITING = "requires_action"
+"""(Also `tenants.agent.service.WAITING_RUN`, which cancels a deleted agent's waiting runs.)"""
 RESUMING = "resuming"
 
 

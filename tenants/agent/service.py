@@ -9,8 +9,10 @@ its changes; the caller's unit of work commits them together with their audit ev
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.core.clock import utcnow
@@ -18,7 +20,7 @@ from gateway.core.errors import ConflictError, NotFoundError, ValidationFailedEr
 from gateway.core.ids import new_id
 from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AGENT_NAME_RE, AgentSpec
-from tenants.models import Agent, AgentVersion
+from tenants.models import Agent, AgentVersion, StoredRun
 from tenants.pagination import Page, PageParams
 from tenants.scoping import lock_tenant, require_tenant
 
@@ -143,7 +145,29 @@ async def delete_agent(session: AsyncSession, tenant_id: str, name: str) -> None
             code="agent_in_use",
         )
     await repository.delete(tenant.id, agent.id)
+    await cancel_waiting_runs(session, tenant.id, name)
     await session.flush()
+
+
+WAITING_RUN = "requires_action"
+"""A stored run's status while it waits for decisions (`gateway.runs.store.WAITING`)."""
+
+
+async def cancel_waiting_runs(session: AsyncSession, tenant_id: str, name: str) -> None:
+    """The agent's runs paused for an approval end `cancelled` with it: their state names an
+    agent that is gone (an agent PUT later under the same name is another agent, and must
+    not finish them), and their conversations are free again."""
+    statement: Any = (
+        update(StoredRun)
+        .where(
+            col(StoredRun.tenant_id) == tenant_id,
+            col(StoredRun.agent) == name,
+            col(StoredRun.status) == WAITING_RUN,
+        )
+        .values(status="cancelled", state=None, pending=None, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    await session.exec(statement)
 
 
 async def list_versions(

@@ -132,6 +132,28 @@ async def test_a_call_with_invalid_arguments_asks_nobody(gw: Gateway, tool: Rece
     await paused(gw, tenant)  # valid arguments still pause
 
 
+async def test_deleting_the_agent_cancels_its_waiting_runs(gw: Gateway, tool: Receiver) -> None:
+    """A paused run of a deleted agent is cancelled: an agent PUT later under the same name is
+    another agent and never finishes it (nor sends its approved call)."""
+    tenant = await approving_tenant(gw, "acme", tool)
+    run = await paused(gw, tenant)
+    r = await gw.client.delete(f"/admin/tenants/{tenant.id}/agents/assistant", headers=ADMIN)
+    assert r.status_code == 204, r.text
+    shown = await gw.client.get(f"/v1/runs/{run['id']}", headers=tenant.headers)
+    assert shown.status_code == 200 and shown.json()["status"] == "cancelled", shown.text
+    r = await gw.client.put(
+        f"/admin/tenants/{tenant.id}/agents/assistant",
+        json=approval_agent(tool.url("/orders")),
+        headers=ADMIN,
+    )
+    assert r.status_code in (200, 201), r.text
+    resumed = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=tenant.headers
+    )
+    assert resumed.status_code == 409, resumed.text
+    assert tool.requests == []
+
+
 async def test_a_declined_call_is_never_sent(gw: Gateway, tool: Receiver) -> None:
     tenant = await approving_tenant(gw, "decliner", tool)
     run = await paused(gw, tenant)
