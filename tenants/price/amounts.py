@@ -17,7 +17,7 @@ from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
-from tenants.price.money import PRICE_DECIMALS
+from tenants.price.money import PRICE_DECIMALS, micro_to_usd
 
 _QUANTUM = Decimal(1).scaleb(-PRICE_DECIMALS)
 
@@ -28,6 +28,12 @@ def _string_pattern(maximum: int, *, positive: bool) -> str:
     nonzero = r"(?!0*\.?0*$)" if positive else ""
     places = PRICE_DECIMALS
     return rf"^{nonzero}(\d{{1,{digits}}}(\.\d{{1,{places}}})?|{maximum}(\.0{{1,{places}}})?)$"
+
+
+def _canonical(amount: Decimal) -> Decimal:
+    """The amount written one way whatever the client sent (`1e9`, `"1000000000.000000"`,
+    `"00025"` -> 1000000000 and 25; `"0.10"` -> 0.1): at most 6 places, no trailing zeros."""
+    return Decimal(micro_to_usd(int(amount.scaleb(PRICE_DECIMALS))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +66,16 @@ class UsdAmount:
             exponent = amount.as_tuple().exponent
             if isinstance(exponent, int) and exponent < -PRICE_DECIMALS:
                 amount = amount.quantize(_QUANTUM, rounding=ROUND_HALF_EVEN)
-            return amount
-        if isinstance(value, str) and not re.fullmatch(self.pattern, value):
-            lower = "above 0" if self.positive else "from 0"
-            raise ValueError(
-                f"a decimal string of USD {lower} and at most {self.maximum} with at most"
-                f' {PRICE_DECIMALS} decimal places, e.g. "{self.example}"'
-            )
+            return _canonical(amount)
+        if isinstance(value, str):
+            # ASCII digits only: `\d` alone (and `Decimal`) would take "١٢" as 12.
+            if not re.fullmatch(self.pattern, value, re.ASCII):
+                lower = "above 0" if self.positive else "from 0"
+                raise ValueError(
+                    f"a decimal string of USD {lower} and at most {self.maximum} with at most"
+                    f' {PRICE_DECIMALS} decimal places, e.g. "{self.example}"'
+                )
+            return _canonical(Decimal(value))
         return value
 
     def __get_pydantic_core_schema__(

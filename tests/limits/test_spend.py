@@ -167,7 +167,7 @@ async def test_a_price_change_reaches_the_replicas_limits_at_once(gw: Gateway) -
 
 async def test_spend_limits_validate_as_exact_decimals(gw: Gateway) -> None:
     tenant = await gw.create_tenant("validate")
-    for bad in ("-1", "0", "0.0000001", "abc", True):
+    for bad in ("-1", "0", "0.0000001", "abc", True, "\u0661\u0662", "1\u0660"):
         r = await gw.client.patch(
             f"/admin/tenants/{tenant.id}",
             json={"limits": {"spend_per_day_usd": bad}},
@@ -186,6 +186,17 @@ async def test_spend_limits_validate_as_exact_decimals(gw: Gateway) -> None:
         headers=ADMIN,
     )
     assert r.status_code == 200 and r.json()["limits"]["spend_per_month_usd"] == "0.123456"
+    # One way of writing each amount, whatever the client sent, in the admin API and in
+    # GET /v1/limits alike.
+    for sent, shown in (("1000000000.000000", "1000000000"), (1e9, "1000000000"), ("00025", "25")):
+        r = await gw.client.patch(
+            f"/admin/tenants/{tenant.id}",
+            json={"limits": {"spend_per_month_usd": sent}},
+            headers=ADMIN,
+        )
+        assert r.status_code == 200 and r.json()["limits"]["spend_per_month_usd"] == shown
+        limits = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()
+        assert limits["windows"]["spend_per_month_usd"]["limit"] == shown, limits
     schema = (await gw.client.get("/openapi.json")).json()["components"]["schemas"]
     rules = schema["TenantLimits"]["properties"]["spend_per_day_usd"]["anyOf"][0]["anyOf"]
     assert {"type": "number", "minimum": 0.000001, "maximum": 10**9} in rules

@@ -389,11 +389,12 @@ async def test_a_new_tenant_starts_with_the_deployments_default_limits(
                 return limits
 
             plain = await create("defaulted")
-            assert plain["requests_per_minute"] == 7 and plain["spend_per_day_usd"] == "2.50"
+            # Written one way (no trailing zeros), as everywhere amounts are shown.
+            assert plain["requests_per_minute"] == 7 and plain["spend_per_day_usd"] == "2.5"
             assert plain["tokens_per_day"] is None
             own = await create("own", limits={"requests_per_minute": None, "tokens_per_day": 100})
             assert own["requests_per_minute"] is None and own["tokens_per_day"] == 100
-            assert own["spend_per_day_usd"] == "2.50"
+            assert own["spend_per_day_usd"] == "2.5"
     with pytest.raises(SettingsError, match="GATEWAY_DEFAULT_TENANT_LIMITS"):
         create_app(make_settings(database_url, default_tenant_limits={"requests_per_minute": 0}))
     with pytest.raises(SettingsError, match="GATEWAY_DEFAULT_TENANT_LIMITS"):
