@@ -402,9 +402,7 @@ class RunTicket:
         error.headers.update(
             token_headers(self.limits, reservation.tpm_used, tpm_reset_s, reservation.tpd_used)
         )
-        error.headers.update(
-            spend_headers(self.limits, reservation.spd_used, reservation.spm_used)
-        )
+        error.headers.update(spend_headers(self.limits, reservation.spd_used, reservation.spm_used))
         return error
 
     async def after_call(self, actual: int, spent: int = 0) -> None:

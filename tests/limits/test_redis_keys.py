@@ -328,4 +328,3 @@ async def test_a_crashed_replicas_reservation_is_given_back_with_no_other_run_ab
     keys = await stored_keys(client, f"{redis_prefix}q:{{{tid}}}:")
     for key in keys:
         assert await client.ttl(key) > 0, key
-
