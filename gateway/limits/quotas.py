@@ -391,6 +391,16 @@ class RunTicket:
             message = (
                 f"Token quota exhausted ({code}): the next model call needs up to {amount} tokens."
             )
+            window = self.limits.tokens_per_minute if reservation.code == TPM else None
+            if reservation.code == TPD:
+                window = self.limits.tokens_per_day
+            if window is not None and amount > window:
+                # Waiting cannot help: say so (OpenAI's "request too large").
+                message += (
+                    f" That is more than the whole limit ({window}), so this call can never"
+                    " fit: shorten the input or lower the agent's max_tokens, or raise the"
+                    " limit."
+                )
         retry_s = _retry_s(reservation.code, reservation.retry_s)
         error = rejection(self.principal, code, message, retry_s)
         # The windows as the refusal found them, not as admission did: a run stopped mid-run

@@ -117,6 +117,17 @@ async def test_concurrent_runs_never_exceed_the_budget(
     assert totals["total_tokens"] == spent == await tpd_counter(gw, tenant.id)
 
 
+async def test_a_call_larger_than_the_whole_limit_says_it_can_never_fit(gw: Gateway) -> None:
+    tenant = await limited_tenant(gw, "tiny", tokens_per_minute=20)
+    r = await gw.client.post(
+        "/v1/agents/assistant/runs", json={"input": "hello"}, headers=tenant.headers
+    )
+    assert r.status_code == 429, r.text
+    error = r.json()["error"]
+    assert error["code"] == "tokens_per_minute" and "can never fit" in error["message"]
+    assert int(r.headers["retry-after"]) >= 1
+
+
 @pytest.mark.parametrize("stream", [False, True])
 async def test_run_stops_before_the_call_that_would_exceed(
     gw: Gateway, monkeypatch: pytest.MonkeyPatch, stream: bool
