@@ -360,7 +360,8 @@ class AgentCache:
             self._built.move_to_end(built_key)
         if allowed is not None and (refused := [m for m in built.models if m not in allowed]):
             raise PermissionDeniedError(
-                f"Agent '{name}' uses model '{refused[0]}', which this tenant may not use.",
+                f"Agent '{name}' (or its handoff targets or input classifier) uses model "
+                f"'{refused[0]}', which this tenant may not use.",
                 code="model_not_allowed",
             )
         return built
