@@ -171,10 +171,11 @@ class ConversationTurns:
         self.locks = locks
         self.max_items = max_items
 
-    async def begin(self, principal: Principal, conversation_id: str) -> Turn:
+    async def begin(self, principal: Principal, conversation_id: str, incoming: int = 1) -> Turn:
         """The caller's turn on the conversation: 403 without the `conversations` scope (a
         run would otherwise read the conversation through the model), 404 if not theirs, 409
-        if busy, 400 `conversation_too_long` once it holds `max_items` items."""
+        if busy, 400 `conversation_too_long` when its items and the turn's `incoming` input
+        items would be more than `max_items` (the turn's answer may add a few more)."""
         if "conversations" not in principal.scopes:
             raise PermissionDeniedError(
                 "This credential lacks the 'conversations' scope.", code="missing_scope"
@@ -194,10 +195,10 @@ class ConversationTurns:
                     code="conversation_busy",
                     param="conversation_id",
                 )
-            if len(history) >= self.max_items:
+            if len(history) + incoming > self.max_items:
                 raise InvalidRequestError(
-                    f"This conversation is full (the limit is {self.max_items} items): start a "
-                    "new one.",
+                    f"This conversation is full: it holds {len(history)} items, this turn adds "
+                    f"{incoming} and the limit is {self.max_items}; start a new one.",
                     code="conversation_too_long",
                     param="conversation_id",
                 )

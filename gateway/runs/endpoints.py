@@ -12,7 +12,7 @@ from fastapi.responses import Response, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from gateway.auth.dependencies import RunsPrincipal
-from gateway.conversations.service import Turn
+from gateway.conversations.service import Turn, as_items
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.state import app_state
 from gateway.limits.headers import add_headers
@@ -48,7 +48,9 @@ async def create_run(
     async with AsyncExitStack() as owner:
         turn: Turn | None = None
         if body.conversation_id is not None:
-            turn = await app_state(request).conversations.begin(principal, body.conversation_id)
+            turn = await app_state(request).conversations.begin(
+                principal, body.conversation_id, len(as_items(sdk_input))
+            )
             owner.push_async_callback(turn.release)
             sdk_input = turn.input_with(sdk_input)
         run = service.start(principal, name, sdk_input, request_input=request_input)

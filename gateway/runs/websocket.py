@@ -205,8 +205,10 @@ class AgentSocket:
             size = len(self.history) + len(as_items(message.sdk_input()))
             if size > MAX_MESSAGES:
                 raise InvalidRequestError(
-                    f"This socket's conversation is full ({MAX_MESSAGES} items): open a new "
-                    "socket or use a server-side conversation.",
+                    f"This socket's conversation would be too long: it holds "
+                    f"{len(self.history)} items, this turn adds {size - len(self.history)} and "
+                    f"the limit is {MAX_MESSAGES}; send less, open a new socket or use a "
+                    "server-side conversation.",
                     code="conversation_too_long",
                 )
         return message
@@ -220,7 +222,9 @@ class AgentSocket:
             sdk_input = request_input = message.sdk_input()
             remember = None
             if message.conversation_id is not None:
-                turn = await self.turns.begin(principal, message.conversation_id)
+                turn = await self.turns.begin(
+                    principal, message.conversation_id, len(as_items(sdk_input))
+                )
                 sdk_input = turn.input_with(sdk_input)
             else:
                 if self.history:

@@ -187,6 +187,13 @@ async def test_a_full_conversation_takes_no_further_turn(
         other = await new_conversation(gw, h)
         body = {"input": "fresh", "conversation_id": other}
         assert (await gw.client.post(RUN, json=body, headers=h)).status_code == 200
+        # A turn whose input alone would take the conversation past the limit is refused too
+        # (2 items held, 3 more would make 5 > 4): the limit is never exceeded by input.
+        many = [{"role": "user", "content": f"m{i}"} for i in range(3)]
+        body = {"input": many, "conversation_id": other}
+        r = await gw.client.post(RUN, json=body, headers=h)
+        assert r.status_code == 400 and "this turn adds 3" in r.text, r.text
+        assert len(await items(gw, other, h)) == 2
 
 
 async def test_delete_removes_the_conversation_and_its_items(cgw: Gateway) -> None:
