@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Response
+from fastapi import APIRouter, Depends, Path, Request, Response
 
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal
@@ -19,6 +19,7 @@ from gateway.conversations.schemas import (
 from gateway.core.db import SessionDep
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.openapi import error_responses
+from gateway.core.state import app_state
 from tenants.pagination import PageDep
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["conversations"])
@@ -85,9 +86,15 @@ async def list_conversation_items(
     return result.render(render_item)
 
 
-@router.delete("/conversations/{conversation_id}", status_code=204, responses=NOT_FOUND)
+@router.delete(
+    "/conversations/{conversation_id}",
+    status_code=204,
+    responses={**NOT_FOUND, **error_responses(409)},
+)
 async def delete_conversation(
-    conversation_id: ConversationId, principal: ConversationsPrincipal, session: SessionDep
+    conversation_id: ConversationId, principal: ConversationsPrincipal, request: Request
 ) -> Response:
-    await service.delete_conversation(session, principal, conversation_id)
+    """Delete the conversation and its items (409 while a turn runs on it or one of its runs
+    waits for approval)."""
+    await app_state(request).conversations.delete(principal, conversation_id)
     return Response(status_code=204)

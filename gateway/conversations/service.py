@@ -207,6 +207,25 @@ class ConversationTurns:
             raise
         return Turn(conversation_id=conversation_id, history=history, lock=lock, db=self.db)
 
+    async def delete(self, principal: Principal, conversation_id: str) -> None:
+        """Delete the caller's conversation: 404 if not theirs, 409 `conversation_busy` while
+        a turn runs on it or a run of it waits for approval (that run would answer with, or
+        append to, a conversation that is gone)."""
+        async with self.db.session() as session:
+            await require_conversation(session, principal, conversation_id)
+        lock = await self.locks.acquire(conversation_id)
+        try:
+            if self.waiting is not None and await self.waiting(conversation_id):
+                raise ConflictError(
+                    "A run on this conversation is waiting for approval: resume it first.",
+                    code="conversation_busy",
+                    param="conversation_id",
+                )
+            async with self.db.unit() as session:
+                await delete_conversation(session, principal, conversation_id)
+        finally:
+            await lock.release()
+
     async def resume(self, conversation_id: str) -> Turn:
         """The turn of a resumed run: the lock only (its paused turn already checked the
         caller and read the history; the append skips the items it had)."""

@@ -196,6 +196,25 @@ async def test_a_full_conversation_takes_no_further_turn(
         assert len(await items(gw, other, h)) == 2
 
 
+async def test_a_conversation_cannot_be_deleted_under_a_running_turn(cgw: Gateway) -> None:
+    """The turn would answer with (and append to) a conversation that is gone: 409 until the
+    turn is over, then the delete works."""
+    tenant = await cgw.create_tenant("acme")
+    h = tenant.headers
+    conv = await new_conversation(cgw, h)
+    body = {"input": "slow [[latency:1500]]", "conversation_id": conv}
+    turn = asyncio.create_task(cgw.client.post(RUN, json=body, headers=h))
+    await asyncio.sleep(0.5)
+    r = await cgw.client.delete(f"/v1/conversations/{conv}", headers=h)
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conversation_busy", r.text
+    done = await turn
+    assert done.status_code == 200 and done.json()["conversation_id"] == conv
+    assert len(await items(cgw, conv, h)) == 2
+    r = await cgw.client.delete(f"/v1/conversations/{conv}", headers=h)
+    assert r.status_code == 204
+    assert (await cgw.client.get(f"/v1/conversations/{conv}", headers=h)).status_code == 404
+
+
 async def test_delete_removes_the_conversation_and_its_items(cgw: Gateway) -> None:
     tenant = await cgw.create_tenant("acme")
     h = tenant.headers
