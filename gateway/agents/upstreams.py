@@ -87,7 +87,15 @@ class TenantUpstreams(TenantIndexedCache[UpstreamEntry]):
             return cached[1]
         if cached is not None and cached[0] > entry.version:
             return cached[1]  # a stale read (another replica's older row): keep the newer
-        client = self._client(entry)
+        try:
+            client = self._client(entry)
+        except Exception as exc:
+            # Any client's refusal of the URL (httpx's InvalidURL, yarl's ValueError): a URL
+            # stored before the PUT checks refused it.
+            raise UpstreamError(
+                f"The agent's upstream '{name}' has a base URL that cannot be used: {exc}",
+                code="upstream_unreachable",
+            ) from None
         provider = provider_for(client, use_responses=entry.use_responses)
         self._providers[entry.id] = (entry.version, provider, client)
         if cached is not None:

@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import idna
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from observability.metrics import EGRESS_REFUSALS
@@ -100,27 +101,40 @@ def _literal(host: str) -> IPAddress | None:
         return None
 
 
+_BRACKETED = re.compile(r"^\[[0-9A-Fa-f:.]+\](?::[0-9]+)?$")
+"""An IPv6 literal host with its optional port (no zone, no IPvFuture)."""
 _HOST_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
 """One label of a host name (letters, digits, hyphens inside; `_` as in service names)."""
 
 
 def _host_problem(host: str) -> str | None:
-    """Why a URL's host (as `urlsplit` gives it) is not a host name of valid labels (IDNA for
-    non-ASCII) or an IP address, or None."""
+    """Why a URL's host (as `urlsplit` gives it) cannot be connected to as written, or None:
+    an IP address, or a host name of valid labels whose last is not all digits. A non-ASCII
+    name must encode under IDNA 2008 as the HTTP clients encode it (`☃`, a zero-width space or
+    fullwidth digits do not: they would fail at run time, or resolve to an address the static
+    check never saw)."""
     name = host.removesuffix(".")
     try:
         ipaddress.ip_address(name)
-        return None
     except ValueError:
         pass
+    else:
+        # `127.0.0.1.` is a name to resolvers, and none resolves it.
+        return "an IP address takes no trailing dot" if name != host else None
     if _literal(name) is not None:
         return None  # a legacy IPv4 form: its address is checked, then the form refused
-    try:
-        ascii_name = name.encode("idna").decode("ascii")
-    except UnicodeError:
-        ascii_name = ""
-    labels = ascii_name.lower().split(".")
-    if not ascii_name or len(ascii_name) > 253 or not all(map(_HOST_LABEL.match, labels)):
+    ascii_name = name.lower()
+    if not ascii_name.isascii():
+        try:
+            ascii_name = idna.encode(ascii_name).decode("ascii")
+        except (idna.IDNAError, UnicodeError):
+            return "the URL's host is not a valid internationalised host name (IDNA 2008)"
+    labels = ascii_name.split(".")
+    if (
+        len(ascii_name) > 253
+        or not all(map(_HOST_LABEL.match, labels))
+        or labels[-1].isdigit()  # `999.999.999.999`, `08.8.8.8`: neither a name nor an address
+    ):
         return "the URL's host is not a valid host name or IP address"
     return None
 
@@ -183,8 +197,16 @@ class EgressPolicy:
             parts = urlsplit(url)
             host = parts.hostname
             parts.port  # noqa: B018 (raises ValueError on a bad port)
-        except ValueError:
-            host = None
+            hostport = parts.netloc.rpartition("@")[2]
+            if ("[" in hostport or "]" in hostport) and (
+                _BRACKETED.match(hostport) is None or ipaddress.ip_address(host or "").version != 6
+            ):
+                raise ValueError("not an IPv6 literal")  # `[v1.x]`, `[::1]]`, `[1.2.3.4]`
+            if parts.port == 0:
+                raise ValueError("port 0")
+        except ValueError:  # `https://[::1/x`, a bad port
+            EGRESS_REFUSALS.labels(stage).inc()
+            raise EgressRefusedError("the URL's host or port is malformed") from None
         if parts.scheme not in ("http", "https") or not host:
             EGRESS_REFUSALS.labels(stage).inc()
             raise EgressRefusedError("the URL must be an absolute http(s) URL with a host")

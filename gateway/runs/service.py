@@ -108,12 +108,15 @@ class RunService:
             created_at = utcnow()
             price = self.prices.at(built.model, created_at)
             first = None if sdk_input is None else first_call_estimate(built.agent, sdk_input)
+            # Before the admission: nothing may fail between taking the lease and reservation
+            # and handing them to the run (which releases them on every outcome).
+            provider = await self.provider_of(principal, built)
             ticket = await self.quotas.open(principal, run_id, first, built.max_tokens, price)
             timeout_s = self.settings.run_timeout_s
             return RunHandle(
                 principal=principal,
                 built=built,
-                provider=await self.provider_of(principal, built),
+                provider=provider,
                 run_id=run_id,
                 created_at=created_at,
                 ticket=ticket,

@@ -130,11 +130,32 @@ async def test_an_allowed_cidr_lets_a_resolved_name_connect() -> None:
         "https://-tools.example.com/hook",
         "https://tools..example.com/hook",
         "https://" + "a" * 64 + ".example.com/hook",
+        "https://999.999.999.999/hook",  # all digits: neither a name nor an address
+        "https://08.8.8.8/hook",
     ],
 )
 def test_a_host_that_is_no_host_name_is_refused(url: str) -> None:
     with pytest.raises(EgressRefusedError, match="not a valid host name"):
         EgressPolicy().check_url(url)
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("https://[::1/hook", "malformed"),  # urlsplit raised: was a 500 at PUT
+        ("https://[zz]/hook", "malformed"),
+        ("https://[1.2.3.4]/hook", "malformed"),
+        ("https://[v1.x]/hook", "malformed"),  # IPvFuture
+        ("https://[::1]]/hook", "malformed"),
+        ("https://tools.example.com:0/hook", "malformed"),
+        ("https://\u2603.example/hook", "IDNA"),  # no IDNA 2008 encoding: httpx refuses it
+        ("https://exa\u200bmple.com/hook", "IDNA"),
+        ("https://\uff11\uff16\uff19.254.169.254/hook", "IDNA"),  # fullwidth digits
+    ],
+)
+def test_a_malformed_or_unencodable_host_is_refused(url: str, says: str) -> None:
+    with pytest.raises(EgressRefusedError, match=says):
+        EgressPolicy.parse("127.0.0.0/8").check_url(url)
 
 
 def test_an_allowed_address_in_a_legacy_form_is_refused_and_a_trailing_dot_changes_nothing() -> (
@@ -144,8 +165,10 @@ def test_an_allowed_address_in_a_legacy_form_is_refused_and_a_trailing_dot_chang
     for legacy in ("http://127.1:9000/hook", "http://0177.0.0.1:9000/hook", "https://134744072/"):
         with pytest.raises(EgressRefusedError, match="dotted-decimal"):
             policy.check_url(legacy)
-    policy.check_url("http://127.0.0.1.:9000/hook")
     policy.check_url("https://tools.example.com./hook")
-    policy.check_url("https://[2001:4860:4860:0::8888]/hook")
-    with pytest.raises(EgressRefusedError, match="link-local"):
-        policy.check_url("https://169.254.169.254./latest/meta-data")
+    policy.check_url("https://b\u00fccher.example/hook")  # IDNA 2008: xn--bcher-kva
+    policy.check_url("https://[2001:4860:4860:0::8888]:8443/hook")
+    # No resolver reads `127.0.0.1.` as the address; the metadata address stays refused.
+    for dotted in ("http://127.0.0.1.:9000/hook", "https://169.254.169.254./latest/meta-data"):
+        with pytest.raises(EgressRefusedError, match="trailing dot"):
+            policy.check_url(dotted)

@@ -101,6 +101,45 @@ async def _runs_on_its_upstream(gw: Gateway, refusing_url: str) -> None:
     assert run.status_code == 502, run.text
 
 
+async def test_a_stored_upstream_url_no_client_can_use_is_a_502_that_holds_no_slot(
+    gw: Gateway, database_url: str
+) -> None:
+    """A base URL stored before the PUT checks refused it (`https://☃.example`: no IDNA 2008
+    encoding) fails the run with a 502, not a 500, and the run's concurrency slot and token
+    reservation are given back at once (they were held until the lease expired)."""
+    tenant = await gw.create_tenant("odd-url")
+    limits = {"max_concurrent_runs": 1, "tokens_per_minute": 100_000}
+    r = await gw.client.patch(f"/admin/tenants/{tenant.id}", json={"limits": limits}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    path = f"/admin/tenants/{tenant.id}/upstreams/odd"
+    r = await gw.client.put(path, json=upstream("https://\u2603.example/v1"), headers=ADMIN)
+    assert r.status_code == 422 and "IDNA" in r.text, r.text
+    r = await gw.client.put(path, json=upstream("https://llm.example.com/v1"), headers=ADMIN)
+    assert r.status_code == 201, r.text
+    engine = create_async_engine(database_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text("UPDATE tenant_upstreams SET base_url = :url, version = version + 1"),
+                {"url": "https://\u2603.example/v1"},
+            )
+    finally:
+        await engine.dispose()
+    r = await gw.client.put(
+        f"/admin/tenants/{tenant.id}/agents/assistant", json=agent_on("odd"), headers=ADMIN
+    )
+    assert r.status_code in (200, 201), r.text
+    for _ in range(3):
+        r = await gw.client.post(
+            "/v1/agents/assistant/runs", json={"input": "hi"}, headers=tenant.headers
+        )
+        assert r.status_code == 502, r.text
+        assert r.json()["error"]["code"] == "upstream_unreachable"
+    limits = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()["windows"]
+    assert limits["max_concurrent_runs"]["used"] == 0
+    assert limits["tokens_per_minute"]["used"] == 0
+
+
 async def test_the_tenant_key_is_what_the_upstream_receives(gw: Gateway) -> None:
     async with receiver() as fake:
         fake.handlers["/v1/chat/completions"] = answering(401, '{"error": "nope"}')
