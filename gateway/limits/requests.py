@@ -144,10 +144,12 @@ class RequestLimiter:
         if refused is not None:
             state = states[refused]
             RATE_LIMIT_REJECTIONS.labels(tenant_label(principal.tenant_slug), state.code).inc()
+            # When both windows are full, a retry succeeds only once both have room.
+            wait = max(s.reset_s for s in states if s is state or s.remaining <= 0)
             error = RateLimitedError(
                 f"Rate limit reached: {state.limit} requests per minute ({state.code}).",
                 code=state.code,
-                retry_after_s=max(1.0, math.ceil(state.reset_s)),
+                retry_after_s=max(1.0, math.ceil(wait)),
             )
             # The refusing window first: its trio is the one the 429's headers show.
             raise RequestLimitExceeded(error, [state, *(s for s in states if s is not state)])

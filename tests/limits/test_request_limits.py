@@ -263,6 +263,36 @@ async def test_one_users_refusals_do_not_use_up_the_tenants_window(
             await client.aclose()
 
 
+async def test_retry_after_waits_for_every_full_window(sqlite_url: str) -> None:
+    """Tenant limit 2, per user 1: u1 then (a second later) u2 fill both windows; u2's next
+    request is refused by the tenant's window, but obeying a Retry-After of the tenant's wait
+    alone would meet u2's own full window: Retry-After covers both."""
+    import asyncio
+
+    from gateway.auth.principal import Principal
+    from gateway.limits.breaker import RedisBreaker
+    from gateway.limits.requests import RequestLimiter, RequestLimitExceeded
+
+    limiter = RequestLimiter(
+        make_settings(sqlite_url), RedisBreaker(retry_s=1, fail_open=True), None
+    )
+    limits = {"requests_per_minute": 2, "requests_per_minute_per_user": 1}
+
+    def user(name: str) -> Principal:
+        return Principal("ten_1", "acme", "active", None, frozenset(), limits, user=name)
+
+    await limiter.check(user("u1"))
+    await asyncio.sleep(1.1)
+    await limiter.check(user("u2"))
+    with pytest.raises(RequestLimitExceeded) as refused:
+        await limiter.check(user("u2"))
+    assert refused.value.error.code == "requests_per_minute"
+    by_code = {state.code: state for state in refused.value.states}
+    own = by_code["requests_per_minute_per_user"]
+    assert own.remaining == 0 and own.reset_s > by_code["requests_per_minute"].reset_s + 1
+    assert int(refused.value.error.headers["Retry-After"]) >= own.reset_s
+
+
 async def test_token_headers_on_every_v1_response_where_a_token_limit_applies(
     gw: Gateway,
 ) -> None:
