@@ -137,9 +137,11 @@ class RunService:
         async def admit() -> RunHandle:
             row = await self.approvals.waiting(principal.tenant_id, principal.user, run_id)
             if row.status != WAITING or row.state is None:
-                raise ConflictError(
-                    "This run's decisions were already submitted.", code="run_not_waiting"
-                )
+                message = "This run's decisions were already submitted."
+                if row.status == "cancelled":
+                    message = "This run was cancelled (its agent was deleted, or a resume of it"
+                    message += " was left by its client): it can no longer resume."
+                raise ConflictError(message, code="run_not_waiting")
             check_decisions(row, decisions)
             built = await self.agents.get_version(
                 self.db,
