@@ -41,11 +41,20 @@ def check_json_schema(schema: dict[str, Any]) -> None:
             f"unknown $schema {str(schema['$schema'])[:200]!r}: name a JSON Schema draft "
             "(https://json-schema.org/draft/2020-12/schema, draft-07, …) or leave it out"
         )
+    for pattern in _patterns(schema):
+        try:
+            linear_regex.check_pattern(pattern)
+        except ValueError as exc:
+            raise ValueError(f"the pattern {pattern!r} is {exc}") from None
     validator = jsonschema.validators.validator_for(schema, default=jsonschema.Draft202012Validator)
-    try:
-        validator.check_schema(schema)
-    except jsonschema.SchemaError as exc:
-        raise ValueError(f"not a valid JSON Schema: {exc.message}") from None
+    # The meta-schema's `format: regex` checked as RE2 (what the patterns run on), not as
+    # Python's `re`, which refuses RE2's `\p{L}` or `\x{00e9}`.
+    checker = jsonschema.FormatChecker()
+    checker.checkers = {**validator.FORMAT_CHECKER.checkers, "regex": (_is_re2, (ValueError,))}
+    meta = validator(validator.META_SCHEMA, format_checker=checker)
+    error = jsonschema.exceptions.best_match(meta.iter_errors(schema))
+    if error is not None:
+        raise ValueError(f"not a valid JSON Schema: {error.message}")
     resource = Resource.from_contents(schema, default_specification=DRAFT202012)
     resolver = LOCAL_ONLY.with_resource(ROOT_URI, resource).resolver(base_uri=ROOT_URI)
     for ref in _refs(schema):
@@ -56,11 +65,12 @@ def check_json_schema(schema: dict[str, Any]) -> None:
                 f"the reference {ref!r} does not resolve within the schema (only local "
                 "references such as '#/$defs/name' are allowed)"
             ) from None
-    for pattern in _patterns(schema):
-        try:
-            linear_regex.check_pattern(pattern)
-        except ValueError as exc:
-            raise ValueError(f"the pattern {pattern!r} is {exc}") from None
+
+
+def _is_re2(instance: object) -> bool:
+    if isinstance(instance, str):
+        linear_regex.check_pattern(instance)
+    return True
 
 
 def _patterns(node: Any) -> Iterator[str]:

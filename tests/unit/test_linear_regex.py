@@ -54,3 +54,17 @@ def test_install_is_idempotent() -> None:
     linear_regex.install()
     linear_regex.install()
     assert linear_regex.installed()
+
+
+def test_re2_syntax_that_pythons_re_lacks_is_accepted_and_matched() -> None:
+    """The PUT check reads the meta-schema's `format: regex` as RE2: `\\p{L}` and `\\x{00e9}`
+    (which Python's `re` refuses) are valid, and match as RE2 does."""
+    from tenants.agent.json_schema import check_json_schema
+
+    letters = {"type": "object", "properties": {"a": {"type": "string", "pattern": r"^\p{L}+$"}}}
+    check_json_schema(letters)
+    check_json_schema({"type": "string", "pattern": r"^[\x{00e9}]$"})
+    validator = jsonschema.Draft202012Validator(letters)
+    assert validator.is_valid({"a": "café"}) and not validator.is_valid({"a": "abc1"})
+    with pytest.raises(ValueError, match="not a valid JSON Schema"):
+        check_json_schema({"type": "object", "required": 3})
