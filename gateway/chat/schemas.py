@@ -104,6 +104,26 @@ class ChatMessage(BaseModel):
         Discriminator(text_or_list),
     ]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _echoed_answer(cls, data: Any) -> Any:
+        """An assistant refusal as the client returned it (`content: null`, `refusal`) is
+        that text; a message with tool calls is refused in words a client understands."""
+        if not isinstance(data, dict):
+            return data
+        if data.get("tool_calls"):
+            raise ValueError(
+                "a message with tool_calls is not accepted: the agent's own tools run inside "
+                "the gateway, so a conversation sent here holds only their text"
+            )
+        if (
+            data.get("role") == "assistant"
+            and data.get("content") is None
+            and isinstance(data.get("refusal"), str)
+        ):
+            return {**data, "content": data["refusal"]}
+        return data
+
     @model_validator(mode="after")
     def _bounded_text(self) -> ChatMessage:
         if len(self.text()) > MAX_MESSAGE_CHARS:
