@@ -48,7 +48,9 @@ async def spend_tenant(gw: Gateway, slug: str, **limits: str) -> Tenant:
     tenant = await gw.create_tenant(slug, agent=LIMITED_AGENT)
     r = await gw.client.patch(f"/admin/tenants/{tenant.id}", json={"limits": limits}, headers=ADMIN)
     assert r.status_code == 200, r.text
-    assert r.json()["limits"]["spend_per_day_usd"] == limits.get("spend_per_day_usd")
+    stored, sent = r.json()["limits"]["spend_per_day_usd"], limits.get("spend_per_day_usd")
+    # The same amount, written one way ("0.50" is stored and shown as "0.5").
+    assert (stored is None and sent is None) or Decimal(stored) == Decimal(str(sent))
     return tenant
 
 
