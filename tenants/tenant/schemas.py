@@ -116,13 +116,9 @@ class TenantUpdate(BaseModel):
     limits: TenantLimits | None = Field(default=None, json_schema_extra=_not_nullable)
     allowed_models: AllowedModels = None
     """Replaces the list when sent; `null` allows any model again."""
-    # Present only to answer "slug is immutable" rather than a generic unknown-field error.
+    # Present only to answer "slug is immutable" rather than a generic unknown-field error
+    # (the service refuses any other slug than the tenant's own; its own changes nothing).
     slug: SkipJsonSchema[Any] = Field(default=None, exclude=True)
-
-    @field_validator("slug", mode="before")
-    @classmethod
-    def _slug_is_immutable(cls, _: Any) -> Any:
-        raise ValueError("slug is immutable")
 
     @field_validator("name", "status", "limits", mode="before")
     @classmethod

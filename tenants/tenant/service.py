@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.core.clock import utcnow
-from gateway.core.errors import ConflictError
+from gateway.core.errors import ConflictError, ValidationFailedError
 from gateway.core.ids import new_id
 from tenants.api_key.repository import ApiKeyRepository
 from tenants.jwt_config.repository import JwtConfigRepository
@@ -80,6 +80,8 @@ async def list_tenants(session: AsyncSession, page: PageParams) -> Page[Tenant]:
 async def update_tenant(session: AsyncSession, tenant_id: str, body: TenantUpdate) -> Tenant:
     """Apply the fields sent; `limits` replaces only the keys it names."""
     tenant = await require_tenant(session, tenant_id)
+    if "slug" in body.model_fields_set and body.slug != tenant.slug:
+        raise ValidationFailedError("slug: slug is immutable", code="invalid_value", param="slug")
     if body.name is not None:
         tenant.name = body.name
     if body.status is not None:

@@ -234,6 +234,19 @@ async def test_patch_rejects_invalid_bodies(
     assert (await client.get(url, headers=admin_headers)).json() == tenant
 
 
+async def test_patch_with_the_tenants_own_slug_changes_nothing_else(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    """A client that sends the tenant back with a change (its slug unchanged) is not refused."""
+    tenant = await make_tenant("stable")
+    url = f"/admin/tenants/{tenant['id']}"
+    response = await client.patch(
+        url, json={"slug": "stable", "name": "Renamed"}, headers=admin_headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["slug"] == "stable" and response.json()["name"] == "Renamed"
+
+
 @pytest.mark.parametrize(
     ("method", "body"), [("GET", None), ("PATCH", {"name": "x"}), ("DELETE", None)]
 )
