@@ -29,7 +29,7 @@ from gateway.auth.cache import NO_TENANT, TenantIndexedCache
 from gateway.auth.principal import Principal
 from gateway.core.db import Database
 from gateway.core.errors import AuthenticationFailedError
-from tenants.jwt_config.keys import ALGORITHMS, hmac_key, jwks_keys, public_pem_key
+from tenants.jwt_config.keys import ALGORITHMS, hmac_key, jwks_keys, jwks_kids, public_pem_key
 from tenants.jwt_config.repository import JwtConfigRepository
 from tenants.jwt_config.secrets import SecretUnreadableError, decrypt_secret
 from tenants.models import JwtConfig
@@ -60,6 +60,8 @@ class IssuerEntry:
     limits: dict[str, Any] | None = None
     algorithm: str = ""
     key: Any = None
+    kids: tuple[str | None, ...] = ()
+    """With a JWKS: each key's `kid` (None when it has none), in the order of `key`."""
 
 
 _UNKNOWN = IssuerEntry(tenant_id=NO_TENANT)
@@ -73,8 +75,8 @@ def _fail() -> AuthenticationFailedError:
     return AuthenticationFailedError()
 
 
-def unverified_issuer(token: str) -> tuple[str, str]:
-    """(alg, iss) of a token before verification; 401 when it is not a sane JWT."""
+def unverified_issuer(token: str) -> tuple[str, str, str | None]:
+    """(alg, iss, kid) of a token before verification; 401 when it is not a sane JWT."""
     if len(token) > MAX_TOKEN_BYTES:
         raise _fail()
     try:
@@ -89,7 +91,10 @@ def unverified_issuer(token: str) -> tuple[str, str]:
         raise _fail()
     if not 1 <= len(iss) <= MAX_ISSUER_CHARS or not iss.isprintable():
         raise _fail()  # an issuer with NUL or a control character is never looked up
-    return alg, iss
+    kid = header.get("kid")
+    if kid is not None and not isinstance(kid, str):
+        raise _fail()
+    return alg, iss, kid
 
 
 def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
@@ -109,14 +114,21 @@ async def resolve_jwt(
     db: Database,
 ) -> Principal:
     """The principal (tenant + end user) of a valid end-user JWT; else 401."""
-    alg, iss = unverified_issuer(token)
+    alg, iss, kid = unverified_issuer(token)
     entry = await cache.get_or_load(iss, lambda: _load(iss, db, secret_key))
     if not entry.tenant_id or alg != entry.algorithm:
         raise _fail()
+    key = entry.key
+    if kid is not None and any(k is not None for k in entry.kids):
+        # A JWKS whose keys are named: a token naming one is checked with that key only (RFC
+        # 7515 4.1.4), and one naming no key of the set is refused.
+        key = [each for each, named in zip(entry.key, entry.kids, strict=True) if named == kid]
+        if not key:
+            raise _fail()
     try:
         claims = jwt.decode(
             token,
-            entry.key,
+            key,
             algorithms=[entry.algorithm],
             audience=audience,
             issuer=iss,
@@ -163,6 +175,7 @@ async def _load(issuer: str, db: Database, secret_key: str | Sequence[str]) -> I
         return _UNKNOWN
     try:
         key = _verification_key(config, secret_key)
+        kids = jwks_kids(config.jwks) if config.mode != "hs256" and config.jwks else ()
     except (SecretUnreadableError, ValueError) as exc:
         logger.error("JWT config of tenant %s is unusable: %s", tenant.slug, exc)
         return _UNKNOWN
@@ -173,6 +186,7 @@ async def _load(issuer: str, db: Database, secret_key: str | Sequence[str]) -> I
         limits=tenant.limits,
         algorithm=ALGORITHMS[config.mode],
         key=key,
+        kids=kids,
     )
 
 

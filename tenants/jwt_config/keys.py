@@ -72,6 +72,15 @@ def jwks_keys(mode: str, jwks: dict[str, Any]) -> list[Key]:
     return keys
 
 
+def jwks_kids(jwks: dict[str, Any]) -> tuple[str | None, ...]:
+    """Each JWKS key's `kid` (None when it has none), in the order `jwks_keys` builds them."""
+    kids = []
+    for entry in jwks.get("keys") or ():
+        kid = entry.get("kid") if isinstance(entry, dict) else None
+        kids.append(kid if isinstance(kid, str) else None)
+    return tuple(kids)
+
+
 def hmac_key(secret: str) -> Key:
     """The verification key of an HS256 secret."""
     key: Key = jwk.construct(secret, "HS256")

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
 from sqlalchemy import text
 
@@ -112,6 +113,39 @@ async def test_es256_and_jwks_configs_verify(
     # The ES256 tenant refuses RS256 even with a valid signature for another tenant's key.
     wrong = sign(claims("gamma"), rsa_keys.private_pem, "RS256")
     assert (await gw.client.get("/v1/agents", headers=bearer(wrong))).status_code == 401
+
+
+async def test_a_jwks_kid_picks_the_key(gw: Gateway, rsa_keys: KeyPair) -> None:
+    """With named JWKS keys, a token's `kid` is checked against that key only: a token signed
+    by k2 but naming k1, or naming a key the set lacks, is refused; no kid tries every key."""
+    other = KeyPair(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    tenant = await gw.create_tenant("named")
+    k1 = {**jwk.construct(rsa_keys.public_pem, "RS256").to_dict(), "kid": "k1"}
+    k2 = {**jwk.construct(other.public_pem, "RS256").to_dict(), "kid": "k2"}
+    await enable_jwt(
+        gw, tenant.id, {"mode": "rs256", "issuer": "named", "jwks": {"keys": [k1, k2]}}
+    )
+
+    def token(private: str, kid: str | None) -> str:
+        headers = {"kid": kid} if kid is not None else None
+        return str(jwt.encode(claims("named"), private, algorithm="RS256", headers=headers))
+
+    status = {}
+    for name, signed in {
+        "k1 by k1": token(rsa_keys.private_pem, "k1"),
+        "k2 by k2": token(other.private_pem, "k2"),
+        "no kid": token(other.private_pem, None),
+        "k1 by k2": token(other.private_pem, "k1"),
+        "unknown kid": token(rsa_keys.private_pem, "k9"),
+    }.items():
+        status[name] = (await gw.client.get("/v1/agents", headers=bearer(signed))).status_code
+    assert status == {
+        "k1 by k1": 200,
+        "k2 by k2": 200,
+        "no kid": 200,
+        "k1 by k2": 401,
+        "unknown kid": 401,
+    }
 
 
 def _rejected_tokens(secret: str, rsa_keys: KeyPair, ec_keys: KeyPair) -> dict[str, str]:
