@@ -204,7 +204,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     invalid = invalid_json_error(request.scope.get("state"))
     if invalid is not None or first.get("type") == "json_invalid":
         reason = invalid.msg if invalid is not None else (first.get("ctx") or {}).get("error")
-        message = f"The body is not valid JSON: {reason or 'JSON decode error'}."
+        # "Cannot be read": too deep a nesting or an integer past 64 bits is valid JSON.
+        message = f"The body cannot be read as JSON: {reason or 'JSON decode error'}."
         body = error_body("invalid_request_error", "invalid_json", message)
         return JSONResponse(body, status_code=422)
     loc = [
