@@ -36,9 +36,10 @@ from gateway.core.clock import as_utc, rfc3339, utcnow
 from gateway.core.db import Database
 from gateway.core.errors import ConflictError, NotFoundError, ValidationFailedError
 from gateway.runs.schemas import Decision
-from gateway.runs.store import RESUMING, WAITING, StoredRunRepository
+from gateway.runs.store import RESUMING, StoredRunRepository
 from observability.metrics import RUNS_WAITING, record_tool_call
 from tenants.models import StoredRun
+from tenants.models.stored_run import WAITING
 
 logger = logging.getLogger("gateway.runs")
 

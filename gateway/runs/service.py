@@ -32,9 +32,9 @@ from gateway.runs.lifecycle import Run
 from gateway.runs.meter import first_call_estimate
 from gateway.runs.objects import run_object, run_usage
 from gateway.runs.schemas import Decision
-from gateway.runs.store import WAITING
 from gateway.tools.mcp import McpServers
 from gateway.usage.recorder import UsageRecorder
+from tenants.models.stored_run import WAITING
 
 
 class RunService:

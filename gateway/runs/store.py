@@ -16,9 +16,8 @@ from sqlmodel import and_, col, func, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from tenants.models import StoredRun
+from tenants.models.stored_run import WAITING
 
-WAITING = "requires_action"
-"""(Also `tenants.agent.service.WAITING_RUN`, which cancels a deleted agent's waiting runs.)"""
 RESUMING = "resuming"
 
 

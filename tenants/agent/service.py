@@ -21,6 +21,7 @@ from gateway.core.ids import new_id
 from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AGENT_NAME_RE, AgentSpec
 from tenants.models import Agent, AgentVersion, StoredRun
+from tenants.models.stored_run import WAITING
 from tenants.pagination import Page, PageParams
 from tenants.scoping import lock_tenant, require_tenant
 
@@ -149,10 +150,6 @@ async def delete_agent(session: AsyncSession, tenant_id: str, name: str) -> None
     await session.flush()
 
 
-WAITING_RUN = "requires_action"
-"""A stored run's status while it waits for decisions (`gateway.runs.store.WAITING`)."""
-
-
 async def cancel_waiting_runs(session: AsyncSession, tenant_id: str, name: str) -> None:
     """The agent's runs paused for an approval end `cancelled` with it: their state names an
     agent that is gone (an agent PUT later under the same name is another agent, and must
@@ -162,7 +159,7 @@ async def cancel_waiting_runs(session: AsyncSession, tenant_id: str, name: str) 
         .where(
             col(StoredRun.tenant_id) == tenant_id,
             col(StoredRun.agent) == name,
-            col(StoredRun.status) == WAITING_RUN,
+            col(StoredRun.status) == WAITING,
         )
         .values(status="cancelled", state=None, pending=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)

@@ -11,6 +11,9 @@ from sqlmodel import Field, SQLModel
 
 from tenants.models.columns import created_at_field, json_field, timestamp_field
 
+WAITING = "requires_action"
+"""A stored run's status while it waits for decisions."""
+
 
 class StoredRun(SQLModel, table=True):
     __tablename__ = "stored_runs"
