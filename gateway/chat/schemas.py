@@ -79,7 +79,7 @@ class ChatMessage(BaseModel):
     """One input message; `developer` is treated as `system`.
 
     An assistant message as the OpenAI client returns it (`message.model_dump()`, appended to
-    the next request's messages: `refusal`, `annotations`, `audio`, `function_call` and
+    the next request's messages: `refusal`, and `annotations`, `audio`, `function_call` and
     `tool_calls` null or empty) is accepted, and so is a participant `name`; both are
     ignored. A message carrying tool calls is refused: the agent's own tools run inside the
     gateway, not in the client's conversation."""
@@ -89,7 +89,7 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     name: Annotated[Label, Field(max_length=256)] | None = None
     refusal: Annotated[Text, Field(max_length=MAX_MESSAGE_CHARS)] | None = None
-    annotations: Annotated[list[Any], Field(max_length=MAX_CONTENT_PARTS)] | None = None
+    annotations: Annotated[list[Any], Field(max_length=0)] | None = None
     audio: None = None
     function_call: None = None
     tool_calls: Annotated[list[Any], Field(max_length=0)] | None = None
