@@ -11,7 +11,10 @@ The code that executes the run ends it as soon as its outcome is known (`await r
 before the client sees that outcome: the slot is free for the client's next run); the exit is
 then a no-op. A streamed response owns the run past its endpoint: the endpoint enters it on an
 `AsyncExitStack` and hands the stack to the response (`RunStreamResponse`), whose end closes
-it, even when the client left before the first byte and the stream never started.
+it, even when the client left before the first byte and the stream never started. A stream
+whose client left while the upstream was answering a model call lets that call finish (its
+tokens were spent) before the run settles: `winding` is the task reading it, and the exit
+awaits it.
 """
 
 from __future__ import annotations
@@ -43,13 +46,17 @@ if TYPE_CHECKING:
 class Run:
     """One run from admission to settlement (an async context manager)."""
 
-    __slots__ = ("_admit", "_handle", "service", "settled")
+    __slots__ = ("_admit", "_handle", "client_gone", "service", "settled", "winding")
 
     def __init__(self, service: RunService, admit: Callable[[], Awaitable[RunHandle]]) -> None:
         self.service = service
         self._admit = admit
         self._handle: RunHandle | None = None
         self.settled = False
+        self.client_gone = False
+        """The client of this streamed run left; the run is winding down (`cancelled`)."""
+        self.winding: asyncio.Task[None] | None = None
+        """The task finishing the model call the upstream was answering when the client left."""
 
     @property
     def handle(self) -> RunHandle:
@@ -69,9 +76,21 @@ class Run:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # Synchronous on purpose: this exit may run inside a cancelled scope (a client gone
-        # mid-stream), where any await would be interrupted before it settled anything.
-        self.settle(run_status(exc) if isinstance(exc, Exception) else "cancelled")
+        # Settles synchronously: this exit may run inside a cancelled scope (a client gone
+        # mid-stream), where an await would be interrupted. The only await is a stream's
+        # wind-down (its owner closes outside the response's cancelled scope).
+        try:
+            if self.winding is not None:
+                await self.wind_down()
+        finally:
+            self.settle(run_status(exc) if isinstance(exc, Exception) else "cancelled")
+
+    async def wind_down(self) -> None:
+        """Wait for the model call a gone client left in flight to be read and metered (the
+        task bounds itself: the run's deadline, the drain deadline, the upstream timeout)."""
+        winding = self.winding
+        if winding is not None and not winding.done():
+            await asyncio.wait((winding,))
 
     # The execution's view of the run.
 

@@ -15,6 +15,11 @@ A call is priced at its own model's price: a handoff target or an input classifi
 model than the run's reserves and settles spend at that model's price, and its tokens are
 kept apart per model (`model_usage()`), so the record is priced per model and the token
 metrics count each model's own tokens.
+
+A streamed run whose client left while the upstream was answering a call is wound down
+(`stop_after_call`): that call is read to its end, so its usage is recorded as the upstream
+reported it, and `ClientGone` is raised from its `on_llm_end` (before any tool of the answer
+runs) or from the next `on_llm_start` (no further call is made).
 """
 
 from __future__ import annotations
@@ -147,6 +152,10 @@ class ModelTokens:
         }
 
 
+class ClientGone(Exception):
+    """The client of a streamed run left: the run stops after the call it was answering."""
+
+
 class RunMeter(RunHooks[Any]):
     """Sums what the upstream reported for each model call of one run; reserves before each."""
 
@@ -171,6 +180,20 @@ class RunMeter(RunHooks[Any]):
         self.max_output = max_output
         self.total = ModelTokens()
         """What every model call of the run used (the run's usage)."""
+        self.answering = False
+        """The upstream has begun answering the call in flight (set by the stream's reader on
+        the call's first event; cleared when a call starts or ends)."""
+        self.stopping = False
+        """The run stops after the call in flight (`stop_after_call`)."""
+
+    def stop_after_call(self) -> bool:
+        """Wind the run down if the upstream is answering a call now: that call is read to its
+        end and metered, then the run stops (`ClientGone`). False, and nothing changes, when no
+        call is being answered (the caller cancels the run at once)."""
+        if not (self.answering and self._calls):
+            return False
+        self.stopping = True
+        return True
 
     async def on_llm_start(
         self,
@@ -179,6 +202,9 @@ class RunMeter(RunHooks[Any]):
         system_prompt: str | None,
         input_items: list[TResponseInputItem],
     ) -> None:
+        if self.stopping:
+            raise ClientGone
+        self.answering = False
         ticket = self.ticket
         model = _model_name(agent)
         price: Price | None = None
@@ -201,6 +227,7 @@ class RunMeter(RunHooks[Any]):
     async def on_llm_end(
         self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
     ) -> None:
+        self.answering = False
         ticket = self.ticket
         call = self._calls.pop(id(agent), None)
         if call is None:  # not started through this meter: the run's own model
@@ -229,6 +256,8 @@ class RunMeter(RunHooks[Any]):
                     usage.output_tokens_details.reasoning_tokens or 0,
                 )
             await ticket.after_call(usage.total_tokens, spent)
+        if self.stopping:
+            raise ClientGone
 
     async def on_agent_end(
         self, context: RunContextWrapper[Any], agent: Agent[Any], output: Any

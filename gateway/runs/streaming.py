@@ -10,9 +10,13 @@ An agent with `output.blocked_patterns` has its text deltas held until the final
 passed them (then sent, followed by `run.completed`; dropped when `run.failed` follows), so
 blocked text never reaches the client. A keep-alive comment goes out whenever nothing else
 has for `keepalive_s`. If the client goes
-away, Starlette cancels the response task: the producer task is cancelled, the `finally` in
-`run_events` cancels the SDK run (breaking out of its event loop alone would not stop it), and
-the run's owner (the response) settles it as `cancelled` with the tokens already spent.
+away, Starlette cancels the response task. When the upstream is answering a model call at that
+moment (its tokens are being spent), the run winds down: the producer keeps reading that call to
+its end, sending nothing, its usage is metered, and the run stops right after it (no tool of the
+answer runs, no further call is made: `RunMeter.stop_after_call`). Otherwise (waiting for the
+upstream's first byte, running a tool) the producer task is cancelled at once and the `finally`
+in `run_events` cancels the SDK run (breaking out of its event loop alone would not stop it).
+Either way the run's owner (the response) settles it as `cancelled` with the tokens spent.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from agents.result import RunResultStreaming
 from gateway.runs.checks import check_input, check_output
 from gateway.runs.failures import map_run_error, run_status
 from gateway.runs.lifecycle import Run
+from gateway.runs.meter import ClientGone
 from gateway.runs.objects import run_object
 from observability.metrics import record_first_token
 
@@ -123,6 +128,8 @@ async def run_events(
                 raise
             if event is None:
                 break
+            if event.type == "raw_response_event":
+                handle.meter.answering = True
             translated = _translate(event)
             if translated is not None:
                 if translated[0] == "output_text.delta":
@@ -150,6 +157,11 @@ async def run_events(
             output = result.final_output
         await run.end(status)  # lease released before the client sees the end
     except Exception as exc:
+        if run.client_gone or isinstance(exc, ClientGone):
+            # Wound down after its client left (the SDK may wrap `ClientGone`): nobody to tell.
+            await run.end("cancelled")
+            await service.ended(handle, "cancelled", None)
+            return
         status = run_status(exc)
         error = map_run_error(exc, model=handle.built.model, max_turns=handle.built.max_turns)
         await run.end(status)
@@ -180,8 +192,9 @@ async def stream_run(
 
     The run is produced by its own task so that waiting for a keep-alive never cancels the SDK
     stream; the two share a bounded queue (backpressure: `STREAM_BUFFER`). When the response
-    ends for any reason (including the client leaving), the task is cancelled; the run's
-    owner settles it.
+    ends for any reason (including the client leaving), the task is cancelled, or, when the
+    upstream is answering a call, left to read that call to its end (`run.winding`, awaited
+    by the run's owner before it settles).
     """
     queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=STREAM_BUFFER)
 
@@ -192,6 +205,8 @@ async def stream_run(
             # run now, not whenever the generator is collected.
             async with aclosing(run_events(run, sdk_input)) as events:
                 async for name, data in events:
+                    if run.client_gone:
+                        continue  # winding down: nobody reads
                     chunk = encode(name, data)
                     if chunk is not None:
                         await queue.put(chunk)  # a slow client holds the producer here
@@ -201,6 +216,7 @@ async def stream_run(
                 await queue.put(None)
 
     task = asyncio.get_running_loop().create_task(produce())
+    ended = False
     try:
         while True:
             try:
@@ -210,10 +226,17 @@ async def stream_run(
                 yield KEEPALIVE
                 continue
             if chunk is None:
+                ended = True
                 break
             yield chunk
     finally:
-        task.cancel()
+        if not ended and not task.done() and run.handle.meter.stop_after_call():
+            run.client_gone = True
+            while not queue.empty():  # a producer waiting to put goes on
+                queue.get_nowait()
+            run.winding = task
+        else:
+            task.cancel()
 
 
 def accepts_event_stream(accept: str | None) -> bool:

@@ -27,7 +27,9 @@ is closed with 1012 (service restart: the client reconnects, reaching another re
 socket with a turn in flight is closed with 1012 right after that turn's terminal event; a turn
 still running at the end of the grace ends with `run.failed` `shutting_down` first. When the
 client leaves mid-turn the turn's task is cancelled: `run_events` cancels the SDK run and
-settles it as `cancelled` with the tokens already spent, as for an SSE disconnect.
+settles it as `cancelled` with the tokens already spent, as for an SSE disconnect; as there,
+a model call the upstream is answering is first read to its end (sending nothing), so its
+tokens are recorded, and the run stops right after it.
 """
 
 from __future__ import annotations
@@ -61,6 +63,7 @@ from gateway.core.json_body import JsonBodyRoute, parse_json
 from gateway.core.state import app_state
 from gateway.core.unions import is_tag
 from gateway.limits.requests import RequestLimiter, RequestLimitExceeded
+from gateway.runs.lifecycle import Run
 from gateway.runs.schemas import MAX_MESSAGES, TurnInput
 from gateway.runs.service import RunService
 from gateway.runs.streaming import run_events
@@ -140,6 +143,8 @@ class AgentSocket:
         self.sending = asyncio.Lock()
         self.drain: Drain = state.drain
         self.closed = False
+        self.running: dict[asyncio.Task[None], Run] = {}
+        """The run of each turn task, once admitted."""
 
     async def serve(self) -> None:
         """Read frames until the client leaves; then cancel the turn in flight."""
@@ -155,7 +160,11 @@ class AgentSocket:
         finally:
             unsubscribe()
             for task in self.tasks:
-                task.cancel()
+                run = self.running.get(task)
+                if run is not None and run.handle.meter.stop_after_call():
+                    run.client_gone = True  # the turn reads that call to its end, silently
+                else:
+                    task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
     async def send(self, event: str, data: Any) -> None:
@@ -238,7 +247,12 @@ class AgentSocket:
                 aclosing(run_events(run, sdk_input, on_complete=remember)) as events,
             ):
                 run.handle.turn = turn
+                task = asyncio.current_task()
+                if task is not None:
+                    self.running[task] = run
                 async for event, data in events:
+                    if run.client_gone:
+                        continue  # winding down: nobody reads
                     if event in TERMINAL:
                         ended = True
                         await self.end(turn, event, data)
@@ -295,6 +309,7 @@ class AgentSocket:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)
+        self.running.pop(task, None)
         if task.cancelled():
             return
         exc = task.exception()

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
 
+from gateway.mock_llm import MockConfig
+from gateway.mock_llm.testing import start_mock_server
 from tests.conftest import ADMIN_TOKEN, make_settings
 from tests.gateway.conftest import AGENT_SPEC, gateway_for, live_usage
 from tests.gateway.server import start_gateway_server
 from tests.gateway.test_runs_e2e import parse_sse
+from tests.waiting import wait_until
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -97,3 +102,92 @@ def test_client_disconnect_cancels_the_run_and_keeps_spent_tokens(
     assert elapsed < 1.5 + 1.5
     metrics = httpx.get(f"{live_gateway}/metrics").text
     assert 'gateway_runs_total{agent="assistant",status="cancelled",tenant="live"}' in metrics
+
+
+@pytest.fixture
+def slow_stream_gateway(sqlite_url: str) -> Iterator[tuple[str, str]]:
+    """A gateway on a mock that streams a segment every 150 ms: a client can leave while the
+    upstream is answering."""
+    mock_url, stop_mock = start_mock_server(MockConfig(stream_delay_ms=150))
+    settings = make_settings(sqlite_url, openai_base_url=mock_url)
+    base_url, stop = start_gateway_server(settings)
+    yield base_url, mock_url
+    stop()
+    stop_mock()
+
+
+def _records(base_url: str, tenant_id: str, runs: int) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + 10
+    while True:
+        r = httpx.get(
+            f"{base_url}/admin/usage/records",
+            params={"tenant_id": tenant_id},
+            headers={**ADMIN, "Accept": "application/x-ndjson"},
+        )
+        records = [json.loads(line) for line in r.text.splitlines() if line.strip()]
+        if len(records) >= runs or time.monotonic() > deadline:
+            return records
+        time.sleep(0.05)
+
+
+def test_leaving_while_the_upstream_answers_records_that_calls_tokens(
+    slow_stream_gateway: tuple[str, str],
+) -> None:
+    """The upstream bills a call it has begun answering: a client that leaves mid-answer
+    cancels the run, and the run's record still has that call's tokens, as the upstream
+    reported them (every try: this used to race with the usage chunk)."""
+    base_url, mock_url = slow_stream_gateway
+    tenant_id, headers = _seed(base_url)
+    tries = 3
+    for i in range(tries):
+        body = {"input": f"tell me about the sea, try {i}", "stream": True}
+        with (
+            httpx.Client(base_url=base_url, timeout=10) as c,
+            c.stream("POST", "/v1/agents/assistant/runs", json=body, headers=headers) as r,
+        ):
+            for line in r.iter_lines():
+                if line == "event: output_text.delta":
+                    break  # leave at the first word of the answer
+    records = _records(base_url, tenant_id, tries)
+    ledger = httpx.get(f"{mock_url}/_mock/ledger").json()
+    assert len(ledger) == tries, "one model call per run"
+    assert len(records) == tries
+    by_text = {call["user_text"]: call for call in ledger}
+    for i, record in enumerate(sorted(records, key=lambda rec: rec["created_at"])):
+        call = by_text[f"tell me about the sea, try {i}"]
+        assert record["status"] == "cancelled", record
+        assert record["requests"] == 1, record
+        assert record["input_tokens"] == call["input_tokens"], (record, call)
+        assert record["output_tokens"] == call["output_tokens"], (record, call)
+
+
+def test_leaving_while_a_tool_call_is_answered_runs_no_tool_and_no_further_call(
+    slow_stream_gateway: tuple[str, str],
+) -> None:
+    """The answer being streamed is a tool call: it is read to its end and metered, then the
+    run stops (no tool runs, no second model call)."""
+    base_url, mock_url = slow_stream_gateway
+    tenant_id, headers = _seed(base_url)
+    body = {"input": "Use the calculator on 6*7", "stream": True}
+    seen: list[str] = []
+    with (
+        httpx.Client(base_url=base_url, timeout=10) as c,
+        c.stream("POST", "/v1/agents/assistant/runs", json=body, headers=headers) as r,
+    ):
+        lines = r.iter_lines()  # kept: a closed iterator would close the connection
+        for line in lines:
+            if line.startswith("event: "):
+                seen.append(line[7:])
+                break  # run.created
+        # The mock has begun answering (its ledger has the call) and its first segment is out.
+        assert wait_until(lambda: len(httpx.get(f"{mock_url}/_mock/ledger").json()) == 1, timeout=5)
+        time.sleep(0.06)
+    assert seen == ["run.created"]
+    (record,) = _records(base_url, tenant_id, 1)
+    time.sleep(0.3)  # a second call would have been made by now
+    ledger = httpx.get(f"{mock_url}/_mock/ledger").json()
+    assert [call["tool_call"] for call in ledger] == ["calculator"]
+    assert record["status"] == "cancelled"
+    assert record["requests"] == 1
+    assert record["input_tokens"] == ledger[0]["input_tokens"]
+    assert record["output_tokens"] == ledger[0]["output_tokens"]

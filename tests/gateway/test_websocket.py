@@ -13,6 +13,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from gateway.mock_llm import MockConfig
+from gateway.mock_llm.testing import start_mock_server
 from tests.conftest import make_settings
 from tests.gateway.conftest import ADMIN, AGENT_SPEC, live_usage, read_ledger
 from tests.gateway.server import start_gateway_server
@@ -302,3 +304,37 @@ async def test_composition_over_a_socket(live: str) -> None:
     assert (error["code"], error["param"]) == ("guardrail_triggered", "input.blocked_patterns[0]")
     assert handed[-1][0] == "run.completed"
     assert ("agent.handoff", {"from": "desk", "to": "assistant"}) in handed
+
+
+@pytest.fixture
+def slow_stream_live(sqlite_url: str) -> Iterator[tuple[str, str]]:
+    """A gateway on a mock that streams a segment every 150 ms."""
+    mock_url, stop_mock = start_mock_server(MockConfig(stream_delay_ms=150))
+    settings = make_settings(sqlite_url, openai_base_url=mock_url, upstream_max_retries=0)
+    base_url, stop = start_gateway_server(settings)
+    yield base_url, mock_url
+    stop()
+    stop_mock()
+
+
+async def test_leaving_while_the_upstream_answers_records_that_calls_tokens(
+    slow_stream_live: tuple[str, str],
+) -> None:
+    """As for SSE: the call being answered when the client left is read to its end and its
+    tokens recorded; the run is cancelled."""
+    live_url, mock_url = slow_stream_live
+    tenant_id, headers = await seed(live_url, "ws-mid-answer")
+    async with socket(live_url, headers) as ws:
+        await ws.send(orjson.dumps({"input": "tell me about the sea"}).decode())
+        while (await next_event(ws))[0] != "output_text.delta":
+            pass  # leave at the first word of the answer
+    totals = live_usage(live_url, tenant_id, 1)["totals"]
+    (call,) = httpx.get(f"{mock_url}/_mock/ledger").json()
+    assert totals["runs"] == 1 and totals["requests"] == 1
+    assert totals["input_tokens"] == call["input_tokens"]
+    assert totals["output_tokens"] == call["output_tokens"]
+    metrics = httpx.get(f"{live_url}/metrics").text
+    assert (
+        'gateway_runs_total{agent="assistant",status="cancelled",tenant="ws-mid-answer"} 1.0'
+        in metrics
+    )

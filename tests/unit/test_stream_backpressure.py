@@ -10,14 +10,23 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
 
 from gateway.runs import streaming
+from gateway.runs.meter import RunMeter
 from gateway.runs.streaming import STREAM_BUFFER, stream_run
 
 EVENTS = 10_000
+
+
+def _run() -> SimpleNamespace:
+    """What `stream_run` reads of a run: its meter (no call in flight) and the gone flag."""
+    return SimpleNamespace(
+        client_gone=False, winding=None, handle=SimpleNamespace(meter=RunMeter("m"))
+    )
 
 
 async def test_a_client_that_stops_reading_holds_the_producer(
@@ -32,7 +41,7 @@ async def test_a_client_that_stops_reading_holds_the_producer(
             yield "output_text.delta", {"delta": f"w{i} "}
 
     monkeypatch.setattr(streaming, "run_events", events)
-    stream = stream_run(cast(Any, None), "hi", keepalive_s=60)
+    stream = stream_run(cast(Any, _run()), "hi", keepalive_s=60)
     first = await anext(stream)
     assert b"w0 " in first
     await asyncio.sleep(0.2)  # the producer runs as far as the queue lets it
@@ -70,9 +79,63 @@ async def test_leaving_while_the_producer_waits_closes_the_run_at_once(
         return generator
 
     monkeypatch.setattr(streaming, "run_events", tracked)
-    stream = stream_run(cast(Any, None), "hi", keepalive_s=60)
+    stream = stream_run(cast(Any, _run()), "hi", keepalive_s=60)
     await anext(stream)
     await asyncio.sleep(0.05)  # the producer now waits in `put`: the queue is full
     await stream.aclose()  # what Starlette does when the client goes away
     async with asyncio.timeout(2):
         await closed.wait()
+
+
+async def test_leaving_while_the_upstream_answers_lets_the_producer_finish_the_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The client leaves while a model call is being answered: the producer is not cancelled
+    but reads on, sending nothing (the queue is emptied, so a producer waiting for room goes
+    on), and the run's `winding` is that task, done when the producer's events end."""
+    run = _run()
+    meter = run.handle.meter
+    produced = 0
+
+    async def events(handle: Any, sdk_input: Any) -> AsyncIterator[tuple[str, Any]]:
+        nonlocal produced
+        for i in range(EVENTS):
+            produced += 1
+            if i == 200:
+                meter.answering = False  # the call ended: on_llm_end
+                meter._calls.clear()
+            yield "output_text.delta", {"delta": str(i)}
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(streaming, "run_events", events)
+    meter.answering = True  # the upstream is answering a call in flight
+    meter._calls[1] = (0.0, "m", None)
+    stream = stream_run(cast(Any, run), "hi", keepalive_s=60)
+    await anext(stream)
+    await asyncio.sleep(0.05)  # the producer now waits in `put`: the queue is full
+    await stream.aclose()  # the client went away
+    assert run.client_gone and meter.stopping
+    assert run.winding is not None
+    async with asyncio.timeout(5):
+        await asyncio.wait((run.winding,))
+    assert not run.winding.cancelled()
+    assert produced == EVENTS  # read to the end, nothing queued for nobody
+
+
+async def test_leaving_while_no_call_is_answered_cancels_the_producer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = _run()
+    run.handle.meter._calls[1] = (0.0, "m", None)  # in flight, but no answer has begun
+
+    async def events(handle: Any, sdk_input: Any) -> AsyncIterator[tuple[str, Any]]:
+        yield "run.created", {}
+        await asyncio.sleep(60)
+        yield "output_text.delta", {"delta": "late"}
+
+    monkeypatch.setattr(streaming, "run_events", events)
+    stream = stream_run(cast(Any, run), "hi", keepalive_s=60)
+    await anext(stream)
+    await stream.aclose()
+    assert not run.client_gone and run.winding is None
+    assert not run.handle.meter.stopping
