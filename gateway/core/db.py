@@ -46,6 +46,11 @@ UNAVAILABLE_SQLSTATE_CLASSES = frozenset({"08", "53", "57"})
 server shutting down)."""
 
 
+CONNECT_REFUSED_SQLSTATES = frozenset({"55000", "3D000", "28000", "28P01"})
+"""A new connection refused: the database does not accept connections now
+(`ALLOW_CONNECTIONS false`), does not exist, or refuses the configured role."""
+
+
 class DatabaseUnavailableError(ServiceUnavailableError):
     default_code = "database_unavailable"
     default_message = "The database is unavailable; retry shortly."
@@ -63,6 +68,8 @@ def is_database_unavailable(error: BaseException) -> bool:
             return True
         state = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
         if isinstance(state, str):
+            if error.statement is None and state in CONNECT_REFUSED_SQLSTATES:
+                return True  # raised while connecting (a commit's failure has no statement too)
             return state[:2] in UNAVAILABLE_SQLSTATE_CLASSES
         # The driver's own exception: a connection lost mid-operation carries no SQLSTATE.
         driver = getattr(error.orig, "__cause__", None)

@@ -36,7 +36,7 @@ async def export_records(
     accept: Annotated[str | None, Header()] = None,
 ) -> StreamingResponse:
     """Raw usage records for billing, streamed in run-id order as NDJSON or CSV (`Accept`)."""
-    return export_response(
+    return await export_response(
         db,
         accept=accept,
         tenant_id=principal.tenant_id,

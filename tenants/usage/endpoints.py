@@ -61,6 +61,6 @@ async def export_records(
     """Raw usage records for billing, streamed in run-id order as NDJSON or CSV (`Accept`)."""
     if tenant_id is not None:
         tenant_id = (await require_tenant(session, tenant_id, include_deleted=True)).id
-    return export_response(
+    return await export_response(
         db, accept=accept, tenant_id=tenant_id, start=query.start, end=query.end, after=query.after
     )

@@ -195,7 +195,18 @@ async def _csv(rows: AsyncIterator[dict[str, Any]]) -> AsyncIterator[bytes]:
     yield buffer.getvalue().encode()
 
 
-def export_response(
+async def _from(
+    first: dict[str, Any] | None, rest: AsyncIterator[dict[str, Any]]
+) -> AsyncIterator[dict[str, Any]]:
+    """`first`, then the rest of the records (none when `first` is None)."""
+    if first is None:
+        return
+    yield first
+    async for row in rest:
+        yield row
+
+
+async def export_response(
     db: Database,
     *,
     accept: str | None,
@@ -204,8 +215,12 @@ def export_response(
     end: date,
     after: str | None,
 ) -> StreamingResponse:
-    """The streamed export, in the format the `Accept` header asks for."""
-    rows = iter_records(db, tenant_id=tenant_id, start=start, end=end, after=after)
+    """The streamed export, in the format the `Accept` header asks for. The first page is
+    read before the response starts: a database that cannot answer is then an error
+    response (503), not a 200 whose body breaks off."""
+    records = iter_records(db, tenant_id=tenant_id, start=start, end=end, after=after)
+    first = await anext(records, None)
+    rows = _from(first, records)
     if wants_csv(accept):
         return StreamingResponse(_csv(rows), media_type="text/csv; charset=utf-8")
     return StreamingResponse(_ndjson(rows), media_type=NDJSON)
