@@ -47,6 +47,9 @@ async def put_upstream(
             f"base_url: {exc}", param="base_url", code="url_not_allowed"
         ) from None
     owner = (await require_tenant(session, tenant_id)).id
+    # Concurrent PUTs of one upstream take turns: each bumps the version the last one left
+    # (two writes sharing a version would leave replicas on the loser's cached client).
+    await lock_tenant(session, owner)
     repository = UpstreamRepository(session)
     now = utcnow()
     row = await repository.get(owner, name)

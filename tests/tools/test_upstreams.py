@@ -4,6 +4,7 @@ upstream, changes reaching another replica within 1 s, and `allowed_models`."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -215,8 +216,30 @@ async def _replicated(
 
 
 async def _wait_subscribed(*gateways: Gateway) -> None:
-    import asyncio
-
     async with asyncio.timeout(10):
         for gateway in gateways:
             await gateway.app.state.invalidation.subscribed.wait()
+
+
+async def test_concurrent_puts_each_bump_the_version_and_the_last_one_is_served(
+    gw: Gateway,
+) -> None:
+    """Replicas cache one client per (upstream, version): two PUTs that landed with the same
+    version left the loser's URL or key in use. Each PUT now gets its own version, and the
+    stored upstream is the one with the highest."""
+    import asyncio
+
+    tenant = await gw.create_tenant("racing-puts")
+    path = f"/admin/tenants/{tenant.id}/upstreams/mine"
+    r = await gw.client.put(path, json=upstream("https://llm.example.com/v1"), headers=ADMIN)
+    assert r.status_code == 201, r.text
+    urls = [f"https://llm{i}.example.com/v1" for i in range(6)]
+    answers = await asyncio.gather(
+        *(gw.client.put(path, json=upstream(url), headers=ADMIN) for url in urls)
+    )
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    versions = {a.json()["version"]: a.json()["base_url"] for a in answers}
+    assert sorted(versions) == [2, 3, 4, 5, 6, 7]
+    stored = (await gw.client.get(path, headers=ADMIN)).json()
+    assert stored["version"] == 7
+    assert stored["base_url"] == versions[7]
