@@ -241,6 +241,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Multi-tenant gateway for OpenAI Agents SDK agents.",
         lifespan=lifespan_for(settings, drain),
         dependencies=[Depends(refuse_control_characters)],
+        # `/v1/agents/` is a JSON 404 like any unknown path: Starlette's default answers a
+        # bare 307 built from the Host header (an open redirect, and not the error shape).
+        redirect_slashes=False,
     )
     # Before start-up the server reads it here (gateway.serving.server); from then on it is the
     # AppState's `drain`, the same object.

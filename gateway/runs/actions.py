@@ -3,6 +3,7 @@ that resume a paused run, plain or streamed, on any replica). See `gateway.runs.
 
 from __future__ import annotations
 
+import re
 from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
@@ -14,19 +15,28 @@ from gateway.auth.dependencies import RunsPrincipal
 from gateway.conversations.service import Turn
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.state import app_state
-from gateway.runs.approvals import stored_response
+from gateway.runs.approvals import not_found, stored_response
 from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted
 from gateway.runs.schemas import ActionsRequest
 from gateway.runs.streaming import accepts_event_stream, stream_run
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["runs"])
 
-RunId = Annotated[str, Path(pattern=r"^run_[A-Za-z0-9]{1,40}$", description="The run's id.")]
+RunId = Annotated[str, Path(max_length=256, description="The run's id.")]
+RUN_ID = re.compile(r"run_[A-Za-z0-9]{1,40}")
+
+
+def known_run(run_id: str) -> str:
+    """`run_id`, or 404 `run_not_found` when no run can have it (never a 422: an unknown
+    resource is a 404 however its id is spelt)."""
+    if RUN_ID.fullmatch(run_id) is None:
+        raise not_found()
+    return run_id
 
 
 @router.get("/runs/{run_id}", summary="A stored run (paused for approval, or resumed)")
 async def get_run(run_id: RunId, principal: RunsPrincipal, service: RunServiceDep) -> Response:
-    row = await service.approvals.waiting(principal.tenant_id, principal.user, run_id)
+    row = await service.approvals.waiting(principal.tenant_id, principal.user, known_run(run_id))
     return Response(orjson.dumps(stored_response(row)), media_type="application/json")
 
 
@@ -39,7 +49,7 @@ async def submit_actions(
     service: RunServiceDep,
 ) -> Response:
     stream = body.stream or accepts_event_stream(request.headers.get("accept"))
-    row = await service.approvals.waiting(principal.tenant_id, principal.user, run_id)
+    row = await service.approvals.waiting(principal.tenant_id, principal.user, known_run(run_id))
     async with AsyncExitStack() as owner:  # see create_run
         turn: Turn | None = None
         if row.conversation_id is not None:

@@ -13,6 +13,7 @@ from starlette.types import Receive, Scope, Send
 
 from gateway.auth.dependencies import RunsPrincipal
 from gateway.conversations.service import Turn, as_items
+from gateway.core.errors import NotFoundError
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.state import app_state
 from gateway.limits.headers import add_headers
@@ -20,7 +21,7 @@ from gateway.runs.handle import RunHandle
 from gateway.runs.schemas import RunRequest
 from gateway.runs.service import RunService
 from gateway.runs.streaming import accepts_event_stream, stream_run
-from tenants.agent.spec import AGENT_NAME_PATTERN
+from tenants.agent.spec import AGENT_NAME_RE
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["runs"])
 
@@ -30,7 +31,16 @@ async def get_run_service(request: Request) -> RunService:
 
 
 RunServiceDep = Annotated[RunService, Depends(get_run_service)]
-AgentName = Annotated[str, Path(pattern=AGENT_NAME_PATTERN)]
+AgentName = Annotated[str, Path(max_length=256, description="The agent's name.")]
+"""Any name: one that no agent can have (see `AGENT_NAME_RE`) is 404 as an unknown one."""
+
+
+def known_name(name: str) -> str:
+    """`name`, or 404 `agent_not_found` when no agent can be named so (never a 422: an
+    unknown resource is a 404 however its name is spelt)."""
+    if AGENT_NAME_RE.fullmatch(name) is None:
+        raise NotFoundError(f"No agent named '{name[:64]}'.", code="agent_not_found")
+    return name
 
 
 @router.post("/agents/{name}/runs", summary="Run an agent (plain or streamed)")
@@ -41,6 +51,7 @@ async def create_run(
     principal: RunsPrincipal,
     service: RunServiceDep,
 ) -> Response:
+    known_name(name)
     stream = body.stream or accepts_event_stream(request.headers.get("accept"))
     sdk_input = request_input = body.sdk_input()
     # Owns the conversation's turn and the run: released and settled on leaving, unless a

@@ -92,7 +92,8 @@ class TenantCreate(BaseModel):
 
     slug: Slug
     name: TenantName
-    limits: TenantLimits = Field(default_factory=TenantLimits)
+    limits: TenantLimits | None = Field(default_factory=TenantLimits)
+    """Omitted: the deployment's default limits; `null`: every limit unlimited."""
     allowed_models: AllowedModels = None
 
 
@@ -113,14 +114,15 @@ class TenantUpdate(BaseModel):
     # Omitted means unchanged; null is refused (the schema does not offer it either).
     name: TenantName | None = Field(default=None, json_schema_extra=_not_nullable)
     status: TenantStatus | None = Field(default=None, json_schema_extra=_not_nullable)
-    limits: TenantLimits | None = Field(default=None, json_schema_extra=_not_nullable)
+    limits: TenantLimits | None = None
+    """The keys sent replace the tenant's; `null` makes every limit unlimited."""
     allowed_models: AllowedModels = None
     """Replaces the list when sent; `null` allows any model again."""
     # Present only to answer "slug is immutable" rather than a generic unknown-field error
     # (the service refuses any other slug than the tenant's own; its own changes nothing).
     slug: SkipJsonSchema[Any] = Field(default=None, exclude=True)
 
-    @field_validator("name", "status", "limits", mode="before")
+    @field_validator("name", "status", mode="before")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         if value is None:

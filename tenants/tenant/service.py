@@ -42,11 +42,15 @@ async def create_tenant(
     """Create an active tenant; a slug already used (even by a deleted tenant) is 409.
 
     `default_limits` (`GATEWAY_DEFAULT_TENANT_LIMITS`) fill the limit fields the body leaves
-    out; a field the body sends, `null` included, is the body's.
+    out; a field the body sends, `null` included, is the body's; `limits: null` is every
+    limit unlimited.
     """
-    limits = TenantLimits.model_validate(
-        {**(default_limits or {}), **body.limits.model_dump(mode="json", exclude_unset=True)}
-    )
+    if body.limits is None:
+        limits = TenantLimits()
+    else:
+        limits = TenantLimits.model_validate(
+            {**(default_limits or {}), **body.limits.model_dump(mode="json", exclude_unset=True)}
+        )
     repository = TenantRepository(session)
     holder = await repository.get_by_slug(body.slug)
     if holder is not None:
@@ -78,7 +82,7 @@ async def list_tenants(session: AsyncSession, page: PageParams) -> Page[Tenant]:
 
 
 async def update_tenant(session: AsyncSession, tenant_id: str, body: TenantUpdate) -> Tenant:
-    """Apply the fields sent; `limits` replaces only the keys it names."""
+    """Apply the fields sent; `limits` replaces only the keys it names (`null`: all)."""
     tenant = await require_tenant(session, tenant_id)
     if "slug" in body.model_fields_set and body.slug != tenant.slug:
         raise ValidationFailedError("slug: slug is immutable", code="invalid_value", param="slug")
@@ -90,6 +94,8 @@ async def update_tenant(session: AsyncSession, tenant_id: str, body: TenantUpdat
         merged = tenant_limits(tenant).model_dump(mode="json")
         merged.update(body.limits.model_dump(mode="json", exclude_unset=True))
         tenant.limits = merged
+    elif "limits" in body.model_fields_set:  # `limits: null`: every limit unlimited
+        tenant.limits = TenantLimits().model_dump(mode="json")
     if "allowed_models" in body.model_fields_set:
         tenant.allowed_models = body.allowed_models
     tenant.updated_at = utcnow()

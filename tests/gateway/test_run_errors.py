@@ -50,10 +50,24 @@ async def test_unknown_agent_and_bad_name(gateway: Gateway, tenant: Tenant) -> N
     )
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "agent_not_found"
-    r = await gateway.client.post(
-        "/v1/agents/Bad%20Name/runs", json={"input": "hi"}, headers=tenant.headers
-    )
-    assert r.status_code == 422
+    # A name no agent can have is an unknown agent too (as a malformed conversation or run id
+    # is an unknown conversation or run): 404, never a 422 that tells names apart.
+    for bad in ("Bad%20Name", "x" * 65, "%E2%98%83"):
+        r = await gateway.client.post(
+            f"/v1/agents/{bad}/runs", json={"input": "hi"}, headers=tenant.headers
+        )
+        assert r.status_code == 404, (bad, r.text)
+        assert r.json()["error"]["code"] == "agent_not_found"
+    for bad in ("xyz", "run_", "run_with-dash", "run_" + "a" * 41, "run_%E2%98%83"):
+        r = await gateway.client.get(f"/v1/runs/{bad}", headers=tenant.headers)
+        assert r.status_code == 404, (bad, r.text)
+        assert r.json()["error"]["code"] == "run_not_found"
+        r = await gateway.client.post(
+            f"/v1/runs/{bad}/actions",
+            json={"decisions": [{"id": "x", "approve": True}]},
+            headers=tenant.headers,
+        )
+        assert r.status_code == 404, (bad, r.text)
 
 
 async def test_unknown_conversation_is_404(gateway: Gateway, tenant: Tenant) -> None:
@@ -121,3 +135,21 @@ async def test_turn_limit_is_a_clear_error_and_spent_tokens_are_recorded(
     assert totals["runs"] == 1
     assert totals["input_tokens"] == calls[0]["input_tokens"]
     assert totals["output_tokens"] == calls[0]["output_tokens"]
+
+
+async def test_a_trailing_slash_is_a_json_404_not_a_redirect(
+    gateway: Gateway, tenant: Tenant
+) -> None:
+    """Starlette's default answered `/v1/agents/` with a bare 307 to a URL built from the Host
+    header; a path with a trailing slash is an unknown path, in the error shape."""
+    for method, path in (
+        ("GET", "/v1/agents/"),
+        ("POST", "/v1/agents/assistant/runs/"),
+        ("POST", "/admin/tenants/"),
+    ):
+        r = await gateway.client.request(
+            method, path, headers={**tenant.headers, "Host": "evil.example"}, json={}
+        )
+        assert r.status_code == 404, (path, r.status_code, r.headers)
+        assert "location" not in r.headers
+        assert r.json()["error"]["type"] == "not_found_error"

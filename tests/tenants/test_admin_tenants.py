@@ -203,6 +203,19 @@ async def test_patch_changes_name_status_and_merges_limits(
     assert (await client.get(url, headers=admin_headers)).json() == again.json()
 
 
+async def test_patch_limits_null_makes_every_limit_unlimited(
+    client: httpx.AsyncClient, admin_headers: dict[str, str], make_tenant: MakeTenant
+) -> None:
+    tenant = await make_tenant(limits={"requests_per_minute": 5, "tokens_per_day": 100})
+    url = f"/admin/tenants/{tenant['id']}"
+    r = await client.patch(url, json={"name": "renamed"}, headers=admin_headers)
+    assert r.json()["limits"]["requests_per_minute"] == 5  # omitted: unchanged
+    r = await client.patch(url, json={"limits": None}, headers=admin_headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["limits"] == NO_LIMITS
+    assert (await client.get(url, headers=admin_headers)).json()["limits"] == NO_LIMITS
+
+
 @pytest.mark.parametrize(
     ("body", "param"),
     [
@@ -210,7 +223,6 @@ async def test_patch_changes_name_status_and_merges_limits(
         ({"owner": "me"}, "owner"),
         ({"status": "deleted"}, "status"),
         ({"status": None}, "status"),
-        ({"limits": None}, "limits"),
         ({"name": None}, "name"),
         ({"name": ""}, "name"),
         ({"limits": {"tokens_per_minute": 0}}, "limits.tokens_per_minute"),
@@ -408,6 +420,9 @@ async def test_a_new_tenant_starts_with_the_deployments_default_limits(
             own = await create("own", limits={"requests_per_minute": None, "tokens_per_day": 100})
             assert own["requests_per_minute"] is None and own["tokens_per_day"] == 100
             assert own["spend_per_day_usd"] == "2.5"
+            # SPEC 6, "null = unlimited": `limits: null` is no limit at all, defaults included.
+            unlimited = await create("unlimited", limits=None)
+            assert unlimited == NO_LIMITS
     with pytest.raises(SettingsError, match="GATEWAY_DEFAULT_TENANT_LIMITS"):
         create_app(make_settings(database_url, default_tenant_limits={"requests_per_minute": 0}))
     with pytest.raises(SettingsError, match="GATEWAY_DEFAULT_TENANT_LIMITS"):
