@@ -8,6 +8,7 @@ nginx config for real in front of gateway replicas.
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import re
 import shutil
@@ -15,6 +16,7 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -230,3 +232,41 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def test_no_reachable_replica_is_a_json_503_with_retry_after(tmp_path: Path) -> None:
+    """nginx's own 502 (every replica refusing connections, or one dying mid-request) is in
+    the gateway's error shape, not nginx's HTML page."""
+    listen = free_port()
+    conf = nginx.render(tmp_path / "nginx", listen, [free_port()])  # nothing listens there
+    proc = subprocess.Popen(
+        [nginx.nginx_binary(), "-p", str(conf.parent), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                request = urllib.request.Request(
+                    f"http://127.0.0.1:{listen}/v1/agents/assistant/runs",
+                    data=b'{"input": "hi"}',
+                    headers={"Content-Type": "application/json"},
+                )
+                urllib.request.urlopen(request, timeout=5)  # noqa: S310
+                raise AssertionError("a request with no replica was answered")
+            except urllib.error.HTTPError as exc:
+                status, headers, body = exc.code, exc.headers, exc.read()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    assert status == 503
+    assert headers["Content-Type"] == "application/json"
+    assert headers["Retry-After"] == "1"
+    error = json.loads(body)["error"]
+    assert error["type"] == "service_unavailable" and error["code"] == "no_replica"
