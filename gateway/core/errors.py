@@ -107,6 +107,12 @@ class AuthenticationFailedError(GatewayError):
     default_code = "invalid_api_key"
     default_message = "Invalid or missing credential."
 
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, param: str | None = None
+    ) -> None:
+        # RFC 9110 11.6.1: a 401 names the scheme it wants (an API key or a JWT, both Bearer).
+        super().__init__(message, code=code, param=param, headers={"WWW-Authenticate": "Bearer"})
+
 
 class PermissionDeniedError(GatewayError):
     status_code = 403

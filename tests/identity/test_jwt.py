@@ -210,10 +210,11 @@ async def test_every_rejected_token_gets_the_bad_key_401(
     bad_key = await gw.client.get("/v1/agents", headers=bearer("gw_" + "A" * 38))
     assert bad_key.status_code == 401 and bad_key.json() == BAD_CREDENTIAL
     seen = {}
+    assert bad_key.headers["www-authenticate"] == "Bearer"  # RFC 9110: the scheme it wants
     for name, token in _rejected_tokens(secret, rsa_keys, ec_keys).items():
         r = await gw.client.post(RUN, json={"input": "hi"}, headers=bearer(token))
-        seen[name] = (r.status_code, r.json())
-    assert seen == {name: (401, BAD_CREDENTIAL) for name in seen}
+        seen[name] = (r.status_code, r.json(), r.headers.get("www-authenticate"))
+    assert seen == {name: (401, BAD_CREDENTIAL, "Bearer") for name in seen}
 
 
 async def test_jwt_config_api(gw: Gateway, rsa_keys: KeyPair) -> None:
