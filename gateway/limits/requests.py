@@ -81,7 +81,8 @@ class WindowState:
 
 
 Window = tuple[int, float]
-"""A window after a check: (requests now in it, timestamp of the oldest one)."""
+"""A window after a check: (requests now in it, timestamp of the entry whose leaving frees a
+slot: the oldest one, or with more entries than a lowered limit allows, the one at the limit)."""
 
 
 class RedisWindow:
@@ -110,7 +111,8 @@ class RequestLimiter:
         time-boxed with `time_box`), the one the quota service uses."""
         self.breaker = breaker
         self.timeout_s = settings.redis_timeout_ms / 1000
-        self.memory = MovingWindowRateLimiter(MemoryStorage())
+        self.storage = MemoryStorage()
+        self.memory = MovingWindowRateLimiter(self.storage)
         self.redis = None if redis is None else RedisWindow(redis, settings.redis_key_prefix)
         self.ceiling = settings.limits_requests_per_minute_ceiling
         """The request limit of a tenant without one (`GATEWAY_LIMITS_REQUESTS_PER_MINUTE_CEILING`
@@ -185,7 +187,14 @@ class RequestLimiter:
         windows: list[Window] = []
         for item, ident in limits:
             stats = self.memory.get_window_stats(item, ident)
-            windows.append((item.amount - stats.remaining, stats.reset_time - WINDOW_S))
+            count, oldest = item.amount - stats.remaining, stats.reset_time - WINDOW_S
+            if count > item.amount:
+                # More entries than a lowered limit allows: a slot frees when the one at the
+                # limit leaves (the storage's entries are newest first), as in the script.
+                entries = self.storage.events.get(item.key_for(ident)) or []
+                if len(entries) >= item.amount:
+                    oldest = entries[item.amount - 1].atime
+            windows.append((count, oldest))
         return refused, windows
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -151,6 +152,25 @@ async def test_changing_the_limit_keeps_the_window(gw: Gateway) -> None:
     r = await gw.client.get("/v1/agents", headers=other.headers)
     assert r.status_code == 429, "5 requests this minute already exceed the new limit of 3"
     assert r.headers["x-ratelimit-limit-requests"] == "3"
+
+
+async def test_retry_after_a_lowered_limit_waits_for_the_entry_that_frees_a_slot(
+    gw: Gateway,
+) -> None:
+    """Six requests this minute (three, then three more 3 s later) and the limit lowered to 3:
+    a slot frees only when the newer three's first leaves the window (about 60 s), not the
+    oldest request (about 57 s), which left the window still over the limit."""
+    tenant = await limited_tenant(gw, "lowered", requests_per_minute=20)
+    for batch in range(2):
+        if batch:
+            await asyncio.sleep(3)
+        for _ in range(3):
+            assert (await gw.client.get("/v1/agents", headers=tenant.headers)).status_code == 200
+    await _patch_rpm(gw, tenant.id, 3)
+    r = await gw.client.get("/v1/agents", headers=tenant.headers)
+    assert r.status_code == 429
+    assert int(r.headers["retry-after"]) >= 59, r.headers["retry-after"]
+    assert r.headers["x-ratelimit-reset-requests"] == f"{r.headers['retry-after']}s"
 
 
 async def test_limits_endpoint_shows_limits_and_what_is_left(gw: Gateway) -> None:

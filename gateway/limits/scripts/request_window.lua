@@ -6,7 +6,7 @@
 -- KEYS: the window lists (newest first): the tenant's, then the end user's if any
 -- ARGV: timestamp, expiry (s), amount, then one limit per key
 -- returns {the 1-based index of the first window that refused (0: admitted), then per key:
---          entries in the window, oldest entry timestamp (string)}
+--          entries in the window, timestamp (string) of the entry whose leaving frees a slot}
 -- Entries older than the window are dropped: the list holds at most the window's entries
 -- (without that a limit far above the traffic, 10^6 a minute say, kept every request since
 -- the key was last idle for a minute, and each call's LINDEX walked an ever longer list).
@@ -84,9 +84,15 @@ local function state(key)
     return len, oldest
 end
 
+-- The entry whose leaving admits the next request: the oldest one, unless the window holds
+-- more entries than the limit allows now (a lowered limit), then the one at the limit.
 local result = {refused}
 for i = 1, #KEYS do
     local len, oldest = state(KEYS[i])
+    local at = tonumber(ARGV[3 + i]) - amount
+    if at >= 0 and len > at + 1 then
+        oldest = redis.call('lindex', KEYS[i], at) or oldest
+    end
     result[#result + 1] = len
     result[#result + 1] = oldest
 end
