@@ -254,12 +254,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(FailsafeMiddleware)
     if settings.metrics_enabled:
         install_http_metrics(app, settings)
-    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
     )
+    # Outside the body limit: its 413 carries the tenant's x-ratelimit headers too.
+    app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(DrainMiddleware, drain=drain)
     return app

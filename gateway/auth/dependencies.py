@@ -40,6 +40,7 @@ def _address(request: HTTPConnection) -> str:
 async def current_principal(request: HTTPConnection) -> Principal:
     """The authenticated tenant of this request or WebSocket handshake (401 / 403 / 429
     otherwise)."""
+    request.state.auth_tried = True  # once per request (a failure counts once)
     credential = _credential(request)
     if credential is None:
         raise AuthenticationFailedError()
@@ -58,11 +59,11 @@ async def current_principal(request: HTTPConnection) -> Principal:
         )
     else:
         principal = await _resolve_jwt(request, token)
+    request.state.principal = principal  # also for a suspended tenant's headers
     if principal.tenant_status != "active":
         raise PermissionDeniedError("This tenant is suspended.", code="tenant_suspended")
     if principal.key_id is not None:
         state.recorder.mark_key_used(principal.key_id)
-    request.state.principal = principal
     return principal
 
 

@@ -1,7 +1,10 @@
 """The OpenAI-style `x-ratelimit-*` headers and the middleware that adds them.
 
 Limit checks leave their headers in the request state (`ratelimit_headers`); this pure-ASGI
-middleware appends them to the response of every `/v1` request, errors included. Where a token
+middleware appends them to the response of every `/v1` request, errors included. A response
+answered before the request limit was checked (an unknown path, a 405, a 413, a suspended
+tenant) gets the tenant's `-requests` trio read without counting (`RequestLimiter.peek`; the
+credential is resolved here if no dependency did). Where a token
 limit applies and the request did not already learn the token windows (a run learns them at
 admission, `GET /v1/limits` from its own read), the middleware reads them from the quota store
 (one Redis round trip) so the `-tokens` trio is on every response of that tenant too.
@@ -14,8 +17,10 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway.auth.dependencies import current_principal
 from gateway.core.errors import GatewayError
 from gateway.core.state import scope_state
 from gateway.limits.policy import QuotaLimits, seconds_to_midnight, seconds_to_month_end
@@ -28,6 +33,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("gateway.limits")
 
 STATE_KEY = "ratelimit_headers"
+HEADERS_TOO_LARGE = 431  # its headers are not read again
 LIMIT_TOKENS = "x-ratelimit-limit-tokens"
 LIMIT_SPEND = "x-ratelimit-limit-spend-usd"
 
@@ -114,6 +120,25 @@ async def current_token_headers(scope: Scope) -> dict[str, str]:
     return headers
 
 
+REQUESTS_LIMIT = b"x-ratelimit-limit-requests"
+
+
+async def current_request_headers(scope: Scope) -> dict[str, str]:
+    """The `-requests` trio of the request's tenant read now, counting nothing, for a response
+    answered before the request was counted (an unknown path, a 405, a 413, a suspended
+    tenant): {} when the credential does not name an active or suspended tenant."""
+    state = scope["state"]
+    principal: Principal | None = state.get("principal")
+    if principal is None and not state.get("auth_tried"):
+        try:
+            principal = await current_principal(HTTPConnection(scope))
+        except GatewayError:
+            principal = state.get("principal")  # set for a suspended tenant
+    if principal is None:
+        return {}
+    return request_headers(await scope_state(scope).request_limiter.peek(principal))
+
+
 class RateLimitHeadersMiddleware:
     """Append the queued `x-ratelimit-*` headers to `/v1` responses."""
 
@@ -130,6 +155,12 @@ class RateLimitHeadersMiddleware:
             if message["type"] == "http.response.start":
                 queued: dict[str, str] = state.get(STATE_KEY) or {}
                 present = {name for name, _ in message.get("headers", [])}
+                if (
+                    "x-ratelimit-limit-requests" not in queued
+                    and REQUESTS_LIMIT not in present
+                    and message["status"] != HEADERS_TOO_LARGE
+                ):
+                    queued = {**queued, **await current_request_headers(scope)}
                 known = {LIMIT_TOKENS, LIMIT_SPEND}
                 if not known & (set(queued) | {n.decode() for n in present}):
                     queued = {**queued, **await current_token_headers(scope)}

@@ -29,7 +29,7 @@ from redis.asyncio import Redis
 
 from gateway.auth.principal import Principal
 from gateway.core.config import Settings
-from gateway.core.errors import RateLimitedError
+from gateway.core.errors import GatewayError, RateLimitedError
 from gateway.core.redis_script import LeanScript
 from gateway.core.timebox import time_box
 from gateway.limits.breaker import REDIS_ERRORS, RedisBreaker
@@ -92,12 +92,16 @@ class RedisWindow:
         self.prefix = f"{prefix}rl:"
         self._acquire = LeanScript(redis, SCRIPT)
 
-    async def hit(self, limits: list[tuple[RateLimitItem, str]]) -> tuple[int | None, list[Window]]:
+    async def hit(
+        self, limits: list[tuple[RateLimitItem, str]], amount: int = 1
+    ) -> tuple[int | None, list[Window]]:
         """Count one request in every window of `limits` ((item, identity) pairs), or in none:
-        (the index of the first window that refused, None when admitted; each window)."""
+        (the index of the first window that refused, None when admitted; each window).
+        `amount=0` only reads the windows."""
         now = time.time()
         keys = [self.prefix + item.key_for(ident) for item, ident in limits]
-        reply = await self._acquire(keys, [now, WINDOW_S, 1, *(item.amount for item, _ in limits)])
+        limit_args = (item.amount for item, _ in limits)
+        reply = await self._acquire(keys, [now, WINDOW_S, amount, *limit_args])
         refused = int(reply[0])
         windows = [(int(reply[i]), float(reply[i + 1])) for i in range(1, len(reply), 2)]
         return (refused - 1 if refused else None), windows
@@ -118,6 +122,40 @@ class RequestLimiter:
         """The request limit of a tenant without one (`GATEWAY_LIMITS_REQUESTS_PER_MINUTE_CEILING`
         in the settings)."""
 
+    async def peek(self, principal: Principal) -> list[WindowState]:
+        """The principal's request windows now, counting nothing (for the headers of a `/v1`
+        response answered before its request was counted: an unknown path, a 405, a 413, a
+        suspended tenant). Empty when the limits store cannot answer."""
+        limits, codes = self._limits(principal)
+        try:
+            _, windows = await self._windows(limits, amount=0)
+        except GatewayError:  # fail-closed mode with Redis down: the response stands
+            return []
+        return self._states(codes, limits, windows)
+
+    def _limits(self, principal: Principal) -> tuple[list[tuple[RateLimitItem, str]], list[str]]:
+        """The windows a request of `principal` counts in, and their 429 codes."""
+        per_tenant, per_user = request_limits(principal.limits)
+        tenant_amount = self.ceiling if per_tenant is None else per_tenant
+        codes = [REQUESTS_PER_MINUTE]
+        limits = [(per_minute(tenant_amount), tenant_key(principal))]
+        if per_user is not None and principal.user is not None:
+            codes.append(REQUESTS_PER_MINUTE_PER_USER)
+            limits.append((per_minute(per_user), user_key(principal)))
+        return limits, codes
+
+    @staticmethod
+    def _states(
+        codes: list[str], limits: list[tuple[RateLimitItem, str]], windows: list[Window]
+    ) -> list[WindowState]:
+        now = time.time()
+        return [
+            WindowState(
+                code, item.amount, max(0, item.amount - count), max(0.0, oldest + WINDOW_S - now)
+            )
+            for code, (item, _), (count, oldest) in zip(codes, limits, windows, strict=True)
+        ]
+
     async def check(self, principal: Principal) -> list[WindowState]:
         """Count this request against the tenant's (and end user's) limit; 429 when over.
 
@@ -128,21 +166,9 @@ class RequestLimiter:
             RequestLimitExceeded: a limit is exhausted (its 429: `code` names it, Retry-After).
             ServiceUnavailableError: Redis is down and the failure mode is closed.
         """
-        per_tenant, per_user = request_limits(principal.limits)
-        tenant_amount = self.ceiling if per_tenant is None else per_tenant
-        codes = [REQUESTS_PER_MINUTE]
-        limits = [(per_minute(tenant_amount), tenant_key(principal))]
-        if per_user is not None and principal.user is not None:
-            codes.append(REQUESTS_PER_MINUTE_PER_USER)
-            limits.append((per_minute(per_user), user_key(principal)))
+        limits, codes = self._limits(principal)
         refused, windows = await self._windows(limits)
-        now = time.time()
-        states = [
-            WindowState(
-                code, item.amount, max(0, item.amount - count), max(0.0, oldest + WINDOW_S - now)
-            )
-            for code, (item, _), (count, oldest) in zip(codes, limits, windows, strict=True)
-        ]
+        states = self._states(codes, limits, windows)
         if refused is not None:
             state = states[refused]
             RATE_LIMIT_REJECTIONS.labels(tenant_label(principal.tenant_slug), state.code).inc()
@@ -158,12 +184,12 @@ class RequestLimiter:
         return states
 
     async def _windows(
-        self, limits: list[tuple[RateLimitItem, str]]
+        self, limits: list[tuple[RateLimitItem, str]], amount: int = 1
     ) -> tuple[int | None, list[Window]]:
         if self.redis is not None and self.breaker.usable():
             try:
                 async with time_box(self.timeout_s):
-                    result = await self.redis.hit(limits)
+                    result = await self.redis.hit(limits, amount)
             except REDIS_ERRORS as exc:
                 self.breaker.failed(exc)
             else:
@@ -171,17 +197,17 @@ class RequestLimiter:
                 return result
         if self.redis is not None:
             self.breaker.fallback()  # 503 in closed mode
-        return self._memory_hit(limits)
+        return self._memory_hit(limits, amount)
 
     def _memory_hit(
-        self, limits: list[tuple[RateLimitItem, str]]
+        self, limits: list[tuple[RateLimitItem, str]], amount: int = 1
     ) -> tuple[int | None, list[Window]]:
         """As the script, in process: no await between the tests and the hits."""
         refused = next(
             (i for i, (item, ident) in enumerate(limits) if not self.memory.test(item, ident)),
             None,
         )
-        if refused is None:
+        if refused is None and amount:
             for item, ident in limits:
                 self.memory.hit(item, ident)
         windows: list[Window] = []

@@ -173,6 +173,43 @@ async def test_retry_after_a_lowered_limit_waits_for_the_entry_that_frees_a_slot
     assert r.headers["x-ratelimit-reset-requests"] == f"{r.headers['retry-after']}s"
 
 
+async def test_request_headers_on_responses_answered_before_the_limit_is_checked(
+    gw: Gateway,
+) -> None:
+    """SPEC 6: every /v1 response carries the -requests trio. An unknown path, a 405, a 413
+    and a suspended tenant's 403 are answered before the request is counted: they show the
+    window as it is, and count nothing."""
+    tenant = await limited_tenant(gw, "everywhere", requests_per_minute=10)
+    assert (await gw.client.get("/v1/agents", headers=tenant.headers)).status_code == 200
+    limit = gw.app.state.settings.max_body_bytes
+    answers = [
+        await gw.client.get("/v1/no-such-path", headers=tenant.headers),
+        await gw.client.delete("/v1/agents", headers=tenant.headers),
+        await gw.client.post(
+            "/v1/agents/assistant/runs",
+            content=b'{"input": "' + b"a" * limit + b'"}',
+            headers={**tenant.headers, "Content-Type": "application/json"},
+        ),
+    ]
+    assert [r.status_code for r in answers] == [404, 405, 413]
+    for r in answers:
+        assert r.headers["x-ratelimit-limit-requests"] == "10", r.status_code
+        assert r.headers["x-ratelimit-remaining-requests"] == "9", r.status_code  # not counted
+        assert r.headers["x-ratelimit-reset-requests"].endswith("s")
+    r = await gw.client.get("/v1/agents", headers=tenant.headers)
+    assert r.headers["x-ratelimit-remaining-requests"] == "8"
+    # Without a credential there is no tenant to show.
+    assert "x-ratelimit-limit-requests" not in (await gw.client.get("/v1/no-such")).headers
+    r = await gw.client.patch(
+        f"/admin/tenants/{tenant.id}", json={"status": "suspended"}, headers=ADMIN
+    )
+    assert r.status_code == 200
+    r = await gw.client.get("/v1/agents", headers=tenant.headers)
+    assert r.status_code == 403 and r.json()["error"]["code"] == "tenant_suspended"
+    assert r.headers["x-ratelimit-limit-requests"] == "10"
+    assert r.headers["x-ratelimit-remaining-requests"] == "8"
+
+
 async def test_limits_endpoint_shows_limits_and_what_is_left(gw: Gateway) -> None:
     tenant = await limited_tenant(
         gw, "acme", requests_per_minute=10, tokens_per_day=100_000, max_concurrent_runs=3

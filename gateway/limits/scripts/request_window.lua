@@ -4,7 +4,7 @@
 -- by the end user's limit does not use up the tenant's (and one refused by the tenant's does
 -- not use up the user's).
 -- KEYS: the window lists (newest first): the tenant's, then the end user's if any
--- ARGV: timestamp, expiry (s), amount, then one limit per key
+-- ARGV: timestamp, expiry (s), amount (0: only read the windows), then one limit per key
 -- returns {the 1-based index of the first window that refused (0: admitted), then per key:
 --          entries in the window, timestamp (string) of the entry whose leaving frees a slot}
 -- Entries older than the window are dropped: the list holds at most the window's entries
@@ -28,7 +28,7 @@ for i = 1, #KEYS do
         break
     end
 end
-if refused == 0 then
+if refused == 0 and amount > 0 then
     for i = 1, #KEYS do
         for _ = 1, amount do
             redis.call('lpush', KEYS[i], timestamp)
@@ -89,7 +89,7 @@ end
 local result = {refused}
 for i = 1, #KEYS do
     local len, oldest = state(KEYS[i])
-    local at = tonumber(ARGV[3 + i]) - amount
+    local at = tonumber(ARGV[3 + i]) - math.max(amount, 1)
     if at >= 0 and len > at + 1 then
         oldest = redis.call('lindex', KEYS[i], at) or oldest
     end
