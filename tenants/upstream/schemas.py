@@ -37,7 +37,9 @@ class UpstreamPublic(BaseModel):
     name: str
     base_url: str
     api: UpstreamApi
-    api_key: str = Field(description="Only the last 4 characters: `…abcd`.")
+    api_key: str = Field(
+        description="Only the last 4 characters: `…abcd` (`…` alone for a key under 16)."
+    )
     version: int
     created_at: str
     updated_at: str | None

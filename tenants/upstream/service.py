@@ -25,6 +25,8 @@ from tenants.upstream.repository import UpstreamRepository
 from tenants.upstream.schemas import UpstreamPut
 
 PURPOSE = "tenant-upstream-key-v1"
+SHOWN_FROM = 16
+"""A key shorter than this is shown as `…` alone (a 4-character key was shown whole)."""
 
 
 def _missing(name: str) -> NotFoundError:
@@ -69,7 +71,8 @@ async def put_upstream(
     row.base_url = body.base_url
     row.api = body.api
     row.api_key_encrypted = seal(body.api_key, secret_key, PURPOSE)
-    row.key_last4 = body.api_key[-4:]
+    # The last 4 characters identify a key among others, unless they are much of it.
+    row.key_last4 = body.api_key[-4:] if len(body.api_key) >= SHOWN_FROM else ""
     row.version += 1
     row.updated_at = now
     repository.add(row)

@@ -243,3 +243,15 @@ async def test_concurrent_puts_each_bump_the_version_and_the_last_one_is_served(
     stored = (await gw.client.get(path, headers=ADMIN)).json()
     assert stored["version"] == 7
     assert stored["base_url"] == versions[7]
+
+
+async def test_a_short_key_is_never_shown(gw: Gateway) -> None:
+    """`…` + the last 4 of a 4-character key was the whole key."""
+    tenant = await gw.create_tenant("short-key")
+    path = f"/admin/tenants/{tenant.id}/upstreams/local"
+    body = {"base_url": "https://llm.example.com/v1", "api_key": "EMPTY"}
+    r = await gw.client.put(path, json=body, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    assert r.json()["api_key"] == "…"
+    assert (await gw.client.get(path, headers=ADMIN)).json()["api_key"] == "…"
+    assert "EMPTY" not in (await gw.client.get(path, headers=ADMIN)).text
