@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
 
 from gateway.agents import sdk_cache, sdk_gather
@@ -33,7 +34,7 @@ from gateway.core.redis import create_redis, warm_up
 from gateway.core.state import AppState
 from gateway.core.text import refuse_control_characters
 from gateway.limits.breaker import RedisBreaker
-from gateway.limits.headers import RateLimitHeadersMiddleware
+from gateway.limits.headers import CORS_EXPOSED, RateLimitHeadersMiddleware
 from gateway.limits.prices import PriceCache
 from gateway.limits.quotas import QuotaService
 from gateway.limits.requests import SCRIPT as REQUEST_WINDOW
@@ -263,4 +264,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.add_middleware(DrainMiddleware, drain=drain)
+    origins = [origin.strip() for origin in settings.cors_allow_origins.split(",")]
+    if any(origins):
+        # Outermost: a browser's preflight is answered before anything else looks at it.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=[origin for origin in origins if origin],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", "X-Request-ID"],
+            expose_headers=CORS_EXPOSED,
+            max_age=600,
+        )
     return app

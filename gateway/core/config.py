@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     CIDRs, `*` for any): behind a load balancer, its addresses, so the client address (auth
     failure limit, access log) is the real client's. Anyone else's header is ignored."""
 
+    cors_allow_origins: str = Field(default="", max_length=4096)
+    """Browser origins allowed to call the API cross-origin (comma-separated, e.g.
+    `https://app.example.com`; `*` for any): CORS preflights are answered and responses carry
+    `Access-Control-Allow-Origin` and expose the `x-ratelimit-*`, `Retry-After` and
+    `X-Request-ID` headers. Credentials go in `Authorization` / `X-API-Key`, never cookies.
+    Empty (the default): no CORS headers, browsers on other origins are refused."""
+
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     """Request bodies above this size get 413, whatever their framing (`Content-Length` or
     chunked)."""

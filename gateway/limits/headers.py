@@ -121,6 +121,12 @@ async def current_token_headers(scope: Scope) -> dict[str, str]:
 
 
 REQUESTS_LIMIT = b"x-ratelimit-limit-requests"
+CORS_EXPOSED = [
+    f"x-ratelimit-{part}-{window}"
+    for window in ("requests", "tokens", "spend-usd")
+    for part in ("limit", "remaining", "reset")
+] + ["Retry-After", "X-Request-ID"]
+"""What a browser page on another origin may read of a response (with CORS configured)."""
 
 
 async def current_request_headers(scope: Scope) -> dict[str, str]:
