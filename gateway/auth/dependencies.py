@@ -21,15 +21,21 @@ from tenants.api_key.keys import KEY_PREFIX
 
 
 def _credential(request: HTTPConnection) -> tuple[str, bool] | None:
-    """(token, is_api_key) of the request, or None."""
-    header = request.headers.get("authorization")
-    if header:
-        scheme, _, token = header.partition(" ")
-        token = token.strip()
-        if scheme.lower() == "bearer" and token:
-            return token, token.startswith(KEY_PREFIX)
+    """(token, is_api_key) of the request, or None (also when it names more than one
+    credential: two `Authorization` or `X-API-Key` fields, or one of each that differ, are
+    refused rather than resolved by picking one)."""
+    headers = request.headers
+    authorizations = headers.getlist("authorization")
+    keys = headers.getlist("x-api-key")
+    if len(authorizations) > 1 or len(keys) > 1:
         return None
-    key = request.headers.get("x-api-key")
+    if authorizations:
+        scheme, _, token = authorizations[0].partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token or (keys and keys[0] != token):
+            return None
+        return token, token.startswith(KEY_PREFIX)
+    key = keys[0] if keys else None
     return (key, True) if key else None
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
+import httpx
 import pytest
 
 from tenants.api_key.keys import checksum, generate_key
@@ -48,6 +49,23 @@ async def test_x_api_key_header_is_accepted(gateway: Gateway, tenant: Tenant) ->
     r = await gateway.client.get("/v1/agents", headers={"X-API-Key": tenant.key})
     assert r.status_code == 200
     assert [a["name"] for a in r.json()["data"]] == ["assistant"]
+
+
+async def test_two_credentials_in_one_request_are_refused(gateway: Gateway, tenant: Tenant) -> None:
+    """A request naming two different credentials is refused, not resolved as whichever
+    header came first (the same key in both headers is one credential)."""
+    other = await gateway.create_tenant("other-tenant")
+    ambiguous = [
+        [("Authorization", f"Bearer {tenant.key}"), ("Authorization", f"Bearer {other.key}")],
+        [("X-API-Key", tenant.key), ("X-API-Key", other.key)],
+        [("Authorization", f"Bearer {tenant.key}"), ("X-API-Key", other.key)],
+    ]
+    for headers in ambiguous:
+        r = await gateway.client.get("/v1/agents", headers=httpx.Headers(headers))
+        assert r.status_code == 401, headers
+    same = [("Authorization", f"Bearer {tenant.key}"), ("X-API-Key", tenant.key)]
+    r = await gateway.client.get("/v1/agents", headers=httpx.Headers(same))
+    assert r.status_code == 200
 
 
 async def test_revoked_key_stops_working_within_the_cache_ttl(
