@@ -206,7 +206,11 @@ async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
-    first = errors[0] if errors else {}
+    # A field the route does not take is named first: "name: Extra inputs are not permitted"
+    # says more about `{"name": …}` than the required field it left out.
+    first = next((e for e in errors if e.get("type") == "extra_forbidden"), None)
+    if first is None:
+        first = errors[0] if errors else {}
     invalid = invalid_json_error(request.scope.get("state"))
     if invalid is not None or first.get("type") == "json_invalid":
         reason = invalid.msg if invalid is not None else (first.get("ctx") or {}).get("error")
