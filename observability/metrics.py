@@ -295,9 +295,10 @@ def record_first_token(tenant: str, agent: str, seconds: float) -> None:
     TIME_TO_FIRST_TOKEN.labels(tenant_label(tenant), agent).observe(seconds)
 
 
-def record_model_call(model: str, *, ok: bool, seconds: float) -> None:
-    """One model call's latency, by outcome."""
-    UPSTREAM_DURATION.labels(model, "ok" if ok else "error").observe(seconds)
+def record_model_call(model: str, *, status: str, seconds: float) -> None:
+    """One model call's latency, by outcome (the statuses of `gateway_upstream_requests_total`,
+    or `error` for a call the run ended without otherwise)."""
+    UPSTREAM_DURATION.labels(model, status).observe(seconds)
 
 
 def record_handoff(tenant: str) -> None:

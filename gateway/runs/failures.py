@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from typing import TYPE_CHECKING
 
 import openai
 from agents.exceptions import (
@@ -26,6 +27,9 @@ from gateway.core.errors import (
 )
 from observability.metrics import UPSTREAM_REQUESTS
 
+if TYPE_CHECKING:
+    from gateway.runs.meter import RunMeter
+
 logger = logging.getLogger("gateway.runs")
 
 
@@ -37,8 +41,17 @@ def run_status(exc: BaseException) -> str:
     return "failed"
 
 
-def map_run_error(exc: BaseException, *, model: str, max_turns: int) -> GatewayError:
-    """The error the client sees for a failed run (never a stack trace)."""
+def _upstream_failed(model: str, status: str, meter: RunMeter | None) -> None:
+    UPSTREAM_REQUESTS.labels(model, status).inc()
+    if meter is not None:
+        meter.failed_status = status
+
+
+def map_run_error(
+    exc: BaseException, *, model: str, max_turns: int, meter: RunMeter | None = None
+) -> GatewayError:
+    """The error the client sees for a failed run (never a stack trace). An upstream failure
+    is counted by its status, and `meter` times the call it ended with that status."""
     if isinstance(exc, GatewayError):
         return exc
     if isinstance(exc, InputGuardrailTripwireTriggered):
@@ -52,23 +65,23 @@ def map_run_error(exc: BaseException, *, model: str, max_turns: int) -> GatewayE
             code="invalid_model_output",
         )
     if isinstance(exc, openai.APITimeoutError):
-        UPSTREAM_REQUESTS.labels(model, "timeout").inc()
+        _upstream_failed(model, "timeout", meter)
         return UpstreamTimeoutError()
     if isinstance(exc, openai.APIStatusError):
-        UPSTREAM_REQUESTS.labels(model, str(exc.status_code)).inc()
+        _upstream_failed(model, str(exc.status_code), meter)
         return UpstreamError(
             f"The model upstream answered {exc.status_code}.",
             code=f"upstream_{exc.status_code}",
         )
     if isinstance(exc, openai.APIConnectionError):
-        UPSTREAM_REQUESTS.labels(model, "unreachable").inc()
+        _upstream_failed(model, "unreachable", meter)
         return UpstreamError(
             "The model upstream could not be reached.", code="upstream_unreachable"
         )
     if isinstance(
         exc, openai.APIResponseValidationError | ModelBehaviorError | json.JSONDecodeError
     ):
-        UPSTREAM_REQUESTS.labels(model, "bad_response").inc()
+        _upstream_failed(model, "bad_response", meter)
         return UpstreamError("The model upstream sent an invalid response.", code="bad_response")
     if is_database_unavailable(exc):
         logger.warning("run failed: database unavailable (%s)", type(exc).__name__)

@@ -185,6 +185,9 @@ class RunMeter(RunHooks[Any]):
         the call's first event; cleared when a call starts or ends)."""
         self.stopping = False
         """The run stops after the call in flight (`stop_after_call`)."""
+        self.failed_status = "error"
+        """The latency metric's status of a call the run ended without: the upstream's failure
+        (`timeout`, `429`, `unreachable`, `bad_response`, ...) when it is known, else `error`."""
 
     def stop_after_call(self) -> bool:
         """Wind the run down if the upstream is answering a call now: that call is read to its
@@ -234,7 +237,7 @@ class RunMeter(RunHooks[Any]):
             model, price = self.model, None if ticket is None else ticket.price
         else:
             model, price = call[1], call[2]
-            record_model_call(model, ok=True, seconds=time.perf_counter() - call[0])
+            record_model_call(model, status="ok", seconds=time.perf_counter() - call[0])
         usage = response.usage
         self.total.add(usage)
         if model != self.model:
@@ -276,10 +279,10 @@ class RunMeter(RunHooks[Any]):
         record_handoff(self.tenant)
 
     def end_calls(self) -> None:
-        """The run ended: a call still in flight never answered (counted as `error`)."""
+        """The run ended: a call still in flight never answered (timed with `failed_status`)."""
         now = time.perf_counter()
         for started, model, _ in self._calls.values():
-            record_model_call(model, ok=False, seconds=now - started)
+            record_model_call(model, status=self.failed_status, seconds=now - started)
         self._calls.clear()
 
     def own_tokens(self) -> ModelTokens:

@@ -252,7 +252,7 @@ class RunService:
             if deadline.expired():
                 raise run.timed_out() from exc
             raise map_run_error(
-                exc, model=handle.built.model, max_turns=handle.built.max_turns
+                exc, model=handle.built.model, max_turns=handle.built.max_turns, meter=handle.meter
             ) from exc
         finally:
             await run.end(status)

@@ -163,7 +163,9 @@ async def run_events(
             await service.ended(handle, "cancelled", None)
             return
         status = run_status(exc)
-        error = map_run_error(exc, model=handle.built.model, max_turns=handle.built.max_turns)
+        error = map_run_error(
+            exc, model=handle.built.model, max_turns=handle.built.max_turns, meter=handle.meter
+        )
         await run.end(status)
         await service.ended(handle, status, None)
         yield "run.failed", error.stream_body()
