@@ -19,7 +19,7 @@ from gateway.chat.schemas import ChatCompletionRequest
 from gateway.chat.stream import ChunkEncoder
 from gateway.core.errors import InvalidRequestError
 from gateway.core.json_body import JsonBodyRoute
-from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted
+from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted, known_name
 from gateway.runs.streaming import stream_run
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["chat"])
@@ -33,7 +33,7 @@ async def create_chat_completion(
     service: RunServiceDep,
 ) -> Response:
     sdk_input = body.sdk_input()
-    built = await service.resolve(principal, body.model)
+    built = await service.resolve(principal, known_name(body.model))
     if built.needs_approval:
         raise InvalidRequestError(
             f"Agent '{built.name}' has tools that require approval, which Chat Completions "

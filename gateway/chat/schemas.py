@@ -1,11 +1,15 @@
 """Request body of `POST /v1/chat/completions`: an OpenAI Chat Completions request, narrowed
 to what an agent run honours.
 
-`model` names one of the tenant's agents. Parameters that would change how the model behaves
-(`temperature`, `max_tokens`, `tools`, `response_format`, ...) belong to the agent's
-configuration and are refused with a 422 that names them; any other unknown field is refused
-as well (extra="forbid"), so nothing a client asks for is silently dropped. A refused parameter
-sent as `null` asks for nothing and is accepted.
+`model` names one of the tenant's agents (any other name, however spelt, is a 404). Sampling
+parameters that OpenAI clients commonly send (`temperature`, `top_p`, `seed`, the penalties,
+`max_tokens` / `max_completion_tokens`, `stop`, `parallel_tool_calls`, `store`) are accepted,
+bounded as OpenAI bounds them, and ignored: the agent's configuration decides how its model
+samples and how long it may answer (the tenant's quotas reserve by it). Parameters that would
+change what the answer is (`tools`, `functions`, `tool_choice`, `response_format` other than
+text, `logprobs`, `audio`, ...) are refused with a 422 that names them, and so is any other
+unknown field (extra="forbid"). A refused parameter sent as `null` (or as the value that asks
+for what the agent does anyway: `ASKS_NOTHING`) is accepted.
 
 `user` is accepted for compatibility and ignored: a run's end user (usage records, per-user
 limits) is the `sub` of the tenant-signed JWT, which a caller cannot choose per request.
@@ -32,38 +36,38 @@ from gateway.core.metadata import Metadata, bounded_metadata
 from gateway.core.text import Label, Text
 from gateway.core.unions import LIST, TEXT, text_or_list
 from gateway.runs.schemas import MAX_MESSAGE_CHARS, MAX_MESSAGES
-from tenants.agent.spec import AGENT_NAME_PATTERN
 
 MAX_CONTENT_PARTS = 64
 
 AGENT_OWNED = frozenset(
     {
         "audio",
-        "frequency_penalty",
         "function_call",
         "functions",
         "logit_bias",
         "logprobs",
-        "max_completion_tokens",
-        "max_tokens",
         "modalities",
-        "parallel_tool_calls",
         "prediction",
-        "presence_penalty",
         "reasoning_effort",
         "response_format",
-        "seed",
-        "stop",
-        "temperature",
         "tool_choice",
         "tools",
         "top_logprobs",
-        "top_p",
         "verbosity",
         "web_search_options",
     }
 )
 """OpenAI parameters that the agent's configuration decides (model settings, tools, output)."""
+
+ASKS_NOTHING: dict[str, Any] = {
+    "response_format": {"type": "text"},
+    "tools": [],
+    "functions": [],
+    "logprobs": False,
+    "modalities": ["text"],
+}
+"""The value of an agent-owned parameter that asks for what the agent does anyway (a client
+library's default): accepted like `null`."""
 
 
 class TextPart(BaseModel):
@@ -161,8 +165,8 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=STREAM_OPTIONS_NEED_STREAM)
 
-    model: Annotated[str, Field(pattern=AGENT_NAME_PATTERN)]
-    """The name of the tenant's agent to run."""
+    model: Annotated[str, Field(min_length=1, max_length=256)]
+    """The name of the tenant's agent to run (one no agent can have is a 404 as an unknown one)."""
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     stream: JsonBool | None = False
     stream_options: StreamOptions | None = None
@@ -172,13 +176,35 @@ class ChatCompletionRequest(BaseModel):
     """Only one choice: an agent run has one final answer."""
     metadata: Metadata = None
     """Same bounds as a run's metadata (≤ 16 keys)."""
+    # Accepted for OpenAI clients and ignored: the agent's configuration decides these.
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    # Within 2**53: a JSON Schema bound past it is a float that rounds (2**63 - 1 == 2**63).
+    seed: Annotated[int, Field(ge=-(2**53), le=2**53)] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    stop: (
+        Annotated[str, Field(max_length=256)]
+        | Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=4)]
+        | None
+    ) = None
+    parallel_tool_calls: JsonBool | None = None
+    store: JsonBool | None = None
 
     @model_validator(mode="before")
     @classmethod
     def _refuse_agent_owned(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
-        refused = [name for name in data if name in AGENT_OWNED and data[name] is not None]
+        refused = [
+            name
+            for name in data
+            if name in AGENT_OWNED
+            and data[name] is not None
+            and data[name] != ASKS_NOTHING.get(name)
+        ]
         if refused:
             raise _invalid(
                 refused[0],

@@ -246,14 +246,46 @@ async def test_errors_as_an_openai_client_sees_them(live_one: Live) -> None:
         assert missing.value.code == "agent_not_found"
         assert missing.value.type == "not_found_error"
 
+        # A name no agent can have (a model's, say) is an unknown agent too.
+        with pytest.raises(openai.NotFoundError) as model_name:
+            await client.chat.completions.create(model="gpt-4.1-mini", messages=MESSAGES)
+        assert model_name.value.code == "agent_not_found"
+
         with pytest.raises(openai.UnprocessableEntityError) as refused:
             await client.chat.completions.create(
-                model="assistant", messages=MESSAGES, temperature=0.2
+                model="assistant",
+                messages=MESSAGES,
+                tools=[{"type": "function", "function": {"name": "f"}}],
             )
-        assert refused.value.param == "temperature"
+        assert refused.value.param == "tools"
         assert refused.value.type == "invalid_request_error"
-        assert "temperature" in refused.value.message
         assert "agent's configuration" in refused.value.message
+
+        # Sampling parameters clients commonly send are accepted; the agent's settings decide.
+        plain = await client.chat.completions.create(model="assistant", messages=MESSAGES)
+        tuned = await client.chat.completions.create(
+            model="assistant",
+            messages=MESSAGES,
+            temperature=0,
+            top_p=1,
+            seed=7,
+            max_tokens=50,
+            max_completion_tokens=50,
+            presence_penalty=0,
+            frequency_penalty=0,
+            stop=["never"],
+            parallel_tool_calls=False,
+            store=False,
+            response_format={"type": "text"},
+            tools=[],
+            logprobs=False,
+        )
+        assert tuned.choices[0].message.content == plain.choices[0].message.content
+        with pytest.raises(openai.UnprocessableEntityError) as out_of_range:
+            await client.chat.completions.create(
+                model="assistant", messages=MESSAGES, temperature=3
+            )
+        assert out_of_range.value.param == "temperature"
 
         with pytest.raises(openai.NotFoundError) as foreign:
             await client.chat.completions.create(model="private-agent", messages=MESSAGES)
@@ -278,8 +310,9 @@ async def test_errors_as_an_openai_client_sees_them(live_one: Live) -> None:
 @pytest.mark.parametrize(
     ("extra", "param", "says"),
     [
-        ({"temperature": 0.2}, "temperature", "agent's configuration"),
-        ({"max_tokens": 5}, "max_tokens", "agent's configuration"),
+        ({"logprobs": True}, "logprobs", "agent's configuration"),
+        ({"tool_choice": "required"}, "tool_choice", "agent's configuration"),
+        ({"max_tokens": 0}, "max_tokens", "greater than or equal to 1"),
         ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools", "agent's"),
         ({"response_format": {"type": "json_object"}}, "response_format", "agent's"),
         ({"n": 2}, "n", "1"),
@@ -304,7 +337,6 @@ async def test_errors_as_an_openai_client_sees_them(live_one: Live) -> None:
         ({"messages": []}, "messages", "at least 1"),
         ({"stream": "true"}, "stream", "boolean"),
         ({"stream": True, "stream_options": {"include_usage": 1}}, None, "boolean"),
-        ({"model": "gpt-4.1-mini"}, "model", "pattern"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "16"),
     ],
 )
