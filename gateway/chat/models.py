@@ -45,7 +45,7 @@ async def list_models(principal: RunsPrincipal, session: SessionDep) -> dict[str
 
 @router.get("/models/{model}", summary="One of the tenant's agents as an OpenAI model")
 async def get_model(
-    model: Annotated[str, Path(max_length=256)], principal: RunsPrincipal, session: SessionDep
+    model: Annotated[str, Path()], principal: RunsPrincipal, session: SessionDep
 ) -> dict[str, Any]:
     """404 `model_not_found` for a name that is not one of the tenant's agents."""
     row = None

@@ -26,7 +26,9 @@ router = APIRouter(route_class=JsonBodyRoute, tags=["conversations"])
 NOT_FOUND = error_responses(404)
 
 ConversationsPrincipal = Annotated[Principal, Depends(require_scope("conversations"))]
-ConversationId = Annotated[str, Path(max_length=64)]
+ConversationId = Annotated[str, Path(description="The conversation's id.")]
+"""Any id: one no conversation can have is a 404 as an unknown one (the URL's own bound,
+`GATEWAY_MAX_HEADER_BYTES`, bounds it)."""
 
 
 # Where a new conversation's id leads (OpenAPI links).

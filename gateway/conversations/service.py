@@ -58,10 +58,16 @@ async def create_conversation(
     return row
 
 
+MAX_CONVERSATION_ID = 64
+
+
 async def require_conversation(
     session: AsyncSession, principal: Principal, conversation_id: str
 ) -> Conversation:
-    """The caller's conversation, or 404 (also for another tenant's or end user's)."""
+    """The caller's conversation, or 404 (also for another tenant's or end user's, and for an
+    id longer than any conversation's, without a look-up)."""
+    if len(conversation_id) > MAX_CONVERSATION_ID:
+        raise not_found()
     row = await ConversationRepository(session).get(
         principal.tenant_id, principal.user, conversation_id
     )

@@ -22,7 +22,7 @@ from gateway.runs.streaming import accepts_event_stream, stream_run
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["runs"])
 
-RunId = Annotated[str, Path(max_length=256, description="The run's id.")]
+RunId = Annotated[str, Path(description="The run's id.")]
 RUN_ID = re.compile(r"run_[A-Za-z0-9]{1,40}")
 
 

@@ -31,7 +31,7 @@ async def get_run_service(request: Request) -> RunService:
 
 
 RunServiceDep = Annotated[RunService, Depends(get_run_service)]
-AgentName = Annotated[str, Path(max_length=256, description="The agent's name.")]
+AgentName = Annotated[str, Path(description="The agent's name.")]
 """Any name: one that no agent can have (see `AGENT_NAME_RE`) is 404 as an unknown one."""
 
 

@@ -52,13 +52,13 @@ async def test_unknown_agent_and_bad_name(gateway: Gateway, tenant: Tenant) -> N
     assert r.json()["error"]["code"] == "agent_not_found"
     # A name no agent can have is an unknown agent too (as a malformed conversation or run id
     # is an unknown conversation or run): 404, never a 422 that tells names apart.
-    for bad in ("Bad%20Name", "x" * 65, "%E2%98%83"):
+    for bad in ("Bad%20Name", "x" * 65, "x" * 300, "%E2%98%83"):
         r = await gateway.client.post(
             f"/v1/agents/{bad}/runs", json={"input": "hi"}, headers=tenant.headers
         )
         assert r.status_code == 404, (bad, r.text)
         assert r.json()["error"]["code"] == "agent_not_found"
-    for bad in ("xyz", "run_", "run_with-dash", "run_" + "a" * 41, "run_%E2%98%83"):
+    for bad in ("xyz", "run_", "run_with-dash", "run_" + "a" * 300, "run_%E2%98%83"):
         r = await gateway.client.get(f"/v1/runs/{bad}", headers=tenant.headers)
         assert r.status_code == 404, (bad, r.text)
         assert r.json()["error"]["code"] == "run_not_found"
@@ -135,6 +135,21 @@ async def test_turn_limit_is_a_clear_error_and_spent_tokens_are_recorded(
     assert totals["runs"] == 1
     assert totals["input_tokens"] == calls[0]["input_tokens"]
     assert totals["output_tokens"] == calls[0]["output_tokens"]
+
+
+async def test_an_over_long_conversation_id_or_model_is_404(
+    gateway: Gateway, tenant: Tenant
+) -> None:
+    long = "conv_" + "a" * 300
+    for method in ("GET", "DELETE"):
+        r = await gateway.client.request(
+            method, f"/v1/conversations/{long}", headers=tenant.headers
+        )
+        assert r.status_code == 404, r.text
+    r = await gateway.client.get(f"/v1/conversations/{long}/items", headers=tenant.headers)
+    assert r.status_code == 404, r.text
+    r = await gateway.client.get("/v1/models/" + "m" * 300, headers=tenant.headers)
+    assert r.status_code == 404, r.text
 
 
 async def test_a_trailing_slash_is_a_json_404_not_a_redirect(
