@@ -271,7 +271,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=[origin for origin in origins if origin],
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept", "X-Request-ID"],
+            # Any request header: OpenAI's browser client sends its own (`X-Stainless-*`);
+            # no cookies are ever used (allow_credentials stays off), so nothing rides on them.
+            allow_headers=["*"],
             expose_headers=CORS_EXPOSED,
             max_age=600,
         )

@@ -9,7 +9,8 @@ ORIGIN = "https://app.example.com"
 PREFLIGHT = {
     "Origin": ORIGIN,
     "Access-Control-Request-Method": "POST",
-    "Access-Control-Request-Headers": "authorization,content-type",
+    # What OpenAI's JavaScript client sends besides the credential.
+    "Access-Control-Request-Headers": "authorization,content-type,x-stainless-os,x-stainless-lang",
 }
 
 
@@ -34,7 +35,7 @@ async def test_an_allowed_origin_gets_preflights_and_readable_headers(
         assert r.headers["access-control-allow-origin"] == ORIGIN
         assert "POST" in r.headers["access-control-allow-methods"]
         allowed = r.headers["access-control-allow-headers"].lower()
-        assert "authorization" in allowed and "content-type" in allowed
+        assert "authorization" in allowed and "x-stainless-os" in allowed
         assert "access-control-allow-credentials" not in r.headers  # bearer tokens, no cookies
 
         r = await gw.client.get("/v1/agents", headers={**tenant.headers, "Origin": ORIGIN})
