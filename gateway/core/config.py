@@ -225,6 +225,12 @@ class Settings(BaseSettings):
     stream_keepalive_s: float = Field(default=15.0, gt=0)
     """Interval of SSE keep-alive comments."""
 
+    stream_disconnect_grace_s: float = Field(default=30.0, ge=0, le=600)
+    """When a streaming client (SSE, Chat Completions stream, WebSocket) leaves while the
+    upstream is answering a model call, that call is still read for up to this long so that
+    its usage (reported at its end) is recorded; the run's concurrency slot is held meanwhile.
+    Past it, or with 0, the call is cut and its tokens are unknown (0 in the record)."""
+
     drain_delay_s: float | None = Field(default=None, ge=0, le=300)
     """On SIGTERM, how long a replica keeps accepting connections after `/readyz` turned 503,
     so that the load balancer stops sending before the listener closes. Unset: 5 s when

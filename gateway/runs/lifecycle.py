@@ -85,11 +85,19 @@ class Run:
         finally:
             self.settle(run_status(exc) if isinstance(exc, Exception) else "cancelled")
 
+    def wind_down_within(self, task: asyncio.Task[None], grace_s: float) -> None:
+        """`task` finishes the call a gone client left; it is cancelled (the call cut) if it
+        has not within `grace_s` (`GATEWAY_STREAM_DISCONNECT_GRACE_S`)."""
+        self.winding = task
+        timer = asyncio.get_running_loop().call_later(grace_s, task.cancel)
+        task.add_done_callback(lambda _: timer.cancel())
+
     async def wind_down(self) -> None:
         """Wait for the model call a gone client left in flight to be read and metered (the
         task bounds itself: the run's deadline, the drain deadline, the upstream timeout)."""
         winding = self.winding
-        if winding is not None and not winding.done():
+        # A WebSocket turn winds down in its own task, which is the run's owner too.
+        if winding is not None and not winding.done() and winding is not asyncio.current_task():
             await asyncio.wait((winding,))
 
     # The execution's view of the run.

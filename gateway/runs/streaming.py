@@ -236,7 +236,7 @@ async def stream_run(
             run.client_gone = True
             while not queue.empty():  # a producer waiting to put goes on
                 queue.get_nowait()
-            run.winding = task
+            run.wind_down_within(task, run.service.settings.stream_disconnect_grace_s)
         else:
             task.cancel()
 

@@ -163,6 +163,7 @@ class AgentSocket:
                 run = self.running.get(task)
                 if run is not None and run.handle.meter.stop_after_call():
                     run.client_gone = True  # the turn reads that call to its end, silently
+                    run.wind_down_within(task, run.service.settings.stream_disconnect_grace_s)
                 else:
                     task.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)

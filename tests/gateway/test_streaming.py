@@ -191,3 +191,29 @@ def test_leaving_while_a_tool_call_is_answered_runs_no_tool_and_no_further_call(
     assert record["requests"] == 1
     assert record["input_tokens"] == ledger[0]["input_tokens"]
     assert record["output_tokens"] == ledger[0]["output_tokens"]
+
+
+def test_a_stalled_answer_is_cut_after_the_disconnect_grace(sqlite_url: str) -> None:
+    """A client leaves while the upstream answers, then the upstream stalls: the call is read
+    for GATEWAY_STREAM_DISCONNECT_GRACE_S only, then cut, so the run (and its slot) ends."""
+    mock_url, stop_mock = start_mock_server(MockConfig(stream_delay_ms=50, stall_seconds=30))
+    settings = make_settings(sqlite_url, openai_base_url=mock_url, stream_disconnect_grace_s=0.5)
+    base_url, stop = start_gateway_server(settings)
+    try:
+        tenant_id, headers = _seed(base_url)
+        body = {"input": "a long answer, then a stall [[fault:stall]]", "stream": True}
+        with (
+            httpx.Client(base_url=base_url, timeout=10) as c,
+            c.stream("POST", "/v1/agents/assistant/runs", json=body, headers=headers) as r,
+        ):
+            for line in r.iter_lines():
+                if line == "event: output_text.delta":
+                    break
+        left = time.monotonic()
+        (record,) = _records(base_url, tenant_id, 1)
+        assert time.monotonic() - left < 5, "cut after the grace, not the 30 s stall"
+        assert record["status"] == "cancelled"
+        assert record["requests"] == 0  # cut before its usage came: unknown, as documented
+    finally:
+        stop()
+        stop_mock()

@@ -16,17 +16,20 @@ from typing import Any, cast
 import pytest
 
 from gateway.runs import streaming
+from gateway.runs.lifecycle import Run
 from gateway.runs.meter import RunMeter
 from gateway.runs.streaming import STREAM_BUFFER, stream_run
 
 EVENTS = 10_000
 
 
-def _run() -> SimpleNamespace:
-    """What `stream_run` reads of a run: its meter (no call in flight) and the gone flag."""
-    return SimpleNamespace(
-        client_gone=False, winding=None, handle=SimpleNamespace(meter=RunMeter("m"))
-    )
+def _run(grace_s: float = 30.0) -> Any:
+    """A run as `stream_run` sees it: its meter (no call in flight), the gone flag, the
+    wind-down grace of its settings."""
+    settings = SimpleNamespace(stream_disconnect_grace_s=grace_s)
+    run = Run(cast(Any, SimpleNamespace(settings=settings)), cast(Any, None))
+    run._handle = cast(Any, SimpleNamespace(meter=RunMeter("m")))
+    return run
 
 
 async def test_a_client_that_stops_reading_holds_the_producer(
@@ -139,3 +142,26 @@ async def test_leaving_while_no_call_is_answered_cancels_the_producer(
     await stream.aclose()
     assert not run.client_gone and run.winding is None
     assert not run.handle.meter.stopping
+
+
+async def test_a_wind_down_past_its_grace_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call still being read when the grace is over (a stalled upstream) is cut: the
+    producer is cancelled, so the run's slot is not held past GATEWAY_STREAM_DISCONNECT_GRACE_S."""
+    run = _run(grace_s=0.2)
+    meter = run.handle.meter
+
+    async def events(handle: Any, sdk_input: Any) -> AsyncIterator[tuple[str, Any]]:
+        yield "output_text.delta", {"delta": "first"}
+        await asyncio.sleep(60)  # the upstream stalls
+        yield "output_text.delta", {"delta": "late"}
+
+    monkeypatch.setattr(streaming, "run_events", events)
+    meter.answering = True
+    meter._calls[1] = (0.0, "m", None)
+    stream = stream_run(cast(Any, run), "hi", keepalive_s=60)
+    await anext(stream)
+    await stream.aclose()
+    assert run.winding is not None
+    async with asyncio.timeout(5):
+        await asyncio.wait((run.winding,))
+    assert run.winding.cancelled()
