@@ -171,6 +171,7 @@ async def _resources(settings: Settings, drain: Drain) -> AsyncIterator[AppState
         upstreams=upstreams,
         auth_failures=AuthFailureLimiter(
             limit=settings.auth_failure_limit,
+            admin_limit=settings.admin_auth_failure_limit,
             window_s=settings.auth_failure_window_s,
             redis=redis,
             key_prefix=settings.redis_key_prefix,

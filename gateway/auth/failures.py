@@ -1,7 +1,8 @@
 """Rate limit of failed authentications per client address.
 
 Every failure (malformed, unknown, expired or revoked key, bad JWT, bad login) counts against
-the client address in a fixed window; past `GATEWAY_AUTH_FAILURE_LIMIT` the address gets 429
+the client address in a fixed window; past `GATEWAY_AUTH_FAILURE_LIMIT` for tenant
+credentials (`GATEWAY_ADMIN_AUTH_FAILURE_LIMIT` for admin ones) the address gets 429
 with `Retry-After` until the window ends, *before* any database look-up. The check is a dict
 look-up in process memory (no I/O on the request path); failures are also counted in Redis when
 configured, so an address failing on several replicas is blocked by the shared count. Memory is
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from gateway.core.errors import RateLimitedError
+from tenants.admin.failures import ADMIN_BUCKET
 
 logger = logging.getLogger("gateway.auth")
 
@@ -32,8 +34,12 @@ class AuthFailureLimiter:
         redis: Redis | None = None,
         key_prefix: str = "gw:",
         max_addresses: int = 100_000,
+        admin_limit: int | None = None,
     ) -> None:
         self.limit = limit
+        """Failures of tenant credentials allowed per address and window."""
+        self.admin_limit = limit if admin_limit is None else admin_limit
+        """Failures of admin credentials (their `ADMIN_BUCKET` buckets) allowed."""
         self.window_s = window_s
         self._redis = redis
         self._prefix = f"{key_prefix}authfail:"
@@ -67,7 +73,8 @@ class AuthFailureLimiter:
         self._counts[address] = (window, count)
         if self._redis is not None:
             count = max(count, await self._shared_count(address, window))
-        if count >= self.limit:
+        limit = self.admin_limit if address.startswith(ADMIN_BUCKET) else self.limit
+        if count >= limit:
             self._blocked[address] = (window + 1) * self.window_s
 
     async def _shared_count(self, address: str, window: int) -> int:

@@ -113,9 +113,16 @@ class Settings(BaseSettings):
     admin_jwt_ttl_s: int = Field(default=900, ge=60, le=86_400)
     """Lifetime of the admin JWT issued by `POST /admin/login`."""
 
-    auth_failure_limit: int = Field(default=20, ge=1)
-    """Failed authentications (bad keys, JWTs, logins) allowed per client address per window;
-    beyond it the address gets 429 before any database look-up."""
+    auth_failure_limit: int = Field(default=300, ge=1)
+    """Failed tenant authentications (bad API keys, bad JWTs) allowed per client address per
+    window; beyond it the address gets 429 before any database look-up. Keys (190 random bits)
+    and JWT signatures cannot be guessed: the limit protects the database from look-ups of
+    made-up keys, and is high enough that one misbehaving client does not lock out a tenant
+    whose backends share its address (a valid key that is cached keeps working anyway)."""
+
+    admin_auth_failure_limit: int = Field(default=20, ge=1)
+    """Failed admin authentications (bad logins, wrong admin bearer tokens) allowed per client
+    address per window: a password can be guessed, so this budget is small."""
 
     auth_failure_window_s: int = Field(default=60, ge=1, le=3_600)
     """The window of `auth_failure_limit`, in seconds."""

@@ -10,6 +10,9 @@ from starlette.requests import HTTPConnection
 
 from gateway.core.state import app_state
 
+ADMIN_BUCKET = "login:"
+"""The prefix of admin credentials' buckets (their own, stricter limit)."""
+
 
 class FailureLimiter(Protocol):
     """Counts failed authentications per client address (see gateway.auth.failures)."""
@@ -27,7 +30,7 @@ def client_address(request: HTTPConnection) -> str:
 def admin_address(request: HTTPConnection) -> str:
     """The failure-limiter bucket of admin credentials from this client (logins and admin
     bearers share it: both guess at an admin credential)."""
-    return "login:" + client_address(request)
+    return ADMIN_BUCKET + client_address(request)
 
 
 def failure_limiter(request: HTTPConnection) -> FailureLimiter:

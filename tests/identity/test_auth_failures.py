@@ -30,6 +30,7 @@ async def strict(sqlite_url: str, mock_llm_base_url: str) -> AsyncIterator[Gatew
         sqlite_url,
         mock_llm_base_url,
         auth_failure_limit=5,
+        admin_auth_failure_limit=5,
         auth_failure_window_s=WINDOW_S,
         principal_cache_ttl_s=5,
     ):
@@ -130,3 +131,32 @@ async def test_admin_bearer_and_login_failures_share_one_budget(strict: Gateway)
         "/admin/login", data={"username": "nobody", "password": "wrong-password-123"}
     )
     assert r.status_code == 429
+
+
+async def test_admin_credentials_have_their_own_smaller_budget() -> None:
+    """A password can be guessed, a 190-bit key cannot: admin credentials are blocked after
+    GATEWAY_ADMIN_AUTH_FAILURE_LIMIT failures, tenant credentials after
+    GATEWAY_AUTH_FAILURE_LIMIT, each address in its own buckets."""
+    from gateway.auth.failures import AuthFailureLimiter
+    from gateway.core.errors import RateLimitedError
+    from tenants.admin.failures import ADMIN_BUCKET
+
+    limiter = AuthFailureLimiter(limit=5, admin_limit=2, window_s=3_600)
+    address = "203.0.113.9"
+
+    async def blocked_after(bucket: str) -> int:
+        for n in range(1, 10):
+            await limiter.failed(bucket)
+            try:
+                limiter.check(bucket)
+            except RateLimitedError:
+                return n
+        return 0
+
+    assert await blocked_after(ADMIN_BUCKET + address) == 2
+    limiter.check(address)  # the tenant bucket of the same address is untouched
+    assert await blocked_after(address) == 5
+    from gateway.core.config import Settings
+
+    assert Settings.model_fields["auth_failure_limit"].default == 300
+    assert Settings.model_fields["admin_auth_failure_limit"].default == 20
