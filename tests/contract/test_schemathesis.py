@@ -106,6 +106,7 @@ def live(
         upstream_max_retries=0,
         # The fuzzer sends bad credentials on purpose: do not lock its address out.
         auth_failure_limit=1_000_000,
+        admin_auth_failure_limit=1_000_000,
     )
     base_url, stop = start_gateway_server(settings)
     try:

@@ -22,7 +22,11 @@ __all__ = ["ADMIN", "ADMIN_TOKEN", "AUDIENCE", "Gateway", "mock_llm_base_url"]
 async def gw(sqlite_url: str, mock_llm_base_url: str) -> AsyncIterator[Gateway]:
     """A gateway on SQLite with the mock LLM upstream (failure limit out of the way)."""
     async for gateway in gateway_for(
-        sqlite_url, mock_llm_base_url, upstream_api="chat_completions", auth_failure_limit=10_000
+        sqlite_url,
+        mock_llm_base_url,
+        upstream_api="chat_completions",
+        auth_failure_limit=10_000,
+        admin_auth_failure_limit=10_000,
     ):
         yield gateway
 
