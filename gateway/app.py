@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 from pydantic import ValidationError
 
 from gateway.agents import sdk_cache, sdk_gather
@@ -24,6 +23,7 @@ from gateway.core.allocator import start_trimming
 from gateway.core.background import BackgroundTasks
 from gateway.core.body_limit import BodyLimitMiddleware
 from gateway.core.config import Settings, get_settings, settings_error
+from gateway.core.cors import JsonCORSMiddleware
 from gateway.core.db import Database
 from gateway.core.drain import Drain, DrainMiddleware
 from gateway.core.errors import install_error_handlers
@@ -269,7 +269,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if any(origins):
         # Outermost: a browser's preflight is answered before anything else looks at it.
         app.add_middleware(
-            CORSMiddleware,
+            JsonCORSMiddleware,
             allow_origins=[origin for origin in origins if origin],
             allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             # Any request header: OpenAI's browser client sends its own (`X-Stainless-*`);

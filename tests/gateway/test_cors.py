@@ -47,3 +47,6 @@ async def test_an_allowed_origin_gets_preflights_and_readable_headers(
         elsewhere = {**PREFLIGHT, "Origin": "https://evil.example.com"}
         r = await gw.client.options("/v1/agents/assistant/runs", headers=elsewhere)
         assert "access-control-allow-origin" not in r.headers
+        assert r.status_code == 400  # refused in the API's error shape, not plain text
+        assert r.json()["error"]["code"] == "cors_refused"
+        assert "origin" in r.json()["error"]["message"]
