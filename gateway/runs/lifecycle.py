@@ -37,6 +37,7 @@ from gateway.tools.context import run_context
 from observability.metrics import IN_FLIGHT, record_model_usage, record_run, tenant_label
 from observability.tracing import spans_wanted
 from tenants.models import UsageRecord
+from tenants.models.stored_run import WAITING
 from tenants.price.pricing import Price
 
 if TYPE_CHECKING:
@@ -199,7 +200,9 @@ class Run:
                 reasoning_tokens=total.reasoning_tokens,
                 total_tokens=total.total_tokens,
                 model_usage=meter.model_usage(),
-                status=status,
+                # A segment that paused for approval ended normally: `completed`, one of the
+                # record's four statuses (the run's own status says it waits).
+                status="completed" if status == WAITING else status,
                 latency_ms=int(elapsed * 1000),
                 day=handle.created_at.date(),
                 created_at=handle.created_at,

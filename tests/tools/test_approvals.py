@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tenants.price.money import micro_to_usd
@@ -115,6 +116,10 @@ async def test_a_paused_run_resumes_once_after_approval(gw: Gateway, tool: Recei
     assert report["totals"]["requests"] == 2 == done["usage"]["requests"]
     assert report["totals"]["total_tokens"] == done["usage"]["total_tokens"]
     assert done["usage"]["total_tokens"] == sum(c["total_tokens"] for c in ledger[-2:])
+    # Each segment's record has one of the four record statuses: the paused one ended well.
+    export = await gw.client.get("/v1/usage/records", headers=tenant.headers)
+    records = [orjson.loads(line) for line in export.text.splitlines() if line.strip()]
+    assert [(r["segment"], r["status"]) for r in records] == [(0, "completed"), (1, "completed")]
 
 
 async def test_a_call_with_invalid_arguments_asks_nobody(gw: Gateway, tool: Receiver) -> None:
