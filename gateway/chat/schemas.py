@@ -165,7 +165,7 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", json_schema_extra=STREAM_OPTIONS_NEED_STREAM)
 
-    model: Annotated[str, Field(min_length=1)]
+    model: Annotated[Label, Field(min_length=1)]
     """The name of the tenant's agent to run (one no agent can have is a 404 as an unknown one)."""
     messages: Annotated[list[ChatMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
     stream: JsonBool | None = False
@@ -186,8 +186,8 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     stop: (
-        Annotated[str, Field(max_length=256)]
-        | Annotated[list[Annotated[str, Field(max_length=256)]], Field(max_length=4)]
+        Annotated[Text, Field(max_length=256)]
+        | Annotated[list[Annotated[Text, Field(max_length=256)]], Field(max_length=4)]
         | None
     ) = None
     parallel_tool_calls: JsonBool | None = None
