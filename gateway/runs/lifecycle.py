@@ -44,6 +44,11 @@ if TYPE_CHECKING:
     from gateway.runs.service import RunService
 
 
+FIRST_BYTE_S = 0.25
+"""How long a call a streaming client left is given to begin its answer: its first byte may be
+on its way when the client leaves (the upstream already billing it); past this it is cut."""
+
+
 class Run:
     """One run from admission to settlement (an async context manager)."""
 
@@ -88,10 +93,26 @@ class Run:
 
     def wind_down_within(self, task: asyncio.Task[None], grace_s: float) -> None:
         """`task` finishes the call a gone client left; it is cancelled (the call cut) if it
-        has not within `grace_s` (`GATEWAY_STREAM_DISCONNECT_GRACE_S`)."""
+        has not within `grace_s` (`GATEWAY_STREAM_DISCONNECT_GRACE_S`), or if the upstream
+        has not begun answering within `FIRST_BYTE_S` (a call still waiting upstream is
+        cut at once, as nothing of it was spent; one whose answer was on its way when the
+        client left is read)."""
         self.winding = task
-        timer = asyncio.get_running_loop().call_later(grace_s, task.cancel)
-        task.add_done_callback(lambda _: timer.cancel())
+        meter = self.handle.meter
+        loop = asyncio.get_running_loop()
+        pending: list[asyncio.TimerHandle] = []
+
+        def first_byte_due() -> None:
+            if meter.answering:
+                pending.append(loop.call_later(max(0.0, grace_s - FIRST_BYTE_S), task.cancel))
+            else:
+                task.cancel()
+
+        if meter.answering:
+            pending.append(loop.call_later(grace_s, task.cancel))
+        else:
+            pending.append(loop.call_later(min(FIRST_BYTE_S, grace_s), first_byte_due))
+        task.add_done_callback(lambda _: [timer.cancel() for timer in pending])
 
     async def wind_down(self) -> None:
         """Wait for the model call a gone client left in flight to be read and metered (the

@@ -16,8 +16,8 @@ model than the run's reserves and settles spend at that model's price, and its t
 kept apart per model (`model_usage()`), so the record is priced per model and the token
 metrics count each model's own tokens.
 
-A streamed run whose client left while the upstream was answering a call is wound down
-(`stop_after_call`): that call is read to its end, so its usage is recorded as the upstream
+A streamed run whose client left during a model call is wound down (`stop_after_call`): once
+the upstream answers, that call is read to its end, so its usage is recorded as the upstream
 reported it, and `ClientGone` is raised from its `on_llm_end` (before any tool of the answer
 runs) or from the next `on_llm_start` (no further call is made).
 """
@@ -190,10 +190,11 @@ class RunMeter(RunHooks[Any]):
         (`timeout`, `429`, `unreachable`, `bad_response`, ...) when it is known, else `error`."""
 
     def stop_after_call(self) -> bool:
-        """Wind the run down if the upstream is answering a call now: that call is read to its
-        end and metered, then the run stops (`ClientGone`). False, and nothing changes, when no
-        call is being answered (the caller cancels the run at once)."""
-        if not (self.answering and self._calls):
+        """Wind the run down if a model call is in flight: that call, once the upstream answers
+        it, is read to its end and metered, then the run stops (`ClientGone`); whether it
+        may wait for a first byte is the caller's (`answering`). False, and nothing changes,
+        when no call is in flight (the caller cancels the run at once)."""
+        if not self._calls:
             return False
         self.stopping = True
         return True

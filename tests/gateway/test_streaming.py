@@ -217,3 +217,38 @@ def test_a_stalled_answer_is_cut_after_the_disconnect_grace(sqlite_url: str) -> 
     finally:
         stop()
         stop_mock()
+
+
+def test_leaving_as_the_answer_starts_still_records_that_calls_tokens(
+    slow_stream_gateway: tuple[str, str],
+) -> None:
+    """The client leaves at `run.created`, while the upstream is starting to answer (the
+    mock's ledger has the call, no byte of it reached the gateway yet): the call's first byte
+    is waited for, briefly, and the call is read and recorded, every try."""
+    base_url, mock_url = slow_stream_gateway
+    tenant_id, headers = _seed(base_url)
+    # Warm the path, so that the next calls reach the mock right after run.created.
+    warm = {"input": "warm up", "stream": True}
+    httpx.post(f"{base_url}/v1/agents/assistant/runs", json=warm, headers=headers, timeout=10)
+    tries = 3
+    for i in range(tries):
+        body = {"input": f"tell me about the moon, try {i}", "stream": True}
+        with (
+            httpx.Client(base_url=base_url, timeout=10) as c,
+            c.stream("POST", "/v1/agents/assistant/runs", json=body, headers=headers) as r,
+        ):
+            for line in r.iter_lines():
+                if line == "event: run.created":
+                    break
+    records = _records(base_url, tenant_id, 1 + tries)
+    ledger = {call["user_text"]: call for call in httpx.get(f"{mock_url}/_mock/ledger").json()}
+    by_created = sorted(records, key=lambda rec: rec["created_at"])[1:]
+    for i, record in enumerate(by_created):
+        call = ledger.get(f"tell me about the moon, try {i}")
+        assert record["status"] == "cancelled", record
+        if call is None:  # cut before the upstream began: nothing spent, nothing recorded
+            assert record["requests"] == 0, record
+            continue
+        assert record["requests"] == 1, (record, call)
+        assert record["input_tokens"] == call["input_tokens"], (record, call)
+        assert record["output_tokens"] == call["output_tokens"], (record, call)

@@ -16,7 +16,7 @@ from typing import Any, cast
 import pytest
 
 from gateway.runs import streaming
-from gateway.runs.lifecycle import Run
+from gateway.runs.lifecycle import FIRST_BYTE_S, Run
 from gateway.runs.meter import RunMeter
 from gateway.runs.streaming import STREAM_BUFFER, stream_run
 
@@ -125,9 +125,11 @@ async def test_leaving_while_the_upstream_answers_lets_the_producer_finish_the_c
     assert produced == EVENTS  # read to the end, nothing queued for nobody
 
 
-async def test_leaving_while_no_call_is_answered_cancels_the_producer(
+async def test_a_call_not_answered_within_the_first_byte_wait_is_cut(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """A call in flight whose answer has not begun when the client leaves is given
+    FIRST_BYTE_S for its first byte (it may be on its way), then cut."""
     run = _run()
     run.handle.meter._calls[1] = (0.0, "m", None)  # in flight, but no answer has begun
 
@@ -139,9 +141,40 @@ async def test_leaving_while_no_call_is_answered_cancels_the_producer(
     monkeypatch.setattr(streaming, "run_events", events)
     stream = stream_run(cast(Any, run), "hi", keepalive_s=60)
     await anext(stream)
+    started = asyncio.get_running_loop().time()
     await stream.aclose()
-    assert not run.client_gone and run.winding is None
-    assert not run.handle.meter.stopping
+    assert run.client_gone and run.winding is not None
+    async with asyncio.timeout(5):
+        await asyncio.wait((run.winding,))
+    assert run.winding.cancelled()
+    waited = asyncio.get_running_loop().time() - started
+    assert FIRST_BYTE_S - 0.05 <= waited < FIRST_BYTE_S + 1
+
+
+async def test_an_answer_that_begins_within_the_first_byte_wait_is_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    run = _run()
+    meter = run.handle.meter
+    meter._calls[1] = (0.0, "m", None)
+
+    async def events(handle: Any, sdk_input: Any) -> AsyncIterator[tuple[str, Any]]:
+        yield "run.created", {}
+        await asyncio.sleep(FIRST_BYTE_S / 2)
+        meter.answering = True  # the first byte arrived: the producer saw a raw event
+        await asyncio.sleep(FIRST_BYTE_S * 2)  # the answer goes on past the first-byte wait
+        meter.answering = False
+        meter._calls.clear()
+        yield "output_text.delta", {"delta": "read to its end"}
+
+    monkeypatch.setattr(streaming, "run_events", events)
+    stream = stream_run(cast(Any, run), "hi", keepalive_s=60)
+    await anext(stream)
+    await stream.aclose()
+    assert run.winding is not None
+    async with asyncio.timeout(5):
+        await asyncio.wait((run.winding,))
+    assert not run.winding.cancelled()
 
 
 async def test_a_wind_down_past_its_grace_is_cut(monkeypatch: pytest.MonkeyPatch) -> None:
