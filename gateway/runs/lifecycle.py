@@ -112,7 +112,12 @@ class Run:
             pending.append(loop.call_later(grace_s, task.cancel))
         else:
             pending.append(loop.call_later(min(FIRST_BYTE_S, grace_s), first_byte_due))
-        task.add_done_callback(lambda _: [timer.cancel() for timer in pending])
+
+        def done(_: asyncio.Task[None]) -> None:
+            for timer in pending:
+                timer.cancel()
+
+        task.add_done_callback(done)
 
     async def wind_down(self) -> None:
         """Wait for the model call a gone client left in flight to be read and metered (the
