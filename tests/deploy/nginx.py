@@ -10,6 +10,12 @@ import os
 import re
 import shutil
 import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from email.message import Message
 from pathlib import Path
 
 import pytest
@@ -74,3 +80,36 @@ def check(conf: Path) -> subprocess.CompletedProcess[str]:
         text=True,
         check=False,
     )
+
+
+@contextmanager
+def serving(conf: Path) -> Iterator[None]:
+    """nginx running a rendered config, stopped on leaving."""
+    proc = subprocess.Popen(
+        [nginx_binary(), "-p", str(conf.parent), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def answer_once_up(
+    request: urllib.request.Request, wait_s: float = 10
+) -> tuple[int, Message, bytes]:
+    """(status, headers, body) of the first answer nginx gives `request`, whatever its status,
+    retrying while it does not listen yet."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.headers, exc.read()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
