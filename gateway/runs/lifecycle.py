@@ -12,9 +12,10 @@ before the client sees that outcome: the slot is free for the client's next run)
 then a no-op. A streamed response owns the run past its endpoint: the endpoint enters it on an
 `AsyncExitStack` and hands the stack to the response (`RunStreamResponse`), whose end closes
 it, even when the client left before the first byte and the stream never started. A stream
-whose client left while the upstream was answering a model call lets that call finish (its
-tokens were spent) before the run settles: `winding` is the task reading it, and the exit
-awaits it.
+whose client left during a model call lets that call finish (its tokens were spent) before the
+run settles, sending nothing further and calling no tool: an answer that has begun is read to
+its end, one that has not gets `FIRST_BYTE_S` to begin, all within
+`GATEWAY_STREAM_DISCONNECT_GRACE_S`. `winding` is the task reading it; the exit awaits it.
 """
 
 from __future__ import annotations
