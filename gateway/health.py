@@ -20,14 +20,15 @@ logger = logging.getLogger("gateway.health")
 CHECK_TIMEOUT_S = 2.0
 
 
-@router.get("/healthz")
+@router.api_route("/healthz", methods=["GET", "HEAD"])
 async def healthz() -> dict[str, str]:
-    """The process is alive."""
+    """The process is alive (`HEAD` too: some load balancers probe with it)."""
     return {"status": "ok"}
 
 
-@router.get(
+@router.api_route(
     "/readyz",
+    methods=["GET", "HEAD"],
     responses={
         503: {
             "description": 'Not ready: `{"status": "unavailable", "checks": {...}}`, or '

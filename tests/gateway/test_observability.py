@@ -26,6 +26,13 @@ async def test_health_and_readiness(gateway: Gateway) -> None:
     assert r.json()["checks"]["database"] == "ok"
 
 
+async def test_health_probes_answer_head(gateway: Gateway) -> None:
+    """Load balancers that probe with HEAD get the probe's status, not 405."""
+    for path in ("/healthz", "/readyz"):
+        r = await gateway.client.head(path)
+        assert r.status_code == 200, path
+
+
 async def test_readiness_fails_when_the_database_is_gone(gateway: Gateway) -> None:
     from gateway.core.db import Database
 
