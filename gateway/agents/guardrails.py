@@ -3,7 +3,11 @@
 - `InputChecks` / `PatternSet`: the checks the gateway does itself, with no model call:
   `input.max_chars` and `input.blocked_patterns` before the run's first model call,
   `output.blocked_patterns` on the final answer before it is returned. All patterns of one
-  list are one RE2 set, matched in a single linear-time pass whatever their number.
+  list are one RE2 set, matched in a single linear-time pass whatever their number. Linear
+  is not cheap: a set whose DFA explodes (`[ab]*a[ab]{40}c`, 32 of them) costs about 20 µs a
+  character, seconds on a long input. A text longer than `INLINE_CHARS` is matched on a
+  thread of the guardrails' own pool (RE2 releases the GIL), so the event loop, and every
+  other request of the worker, goes on meanwhile.
 - `classifier_guardrail`: `input.classifier`, a small agent run as an SDK input guardrail
   that *blocks* (runs before the main agent, not in parallel with it): a tripped input never
   reaches the main agent's model or its tools, and costs one classifier call only (see
@@ -13,7 +17,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import re2
@@ -44,6 +50,14 @@ VERDICT_SCHEMA: dict[str, Any] = {
 """What the classifier answers: `{"tripwire": true, "reason": "…"}` trips the guardrail."""
 
 
+INLINE_CHARS = 4096
+"""Texts up to this length are matched on the event loop (well under a millisecond even for a
+costly set; a thread handoff would cost more); longer ones on `MATCHERS`."""
+MATCHERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="guardrail-re2")
+"""The threads long texts are matched on: their own pool, so that costly matches queue here
+rather than in the loop's default executor (DNS lookups of tools and upstreams)."""
+
+
 class PatternSet:
     """One list of blocked patterns (`input.blocked_patterns`, ...) as one RE2 set."""
 
@@ -61,9 +75,14 @@ class PatternSet:
         found = self._set.Match(text)
         return min(found) if found else None
 
-    def check(self, text: str, where: str = "") -> None:
-        """Raise `GuardrailTriggeredError` if a pattern is found in `text`."""
-        index = self.first_match(text)
+    async def check(self, text: str, where: str = "") -> None:
+        """Raise `GuardrailTriggeredError` if a pattern is found in `text` (a long text is
+        matched off the event loop)."""
+        if len(text) <= INLINE_CHARS:
+            index = self.first_match(text)
+        else:
+            loop = asyncio.get_running_loop()
+            index = await loop.run_in_executor(MATCHERS, self.first_match, text)
         if index is not None:
             param = f"{self.param}[{index}]"
             raise GuardrailTriggeredError(param, f"The {where}matched the guardrail {param}.")
@@ -82,7 +101,7 @@ class InputChecks:
         self.max_chars = max_chars
         self.patterns = patterns
 
-    def check(self, request_input: str | list[Any]) -> None:
+    async def check(self, request_input: str | list[Any]) -> None:
         texts = input_texts(request_input)
         if self.max_chars is not None:
             chars = sum(len(text) for text in texts)
@@ -93,7 +112,8 @@ class InputChecks:
                     f"{self.max_chars} (guardrail input.max_chars).",
                 )
         if self.patterns is not None:
-            self.patterns.check(texts[0] if len(texts) == 1 else "\n".join(texts), "input ")
+            text = texts[0] if len(texts) == 1 else "\n".join(texts)
+            await self.patterns.check(text, "input ")
 
 
 def input_texts(request_input: str | list[Any]) -> list[str]:

@@ -13,19 +13,19 @@ from gateway.runs.handle import RunHandle
 from observability.metrics import record_guardrail
 
 
-def check_input(handle: RunHandle) -> None:
+async def check_input(handle: RunHandle) -> None:
     """`input` checks of the agent on what the caller sent (400 when tripped)."""
     checks = handle.built.input_checks
     if checks is not None and handle.request_input is not None:
         try:
-            checks.check(handle.request_input)
+            await checks.check(handle.request_input)
         except GuardrailTriggeredError:
             record_guardrail(handle.principal.tenant_slug, triggered=True)
             raise
         record_guardrail(handle.principal.tenant_slug, triggered=False)
 
 
-def check_output(handle: RunHandle, result: RunResultBase) -> None:
+async def check_output(handle: RunHandle, result: RunResultBase) -> None:
     """`output.blocked_patterns` of the entry agent, and of the agent that answered when a
     handoff made it another one, on the final answer before it is returned."""
     checks = handle.built.output_checks
@@ -36,9 +36,9 @@ def check_output(handle: RunHandle, result: RunResultBase) -> None:
     answered = result.last_agent.name
     try:
         if (entry := checks.get(name)) is not None:
-            entry.check(text, "answer ")
+            await entry.check(text, "answer ")
         if answered != name and (last := checks.get(answered)) is not None:
-            last.check(text, f"answer of agent '{answered}' ")
+            await last.check(text, f"answer of agent '{answered}' ")
     except GuardrailTriggeredError:
         record_guardrail(handle.principal.tenant_slug, triggered=True)
         raise

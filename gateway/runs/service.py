@@ -224,7 +224,7 @@ class RunService:
         output: Any = None
         paused: dict[str, Any] | None = None
         try:
-            check_input(handle)
+            await check_input(handle)
             run.enter_scope()
             async with self.drain.until_deadline(), deadline:
                 result = await Runner.run(
@@ -239,7 +239,7 @@ class RunService:
                 paused = await self.pause(handle, result)
                 status = "requires_action"
             else:
-                check_output(handle, result)
+                await check_output(handle, result)
                 if handle.turn is not None:
                     await handle.turn.append(result, skip=handle.history_items)
                 status = "completed"

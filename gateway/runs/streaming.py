@@ -104,7 +104,7 @@ async def run_events(
     held: list[RunEvent] | None = [] if handle.built.output_checks else None
     try:
         yield "run.created", run_object(handle, None, status="in_progress")
-        check_input(handle)
+        await check_input(handle)
         run.enter_scope()
         result = Runner.run_streamed(
             handle.built.agent,
@@ -150,7 +150,7 @@ async def run_events(
             paused = await service.pause(handle, result)
             status = "requires_action"
         else:
-            check_output(handle, result)
+            await check_output(handle, result)
             if handle.turn is not None:
                 await handle.turn.append(result, skip=handle.history_items)
             if on_complete is not None:

@@ -5,6 +5,8 @@ upstream APIs. And a catastrophic-backtracking pattern answers in milliseconds (
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 
 import orjson
@@ -140,6 +142,38 @@ async def test_catastrophic_pattern_answers_in_milliseconds(gw: Gateway) -> None
     started = time.perf_counter()
     assert patterns.first_match("x" * 100_000) is None
     assert time.perf_counter() - started < 0.05
+
+
+COSTLY_PATTERNS = [f"[ab]*a[ab]{{{20 + i}}}c" for i in range(24)]
+"""Valid RE2, but each needs a DFA of 2^20+ states: linear time with a large constant
+(tens of µs a character for the set), the shape of a tenant pattern that explodes."""
+
+
+async def test_a_costly_pattern_set_never_stalls_the_worker(gw: Gateway) -> None:
+    # The match of a long input runs off the event loop: other requests of the worker are
+    # answered meanwhile (it held the loop for seconds: /healthz waited for it).
+    random.seed(7)
+    text = "".join(random.choice("ab") for _ in range(80_000)) + "a" + "b" * 20 + "c"
+    started = time.perf_counter()
+    assert PatternSet("p", COSTLY_PATTERNS).first_match(text) == 0
+    cost = time.perf_counter() - started
+    assert cost > 0.2, f"the set should be costly on this text (took {cost:.3f} s)"
+
+    tenant = await gw.create_tenant("acme")
+    spec = {"guardrails": {"input": {"blocked_patterns": COSTLY_PATTERNS}}}
+    await put_agent(gw, tenant, "costly", spec)
+    guarded = asyncio.create_task(run(gw, tenant, "costly", text, stream=False))
+    gaps: list[float] = []
+    while not guarded.done():
+        started = time.perf_counter()
+        health = await gw.client.get("/healthz")
+        gaps.append(time.perf_counter() - started)
+        assert health.status_code == 200
+        await asyncio.sleep(0.01)
+    outcome = await guarded
+    assert outcome.status == 400 and outcome.error["param"] == "input.blocked_patterns[0]"
+    assert len(gaps) >= 5, gaps
+    assert max(gaps) < cost / 3, (max(gaps), cost)
 
 
 @streamed
