@@ -117,9 +117,10 @@ class MemoryQuotaStore:
                 code, in_flight, tpm_used, tpd_used, retry, tpm_reset, None, spd_used, spm_used
             )
 
-        if limits.spend_per_month is not None and spm_used >= limits.spend_per_month:
+        # A run whose first call costs nothing (an unpriced model) is never held back by spend.
+        if spend and limits.spend_per_month is not None and spm_used >= limits.spend_per_month:
             return refused(SPM, 0, 0.0)
-        if limits.spend_per_day is not None and spd_used >= limits.spend_per_day:
+        if spend and limits.spend_per_day is not None and spd_used >= limits.spend_per_day:
             return refused(SPD, 0, float(DAY_S - now_s % DAY_S))
         if limits.tokens_per_day is not None and tpd_used >= limits.tokens_per_day:
             return refused(TPD, 0, float(DAY_S - now_s % DAY_S))
@@ -185,9 +186,14 @@ class MemoryQuotaStore:
                 spd_used, spm_used,
             )  # fmt: skip
 
-        if limits.spend_per_month is not None and spm_used + spend > limits.spend_per_month:
+        # A call that costs nothing (an unpriced model) is never held back by spend.
+        if (
+            spend
+            and limits.spend_per_month is not None
+            and spm_used + spend > limits.spend_per_month
+        ):
             return refused(SPM, 0.0)
-        if limits.spend_per_day is not None and spd_used + spend > limits.spend_per_day:
+        if spend and limits.spend_per_day is not None and spd_used + spend > limits.spend_per_day:
             return refused(SPD, float(DAY_S - now_s % DAY_S))
         if limits.tokens_per_day is not None and tpd_used + amount > limits.tokens_per_day:
             return refused(TPD, float(DAY_S - now_s % DAY_S))

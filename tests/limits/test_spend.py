@@ -115,6 +115,31 @@ async def test_an_unpriced_model_is_not_capped_by_spend(gw: Gateway) -> None:
         assert (await run(gw.client, tenant)).status_code == 200
 
 
+async def test_an_exhausted_budget_still_lets_an_unpriced_model_run(gw: Gateway) -> None:
+    # A model without a price costs 0: a budget used up (here: lowered below what was
+    # spent) refuses the priced agent, never the unpriced one, at admission or at a later
+    # model call of the run (the tool run makes two).
+    tenant = await spend_tenant(gw, "exhausted", spend_per_day_usd="0.50")
+    assert (await run(gw.client, tenant)).status_code == 200
+    free = {**LIMITED_AGENT, "model": "mock-model-unpriced"}
+    r = await gw.client.put(f"/admin/tenants/{tenant.id}/agents/free", json=free, headers=ADMIN)
+    assert r.status_code in (200, 201), r.text
+    r = await gw.client.patch(
+        f"/admin/tenants/{tenant.id}",
+        json={"limits": {"spend_per_day_usd": "0.000001"}},
+        headers=ADMIN,
+    )
+    assert r.status_code == 200, r.text
+    refused = await run(gw.client, tenant)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "spend_per_day"
+    for text in ("hello", "Use the calculator on 2+3"):
+        r = await gw.client.post(
+            "/v1/agents/free/runs", json={"input": text}, headers=tenant.headers
+        )
+        assert r.status_code == 200, r.text
+    assert r.json()["usage"]["requests"] == 2
+
+
 async def test_a_budget_set_later_holds_what_was_used_before(gw: Gateway) -> None:
     # Windows are counted only while a limit applies: a budget set after three runs must
     # still count them (they are in the usage records), or the tenant could spend it again.

@@ -133,8 +133,11 @@ local function reserve()
     local function refused(code, retry_ms)
         return {code, tpm_used, tpd_used, retry_ms, 0, day, spd_used, spm_used}
     end
-    if spm_limit > 0 and spm_used + spend > spm_limit then return refused(5, 0) end
-    if spd_limit > 0 and spd_used + spend > spd_limit then return refused(4, to_midnight_ms) end
+    -- A call that costs nothing (a model without a price) is never held back by spend.
+    if spend > 0 and spm_limit > 0 and spm_used + spend > spm_limit then return refused(5, 0) end
+    if spend > 0 and spd_limit > 0 and spd_used + spend > spd_limit then
+        return refused(4, to_midnight_ms)
+    end
     if tpd_limit > 0 and tpd_used + amount > tpd_limit then return refused(3, to_midnight_ms) end
     if tpm_limit > 0 and tpm_used + amount > tpm_limit then
         -- seconds until enough of the window has rolled off for `amount` to fit
@@ -196,8 +199,11 @@ local function refused(code, in_flight, retry_ms)
     return {code, in_flight, tpm_used, tpd_used, retry_ms, tpm_reset_ms, spd_used, spm_used,
             unpack(none)}
 end
-if spm_limit > 0 and spm_used >= spm_limit then return refused(5, 0, 0) end
-if spd_limit > 0 and spd_used >= spd_limit then return refused(4, 0, to_midnight_ms) end
+-- A run whose first call costs nothing (a model without a price) is never held back by spend.
+if spend > 0 and spm_limit > 0 and spm_used >= spm_limit then return refused(5, 0, 0) end
+if spend > 0 and spd_limit > 0 and spd_used >= spd_limit then
+    return refused(4, 0, to_midnight_ms)
+end
 if tpd_limit > 0 and tpd_used >= tpd_limit then return refused(3, 0, to_midnight_ms) end
 if tpm_limit > 0 and tpm_used >= tpm_limit then
     return refused(2, 0, math.max(tpm_reset_ms, 1000))
