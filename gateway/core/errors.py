@@ -203,6 +203,21 @@ async def _gateway_error(_: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status_code, headers=exc.headers)
 
 
+def text_length_message(error: dict[str, Any]) -> str | None:
+    """Pydantic's length error of a string in characters ("at most 100000 items" is its
+    wording for a length checked after validation, meant for lists)."""
+    value, ctx = error.get("input"), error.get("ctx") or {}
+    if error.get("type") not in ("too_long", "too_short") or not isinstance(value, str):
+        return None
+    if "max_length" in ctx:
+        bound = f"at most {ctx['max_length']}"
+    elif "min_length" in ctx:
+        bound = f"at least {ctx['min_length']}"
+    else:
+        return None
+    return f"Text should have {bound} characters, not {len(value)}"
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = exc.errors()
@@ -224,7 +239,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         if part not in ("body", "query", "path") and not is_tag(part)
     ]
     param = ".".join(loc) or None
-    message = first.get("msg", "Invalid request.")
+    message = text_length_message(first) or first.get("msg", "Invalid request.")
     if param:
         message = f"{param}: {message}"
     body = error_body("invalid_request_error", "invalid_value", message, param)

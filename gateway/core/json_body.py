@@ -119,14 +119,39 @@ class JsonBodyRequest(Request):
         return self._json
 
 
+def is_json_type(content_type: str) -> bool:
+    """`application/json` or `application/<x>+json` (parameters ignored), as FastAPI reads it."""
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    )
+
+
 class JsonBodyRoute(APIRoute):
     """The route class of every gateway router: its handler reads JSON through
-    `JsonBodyRequest`."""
+    `JsonBodyRequest`.
+
+    A body sent with another Content-Type (`curl -d` sends a form type) is not read as JSON
+    by FastAPI: its validation would say "Input should be a valid dictionary". The request
+    gets the `invalid_json` error naming the Content-Type instead (only when the body fails
+    validation: an empty optional body stays fine).
+    """
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        takes_body = self.body_field is not None
 
         async def handle(request: Request) -> Response:
+            if takes_body:
+                content_type = request.headers.get("content-type")
+                if content_type and not is_json_type(content_type):
+                    error = json.JSONDecodeError(
+                        f"the Content-Type is {content_type[:100]!r}; send the body as JSON "
+                        "with Content-Type: application/json",
+                        "",
+                        0,
+                    )
+                    request.scope.setdefault("state", {})[INVALID_JSON_KEY] = error
             return await handler(JsonBodyRequest(request.scope, request.receive, request._send))
 
         return handle

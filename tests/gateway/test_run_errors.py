@@ -44,6 +44,43 @@ async def test_malformed_json_is_an_invalid_request(gateway: Gateway, tenant: Te
     assert r.json()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"],
+)
+async def test_a_body_sent_as_another_type_says_to_send_json(
+    gateway: Gateway, tenant: Tenant, content_type: str
+) -> None:
+    # `curl -d '{"input": "hi"}'` sends a form type: the error names the Content-Type (it
+    # said "Input should be a valid dictionary").
+    for path, body in ((RUN, b'{"input": "hi"}'), ("/v1/conversations", b"{}")):
+        r = await gateway.client.post(
+            path, content=body, headers={**tenant.headers, "Content-Type": content_type}
+        )
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_json", error
+        assert "Content-Type" in error["message"] and content_type in error["message"]
+    # The JSON types, with parameters or a +json suffix, are read as JSON.
+    for json_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
+        r = await gateway.client.post(
+            "/v1/conversations",
+            content=b"{}",
+            headers={**tenant.headers, "Content-Type": json_type},
+        )
+        assert r.status_code == 201, (json_type, r.text)
+
+
+async def test_a_text_over_its_length_is_counted_in_characters(
+    gateway: Gateway, tenant: Tenant
+) -> None:
+    r = await gateway.client.post(RUN, json={"input": "x" * 100_001}, headers=tenant.headers)
+    assert r.status_code == 422
+    assert r.json()["error"]["message"] == (
+        "input: Text should have at most 100000 characters, not 100001"
+    )
+
+
 async def test_unknown_agent_and_bad_name(gateway: Gateway, tenant: Tenant) -> None:
     r = await gateway.client.post(
         "/v1/agents/nope/runs", json={"input": "hi"}, headers=tenant.headers
