@@ -57,6 +57,28 @@ def sse(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
 
 
+def tool_output_text(output: Any) -> str:
+    """A tool's output as the text the model read: an HTTP tool's is already text; an MCP
+    tool's is content parts (`{"type": "text", "text": …}`, a cut one followed by the marker),
+    whose texts are joined; anything else is its JSON (never a Python repr)."""
+    if isinstance(output, str):
+        return output
+    parts = output if isinstance(output, list) else [output]
+    texts = [_part_text(part) for part in parts]
+    if all(text is not None for text in texts):
+        return "".join(text for text in texts if text is not None)
+    return orjson.dumps(
+        output, default=lambda o: getattr(o, "model_dump", lambda: str(o))()
+    ).decode()
+
+
+def _part_text(part: Any) -> str | None:
+    """The text of a text content part (a dict or an SDK object), else None."""
+    kind = part.get("type") if isinstance(part, dict) else getattr(part, "type", None)
+    text = part.get("text") if isinstance(part, dict) else getattr(part, "text", None)
+    return text if kind in ("text", "input_text", "output_text") and isinstance(text, str) else None
+
+
 def _translate(event: Any) -> RunEvent | None:
     """SDK stream event -> our run event (None for events clients do not need)."""
     if event.type == "raw_response_event":
@@ -76,7 +98,7 @@ def _translate(event: Any) -> RunEvent | None:
         }
     if event.name == "tool_output":
         call_id = raw.get("call_id") if isinstance(raw, dict) else getattr(raw, "call_id", None)
-        return "tool.output", {"call_id": call_id, "output": str(item.output)}
+        return "tool.output", {"call_id": call_id, "output": tool_output_text(item.output)}
     if event.name == "handoff_occured":
         return "agent.handoff", {"from": item.source_agent.name, "to": item.target_agent.name}
     return None

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
+from gateway.runs.streaming import tool_output_text
 from tests.gateway.conftest import ADMIN, Gateway, gateway_for
+from tests.gateway.test_runs_e2e import parse_sse
 from tests.tools.mcp_server import McpStats, mcp_server
 
 RUNS = "/v1/agents/assistant/runs"
@@ -54,6 +56,21 @@ async def test_allowed_tools_are_offered_and_called_on_one_connection(
     )
     assert r.status_code == 200
     assert "delete_customer" not in crm.calls
+
+
+async def test_a_streamed_mcp_call_shows_its_output_as_text(gw: Gateway, crm: McpStats) -> None:
+    # `tool.output` carries the text the model read, as for an HTTP tool (it was the Python
+    # repr of the MCP content part: "{'type': 'text', 'text': …}").
+    tenant = await gw.create_tenant("mcp-stream", agent=mcp_agent(crm.url))
+    r = await gw.client.post(
+        RUNS,
+        json={"input": 'Use find_customer {"name": "eve"}', "stream": True},
+        headers=tenant.headers,
+    )
+    events = parse_sse(r.text)
+    outputs = [data["output"] for name, data in events if name == "tool.output"]
+    assert len(outputs) == 1 and outputs[0].startswith("customer eve: tier gold"), outputs
+    assert events[-1][0] == "run.completed"
 
 
 async def test_a_connection_a_call_found_broken_is_opened_again(gw: Gateway) -> None:
@@ -192,3 +209,10 @@ async def test_a_clash_only_the_servers_lists_reveal_is_a_clear_502(
     assert r.status_code == 502, r.text
     assert r.json()["error"]["code"] == "tool_name_conflict"
     assert "find_customer" in r.json()["error"]["message"]
+
+
+def test_tool_outputs_are_text_or_json() -> None:
+    cut = [{"type": "text", "text": "zzz"}, {"type": "text", "text": "\n[truncated: …]"}]
+    assert tool_output_text(cut) == "zzz\n[truncated: …]"
+    assert tool_output_text("plain") == "plain"
+    assert tool_output_text({"type": "image", "data": "AA=="}) == '{"type":"image","data":"AA=="}'
