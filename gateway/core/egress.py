@@ -40,6 +40,9 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+"""`::a.b.c.d`, deprecated (RFC 4291) and part of the reserved `::/8`, which Python 3.11's
+`ipaddress` still calls global."""
 _LOCALHOST_NAMES = frozenset({"localhost", "localhost."})
 
 
@@ -52,7 +55,11 @@ def refused_address_reason(address: IPAddress) -> str | None:
     embedded = _embedded_ipv4(address)
     if embedded is not None:
         reason = refused_address_reason(embedded)
-        return None if reason is None else f"{reason} (embedded in {address})"
+        if reason is not None:
+            return f"{reason} (embedded in {address})"
+        if address in _IPV4_COMPATIBLE:
+            return f"a reserved address (the IPv4-compatible form {address} is deprecated)"
+        return None
     if address.is_unspecified:
         return "an unspecified address"
     if address.is_loopback:
@@ -63,7 +70,7 @@ def refused_address_reason(address: IPAddress) -> str | None:
         return "a multicast address"
     if address.is_private:
         return "a private address"
-    if not address.is_global:
+    if address.is_reserved or not address.is_global:
         return "a reserved address"
     return None
 
@@ -79,6 +86,8 @@ def _embedded_ipv4(address: IPAddress) -> ipaddress.IPv4Address | None:
         return address.teredo[1]
     if address in _NAT64:
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _IPV4_COMPATIBLE and int(address) > 1:  # `::` and `::1` are themselves
+        return ipaddress.IPv4Address(int(address))
     return None
 
 

@@ -34,6 +34,12 @@ REFUSED = [
     ("[::ffff:169.254.169.254]", "link-local"),
     ("[2002:a00:1::1]", "private"),  # 6to4 around 10.0.0.1
     ("[64:ff9b::7f00:1]", "loopback"),  # NAT64 around 127.0.0.1
+    # IPv4-compatible IPv6 (deprecated, in the reserved ::/8), which Python calls global.
+    ("[::a9fe:a9fe]", "link-local"),
+    ("[::7f00:1]", "loopback"),
+    ("[::a00:1]", "private"),
+    ("[::8.8.8.8]", "reserved"),
+    ("[::1:2:3]", "reserved"),
     ("100.64.0.1", "reserved"),
     # IPv4 in the legacy forms every resolver reads as an address (inet_aton), not a name.
     ("0xa9.0xfe.0xa9.0xfe", "link-local"),
