@@ -43,4 +43,5 @@ async def export_records(
         start=query.start,
         end=query.end,
         after=query.after,
+        after_segment=query.after_segment,
     )

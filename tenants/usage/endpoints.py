@@ -62,5 +62,11 @@ async def export_records(
     if tenant_id is not None:
         tenant_id = (await require_tenant(session, tenant_id, include_deleted=True)).id
     return await export_response(
-        db, accept=accept, tenant_id=tenant_id, start=query.start, end=query.end, after=query.after
+        db,
+        accept=accept,
+        tenant_id=tenant_id,
+        start=query.start,
+        end=query.end,
+        after=query.after,
+        after_segment=query.after_segment,
     )

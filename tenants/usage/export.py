@@ -2,7 +2,8 @@
 
 Records come in `run_id` order, read in pages of `PAGE_SIZE` with a keyset cursor
 (`run_id > last`), each page in its own short session, so memory stays bounded however large
-the range is. `after=<run_id>` resumes an interrupted export right after the last line received.
+the range is. `after=<run_id>:<segment>` (of the last line received) resumes an interrupted
+export right after it; `after=<run_id>` alone skips every segment of that run.
 """
 
 from __future__ import annotations
@@ -89,13 +90,17 @@ async def iter_records(
     start: date,
     end: date,
     after: str | None,
+    after_segment: int | None = None,
     page_size: int | None = None,
 ) -> AsyncIterator[dict[str, Any]]:
-    """The records of `start..end` (inclusive UTC days), by run id, after the cursor."""
+    """The records of `start..end` (inclusive UTC days), by run id then segment, after the
+    cursor (`after`, and with `after_segment` that run's later segments first)."""
     size = page_size or PAGE_SIZE
     postgres = db.engine.dialect.name == "postgresql"
     cursor = after
     position: tuple[str, int] | None = None
+    if after is not None and after_segment is not None:
+        position = (after, after_segment)
     while True:
         statement = select(UsageRecord).where(
             col(UsageRecord.day) >= start, col(UsageRecord.day) <= end
@@ -131,8 +136,7 @@ async def iter_records(
             yield _row(record)
         if len(records) < size:
             return
-        # Inside the export the cursor is (run_id, segment): a resumed run's segments can
-        # straddle a page; the public `after=` is a run id (all its segments were sent).
+        # The cursor is (run_id, segment): a resumed run's segments can straddle a page.
         position = (records[-1].run_id, records[-1].segment)
 
 
@@ -214,11 +218,14 @@ async def export_response(
     start: date,
     end: date,
     after: str | None,
+    after_segment: int | None = None,
 ) -> StreamingResponse:
     """The streamed export, in the format the `Accept` header asks for. The first page is
     read before the response starts: a database that cannot answer is then an error
     response (503), not a 200 whose body breaks off."""
-    records = iter_records(db, tenant_id=tenant_id, start=start, end=end, after=after)
+    records = iter_records(
+        db, tenant_id=tenant_id, start=start, end=end, after=after, after_segment=after_segment
+    )
     first = await anext(records, None)
     rows = _from(first, records)
     if wants_csv(accept):

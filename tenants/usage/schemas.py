@@ -113,6 +113,9 @@ class ExportQuery:
     after: str | None
     """Resume cursor: only runs whose id sorts after this one."""
 
+    after_segment: int | None = None
+    """With `after`: the run's segments after this one come first (`after=<run_id>:<n>`)."""
+
 
 async def export_query(
     start: Annotated[str | None, _START] = None,
@@ -120,14 +123,19 @@ async def export_query(
     after: Annotated[
         str | None,
         Query(
-            max_length=40,
-            pattern=r"^run_[0-9A-Za-z]{1,36}$",
-            description="Cursor: the last run id already received.",
+            max_length=50,
+            pattern=r"^run_[0-9A-Za-z]{1,36}(:[0-9]{1,9})?$",
+            description="Cursor: `<run_id>:<segment>` of the last record already received "
+            "(the run's later segments follow), or `<run_id>` alone (every segment of that "
+            "run was received).",
         ),
     ] = None,
 ) -> ExportQuery:
     """Dependency: the query of a billing export (same day range rules as the reports)."""
     query = build_usage_query("day", start, end)
+    if after is not None and ":" in after:
+        run_id, segment = after.split(":", 1)
+        return ExportQuery(query.start, query.end, after=run_id, after_segment=int(segment))
     return ExportQuery(start=query.start, end=query.end, after=after)
 
 

@@ -145,7 +145,8 @@ async def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_text(
 async def test_admin_export_of_an_unknown_tenant_is_not_found(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
-    for cursor in ("garbage", "key_abc", "", "run_x y"):  # not a run id: 422, not everything
+    # Not a run id (or `<run id>:<segment>`): 422, never everything.
+    for cursor in ("garbage", "key_abc", "", "run_x y", "run_x:", "run_x:a", "run_x:1:2"):
         r = await client.get(
             "/admin/usage/records", params={"after": cursor}, headers=admin_headers
         )

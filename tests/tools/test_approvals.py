@@ -120,6 +120,15 @@ async def test_a_paused_run_resumes_once_after_approval(gw: Gateway, tool: Recei
     export = await gw.client.get("/v1/usage/records", headers=tenant.headers)
     records = [orjson.loads(line) for line in export.text.splitlines() if line.strip()]
     assert [(r["segment"], r["status"]) for r in records] == [(0, "completed"), (1, "completed")]
+    # A download that broke after segment 0 resumes from `<run_id>:<segment>` with segment 1
+    # (a run id alone says every segment of it was received).
+    for cursor, segments in ((f"{run['id']}:0", [1]), (f"{run['id']}:1", []), (run["id"], [])):
+        export = await gw.client.get(
+            "/v1/usage/records", params={"after": cursor}, headers=tenant.headers
+        )
+        assert export.status_code == 200, export.text
+        lines = [orjson.loads(line) for line in export.text.splitlines() if line.strip()]
+        assert [r["segment"] for r in lines] == segments, cursor
 
 
 async def test_a_call_with_invalid_arguments_asks_nobody(gw: Gateway, tool: Receiver) -> None:
