@@ -254,8 +254,14 @@ class QuotaService:
             self.hold(ticket)  # its lease and reservations are renewed while it runs
         first = admission.reservation
         if first is not None:
-            if first.code == OK:
-                ticket.open_reservations.append((first, store))
+            if first.code != OK:
+                # The first call cannot be reserved: the run is refused before it starts, as
+                # when a window is exhausted (a plain run and a stream both get the 429,
+                # nothing ran, nothing is recorded); the lease is given back.
+                error = ticket._refused(first, first.amount)
+                await ticket.close()
+                raise error
+            ticket.open_reservations.append((first, store))
             ticket.prepaid = first
 
     async def seed(
@@ -350,8 +356,6 @@ class RunTicket:
         )
         prepaid, self.prepaid = self.prepaid, None
         if prepaid is not None:
-            if prepaid.code != OK:  # the first call's reservation was refused at admission
-                raise self._refused(prepaid, prepaid.amount)
             if amount <= prepaid.amount and spend <= prepaid.spend:
                 return  # reserved at admission, for at least this much
             # The estimate grew (rare): reserve it anew, the admission's reservation settles to 0.

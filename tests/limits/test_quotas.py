@@ -129,6 +129,30 @@ async def test_a_call_larger_than_the_whole_limit_says_it_can_never_fit(gw: Gate
 
 
 @pytest.mark.parametrize("stream", [False, True])
+async def test_a_first_call_that_does_not_fit_is_a_429_before_the_run_starts(
+    gw: Gateway, stream: bool
+) -> None:
+    # The window has room, but not for the first call's reservation: a stream gets the same
+    # HTTP 429 with Retry-After as a plain run (it was a 200 then `run.failed`), nothing ran
+    # and nothing is recorded (as when the window is exhausted), and the slot is free.
+    tenant = await limited_tenant(gw, "first-call", tokens_per_minute=20, max_concurrent_runs=1)
+    for _ in range(2):
+        r = await gw.client.post(
+            "/v1/agents/assistant/runs",
+            json={"input": "hello", "stream": stream},
+            headers=tenant.headers,
+        )
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "tokens_per_minute"
+        assert int(r.headers["retry-after"]) >= 1
+    await gw.flush_usage()
+    r = await gw.client.get("/v1/usage/records", headers=tenant.headers)
+    assert r.status_code == 200 and r.text == ""
+    r = await gw.client.get("/v1/limits", headers=tenant.headers)
+    assert r.json()["windows"]["max_concurrent_runs"]["used"] == 0, r.json()
+
+
+@pytest.mark.parametrize("stream", [False, True])
 async def test_run_stops_before_the_call_that_would_exceed(
     gw: Gateway, monkeypatch: pytest.MonkeyPatch, stream: bool
 ) -> None:
