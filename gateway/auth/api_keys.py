@@ -1,7 +1,8 @@
 """Resolve an API key to a Principal: checksum (no I/O), cache, then the database.
 
 Failures (malformed, unknown, expired, revoked) count against the client address in the
-`AuthFailureLimiter`; a blocked address gets 429 before any database look-up. A cache hit
+`AuthFailureLimiter`; a blocked address gets 429 before any database look-up, except for a key
+resolved on this replica lately (it is vouched for: not a guess). A cache hit
 costs what it did before: checksum, HMAC, one dict look-up.
 
 During a `GATEWAY_SECRET_KEY` rotation (`old_secret_keys`), a key not found under the current
@@ -41,13 +42,17 @@ async def resolve_api_key(
     principal = cache.get(key_hash)
     if principal is None:
         if failures is not None:
-            failures.check(address)
+            failures.check(address, key_hash)  # a key resolved lately passes a block
         try:
             principal = await cache.get_or_load(
                 key_hash, lambda: _load(key, key_hash, db, old_secret_keys)
             )
         except AuthenticationFailedError:
+            if failures is not None:
+                failures.forget(key_hash)
             raise await failed(failures, address) from None
+        if failures is not None:
+            failures.vouch(key_hash)
     if principal.expires_at is not None and principal.expires_at <= utcnow():
         raise await failed(failures, address)
     return principal

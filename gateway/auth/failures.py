@@ -7,12 +7,19 @@ with `Retry-After` until the window ends, *before* any database look-up. The che
 look-up in process memory (no I/O on the request path); failures are also counted in Redis when
 configured, so an address failing on several replicas is blocked by the shared count. Memory is
 bounded: at `max_addresses` tracked addresses the oldest window's entries are dropped.
+
+A block stops guesses, not the address's other clients: an API key this replica resolved in
+the last `VOUCHED_S` (its HMAC is kept, at most `MAX_VOUCHED` of them) is still looked up
+from a blocked address, so one misbehaving client behind a shared address (NAT, a proxy not
+in `GATEWAY_FORWARDED_ALLOW_IPS`) does not lock out the tenants whose valid keys share it once
+their principals fall out of the 2 s cache. The look-up still checks revocation and expiry.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -21,6 +28,11 @@ from gateway.core.errors import RateLimitedError
 from tenants.admin.failures import ADMIN_BUCKET
 
 logger = logging.getLogger("gateway.auth")
+
+
+VOUCHED_S = 900.0
+"""How long a key resolved on this replica still passes a block of its address."""
+MAX_VOUCHED = 10_000
 
 
 class AuthFailureLimiter:
@@ -46,15 +58,32 @@ class AuthFailureLimiter:
         self._max = max_addresses
         self._counts: dict[str, tuple[int, int]] = {}
         self._blocked: dict[str, float] = {}
+        self._vouched: OrderedDict[str, float] = OrderedDict()
+        """HMACs of keys resolved lately -> when (oldest first)."""
 
-    def check(self, address: str) -> None:
-        """Raise 429 if the address is blocked (no I/O)."""
+    def vouch(self, key_hash: str) -> None:
+        """`key_hash` resolved to a principal: it passes blocks for `VOUCHED_S`."""
+        self._vouched[key_hash] = time.monotonic()
+        self._vouched.move_to_end(key_hash)
+        if len(self._vouched) > MAX_VOUCHED:
+            self._vouched.popitem(last=False)
+
+    def forget(self, key_hash: str) -> None:
+        """`key_hash` no longer resolves (revoked, its tenant gone): it passes no block."""
+        self._vouched.pop(key_hash, None)
+
+    def check(self, address: str, key_hash: str | None = None) -> None:
+        """Raise 429 if the address is blocked (no I/O), unless `key_hash` is a key resolved
+        here lately."""
         until = self._blocked.get(address)
         if until is None:
             return
         now = time.time()
         if until <= now:
             self._blocked.pop(address, None)
+            return
+        vouched = None if key_hash is None else self._vouched.get(key_hash)
+        if vouched is not None and time.monotonic() - vouched < VOUCHED_S:
             return
         raise RateLimitedError(
             "Too many failed authentication attempts; retry later.",

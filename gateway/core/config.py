@@ -118,7 +118,8 @@ class Settings(BaseSettings):
     window; beyond it the address gets 429 before any database look-up. Keys (190 random bits)
     and JWT signatures cannot be guessed: the limit protects the database from look-ups of
     made-up keys, and is high enough that one misbehaving client does not lock out a tenant
-    whose backends share its address (a valid key that is cached keeps working anyway)."""
+    whose backends share its address. An API key the replica resolved in the last 15 minutes
+    keeps working from a blocked address (its look-up is not a guess); JWTs do not."""
 
     admin_auth_failure_limit: int = Field(default=20, ge=1)
     """Failed admin authentications (bad logins, wrong admin bearer tokens) allowed per client

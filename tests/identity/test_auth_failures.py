@@ -68,6 +68,35 @@ async def test_failures_are_limited_before_the_database(strict: Gateway) -> None
     assert (await strict.client.get("/v1/agents", headers=tenant.headers)).status_code == 200
 
 
+async def test_a_blocked_address_keeps_its_valid_keys_once_out_of_the_cache(
+    strict: Gateway,
+) -> None:
+    # One client behind a shared address (NAT) failing must not lock out the valid keys of
+    # the others once their principals leave the 2 s cache: a key this replica resolved
+    # lately is still looked up (revocation still holds); an unseen one is refused.
+    seen = await strict.create_tenant("seen")
+    unseen = await strict.create_tenant("unseen")
+    assert (await strict.client.get("/v1/agents", headers=seen.headers)).status_code == 200
+    for _ in range(5):
+        r = await strict.client.get("/v1/agents", headers=bearer(generate_key()))
+        assert r.status_code == 401
+    assert (
+        await strict.client.get("/v1/agents", headers=bearer(generate_key()))
+    ).status_code == 429
+    strict.app.state.principals.clear()  # as if the cache TTL had passed
+    assert (await strict.client.get("/v1/agents", headers=seen.headers)).status_code == 200
+    strict.app.state.principals.clear()
+    r = await strict.client.get("/v1/agents", headers=unseen.headers)
+    assert r.status_code == 429 and r.json()["error"]["code"] == "auth_failures"
+    # Revoked, the vouched key is a failure like any other, and passes the block no more.
+    r = await strict.client.delete(f"/admin/tenants/{seen.id}/keys/{seen.key_id}", headers=ADMIN)
+    assert r.status_code == 204, r.text
+    strict.app.state.principals.clear()
+    for _ in range(2):
+        r = await strict.client.get("/v1/agents", headers=seen.headers)
+        assert r.status_code == 429, r.text
+
+
 async def test_login_failures_are_limited(strict: Gateway) -> None:
     seen = []
     for _ in range(6):
