@@ -69,13 +69,16 @@ class RunService:
         self.recorder = recorder
         self.prices = prices or PriceCache(None, settings.prices_refresh_s)
 
-    async def resolve(self, principal: Principal, name: str) -> BuiltAgent:
-        """The tenant's agent, or 404 (also for another tenant's agent)."""
+    async def resolve(
+        self, principal: Principal, name: str, *, param: str | None = None
+    ) -> BuiltAgent:
+        """The tenant's agent, or 404 (also for another tenant's agent); `param` names the
+        request field the name came from (Chat Completions: `model`)."""
         built = await self.agents.get(
             self.db, principal.tenant_id, name, default_model=self.settings.default_model
         )
         if built is None:
-            raise NotFoundError(f"No agent named '{name}'.", code="agent_not_found")
+            raise NotFoundError(f"No agent named '{name}'.", code="agent_not_found", param=param)
         return built
 
     async def provider_of(self, principal: Principal, built: BuiltAgent) -> OpenAIProvider:

@@ -58,6 +58,7 @@ from gateway.core.errors import (
     InvalidRequestError,
     NotFoundError,
     PermissionDeniedError,
+    text_length_message,
 )
 from gateway.core.json_body import JsonBodyRoute, parse_json
 from gateway.core.state import app_state
@@ -208,8 +209,13 @@ class AgentSocket:
             ) from None
         except ValidationError as exc:
             first = exc.errors()[0]
+            if first["type"] == "model_type":  # `[]`, `null`, a string: not an object at all
+                raise InvalidRequestError(
+                    'A frame is a JSON object: {"input": …}.', code="invalid_value"
+                ) from None
             param = ".".join(str(part) for part in first["loc"] if not is_tag(part)) or None
-            text_of = f"{param}: {first['msg']}" if param else first["msg"]
+            message = text_length_message(dict(first)) or first["msg"]
+            text_of = f"{param}: {message}" if param else message
             raise InvalidRequestError(text_of, code="invalid_value", param=param) from None
         if message.conversation_id is None:
             size = len(self.history) + len(as_items(message.sdk_input()))

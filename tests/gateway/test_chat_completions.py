@@ -245,6 +245,7 @@ async def test_errors_as_an_openai_client_sees_them(live_one: Live) -> None:
             await client.chat.completions.create(model="no-such-agent", messages=MESSAGES)
         assert missing.value.code == "agent_not_found"
         assert missing.value.type == "not_found_error"
+        assert missing.value.param == "model"  # the field that named it, as /v1/models says
 
         # A name no agent can have (a model's, say) is an unknown agent too.
         with pytest.raises(openai.NotFoundError) as model_name:

@@ -223,6 +223,12 @@ async def test_bad_frames_get_errors_and_the_socket_stays_usable(live: str) -> N
                 "invalid_request_error",
                 code,
             ), frame
+        # JSON that is not an object says what a frame is (not pydantic's class name).
+        for frame in ("[]", "null", '"hi"'):
+            await ws.send(frame)
+            name, data = await next_event(ws)
+            assert data["error"]["code"] == "invalid_value", frame
+            assert data["error"]["message"] == 'A frame is a JSON object: {"input": …}.'
         assert (await turn(ws, {"input": "hi"}))[-1][0] == "run.completed"
 
         # One turn at a time: a frame during a turn is refused, the turn goes on.
