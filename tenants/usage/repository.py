@@ -20,7 +20,7 @@ from sqlalchemy import select as sa_select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError
-from sqlmodel import case, col, func
+from sqlmodel import and_, case, col, func
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.core.db import after_commit
@@ -171,7 +171,11 @@ class UsageRepository:
         rows: list[Any] = list((await self.session.exec(statement)).all())
         if group_by in _NULLABLE:
             rows = [(row[0] or None, *row[1:]) for row in rows]
-        return _assemble(group_by, start, end, rows, scoped=tenant_id is None)
+        report = _assemble(group_by, start, end, rows, scoped=tenant_id is None)
+        if group_by == "model":
+            by_day = await self.report(tenant_id=tenant_id, group_by="day", start=start, end=end)
+            _runs_counted_once(report, by_day)
+        return report
 
     async def raw_report(
         self, *, tenant_id: str | None, group_by: str, start: date, end: date
@@ -190,7 +194,9 @@ class UsageRepository:
             func.sum(UsageRecord.input_tokens).label("input_tokens"),
             func.sum(UsageRecord.output_tokens).label("output_tokens"),
             func.sum(UsageRecord.total_tokens).label("total_tokens"),
-            func.sum(case((col(UsageRecord.unpriced), 1), else_=0)).label("unpriced_runs"),
+            func.sum(
+                case((and_(col(UsageRecord.unpriced), col(UsageRecord.segment) == 0), 1), else_=0)
+            ).label("unpriced_runs"),
             func.sum(UsageRecord.cost_pico).label("cost_pico"),
         ).where(col(UsageRecord.day) >= start, col(UsageRecord.day) <= end)
         if group_by == "tenant":
@@ -203,7 +209,13 @@ class UsageRepository:
         rows: list[Any] = list((await self.session.exec(statement)).all())
         if group_by == "model":
             rows = await self._with_model_splits(rows, tenant_id, start, end)
-        return _assemble(group_by, start, end, rows, scoped=tenant_id is None)
+        report = _assemble(group_by, start, end, rows, scoped=tenant_id is None)
+        if group_by == "model":
+            by_day = await self.raw_report(
+                tenant_id=tenant_id, group_by="day", start=start, end=end
+            )
+            _runs_counted_once(report, by_day)
+        return report
 
     async def _with_model_splits(
         self, rows: list[Any], tenant_id: str | None, start: date, end: date
@@ -234,6 +246,14 @@ class UsageRepository:
                 counted[5] += first if share.get("unpriced") else 0
                 counted[6] += share.get("cost_pico") or 0
         return [(model, *values) for model, values in sums.items()]
+
+
+def _runs_counted_once(by_model: dict[str, Any], by_day: dict[str, Any]) -> None:
+    """A run that called several unpriced models is on each one's row: the by-model totals
+    count it once, as every other grouping does (the day report's count)."""
+    unpriced_runs = by_day["totals"]["unpriced_runs"]
+    by_model["totals"]["unpriced_runs"] = unpriced_runs
+    by_model["totals"]["unpriced"] = unpriced_runs > 0
 
 
 def _assemble(

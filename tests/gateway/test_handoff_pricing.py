@@ -145,3 +145,30 @@ async def test_a_spend_limit_reserves_a_targets_call_at_the_targets_price(gw: Ga
 
     # A plain answer from the free entry model still runs.
     assert (await run(gw, tenant, "triage", "just say hi", stream=False)).status == 200
+
+
+async def test_a_run_of_two_unpriced_models_is_one_unpriced_run_in_every_report(
+    gw: Gateway,
+) -> None:
+    # Neither model has a price: the run is on both models' rows of the by-model report, but
+    # its totals count it once, as the other groupings do (they said 2 by model, 1 by agent).
+    tenant = await gw.create_tenant("acme")
+    await _triage(gw, tenant)
+    outcome = await run(gw, tenant, "triage", "transfer_to_billing now", stream=False)
+    assert outcome.status == 200, outcome.body
+    assert outcome.body["usage"]["requests"] == 2, outcome.body  # the entry's and the target's
+    await gw.flush_usage()
+    today = utcnow().date().isoformat()
+    totals = {}
+    for group_by in ("model", "agent", "day"):
+        report = await gw.client.get(
+            "/v1/usage",
+            params={"group_by": group_by, "start": today, "end": today},
+            headers=tenant.headers,
+        )
+        totals[group_by] = report.json()["totals"]
+    assert {g: (t["runs"], t["unpriced_runs"], t["unpriced"]) for g, t in totals.items()} == {
+        g: (1, 1, True) for g in totals
+    }
+    day = date.fromisoformat(today)
+    assert await assert_reports_agree(gw.app.state.db, [tenant.id], day, day) >= 1
