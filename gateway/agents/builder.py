@@ -32,6 +32,7 @@ from gateway.core.db import Database
 from gateway.core.errors import PermissionDeniedError
 from gateway.tools.http import HttpTools
 from gateway.tools.mcp import McpServers
+from gateway.tools.mcp import failure_output as mcp_failure_output
 from tenants.agent.composition import handoff_target, handoff_tool_name, strict_output_schema
 from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AgentSpec
@@ -120,6 +121,7 @@ def _sdk_agent(
             if mcp is not None
             else []
         ),
+        mcp_config={"failure_error_function": mcp_failure_output},
         output_type=output_type,
     )
 

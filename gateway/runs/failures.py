@@ -89,8 +89,11 @@ def map_run_error(
     if isinstance(exc, UserError) and "Duplicate tool names" in str(exc):
         # Two MCP servers (or an MCP server and another tool) offer the same tool name: the
         # PUT check catches what the spec states; a server's own list can still clash.
+        # The SDK's message goes on about its own API: only the names are the tenant's.
+        names = exc.message.split(": ", 1)[-1].split(". ", 1)[0]
         return UpstreamError(
-            f"The agent's tools clash: {exc.message}. Narrow the MCP servers' allowed_tools.",
+            f"Two of the agent's MCP servers offer the same tool name ({names}): give them "
+            "allowed_tools that do not overlap.",
             code="tool_name_conflict",
         )
     if isinstance(exc, MaxTurnsExceeded):

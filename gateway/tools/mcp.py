@@ -33,8 +33,12 @@ from collections import OrderedDict
 from typing import Any
 
 import httpx2
+from agents import RunContextWrapper
+from agents.exceptions import ModelBehaviorError, UserError
 from agents.mcp import MCPServerStreamableHttp, create_static_tool_filter
+from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ContentBlock, TextContent
+from mcp_types import REQUEST_TIMEOUT
 
 # The aiohttp transport the openai package ships: MCP's httpx2 client connects through the
 # egress guard's connector with it.
@@ -75,11 +79,35 @@ class GatewayMcpServer(MCPServerStreamableHttp):
             status = "timeout"
             self.broken = True
             raise
+        except MCPError as exc:
+            status = "timeout" if exc.code == REQUEST_TIMEOUT else "error"
+            self.broken = True
+            raise
         except Exception:
             self.broken = True
             raise
         finally:
             record_tool_call(tool_name, "mcp", status, time.perf_counter() - started)
+
+
+ERROR_DETAIL_CHARS = 500
+
+
+def failure_output(context: RunContextWrapper[Any], error: Exception) -> str:
+    """What the model sees of an MCP call that failed: `error: …` saying why, as for an HTTP
+    tool (the SDK's default says only "An error occurred while running the tool")."""
+    if isinstance(error, ModelBehaviorError):  # arguments that are not a JSON object
+        return f"error: invalid arguments: {error.message[:ERROR_DETAIL_CHARS]}"
+    if isinstance(error, UserError):  # refused before the call: "missing required parameters"
+        return f"error: {error.message[:ERROR_DETAIL_CHARS]}"
+    cause = error if isinstance(error, MCPError) else error.__cause__
+    if isinstance(cause, MCPError):
+        if cause.code == REQUEST_TIMEOUT:
+            return "error: the MCP server did not answer within the tool's timeout_s"
+        return f"error: the MCP server answered an error: {cause.message[:ERROR_DETAIL_CHARS]}"
+    if isinstance(cause, TimeoutError):
+        return "error: the MCP server did not answer within the tool's timeout_s"
+    return "error: the MCP server could not be reached or broke off the call"
 
 
 def _size(item: ContentBlock) -> int:

@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import uvicorn
 from mcp.server.mcpserver import MCPServer
 
@@ -40,6 +41,19 @@ def mcp_server(port: int | None = None) -> Iterator[McpStats]:
         """Every customer, one line each (long)."""
         stats.calls.append("export_customers")
         return "".join(f"customer {i}: tier gold\n" for i in range(count))
+
+    @server.tool()
+    async def slow_lookup(seconds: float) -> str:
+        """Answer after `seconds`."""
+        stats.calls.append("slow_lookup")
+        await anyio.sleep(seconds)
+        return "slow answer"
+
+    @server.tool()
+    def failing_lookup(name: str) -> str:
+        """Always fails."""
+        stats.calls.append("failing_lookup")
+        raise ValueError(f"no customer called {name}")
 
     @server.tool()
     def delete_customer(name: str) -> str:

@@ -209,6 +209,7 @@ async def test_a_clash_only_the_servers_lists_reveal_is_a_clear_502(
     assert r.status_code == 502, r.text
     assert r.json()["error"]["code"] == "tool_name_conflict"
     assert "find_customer" in r.json()["error"]["message"]
+    assert "include_server_in_tool_names" not in r.json()["error"]["message"]  # SDK internals
 
 
 def test_tool_outputs_are_text_or_json() -> None:
@@ -216,3 +217,37 @@ def test_tool_outputs_are_text_or_json() -> None:
     assert tool_output_text(cut) == "zzz\n[truncated: …]"
     assert tool_output_text("plain") == "plain"
     assert tool_output_text({"type": "image", "data": "AA=="}) == '{"type":"image","data":"AA=="}'
+
+
+async def test_a_failed_mcp_call_tells_the_model_why(gw: Gateway, crm: McpStats) -> None:
+    # As an HTTP tool's failures: `error: …` with the reason (the SDK's default said only "An
+    # error occurred while running the tool"), and the timeout counted as `timeout`.
+    allowed = ["slow_lookup", "failing_lookup", "find_customer"]
+    agent = mcp_agent(crm.url, allowed_tools=allowed, timeout_s=1)
+    tenant = await gw.create_tenant("mcp-failing", agent=agent)
+    timeouts = await tool_calls(gw, "slow_lookup", "timeout")
+    cases = {
+        'Use slow_lookup {"seconds": 3}': (
+            "error: the MCP server did not answer within the tool's timeout_s"
+        ),
+        # The server's own error result (it hides the exception: its choice), as it said it.
+        'Use failing_lookup {"name": "zed"}': "Error executing tool failing_lookup",
+        'Use find_customer {"nom": "zed"}': "error: Failed to call tool 'find_customer' on MCP"
+        " server 'crm': missing required parameters: name",
+    }
+    for text, expected in cases.items():
+        r = await gw.client.post(RUNS, json={"input": text}, headers=tenant.headers)
+        assert r.status_code == 200, r.text
+        output = r.json()["output"]
+        assert expected in output, (text, output)
+        assert "An error occurred while running the tool" not in output
+    assert await tool_calls(gw, "slow_lookup", "timeout") == timeouts + 1
+
+
+async def tool_calls(gw: Gateway, tool: str, status: str) -> float:
+    text = (await gw.client.get("/metrics")).text
+    prefix = "gateway_tool_calls_total{"
+    for line in text.splitlines():
+        if line.startswith(prefix) and f'tool="{tool}"' in line and f'status="{status}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
