@@ -214,8 +214,8 @@ class AgentSocket:
                     'A frame is a JSON object: {"input": …}.', code="invalid_value"
                 ) from None
             param = ".".join(str(part) for part in first["loc"] if not is_tag(part)) or None
-            message = text_length_message(dict(first)) or first["msg"]
-            text_of = f"{param}: {message}" if param else message
+            detail = text_length_message(dict(first)) or first["msg"]
+            text_of = f"{param}: {detail}" if param else detail
             raise InvalidRequestError(text_of, code="invalid_value", param=param) from None
         if message.conversation_id is None:
             size = len(self.history) + len(as_items(message.sdk_input()))
