@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 HOST ?= 127.0.0.1
 PORT ?= 8000
+MOCK_PORT ?= 9100
 
 .PHONY: install run test lint format bench mock-llm docs docs-config k8s-rules k8s-scan clean
 
@@ -16,9 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## Start the gateway: SQLite, in-memory limits, the offline mock LLM, a seeded demo tenant.
+## Start the gateway: SQLite, in-memory limits, the offline mock LLM, a seeded demo tenant
+## (make run PORT=8080 MOCK_PORT=9200 when 8000 or 9100 is taken).
 run: $(STAMP)
-	$(BIN)/gateway demo --host $(HOST) --port $(PORT)
+	$(BIN)/gateway demo --host $(HOST) --port $(PORT) --mock-port $(MOCK_PORT)
 
 ## Run the test suite (PostgreSQL/Redis tests skip with a reason when absent, fail in CI).
 test: $(STAMP)
@@ -49,7 +51,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
 
 mock-llm: $(STAMP)
-	$(BIN)/gateway mock-llm --port 9100
+	$(BIN)/gateway mock-llm --port $(MOCK_PORT)
 
 ## Regenerate the Kubernetes PrometheusRule from deploy/prometheus/alerts.yml.
 k8s-rules: $(STAMP)

@@ -95,3 +95,66 @@ def test_a_malformed_pinned_demo_key_is_one_line_and_exit_2(tmp_path: Path) -> N
     assert len(lines) == 1 and "GATEWAY_DEMO_API_KEY" in lines[0], lines
     assert "my-demo-key" not in lines[0]  # a setting's value is never echoed
     assert "Traceback" not in done.stderr
+
+
+def test_a_taken_port_stops_the_demo_before_it_prints_or_serves(tmp_path: Path) -> None:
+    # The gateway's port taken: exit 1 before the banner (its curl lines would reach the
+    # other server). The mock's taken: the same, not a gateway served by whatever holds it.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GATEWAY_"))}
+    env["GATEWAY_DATABASE_URL"] = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        for ports, what in (
+            ((busy, free_port()), "the gateway's port"),
+            ((free_port(), busy), "the mock LLM's port"),
+        ):
+            done = subprocess.run(
+                [GATEWAY, "demo", "--port", str(ports[0]), "--mock-port", str(ports[1])],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert done.returncode == 1, (what, done.stdout, done.stderr)
+            assert f"error: {what} {busy} on 127.0.0.1 is not free" in done.stderr, done.stderr
+            assert "demo key" not in done.stdout and "Traceback" not in done.stderr
+
+
+def test_with_a_real_upstream_the_demo_offers_no_mock_served_tool(tmp_path: Path) -> None:
+    # OPENAI_BASE_URL set: no mock is started, so the agent goes without the tool the mock
+    # serves, and the banner does not print its curl line.
+    from gateway.cli.demo import demo_agent
+
+    assert [t for t in demo_agent(None)["tools"] if not isinstance(t, str)] == []
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GATEWAY_"))}
+    env.update(
+        GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+        OPENAI_API_KEY="sk-test",
+        PYTHONUNBUFFERED="1",
+    )
+    log = tmp_path / "demo.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [GATEWAY, "demo", "--port", str(port), "--mock-port", str(free_port())],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_answering(f"{base}/healthz", proc, log)
+        text = log.read_text()
+        token = re.search(r"admin token:\s+(\S+)", text)
+        assert token and "lookup_order" not in text, text
+        admin = {"Authorization": f"Bearer {token.group(1)}"}
+        tenant = httpx.get(f"{base}/admin/tenants", headers=admin).json()["data"][0]["id"]
+        agent = httpx.get(f"{base}/admin/tenants/{tenant}/agents/assistant", headers=admin)
+        assert agent.json()["spec"]["tools"] == ["calculator", "current_time"], agent.text
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=15)

@@ -22,3 +22,10 @@ def test_the_page_names_every_variable() -> None:
     page = (ROOT / "docs" / "configuration.md").read_text()
     for name in ("GATEWAY_REDIS_MAX_CONNECTIONS", "GATEWAY_GC_GEN0_THRESHOLD", "OPENAI_API_KEY"):
         assert f"`{name}`" in page
+
+
+def test_every_default_is_a_value_a_reader_can_set() -> None:
+    # A default_factory field showed pydantic's marker `PydanticUndefined` as its default.
+    page = config_docs.render()
+    assert "Undefined" not in page
+    assert "| `GATEWAY_DEFAULT_TENANT_LIMITS` | unset |" in page

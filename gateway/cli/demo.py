@@ -13,7 +13,13 @@ from typing import Any
 import typer
 
 from gateway.cli.options import Host, Port
-from gateway.cli.serve import ensure_dev_admin_token, ensure_upstream, run_uvicorn
+from gateway.cli.serve import (
+    ensure_dev_admin_token,
+    ensure_upstream,
+    require_free_port,
+    run_uvicorn,
+    uses_mock,
+)
 from gateway.core.allocator import apply_allocator
 from gateway.core.config import Settings, SettingsError, get_settings
 
@@ -26,14 +32,21 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) ->
     settings = get_settings()
     check_demo_key(settings.demo_api_key)
     apply_allocator(settings)  # may re-execute this command under jemalloc
+    # Both ports first: a taken one would otherwise be found after the banner was printed
+    # (the gateway's), or not at all (the mock's: the other server would answer in its place).
+    require_free_port(host, port, "the gateway's")
+    mocked = uses_mock(settings)
+    if mocked:
+        require_free_port("127.0.0.1", mock_port, "the mock LLM's")
     from gateway.core.migrate import upgrade
 
     upgrade(settings.database_url)
     token = ensure_dev_admin_token(settings)
-    key, tool_secret = asyncio.run(seed_demo(settings, mock_port))
+    # The demo's signed HTTP tool is served by the mock: without it, the agent goes without.
+    key, tool_secret = asyncio.run(seed_demo(settings, mock_port if mocked else None))
     mock = ensure_upstream(settings, mock_port, tool_secret)
     base = f"http://{host}:{port}"
-    typer.echo(
+    banner = (
         "\nAgent Gateway demo\n"
         f"  gateway:     {base}  (docs: {base}/docs)\n"
         f"  upstream:    {os.environ.get('OPENAI_BASE_URL') or 'OpenAI'}\n"
@@ -43,11 +56,15 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) ->
         f"  curl -s {base}/v1/agents/assistant/runs -H 'Authorization: Bearer "
         f"{key}' -H 'Content-Type: application/json' "
         '-d \'{"input": "What is 12*7? Use the calculator."}\'\n'
-        "A signed HTTP tool call (served by the mock LLM, which checks the signature):\n"
-        f"  curl -s {base}/v1/agents/assistant/runs -H 'Authorization: Bearer "
-        f"{key}' -H 'Content-Type: application/json' "
-        '-d \'{"input": "Use lookup_order for {\\"order_id\\": \\"A-17\\"}"}\'\n'
     )
+    if mocked:
+        banner += (
+            "A signed HTTP tool call (served by the mock LLM, which checks the signature):\n"
+            f"  curl -s {base}/v1/agents/assistant/runs -H 'Authorization: Bearer "
+            f"{key}' -H 'Content-Type: application/json' "
+            '-d \'{"input": "Use lookup_order for {\\"order_id\\": \\"A-17\\"}"}\'\n'
+        )
+    typer.echo(banner)
     try:
         run_uvicorn(host, port, 1)
     finally:
@@ -76,8 +93,11 @@ DEMO_AGENT: dict[str, Any] = {
 }
 
 
-def demo_agent(mock_port: int) -> dict[str, Any]:
-    """The demo agent: the built-in tools and a signed HTTP tool served by the mock LLM."""
+def demo_agent(mock_port: int | None) -> dict[str, Any]:
+    """The demo agent: the built-in tools and, with the mock LLM on `mock_port`, a signed
+    HTTP tool it serves."""
+    if mock_port is None:
+        return dict(DEMO_AGENT)
     lookup = {
         "type": "http",
         "name": "lookup_order",
@@ -93,7 +113,7 @@ def demo_agent(mock_port: int) -> dict[str, Any]:
     return {**DEMO_AGENT, "tools": [*DEMO_AGENT["tools"], lookup]}
 
 
-async def seed_demo(settings: Settings, mock_port: int = 9100) -> tuple[str, str]:
+async def seed_demo(settings: Settings, mock_port: int | None = 9100) -> tuple[str, str]:
     """Create the `demo` tenant, its `assistant` agent and a key (idempotent); rotate its
     tool-signing secret (a plaintext cannot be recovered later). Returns (key, secret)."""
     from gateway.core.db import Database

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -89,15 +90,35 @@ def ensure_dev_admin_token(settings: Settings) -> str:
     return token
 
 
+def require_free_port(host: str, port: int, what: str) -> None:
+    """Exit 1 with a clear message when `host:port` is taken (before anything is printed or
+    started: a second server would answer in our place)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            fail(
+                f"{what} port {port} on {host} is not free ({exc.strerror}): choose another "
+                "(make run PORT=… MOCK_PORT=…, or gateway demo --port … --mock-port …)"
+            )
+
+
+def uses_mock(settings: Settings) -> bool:
+    """No upstream configured: `ensure_upstream` runs the mock LLM."""
+    return settings.uses_mock_upstream and not settings.openai_base_url
+
+
 def ensure_upstream(
     settings: Settings, mock_port: int, tool_secret: str | None = None
 ) -> subprocess.Popen[bytes] | None:
     """No upstream key in development: run the built-in mock LLM and point the gateway at it
     (`tool_secret`: the demo tenant's tool-signing secret, which the mock's demo tool checks)."""
-    if not settings.uses_mock_upstream or settings.openai_base_url:
+    if not uses_mock(settings):
         return None
     if settings.env != "development":
         fail("set OPENAI_API_KEY and/or OPENAI_BASE_URL (the mock LLM is for development only)")
+    require_free_port("127.0.0.1", mock_port, "the mock LLM's")
     proc = subprocess.Popen(  # noqa: S603 (our own module, fixed arguments)
         [
             *(sys.executable, "-m", "gateway.mock_llm", "--port", str(mock_port)),

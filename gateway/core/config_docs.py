@@ -55,9 +55,11 @@ PLACEHOLDER_DEFAULTS = frozenset({"secret_key"})
 
 def default(name: str, field: FieldInfo) -> str:
     """The default as a reader sets it (`unset` for None, booleans in lower case)."""
-    value = field.default
+    value = field.get_default(call_default_factory=True)  # a factory's value, not its marker
     if name in PLACEHOLDER_DEFAULTS:
         return "a development placeholder"
+    if value == {}:
+        return "unset"
     if value is None:
         return "unset"
     if isinstance(value, bool):
