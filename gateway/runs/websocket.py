@@ -15,9 +15,10 @@ that is not a turn (invalid JSON, a schema violation or unknown field, binary, l
 `GATEWAY_MAX_BODY_BYTES`, sent while a turn runs, or a history that is full) gets an `error`
 event `{"error": {…}}` and is dropped; the socket stays open either way.
 
-History: without `conversation_id` the socket remembers its turns in memory (at most
-`MAX_MESSAGES` items); with one, the turn runs on the server-side conversation (lock, stored
-history, append) as a run does. The credential is resolved again for every turn, so a revoked
+History: without `conversation_id` the socket remembers its completed turns in memory (at
+most `MAX_MESSAGES` items; a turn paused for approval is resumed over HTTP and is not one of
+them); with one, the turn runs on the server-side conversation (lock, stored history, append)
+as a run does. The credential is resolved again for every turn, so a revoked
 key or suspended tenant stops the socket at its next turn (`run.failed`, close 1008).
 
 Idle sockets get nothing from the gateway: uvicorn's WebSocket pings keep them alive.
