@@ -233,3 +233,37 @@ def test_serve_bounds_websocket_frames_by_the_body_limit(
 
     with _serving(env, tmp_path / "serve.log") as url:
         assert asyncio.run(oversized_frame(url)) == 1009  # message too big
+
+
+def test_mock_llm_says_where_it_listens_and_refuses_a_taken_port(env: dict[str, str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        done = subprocess.run(
+            [GATEWAY, "mock-llm", "--port", str(busy)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 1
+    assert f"error: the mock LLM's port {busy} on 127.0.0.1 is not free" in done.stderr
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [GATEWAY, "mock-llm", "--port", str(port)],
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith(f"mock LLM: OPENAI_BASE_URL=http://127.0.0.1:{port}/v1"), line
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)  # reaps it and closes its pipe

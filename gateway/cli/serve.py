@@ -41,6 +41,8 @@ def mock_llm(
         fault_rate=fault_rate,
         fault_status=fault_status,
     )
+    require_free_port(host, port, "the mock LLM's")
+    typer.echo(f"mock LLM: OPENAI_BASE_URL=http://{host}:{port}/v1 (Ctrl-C stops it)")
     run_mock_server(host, port, config)
 
 
