@@ -7,7 +7,9 @@
   is not cheap: a set whose DFA explodes (`[ab]*a[ab]{40}c`, 32 of them) costs about 20 µs a
   character, seconds on a long input. A text longer than `INLINE_CHARS` is matched on a
   thread of the guardrails' own pool (RE2 releases the GIL), so the event loop, and every
-  other request of the worker, goes on meanwhile.
+  other request of the worker, goes on meanwhile; and in its tenant's lane: one long match
+  per tenant at a time, so a tenant's costly set queues its own checks, never another
+  tenant's (the pool has a thread for each of `LANE_THREADS` tenants at once).
 - `classifier_guardrail`: `input.classifier`, a small agent run as an SDK input guardrail
   that *blocks* (runs before the main agent, not in parallel with it): a tripped input never
   reaches the main agent's model or its tools, and costs one classifier call only (see
@@ -18,7 +20,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -53,9 +55,52 @@ VERDICT_SCHEMA: dict[str, Any] = {
 INLINE_CHARS = 4096
 """Texts up to this length are matched on the event loop (well under a millisecond even for a
 costly set; a thread handoff would cost more); longer ones on `MATCHERS`."""
-MATCHERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="guardrail-re2")
+LANE_THREADS = 4
+MATCHERS = ThreadPoolExecutor(max_workers=LANE_THREADS, thread_name_prefix="guardrail-re2")
 """The threads long texts are matched on: their own pool, so that costly matches queue here
 rather than in the loop's default executor (DNS lookups of tools and upstreams)."""
+
+_LANES: dict[tuple[int, str], tuple[asyncio.Lock, int]] = {}
+"""(event loop, tenant) -> the lane's lock and how many checks hold or wait for it; an entry
+lives while it has users (so no lock outlives its loop)."""
+
+
+async def match_in_lane(lane: str, match: Callable[[str], int | None], text: str) -> int | None:
+    """`match(text)` on a `MATCHERS` thread, after the lane's earlier long matches. The lane is
+    held until the thread is done, even when the waiting request is cancelled (the thread
+    cannot be stopped: a client that leaves does not get its tenant a second thread)."""
+    loop = asyncio.get_running_loop()
+    key = (id(loop), lane)
+    lock, users = _LANES.get(key, (None, 0))
+    if lock is None:
+        lock = asyncio.Lock()
+    _LANES[key] = (lock, users + 1)
+
+    def leave() -> None:
+        held, count = _LANES[key]
+        if count <= 1:
+            del _LANES[key]
+        else:
+            _LANES[key] = (held, count - 1)
+
+    try:
+        await lock.acquire()
+    except BaseException:
+        leave()
+        raise
+    try:
+        matching = loop.run_in_executor(MATCHERS, match, text)
+    except BaseException:  # the pool is shut down (the process is ending)
+        lock.release()
+        leave()
+        raise
+
+    def done(_: object) -> None:
+        lock.release()
+        leave()
+
+    matching.add_done_callback(done)
+    return await asyncio.shield(matching)
 
 
 class PatternSet:
@@ -75,14 +120,13 @@ class PatternSet:
         found = self._set.Match(text)
         return min(found) if found else None
 
-    async def check(self, text: str, where: str = "") -> None:
+    async def check(self, text: str, where: str = "", *, lane: str = "") -> None:
         """Raise `GuardrailTriggeredError` if a pattern is found in `text` (a long text is
-        matched off the event loop)."""
+        matched off the event loop, in `lane`: the tenant's)."""
         if len(text) <= INLINE_CHARS:
             index = self.first_match(text)
         else:
-            loop = asyncio.get_running_loop()
-            index = await loop.run_in_executor(MATCHERS, self.first_match, text)
+            index = await match_in_lane(lane, self.first_match, text)
         if index is not None:
             param = f"{self.param}[{index}]"
             raise GuardrailTriggeredError(param, f"The {where}matched the guardrail {param}.")
@@ -101,7 +145,7 @@ class InputChecks:
         self.max_chars = max_chars
         self.patterns = patterns
 
-    async def check(self, request_input: str | list[Any]) -> None:
+    async def check(self, request_input: str | list[Any], *, lane: str = "") -> None:
         texts = input_texts(request_input)
         if self.max_chars is not None:
             chars = sum(len(text) for text in texts)
@@ -113,7 +157,7 @@ class InputChecks:
                 )
         if self.patterns is not None:
             text = texts[0] if len(texts) == 1 else "\n".join(texts)
-            await self.patterns.check(text, "input ")
+            await self.patterns.check(text, "input ", lane=lane)
 
 
 def input_texts(request_input: str | list[Any]) -> list[str]:

@@ -18,7 +18,7 @@ async def check_input(handle: RunHandle) -> None:
     checks = handle.built.input_checks
     if checks is not None and handle.request_input is not None:
         try:
-            await checks.check(handle.request_input)
+            await checks.check(handle.request_input, lane=handle.principal.tenant_id)
         except GuardrailTriggeredError:
             record_guardrail(handle.principal.tenant_slug, triggered=True)
             raise
@@ -34,11 +34,12 @@ async def check_output(handle: RunHandle, result: RunResultBase) -> None:
     name = handle.built.name
     text = output_text(result.final_output)
     answered = result.last_agent.name
+    lane = handle.principal.tenant_id
     try:
         if (entry := checks.get(name)) is not None:
-            await entry.check(text, "answer ")
+            await entry.check(text, "answer ", lane=lane)
         if answered != name and (last := checks.get(answered)) is not None:
-            await last.check(text, f"answer of agent '{answered}' ")
+            await last.check(text, f"answer of agent '{answered}' ", lane=lane)
     except GuardrailTriggeredError:
         record_guardrail(handle.principal.tenant_slug, triggered=True)
         raise

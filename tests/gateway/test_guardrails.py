@@ -176,6 +176,34 @@ async def test_a_costly_pattern_set_never_stalls_the_worker(gw: Gateway) -> None
     assert max(gaps) < cost / 3, (max(gaps), cost)
 
 
+async def test_a_costly_set_queues_its_own_tenants_checks_never_anothers(gw: Gateway) -> None:
+    # Long texts are matched one at a time per tenant: three runs of a tenant whose set is
+    # costly wait for each other, while another tenant's long check goes ahead (it waited
+    # behind them all in one shared queue: 13.6 s instead of 0.01 s).
+    random.seed(11)
+    text = "".join(random.choice("ab") for _ in range(60_000)) + "a" + "b" * 20 + "c"
+    started = time.perf_counter()
+    assert PatternSet("p", COSTLY_PATTERNS).first_match(text) == 0
+    cost = time.perf_counter() - started
+    assert cost > 0.15, f"the set should be costly on this text (took {cost:.3f} s)"
+
+    costly = await gw.create_tenant("costly")
+    await put_agent(
+        gw, costly, "guarded", {"guardrails": {"input": {"blocked_patterns": COSTLY_PATTERNS}}}
+    )
+    other = await gw.create_tenant("other")
+    await put_agent(gw, other, "guarded", {"guardrails": {"input": {"blocked_patterns": ["ssn"]}}})
+    heavy = [asyncio.create_task(run(gw, costly, "guarded", text, stream=False)) for _ in range(3)]
+    await asyncio.sleep(cost / 4)  # the first long match is on its thread
+    light_started = time.perf_counter()
+    light = await run(gw, other, "guarded", "z" * 5000 + " my ssn", stream=False)
+    light_took = time.perf_counter() - light_started
+    outcomes = await asyncio.gather(*heavy)
+    assert light.status == 400 and light.error["param"] == "input.blocked_patterns[0]"
+    assert all(o.status == 400 for o in outcomes)
+    assert light_took < cost / 2, (light_took, cost)
+
+
 @streamed
 async def test_chat_completions_see_the_same_guardrail_error(gw: Gateway, stream: bool) -> None:
     tenant = await gw.create_tenant("acme")
