@@ -40,7 +40,8 @@ from agents import (
     RunContextWrapper,
     RunHooks,
 )
-from agents.items import ModelResponse, TResponseInputItem
+from agents.exceptions import AgentsException
+from agents.items import ModelResponse, ToolApprovalItem, TResponseInputItem
 from agents.usage import Usage
 
 from gateway.limits.prices import cost_micro
@@ -107,6 +108,26 @@ def first_call_estimate(agent: Agent[Any], sdk_input: str | list[Any]) -> int | 
     if not isinstance(agent.instructions, str | None):
         return None
     items = ItemHelpers.input_to_new_input_list(sdk_input)
+    return estimate_input_tokens(agent.instructions, items, tool_chars(agent))
+
+
+def resume_estimate(agent: Agent[Any], state: Any) -> int | None:
+    """The input estimate of a resumed segment's first model call: the run's input and the
+    items it generated before it paused (the approved calls' outputs are not known yet: if
+    they grow the call, `on_llm_start` reserves it anew). None when it cannot be known."""
+    original = getattr(state, "_original_input", None)
+    generated = getattr(state, "_generated_items", None)
+    if original is None or generated is None or not isinstance(agent.instructions, str | None):
+        return None
+    items = ItemHelpers.input_to_new_input_list(original)
+    for item in generated:
+        # What the model will be sent: an approval request, say, is not an input item.
+        if isinstance(item, ToolApprovalItem):
+            continue
+        try:
+            items.append(item.to_input_item())
+        except AgentsException:
+            continue
     return estimate_input_tokens(agent.instructions, items, tool_chars(agent))
 
 

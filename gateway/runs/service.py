@@ -29,7 +29,7 @@ from gateway.runs.checks import check_input, check_output
 from gateway.runs.failures import map_run_error, run_status
 from gateway.runs.handle import RunHandle
 from gateway.runs.lifecycle import Run
-from gateway.runs.meter import first_call_estimate
+from gateway.runs.meter import first_call_estimate, resume_estimate
 from gateway.runs.objects import run_object, run_usage
 from gateway.runs.schemas import Decision
 from gateway.tools.mcp import McpServers
@@ -165,7 +165,11 @@ class RunService:
             # settled against the tenant's budgets as well as its tokens.
             created_at = utcnow()
             price = self.prices.at(built.model, created_at)
-            ticket = await self.quotas.open(principal, run_id, None, built.max_tokens, price)
+            # The segment's first model call is reserved at admission, as a run's: a window
+            # it cannot fit refuses the resume before the approved calls run, and the run
+            # stays waiting for a retry (its claim comes after).
+            first = resume_estimate(built.agent, state)
+            ticket = await self.quotas.open(principal, run_id, first, built.max_tokens, price)
             try:
                 await self.approvals.claim(row)
             except BaseException:

@@ -291,6 +291,41 @@ async def test_a_resumed_segment_counts_against_the_spend_budget(
     assert limits["windows"]["spend_per_day_usd"]["used"] == cost
 
 
+async def test_a_resume_whose_first_call_cannot_fit_is_refused_before_the_tool_runs(
+    gw: Gateway, tool: Receiver
+) -> None:
+    # The segment's first model call is reserved at admission: a window it cannot fit is a
+    # 429 before the approved call is sent, and the run still waits (a retry can resume it).
+    # It was run, then the 429, and the approval was lost (409 on every retry).
+    tenant = await approving_tenant(gw, "tight-resume", tool)
+    limits = {"tokens_per_minute": 10**6}
+    r = await gw.client.patch(f"/admin/tenants/{tenant.id}", json={"limits": limits}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    run = await paused(gw, tenant)
+    used = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()["windows"][
+        "tokens_per_minute"
+    ]["used"]
+    assert used > 0
+    limits = {"tokens_per_minute": used + 10}  # room left, but not for the call
+    r = await gw.client.patch(f"/admin/tenants/{tenant.id}", json={"limits": limits}, headers=ADMIN)
+    assert r.status_code == 200, r.text
+    actions = f"/v1/runs/{run['id']}/actions"
+    for _ in range(2):
+        r = await gw.client.post(actions, json=decide(run, True), headers=tenant.headers)
+        assert r.status_code == 429, r.text
+        assert r.json()["error"]["code"] == "tokens_per_minute"
+        assert int(r.headers["retry-after"]) >= 1
+    assert tool.requests == []  # the approved call was not sent
+    shown = (await gw.client.get(f"/v1/runs/{run['id']}", headers=tenant.headers)).json()
+    assert shown["status"] == "requires_action"
+    r = await gw.client.patch(
+        f"/admin/tenants/{tenant.id}", json={"limits": {"tokens_per_minute": 10**6}}, headers=ADMIN
+    )
+    r = await gw.client.post(actions, json=decide(run, True), headers=tenant.headers)
+    assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+    assert len(tool.requests) == 1
+
+
 async def test_a_paused_turn_keeps_its_conversation_busy(gw: Gateway, tool: Receiver) -> None:
     tenant = await approving_tenant(gw, "talker", tool)
     conv = (await gw.client.post("/v1/conversations", json={}, headers=tenant.headers)).json()
