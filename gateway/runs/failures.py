@@ -96,6 +96,17 @@ def map_run_error(
             "allowed_tools that do not overlap.",
             code="tool_name_conflict",
         )
+    if (
+        isinstance(exc, UserError)
+        and str(exc).startswith("Ambiguous")
+        and "tool name `" in str(exc)
+    ):
+        name = str(exc).split("`")[1] if str(exc).count("`") >= 2 else "?"
+        return UpstreamError(
+            f"The agent offers two tools named '{name}' (an MCP server's and another): give "
+            "the MCP server allowed_tools without it, or rename the other tool.",
+            code="tool_name_conflict",
+        )
     if isinstance(exc, MaxTurnsExceeded):
         return ValidationFailedError(
             f"The agent used its {max_turns} turns without a final answer.",

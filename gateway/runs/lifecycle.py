@@ -138,6 +138,10 @@ class Run:
             model_provider=handle.provider,
             workflow_name=f"{handle.principal.tenant_slug}/{handle.built.name}",
             tracing_disabled=not spans_wanted(),
+            # An MCP server's tool named as another tool of the agent (only a server's own
+            # list can clash: the PUT refuses what the spec states) fails the run with 502
+            # `tool_name_conflict`, as two servers clashing do, not one silently dropped.
+            tool_name_collision_policy="error",
         )
 
     def tool_context(self) -> dict[str, Any]:

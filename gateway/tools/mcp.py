@@ -38,7 +38,7 @@ from agents.exceptions import ModelBehaviorError, UserError
 from agents.mcp import MCPServerStreamableHttp, create_static_tool_filter
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ContentBlock, TextContent
-from mcp_types import REQUEST_TIMEOUT
+from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 # The aiohttp transport the openai package ships: MCP's httpx2 client connects through the
 # egress guard's connector with it.
@@ -80,7 +80,7 @@ class GatewayMcpServer(MCPServerStreamableHttp):
             self.broken = True
             raise
         except MCPError as exc:
-            status = "timeout" if exc.code == REQUEST_TIMEOUT else "error"
+            status = "timeout" if timed_out(exc) else "error"
             self.broken = True
             raise
         except Exception:
@@ -93,6 +93,12 @@ class GatewayMcpServer(MCPServerStreamableHttp):
 ERROR_DETAIL_CHARS = 500
 
 
+def timed_out(error: MCPError) -> bool:
+    """The MCP client's own timeout (`REQUEST_TIMEOUT`, "Request 'tools/call' timed out"),
+    not a server that answered an error with that code."""
+    return error.code == REQUEST_TIMEOUT and error.message.endswith("timed out")
+
+
 def failure_output(context: RunContextWrapper[Any], error: Exception) -> str:
     """What the model sees of an MCP call that failed: `error: …` saying why, as for an HTTP
     tool (the SDK's default says only "An error occurred while running the tool")."""
@@ -102,8 +108,10 @@ def failure_output(context: RunContextWrapper[Any], error: Exception) -> str:
         return f"error: {error.message[:ERROR_DETAIL_CHARS]}"
     cause = error if isinstance(error, MCPError) else error.__cause__
     if isinstance(cause, MCPError):
-        if cause.code == REQUEST_TIMEOUT:
+        if timed_out(cause):
             return "error: the MCP server did not answer within the tool's timeout_s"
+        if cause.code == CONNECTION_CLOSED and cause.message == "Connection closed":
+            return "error: the MCP server could not be reached or broke off the call"
         return f"error: the MCP server answered an error: {cause.message[:ERROR_DETAIL_CHARS]}"
     if isinstance(cause, TimeoutError):
         return "error: the MCP server did not answer within the tool's timeout_s"

@@ -210,6 +210,23 @@ async def test_a_clash_only_the_servers_lists_reveal_is_a_clear_502(
     assert r.json()["error"]["code"] == "tool_name_conflict"
     assert "find_customer" in r.json()["error"]["message"]
     assert "include_server_in_tool_names" not in r.json()["error"]["message"]  # SDK internals
+    # An HTTP tool named as one of an unfiltered server's tools: the same 502, not the
+    # server's tool silently dropped (the model was offered the HTTP one only).
+    http = {
+        "type": "http",
+        "name": "find_customer",
+        "description": "Our own lookup.",
+        "url": "http://127.0.0.1:9/lookup",
+        "parameters": {"type": "object", "properties": {}},
+    }
+    tools = [{"type": "mcp", "name": "crm", "url": crm.url}, http]
+    tenant = await gw.create_tenant(
+        "mcp-clash-http", agent={"instructions": "x", "model": "mock-model", "tools": tools}
+    )
+    r = await gw.client.post(RUNS, json={"input": "hello"}, headers=tenant.headers)
+    assert r.status_code == 502, r.text
+    error = r.json()["error"]
+    assert error["code"] == "tool_name_conflict" and "'find_customer'" in error["message"]
 
 
 def test_tool_outputs_are_text_or_json() -> None:
@@ -251,3 +268,20 @@ async def tool_calls(gw: Gateway, tool: str, status: str) -> float:
         if line.startswith(prefix) and f'tool="{tool}"' in line and f'status="{status}"' in line:
             return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def test_each_mcp_failure_is_told_apart() -> None:
+    from mcp.shared.exceptions import MCPError
+    from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+
+    from gateway.tools.mcp import failure_output
+
+    said = {
+        (REQUEST_TIMEOUT, "Request 'tools/call' timed out"): "did not answer within",
+        (REQUEST_TIMEOUT, "busy, try later"): "answered an error: busy, try later",
+        (CONNECTION_CLOSED, "Connection closed"): "could not be reached or broke off",
+        (CONNECTION_CLOSED, "Server error: no such row"): "answered an error: Server error",
+    }
+    for (code, message), expected in said.items():
+        output = failure_output(None, MCPError(code, message))  # type: ignore[arg-type]
+        assert output.startswith("error: ") and expected in output, (code, message, output)
