@@ -33,7 +33,7 @@ async def create_chat_completion(
     service: RunServiceDep,
 ) -> Response:
     sdk_input = body.sdk_input()
-    built = await service.resolve(principal, known_name(body.model), param="model")
+    built = await service.resolve(principal, known_name(body.model, param="model"), param="model")
     if built.needs_approval:
         raise InvalidRequestError(
             f"Agent '{built.name}' has tools that require approval, which Chat Completions "

@@ -131,8 +131,8 @@ class JsonBodyRoute(APIRoute):
     """The route class of every gateway router: its handler reads JSON through
     `JsonBodyRequest`.
 
-    A body sent with another Content-Type (`curl -d` sends a form type) is not read as JSON
-    by FastAPI: its validation would say "Input should be a valid dictionary". The request
+    A body sent with another Content-Type (`curl -d` sends a form type) or none is not read
+    as JSON by FastAPI: its validation would say "Input should be a valid dictionary". The request
     gets the `invalid_json` error naming the Content-Type instead (only when the body fails
     validation: an empty optional body stays fine).
     """
@@ -144,10 +144,11 @@ class JsonBodyRoute(APIRoute):
         async def handle(request: Request) -> Response:
             if takes_body:
                 content_type = request.headers.get("content-type")
-                if content_type and not is_json_type(content_type):
+                if not content_type or not is_json_type(content_type):
+                    sent = f"is {content_type[:100]!r}" if content_type else "is missing"
                     error = json.JSONDecodeError(
-                        f"the Content-Type is {content_type[:100]!r}; send the body as JSON "
-                        "with Content-Type: application/json",
+                        f"the Content-Type {sent}; send the body as JSON with Content-Type: "
+                        "application/json",
                         "",
                         0,
                     )

@@ -35,11 +35,12 @@ AgentName = Annotated[str, Path(description="The agent's name.")]
 """Any name: one that no agent can have (see `AGENT_NAME_RE`) is 404 as an unknown one."""
 
 
-def known_name(name: str) -> str:
+def known_name(name: str, *, param: str | None = None) -> str:
     """`name`, or 404 `agent_not_found` when no agent can be named so (never a 422: an
-    unknown resource is a 404 however its name is spelt)."""
+    unknown resource is a 404 however its name is spelt); `param`: the field it came from."""
     if AGENT_NAME_RE.fullmatch(name) is None:
-        raise NotFoundError(f"No agent named '{name[:64]}'.", code="agent_not_found")
+        shown = name if len(name) <= 64 else name[:64] + "…"
+        raise NotFoundError(f"No agent named '{shown}'.", code="agent_not_found", param=param)
     return name
 
 

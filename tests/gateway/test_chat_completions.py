@@ -251,6 +251,7 @@ async def test_errors_as_an_openai_client_sees_them(live_one: Live) -> None:
         with pytest.raises(openai.NotFoundError) as model_name:
             await client.chat.completions.create(model="gpt-4.1-mini", messages=MESSAGES)
         assert model_name.value.code == "agent_not_found"
+        assert model_name.value.param == "model"
 
         with pytest.raises(openai.UnprocessableEntityError) as refused:
             await client.chat.completions.create(

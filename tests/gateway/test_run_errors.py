@@ -61,6 +61,10 @@ async def test_a_body_sent_as_another_type_says_to_send_json(
         error = r.json()["error"]
         assert error["code"] == "invalid_json", error
         assert "Content-Type" in error["message"] and content_type in error["message"]
+    # No Content-Type at all: said so.
+    r = await gateway.client.post(RUN, content=b'{"input": "hi"}', headers=tenant.headers)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_json", r.text
+    assert "the Content-Type is missing" in r.json()["error"]["message"]
     # The JSON types, with parameters or a +json suffix, are read as JSON.
     for json_type in ("application/json; charset=utf-8", "application/merge-patch+json"):
         r = await gateway.client.post(
