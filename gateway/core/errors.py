@@ -32,7 +32,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.core.json_body import invalid_json_error
+from gateway.core.json_body import FORM_EXPECTED_KEY, invalid_json_error
 from gateway.core.unions import is_tag
 
 logger = logging.getLogger("gateway.errors")
@@ -226,6 +226,15 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     first = next((e for e in errors if e.get("type") == "extra_forbidden"), None)
     if first is None:
         first = errors[0] if errors else {}
+    if (request.scope.get("state") or {}).get(FORM_EXPECTED_KEY):
+        fields = ", ".join(
+            str(e["loc"][-1]) for e in errors if e.get("type") == "missing" and e.get("loc")
+        )
+        message = (
+            "This endpoint takes a form body (Content-Type: application/x-www-form-urlencoded)"
+            + (f"; missing: {fields}." if fields else ".")
+        )
+        return JSONResponse(error_body("invalid_request_error", "invalid_value", message), 422)
     invalid = invalid_json_error(request.scope.get("state"))
     if invalid is not None or first.get("type") == "json_invalid":
         reason = invalid.msg if invalid is not None else (first.get("ctx") or {}).get("error")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
-from fastapi import Request, Response
+from fastapi import Request, Response, params
 from fastapi.routing import APIRoute
 
 DEFAULT_MAX_DEPTH = 64
@@ -89,6 +89,10 @@ def _has_huge_integer(value: Any) -> bool:
     return False
 
 
+FORM_TYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+FORM_EXPECTED_KEY = "form_expected"
+"""Set in the request state when a form route (`POST /admin/login`) got another body type."""
+
 INVALID_JSON_KEY = "invalid_json"
 """Where a body's `json.JSONDecodeError` waits in the request state for the error handler."""
 
@@ -139,10 +143,17 @@ class JsonBodyRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
-        takes_body = self.body_field is not None
+        takes_form = self.body_field is not None and isinstance(
+            self.body_field.field_info, params.Form
+        )
+        takes_body = self.body_field is not None and not takes_form
 
         async def handle(request: Request) -> Response:
-            if takes_body:
+            if takes_form:
+                content_type = request.headers.get("content-type") or ""
+                if content_type.split(";", 1)[0].strip().lower() not in FORM_TYPES:
+                    request.scope.setdefault("state", {})[FORM_EXPECTED_KEY] = True
+            elif takes_body:
                 content_type = request.headers.get("content-type")
                 if not content_type or not is_json_type(content_type):
                     sent = f"is {content_type[:100]!r}" if content_type else "is missing"

@@ -132,6 +132,15 @@ async def test_bad_logins_are_401_or_422(
         assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
 
 
+async def test_a_login_sent_as_json_says_it_takes_a_form(client: httpx.AsyncClient) -> None:
+    # OAuth2's password flow is a form: a JSON body said only "username: Field required".
+    r = await client.post("/admin/login", json={"username": "alice", "password": ADMIN_PW})
+    assert r.status_code == 422
+    message = r.json()["error"]["message"]
+    assert "application/x-www-form-urlencoded" in message and "username" in message, message
+    assert "access_token" not in r.text
+
+
 async def test_viewer_can_only_read(client: httpx.AsyncClient) -> None:
     token = (await _login(client, "victor", VIEWER_PW)).json()["access_token"]
     viewer = bearer(token)
