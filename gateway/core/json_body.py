@@ -149,12 +149,12 @@ class JsonBodyRoute(APIRoute):
         takes_body = self.body_field is not None and not takes_form
 
         async def handle(request: Request) -> Response:
+            content_type = request.headers.get("content-type")
             if takes_form:
-                content_type = request.headers.get("content-type") or ""
-                if content_type.split(";", 1)[0].strip().lower() not in FORM_TYPES:
+                media = (content_type or "").split(";", 1)[0].strip().lower()
+                if media not in FORM_TYPES:
                     request.scope.setdefault("state", {})[FORM_EXPECTED_KEY] = True
             elif takes_body:
-                content_type = request.headers.get("content-type")
                 if not content_type or not is_json_type(content_type):
                     sent = f"is {content_type[:100]!r}" if content_type else "is missing"
                     error = json.JSONDecodeError(
