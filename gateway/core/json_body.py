@@ -154,16 +154,15 @@ class JsonBodyRoute(APIRoute):
                 media = (content_type or "").split(";", 1)[0].strip().lower()
                 if media not in FORM_TYPES:
                     request.scope.setdefault("state", {})[FORM_EXPECTED_KEY] = True
-            elif takes_body:
-                if not content_type or not is_json_type(content_type):
-                    sent = f"is {content_type[:100]!r}" if content_type else "is missing"
-                    error = json.JSONDecodeError(
-                        f"the Content-Type {sent}; send the body as JSON with Content-Type: "
-                        "application/json",
-                        "",
-                        0,
-                    )
-                    request.scope.setdefault("state", {})[INVALID_JSON_KEY] = error
+            elif takes_body and (not content_type or not is_json_type(content_type)):
+                sent = f"is {content_type[:100]!r}" if content_type else "is missing"
+                error = json.JSONDecodeError(
+                    f"the Content-Type {sent}; send the body as JSON with Content-Type: "
+                    "application/json",
+                    "",
+                    0,
+                )
+                request.scope.setdefault("state", {})[INVALID_JSON_KEY] = error
             return await handler(JsonBodyRequest(request.scope, request.receive, request._send))
 
         return handle
