@@ -57,6 +57,14 @@ def mark_worker_dead() -> None:
         multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
+def forget_worker(pid: int) -> None:
+    """From the supervisor, for a worker that died without its own `mark_worker_dead` (a
+    SIGKILL, a crash): drop its live gauges (runs in flight, its start time), or its runs
+    would stay in flight on every dashboard. Its counters stay: they are totals."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
 @cache
 def _http_instrumentation() -> Callable[[Info], None]:
     # The HTTP series are registered once per process: an app built later in the same process

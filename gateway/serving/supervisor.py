@@ -21,6 +21,7 @@ from multiprocessing.context import SpawnProcess
 from types import FrameType
 
 from gateway.serving.server import GatewayConfig, GatewayServer
+from observability.exposition import forget_worker
 
 logger = logging.getLogger("gateway.serving")
 multiprocessing.allow_connection_pickling()
@@ -61,6 +62,8 @@ class Supervisor:
         for process in self.processes:
             process.join()
             codes.append(process.exitcode)
+            if process.pid is not None:
+                forget_worker(process.pid)  # a no-op for one that marked itself dead
         logger.info("supervisor [%d]: workers exited with %s", os.getpid(), codes)
         return 0 if all(code == 0 for code in codes) else 1
 
@@ -74,6 +77,8 @@ class Supervisor:
             if process.is_alive() or self.stopping.is_set():
                 continue
             logger.warning("worker [%s] exited with %s: restarting", process.pid, process.exitcode)
+            if process.pid is not None:
+                forget_worker(process.pid)
             self.processes[index] = self._start(sock)
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:

@@ -105,3 +105,73 @@ def test_two_workers_sum_counters_and_log_json(
     assert '"uvicorn.access"' not in log_text
     # The instance's directory is removed when the gateway stops.
     assert not any(gw.metrics_dir.iterdir())
+
+
+def _workers(supervisor: int) -> list[int]:
+    """The worker processes of a `gateway serve` (not multiprocessing's resource tracker)."""
+    children = Path(f"/proc/{supervisor}/task/{supervisor}/children").read_text().split()
+    workers = []
+    for pid in children:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        if b"resource_tracker" not in command:
+            workers.append(int(pid))
+    return workers
+
+
+def test_a_killed_workers_runs_leave_the_in_flight_gauge(
+    tmp_path: Path, sqlite_url: str, mock_llm_base_url: str
+) -> None:
+    # A worker SIGKILLed with runs in flight never marks itself dead: the supervisor does,
+    # when it restarts it, so its runs do not stay in flight (nor its start time listed)
+    # on every dashboard for good.
+    import os
+    import signal
+
+    with serve_gateway(tmp_path, sqlite_url, mock_llm_base_url) as gw:
+        tenant = gw.create_tenant("killed")
+        first = _workers(gw.pid)
+        assert len(first) == 2, first
+
+        def slow(i: int) -> int:
+            with gw.client() as c:
+                try:
+                    return c.post(
+                        RUNS_PATH,
+                        json={"input": f"slow {i} [[latency:4000]]"},
+                        headers=tenant.headers,
+                    ).status_code
+                except httpx.HTTPError:
+                    return 0  # served by the killed worker
+
+        with ThreadPoolExecutor(6) as pool:
+            pending = [pool.submit(slow, i) for i in range(6)]
+            deadline = time.monotonic() + 20
+            while True:  # both workers have runs in flight
+                with gw.client() as c:
+                    metrics = parse_metrics(c.get("/metrics").text)
+                if total(metrics, "gateway_runs_in_flight", tenant="killed") == 6:
+                    break
+                assert time.monotonic() < deadline, "the runs never got in flight"
+                time.sleep(0.1)
+            for pid in first:  # every run in flight was on a killed worker
+                os.kill(pid, signal.SIGKILL)
+            codes = [future.result() for future in pending]
+        assert codes == [0] * 6, codes
+        deadline = time.monotonic() + 30
+        while True:
+            workers = _workers(gw.pid)
+            try:
+                with gw.client() as c:
+                    metrics = parse_metrics(c.get("/metrics").text)
+            except httpx.HTTPError:
+                metrics = {}  # the new workers are starting
+            listed = [k for k in metrics if k[0] == "gateway_worker_start_time_seconds"]
+            if len(workers) == 2 and not set(first) & set(workers) and len(listed) == 2:
+                break
+            assert time.monotonic() < deadline, (workers, listed)
+            time.sleep(0.2)
+        assert total(metrics, "gateway_runs_in_flight", tenant="killed") == 0
+        assert {dict(labels)["pid"] for _, labels in listed} == {str(pid) for pid in workers}
