@@ -82,6 +82,13 @@ USAGE_SPILLED = Counter(
     "Usage records written to the local spill file, by reason (shutdown, overflow).",
     ["reason"],
 )
+# Every label value known up front is exported at 0 from the start: Prometheus's
+# `increase()` cannot see the first increment of a series that appears with it (the first
+# dead letter, or spill, would never fire its alert).
+for _sink in ("table", "file", "log"):
+    USAGE_DEAD_LETTERS.labels(_sink)
+for _reason in ("shutdown", "overflow"):
+    USAGE_SPILLED.labels(_reason)
 USAGE_REPLAYED = Counter(
     "gateway_usage_replayed_total", "Usage records replayed from the spill file into the database."
 )

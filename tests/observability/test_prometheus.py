@@ -335,3 +335,84 @@ def test_dashboards_and_alerts_against_real_prometheus(
             time.sleep(0.5)
 
         _check_results(prom, queries, tokens, usage)
+
+
+RULE_TESTS = """
+rule_files: [{alerts}]
+evaluation_interval: 1m
+tests:
+  - interval: 1m
+    input_series:
+      # A tenant's first burst: its series appears with the burst already counted, which
+      # increase() alone cannot see (it needs two samples).
+      - series: 'gateway_tokens_total{{tenant="acme", agent="a", model="m", type="input"}}'
+        values: '_x10 18000x60'
+      - series: 'gateway_tenant_tokens_per_day_limit{{tenant="acme"}}'
+        values: '20000x70'
+      - series: 'gateway_spend_usd_total{{tenant="acme", model="m"}}'
+        values: '_x10 0.9x60'
+      - series: 'gateway_tenant_spend_per_day_limit_usd{{tenant="acme"}}'
+        values: '1x70'
+      - series: 'gateway_tenant_spend_per_month_limit_usd{{tenant="acme"}}'
+        values: '1x70'
+      # A tenant well within its quota, counting since before the window: no alert.
+      - series: 'gateway_tokens_total{{tenant="calm", agent="a", model="m", type="input"}}'
+        values: '1000+20x70'
+      - series: 'gateway_tenant_tokens_per_day_limit{{tenant="calm"}}'
+        values: '20000x70'
+    alert_rule_test:
+      - eval_time: 30m
+        alertname: GatewayTenantNearDailyTokenQuota
+        exp_alerts:
+          - exp_labels: {{severity: ticket, tenant: acme}}
+            exp_annotations:
+              summary: "Tenant acme used over 80% of its daily token quota"
+              description: "90% of tokens_per_day in the last 24 h."
+      - eval_time: 30m
+        alertname: GatewayTenantNearDailySpendBudget
+        exp_alerts:
+          - exp_labels: {{severity: ticket, tenant: acme}}
+            exp_annotations:
+              summary: "Tenant acme spent over 80% of its daily budget"
+              description: "90% of spend_per_day_usd in the last 24 h; at 100% its runs get
+                429 spend_per_day."
+      - eval_time: 30m
+        alertname: GatewayTenantNearMonthlySpendBudget
+        exp_alerts:
+          - exp_labels: {{severity: ticket, tenant: acme}}
+            exp_annotations:
+              summary: "Tenant acme spent over 80% of its monthly budget"
+              description: "90% of spend_per_month_usd in the last 30 days; at 100% its runs
+                get 429 spend_per_month."
+"""
+
+
+def test_the_quota_alerts_see_a_tenants_first_burst(tmp_path: Path) -> None:
+    # promtool's rule unit tests on the shipped rules: a tenant whose series appear with 90 %
+    # of its quota or budget already used is alerted (the increase()-only expressions gave
+    # 0 for it, so the alert never fired), a calm one is not.
+    _, promtool = _tools()
+    tests = tmp_path / "rules_test.yml"
+    tests.write_text(RULE_TESTS.format(alerts=PROMETHEUS_DIR / "alerts.yml"))
+    done = subprocess.run(
+        [promtool, "test", "rules", str(tests)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_every_dead_letter_and_spill_series_is_exported_from_the_start() -> None:
+    # Their alerts use increase(): a series that appeared with its first increment would
+    # never fire them.
+    from prometheus_client import REGISTRY, generate_latest
+
+    import observability.metrics  # noqa: F401 (registers the series)
+
+    text = generate_latest(REGISTRY).decode()
+    for series in (
+        'gateway_usage_dead_letters_total{sink="table"}',
+        'gateway_usage_dead_letters_total{sink="file"}',
+        'gateway_usage_dead_letters_total{sink="log"}',
+        'gateway_usage_spilled_total{reason="shutdown"}',
+        'gateway_usage_spilled_total{reason="overflow"}',
+    ):
+        assert series in text, series
