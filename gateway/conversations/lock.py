@@ -10,7 +10,9 @@ excluded), `closed` answers 503. Without Redis the lock is in memory (one proces
 The TTL (`GATEWAY_LIMITS_LEASE_TTL_S`) bounds how long a crashed replica's lock blocks a
 conversation. A replica renews the locks its turns hold every TTL/3 (one compare-and-expire
 script call for all of them), so a turn may run longer than the TTL and still exclude others;
-a lock whose renewal failed (Redis down for longer than the TTL) can lapse.
+a lock whose renewal failed (Redis down for longer than the TTL) can lapse. A release whose
+call failed is tried again in the background until it lands (or the TTL frees the lock), so a
+short Redis pause does not leave a finished turn's conversation busy for a whole TTL.
 """
 
 from __future__ import annotations
@@ -50,6 +52,9 @@ return renewed
 """
 """KEYS = the held locks, ARGV = [ttl ms, token of each]; a lock taken over by another turn
 (expired, then acquired again) is left alone."""
+RELEASE_RETRY_S = 0.25
+RELEASE_RETRY_MAX_S = 5.0
+"""A failed release is tried again after 0.25 s, doubling up to 5 s, until the TTL."""
 MEMORY_PURGE_AT = 10_000
 """Expired in-memory locks (a turn that never released) are purged past this many entries."""
 
@@ -138,6 +143,8 @@ class ConversationLocks:
         self._release = LeanScript(redis, RELEASE_SCRIPT) if redis is not None else None
         self._renew = LeanScript(redis, RENEW_SCRIPT) if redis is not None else None
         self.tasks = BackgroundTasks("conversation-lock-keeper")
+        self._retrying: dict[asyncio.Future[None], tuple[str, str]] = {}
+        """Releases being tried again (task -> key, token)."""
         self.held: weakref.WeakValueDictionary[str, HeldLock] = weakref.WeakValueDictionary()
         """The locks this replica's turns hold (token -> lock), renewed by the periodic pass. Weak:
         a lock its turn dropped without releasing (a bug) is no longer renewed, so the TTL
@@ -197,15 +204,47 @@ class ConversationLocks:
         return lock
 
     async def release_in_redis(self, key: str, token: str) -> None:
-        """Compare-and-delete; on failure the TTL frees the lock."""
+        """Compare-and-delete. A release that fails (Redis paused or away for longer than
+        `GATEWAY_REDIS_TIMEOUT_MS`) is tried again in the background until it lands or the
+        lock's TTL would have freed it anyway: the conversation was left busy for a whole TTL
+        (two minutes by default, DELETE refused too) after a pause of a second or two."""
+        if await self._try_release(key, token):
+            return
+        logger.warning("conversation lock not released; trying again in the background")
+        expires = time.monotonic() + self.ttl_ms / 1000
+        retry = asyncio.ensure_future(self._release_later(key, token, expires))
+        self._retrying[retry] = (key, token)
+        retry.add_done_callback(self._retried)
+
+    def _retried(self, retry: asyncio.Future[None]) -> None:
+        self._retrying.pop(retry, None)
+
+    async def _try_release(self, key: str, token: str) -> bool:
         assert self._release is not None
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self._release(keys=[key], args=[token])
         except REDIS_ERRORS as exc:
             self.breaker.failed(exc)
-            logger.warning("conversation lock not released (%s); TTL will", type(exc).__name__)
+            return False
+        self.breaker.succeeded()
+        return True
+
+    async def _release_later(self, key: str, token: str, expires: float) -> None:
+        delay = RELEASE_RETRY_S
+        while time.monotonic() + delay < expires:
+            await asyncio.sleep(delay)
+            if await self._try_release(key, token):
+                return
+            delay = min(delay * 2, RELEASE_RETRY_MAX_S)
+        logger.warning("conversation lock not released; its TTL will free it")
 
     async def drain(self) -> None:
-        """Stop renewing and wait for pending releases (at shutdown)."""
+        """Stop renewing and wait for pending releases (at shutdown); a release still being
+        tried again gets one last try (else the TTL frees it)."""
         await self.tasks.drain()
+        pending = list(self._retrying.items())
+        for retry, _ in pending:
+            retry.cancel()
+        for _, (key, token) in pending:
+            await self._try_release(key, token)

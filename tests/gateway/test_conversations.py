@@ -522,6 +522,51 @@ async def test_a_lock_dropped_without_release_still_expires(
             await redis.aclose()
 
 
+async def test_a_release_that_redis_missed_is_tried_again(request: pytest.FixtureRequest) -> None:
+    """A release whose Redis call times out (Redis paused or away past the time box, so the
+    compare-and-delete never ran) is tried again until it lands: the conversation is free a
+    moment later, not a whole TTL later (it stayed busy for two minutes, DELETE refused too,
+    after a Redis pause of 1.6 s). The first call is failed here; Redis itself is real."""
+    from redis.asyncio import Redis
+
+    from gateway.conversations.lock import ConversationLocks
+    from gateway.core.errors import ConflictError
+    from gateway.limits.breaker import RedisBreaker
+
+    redis = Redis.from_url(request.getfixturevalue("redis_url"))
+    prefix = request.getfixturevalue("redis_prefix")
+    breaker = RedisBreaker(retry_s=0.2, fail_open=True)
+    locks = ConversationLocks(redis=redis, breaker=breaker, prefix=prefix, ttl_s=60, timeout_s=1)
+    real_release = locks._release
+    assert real_release is not None
+    missed: list[str] = []
+
+    async def release_once_missed(*, keys: list[str], args: list[str]) -> object:
+        if not missed:
+            missed.append(keys[0])
+            raise TimeoutError  # as a release that Redis never ran
+        return await real_release(keys=keys, args=args)
+
+    locks._release = release_once_missed  # type: ignore[assignment]
+    try:
+        held = await locks.acquire("conv_missed")
+        started = time.monotonic()
+        await held.release()
+        assert missed and await redis.exists(held.key) == 1  # still held in Redis
+        while await redis.exists(held.key):  # every replica sees it free
+            assert time.monotonic() - started < 10, "the lock was never released"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)  # the breaker's retry_s: Redis is used again
+        again = await locks.acquire("conv_missed")
+        assert again.in_redis
+        with pytest.raises(ConflictError):
+            await locks.acquire("conv_missed")
+        await again.release()
+    finally:
+        await locks.drain()
+        await redis.aclose()
+
+
 class _Ran:
     """What `Turn.append` reads of a run result: its input list."""
 
