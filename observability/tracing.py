@@ -41,6 +41,20 @@ def spans_wanted() -> bool:
     return _exporting or logger.isEnabledFor(logging.DEBUG)
 
 
+def _response_text(response: Any) -> str:
+    """The text of a Responses answer's messages, and its tool calls (name and arguments)."""
+    parts: list[str] = []
+    for item in getattr(response, "output", None) or ():
+        kind = getattr(item, "type", None)
+        if kind == "message":
+            parts.extend(
+                text for c in item.content if isinstance(text := getattr(c, "text", None), str)
+            )
+        elif kind == "function_call":
+            parts.append(f"{item.name}({item.arguments})")
+    return "\n".join(parts)
+
+
 def _seconds(span: Any) -> float | None:
     try:
         started = datetime.fromisoformat(span.started_at)
@@ -96,6 +110,11 @@ class GatewayTraceProcessor(TracingProcessor):
             value = getattr(data, attribute, None)
             if value is not None:
                 described[attribute] = str(value)[:4000]
+        if "output" not in described:
+            # A response span holds the model's answer in its response, not in `output`.
+            answer = _response_text(getattr(data, "response", None))
+            if answer:
+                described["output"] = answer[:4000]
         return described
 
     def _log(self, span: Any, kind: str, tenant: str, agent: str) -> None:

@@ -79,3 +79,5 @@ async def test_access_line_and_request_id_on_every_line(
     text = json_logs.getvalue()
     assert tenant.key not in text
     assert (PROMPT in text) is log_prompts
+    # The model's answer too (a response span's text: it was never logged).
+    assert (r.json()["output"] in text) is log_prompts
