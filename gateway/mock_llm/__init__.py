@@ -33,7 +33,7 @@ Per-request markers in the last user message (removed from the echoed text):
 
 * ``[[fault:500]]``, ``[[fault:503]]``, ``[[fault:429]]`` (any 4xx/5xx): that HTTP status
   with an OpenAI-style ``{"error": {"message", "type", "param", "code"}}`` body; 429 adds
-  ``retry-after: 0``.
+  ``retry-after: 0``, and ``[[retry-after:N]]`` beside the fault sends ``retry-after: N``.
 * ``[[fault:timeout]]``: hang ``MockConfig.stall_seconds`` before answering.
 * ``[[fault:stall]]``: streaming: send half of the deltas, then hang ``stall_seconds``;
   plain: same as timeout.

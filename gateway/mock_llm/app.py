@@ -16,6 +16,7 @@ from .config import MockConfig
 from .logic import (
     parse_flags,
     parse_markers,
+    parse_retry_after,
     parse_tool_calls,
     plan_answer,
     short_hash,
@@ -73,8 +74,12 @@ async def _send_bytes(
     await send({"type": "http.response.body", "body": body})
 
 
-async def _send_error(send: Send, status: int, message: str | None = None) -> None:
-    extra = [(b"retry-after", b"0")] if status == 429 else None
+async def _send_error(
+    send: Send, status: int, message: str | None = None, retry_after: str | None = None
+) -> None:
+    if retry_after is None and status == 429:
+        retry_after = "0"
+    extra = [(b"retry-after", retry_after.encode())] if retry_after is not None else None
     await _send_bytes(send, status, error_body(status, message), extra)
 
 
@@ -215,7 +220,7 @@ class MockLLMApp:
         stream = body.get("stream") is True
         if fault is not None:
             if fault.isdigit() and 400 <= int(fault) <= 599:
-                await _send_error(send, int(fault))
+                await _send_error(send, int(fault), retry_after=parse_retry_after(conv.user_text))
                 return
             if fault == "timeout" or (fault == "stall" and not stream):
                 if await stall(receive, config.stall_seconds):

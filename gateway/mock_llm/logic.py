@@ -29,8 +29,9 @@ FAULT_RE = re.compile(r"\[\[fault:([a-z0-9]+)\]\]", re.IGNORECASE)
 LATENCY_RE = re.compile(r"\[\[latency:(\d+(?:\.\d+)?)\]\]", re.IGNORECASE)
 FLAG_RE = re.compile(r"\[\[(tripwire|loop|invalid-json)\]\]", re.IGNORECASE)
 TOOL_CALLS_RE = re.compile(r"\[\[tool-calls:(\d+)\]\]", re.IGNORECASE)
+RETRY_AFTER_RE = re.compile(r"\[\[retry-after:(\d{1,6})\]\]", re.IGNORECASE)
 MARKER_RE = re.compile(
-    r"\s*\[\[(?:(?:fault|latency|tool-calls):[^\]]*|tripwire|loop|invalid-json)\]\]",
+    r"\s*\[\[(?:(?:fault|latency|tool-calls|retry-after):[^\]]*|tripwire|loop|invalid-json)\]\]",
     re.IGNORECASE,
 )
 HANDOFF_PREFIX = "transfer_to_"
@@ -161,6 +162,14 @@ def parse_tool_calls(text: str) -> int | None:
         return None
     match = TOOL_CALLS_RE.search(text)
     return int(match.group(1)) if match else None
+
+
+def parse_retry_after(text: str) -> str | None:
+    """N of a ``[[retry-after:N]]`` marker in a text (None without one)."""
+    if "[[" not in text:
+        return None
+    match = RETRY_AFTER_RE.search(text)
+    return match.group(1) if match else None
 
 
 def strip_markers(text: str) -> str:

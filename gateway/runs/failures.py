@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import openai
@@ -16,6 +17,7 @@ from agents.exceptions import (
 
 from gateway.agents.guardrails import CLASSIFIER_GUARDRAIL
 from gateway.agents.output import InvalidModelOutput
+from gateway.agents.wire.errors import retry_after_s
 from gateway.core.db import DatabaseUnavailableError, is_database_unavailable
 from gateway.core.errors import (
     GatewayError,
@@ -47,6 +49,22 @@ def _upstream_failed(model: str, status: str, meter: RunMeter | None) -> None:
         meter.failed_status = status
 
 
+RETRY_AFTER_MAX_S = 86_400
+"""An upstream's Retry-After is passed on up to a day (beyond that it is not advice)."""
+
+
+def _upstream_retry_after(exc: openai.APIStatusError) -> dict[str, str]:
+    """The Retry-After of a 502 for an upstream that refused: the upstream's own delay
+    (rounded up to whole seconds, at least 1) when it sent one, and 1 s for a 429 or 503
+    that named none, so a client backs off as the upstream asked."""
+    delay = retry_after_s(exc.response.headers)
+    if delay is None or not math.isfinite(delay):
+        if exc.status_code not in (429, 503):
+            return {}
+        delay = 1.0
+    return {"Retry-After": str(min(max(1, math.ceil(delay)), RETRY_AFTER_MAX_S))}
+
+
 def map_run_error(
     exc: BaseException, *, model: str, max_turns: int, meter: RunMeter | None = None
 ) -> GatewayError:
@@ -72,6 +90,7 @@ def map_run_error(
         return UpstreamError(
             f"The model upstream answered {exc.status_code}.",
             code=f"upstream_{exc.status_code}",
+            headers=_upstream_retry_after(exc),
         )
     if isinstance(exc, openai.APIConnectionError):
         _upstream_failed(model, "unreachable", meter)

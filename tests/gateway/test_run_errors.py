@@ -159,6 +159,37 @@ async def test_upstream_errors_are_retried_then_502(
         assert len(gw.mock_ledger(text)) == before  # failures report no usage
 
 
+@pytest.mark.parametrize(
+    ("marker", "retry_after"),
+    [
+        ("[[fault:429]] [[retry-after:30]]", "30"),  # the upstream's own delay, passed on
+        ("[[fault:429]]", "1"),  # `retry-after: 0`: at least a second
+        ("[[fault:503]] [[retry-after:7]]", "7"),
+        ("[[fault:503]]", "1"),  # an overloaded upstream that named no delay
+        ("[[fault:500]]", None),  # nothing to wait for
+    ],
+)
+async def test_an_upstream_that_refused_passes_its_retry_after_on(
+    sqlite_url: str, mock_llm_base_url: str, marker: str, retry_after: str | None
+) -> None:
+    """A client retrying a 502 for an upstream 429/503 (the openai client does) waits as long
+    as the upstream asked, not at once; plain runs and Chat Completions alike."""
+    async for gw in gateway_for(sqlite_url, mock_llm_base_url, upstream_max_retries=0):
+        tenant = await gw.create_tenant("upstream-refusals")
+        code = "upstream_" + marker[8:11]
+        for path, body in (
+            (RUN, {"input": f"hi {marker}"}),
+            (
+                "/v1/chat/completions",
+                {"model": "assistant", "messages": [{"role": "user", "content": f"hi {marker}"}]},
+            ),
+        ):
+            r = await gw.client.post(path, json=body, headers=tenant.headers)
+            assert r.status_code == 502, r.text
+            assert r.json()["error"]["code"] == code
+            assert r.headers.get("retry-after") == retry_after, (path, marker)
+
+
 async def test_turn_limit_is_a_clear_error_and_spent_tokens_are_recorded(
     gateway: Gateway,
 ) -> None:
