@@ -83,6 +83,39 @@ def test_operator_commands(env: dict[str, str], tmp_path: Path) -> None:
     assert {tenant_id for _, _, tenant_id in rows} == {tenant["id"]}
 
 
+def test_a_database_or_file_it_cannot_use_is_one_line_not_a_traceback(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    """An operator who skipped `gateway db upgrade`, or named a database that is not there,
+    reads what is wrong (and never the URL's password); a spec file that is not there is a
+    usage error."""
+    r = gateway(env, "tenants", "create", "--slug", "early", "--name", "Early")
+    assert r.returncode == 1
+    assert "Traceback" not in r.stderr and "SELECT" not in r.stderr
+    assert "no such table" in r.stderr and "gateway db upgrade" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+    absent = {**env, "GATEWAY_DATABASE_URL": "postgresql+asyncpg://gw:pw-4411@127.0.0.1:1/gw"}
+    for args in (("db", "upgrade"), ("keys", "issue", "--tenant", "x")):
+        r = gateway(absent, *args)
+        assert r.returncode == 1, (args, r.stderr)
+        assert r.stderr.startswith("error: the database cannot be used:"), r.stderr
+        assert "Traceback" not in r.stderr and "pw-4411" not in r.stderr
+
+    assert gateway(env, "db", "upgrade").returncode == 0
+    for path in (tmp_path / "missing.json", tmp_path):
+        r = gateway(env, "agents", "put", "--tenant", "x", "--name", "a", "--file", str(path))
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert "--file" in r.stderr
+
+
+def test_help_says_which_characters_a_name_may_have(env: dict[str, str]) -> None:
+    r = gateway(env, "tenants", "create", "--help")
+    assert "2-40 of a-z, 0-9 and -" in r.stdout
+    r = gateway(env, "agents", "put", "--help")
+    assert "1-64 of a-z, 0-9, _ and -" in r.stdout
+
+
 def test_help_lists_the_commands(env: dict[str, str]) -> None:
     r = gateway(env, "--help")
     assert r.returncode == 0

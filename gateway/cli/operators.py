@@ -30,10 +30,16 @@ usage_app = typer.Typer(help="Usage records: partitions and retention.")
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
     """Apply the migrations to GATEWAY_DATABASE_URL."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from gateway.core.migrate import upgrade
 
     url = get_settings().database_url
-    upgrade(url, revision)
+    try:
+        upgrade(url, revision)
+    except (SQLAlchemyError, OSError) as exc:
+        typer.echo(f"error: {database_problem(exc)}", err=True)
+        raise typer.Exit(1) from None
     typer.echo(f"database at {revision}")
 
 
@@ -55,6 +61,7 @@ def _with_session(fn: Any) -> Any:
     """Run `fn(session)` in one unit of work (committed if it succeeds, rolled back if it
     raises) and turn the gateway's errors into a clear message and exit 1."""
     from pydantic import ValidationError
+    from sqlalchemy.exc import SQLAlchemyError
 
     from gateway.core.db import Database
     from gateway.core.errors import GatewayError
@@ -72,9 +79,23 @@ def _with_session(fn: Any) -> Any:
     except GatewayError as exc:
         typer.echo(f"error: {exc.message}", err=True)
         raise typer.Exit(1) from None
+    except (SQLAlchemyError, OSError) as exc:
+        typer.echo(f"error: {database_problem(exc)}", err=True)
+        raise typer.Exit(1) from None
     except ValidationError as exc:
         typer.echo(f"error: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})", err=True)
         raise typer.Exit(1) from None
+
+
+def database_problem(exc: BaseException) -> str:
+    """One line for a database the command could not use: the driver's own first line (never
+    the URL, which may hold a password, nor the SQL), and the fix when tables are missing."""
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    first = reason[0] if reason else type(exc).__name__
+    hint = ""
+    if "no such table" in first or ("relation" in first and "does not exist" in first):
+        hint = " (the schema is missing: run `gateway db upgrade` first)"
+    return f"the database cannot be used: {first}{hint}"
 
 
 async def _audit(
@@ -112,7 +133,7 @@ async def _tenant_id(session: Any, ref: str) -> str:
 
 @tenants_app.command("create")
 def tenants_create(
-    slug: Annotated[str, typer.Option(help="Unique, immutable: [a-z0-9-]{2,40}.")],
+    slug: Annotated[str, typer.Option(help="Unique, immutable: 2-40 of a-z, 0-9 and -.")],
     name: Annotated[str, typer.Option(help="Display name.")],
 ) -> None:
     """Create a tenant and print it as JSON."""
@@ -160,9 +181,15 @@ def keys_issue(
 @agents_app.command("put")
 def agents_put(
     tenant: Annotated[str, typer.Option(help="Tenant id or slug.")],
-    name: Annotated[str, typer.Option(help="Agent name: [a-z0-9_-]{1,64}.")],
+    name: Annotated[str, typer.Option(help="Agent name: 1-64 of a-z, 0-9, _ and -.")],
     file: Annotated[
-        Path, typer.Option(help="JSON agent spec, as the admin API's agent PUT takes it.")
+        Path,
+        typer.Option(
+            help="JSON agent spec, as the admin API's agent PUT takes it.",
+            exists=True,
+            dir_okay=False,
+            readable=True,
+        ),
     ],
 ) -> None:
     """Create an agent or a new version of it from a JSON spec file."""
@@ -173,7 +200,7 @@ def agents_put(
     async def go(session: Any) -> Any:
         if not AGENT_NAME_RE.match(name):
             raise ValidationFailedError("agent names are [a-z0-9_-]{1,64}")
-        spec = AgentSpec.model_validate_json(file.read_text())
+        spec = AgentSpec.model_validate_json(file.read_bytes())
         tenant_id = await _tenant_id(session, tenant)
         agent, version, created = await put_agent(session, tenant_id, name, spec)
         action = "agent.create" if created else "agent.put"
