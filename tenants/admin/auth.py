@@ -3,9 +3,10 @@
 Accepted: the bootstrap `GATEWAY_ADMIN_TOKEN` bearer, or an admin JWT from `POST /admin/login`
 of a user that still exists (its current role `admin`: everything; `viewer`: GET only, 403
 otherwise). A valid tenant credential (an API key, by either header, or an end-user JWT) is
-refused with 403; anything else missing or wrong, a tenant-shaped credential that is not valid
-included, with 401. Wrong admin bearers count against the client in the failed-authentication limit,
-as bad logins do (`tenants.admin.failures`).
+refused with 403, and so is an `X-API-Key` header beside an admin bearer; anything else
+missing or wrong, a tenant-shaped credential that is not valid included, with 401. Wrong admin
+bearers count against the client in the failed-authentication limit, as bad logins do
+(`tenants.admin.failures`).
 """
 
 from __future__ import annotations
@@ -55,9 +56,12 @@ async def _refuse_tenant_credential(request: Request) -> PermissionDeniedError:
 
 async def _authenticate(request: Request) -> AdminPrincipal:
     token = bearer_token(request)
-    if token is None:
-        if request.headers.get("x-api-key"):
+    if request.headers.get("x-api-key"):
+        if token is None:
             raise await _refuse_tenant_credential(request)
+        # An admin bearer beside a tenant key is not an admin request with a key to ignore.
+        raise _tenant_credential()
+    if token is None:
         raise AuthenticationFailedError()
     settings = settings_of(request)
     admin_token = settings.admin_token

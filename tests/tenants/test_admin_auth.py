@@ -67,6 +67,19 @@ async def test_tenant_api_key_on_admin_routes_is_forbidden(
             assert response.json()["error"]["type"] == "authentication_error"
 
 
+async def test_a_tenant_key_beside_the_admin_token_is_forbidden(
+    client: httpx.AsyncClient,
+    make_tenant: MakeTenant,
+    issue_key: IssueKey,
+    admin_headers: dict[str, str],
+) -> None:
+    """The admin API takes no tenant credential: one sent beside a valid admin bearer is not
+    silently ignored (a client mixing up its credentials hears about it)."""
+    key = (await issue_key((await make_tenant())["id"]))["key"]
+    seen = await _statuses(client, {**admin_headers, "X-API-Key": key})
+    assert seen == {route: (403, "permission_error") for route in ROUTES}
+
+
 async def test_admin_token_is_accepted(
     client: httpx.AsyncClient, admin_headers: dict[str, str]
 ) -> None:
