@@ -205,12 +205,17 @@ async def test_streamed_pause_and_streamed_resume(gw: Gateway, tool: Receiver) -
     name, run = events[-1]
     assert name == "run.requires_action" and run["pending_actions"], events
     assert [n for n, _ in events].count("run.completed") == 0
+    pending = run["pending_actions"][0]["id"]
+    called = [data for n, data in events if n == "tool.called"]
+    assert [c["call_id"] for c in called] == [pending]  # the model's call, as documented
     r = await gw.client.post(
         f"/v1/runs/{run['id']}/actions", json=decide(run, True, stream=True), headers=tenant.headers
     )
     events = parse_sse(r.text)
     names = [n for n, _ in events]
     assert "tool.output" in names and names[-1] == "run.completed", names
+    outputs = [data for n, data in events if n == "tool.output"]
+    assert outputs[0]["call_id"] == pending  # its output, under the same call id
     assert "A-1" in events[-1][1]["output"]
 
 
