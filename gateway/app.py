@@ -254,13 +254,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount_routes(app)
     # Innermost: the middlewares around it (metrics, request id) see its 500/503 like any answer.
     app.add_middleware(FailsafeMiddleware)
-    if settings.metrics_enabled:
-        install_http_metrics(app, settings)
     app.add_middleware(
         BodyLimitMiddleware,
         max_body_bytes=settings.max_body_bytes,
         max_header_bytes=settings.max_header_bytes,
     )
+    # Outside the body limit: its 413s are counted under their route like any answer.
+    if settings.metrics_enabled:
+        install_http_metrics(app, settings)
     # Outside the body limit: its 413 carries the tenant's x-ratelimit headers too.
     app.add_middleware(RateLimitHeadersMiddleware)
     app.add_middleware(RequestIdMiddleware)

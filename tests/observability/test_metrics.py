@@ -133,6 +133,24 @@ async def test_http_series_keep_route_templates_across_repeated_and_many_paths(
     )
 
 
+async def test_a_body_over_the_limit_is_counted_under_its_route(gw: Gateway) -> None:
+    """A 413 is an answer a dashboard's error ratio must see: it was refused before the HTTP
+    metrics looked, so it was never counted."""
+    tenant = await gw.create_tenant("big-bodies")
+    limit = gw.app.state.settings.max_body_bytes
+    before = await scrape(gw)
+    r = await gw.client.post(
+        RUNS,
+        content=b'{"input": "' + b"a" * limit + b'"}',
+        headers={**tenant.headers, "Content-Type": "application/json"},
+    )
+    assert r.status_code == 413
+    after = await scrape(gw)
+    labels = {"handler": "/v1/agents/{name}/runs", "method": "POST", "status": "413"}
+    counted = total(after, "http_requests_total", **labels)
+    assert counted - total(before, "http_requests_total", **labels) == 1
+
+
 async def test_model_call_metrics_come_from_the_runs_hooks_without_spans(
     gw: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
