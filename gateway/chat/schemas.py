@@ -186,8 +186,13 @@ class ChatCompletionRequest(BaseModel):
     max_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
     stop: (
-        Annotated[Text, Field(max_length=256)]
-        | Annotated[list[Annotated[Text, Field(max_length=256)]], Field(max_length=4)]
+        Annotated[
+            Annotated[Text, Field(max_length=256), Tag(TEXT)]
+            | Annotated[
+                list[Annotated[Text, Field(max_length=256)]], Field(max_length=4), Tag(LIST)
+            ],
+            Discriminator(text_or_list),
+        ]
         | None
     ) = None
     parallel_tool_calls: JsonBool | None = None

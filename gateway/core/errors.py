@@ -245,7 +245,8 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     loc = [
         str(part)
         for part in first.get("loc", ())
-        if part not in ("body", "query", "path") and not is_tag(part)
+        # Nor an untagged union's member (`function-after[…]`, `list[…]`): no field is named so.
+        if part not in ("body", "query", "path") and not is_tag(part) and "[" not in str(part)
     ]
     param = ".".join(loc) or None
     message = text_length_message(first) or first.get("msg", "Invalid request.")

@@ -340,6 +340,13 @@ async def test_errors_as_an_openai_client_sees_them(live_one: Live) -> None:
         ({"stream": "true"}, "stream", "boolean"),
         ({"stream": True, "stream_options": {"include_usage": 1}}, None, "boolean"),
         ({"metadata": {f"k{i}": "v" for i in range(17)}}, "metadata", "16"),
+        # `stop`, text or a list of texts: the error names the form sent, never validator
+        # internals (it once read `stop.function-after[functools.partial(<function …`).
+        ({"stop": ["a", "b", "c", "d", "e"]}, "stop", "at most 4 items"),
+        ({"stop": "x" * 300}, "stop", "at most 256 characters"),
+        ({"stop": 5}, "stop", "valid string"),
+        ({"stop": [1]}, "stop.0", "valid string"),
+        ({"stop": True}, "stop", "valid string"),
     ],
 )
 async def test_unsupported_requests_are_422_naming_the_parameter(
@@ -358,6 +365,7 @@ async def test_unsupported_requests_are_422_naming_the_parameter(
     if param is not None:
         assert error["param"] == param
     assert says in error["message"]
+    assert "function" not in error["message"] and "<" not in error["message"]
     assert len(live_one.ledger()) == before, "refused before any model call"
 
 
