@@ -125,7 +125,7 @@ CORS_EXPOSED = [
     f"x-ratelimit-{part}-{window}"
     for window in ("requests", "tokens", "spend-usd")
     for part in ("limit", "remaining", "reset")
-] + ["Retry-After", "X-Request-ID"]
+] + ["Retry-After", "X-Request-ID", "x-should-retry"]
 """What a browser page on another origin may read of a response (with CORS configured)."""
 
 

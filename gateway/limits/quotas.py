@@ -389,6 +389,7 @@ class RunTicket:
 
     def _refused(self, reservation: Reservation, amount: int) -> RateLimitedError:
         code = _CODES[reservation.code]
+        never = False
         if reservation.code in (SPD, SPM):
             message = f"Spend limit reached ({code}): the next model call may cost more."
         else:
@@ -398,7 +399,8 @@ class RunTicket:
             window = self.limits.tokens_per_minute if reservation.code == TPM else None
             if reservation.code == TPD:
                 window = self.limits.tokens_per_day
-            if window is not None and amount > window:
+            never = window is not None and amount > window
+            if never:
                 # Waiting cannot help: say so (OpenAI's "request too large").
                 message += (
                     f" That is more than the whole limit ({window}), so this call can never"
@@ -417,6 +419,10 @@ class RunTicket:
             token_headers(self.limits, reservation.tpm_used, tpm_reset_s, reservation.tpd_used)
         )
         error.headers.update(spend_headers(self.limits, reservation.spd_used, reservation.spm_used))
+        if never:
+            # Retry-After stays (every 429 has one), but the OpenAI clients' retry rule reads
+            # this first: they give up at once instead of waiting twice for nothing.
+            error.headers["x-should-retry"] = "false"
         return error
 
     async def after_call(self, actual: int, spent: int = 0) -> None:

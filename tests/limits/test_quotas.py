@@ -126,6 +126,24 @@ async def test_a_call_larger_than_the_whole_limit_says_it_can_never_fit(gw: Gate
     error = r.json()["error"]
     assert error["code"] == "tokens_per_minute" and "can never fit" in error["message"]
     assert int(r.headers["retry-after"]) >= 1
+    # The openai client would otherwise wait out Retry-After twice before giving up.
+    assert r.headers["x-should-retry"] == "false"
+
+
+async def test_a_call_that_only_has_to_wait_may_be_retried(gw: Gateway) -> None:
+    tenant = await limited_tenant(gw, "waits", tokens_per_minute=1000)
+    seen = []
+    for i in range(8):
+        r = await gw.client.post(
+            "/v1/agents/assistant/runs", json={"input": f"run {i}"}, headers=tenant.headers
+        )
+        seen.append(r.status_code)
+        if r.status_code == 429:
+            assert r.json()["error"]["code"] == "tokens_per_minute"
+            assert "can never fit" not in r.json()["error"]["message"]
+            assert "x-should-retry" not in r.headers
+            break
+    assert seen[0] == 200 and seen[-1] == 429, seen
 
 
 @pytest.mark.parametrize("stream", [False, True])
