@@ -236,8 +236,11 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
         )
         return JSONResponse(error_body("invalid_request_error", "invalid_value", message), 422)
     invalid = invalid_json_error(request.scope.get("state"))
-    if invalid is not None or first.get("type") == "json_invalid":
+    empty = first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",)
+    if invalid is not None or empty or first.get("type") == "json_invalid":
         reason = invalid.msg if invalid is not None else (first.get("ctx") or {}).get("error")
+        if invalid is None and empty:
+            reason = "the body is empty; send a JSON object"
         # "Cannot be read": too deep a nesting or an integer past 64 bits is valid JSON.
         message = f"The body cannot be read as JSON: {reason or 'JSON decode error'}."
         body = error_body("invalid_request_error", "invalid_json", message)

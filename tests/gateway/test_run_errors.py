@@ -44,6 +44,19 @@ async def test_malformed_json_is_an_invalid_request(gateway: Gateway, tenant: Te
     assert r.json()["error"]["type"] == "invalid_request_error"
 
 
+@pytest.mark.parametrize("path", [RUN, "/v1/chat/completions"])
+async def test_an_empty_json_body_says_it_is_empty(
+    gateway: Gateway, tenant: Tenant, path: str
+) -> None:
+    # It said "Field required" with `param: null`: no field of the body was named.
+    r = await gateway.client.post(
+        path, content=b"", headers={**tenant.headers, "Content-Type": "application/json"}
+    )
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "invalid_json" and "empty" in error["message"], error
+
+
 @pytest.mark.parametrize(
     "content_type",
     ["application/x-www-form-urlencoded", "text/plain", "multipart/form-data; boundary=x"],
