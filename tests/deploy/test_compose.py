@@ -128,6 +128,15 @@ def test_two_or_more_replicas_wait_for_the_migration_and_the_stores(
         drain = float(env["GATEWAY_DRAIN_DELAY_S"]) + float(env["GATEWAY_SHUTDOWN_GRACE_S"])
         assert float(svc["stop_grace_period"].rstrip("s")) > drain, name
         assert svc["read_only"] is True and "/tmp" in svc["tmpfs"]
+        # The usage spill (the image writes it under /var/lib/gateway) outlives the container.
+        mounts = [  # docker-compose 1.x prints the short form, `source:target[:mode]`
+            v
+            if isinstance(v, dict)
+            else dict(zip(("source", "target"), v.split(":")[:2], strict=True))
+            for v in svc["volumes"]
+        ]
+        spill = [v for v in mounts if v["target"] == "/var/lib/gateway"]
+        assert spill and spill[0]["source"] in stack["volumes"], svc["volumes"]
         assert "ports" not in svc, "replicas are reached through nginx only"
 
 

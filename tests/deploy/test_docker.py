@@ -79,6 +79,16 @@ def test_the_runtime_stage_runs_gateway_serve_as_a_non_root_user_with_a_healthch
     assert copies == ["--from=build /opt/gateway /opt/gateway"]
 
 
+def test_the_usage_spill_is_written_outside_tmp() -> None:
+    """`/tmp` is a tmpfs (compose) or a scratch `emptyDir` (Kubernetes): records spilled there
+    at a stop during a database outage were thrown away with the container."""
+    env = " ".join(rest for word, rest in final_stage() if word == "ENV")
+    assert "GATEWAY_USAGE_SPILL_PATH=/var/lib/gateway/" in env
+    assert "GATEWAY_USAGE_DEAD_LETTER_PATH=/var/lib/gateway/" in env
+    runs = " ".join(rest for word, rest in final_stage() if word == "RUN")
+    assert "--owner 10001" in runs and "/var/lib/gateway" in runs
+
+
 def test_no_secret_is_baked_into_the_image() -> None:
     secret = re.compile(r"(SECRET|TOKEN|PASSWORD|API_KEY|DATABASE_URL|REDIS_URL)", re.I)
     for word, rest in instructions():

@@ -160,6 +160,8 @@ def test_the_writable_directories_are_empty_dirs(production: list[dict[str, Any]
     empty_dirs = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
     mounts = {m["mountPath"]: m["name"] for m in spec["containers"][0]["volumeMounts"]}
     assert mounts["/tmp"] in empty_dirs
+    # The usage spill (the image writes it under /var/lib/gateway) outlives a container restart.
+    assert mounts["/var/lib/gateway"] in empty_dirs
     # prometheus_client's multiprocess files (several workers per pod).
     assert int(config(production)["GATEWAY_WORKERS"]) >= 1
     assert mounts[config(production)["GATEWAY_METRICS_DIR"]] in empty_dirs
