@@ -303,8 +303,8 @@ def record_first_token(tenant: str, agent: str, seconds: float) -> None:
 
 
 def record_model_call(model: str, *, status: str, seconds: float) -> None:
-    """One model call's latency, by outcome (the statuses of `gateway_upstream_requests_total`,
-    or `error` for a call the run ended without otherwise)."""
+    """One model call's latency, by outcome (the statuses of `gateway_upstream_requests_total`:
+    `cancelled` for a call the run ended without an answer or an upstream failure)."""
     UPSTREAM_DURATION.labels(model, status).observe(seconds)
 
 

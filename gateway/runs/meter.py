@@ -9,7 +9,8 @@ run that later fails, times out or is cancelled are still known) and the reserva
 to it. The run's usage is the sum over its calls.
 Each call is also timed from `on_llm_start` to `on_llm_end` for the model-latency metric; a
 call the run ended without (`end_calls`: an upstream error, a timeout, a cancellation) counts
-as `error`. Handoffs are counted in `on_handoff`.
+as `cancelled` (counted and timed) unless an upstream failure counted it. Handoffs are counted
+in `on_handoff`.
 
 A call is priced at its own model's price: a handoff target or an input classifier on another
 model than the run's reserves and settles spend at that model's price, and its tokens are
@@ -48,6 +49,9 @@ from gateway.limits.prices import cost_micro
 from gateway.limits.quotas import RunTicket
 from observability.metrics import UPSTREAM_REQUESTS, record_handoff, record_model_call
 from tenants.price.pricing import Price
+
+CANCELLED = "cancelled"
+"""The upstream status of a model call the run ended without an answer or an upstream failure."""
 
 # Real tokenizers average about 4 characters per token on text and JSON; dividing by 3 and
 # adding a margin makes the estimate an upper bound for ordinary input (and for the mock LLM,
@@ -206,9 +210,10 @@ class RunMeter(RunHooks[Any]):
         the call's first event; cleared when a call starts or ends)."""
         self.stopping = False
         """The run stops after the call in flight (`stop_after_call`)."""
-        self.failed_status = "error"
-        """The latency metric's status of a call the run ended without: the upstream's failure
-        (`timeout`, `429`, `unreachable`, `bad_response`, ...) when it is known, else `error`."""
+        self.failed_status = CANCELLED
+        """The status of a call the run ended without: the upstream's failure (`timeout`,
+        `429`, `unreachable`, `bad_response`, ...) when it is known (counted where it was
+        mapped), else `cancelled` (the client left, the run's deadline, the drain)."""
 
     def stop_after_call(self) -> bool:
         """Wind the run down if a model call is in flight: that call, once the upstream answers
@@ -304,6 +309,8 @@ class RunMeter(RunHooks[Any]):
         """The run ended: a call still in flight never answered (timed with `failed_status`)."""
         now = time.perf_counter()
         for started, model, _ in self._calls.values():
+            if self.failed_status == CANCELLED:  # no upstream verdict counted it yet
+                UPSTREAM_REQUESTS.labels(model, CANCELLED).inc()
             record_model_call(model, status=self.failed_status, seconds=now - started)
         self._calls.clear()
 

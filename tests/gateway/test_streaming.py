@@ -104,6 +104,43 @@ def test_client_disconnect_cancels_the_run_and_keeps_spent_tokens(
     assert 'gateway_runs_total{agent="assistant",status="cancelled",tenant="live"}' in metrics
 
 
+def _cancelled_calls(base_url: str) -> tuple[float, float]:
+    """`gateway_upstream_requests_total` and the latency histogram's count, status `cancelled`."""
+    values = {"total": 0.0, "count": 0.0}
+    for line in httpx.get(f"{base_url}/metrics").text.splitlines():
+        if 'status="cancelled"' not in line or 'model="mock-model"' not in line:
+            continue
+        if line.startswith("gateway_upstream_requests_total{"):
+            values["total"] += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("gateway_upstream_request_duration_seconds_count{"):
+            values["count"] += float(line.rsplit(" ", 1)[1])
+    return values["total"], values["count"]
+
+
+def test_a_call_cut_unanswered_is_counted_and_timed_as_cancelled(
+    live_gateway: str, mock_llm_base_url: str
+) -> None:
+    """The client leaves while the model call waits upstream: the call is cut, and counted in
+    `gateway_upstream_requests_total` and timed in the latency histogram alike, as
+    `cancelled` (not an upstream error). The counter used to miss it, while the histogram had
+    it as `error`."""
+    tenant_id, headers = _seed(live_gateway)
+    before = _cancelled_calls(live_gateway)
+    body = {"input": "wait for me [[latency:3000]]", "stream": True}
+    with (
+        httpx.Client(base_url=live_gateway, timeout=10) as c,
+        c.stream("POST", "/v1/agents/assistant/runs", json=body, headers=headers) as r,
+    ):
+        assert next(r.iter_lines()) == "event: run.created"
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{mock_llm_base_url}/_mock/waiting").json()["waiting"] < 1:
+            assert time.monotonic() < deadline, "the call never reached the upstream"
+            time.sleep(0.02)
+    assert live_usage(live_gateway, tenant_id, 1)["totals"]["requests"] == 0
+    counted, timed = _cancelled_calls(live_gateway)
+    assert (counted - before[0], timed - before[1]) == (1, 1)
+
+
 @pytest.fixture
 def slow_stream_gateway(sqlite_url: str) -> Iterator[tuple[str, str]]:
     """A gateway on a mock that streams a segment every 150 ms: a client can leave while the
