@@ -114,8 +114,16 @@ def logging_config(level: str = "info") -> dict[str, Any]:
             },
             "uvicorn.access": {"handlers": [], "propagate": False, "level": "WARNING"},
             # Third-party debug output could carry prompts or headers: keep it at warning.
+            # The HTTP clients' info lines name each request's URL, and a tenant's MCP server
+            # or upstream may take its credential in the URL (`HTTP Request: POST <url>`).
             "httpx": {"level": "WARNING"},
             "httpcore": {"level": "WARNING"},
+            "httpx2": {"level": "WARNING"},
+            "httpcore2": {"level": "WARNING"},
+            # The MCP client logs a server's broken answer with its URL and the start of its
+            # body (tenant data): the run reports the failure itself (a tool output `error:`,
+            # `gateway_tool_calls_total`), so only its critical lines are kept.
+            "mcp": {"level": "CRITICAL"},
             "openai": {"level": "WARNING"},
             "openai.agents": {"level": "WARNING"},
             "aiosqlite": {"level": "WARNING"},

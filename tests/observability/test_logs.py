@@ -13,6 +13,8 @@ import pytest
 
 from observability.logs import logging_config
 from tests.gateway.conftest import gateway_for
+from tests.tools.mcp_server import mcp_server
+from tests.tools.test_mcp import mcp_agent
 
 PROMPT = "my secret prompt about zebras"
 
@@ -81,3 +83,32 @@ async def test_access_line_and_request_id_on_every_line(
     assert (PROMPT in text) is log_prompts
     # The model's answer too (a response span's text: it was never logged).
     assert (r.json()["output"] in text) is log_prompts
+
+
+async def test_no_url_of_an_mcp_server_or_an_upstream_is_logged(
+    sqlite_url: str, mock_llm_base_url: str, json_logs: io.StringIO
+) -> None:
+    """Hosted MCP servers (and some upstreams) take their credential in the URL: the HTTP
+    clients' own request lines (`HTTP Request: POST <url>` at info) wrote it to the log."""
+    secret = "mcp-credential-0123456789"
+    with mcp_server() as crm:
+        async for gw in gateway_for(
+            sqlite_url,
+            mock_llm_base_url,
+            egress_allow="127.0.0.0/8",
+            upstream_client="openai",  # the stock client: httpx2 logs its requests at info
+            upstream_http_client="httpx",
+        ):
+            agent = mcp_agent(f"{crm.url}?key={secret}")
+            tenant = await gw.create_tenant("quiet-urls", agent=agent)
+            r = await gw.client.post(
+                "/v1/agents/assistant/runs",
+                json={"input": 'Use find_customer {"name": "ann"}'},
+                headers=tenant.headers,
+            )
+            assert r.status_code == 200, r.text
+            assert "customer ann" in r.json()["output"]
+    text = json_logs.getvalue()
+    assert secret not in text
+    assert "HTTP Request:" not in text
+    assert mock_llm_base_url not in text
