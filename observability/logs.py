@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,23 +38,30 @@ class RequestIdFilter(logging.Filter):
 class NoQueryStrings(logging.Filter):
     """uvicorn logs a WebSocket handshake with the request's path and query string (`"WebSocket
     /v1/agents/a/ws?api_key=…" 401`), where a client may have put a credential: the query is
-    cut from every path uvicorn's server logger is handed."""
+    cut from every path uvicorn's server logger is handed, and a key or JWT a client put in
+    the path itself (`/v1/agents/gw_…/ws`) is masked."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
-        if isinstance(args, tuple) and any(_path_with_query(arg) for arg in args):
-            record.args = tuple(_without_query(arg) for arg in args)
+        if isinstance(args, tuple) and any(_is_path(arg) for arg in args):
+            record.args = tuple(_scrubbed(arg) for arg in args)
         return True
 
 
-def _path_with_query(value: object) -> bool:
-    return isinstance(value, str) and value.startswith("/") and "?" in value
+_CREDENTIAL = re.compile(r"gw_[0-9A-Za-z]{38}|eyJ[\w-]*\.[\w-]*\.[\w-]*")
+"""An API key (`gw_` + 38 base62 characters) or a JWT (three base64url parts)."""
 
 
-def _without_query(value: object) -> object:
-    if isinstance(value, str) and _path_with_query(value):
-        return value.split("?", 1)[0] + "?…"
-    return value
+def _is_path(value: object) -> bool:
+    return isinstance(value, str) and value.startswith("/")
+
+
+def _scrubbed(value: object) -> object:
+    if not isinstance(value, str) or not _is_path(value):
+        return value
+    if "?" in value:
+        value = value.split("?", 1)[0] + "?…"
+    return _CREDENTIAL.sub("…", value)
 
 
 class JsonFormatter(logging.Formatter):

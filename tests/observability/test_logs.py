@@ -112,3 +112,19 @@ async def test_no_url_of_an_mcp_server_or_an_upstream_is_logged(
     assert secret not in text
     assert "HTTP Request:" not in text
     assert mock_llm_base_url not in text
+
+
+def test_a_credential_in_a_websocket_path_is_not_logged(json_logs: io.StringIO) -> None:
+    """uvicorn logs each WebSocket handshake with its raw path (as it does here): a client that
+    put its key or JWT in the path or the query string must not find it in the log."""
+    from tenants.api_key.keys import generate_key
+
+    key = generate_key()
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.c2lnbmF0dXJlLXBhcnQ"
+    server = logging.getLogger("uvicorn.error")
+    for path in (f"/v1/agents/{key}/ws", f"/v1/agents/a/ws?api_key={key}", f"/v1/agents/{jwt}/ws"):
+        server.info('%s - "WebSocket %s" %d', "127.0.0.1:50000", path, 401)
+    text = json_logs.getvalue()
+    assert key not in text and jwt not in text and "signature" not in text
+    assert "WebSocket /v1/agents/…/ws" in text
+    assert "/v1/agents/a/ws?…" in text
