@@ -245,3 +245,29 @@ def test_no_reachable_replica_is_a_json_503_with_retry_after(tmp_path: Path) -> 
     assert headers["Retry-After"] == "1"
     error = json.loads(body)["error"]
     assert error["type"] == "service_unavailable" and error["code"] == "no_replica"
+
+
+def test_nginx_own_refusals_are_json_and_a_long_jwt_passes(tmp_path: Path) -> None:
+    """What nginx answers itself is in the gateway's error shape, not its HTML page; and a
+    header the gateway accepts (up to 64 KiB: a long JWT) is not refused at nginx's default
+    8 KiB per line."""
+    listen = free_port()
+    conf = nginx.render(tmp_path / "nginx", listen, [free_port()])  # nothing listens there
+    base = f"http://127.0.0.1:{listen}"
+    with nginx.serving(conf):
+        status, headers, body = nginx.answer_once_up(urllib.request.Request(f"{base}/metrics"))
+        assert status == 404 and headers["Content-Type"] == "application/json"
+        assert json.loads(body)["error"]["type"] == "not_found_error"
+
+        long_jwt = {"Authorization": "Bearer " + "a" * 20_000}
+        status, _, body = nginx.answer_once_up(
+            urllib.request.Request(f"{base}/v1/agents", headers=long_jwt)
+        )
+        assert status == 503 and json.loads(body)["error"]["code"] == "no_replica"  # proxied
+
+        too_long = {"Authorization": "Bearer " + "a" * 70_000}
+        status, headers, body = nginx.answer_once_up(
+            urllib.request.Request(f"{base}/v1/agents", headers=too_long)
+        )
+        assert status == 400 and headers["Content-Type"] == "application/json"
+        assert json.loads(body)["error"]["type"] == "invalid_request_error"
