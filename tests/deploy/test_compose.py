@@ -253,21 +253,22 @@ def test_nginx_own_refusals_are_json_and_a_long_jwt_passes(tmp_path: Path) -> No
     8 KiB per line."""
     listen = free_port()
     conf = nginx.render(tmp_path / "nginx", listen, [free_port()])  # nothing listens there
-    base = f"http://127.0.0.1:{listen}"
     with nginx.serving(conf):
-        status, headers, body = nginx.answer_once_up(urllib.request.Request(f"{base}/metrics"))
+        status, headers, body = nginx.answer_once_up(
+            urllib.request.Request(f"http://127.0.0.1:{listen}/metrics")
+        )
         assert status == 404 and headers["Content-Type"] == "application/json"
         assert json.loads(body)["error"]["type"] == "not_found_error"
 
         long_jwt = {"Authorization": "Bearer " + "a" * 20_000}
         status, _, body = nginx.answer_once_up(
-            urllib.request.Request(f"{base}/v1/agents", headers=long_jwt)
+            urllib.request.Request(f"http://127.0.0.1:{listen}/v1/agents", headers=long_jwt)
         )
         assert status == 503 and json.loads(body)["error"]["code"] == "no_replica"  # proxied
 
         too_long = {"Authorization": "Bearer " + "a" * 70_000}
         status, headers, body = nginx.answer_once_up(
-            urllib.request.Request(f"{base}/v1/agents", headers=too_long)
+            urllib.request.Request(f"http://127.0.0.1:{listen}/v1/agents", headers=too_long)
         )
         assert status == 400 and headers["Content-Type"] == "application/json"
         assert json.loads(body)["error"]["type"] == "invalid_request_error"
