@@ -19,7 +19,13 @@ from gateway.chat.schemas import ChatCompletionRequest
 from gateway.chat.stream import ChunkEncoder
 from gateway.core.errors import InvalidRequestError
 from gateway.core.json_body import JsonBodyRoute
-from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted, known_name
+from gateway.runs.endpoints import (
+    RunServiceDep,
+    RunStreamResponse,
+    admitted,
+    finished,
+    known_name,
+)
 from gateway.runs.streaming import stream_run
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["chat"])
@@ -50,6 +56,7 @@ async def create_chat_completion(
             chunks = stream_run(run, sdk_input, keepalive_s=keepalive_s, encode=encoder)
             return RunStreamResponse(chunks, owner.pop_all())
         result = await service.run(run, sdk_input)
+        finished(request, run.handle)
     return Response(
         orjson.dumps(completion(run.handle, result["output"])), media_type="application/json"
     )

@@ -477,14 +477,18 @@ class RunTicket:
         if not self.closed:
             self.service.tasks.run(self.close())
 
-    def token_headers(self) -> dict[str, str]:
+    def token_headers(self, spent: int = 0) -> dict[str, str]:
         """The x-ratelimit-*-tokens trio (per-minute window when set) and the -spend-usd trio
-        (the tighter spend window) as of admission."""
+        (the tighter spend window) as of admission, with `spent` tokens (the run's own, once
+        it is done) counted in the token windows."""
         admission = self.admission
         if admission is None:
             return {}
         headers = token_headers(
-            self.limits, admission.tpm_used, admission.tpm_reset_s, admission.tpd_used
+            self.limits,
+            admission.tpm_used + spent,
+            admission.tpm_reset_s,
+            admission.tpd_used + spent,
         )
         headers.update(spend_headers(self.limits, admission.spd_used, admission.spm_used))
         return headers

@@ -16,7 +16,7 @@ from gateway.conversations.service import Turn
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.state import app_state
 from gateway.runs.approvals import not_found, stored_response
-from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted
+from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted, finished
 from gateway.runs.schemas import ActionsRequest
 from gateway.runs.streaming import accepts_event_stream, stream_run
 
@@ -65,4 +65,5 @@ async def submit_actions(
             chunks = stream_run(run, state, keepalive_s=service.settings.stream_keepalive_s)
             return RunStreamResponse(chunks, owner.pop_all())
         result: dict[str, Any] = await service.run(run, state)
+        finished(request, run.handle)
     return Response(orjson.dumps(result), media_type="application/json")

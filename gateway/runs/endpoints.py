@@ -73,6 +73,7 @@ async def create_run(
             chunks = stream_run(run, sdk_input, keepalive_s=service.settings.stream_keepalive_s)
             return RunStreamResponse(chunks, owner.pop_all())
         result: dict[str, Any] = await service.run(run, sdk_input)
+        finished(request, run.handle)
     return Response(orjson.dumps(result), media_type="application/json")
 
 
@@ -81,6 +82,14 @@ def admitted(request: Request, handle: RunHandle) -> None:
     if handle.ticket is not None:
         add_headers(request.scope["state"], handle.ticket.token_headers())
     request.state.agent = handle.built.name
+
+
+def finished(request: Request, handle: RunHandle) -> None:
+    """A plain run's token headers with its own tokens counted (as OpenAI's count the request
+    they answer): the windows as admission read them, less what this run used."""
+    if handle.ticket is not None:
+        spent = handle.meter.total.total_tokens
+        add_headers(request.scope["state"], handle.ticket.token_headers(spent))
 
 
 class RunStreamResponse(StreamingResponse):

@@ -315,3 +315,22 @@ async def test_round_trips_per_run(gw: Gateway, monkeypatch: pytest.MonkeyPatch)
             r = await gw.client.post("/v1/agents/assistant/runs", json=body, headers=tenant.headers)
             assert r.status_code == 200 and '"status":"completed"' in r.text
         assert calls == expected * 2
+
+
+@pytest.mark.parametrize("path", ["/v1/agents/assistant/runs", "/v1/chat/completions"])
+async def test_a_plain_answer_counts_its_own_tokens_in_its_headers(gw: Gateway, path: str) -> None:
+    """As OpenAI's headers count the request they answer: one run after another on a quiet
+    window, each answer's remaining tokens are the limit less every run so far, its own
+    included (they showed the window before the run)."""
+    tenant = await limited_tenant(gw, f"headers-{path.count('/')}", tokens_per_day=100_000)
+    if path.endswith("runs"):
+        body: dict[str, Any] = {"input": "hello"}
+    else:
+        body = {"model": "assistant", "messages": [{"role": "user", "content": "hello"}]}
+    spent = 0
+    for _ in range(3):
+        r = await gw.client.post(path, json=body, headers=tenant.headers)
+        assert r.status_code == 200, r.text
+        spent += r.json()["usage"]["total_tokens"]
+        assert r.headers["x-ratelimit-limit-tokens"] == "100000"
+        assert r.headers["x-ratelimit-remaining-tokens"] == str(100_000 - spent)
