@@ -31,7 +31,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from gateway.core.json_types import JsonBool
+from gateway.core.json_types import JsonBool, JsonInteger, JsonNumber
 from gateway.core.metadata import Metadata, bounded_metadata
 from gateway.core.text import Label, Text
 from gateway.core.unions import LIST, TEXT, text_or_list
@@ -172,19 +172,20 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     user: Annotated[Label, Field(max_length=256)] | None = None
     """Accepted and ignored (see the module docstring)."""
-    n: Literal[1] | None = None
+    n: Annotated[Literal[1], JsonInteger] | None = None
     """Only one choice: an agent run has one final answer."""
     metadata: Metadata = None
     """Same bounds as a run's metadata (≤ 16 keys)."""
-    # Accepted for OpenAI clients and ignored: the agent's configuration decides these.
-    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    top_p: Annotated[float, Field(ge=0, le=1)] | None = None
+    # Accepted for OpenAI clients and ignored: the agent's configuration decides these. JSON
+    # numbers only (`true` is not 1, nor `"0.5"` a number).
+    temperature: Annotated[float, Field(ge=0, le=2), JsonNumber] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1), JsonNumber] | None = None
     # Within 2**53: a JSON Schema bound past it is a float that rounds (2**63 - 1 == 2**63).
-    seed: Annotated[int, Field(ge=-(2**53), le=2**53)] | None = None
-    presence_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    frequency_penalty: Annotated[float, Field(ge=-2, le=2)] | None = None
-    max_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
-    max_completion_tokens: Annotated[int, Field(ge=1, le=2**31 - 1)] | None = None
+    seed: Annotated[int, Field(ge=-(2**53), le=2**53), JsonInteger] | None = None
+    presence_penalty: Annotated[float, Field(ge=-2, le=2), JsonNumber] | None = None
+    frequency_penalty: Annotated[float, Field(ge=-2, le=2), JsonNumber] | None = None
+    max_tokens: Annotated[int, Field(ge=1, le=2**31 - 1), JsonInteger] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=2**31 - 1), JsonInteger] | None = None
     stop: (
         Annotated[
             Annotated[Text, Field(max_length=256), Tag(TEXT)]

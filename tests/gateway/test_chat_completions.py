@@ -347,6 +347,12 @@ async def test_errors_as_an_openai_client_sees_them(live_one: Live) -> None:
         ({"stop": 5}, "stop", "valid string"),
         ({"stop": [1]}, "stop.0", "valid string"),
         ({"stop": True}, "stop", "valid string"),
+        # JSON numbers only: `true` is not 1 (it was taken as one), nor a string a number.
+        ({"n": True}, "n", "number"),
+        ({"temperature": True}, "temperature", "number"),
+        ({"temperature": "0.5"}, "temperature", "number"),
+        ({"max_tokens": True}, "max_tokens", "number"),
+        ({"seed": 1.5}, "seed", "integer"),
     ],
 )
 async def test_unsupported_requests_are_422_naming_the_parameter(
