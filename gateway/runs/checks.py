@@ -32,14 +32,16 @@ async def check_output(handle: RunHandle, result: RunResultBase) -> None:
     if not checks:
         return
     name = handle.built.name
-    text = output_text(result.final_output)
+    texts = checked_texts(result.final_output)
     answered = result.last_agent.name
     lane = handle.principal.tenant_id
     try:
         if (entry := checks.get(name)) is not None:
-            await entry.check(text, "answer ", lane=lane)
+            for text in texts:
+                await entry.check(text, "answer ", lane=lane)
         if answered != name and (last := checks.get(answered)) is not None:
-            await last.check(text, f"answer of agent '{answered}' ", lane=lane)
+            for text in texts:
+                await last.check(text, f"answer of agent '{answered}' ", lane=lane)
     except GuardrailTriggeredError:
         record_guardrail(handle.principal.tenant_slug, triggered=True)
         raise
@@ -49,3 +51,24 @@ async def check_output(handle: RunHandle, result: RunResultBase) -> None:
 def output_text(output: Any) -> str:
     """A final output as text (structured output: its JSON)."""
     return output if isinstance(output, str) else orjson.dumps(output).decode()
+
+
+def checked_texts(output: Any) -> list[str]:
+    """What output patterns are matched against, one text at a time: the answer's text; for
+    structured output, its JSON, then every string in it (keys and values) as a client reads
+    it once decoded (the JSON writes a newline or a quote escaped, where a pattern would miss
+    it; an anchored pattern matches at the string's own start and end)."""
+    if isinstance(output, str):
+        return [output]
+    texts = [output_text(output)]
+    stack: list[Any] = [output]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, dict):
+            texts.extend(str(key) for key in value)
+            stack.extend(reversed(value.values()))
+        elif isinstance(value, list):
+            stack.extend(reversed(value))
+    return texts

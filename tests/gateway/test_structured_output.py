@@ -127,3 +127,22 @@ async def test_agents_without_a_schema_still_answer_text(gw: Gateway) -> None:
     )
     (completed,) = [d for n, d in parse_sse(r.text) if n == "run.completed"]
     assert completed["output"] == "Mock answer to: hello"
+
+
+@streamed
+async def test_output_patterns_see_the_strings_of_a_structured_answer(
+    gw: Gateway, stream: bool
+) -> None:
+    """The answer's `summary` holds "secret<newline>data" and `say "quoted"`: its JSON writes them
+    escaped (`\\n`, `\\"`), where the patterns missed them, and the client got them."""
+    tenant = await gw.create_tenant("acme")
+    guardrails = {"output": {"blocked_patterns": ["secret\\s+data", '"quoted"', "^Mock answer"]}}
+    await put_agent(gw, tenant, "orders", {"output_schema": SCHEMA, "guardrails": guardrails})
+    for text, index in (("secret\ndata", 0), ('say "quoted"', 1)):
+        outcome = await run(gw, tenant, "orders", text, stream=stream)
+        assert outcome.status == 400, outcome.body
+        assert outcome.body["error"]["param"] == f"output.blocked_patterns[{index}]"
+        assert not outcome.named("output_text.delta")  # nothing of it streamed
+    # An anchored pattern matches a string at its own start, as a client reads the field.
+    outcome = await run(gw, tenant, "orders", "anchored", stream=stream)
+    assert outcome.status == 400 and outcome.body["error"]["param"] == "output.blocked_patterns[2]"
