@@ -33,14 +33,18 @@ from gateway.core.errors import PermissionDeniedError
 from gateway.tools.http import HttpTools
 from gateway.tools.mcp import McpServers
 from gateway.tools.mcp import failure_output as mcp_failure_output
-from tenants.agent.composition import handoff_target, handoff_tool_name, strict_output_schema
+from tenants.agent.composition import (
+    MAX_GRAPH_AGENTS,
+    handoff_target,
+    handoff_tool_name,
+    strict_output_schema,
+)
 from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AgentSpec
 from tenants.agent.tool_specs import HttpToolSpec
 
 logger = logging.getLogger("gateway.agents")
 
-MAX_GRAPH_AGENTS = 32
 """Agents reachable from one entry agent through handoffs (more are left out, logged)."""
 
 Versions = tuple[tuple[str, int], ...]
@@ -274,6 +278,7 @@ class AgentCache:
             if target in nodes:
                 continue
             if len(nodes) >= MAX_GRAPH_AGENTS:
+                # PUT and activate refuse a larger graph; only a race between them gets here.
                 logger.warning("agent graph of %s cut at %d agents", name, MAX_GRAPH_AGENTS)
                 break
             target_version, target_spec, _ = await self._active_version(db, tenant_id, target)

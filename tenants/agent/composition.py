@@ -28,6 +28,8 @@ from tenants.agent.json_schema import check_json_schema
 
 AGENT_NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
 MAX_PATTERNS = 32
+MAX_GRAPH_AGENTS = 32
+"""The most agents one run's handoff graph (the entry agent and all it reaches) may hold."""
 MAX_PATTERN_CHARS = 1_000
 MAX_SCHEMA_BYTES = 32_768
 

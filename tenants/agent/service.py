@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.core.clock import utcnow
 from gateway.core.errors import ConflictError, NotFoundError, ValidationFailedError
 from gateway.core.ids import new_id
+from tenants.agent.composition import MAX_GRAPH_AGENTS
 from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AGENT_NAME_RE, AgentSpec
 from tenants.models import Agent, AgentVersion, StoredRun
@@ -51,6 +52,48 @@ async def _check_handoffs(
             param="handoffs",
             code="unknown_agent",
         )
+    if targets:
+        await _check_graph_sizes(repository, tenant_id, name, targets)
+
+
+async def _check_graph_sizes(
+    repository: AgentRepository, tenant_id: str, name: str, targets: list[str]
+) -> None:
+    """422 when this agent's handoffs would make a run's graph (the agent a run enters and all
+    it reaches) hold more than `MAX_GRAPH_AGENTS`: this agent's own, or that of any agent that
+    reaches it. The run would otherwise cut the graph short, silently."""
+    graph = {
+        agent.name: AgentSpec.model_validate(version.spec).handoff_targets()
+        for agent, version in await repository.list_active(tenant_id)
+    }
+    graph[name] = targets
+    callers: dict[str, list[str]] = {}
+    for caller, called in graph.items():
+        for target in called:
+            callers.setdefault(target, []).append(caller)
+    entries = _reach(name, callers)  # every agent whose runs can reach this one
+    for entry in sorted(entries):
+        size = len(_reach(entry, graph))
+        if size > MAX_GRAPH_AGENTS:
+            whose = "this agent" if entry == name else f"agent '{entry}'"
+            raise ValidationFailedError(
+                f"handoffs: the handoff graph of {whose} would hold {size} agents; at most "
+                f"{MAX_GRAPH_AGENTS} (the agent a run starts with and every agent it reaches).",
+                param="handoffs",
+                code="invalid_value",
+            )
+
+
+def _reach(start: str, edges: dict[str, list[str]]) -> set[str]:
+    """`start` and every name reachable from it along `edges`."""
+    seen = {start}
+    pending = [start]
+    while pending:
+        for following in edges.get(pending.pop(), ()):
+            if following not in seen:
+                seen.add(following)
+                pending.append(following)
+    return seen
 
 
 async def put_agent(

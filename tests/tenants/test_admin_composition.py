@@ -213,6 +213,31 @@ async def test_handoffs_name_agents_of_the_same_tenant_only(
     ]
 
 
+async def test_a_handoff_graph_larger_than_a_run_takes_is_422(
+    client: httpx.AsyncClient, admin_headers: Admin, make_tenant: MakeTenant
+) -> None:
+    """A run builds at most 32 agents (the one it enters and all it reaches): a chain that
+    would be longer was accepted and then cut short at run time, silently."""
+    tenant = (await make_tenant())["id"]
+    # c31 -> c30 -> ... -> c0: 32 agents reached from c31, the most a run takes.
+    assert (await _put(client, admin_headers, tenant, "c0")).status_code == 201
+    for i in range(1, 32):
+        r = await _put(client, admin_headers, tenant, f"c{i}", handoffs=[f"c{i - 1}"])
+        assert r.status_code == 201, (i, r.text)
+    # A 33rd agent on top of the chain: its own graph would hold 33.
+    r = await _put(client, admin_headers, tenant, "c32", handoffs=["c31"])
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["param"] == "handoffs" and "33 agents" in error["message"], error
+    # Growing the chain at its bottom: c0 gains a target, and c31's graph would hold 33.
+    assert (await _put(client, admin_headers, tenant, "extra")).status_code == 201
+    r = await _put(client, admin_headers, tenant, "c0", handoffs=["extra"])
+    assert r.status_code == 422 and "agent 'c31'" in r.json()["error"]["message"], r.text
+    # A cycle within the bound is fine (a graph counts each agent once).
+    r = await _put(client, admin_headers, tenant, "c0", handoffs=["c31"])
+    assert r.status_code == 200, r.text  # a new version of an existing agent
+
+
 async def test_deleting_a_handoff_target_is_409_naming_who_uses_it(
     client: httpx.AsyncClient, admin_headers: Admin, make_tenant: MakeTenant
 ) -> None:
