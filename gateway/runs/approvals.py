@@ -30,6 +30,7 @@ import orjson
 from agents import RunState
 from agents.items import ToolApprovalItem
 from agents.result import RunResult, RunResultStreaming
+from agents.tool import ToolOriginType
 
 from gateway.core.background import BackgroundTasks
 from gateway.core.clock import as_utc, rfc3339, utcnow
@@ -83,7 +84,14 @@ def apply_decisions(state: RunState[Any, Any], decisions: Sequence[Decision]) ->
         else:
             message = DECLINED if not decision.message else f"{DECLINED} {decision.message}"
             state.reject(item, rejection_message=message)
-            record_tool_call(item.tool_name or "unknown", "http", "declined", 0.0)
+            record_tool_call(item.tool_name or "unknown", _tool_type(item), "declined", 0.0)
+
+
+def _tool_type(item: ToolApprovalItem) -> str:
+    """`mcp` for a call of an MCP server's tool, else `http` (the other kind that can ask for
+    approval), as `gateway_tool_calls_total` counts them."""
+    origin = item.tool_origin
+    return "mcp" if origin is not None and origin.type == ToolOriginType.MCP else "http"
 
 
 def check_decisions(row: StoredRun, decisions: Sequence[Decision]) -> None:

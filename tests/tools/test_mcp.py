@@ -164,6 +164,34 @@ async def test_an_mcp_tool_can_require_approval(gw: Gateway, crm: McpStats) -> N
     assert crm.calls[calls:] == ["find_customer"]
 
 
+async def test_a_declined_mcp_call_is_counted_as_an_mcp_call(gw: Gateway, crm: McpStats) -> None:
+    """It was counted with `tool_type="http"`: MCP declines showed up as HTTP traffic."""
+    tenant = await gw.create_tenant(
+        "mcp-decliner", agent=mcp_agent(crm.url, requires_approval=True)
+    )
+    before = await mcp_declines(gw)
+    r = await gw.client.post(
+        RUNS, json={"input": 'Use find_customer {"name": "dee"}'}, headers=tenant.headers
+    )
+    run = r.json()
+    assert run["status"] == "requires_action", run
+    decisions = [{"id": a["id"], "approve": False} for a in run["pending_actions"]]
+    r = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json={"decisions": decisions}, headers=tenant.headers
+    )
+    assert r.status_code == 200, r.text
+    assert await mcp_declines(gw) == before + 1
+
+
+async def mcp_declines(gw: Gateway) -> float:
+    text = (await gw.client.get("/metrics")).text
+    wanted = ('tool="find_customer"', 'tool_type="mcp"', 'status="declined"')
+    for line in text.splitlines():
+        if line.startswith("gateway_tool_calls_total{") and all(w in line for w in wanted):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 async def test_tool_names_offered_twice_are_422_at_put(gw: Gateway) -> None:
     tenant = await gw.create_tenant("mcp-twice")
     url = "https://mcp.example.com/mcp"
