@@ -234,10 +234,11 @@ class Settings(BaseSettings):
     """Interval of SSE keep-alive comments."""
 
     stream_disconnect_grace_s: float = Field(default=30.0, ge=0, le=600)
-    """When a streaming client (SSE, Chat Completions stream, WebSocket) leaves while the
-    upstream is answering a model call, that call is still read for up to this long so that
-    its usage (reported at its end) is recorded; the run's concurrency slot is held meanwhile.
-    Past it, or with 0, the call is cut and its tokens are unknown (0 in the record)."""
+    """When a streaming client (SSE, Chat Completions stream, WebSocket) leaves while a model
+    call is in flight (the upstream has it, answering yet or not), that call is still read for
+    up to this long so that its usage (reported at its end) is recorded; the run's concurrency
+    slot is held meanwhile. Past it, or with 0, the call is cut and its tokens are unknown (0 in
+    the record)."""
 
     drain_delay_s: float | None = Field(default=None, ge=0, le=300)
     """On SIGTERM, how long a replica keeps accepting connections after `/readyz` turned 503,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack
 from typing import Annotated, Any
 
@@ -113,6 +113,14 @@ class RunStreamResponse(StreamingResponse):
         try:
             await super().__call__(scope, receive, send)
         finally:
+            # The body's own `finally` first (a client gone while a model call is in flight
+            # leaves that call to be read: `run.winding`). Starlette does not close it: when
+            # the client left during a `send`, the generator was not where the cancellation
+            # struck, and it would run its `finally` only when collected, after the run had
+            # settled without the call's tokens.
+            body = self.body_iterator
+            if isinstance(body, AsyncGenerator):
+                await body.aclose()
             # Closed as a clean exit whatever ended the response (a client gone mid-send is
             # a cancelled run, not a failed one).
             await self.owner.aclose()

@@ -12,10 +12,10 @@ before the client sees that outcome: the slot is free for the client's next run)
 then a no-op. A streamed response owns the run past its endpoint: the endpoint enters it on an
 `AsyncExitStack` and hands the stack to the response (`RunStreamResponse`), whose end closes
 it, even when the client left before the first byte and the stream never started. A stream
-whose client left during a model call lets that call finish (its tokens were spent) before the
-run settles, sending nothing further and calling no tool: an answer that has begun is read to
-its end, one that has not gets `FIRST_BYTE_S` to begin, all within
-`GATEWAY_STREAM_DISCONNECT_GRACE_S`. `winding` is the task reading it; the exit awaits it.
+whose client left during a model call lets that call finish (the upstream has it, and bills
+it) before the run settles, sending nothing further and calling no tool: the call is read to
+its end, whether its answer had begun or not, within `GATEWAY_STREAM_DISCONNECT_GRACE_S`.
+`winding` is the task reading it; the exit awaits it.
 """
 
 from __future__ import annotations
@@ -43,11 +43,6 @@ from tenants.price.pricing import Price
 
 if TYPE_CHECKING:
     from gateway.runs.service import RunService
-
-
-FIRST_BYTE_S = 0.25
-"""How long a call a streaming client left is given to begin its answer: its first byte may be
-on its way when the client leaves (the upstream already billing it); past this it is cut."""
 
 
 class Run:
@@ -94,31 +89,13 @@ class Run:
 
     def wind_down_within(self, task: asyncio.Task[None], grace_s: float) -> None:
         """`task` finishes the call a gone client left; it is cancelled (the call cut) if it
-        has not within `grace_s` (`GATEWAY_STREAM_DISCONNECT_GRACE_S`), or if the upstream
-        has not begun answering within `FIRST_BYTE_S` (a call still waiting upstream is
-        cut at once, as nothing of it was spent; one whose answer was on its way when the
-        client left is read)."""
+        has not within `grace_s` (`GATEWAY_STREAM_DISCONNECT_GRACE_S`: a stalled upstream).
+        A call whose answer has not begun yet is waited for too: the upstream has the request
+        and bills it, and its usage comes only with its answer (cutting it early lost the
+        tokens of every call slower to start than the cut)."""
         self.winding = task
-        meter = self.handle.meter
-        loop = asyncio.get_running_loop()
-        pending: list[asyncio.TimerHandle] = []
-
-        def first_byte_due() -> None:
-            if meter.answering:
-                pending.append(loop.call_later(max(0.0, grace_s - FIRST_BYTE_S), task.cancel))
-            else:
-                task.cancel()
-
-        if meter.answering:
-            pending.append(loop.call_later(grace_s, task.cancel))
-        else:
-            pending.append(loop.call_later(min(FIRST_BYTE_S, grace_s), first_byte_due))
-
-        def done(_: asyncio.Task[None]) -> None:
-            for timer in pending:
-                timer.cancel()
-
-        task.add_done_callback(done)
+        timer = asyncio.get_running_loop().call_later(grace_s, task.cancel)
+        task.add_done_callback(lambda _: timer.cancel())
 
     async def wind_down(self) -> None:
         """Wait for the model call a gone client left in flight to be read and metered (the

@@ -205,9 +205,6 @@ class RunMeter(RunHooks[Any]):
         self.max_output = max_output
         self.total = ModelTokens()
         """What every model call of the run used (the run's usage)."""
-        self.answering = False
-        """The upstream has begun answering the call in flight (set by the stream's reader on
-        the call's first event; cleared when a call starts or ends)."""
         self.stopping = False
         """The run stops after the call in flight (`stop_after_call`)."""
         self.failed_status = CANCELLED
@@ -216,10 +213,10 @@ class RunMeter(RunHooks[Any]):
         mapped), else `cancelled` (the client left, the run's deadline, the drain)."""
 
     def stop_after_call(self) -> bool:
-        """Wind the run down if a model call is in flight: that call, once the upstream answers
-        it, is read to its end and metered, then the run stops (`ClientGone`); whether it
-        may wait for a first byte is the caller's (`answering`). False, and nothing changes,
-        when no call is in flight (the caller cancels the run at once)."""
+        """Wind the run down if a model call is in flight: that call is read to its end and
+        metered, then the run stops (`ClientGone`); how long it may take is the caller's
+        (the disconnect grace). False, and nothing changes, when no call is in flight (the
+        caller cancels the run at once)."""
         if not self._calls:
             return False
         self.stopping = True
@@ -234,7 +231,6 @@ class RunMeter(RunHooks[Any]):
     ) -> None:
         if self.stopping:
             raise ClientGone
-        self.answering = False
         ticket = self.ticket
         model = _model_name(agent)
         price: Price | None = None
@@ -257,7 +253,6 @@ class RunMeter(RunHooks[Any]):
     async def on_llm_end(
         self, context: RunContextWrapper[Any], agent: Agent[Any], response: ModelResponse
     ) -> None:
-        self.answering = False
         ticket = self.ticket
         call = self._calls.pop(id(agent), None)
         if call is None:  # not started through this meter: the run's own model

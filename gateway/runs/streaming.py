@@ -9,16 +9,15 @@ events; `gateway.chat.stream` encodes the same events as Chat Completions chunks
 An agent with `output.blocked_patterns` has its text deltas held until the final answer
 passed them (then sent, followed by `run.completed`; dropped when `run.failed` follows), so
 blocked text never reaches the client. A keep-alive comment goes out whenever nothing else
-has for `keepalive_s`. If the client goes
-away, Starlette cancels the response task. When a model call is in flight at that moment, the
-run winds down: if the upstream is answering it (its tokens are being spent), or begins to
-within `FIRST_BYTE_S` (its first byte was on its way), the producer keeps reading that call to
-its end, sending nothing, its usage is metered, and the run stops right after it (no tool of
-the answer runs, no further call is made: `RunMeter.stop_after_call`); a call still waiting
-upstream after that is cut. Otherwise (a tool running) the producer task is cancelled at once
-and the `finally` in `run_events` cancels the SDK run (breaking out of its event loop alone
-would not stop it). Either way the run's owner (the response) settles it as `cancelled` with
-the tokens spent.
+has for `keepalive_s`. If the client goes away, Starlette cancels the response task (and the
+response closes this generator). When a model call is in flight at that moment, the run winds
+down: the producer keeps reading that call to its end (the upstream has it and bills it,
+answering yet or not), sending nothing, its usage is metered, and the run stops right after it
+(no tool of the answer runs, no further call is made: `RunMeter.stop_after_call`); a call not
+done within `GATEWAY_STREAM_DISCONNECT_GRACE_S` is cut. Otherwise (a tool running) the producer
+task is cancelled at once and the `finally` in `run_events` cancels the SDK run (breaking out
+of its event loop alone would not stop it). Either way the run's owner (the response) settles
+it as `cancelled` with the tokens spent.
 """
 
 from __future__ import annotations
@@ -152,8 +151,6 @@ async def run_events(
                 raise
             if event is None:
                 break
-            if event.type == "raw_response_event":
-                handle.meter.answering = True
             translated = _translate(event)
             if translated is not None:
                 if translated[0] == "output_text.delta":

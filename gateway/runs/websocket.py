@@ -29,7 +29,7 @@ socket with a turn in flight is closed with 1012 right after that turn's termina
 still running at the end of the grace ends with `run.failed` `shutting_down` first. When the
 client leaves mid-turn the turn's task is cancelled: `run_events` cancels the SDK run and
 settles it as `cancelled` with the tokens already spent, as for an SSE disconnect; as there,
-a model call the upstream is answering is first read to its end (sending nothing), so its
+a model call in flight is first read to its end (sending nothing), so its
 tokens are recorded, and the run stops right after it.
 """
 
