@@ -88,7 +88,12 @@ def test_client_disconnect_cancels_the_run_and_keeps_spent_tokens(
             if line.startswith("event: "):
                 seen.append(line[7:])
             if "tool.output" in seen:
-                break  # leave while the second model call is still waiting upstream
+                # leave while the second model call is waiting upstream (sent: the mock has it)
+                deadline = time.monotonic() + 5
+                while httpx.get(f"{mock_llm_base_url}/_mock/waiting").json()["waiting"] < 1:
+                    assert time.monotonic() < deadline, "the second call never reached the mock"
+                    time.sleep(0.02)
+                break
     assert seen[0] == "run.created" and "tool.called" in seen
     totals = live_usage(live_gateway, tenant_id, 1)["totals"]
     elapsed = time.monotonic() - started
