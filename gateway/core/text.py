@@ -86,6 +86,47 @@ Label = Annotated[str, LABEL]
 Text = Annotated[str, TEXT]
 """Free-form text: no NUL."""
 
+DISPLAY_NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+"""JSON-schema pattern of a `DisplayName`: a `Label` with at least one character that is not a
+space."""
+BLANK_RULE = "must hold at least one character other than a space"
+
+
+@dataclass(frozen=True, slots=True)
+class _DisplayName:
+    """Pydantic annotation of a `DisplayName`. The schema's rules hold for the string as sent
+    (so every string the schema refuses is refused, and every one it allows is taken); the
+    spaces around it are trimmed after."""
+
+    def check(self, value: str) -> str:
+        broken = broken_rule(LABEL_FORBIDDEN, LABEL_RULE, value)
+        if broken is not None:
+            raise PydanticCustomError("forbidden_character", broken)
+        trimmed = value.strip(" ")
+        if not trimmed:
+            raise PydanticCustomError("blank", BLANK_RULE)
+        return trimmed
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(
+            self.check, core_schema.str_schema(max_length=DISPLAY_NAME_MAX)
+        )
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        rendered = handler(schema)
+        rendered.update(minLength=1, pattern=DISPLAY_NAME_PATTERN)
+        return rendered
+
+
+DISPLAY_NAME_MAX = 200
+DisplayName = Annotated[str, _DisplayName()]
+"""A tenant's or a key's human name: at most 200 characters, no control character, not blank;
+the spaces around it are trimmed."""
+
 
 def forbidden_in_tree(value: Any, path: str = "") -> Iterator[tuple[str, str]]:
     """(path, rule) of every string in a JSON value that breaks its rule: keys are labels,

@@ -14,23 +14,17 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    StringConstraints,
     field_validator,
 )
 
 from gateway.core.clock import UtcDatetime, rfc3339, utcnow
+from gateway.core.text import DisplayName
 from tenants.models import ApiKey
 
 Scope = Literal["runs", "conversations", "usage"]
 ALL_SCOPES: tuple[Scope, ...] = ("runs", "conversations", "usage")
 
-# Control characters are refused: PostgreSQL cannot store NUL in text, and none belong in a label.
-KeyName = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$"
-    ),
-]
+KeyName = DisplayName
 
 
 def _in_the_future(value: datetime) -> datetime:

@@ -21,19 +21,14 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from gateway.core.clock import rfc3339
+from gateway.core.text import DisplayName
 from tenants.models import Tenant
 from tenants.price.amounts import UsdAmount
 
 SLUG_PATTERN = r"^[a-z0-9-]{2,40}$"
 
 Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
-# Control characters are refused: PostgreSQL cannot store NUL in text, and none belong in a label.
-TenantName = Annotated[
-    str,
-    StringConstraints(
-        strip_whitespace=True, min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$"
-    ),
-]
+TenantName = DisplayName
 TenantStatus = Literal["active", "suspended"]
 
 

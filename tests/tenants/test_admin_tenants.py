@@ -88,6 +88,10 @@ async def test_duplicate_slug_is_conflict(
         ({"slug": "acme", "name": "x" * 201}, "name"),
         ({"slug": "acme", "name": "a\x00b"}, "name"),
         ({"slug": "acme", "name": "line\nbreak"}, "name"),
+        # The rules hold for the name as sent, before its spaces are trimmed (the schema's view).
+        ({"slug": "acme", "name": "\nAcme"}, "name"),
+        ({"slug": "acme", "name": "Acme\t"}, "name"),
+        ({"slug": "acme", "name": " " + "x" * 200}, "name"),
         ({"slug": "acme", "name": "x", "status": "active"}, "status"),
         ({"slug": "acme", "name": "x", "limits": {"requests_per_minute": 0}}, None),
         ({"slug": "acme", "name": "x", "limits": {"tokens_per_day": -5}}, None),
@@ -114,6 +118,21 @@ async def test_create_rejects_invalid_bodies(
         assert error["param"] == param
     listed = await client.get("/admin/tenants", headers=admin_headers)
     assert listed.json()["data"] == []
+
+
+async def test_names_are_trimmed_of_the_spaces_around_them(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    body = {"slug": "acme", "name": "  Acme Corp "}
+    created = await client.post("/admin/tenants", json=body, headers=admin_headers)
+    assert created.status_code == 201
+    assert created.json()["name"] == "Acme Corp"
+    tenant_id = created.json()["id"]
+    renamed = await client.patch(
+        f"/admin/tenants/{tenant_id}", json={"name": "\u3000Acme "}, headers=admin_headers
+    )
+    assert renamed.status_code == 200
+    assert renamed.json()["name"] == "\u3000Acme"  # only ASCII spaces are trimmed
 
 
 async def test_malformed_json_is_rejected(
