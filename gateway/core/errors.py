@@ -224,7 +224,19 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     # A field the route does not take is named first: "name: Extra inputs are not permitted"
     # says more about `{"name": …}` than the required field it left out.
     first = next((e for e in errors if e.get("type") == "extra_forbidden"), None)
-    if first is None:
+    if first is not None:
+        # Unless the same object's kind is wrong (`role: "tool"`, a part of `type:
+        # "image_url"`): its other fields are unknown because of that, so the kind is named.
+        parent = tuple(first.get("loc", ()))[:-1]
+        first = next(
+            (
+                e
+                for e in errors
+                if e.get("type") == "literal_error" and tuple(e.get("loc", ()))[:-1] == parent
+            ),
+            first,
+        )
+    else:
         first = errors[0] if errors else {}
     if (request.scope.get("state") or {}).get(FORM_EXPECTED_KEY):
         fields = ", ".join(

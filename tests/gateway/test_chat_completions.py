@@ -336,6 +336,32 @@ async def test_errors_as_an_openai_client_sees_them(live_one: Live) -> None:
             "agent's own tools run inside the gateway",
         ),
         ({"messages": [{"role": "tool", "content": "x"}]}, "messages.0.role", "developer"),
+        # The wrong kind is named, not the fields it brought (`tool_call_id`, `image_url`).
+        (
+            {"messages": [{"role": "tool", "content": "x", "tool_call_id": "c"}]},
+            "messages.0.role",
+            "developer",
+        ),
+        (
+            {
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "text", "text": "hi"},
+                            {"type": "image_url", "image_url": {"url": "https://x/y.png"}},
+                        ],
+                    }
+                ]
+            },
+            "messages.0.content.1.type",
+            "'text'",
+        ),
+        (
+            {"messages": [{"role": "user", "content": "x", "typo": 1}]},
+            "messages.0.typo",
+            "not permitted",
+        ),
         ({"messages": []}, "messages", "at least 1"),
         ({"stream": "true"}, "stream", "boolean"),
         ({"stream": True, "stream_options": {"include_usage": 1}}, None, "boolean"),
