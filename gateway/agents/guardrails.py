@@ -24,7 +24,6 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import re2
 from agents import (
     Agent,
     GuardrailFunctionOutput,
@@ -38,7 +37,7 @@ from agents.items import TResponseInputItem
 from gateway.agents.context import CURRENT_RUN
 from gateway.agents.output import InvalidModelOutput, JsonSchemaOutput
 from gateway.core.errors import GuardrailTriggeredError, UpstreamError
-from gateway.core.linear_regex import re2_options
+from gateway.core.linear_regex import compile_set
 from observability.metrics import record_guardrail
 from tenants.agent.composition import ClassifierSpec
 
@@ -110,10 +109,7 @@ class PatternSet:
 
     def __init__(self, param: str, patterns: Sequence[str]) -> None:
         self.param = param
-        self._set = re2.Set.SearchSet(re2_options())
-        for pattern in patterns:
-            self._set.Add(pattern)
-        self._set.Compile()
+        self._set = compile_set(patterns)
 
     def first_match(self, text: str) -> int | None:
         """The index of the first pattern found in `text`, or None."""

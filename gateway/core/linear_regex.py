@@ -21,6 +21,7 @@ from __future__ import annotations
 import dis
 import re
 import types
+from collections.abc import Sequence
 from typing import Any
 
 import jsonschema._keywords
@@ -60,6 +61,27 @@ def check_pattern(pattern: str) -> None:
         raise ValueError(
             f"not a valid RE2 pattern ({detail}); RE2 has no backreferences or lookarounds"
         ) from None
+
+
+def compile_set(patterns: Sequence[str]) -> re2.Set:
+    """`patterns` as one compiled RE2 search set (a guardrail's list, matched in one pass).
+
+    Raises:
+        ValueError: RE2 cannot compile them together (the set's program is larger than each
+            pattern's alone: `\\p{L}{200}` compiles on its own but not as a set).
+    """
+    compiled = re2.Set.SearchSet(_OPTIONS)
+    try:
+        for pattern in patterns:
+            compiled.Add(pattern)
+        compiled.Compile()
+    except re2.error:
+        raise ValueError(
+            "RE2 cannot compile these patterns as one set (together they need more than its "
+            f"{_OPTIONS.max_mem // 2**20} MiB program budget); use fewer or smaller patterns "
+            "(a large counted repetition such as \\p{L}{200} is the usual cause)"
+        ) from None
+    return compiled
 
 
 def search(pattern: str, text: str) -> Any:

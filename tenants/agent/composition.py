@@ -22,7 +22,7 @@ from agents.strict_schema import ensure_strict_json_schema
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from gateway.core.json_types import JsonInteger
-from gateway.core.linear_regex import check_pattern
+from gateway.core.linear_regex import check_pattern, compile_set
 from gateway.core.text import Label, Text
 from tenants.agent.json_schema import check_json_schema
 
@@ -41,6 +41,11 @@ STRICT_RULES = (
 )
 
 
+def _one_re2_set(patterns: list[str]) -> list[str]:
+    compile_set(patterns)
+    return patterns
+
+
 def _re2_pattern(pattern: str) -> str:
     check_pattern(pattern)
     return pattern
@@ -49,7 +54,9 @@ def _re2_pattern(pattern: str) -> str:
 Pattern = Annotated[
     Text, Field(min_length=1, max_length=MAX_PATTERN_CHARS), AfterValidator(_re2_pattern)
 ]
-Patterns = Annotated[list[Pattern], Field(max_length=MAX_PATTERNS)]
+Patterns = Annotated[list[Pattern], Field(max_length=MAX_PATTERNS), AfterValidator(_one_re2_set)]
+"""A guardrail's list: each pattern valid RE2, and all of them one RE2 set, as the run matches
+them (a list that only compiled pattern by pattern failed every run of the agent)."""
 
 
 class HandoffSpec(BaseModel):

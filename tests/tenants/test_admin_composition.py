@@ -40,6 +40,17 @@ async def _put(
             "guardrails.input.blocked_patterns.0",
             "RE2",
         ),
+        # Each compiles alone, but not as the one RE2 set the run matches (every run was a 500).
+        (
+            {"guardrails": {"input": {"blocked_patterns": [r"\p{L}{200}"]}}},
+            "guardrails.input.blocked_patterns",
+            "as one set",
+        ),
+        (
+            {"guardrails": {"output": {"blocked_patterns": [r"\p{L}{100}", r"\p{L}{99}"]}}},
+            "guardrails.output.blocked_patterns",
+            "fewer or smaller patterns",
+        ),
         ({"guardrails": {"input": {"max_chars": 0}}}, "guardrails.input.max_chars", ""),
         ({"guardrails": {"input": {"max_chars": True}}}, "guardrails.input.max_chars", "number"),
         ({"guardrails": {"input": {"max_chars": "10"}}}, "guardrails.input.max_chars", "number"),
