@@ -7,9 +7,13 @@ type here, so a client's mistake is a 422 naming the field, not a guess.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BeforeValidator, StrictBool
+from pydantic import BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler, StrictBool
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import core_schema
 
 JsonBool = StrictBool
 """`true` or `false` only."""
@@ -37,4 +41,44 @@ JsonNumber = BeforeValidator(json_number)
 JsonInteger = BeforeValidator(json_integer)
 """Metadata for `Annotated[int, ..., JsonInteger]`."""
 
-__all__ = ["JsonBool", "JsonInteger", "JsonNumber", "json_integer", "json_number"]
+
+def unique_items(items: Sequence[Hashable]) -> Sequence[Hashable]:
+    """Refuse a list that names one item twice (naming the first such item)."""
+    seen: set[Hashable] = set()
+    for item in items:
+        if item in seen:
+            raise ValueError(f"{item!r} is listed twice; list each item once")
+        seen.add(item)
+    return items
+
+
+@dataclass(frozen=True, slots=True)
+class _UniqueItems:
+    """Pydantic annotation of a list whose items are unique: the schema says `uniqueItems`,
+    and a list naming an item twice is a 422 (a client's mistake, and the schema's rule)."""
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(unique_items, handler(source))
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        rendered = handler(schema)
+        rendered["uniqueItems"] = True
+        return rendered
+
+
+UniqueItems = _UniqueItems()
+"""Metadata for `Annotated[list[str], ..., UniqueItems]`."""
+
+__all__ = [
+    "JsonBool",
+    "JsonInteger",
+    "JsonNumber",
+    "UniqueItems",
+    "json_integer",
+    "json_number",
+    "unique_items",
+]

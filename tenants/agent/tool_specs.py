@@ -15,7 +15,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
 from gateway.core.catalog import BUILTIN_TOOLS
-from gateway.core.json_types import JsonBool, JsonNumber
+from gateway.core.json_types import JsonBool, JsonNumber, UniqueItems
 from gateway.core.text import Label, Text
 from gateway.core.unions import TEXT
 from tenants.agent.json_schema import check_json_schema
@@ -63,7 +63,7 @@ class McpToolSpec(BaseModel):
     type: Literal["mcp"]
     name: ToolName
     url: ToolUrl
-    allowed_tools: Annotated[list[ToolName], Field(max_length=128)] | None = None
+    allowed_tools: Annotated[list[ToolName], Field(max_length=128), UniqueItems] | None = None
     """The server's tools offered to the model (None: all of them)."""
     requires_approval: JsonBool = False
     timeout_s: Annotated[float, Field(gt=0, le=60), JsonNumber] = 10

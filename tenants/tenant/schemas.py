@@ -21,6 +21,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from gateway.core.clock import rfc3339
+from gateway.core.json_types import UniqueItems
 from gateway.core.text import DisplayName
 from tenants.models import Tenant
 from tenants.price.amounts import UsdAmount
@@ -45,7 +46,7 @@ LimitValue = Annotated[StrictInt, Field(ge=1, le=10**12), BeforeValidator(_integ
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
 ]
-AllowedModels = Annotated[list[ModelName], Field(max_length=256)] | None
+AllowedModels = Annotated[list[ModelName], Field(max_length=256), UniqueItems] | None
 """Models the tenant's agents may name (`null`: any)."""
 SpendValue = (
     Annotated[

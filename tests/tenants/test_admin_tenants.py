@@ -100,6 +100,7 @@ async def test_duplicate_slug_is_conflict(
         ({"slug": "acme", "name": "x", "limits": {"max_concurrent_runs": True}}, None),
         ({"slug": "acme", "name": "x", "limits": {"requests_per_hour": 5}}, None),
         ({"slug": "acme", "name": "x", "limits": [1]}, "limits"),
+        ({"slug": "acme", "name": "x", "allowed_models": ["m", "n", "m"]}, "allowed_models"),
     ],
 )
 async def test_create_rejects_invalid_bodies(

@@ -221,6 +221,21 @@ async def test_tool_names_offered_twice_are_422_at_put(gw: Gateway) -> None:
     assert r.status_code == 201, r.text
 
 
+async def test_an_allowed_tool_listed_twice_is_422_at_put(gw: Gateway) -> None:
+    tenant = await gw.create_tenant("mcp-dup")
+    crm = {
+        "type": "mcp",
+        "name": "crm",
+        "url": "https://mcp.example.com/mcp",
+        "allowed_tools": ["find_customer", "find_customer"],
+    }
+    spec = {"instructions": "x", "model": "mock-model", "tools": [crm]}
+    r = await gw.client.put(f"/admin/tenants/{tenant.id}/agents/bot", json=spec, headers=ADMIN)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["param"] == "tools.0.allowed_tools"
+    assert "'find_customer' is listed twice" in r.json()["error"]["message"]
+
+
 async def test_a_clash_only_the_servers_lists_reveal_is_a_clear_502(
     gw: Gateway, crm: McpStats
 ) -> None:
