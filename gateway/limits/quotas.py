@@ -59,6 +59,7 @@ from gateway.limits.store import (
     Snapshot,
 )
 from observability.metrics import RATE_LIMIT_REJECTIONS, tenant_label
+from tenants.price.money import micro_to_usd
 from tenants.price.pricing import Price
 
 logger = logging.getLogger("gateway.limits")
@@ -239,6 +240,7 @@ class QuotaService:
             lambda s: s.admit(tenant, run_id, limits, rid, amount, spend), undo
         )
         ticket.admission = admission
+        ticket.admitted_at = time.monotonic()
         if admission.code != OK:
             code = _CODES[admission.code]
             message = _MESSAGES.get(
@@ -258,7 +260,7 @@ class QuotaService:
                 # The first call cannot be reserved: the run is refused before it starts, as
                 # when a window is exhausted (a plain run and a stream both get the 429,
                 # nothing ran, nothing is recorded); the lease is given back.
-                error = ticket._refused(first, first.amount)
+                error = ticket._refused(first, first.amount, spend)
                 await ticket.close()
                 raise error
             ticket.open_reservations.append((first, store))
@@ -317,6 +319,8 @@ class RunTicket:
         self.price = price if limits.spend_metered else None
         """The run's model price for spend reservations (None: spend not capped, or unpriced)."""
         self.admission: Admission | None = None
+        self.admitted_at = 0.0
+        """`time.monotonic()` when the admission's answer came (its windows' "now")."""
         self.lease_store: QuotaStore | None = None
         self.prepaid: Reservation | None = None
         """The first call's reservation made at admission, until the first call uses it."""
@@ -384,14 +388,26 @@ class RunTicket:
         finally:
             await self._settle_rest(pending, tried)
         if reservation.code != OK:
-            raise self._refused(reservation, amount)
+            raise self._refused(reservation, amount, spend)
         self.open_reservations.append((reservation, store))
 
-    def _refused(self, reservation: Reservation, amount: int) -> RateLimitedError:
+    def _refused(self, reservation: Reservation, amount: int, spend: int) -> RateLimitedError:
+        """The 429 of a refused reservation of `amount` tokens, `spend` micro-dollars."""
         code = _CODES[reservation.code]
         never = False
         if reservation.code in (SPD, SPM):
             message = f"Spend limit reached ({code}): the next model call may cost more."
+            budget = self.limits.spend_per_day if reservation.code == SPD else None
+            if reservation.code == SPM:
+                budget = self.limits.spend_per_month
+            if budget is not None and spend > budget:
+                never = True
+                message = (
+                    f"Spend limit reached ({code}): the next model call is estimated at "
+                    f"${micro_to_usd(spend)}, more than the whole limit "
+                    f"(${micro_to_usd(budget)}), so it can never fit: shorten the input or lower "
+                    "the agent's max_tokens, or raise the limit."
+                )
         else:
             message = (
                 f"Token quota exhausted ({code}): the next model call needs up to {amount} tokens."
@@ -484,11 +500,13 @@ class RunTicket:
         admission = self.admission
         if admission is None:
             return {}
+        reset_s = admission.tpm_reset_s
+        if spent and not admission.tpm_used:
+            # The minute was empty (reset 0): now it holds the run's own tokens, reserved at
+            # admission, which leave it a minute after that.
+            reset_s = max(1.0, 60.0 - (time.monotonic() - self.admitted_at))
         headers = token_headers(
-            self.limits,
-            admission.tpm_used + spent,
-            admission.tpm_reset_s,
-            admission.tpd_used + spent,
+            self.limits, admission.tpm_used + spent, reset_s, admission.tpd_used + spent
         )
         headers.update(spend_headers(self.limits, admission.spd_used, admission.spm_used))
         return headers

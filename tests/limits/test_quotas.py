@@ -334,3 +334,22 @@ async def test_a_plain_answer_counts_its_own_tokens_in_its_headers(gw: Gateway, 
         spent += r.json()["usage"]["total_tokens"]
         assert r.headers["x-ratelimit-limit-tokens"] == "100000"
         assert r.headers["x-ratelimit-remaining-tokens"] == str(100_000 - spent)
+
+
+async def test_a_first_answer_on_a_quiet_minute_says_when_its_tokens_leave(gw: Gateway) -> None:
+    """The minute was empty at admission (nothing to reset): once the answer counts its own
+    tokens, the reset is when they leave the minute, never `0s` beside a remaining count
+    below the limit (a client would take the window for free)."""
+    tenant = await limited_tenant(gw, "quiet-minute", tokens_per_minute=100_000)
+    r = await gw.client.post(
+        "/v1/agents/assistant/runs", json={"input": "hello"}, headers=tenant.headers
+    )
+    assert r.status_code == 200, r.text
+    spent = r.json()["usage"]["total_tokens"]
+    assert r.headers["x-ratelimit-remaining-tokens"] == str(100_000 - spent)
+    reset = int(r.headers["x-ratelimit-reset-tokens"].removesuffix("s"))
+    assert 50 <= reset <= 60, r.headers["x-ratelimit-reset-tokens"]
+    limits = await gw.client.get("/v1/limits", headers=tenant.headers)
+    window = limits.json()["windows"]["tokens_per_minute"]
+    assert window["used"] == spent
+    assert abs(window["reset_seconds"] - reset) <= 2

@@ -74,6 +74,7 @@ async def test_daily_spend_limit_refuses_the_call_that_could_exceed_it(gw: Gatew
     assert refused is not None and refused.status_code == 429, refused and refused.text
     assert refused.json()["error"]["code"] == "spend_per_day"
     assert int(refused.headers["retry-after"]) >= 1
+    assert "x-should-retry" not in refused.headers  # tomorrow it fits
     spent_micro = sum(outputs) * OUTPUT_MICRO
     # Refused only when the next call's reservation could not fit: settled to the real cost.
     assert spent_micro <= 500_000 < spent_micro + 200_000
@@ -88,6 +89,22 @@ async def test_daily_spend_limit_refuses_the_call_that_could_exceed_it(gw: Gatew
     await gw.flush_usage()
     report = (await gw.client.get("/v1/usage", headers=tenant.headers)).json()
     assert report["totals"]["cost_usd"] == micro_to_usd(spent_micro)  # SQL agrees with Redis
+
+
+@pytest.mark.parametrize("window", ["spend_per_day", "spend_per_month"])
+async def test_a_call_costlier_than_the_whole_budget_says_it_can_never_fit(
+    gw: Gateway, window: str
+) -> None:
+    """A call reserved at $0.20 against a $0.10 budget: waiting for the window cannot help,
+    so the client is told (and the OpenAI clients' retry rule reads `x-should-retry`)."""
+    tenant = await spend_tenant(gw, f"never-{window[-3:]}", **{f"{window}_usd": "0.10"})
+    r = await run(gw.client, tenant)
+    assert r.status_code == 429, r.text
+    error = r.json()["error"]
+    assert error["code"] == window
+    assert "can never fit" in error["message"] and "$0.2" in error["message"], error
+    assert int(r.headers["retry-after"]) >= 1
+    assert r.headers["x-should-retry"] == "false"
 
 
 async def test_monthly_spend_limit(gw: Gateway) -> None:
