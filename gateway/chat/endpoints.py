@@ -39,7 +39,8 @@ async def create_chat_completion(
     service: RunServiceDep,
 ) -> Response:
     sdk_input = body.sdk_input()
-    built = await service.resolve(principal, known_name(body.model, param="model"), param="model")
+    request.state.agent = known_name(body.model, param="model")  # the access line's agent
+    built = await service.resolve(principal, body.model, param="model")
     if built.needs_approval:
         raise InvalidRequestError(
             f"Agent '{built.name}' has tools that require approval, which Chat Completions "

@@ -44,7 +44,20 @@ def known_name(name: str, *, param: str | None = None) -> str:
     return name
 
 
-@router.post("/agents/{name}/runs", summary="Run an agent (plain or streamed)")
+def agent_in_log(request: Request) -> None:
+    """The access line names the agent a request was for, also when it is refused before the
+    run starts (a 422 body, a 429 at admission, an unknown agent): a route dependency, so it
+    runs before the body is validated."""
+    name = request.path_params.get("name")
+    if isinstance(name, str) and AGENT_NAME_RE.fullmatch(name) is not None:
+        request.state.agent = name
+
+
+@router.post(
+    "/agents/{name}/runs",
+    summary="Run an agent (plain or streamed)",
+    dependencies=[Depends(agent_in_log)],
+)
 async def create_run(
     name: AgentName,
     body: RunRequest,

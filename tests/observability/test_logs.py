@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from observability.logs import logging_config
-from tests.gateway.conftest import gateway_for
+from tests.gateway.conftest import ADMIN, gateway_for
 from tests.tools.mcp_server import mcp_server
 from tests.tools.test_mcp import mcp_agent
 
@@ -128,3 +128,44 @@ def test_a_credential_in_a_websocket_path_is_not_logged(json_logs: io.StringIO) 
     assert key not in text and jwt not in text and "signature" not in text
     assert "WebSocket /v1/agents/…/ws" in text
     assert "/v1/agents/a/ws?…" in text
+
+
+async def test_a_request_refused_before_its_run_starts_still_names_its_agent(
+    sqlite_url: str, mock_llm_base_url: str, json_logs: io.StringIO
+) -> None:
+    """A 422 body, a 429 at admission and a Chat Completions refusal: the access line names
+    the agent the request was for (it was null)."""
+    async for gw in gateway_for(sqlite_url, mock_llm_base_url):
+        tenant = await gw.create_tenant("refused-logged")
+        r = await gw.client.patch(
+            f"/admin/tenants/{tenant.id}",
+            json={"limits": {"tokens_per_minute": 10}},
+            headers=ADMIN,
+        )
+        assert r.status_code == 200, r.text
+        json_logs.truncate(0)
+        json_logs.seek(0)
+        sent = {
+            "req-bad-body": ("/v1/agents/assistant/runs", {"inputs": "x"}, 422),
+            "req-too-big": ("/v1/agents/assistant/runs", {"input": "hello"}, 429),
+            "req-chat": (
+                "/v1/chat/completions",
+                {"model": "assistant", "messages": [{"role": "user", "content": "hello"}]},
+                429,
+            ),
+        }
+        for request_id, (path, body, status) in sent.items():
+            r = await gw.client.post(
+                path, json=body, headers={**tenant.headers, "X-Request-ID": request_id}
+            )
+            assert r.status_code == status, r.text
+        records = lines(json_logs)
+    for request_id in sent:
+        access = [
+            line
+            for line in records
+            if line.get("request_id") == request_id and line["logger"] == "gateway.access"
+        ]
+        assert len(access) == 1, request_id
+        assert access[0]["agent"] == "assistant", access[0]
+        assert access[0]["tenant"] == "refused-logged", access[0]
