@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -257,14 +258,21 @@ async def test_disconnect_mid_turn_cancels_and_records_spent_tokens(
         seen = []
         while "tool.output" not in seen:
             seen.append((await next_event(ws))[0])
-    # The client left while the second model call waits upstream.
+        # Leave while the second model call waits upstream (sent: the mock has it).
+        deadline = time.monotonic() + 5
+        while httpx.get(f"{mock_llm_base_url}/_mock/waiting").json()["waiting"] < 1:
+            assert time.monotonic() < deadline, "the second call never reached the mock"
+            await asyncio.sleep(0.02)
     totals = live_usage(live, tenant_id, 1)["totals"]
     elapsed = time.monotonic() - started
-    first_call = read_ledger(mock_llm_base_url, text)[ledger_before]
-    assert totals["runs"] == 1 and totals["requests"] == 1
-    assert totals["input_tokens"] == first_call["input_tokens"]
-    assert totals["output_tokens"] == first_call["output_tokens"]
-    assert elapsed < 1.5 + 1.5
+    calls = read_ledger(mock_llm_base_url, text)[ledger_before:]
+    # That call is read when it answers (the upstream billed it): the record holds both
+    # calls, exactly as the upstream counted them, and the run stops there.
+    assert len(calls) == 2
+    assert totals["runs"] == 1 and totals["requests"] == 2
+    assert totals["input_tokens"] == sum(call["input_tokens"] for call in calls)
+    assert totals["output_tokens"] == sum(call["output_tokens"] for call in calls)
+    assert elapsed < 1.5 + 1.5 + 1.5
     metrics = httpx.get(f"{live}/metrics").text
     assert (
         'gateway_runs_total{agent="assistant",status="cancelled",tenant="ws-gone"} 1.0' in metrics
