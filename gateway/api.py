@@ -19,7 +19,7 @@ from gateway.runs.actions import router as actions_router
 from gateway.runs.endpoints import router as runs_router
 from gateway.runs.websocket import router as websocket_router
 from gateway.usage.endpoints import router as usage_router
-from tenants.admin.auth import require_admin
+from tenants.admin.auth import no_store, require_admin
 from tenants.admin.login import router as admin_login_router
 from tenants.agent.endpoints import router as admin_agents_router
 from tenants.api_key.endpoints import router as admin_keys_router
@@ -40,7 +40,7 @@ CHAT_ERRORS = (*V1_ERRORS, 404, 502, 504)
 """A chat completion adds: unknown agent (the model), the upstream."""
 ADMIN_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
 """What any protected /admin route can answer."""
-LOGIN_ERRORS = (400, 401, 413, 422, 429)
+LOGIN_ERRORS = (400, 401, 403, 413, 422, 429)
 
 
 def admin_router() -> APIRouter:
@@ -63,7 +63,7 @@ def admin_router() -> APIRouter:
         admin_audit_router,
     ):
         protected.include_router(router)
-    admin = APIRouter(route_class=JsonBodyRoute, tags=["admin"])
+    admin = APIRouter(route_class=JsonBodyRoute, tags=["admin"], dependencies=[Depends(no_store)])
     admin.include_router(admin_login_router, responses=error_responses(*LOGIN_ERRORS))
     admin.include_router(protected)
     return admin

@@ -14,7 +14,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 
 from gateway.core.config import settings_of
 from gateway.core.db import SessionDep
@@ -25,7 +25,14 @@ from tenants.admin.tokens import AdminPrincipal, looks_like_tenant_jwt, verify_a
 from tenants.admin.users import get_user_by_id
 from tenants.models.api_key import KEY_PREFIX
 
-__all__ = ["AdminDep", "AdminPrincipal", "bearer_token", "require_admin"]
+__all__ = [
+    "AdminDep",
+    "AdminPrincipal",
+    "bearer_token",
+    "no_store",
+    "refuse_tenant_credentials",
+    "require_admin",
+]
 
 READ_METHODS = frozenset({"GET", "HEAD"})
 
@@ -52,6 +59,28 @@ async def _refuse_tenant_credential(request: Request) -> PermissionDeniedError:
     is the usual 401 (raised by the tenant authentication itself)."""
     await app_state(request).authenticate_tenant(request)
     return _tenant_credential()
+
+
+async def refuse_tenant_credentials(request: Request) -> None:
+    """Dependency of `POST /admin/login`, open to anyone but not to a tenant credential: an
+    `X-API-Key`, or a bearer that is an API key or an end-user JWT, is 403 when valid (401
+    when not), as on every other /admin route."""
+    token = bearer_token(request)
+    if request.headers.get("x-api-key") or (
+        token is not None
+        and (
+            token.startswith(KEY_PREFIX)
+            or looks_like_tenant_jwt(token, settings_of(request).jwt_audience)
+        )
+    ):
+        raise await _refuse_tenant_credential(request)
+
+
+def no_store(response: Response) -> None:
+    """Dependency of every /admin route: answers that hold a secret shown once (a key, an
+    HS256 or tool-signing secret, an admin token) or tenant data are never cached."""
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
 
 
 async def _authenticate(request: Request) -> AdminPrincipal:

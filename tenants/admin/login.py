@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Request
 from pydantic import BaseModel
 from pydantic.json_schema import SkipJsonSchema
 
@@ -18,6 +18,7 @@ from gateway.core.config import SettingsDep
 from gateway.core.db import SessionDep
 from gateway.core.errors import AuthenticationFailedError
 from gateway.core.json_body import JsonBodyRoute
+from tenants.admin.auth import refuse_tenant_credentials
 from tenants.admin.failures import admin_address, failure_limiter
 from tenants.admin.tokens import issue_admin_token
 from tenants.admin.users import authenticate
@@ -52,18 +53,15 @@ async def login_form(
     return LoginForm(username=username, password=password)
 
 
-@router.post("/login", response_model=LoginToken)
+@router.post("/login", response_model=LoginToken, dependencies=[Depends(refuse_tenant_credentials)])
 async def login(
     request: Request,
-    response: Response,
     form: Annotated[LoginForm, Depends(login_form)],
     session: SessionDep,
     settings: SettingsDep,
 ) -> LoginToken:
     """Exchange `username` + `password` (form fields) for an admin bearer token (never cached:
-    `Cache-Control: no-store`, as OAuth 2.0 token responses are)."""
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["Pragma"] = "no-cache"
+    `Cache-Control: no-store`, as OAuth 2.0 token responses are, like every /admin answer)."""
     limiter = failure_limiter(request)
     address = admin_address(request)
     limiter.check(address)

@@ -192,6 +192,37 @@ async def test_forged_expired_and_tenant_tokens(client: httpx.AsyncClient) -> No
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
 
 
+async def test_a_login_carrying_a_tenant_credential_is_403(client: httpx.AsyncClient) -> None:
+    """As on every /admin route: a valid tenant key (either header) is 403 at login too, and
+    no admin token is issued; a bad one is the usual 401."""
+    tenant = await client.post("/admin/tenants", json={"slug": "acme", "name": "A"}, headers=ADMIN)
+    url = f"/admin/tenants/{tenant.json()['id']}/keys"
+    key = (await client.post(url, json={"name": "k"}, headers=ADMIN)).json()["key"]
+    form = {"username": "alice", "password": ADMIN_PW}
+    for headers in (bearer(key), {"X-API-Key": key}):
+        r = await client.post("/admin/login", data=form, headers=headers)
+        assert r.status_code == 403, r.text
+        assert r.json()["error"]["code"] == "tenant_credential"
+        assert "access_token" not in r.text
+    r = await client.post("/admin/login", data=form, headers={"X-API-Key": "gw_nope"})
+    assert r.status_code == 401
+
+
+async def test_answers_holding_a_secret_are_never_cached(client: httpx.AsyncClient) -> None:
+    tenant = await client.post("/admin/tenants", json={"slug": "acme", "name": "A"}, headers=ADMIN)
+    base = f"/admin/tenants/{tenant.json()['id']}"
+    for r in (
+        await client.post(f"{base}/keys", json={"name": "k"}, headers=ADMIN),
+        await client.put(
+            f"{base}/jwt", json={"mode": "hs256", "issuer": "https://acme.example"}, headers=ADMIN
+        ),
+        await client.post(f"{base}/tool-secret", headers=ADMIN),
+        await _login(client, "alice", ADMIN_PW),
+    ):
+        assert r.status_code in (200, 201), r.text
+        assert r.headers["cache-control"] == "no-store", r.request.url
+
+
 async def test_passwords_are_stored_as_argon2_only(
     client: httpx.AsyncClient, sqlite_url: str
 ) -> None:

@@ -158,7 +158,15 @@ def websocket_paths(routes: Iterable[Any]) -> Iterator[str]:
 
 def expected(row: Row, credential: str, method: str) -> int:
     """The status the matrix demands for one cell."""
-    if row.kind in ("public", "login"):
+    if row.kind == "public":
+        return row.ok
+    if row.kind == "login":
+        # Open to anyone (here without a form: 422), but a tenant credential is refused as on
+        # every /admin route (SPEC §7): 403 when valid, 401 when not.
+        if credential in TENANT_CREDENTIALS:
+            return 403
+        if credential in ("expired_key", "revoked_key", "forged_key", "stray_jwt"):
+            return 401
         return row.ok
     if row.kind == "admin":
         if credential in TENANT_CREDENTIALS:
