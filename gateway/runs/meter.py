@@ -215,12 +215,12 @@ class RunMeter(RunHooks[Any]):
     def stop_after_call(self) -> bool:
         """Wind the run down if a model call is in flight: that call is read to its end and
         metered, then the run stops (`ClientGone`); how long it may take is the caller's
-        (the disconnect grace). False, and nothing changes, when no call is in flight (the
-        caller cancels the run at once)."""
-        if not self._calls:
-            return False
+        (the disconnect grace). False when no call is in flight: the caller cancels the run at
+        once, and no call starts meanwhile (the SDK runs a streamed run in a task of its own,
+        which may reach its next call before it sees the cancellation: that call would reach
+        the upstream, which bills it, and never be metered)."""
         self.stopping = True
-        return True
+        return bool(self._calls)
 
     async def on_llm_start(
         self,
@@ -241,6 +241,8 @@ class RunMeter(RunHooks[Any]):
             await ticket.before_call(
                 estimate, agent.model_settings.max_tokens or self.max_output, price
             )
+            if self.stopping:  # the client left while the call was reserved (settles to 0)
+                raise ClientGone
         # Timed once admitted (a refused reservation makes no call).
         self._calls[id(agent)] = (time.perf_counter(), model, price)
 
