@@ -230,8 +230,10 @@ class Settings(BaseSettings):
     default_model: str = "gpt-4.1-mini"
     """Model of an agent spec that names none."""
 
-    stream_keepalive_s: float = Field(default=15.0, gt=0)
-    """Interval of SSE keep-alive comments."""
+    stream_keepalive_s: float = Field(default=10.0, gt=0, le=14)
+    """Seconds of silence after which a stream (SSE, Chat Completions) gets a keep-alive
+    comment. At most 14, so that a comment comes at least every 15 s with the time it takes
+    to write one."""
 
     stream_disconnect_grace_s: float = Field(default=30.0, ge=0, le=600)
     """When a streaming client (SSE, Chat Completions stream, WebSocket) leaves while a model

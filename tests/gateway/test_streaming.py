@@ -38,6 +38,20 @@ async def test_keepalive_comments_while_the_model_is_slow(
         assert names[-1] == "run.completed"
 
 
+def test_the_keepalive_setting_keeps_a_comment_within_15_s() -> None:
+    """A comment comes after `stream_keepalive_s` of silence, plus the time to write it: the
+    default and the bound leave room under the 15 s every stream promises (15.0 gave gaps of
+    15.1 s)."""
+    from pydantic import ValidationError
+
+    from gateway.core.config import Settings
+
+    assert Settings.model_fields["stream_keepalive_s"].default == 10.0
+    with pytest.raises(ValidationError):
+        make_settings("sqlite://", stream_keepalive_s=15)
+    assert make_settings("sqlite://", stream_keepalive_s=14).stream_keepalive_s == 14
+
+
 async def test_upstream_failure_is_a_run_failed_event(
     sqlite_url: str, mock_llm_base_url: str
 ) -> None:
