@@ -263,6 +263,29 @@ async def stream_run(
 
 
 def accepts_event_stream(accept: str | None) -> bool:
-    """True when the `Accept` header names `text/event-stream` (media types are
-    case-insensitive, RFC 9110 §8.3.1)."""
-    return accept is not None and "text/event-stream" in accept.lower()
+    """True when the `Accept` header asks for `text/event-stream` at least as much as for
+    `application/json`.
+
+    Media types are case-insensitive and weighed by `q` (RFC 9110 §12.5.1): `text/event-stream`
+    streams, also beside an equally weighed `application/json` (a client ready for either);
+    `;q=0` refuses it, and `application/json` weighed more prefers the plain JSON run.
+    Wildcards do not ask for a stream.
+    """
+    if accept is None or "text/event-stream" not in accept.lower():
+        return False
+    weights = {"text/event-stream": 0.0, "application/json": 0.0}
+    for entry in accept.lower().split(","):
+        media, *params = (part.strip() for part in entry.split(";"))
+        if media not in weights:
+            continue
+        weight = 1.0
+        for param in params:
+            name, _, value = param.partition("=")
+            if name.strip() == "q":
+                try:
+                    weight = min(1.0, max(0.0, float(value)))
+                except ValueError:
+                    weight = 0.0  # a malformed weight is no preference
+        weights[media] = max(weights[media], weight)
+    sse = weights["text/event-stream"]
+    return sse > 0 and sse >= weights["application/json"]

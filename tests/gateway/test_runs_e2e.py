@@ -105,6 +105,28 @@ async def test_accept_header_selects_streaming(
     assert names[0] == "run.created" and names[-1] == "run.completed"
 
 
+@pytest.mark.parametrize(
+    "accept",
+    [
+        "text/event-stream;q=0",  # refused (RFC 9110 §12.4.2)
+        "application/json;q=1.0, text/event-stream;q=0.1",  # JSON preferred
+        "*/*",
+        "application/json",
+    ],
+)
+async def test_an_accept_header_that_prefers_json_gets_json(
+    gateway: Gateway, tenant: Tenant, accept: str
+) -> None:
+    r = await gateway.client.post(
+        "/v1/agents/assistant/runs",
+        json={"input": "hello there"},
+        headers={**tenant.headers, "Accept": accept},
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    assert r.json()["status"] == "completed"
+
+
 async def test_usage_record_matches_run_and_usage_api(gateway: Gateway, tenant: Tenant) -> None:
     runs = []
     for text in ("one", "two words", "What is 3*3 with calculator?"):
