@@ -229,17 +229,26 @@ def record_run(
     label = tenant_label(tenant)
     RUNS.labels(label, agent, status).inc()
     RUN_DURATION.labels(label, agent).observe(duration_s)
-    if limits is not None and label != OTHER_TENANT:
-        quota = limits.get("tokens_per_day")
-        TENANT_TOKENS_PER_DAY_LIMIT.labels(label).set(
-            float(quota) if isinstance(quota, int) else math.inf
-        )
-        for window, gauge in (
-            ("day", TENANT_SPEND_PER_DAY_LIMIT),
-            ("month", TENANT_SPEND_PER_MONTH_LIMIT),
-        ):
-            gauge.labels(label).set(_usd_or_inf(limits.get(f"spend_per_{window}_usd")))
+    if limits is not None:
+        note_tenant_limits(tenant, limits)
     add_tokens(tokens, tenant=tenant, agent=agent)
+
+
+def note_tenant_limits(tenant: str, limits: Mapping[str, Any]) -> None:
+    """Set the tenant's daily quota and spend limit gauges (from a settled run, or a refused
+    one: a tenant whose every run is refused still shows its current limits)."""
+    label = tenant_label(tenant)
+    if label == OTHER_TENANT:
+        return
+    quota = limits.get("tokens_per_day")
+    TENANT_TOKENS_PER_DAY_LIMIT.labels(label).set(
+        float(quota) if isinstance(quota, int) else math.inf
+    )
+    for window, gauge in (
+        ("day", TENANT_SPEND_PER_DAY_LIMIT),
+        ("month", TENANT_SPEND_PER_MONTH_LIMIT),
+    ):
+        gauge.labels(label).set(_usd_or_inf(limits.get(f"spend_per_{window}_usd")))
 
 
 def record_model_usage(

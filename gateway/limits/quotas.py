@@ -58,7 +58,7 @@ from gateway.limits.store import (
     Settlement,
     Snapshot,
 )
-from observability.metrics import RATE_LIMIT_REJECTIONS, tenant_label
+from observability.metrics import RATE_LIMIT_REJECTIONS, note_tenant_limits, tenant_label
 from tenants.price.money import micro_to_usd
 from tenants.price.pricing import Price
 
@@ -80,6 +80,9 @@ _MESSAGES = {
 }
 
 
+_QUOTA_CODES = frozenset({TOKENS_PER_DAY, SPEND_PER_DAY, SPEND_PER_MONTH})
+
+
 def _retry_s(code: int, retry_s: float) -> float:
     # The script cannot know the calendar: a month's end is the caller's to say.
     return seconds_to_month_end() if code == SPM else retry_s
@@ -88,6 +91,8 @@ def _retry_s(code: int, retry_s: float) -> float:
 def rejection(principal: Principal, code: str, message: str, retry_s: float) -> RateLimitedError:
     """A 429 for `code`, counted in `gateway_rate_limit_rejections_total`."""
     RATE_LIMIT_REJECTIONS.labels(tenant_label(principal.tenant_slug), code).inc()
+    if code in _QUOTA_CODES and principal.limits is not None:  # the gauges quota alerts divide by
+        note_tenant_limits(principal.tenant_slug, principal.limits)
     return RateLimitedError(message, code=code, retry_after_s=retry_s)
 
 

@@ -105,6 +105,11 @@ async def test_a_call_costlier_than_the_whole_budget_says_it_can_never_fit(
     assert "can never fit" in error["message"] and "$0.2" in error["message"], error
     assert int(r.headers["retry-after"]) >= 1
     assert r.headers["x-should-retry"] == "false"
+    # No run of this tenant ever settled, yet the budget gauge (the quota alerts' divisor)
+    # shows its limit: a refusal sets it too.
+    metrics = (await gw.client.get("/metrics")).text
+    gauge = f"gateway_tenant_{window}_limit_usd" + '{tenant="' + tenant.slug + '"} 0.1'
+    assert gauge in metrics, [line for line in metrics.splitlines() if "limit_usd{" in line]
 
 
 async def test_monthly_spend_limit(gw: Gateway) -> None:
