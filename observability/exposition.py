@@ -112,7 +112,10 @@ def install_http_metrics(app: FastAPI, settings: Settings) -> None:
     """HTTP request metrics labelled by route template, and `GET /metrics`."""
     Instrumentator(
         should_group_status_codes=False,
-        should_ignore_untemplated=True,
+        # A path no route serves (a scan, a typo, a 404 flood) is counted as handler "none",
+        # never under its raw path.
+        should_ignore_untemplated=False,
+        should_group_untemplated=True,
         excluded_handlers=["/metrics", "/healthz", "/readyz"],
     ).add(_http_instrumentation()).instrument(app)
     for entry in app.user_middleware:  # the instrumentator's own, with the lookup remembered

@@ -83,6 +83,11 @@ async def test_request_id_is_echoed_or_made(gateway: Gateway) -> None:
 async def test_unknown_routes_and_methods_use_the_error_shape(gateway: Gateway) -> None:
     r = await gateway.client.get("/v1/nothing-here")
     assert r.status_code == 404 and r.json()["error"]["type"] == "not_found_error"
+    # Counted (a 404 flood shows on the dashboards), under handler "none", never its path.
+    await gateway.client.get("/secret-scan/abc123")
+    metrics = (await gateway.client.get("/metrics")).text
+    assert 'http_requests_total{handler="none",method="GET",status="404"}' in metrics
+    assert "nothing-here" not in metrics and "secret-scan" not in metrics
     r = await gateway.client.delete("/healthz")
     assert r.status_code == 405 and r.json()["error"]["type"] == "invalid_request_error"
 
