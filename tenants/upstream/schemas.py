@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from gateway.core.clock import rfc3339
 from gateway.core.text import Label
@@ -27,6 +28,18 @@ class UpstreamPut(BaseModel):
     """The upstream's API key (stored encrypted, never shown again)."""
     api: UpstreamApi = "chat_completions"
     """The API the Agents SDK speaks to it (`chat_completions` works with most servers)."""
+
+    @field_validator("base_url")
+    @classmethod
+    def _a_base(cls, value: str) -> str:
+        """The client appends `/chat/completions` or `/responses` to the base URL: a query or
+        a fragment would make every call's URL wrong, found only at run time."""
+        parts = urlsplit(value)
+        if parts.query or parts.fragment or "?" in value or "#" in value:
+            raise ValueError(
+                "a base URL takes no query or fragment (the API paths are appended to it)"
+            )
+        return value
 
 
 class UpstreamPublic(BaseModel):
