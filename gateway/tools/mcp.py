@@ -179,7 +179,10 @@ class _Connection:
             self._task.cancel()
             raise _unavailable(self.server.name, "it did not answer in time") from None
         if self._error is not None:
-            raise _unavailable(self.server.name, "it could not be reached") from None
+            raise _unavailable(
+                self.server.name,
+                "it could not be reached, or did not answer as an MCP server (Streamable HTTP)",
+            ) from None
 
     async def _hold(self) -> None:
         try:

@@ -133,6 +133,16 @@ async def test_a_server_that_is_down_fails_the_run_clearly_and_quickly(gw: Gatew
     assert time.monotonic() - started < 10
 
 
+async def test_a_server_that_is_not_an_mcp_server_says_so(gw: Gateway) -> None:
+    """Reachable, but not an MCP server (here the mock LLM, which answers 404): the error says
+    it may not speak MCP, not only that it could not be reached."""
+    tenant = await gw.create_tenant("mcp-not", agent=mcp_agent(f"{gw.mock_url}/mcp", timeout_s=5))
+    r = await gw.client.post(RUNS, json={"input": "hello"}, headers=tenant.headers)
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "mcp_server_unavailable"
+    assert "did not answer as an MCP server" in r.json()["error"]["message"]
+
+
 async def test_mcp_urls_pass_the_egress_guard_at_put(gw: Gateway) -> None:
     tenant = await gw.create_tenant("mcp-put")
     r = await gw.client.put(
