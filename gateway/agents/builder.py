@@ -40,7 +40,7 @@ from tenants.agent.composition import (
     strict_output_schema,
 )
 from tenants.agent.repository import AgentRepository
-from tenants.agent.spec import AgentSpec
+from tenants.agent.spec import AgentSpec, stored_spec
 from tenants.agent.tool_specs import HttpToolSpec
 
 logger = logging.getLogger("gateway.agents")
@@ -263,7 +263,7 @@ class AgentCache:
             if found is None:
                 return (0, None, None)
             version_row, allowed = found
-            return (version_row.version, AgentSpec.model_validate(version_row.spec), allowed)
+            return (version_row.version, stored_spec(version_row.spec), allowed)
 
         return await self._active.get_or_load((tenant_id, name), load)
 
@@ -309,7 +309,7 @@ class AgentCache:
             )
         if row is None:
             return None
-        spec = AgentSpec.model_validate(row.spec)
+        spec = stored_spec(row.spec)
         nodes = (
             await self._reachable(db, tenant_id, name, version, spec)
             if spec.handoffs

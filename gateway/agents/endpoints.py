@@ -11,7 +11,7 @@ from gateway.core.db import SessionDep
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.state import app_state
 from tenants.agent.repository import AgentRepository
-from tenants.agent.spec import AGENT_NAME_PATTERN, AgentSpec
+from tenants.agent.spec import AGENT_NAME_PATTERN, stored_spec
 from tenants.pagination import PageParams, cursor_params
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["agents"])
@@ -33,7 +33,7 @@ async def list_agents(
     rows = await AgentRepository(session).list_active_page(principal.tenant_id, page)
     data = []
     for agent, version in rows.items:
-        spec = AgentSpec.model_validate(version.spec)
+        spec = stored_spec(version.spec)
         data.append(
             {
                 "object": "agent",

@@ -15,6 +15,8 @@ from pydantic import BeforeValidator, GetCoreSchemaHandler, GetJsonSchemaHandler
 from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import core_schema
 
+from gateway.core.stored import is_stored
+
 JsonBool = StrictBool
 """`true` or `false` only."""
 
@@ -55,12 +57,17 @@ def unique_items(items: Sequence[Hashable]) -> Sequence[Hashable]:
 @dataclass(frozen=True, slots=True)
 class _UniqueItems:
     """Pydantic annotation of a list whose items are unique: the schema says `uniqueItems`,
-    and a list naming an item twice is a 422 (a client's mistake, and the schema's rule)."""
+    and a list naming an item twice is a 422 (a client's mistake, and the schema's rule). A
+    stored row (`gateway.core.stored`) written before the rule still loads."""
+
+    @staticmethod
+    def check(items: Sequence[Hashable], info: core_schema.ValidationInfo) -> Sequence[Hashable]:
+        return items if is_stored(info.context) else unique_items(items)
 
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
-        return core_schema.no_info_after_validator_function(unique_items, handler(source))
+        return core_schema.with_info_after_validator_function(self.check, handler(source))
 
     def __get_pydantic_json_schema__(
         self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler

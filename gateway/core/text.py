@@ -30,6 +30,7 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import PydanticCustomError, core_schema
 
 from gateway.core.errors import NotFoundError, ValidationFailedError
+from gateway.core.stored import is_stored
 
 LABEL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
 """JSON-schema pattern of a `Label`: no C0 control character, no DEL."""
@@ -58,6 +59,9 @@ class _Refuse:
     forbidden: re.Pattern[str]
     pattern: str
     rule: str
+    put_only: bool = False
+    """Only for what is sent: a stored row (`gateway.core.stored`) written before the rule
+    still loads."""
 
     def check(self, value: str) -> str:
         broken = broken_rule(self.forbidden, self.rule, value)
@@ -65,9 +69,14 @@ class _Refuse:
             raise PydanticCustomError("forbidden_character", broken)
         return value
 
+    def check_sent(self, value: str, info: core_schema.ValidationInfo) -> str:
+        return value if is_stored(info.context) else self.check(value)
+
     def __get_pydantic_core_schema__(
         self, source: Any, handler: GetCoreSchemaHandler
     ) -> core_schema.CoreSchema:
+        if self.put_only:
+            return core_schema.with_info_after_validator_function(self.check_sent, handler(source))
         return core_schema.no_info_after_validator_function(self.check, handler(source))
 
     def __get_pydantic_json_schema__(
@@ -83,6 +92,15 @@ TEXT = _Refuse(TEXT_FORBIDDEN, TEXT_PATTERN, TEXT_RULE)
 
 Label = Annotated[str, LABEL]
 """A name, model, id or key: no control characters."""
+
+URL_PATTERN = r"^[^\x00-\x20\x7f]*$"
+"""JSON-schema pattern of a `Url`: no control character and no space."""
+URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f\ud800-\udfff]")
+URL_RULE = "must not contain spaces or control characters (write a space in a URL as %20)"
+URL = _Refuse(URL_FORBIDDEN, URL_PATTERN, URL_RULE, put_only=True)
+Url = Annotated[str, URL]
+"""A URL as sent: a space in it (one pasted with a trailing blank) would make every call to it
+fail at run time, so it is refused when it is stored."""
 Text = Annotated[str, TEXT]
 """Free-form text: no NUL."""
 

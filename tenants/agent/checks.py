@@ -12,7 +12,7 @@ from gateway.core.config import Settings
 from gateway.core.egress import EgressPolicy, EgressRefusedError
 from gateway.core.errors import ValidationFailedError
 from tenants.agent.repository import AgentRepository
-from tenants.agent.spec import AgentSpec
+from tenants.agent.spec import AgentSpec, stored_spec
 from tenants.scoping import require_tenant
 from tenants.upstream.service import require_upstream
 
@@ -46,7 +46,7 @@ async def check_spec(
         # A run reaches its handoff targets' models too (run time refuses the whole run).
         targets = await AgentRepository(session).active_named(tenant.id, spec.handoff_targets())
         for target, version in targets:
-            target_model = AgentSpec.model_validate(version.spec).model or settings.default_model
+            target_model = stored_spec(version.spec).model or settings.default_model
             if target_model not in tenant.allowed_models:
                 raise ValidationFailedError(
                     f"handoffs: agent '{target.name}' uses model '{target_model}', which is not "

@@ -19,10 +19,19 @@ from typing import Annotated, Any
 import orjson
 from agents.exceptions import UserError
 from agents.strict_schema import ensure_strict_json_schema
-from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+)
 
 from gateway.core.json_types import JsonInteger
 from gateway.core.linear_regex import check_pattern, compile_set
+from gateway.core.stored import is_stored
 from gateway.core.text import Label, Text
 from tenants.agent.json_schema import check_json_schema
 
@@ -41,8 +50,9 @@ STRICT_RULES = (
 )
 
 
-def _one_re2_set(patterns: list[str]) -> list[str]:
-    compile_set(patterns)
+def _one_re2_set(patterns: list[str], info: ValidationInfo) -> list[str]:
+    if not is_stored(info.context):  # a stored list that fails fails when its agent is built
+        compile_set(patterns)
     return patterns
 
 

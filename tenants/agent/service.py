@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, update
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -20,7 +21,7 @@ from gateway.core.errors import ConflictError, NotFoundError, ValidationFailedEr
 from gateway.core.ids import new_id
 from tenants.agent.composition import MAX_GRAPH_AGENTS
 from tenants.agent.repository import AgentRepository
-from tenants.agent.spec import AGENT_NAME_RE, AgentSpec
+from tenants.agent.spec import AGENT_NAME_RE, AgentSpec, stored_spec
 from tenants.models import Agent, AgentVersion, StoredRun
 from tenants.models.stored_run import WAITING
 from tenants.pagination import Page, PageParams
@@ -63,7 +64,7 @@ async def _check_graph_sizes(
     it reaches) hold more than `MAX_GRAPH_AGENTS`: this agent's own, or that of any agent that
     reaches it. The run would otherwise cut the graph short, silently."""
     graph = {
-        agent.name: AgentSpec.model_validate(version.spec).handoff_targets()
+        agent.name: stored_spec(version.spec).handoff_targets()
         for agent, version in await repository.list_active(tenant_id)
     }
     graph[name] = targets
@@ -179,7 +180,7 @@ async def delete_agent(session: AsyncSession, tenant_id: str, name: str) -> None
     users = [
         other.name
         for other, version in await repository.list_active(tenant.id)
-        if other.id != agent.id and name in AgentSpec.model_validate(version.spec).handoff_targets()
+        if other.id != agent.id and name in stored_spec(version.spec).handoff_targets()
     ]
     if users:
         raise ConflictError(
@@ -250,7 +251,17 @@ async def activate_version(
     version = await repository.get_version(tenant.id, agent.id, number) if in_range else None
     if version is None:
         raise NotFoundError(f"Agent '{name}' has no version {number}.", param="version")
-    spec = AgentSpec.model_validate(version.spec)
+    try:
+        spec = AgentSpec.model_validate(version.spec)  # held to today's rules, as a PUT is
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"] if not str(part).startswith("<"))
+        raise ValidationFailedError(
+            f"Version {number} of agent '{name}' no longer passes the checks a PUT makes "
+            f"({where}: {error['msg']}); PUT a corrected spec instead.",
+            param=where or None,
+            code="invalid_value",
+        ) from None
     await _check_handoffs(repository, tenant.id, name, spec)
     if check is not None:
         await check(spec)

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationInfo, field_validator
 
 from gateway.core.json_types import JsonInteger, JsonNumber
+from gateway.core.stored import STORED
 from gateway.core.text import Label, Text
 from tenants.agent.composition import (
     AGENT_NAME_PATTERN,
@@ -27,7 +28,7 @@ from tenants.agent.composition import (
 )
 from tenants.agent.tool_specs import HttpToolSpec, McpToolSpec, ToolEntry, check_tool_list
 
-__all__ = ["AGENT_NAME_PATTERN", "AGENT_NAME_RE", "AgentSpec", "ModelSettingsSpec"]
+__all__ = ["AGENT_NAME_PATTERN", "AGENT_NAME_RE", "AgentSpec", "ModelSettingsSpec", "stored_spec"]
 
 AGENT_NAME_RE = re.compile(AGENT_NAME_PATTERN)
 
@@ -74,9 +75,15 @@ class AgentSpec(BaseModel):
     upstream: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")] | None = None
     """The tenant upstream the agent runs on (None: the deployment's)."""
     model_settings: ModelSettingsSpec = Field(default_factory=ModelSettingsSpec)
-    tools: Annotated[list[ToolEntry], Field(max_length=32)] = Field(default_factory=list)
+    # Each name once (checked below, with what the schema cannot say: a built-in and a tool
+    # object of the same name, handoff names differing only by '-'/'_').
+    tools: Annotated[
+        list[ToolEntry], Field(max_length=32, json_schema_extra={"uniqueItems": True})
+    ] = Field(default_factory=list)
     max_turns: Annotated[int, Field(ge=1, le=50), JsonInteger] = 10
-    handoffs: Annotated[list[HandoffEntry], Field(max_length=16)] = Field(default_factory=list)
+    handoffs: Annotated[
+        list[HandoffEntry], Field(max_length=16, json_schema_extra={"uniqueItems": True})
+    ] = Field(default_factory=list)
     """Other agents of the tenant this one may pass the conversation to."""
     guardrails: GuardrailsSpec | None = None
     output_schema: dict[str, Any] | None = None
@@ -137,3 +144,10 @@ class AgentSpec(BaseModel):
     def stored(self) -> dict[str, Any]:
         """The JSON document kept in `agent_versions.spec`."""
         return self.model_dump(mode="json")
+
+
+def stored_spec(data: Any) -> AgentSpec:
+    """A stored version's spec read back: rules added to the PUT since it was stored (a
+    duplicate `allowed_tools` entry, a space in a URL) do not stop it from loading, so an
+    upgrade never turns a working agent into a 500. Activation checks it as a PUT does."""
+    return AgentSpec.model_validate(data, context=STORED)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_val
 
 from gateway.core.catalog import BUILTIN_TOOLS
 from gateway.core.json_types import JsonBool, JsonNumber, UniqueItems
-from gateway.core.text import Label, Text
+from gateway.core.text import Text, Url
 from gateway.core.unions import TEXT
 from tenants.agent.json_schema import check_json_schema
 
@@ -25,7 +25,7 @@ MAX_SCHEMA_BYTES = 16_384
 MAX_URL_CHARS = 2_048
 
 ToolName = Annotated[str, Field(pattern=TOOL_NAME_PATTERN)]
-ToolUrl = Annotated[Label, Field(min_length=8, max_length=MAX_URL_CHARS)]
+ToolUrl = Annotated[Url, Field(min_length=8, max_length=MAX_URL_CHARS)]
 
 
 class HttpToolSpec(BaseModel):

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from gateway.core.clock import rfc3339
-from gateway.core.text import Label
+from gateway.core.text import Url
 from tenants.models import TenantUpstream
 
 UPSTREAM_NAME_PATTERN = r"^[a-z0-9_-]{1,64}$"
@@ -20,7 +20,7 @@ class UpstreamPut(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    base_url: Annotated[Label, Field(min_length=8, max_length=2048)]
+    base_url: Annotated[Url, Field(min_length=8, max_length=2048)]
     """The OpenAI-compatible base URL, e.g. `https://api.openai.com/v1`."""
     api_key: Annotated[
         str, StringConstraints(min_length=4, max_length=512, pattern=r"^[\x21-\x7e]+$")

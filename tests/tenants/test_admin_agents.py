@@ -328,3 +328,41 @@ async def test_get_active_and_list_active_follow_activation(
             ("abe", "a1"),
             ("zed", "z1"),
         ]
+
+
+async def test_a_version_stored_under_older_rules_still_serves_but_is_not_reactivated(
+    client: httpx.AsyncClient,
+    admin_headers: dict[str, str],
+    make_tenant: MakeTenant,
+    issue_key: Any,
+    db: Database,
+) -> None:
+    """Rules added to the PUT (a duplicate allowed tool, a URL with a space) hold for what is
+    sent. A version stored before them still loads where it is read back (`GET /v1/agents`
+    lists it, not a 500); activating it again is held to today's rules: a 422 that says so,
+    not a 500."""
+    tenant = await make_tenant()
+    url = f"/admin/tenants/{tenant['id']}/agents/old-bot"
+    crm = {"type": "mcp", "name": "crm", "url": "https://mcp.example.com/mcp"}
+    for tools in ([{**crm, "allowed_tools": ["find"]}], []):
+        r = await client.put(url, json={**AGENT_SPEC, "tools": tools}, headers=admin_headers)
+        assert r.status_code in (200, 201), r.text
+    older = {**crm, "url": crm["url"] + " ", "allowed_tools": ["find", "find"]}
+    async with db.unit() as session:  # as the PUT stored it before the rules
+        repository = AgentRepository(session)
+        agent = await repository.get(tenant["id"], "old-bot")
+        assert agent is not None
+        for number in (1, 2):
+            version = await repository.get_version(tenant["id"], agent.id, number)
+            assert version is not None
+            version.spec = {**version.spec, "tools": [older]}
+            session.add(version)
+    key = (await issue_key(tenant["id"]))["key"]
+    listed = await client.get("/v1/agents", headers={"Authorization": f"Bearer {key}"})
+    assert listed.status_code == 200, listed.text
+    assert [agent["name"] for agent in listed.json()["data"]] == ["old-bot"]
+    activated = await client.post(f"{url}/versions/1/activate", headers=admin_headers)
+    assert activated.status_code == 422, activated.text
+    error = activated.json()["error"]
+    assert "no longer passes the checks a PUT makes" in error["message"]
+    assert error["param"].startswith("tools.0."), error

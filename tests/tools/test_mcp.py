@@ -231,6 +231,24 @@ async def test_tool_names_offered_twice_are_422_at_put(gw: Gateway) -> None:
     assert r.status_code == 201, r.text
 
 
+async def test_a_url_with_a_space_is_422_at_put(gw: Gateway) -> None:
+    """A URL pasted with a blank around it was stored, then every run failed (502)."""
+    tenant = await gw.create_tenant("mcp-space")
+    for index, tool in enumerate(
+        (
+            {"type": "mcp", "name": "crm", "url": "https://mcp.example.com/mcp "},
+            {"type": "http", "name": "lookup", "url": " https://tools.example.com/lookup"},
+        )
+    ):
+        spec = {"instructions": "x", "model": "mock-model", "tools": [tool]}
+        r = await gw.client.put(
+            f"/admin/tenants/{tenant.id}/agents/bot{index}", json=spec, headers=ADMIN
+        )
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["param"] == "tools.0.url", r.text
+        assert "spaces" in r.json()["error"]["message"]
+
+
 async def test_an_allowed_tool_listed_twice_is_422_at_put(gw: Gateway) -> None:
     tenant = await gw.create_tenant("mcp-dup")
     crm = {

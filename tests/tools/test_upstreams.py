@@ -51,10 +51,16 @@ async def test_upstream_routes_keep_the_key_secret(gw: Gateway, database_url: st
         r = await gw.client.put(path, json=upstream(refused), headers=ADMIN)
         assert r.status_code == 422 and r.json()["error"]["code"] == "url_not_allowed", refused
     # The API paths are appended to the base: a query or fragment would break every call.
-    for broken in ("https://llm.example.com/v1?x=1", "https://llm.example.com/v1#frag"):
+    # So would a space (a URL pasted with a trailing blank): every call failed at run time.
+    for broken, says in (
+        ("https://llm.example.com/v1?x=1", "no query"),
+        ("https://llm.example.com/v1#frag", "no query"),
+        ("https://llm.example.com/v1 ", "spaces"),
+        (" https://llm.example.com/v1", "spaces"),
+    ):
         r = await gw.client.put(path, json=upstream(broken), headers=ADMIN)
         assert r.status_code == 422, broken
-        assert r.json()["error"]["param"] == "base_url" and "no query" in r.text, r.text
+        assert r.json()["error"]["param"] == "base_url" and says in r.text, r.text
     for body in (listed.text, r.text):
         assert KEY not in body
     audit = await gw.client.get(f"/admin/audit?tenant_id={tenant.id}", headers=ADMIN)
