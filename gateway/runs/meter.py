@@ -207,6 +207,8 @@ class RunMeter(RunHooks[Any]):
         """What every model call of the run used (the run's usage)."""
         self.stopping = False
         """The run stops after the call in flight (`stop_after_call`)."""
+        self.cancelled = False
+        """The run is being cancelled with no call in flight: none may start."""
         self.failed_status = CANCELLED
         """The status of a call the run ended without: the upstream's failure (`timeout`,
         `429`, `unreachable`, `bad_response`, ...) when it is known (counted where it was
@@ -220,7 +222,10 @@ class RunMeter(RunHooks[Any]):
         which may reach its next call before it sees the cancellation: that call would reach
         the upstream, which bills it, and never be metered)."""
         self.stopping = True
-        return bool(self._calls)
+        if self._calls:
+            return True
+        self.cancelled = True
+        return False
 
     async def on_llm_start(
         self,
@@ -229,8 +234,7 @@ class RunMeter(RunHooks[Any]):
         system_prompt: str | None,
         input_items: list[TResponseInputItem],
     ) -> None:
-        if self.stopping:
-            raise ClientGone
+        self._refuse_a_call()
         ticket = self.ticket
         model = _model_name(agent)
         price: Price | None = None
@@ -241,10 +245,18 @@ class RunMeter(RunHooks[Any]):
             await ticket.before_call(
                 estimate, agent.model_settings.max_tokens or self.max_output, price
             )
-            if self.stopping:  # the client left while the call was reserved (settles to 0)
-                raise ClientGone
+            self._refuse_a_call()  # the client left while it was reserved (settles to 0)
         # Timed once admitted (a refused reservation makes no call).
         self._calls[id(agent)] = (time.perf_counter(), model, price)
+
+    def _refuse_a_call(self) -> None:
+        """No call starts once the client has left. A cancelled run ends as cancelled: the
+        SDK's own task (a streamed run's) is being cancelled, and a `ClientGone` raised in it
+        first would end it with an exception nobody reads, logged as an error."""
+        if self.cancelled:
+            raise asyncio.CancelledError
+        if self.stopping:
+            raise ClientGone
 
     def _price(self, ticket: RunTicket, model: str) -> Price | None:
         """The price a call to `model` reserves and settles spend at."""

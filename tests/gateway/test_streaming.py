@@ -155,7 +155,10 @@ def test_a_call_cut_unanswered_is_counted_and_timed_as_cancelled(sqlite_url: str
             httpx.Client(base_url=base_url, timeout=10) as c,
             c.stream("POST", "/v1/agents/assistant/runs", json=body, headers=headers) as r,
         ):
-            assert next(r.iter_lines()) == "event: run.created"
+            # Held, not dropped: a dropped line iterator is closed at once and closes the
+            # connection with it, so the client would leave before the call was sent.
+            lines = r.iter_lines()
+            assert next(lines) == "event: run.created"
             deadline = time.monotonic() + 5
             while httpx.get(f"{mock_url}/_mock/waiting").json()["waiting"] < 1:
                 assert time.monotonic() < deadline, "the call never reached the upstream"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from agents import Agent, RunConfig, Runner
 from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
@@ -103,20 +105,19 @@ async def test_a_client_gone_before_a_call_starts_forbids_that_call() -> None:
     """The stream's consumer leaves while no call is in flight (`stop_after_call` is False:
     it cancels the run), but the SDK's own task may reach its next call before it sees the
     cancellation: that call is never sent (it would be billed and not metered)."""
-    from gateway.runs.meter import ClientGone
-
     spec = AgentSpec()
     built = build_agent("plain", 1, spec, default_model="m")
     model = ScriptedModel([ModelStep(output=[assistant_message("hi")], usage=usage(10, 2))])
     meter = RunMeter("m")
     assert meter.stop_after_call() is False  # nothing in flight: the caller cancels the run
-    with pytest.raises(Exception) as raised:
+    # It ends as cancelled (as the caller is cancelling it), not with an exception the SDK's
+    # task would hold unread.
+    with pytest.raises(asyncio.CancelledError):
         await Runner.run(
             built.agent.clone(model=model),
             "hello",
             hooks=meter,
             run_config=RunConfig(tracing_disabled=True),
         )
-    assert isinstance(raised.value, ClientGone) or isinstance(raised.value.__cause__, ClientGone)
     assert meter.as_dict()["requests"] == 0
     assert not model.calls, "the scripted model was never called"
