@@ -402,9 +402,8 @@ class RunTicket:
         never = False
         if reservation.code in (SPD, SPM):
             message = f"Spend limit reached ({code}): the next model call may cost more."
-            budget = self.limits.spend_per_day if reservation.code == SPD else None
-            if reservation.code == SPM:
-                budget = self.limits.spend_per_month
+            day = reservation.code == SPD
+            budget = self.limits.spend_per_day if day else self.limits.spend_per_month
             if budget is not None and spend > budget:
                 never = True
                 message = (

@@ -61,18 +61,19 @@ async def _refuse_tenant_credential(request: Request) -> PermissionDeniedError:
     return _tenant_credential()
 
 
+def _tenant_shaped(request: Request, token: str) -> bool:
+    """A bearer that is an API key or an end-user JWT (valid or not)."""
+    return token.startswith(KEY_PREFIX) or looks_like_tenant_jwt(
+        token, settings_of(request).jwt_audience
+    )
+
+
 async def refuse_tenant_credentials(request: Request) -> None:
     """Dependency of `POST /admin/login`, open to anyone but not to a tenant credential: an
     `X-API-Key`, or a bearer that is an API key or an end-user JWT, is 403 when valid (401
     when not), as on every other /admin route."""
     token = bearer_token(request)
-    if request.headers.get("x-api-key") or (
-        token is not None
-        and (
-            token.startswith(KEY_PREFIX)
-            or looks_like_tenant_jwt(token, settings_of(request).jwt_audience)
-        )
-    ):
+    if request.headers.get("x-api-key") or (token is not None and _tenant_shaped(request, token)):
         raise await _refuse_tenant_credential(request)
 
 
@@ -101,7 +102,7 @@ async def _authenticate(request: Request) -> AdminPrincipal:
     principal = verify_admin_token(token, settings)
     if principal is not None:
         return principal
-    if looks_like_tenant_jwt(token, settings.jwt_audience):
+    if _tenant_shaped(request, token):
         raise await _refuse_tenant_credential(request)
     raise AuthenticationFailedError()
 
