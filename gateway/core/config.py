@@ -270,8 +270,11 @@ class Settings(BaseSettings):
     """Local JSON-lines file for usage records that could not reach the database by shutdown
     (and for records that find the queue full). Every start replays it, once the database
     answers; a run id already stored is skipped, so nothing is counted twice. Processes of one
-    host may share it. Empty: no spill file: a record that finds the queue full is then kept in
-    memory over the bound rather than dropped, and records left at shutdown are only logged."""
+    host may share it. Beside it, each process journals the records it has not yet written
+    (`<path>.journal-*`), so a killed process (SIGKILL, OOM) loses none: the next process on
+    the path adopts a dead one's journal within 5 s and replays it. Empty: no spill file and no
+    journal: a record that finds the queue full is then kept in memory over the bound rather
+    than dropped, and records left at shutdown are only logged."""
 
     usage_shutdown_flush_s: float = Field(default=5.0, ge=0, le=120)
     """At shutdown, how long the usage writer keeps trying the database before it spills the

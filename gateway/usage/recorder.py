@@ -29,6 +29,7 @@ from gateway.core.clock import utcnow
 from gateway.core.db import Database
 from gateway.core.errors import ServiceUnavailableError
 from gateway.usage.codec import record_json
+from gateway.usage.journal import Journal, Segment
 from gateway.usage.spill import SpillFile
 from gateway.usage.writer import BatchWriter, WriteInterrupted
 from observability.metrics import (
@@ -72,12 +73,15 @@ class UsageRecorder:
         self._db = db
         self._writer = BatchWriter(db, dead_letter_path=dead_letter_path)
         self._spill = SpillFile(spill_path) if spill_path else None
+        self._journal = Journal(spill_path) if spill_path else None
         self._batch_size = batch_size
         self._interval = flush_interval_s
         self._max_queue = max_queue
         self._room_timeout_s = room_timeout_s
         self._shutdown_flush_s = shutdown_flush_s
         self._pending: deque[UsageRecord] = deque()
+        self._segments: deque[Segment | None] = deque()
+        """The journal segment of each pending record (None: not journaled)."""
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -88,6 +92,7 @@ class UsageRecorder:
         self._touch_interval_s = touch_interval_s
         self._last_touch_flush = time.monotonic()
         self._next_replay = 0.0
+        self._next_adoption = 0.0
         self.written = 0
         self.replayed = 0
 
@@ -104,6 +109,8 @@ class UsageRecorder:
         if len(self._pending) >= self._max_queue and self._spill_overflow(record):
             return
         self._pending.append(record)
+        # On disk too until the database holds it: a killed process loses none.
+        self._segments.append(self._journal.append(record) if self._journal else None)
         USAGE_QUEUE_DEPTH.set(len(self._pending))
         if len(self._pending) >= self._batch_size:
             self._wake.set()
@@ -215,6 +222,7 @@ class UsageRecorder:
         finally:
             for _ in range(settled):
                 self._pending.popleft()
+                self._settle_journal()
             self.written += settled - (self.quarantined - quarantined)
             USAGE_QUEUE_DEPTH.set(len(self._pending))
             if len(self._pending) < self._max_queue:
@@ -226,9 +234,18 @@ class UsageRecorder:
         """Records the database refused (kept as dead letters, not in `written`)."""
         return self._writer.quarantined
 
+    def _settle_journal(self) -> None:
+        segment = self._segments.popleft()
+        if self._journal is not None:
+            self._journal.settle(segment)
+
     async def _replay_spill(self) -> None:
-        """Write the spill file's records (claimed first, so one process replays each)."""
-        spill = self._spill
+        """Write the spill file's records (claimed first, so one process replays each), with
+        the journals of processes that stopped without a shutdown."""
+        spill, journal = self._spill, self._journal
+        if journal is not None and time.monotonic() >= self._next_adoption:
+            self._next_adoption = time.monotonic() + REPLAY_INTERVAL_S
+            await asyncio.to_thread(journal.adopt_orphans)
         if spill is None or not await asyncio.to_thread(spill.pending):
             return
         self._next_replay = time.monotonic() + REPLAY_INTERVAL_S
@@ -274,6 +291,8 @@ class UsageRecorder:
             pass
         if self._pending:
             self._spill_at_shutdown()
+        if self._journal is not None:
+            self._journal.close()  # what is still pending stays there for the next process
 
     def _spill_at_shutdown(self) -> None:
         pending = list(self._pending)
@@ -283,7 +302,9 @@ class UsageRecorder:
             except OSError:
                 logger.exception("usage spill file %s not writable", self._spill.path)
             else:
-                self._pending.clear()
+                while self._pending:  # in the spill file now
+                    self._pending.popleft()
+                    self._settle_journal()
                 USAGE_QUEUE_DEPTH.set(0)
                 USAGE_SPILLED.labels("shutdown").inc(len(pending))
                 logger.warning(

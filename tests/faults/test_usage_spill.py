@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -76,3 +77,52 @@ def test_shutdown_during_an_outage_spills_and_the_next_start_replays_exactly_onc
     finally:
         restarted.stop(signal.SIGTERM)
     assert "replayed 5 usage records" in restarted.log()
+
+
+def test_a_killed_process_loses_no_usage_record_its_journal_is_replayed_exactly_once(
+    postgres_url: str, mock_llm_base_url: str, tmp_path: Path
+) -> None:
+    """SIGKILL runs no shutdown: the records of runs answered since the last flush were only
+    in memory. The journal beside the spill file keeps them; a living replica of the same
+    host adopts the dead one's journal (a second gateway process sharing the spill path,
+    started while the first still runs, so it cannot take a living process's journal), and
+    each run is counted once, also one that had reached the database before the kill."""
+    asyncio.run(_truncate(postgres_url))
+    spill = tmp_path / "spill.ndjson"
+    env = {
+        "OPENAI_BASE_URL": mock_llm_base_url,
+        "GATEWAY_UPSTREAM_API": "chat_completions",
+        "GATEWAY_USAGE_SPILL_PATH": str(spill),
+    }
+    # No flush of its own before the kill: every record is only in memory and the journal.
+    victim = GatewayProcess(
+        postgres_url, tmp_path / "victim.log", GATEWAY_USAGE_FLUSH_INTERVAL_S="3600", **env
+    )
+    survivor: GatewayProcess | None = None
+    try:
+        headers = seed(victim.url)
+        answered = [run(victim.url, headers, f"answered {i}") for i in range(6)]
+        survivor = GatewayProcess(postgres_url, tmp_path / "survivor.log", **env)
+        time.sleep(1.0)  # the survivor's first adoption pass: the victim is alive, so none
+        assert sql(postgres_url, "SELECT run_id FROM usage_records") == []
+        assert len(list(tmp_path.glob("spill.ndjson.journal-*"))) == 1
+        # One record did reach the database before the kill: it must not count twice.
+        (segment,) = tmp_path.glob("spill.ndjson.journal-*")
+        insert(postgres_url, record_from_json(segment.read_text().splitlines()[0]))
+        victim.stop(signal.SIGKILL)
+        wait_for(
+            lambda: len(sql(postgres_url, "SELECT run_id FROM usage_records")) >= 6,
+            20,
+            "the survivor to replay the killed process's journal",
+        )
+        wait_for(lambda: not list(tmp_path.glob("spill.ndjson*")), 10, "the journal to go")
+        rows = sql(postgres_url, "SELECT run_id, count(*) AS n FROM usage_records GROUP BY run_id")
+        assert sorted(row["run_id"] for row in rows) == sorted(answered)
+        assert all(row["n"] == 1 for row in rows)
+        report = httpx.get(f"{survivor.url}/admin/usage?group_by=tenant", headers=ADMIN).json()
+        assert report["totals"]["runs"] == 6
+    finally:
+        victim.stop(signal.SIGKILL)
+        if survivor is not None:
+            survivor.stop(signal.SIGTERM)
+    assert "replayed 6 usage records" in survivor.log()
