@@ -2,6 +2,11 @@
 
 A bearer token starting with `gw_` (or any `X-API-Key`) is an API key; any other bearer token
 is treated as an end-user JWT. Both paths answer every bad credential with the same 401.
+
+A browser's WebSocket cannot set headers, so a WebSocket handshake may carry its bearer token
+as an offered subprotocol instead, `bearer.<token>` (`new WebSocket(url, ["agent-gateway",
+"bearer." + token])`; API keys and JWTs are made of characters a subprotocol may hold). The
+socket answers with the `agent-gateway` subprotocol, never the credential's.
 """
 
 from __future__ import annotations
@@ -19,24 +24,38 @@ from gateway.core.errors import AuthenticationFailedError, PermissionDeniedError
 from gateway.core.state import app_state
 from tenants.api_key.keys import KEY_PREFIX
 
+BEARER_SUBPROTOCOL = "bearer."
+"""A WebSocket subprotocol that carries a bearer token (browsers cannot set headers)."""
+
 
 def _credential(request: HTTPConnection) -> tuple[str, bool] | None:
     """(token, is_api_key) of the request, or None (also when it names more than one
-    credential: two `Authorization` or `X-API-Key` fields, or one of each that differ, are
-    refused rather than resolved by picking one)."""
+    credential: two `Authorization` or `X-API-Key` fields or `bearer.` subprotocols, or two
+    kinds that differ, are refused rather than resolved by picking one)."""
     headers = request.headers
     authorizations = headers.getlist("authorization")
     keys = headers.getlist("x-api-key")
-    if len(authorizations) > 1 or len(keys) > 1:
+    offered = _subprotocol_tokens(request) if request.scope["type"] == "websocket" else []
+    if len(authorizations) > 1 or len(keys) > 1 or len(offered) > 1:
         return None
+    tokens = set(keys) | set(offered)
     if authorizations:
         scheme, _, token = authorizations[0].partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token or (keys and keys[0] != token):
+        if scheme.lower() != "bearer" or not token or (tokens and tokens != {token}):
             return None
         return token, token.startswith(KEY_PREFIX)
-    key = keys[0] if keys else None
-    return (key, True) if key else None
+    if len(tokens) != 1:
+        return None
+    (token,) = tokens
+    if not token:
+        return None
+    return token, bool(keys) or token.startswith(KEY_PREFIX)
+
+
+def _subprotocol_tokens(request: HTTPConnection) -> list[str]:
+    subprotocols: list[str] = request.scope.get("subprotocols") or []
+    return [p[len(BEARER_SUBPROTOCOL) :] for p in subprotocols if p.startswith(BEARER_SUBPROTOCOL)]
 
 
 def _address(request: HTTPConnection) -> str:

@@ -1,10 +1,13 @@
 """`GET /v1/agents/{name}/ws`: multi-turn chat with an agent over one WebSocket.
 
-Handshake: the credential of the HTTP API (`Authorization: Bearer`, `X-API-Key`), resolved by
-`current_principal`, with the `runs` scope. A bad credential, a suspended tenant or a missing
-scope refuses the handshake with the HTTP API's own 401 / 403 JSON body (the ASGI denial
-response; a server without it gets a close 1008 instead). An unknown agent (also another
-tenant's) is accepted, sent an `error` event `agent_not_found` and closed with 1008.
+Handshake: the credential of the HTTP API (`Authorization: Bearer`, `X-API-Key`, or, for a
+browser, which cannot set headers, the offered subprotocol `bearer.<token>`), resolved by
+`current_principal`, with the `runs` scope; a client offering the `agent-gateway` subprotocol
+gets it back (a browser fails a handshake that offered subprotocols and got none back). A bad
+credential, a suspended tenant or a missing scope refuses the handshake with the HTTP API's
+own 401 / 403 JSON body (the ASGI denial response; a server without it gets a close 1008
+instead). An unknown agent (also another tenant's) is accepted, sent an `error` event
+`agent_not_found` and closed with 1008.
 
 Frames: the client sends JSON text `{"input": "…" | [{"role", "content"}], "conversation_id"?}`
 (the bounds of a run request). Each frame is one turn; the server answers with JSON text
@@ -78,6 +81,8 @@ POLICY_VIOLATION = 1008
 SERVICE_RESTART = 1012
 MAX_QUERY_BYTES = 2048
 """The socket takes no query parameters: anything longer than this is refused."""
+SUBPROTOCOL = "agent-gateway"
+"""The subprotocol a client may offer beside its `bearer.<token>`; answered when offered."""
 TERMINAL = frozenset({"run.completed", "run.failed", "run.requires_action"})
 GONE = (WebSocketDisconnect, RuntimeError, OSError)
 """What sending on a socket the client has left raises (Starlette / uvicorn)."""
@@ -92,7 +97,8 @@ async def agent_socket(websocket: WebSocket, name: str) -> None:
     except GatewayError as exc:
         await refuse(websocket, exc)
         return
-    await websocket.accept()
+    offered = websocket.scope.get("subprotocols") or []
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     service = app_state(websocket).runs
     try:
         if re.fullmatch(AGENT_NAME_PATTERN, name) is None:

@@ -352,3 +352,45 @@ async def test_leaving_while_the_upstream_answers_records_that_calls_tokens(
         'gateway_runs_total{agent="assistant",status="cancelled",tenant="ws-mid-answer"} 1.0'
         in metrics
     )
+
+
+async def test_a_browser_authenticates_with_a_bearer_subprotocol(live: str) -> None:
+    """A browser's `WebSocket` cannot set headers: `new WebSocket(url, ["agent-gateway",
+    "bearer." + token])`. The handshake answers `agent-gateway`, never the token."""
+    tenant_id, headers = await seed(live, "ws-browser")
+    key = headers["Authorization"][len("Bearer ") :]
+    url = live.replace("http://", "ws://") + "/v1/agents/assistant/ws"
+    offered: Any = ["agent-gateway", f"bearer.{key}"]
+    async with connect(url, subprotocols=offered, open_timeout=10) as ws:
+        assert ws.subprotocol == "agent-gateway"
+        assert key not in str(ws.response.headers)
+        assert (await turn(ws, {"input": "hi"}))[-1][0] == "run.completed"
+    async with httpx.AsyncClient(base_url=live, headers=ADMIN, timeout=10) as c:
+        r = await c.put(f"/admin/tenants/{tenant_id}/jwt", json={"mode": "hs256", "issuer": "wsb"})
+        secret = r.json()["secret"]
+    jwt = sign(claims("wsb", sub="browser-user"), secret, "HS256")
+    async with connect(url, subprotocols=[f"bearer.{jwt}"], open_timeout=10) as ws:  # type: ignore[list-item]
+        assert ws.subprotocol is None  # only the credential offered: nothing to answer
+        assert (await turn(ws, {"input": "hi"}))[-1][0] == "run.completed"
+    report = live_usage(live, tenant_id, 2, group_by="user")
+    assert {row["user"] for row in report["data"]} == {None, "browser-user"}
+
+    _, other = await seed(live, "ws-browser-2")
+    other_key = other["Authorization"][len("Bearer ") :]
+    for protocols, extra in (
+        (["agent-gateway", "bearer.gw_not_a_real_key"], {}),
+        (["agent-gateway", f"bearer.{key}", f"bearer.{other_key}"], {}),  # two credentials
+        (["agent-gateway", f"bearer.{key}"], other),  # a header that differs
+        (["agent-gateway", "bearer."], {}),
+    ):
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(
+                url, subprotocols=protocols, additional_headers=extra, open_timeout=10
+            ):
+                pass
+        assert refused.value.response.status_code == 401
+    # The same credential twice (header and subprotocol) is one credential.
+    async with connect(
+        url, subprotocols=offered, additional_headers=headers, open_timeout=10
+    ) as ws:
+        assert (await turn(ws, {"input": "hi"}))[-1][0] == "run.completed"
