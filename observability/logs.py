@@ -9,6 +9,7 @@ see `observability.middleware`).
 
 from __future__ import annotations
 
+import json
 import logging
 import logging.config
 import re
@@ -67,6 +68,11 @@ def _scrubbed(value: object) -> object:
 class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object (no newlines inside).
 
+    An API key or a JWT in a message or a traceback (a library quoting a header it could not
+    parse, say) is masked; text orjson cannot write (a lone surrogate: a byte that was not
+    UTF-8, decoded with `surrogateescape`) is written escaped, never as a "Logging error" dump
+    of the raw record on stderr.
+
     A line carries neither the caller's file and line nor thread or process names, so a
     process that formats with it stops collecting them for every record (the "Optimization"
     switches of the logging documentation): no stack walk per line (`logging._srcfile`)."""
@@ -82,15 +88,24 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": _masked(record.getMessage()),
             "pid": record.process,
         }
         for key, value in record.__dict__.items():
             if key not in _STANDARD:
                 line[key] = value
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+            line["exc"] = _masked(self.formatException(record.exc_info))
+        try:
+            return orjson.dumps(line, default=str).decode()
+        except TypeError:  # orjson.JSONEncodeError: a lone surrogate
+            return json.dumps(line, default=str, ensure_ascii=True)
+
+
+def _masked(text: str) -> str:
+    if "gw_" in text or "eyJ" in text:
+        return _CREDENTIAL.sub("…", text)
+    return text
 
 
 def logging_config(level: str = "info") -> dict[str, Any]:

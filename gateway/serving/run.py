@@ -9,6 +9,7 @@ from uvicorn.config import STARTUP_FAILURE
 
 from gateway.core.config import Settings
 from gateway.core.http_protocol import PROTOCOL as HEAD_LIMITED_HTTP
+from gateway.core.ws_protocol import PROTOCOL as JSON_REFUSING_WS
 from gateway.serving.server import GatewayConfig, GatewayServer
 from gateway.serving.supervisor import Supervisor
 from observability.logs import logging_config
@@ -32,6 +33,8 @@ def serve(settings: Settings, host: str, port: int, workers: int) -> int:
         loop="uvloop",
         # httptools with a cap on the request line and headers (431 before the app).
         http=HEAD_LIMITED_HTTP,
+        # websockets with JSON refusals that never quote a header, and no debug frame dumps.
+        ws=JSON_REFUSING_WS,
         access_log=False,  # the gateway writes its own JSON access line per request
         proxy_headers=True,
         forwarded_allow_ips=settings.forwarded_allow_ips,
