@@ -70,10 +70,13 @@ class Settings(BaseSettings):
     """After a failed Redis call, limit checks skip Redis this long before trying it again (so
     enforcement in Redis resumes within this bound once Redis is back)."""
 
-    limits_lease_ttl_s: float = Field(default=120.0, gt=0)
-    """TTL of concurrency leases and token reservations. A replica renews its runs' leases every
-    third of it (and at every model call); a crashed replica's runs stop counting after at most
-    this. Keep it above the longest model call (an open reservation is not renewed)."""
+    limits_lease_ttl_s: float = Field(default=30.0, gt=0)
+    """TTL of concurrency leases, token reservations and conversation locks. A replica renews
+    those of its runs in flight every third of it (and a run's lease at every model call), so a
+    run may last longer; a replica that dies (SIGKILL, a crash) renews nothing, so its runs
+    stop counting, and its conversations are free again, after at most this. Shorter frees a
+    dead replica's slots sooner; a replica whose renewals fail for two thirds of it (Redis
+    unreachable, an event loop stalled) may lose its runs' leases."""
 
     limits_default_max_output_tokens: int = Field(default=4096, ge=1)
     """Output tokens reserved for a model call whose agent sets no `max_tokens`."""
