@@ -155,6 +155,7 @@ def _serving(
     log_path: Path,
     stop: signal.Signals = signal.SIGTERM,
     mock_port: int | None = None,
+    workers: int = 1,
 ) -> Iterator[str]:
     """`gateway serve` on a free port (its dev mock LLM on `mock_port`, else a free one),
     ready (GET /healthz is 200); its base URL. Stopped with `stop` after."""
@@ -166,6 +167,7 @@ def _serving(
             [
                 *(GATEWAY, "serve", "--host", "127.0.0.1", "--port", str(port)),
                 *("--mock-port", str(mock_port or _free_port())),
+                *("--workers", str(workers)),
             ],
             env=env,
             stdout=log,
@@ -300,3 +302,16 @@ def test_mock_llm_says_where_it_listens_and_refuses_a_taken_port(env: dict[str, 
     finally:
         proc.terminate()
         proc.communicate(timeout=10)  # reaps it and closes its pipe
+
+
+def test_serve_warns_that_workers_without_redis_multiply_the_limits(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in env.items() if k != "GATEWAY_REDIS_URL"}
+    assert gateway(env, "db", "upgrade").returncode == 0
+    with _serving(env, tmp_path / "two.log", workers=2):
+        pass
+    assert "2 workers without GATEWAY_REDIS_URL" in (tmp_path / "two.log").read_text()
+    with _serving(env, tmp_path / "one.log"):
+        pass
+    assert "without GATEWAY_REDIS_URL" not in (tmp_path / "one.log").read_text()

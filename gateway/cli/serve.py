@@ -64,6 +64,14 @@ def serve(
     """Serve the gateway (development without OPENAI_API_KEY: starts the mock LLM too)."""
     settings = get_settings()
     apply_allocator(settings)  # may re-execute this command under jemalloc
+    if workers > 1 and not settings.redis_url:
+        typer.echo(
+            f"warning: {workers} workers without GATEWAY_REDIS_URL: each worker process keeps "
+            "its own request limits, token quotas, concurrency caps and conversation locks, "
+            f"so a tenant gets up to {workers} times its limits; set GATEWAY_REDIS_URL to "
+            "share them",
+            err=True,
+        )
     mock = ensure_upstream(settings, mock_port)
     ensure_dev_admin_token(settings)
     try:
