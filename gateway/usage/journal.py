@@ -42,6 +42,8 @@ OPENING_MARK = ".opening-"
 """A segment is created under this name and locked before it is named as a journal, so no
 other process ever sees an unlocked journal of a living one."""
 ROTATE_LINES = 1024
+RETRY_S = 5.0
+"""After a failed write, how long records go unjournaled before the journal is tried again."""
 STALE_OPENING_S = 60.0
 """An `.opening-` file older than this is a leftover of a process killed while creating it."""
 
@@ -66,25 +68,38 @@ class Journal:
         self.spill_path = Path(spill_path)
         self._current: Segment | None = None
         self._open_segments: list[Segment] = []
-        self._broken = False
+        self._closed = False
+        self._retry_at: float | None = None
+        """Set while the journal cannot be written: when to try again (monotonic)."""
 
     def append(self, record: UsageRecord) -> Segment | None:
         """Journal one record; the segment to `settle` once the database holds it. None when
-        the journal cannot be written (logged once; the record is still kept in memory)."""
-        if self._broken:
+        the journal cannot be written (the record is still kept in memory): logged, and tried
+        again `RETRY_S` later, with a line once it works again."""
+        if self._closed:
+            return None
+        failing = self._retry_at is not None
+        if failing and time.monotonic() < self._retry_at:  # type: ignore[operator]
             return None
         try:
             segment = self._current
             if segment is None or segment.lines >= ROTATE_LINES:
                 segment = self._rotate()
             os.write(segment.fd, (record_json(record) + "\n").encode("ascii"))
-        except OSError:
-            self._broken = True
-            logger.exception(
-                "usage journal beside %s not writable: records are kept in memory only",
-                self.spill_path,
-            )
+        except OSError as exc:
+            self._retry_at = time.monotonic() + RETRY_S
+            if not failing:
+                logger.error(
+                    "usage journal beside %s not writable (%s): records are kept in memory "
+                    "only (lost if the process is killed) until it is; tried again every %g s",
+                    self.spill_path,
+                    exc,
+                    RETRY_S,
+                )
             return None
+        if failing:
+            self._retry_at = None
+            logger.warning("usage journal beside %s writable again", self.spill_path)
         segment.lines += 1
         segment.outstanding += 1
         return segment
@@ -108,7 +123,7 @@ class Journal:
     def close(self) -> None:
         """Stop journaling: a segment is removed when it holds nothing unsettled, else only
         closed (its lock released), to be adopted by the next process."""
-        self._current, self._broken = None, True
+        self._current, self._closed = None, True
         for segment in list(self._open_segments):
             if segment.outstanding == 0:
                 self._remove(segment)

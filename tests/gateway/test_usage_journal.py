@@ -71,15 +71,25 @@ def test_a_journal_with_nothing_unsettled_is_removed_at_close(tmp_path: Path) ->
     assert list(tmp_path.iterdir()) == []
 
 
-def test_an_unwritable_journal_keeps_the_run_going(
+def test_an_unwritable_journal_keeps_the_run_going_and_is_tried_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     journal = Journal(blocker / "spill.ndjson")  # its directory cannot be made
-    with caplog.at_level(logging.ERROR, logger="gateway.usage"):
+    with caplog.at_level(logging.WARNING, logger="gateway.usage"):
         assert journal.append(record("ten_x", 1)) is None
-        assert journal.append(record("ten_x", 2)) is None
-    assert len([r for r in caplog.records if "journal" in r.getMessage()]) == 1
-    journal.settle(None)
+        assert journal.append(record("ten_x", 2)) is None  # not tried again yet
+        assert len([r for r in caplog.records if "not writable" in r.getMessage()]) == 1
+
+        blocker.unlink()  # the directory can be made now
+        assert journal.append(record("ten_x", 3)) is None  # until RETRY_S has passed
+        journal._retry_at = 0.0  # as if RETRY_S had passed
+        segment = journal.append(record("ten_x", 4))
+        assert segment is not None
+        assert any("writable again" in r.getMessage() for r in caplog.records)
+    (path,) = _segments(blocker)
+    assert [record_from_json(line).input_tokens for line in path.read_text().splitlines()] == [4]
+    journal.settle(segment)
     journal.close()
+    assert _segments(blocker) == []
