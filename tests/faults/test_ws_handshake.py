@@ -13,6 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import InvalidStatus
 
 from tests.conftest import _truncate
 from tests.faults.processes import GatewayProcess, seed
@@ -60,6 +61,18 @@ def test_a_bad_handshake_is_json_and_no_credential_is_echoed_or_logged(
             assert b"content-type: application/json" in head.lower(), answer
             assert orjson.loads(body)["error"]["code"] == "invalid_handshake"
             assert key not in answer
+
+        async def refused() -> None:
+            url = gateway.url.replace("http://", "ws://") + "/v1/agents/assistant/ws"
+            offered: list = ["agent-gateway", "bearer.gw_not_a_real_key"]  # type: ignore[type-arg]
+            with pytest.raises(InvalidStatus) as refusal:
+                async with connect(url, subprotocols=offered):
+                    pass
+            assert refusal.value.response.status_code == 401  # the app's own refusal
+            body = orjson.loads(refusal.value.response.body or b"")
+            assert body["error"]["type"] == "authentication_error"
+
+        asyncio.run(refused())
 
         async def one_turn() -> None:
             url = gateway.url.replace("http://", "ws://") + "/v1/agents/assistant/ws"
