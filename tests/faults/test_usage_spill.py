@@ -21,6 +21,24 @@ from tests.faults.proxy import FaultProxy
 pytestmark = pytest.mark.faults
 
 
+def assert_replayed_once(
+    postgres_url: str, tmp_path: Path, url: str, run_ids: list[str], timeout_s: float
+) -> None:
+    """Every one of `run_ids` is stored exactly once, in the rows and in the usage report,
+    once the replay is done (its file gone: nothing more can arrive)."""
+    wait_for(
+        lambda: len(sql(postgres_url, "SELECT run_id FROM usage_records")) >= len(run_ids),
+        timeout_s,
+        "the replay",
+    )
+    wait_for(lambda: not list(tmp_path.glob("spill.ndjson*")), 10, "the replayed file to go")
+    rows = sql(postgres_url, "SELECT run_id, count(*) AS n FROM usage_records GROUP BY run_id")
+    assert sorted(row["run_id"] for row in rows) == sorted(run_ids)
+    assert all(row["n"] == 1 for row in rows)
+    report = httpx.get(f"{url}/admin/usage?group_by=tenant", headers=ADMIN).json()
+    assert report["totals"]["runs"] == len(run_ids)
+
+
 def test_shutdown_during_an_outage_spills_and_the_next_start_replays_exactly_once(
     postgres_url: str,
     pg_proxy: tuple[FaultProxy, str],
@@ -62,18 +80,7 @@ def test_shutdown_during_an_outage_spills_and_the_next_start_replays_exactly_onc
     proxy.forward()
     restarted = GatewayProcess(proxied_url, tmp_path / "second.log", **env)
     try:
-        wait_for(
-            lambda: len(sql(postgres_url, "SELECT run_id FROM usage_records")) >= 8,
-            15,
-            "the replay",
-        )
-        # The replay is finished once its file is gone: nothing more can arrive.
-        wait_for(lambda: not list(tmp_path.glob("spill.ndjson*")), 10, "the spill file to go")
-        rows = sql(postgres_url, "SELECT run_id, count(*) AS n FROM usage_records GROUP BY run_id")
-        assert sorted(row["run_id"] for row in rows) == sorted(before + during)
-        assert all(row["n"] == 1 for row in rows)
-        report = httpx.get(f"{restarted.url}/admin/usage?group_by=tenant", headers=ADMIN).json()
-        assert report["totals"]["runs"] == 8
+        assert_replayed_once(postgres_url, tmp_path, restarted.url, before + during, 15)
     finally:
         restarted.stop(signal.SIGTERM)
     assert "replayed 5 usage records" in restarted.log()
@@ -110,17 +117,8 @@ def test_a_killed_process_loses_no_usage_record_its_journal_is_replayed_exactly_
         (segment,) = tmp_path.glob("spill.ndjson.journal-*")
         insert(postgres_url, record_from_json(segment.read_text().splitlines()[0]))
         victim.stop(signal.SIGKILL)
-        wait_for(
-            lambda: len(sql(postgres_url, "SELECT run_id FROM usage_records")) >= 6,
-            20,
-            "the survivor to replay the killed process's journal",
-        )
-        wait_for(lambda: not list(tmp_path.glob("spill.ndjson*")), 10, "the journal to go")
-        rows = sql(postgres_url, "SELECT run_id, count(*) AS n FROM usage_records GROUP BY run_id")
-        assert sorted(row["run_id"] for row in rows) == sorted(answered)
-        assert all(row["n"] == 1 for row in rows)
-        report = httpx.get(f"{survivor.url}/admin/usage?group_by=tenant", headers=ADMIN).json()
-        assert report["totals"]["runs"] == 6
+        # The survivor adopts the dead process's journal (within 5 s) and replays it.
+        assert_replayed_once(postgres_url, tmp_path, survivor.url, answered, 20)
     finally:
         victim.stop(signal.SIGKILL)
         if survivor is not None:
