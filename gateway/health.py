@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 
 from gateway.core.config import SettingsDep
-from gateway.core.db import DatabaseDep
+from gateway.core.db import DatabaseDep, SchemaMissingError
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.redis import get_redis
 from gateway.core.state import app_state
@@ -41,7 +41,8 @@ async def readyz(
     redis: Annotated[Any, Depends(get_redis)],
     settings: SettingsDep,
 ) -> JSONResponse:
-    """Ready when the database answers; `degraded` (still 200) when Redis does not, unless
+    """Ready when the database answers with a migrated schema (`"database": "not migrated"`
+    otherwise: every request would be a 503); `degraded` (still 200) when Redis does not, unless
     limits fail closed (`GATEWAY_LIMITS_FAILURE_MODE=closed`): then every /v1 request would
     get 503, so the replica reports itself unavailable (503) too. A replica shutting down
     answers 503 `draining` at once, so that load balancers stop sending it new requests."""
@@ -60,6 +61,9 @@ async def readyz(
 async def _check(name: str, probe: Any) -> str:
     try:
         await asyncio.wait_for(probe, timeout=CHECK_TIMEOUT_S)
+    except SchemaMissingError:
+        logger.warning("readiness: the database has no schema: run `gateway db upgrade`")
+        return "not migrated"
     except Exception as exc:  # any driver error or timeout means "not reachable"
         logger.warning("readiness: %s check failed: %s", name, type(exc).__name__)
         return "unavailable"

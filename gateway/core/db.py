@@ -206,14 +206,29 @@ class Database:
         self._down_until = 0.0
 
     async def ping(self) -> None:
-        """Raise if the database cannot answer `SELECT 1`."""
+        """Raise if the database cannot answer, and `SchemaMissingError` if it holds no
+        migrated schema (a replica on a database nobody ran `gateway db upgrade` on can serve
+        nothing). Any revision counts: during a rolling upgrade the old release's replicas
+        stay ready on the new release's schema."""
         from sqlalchemy import text
+        from sqlalchemy.exc import DBAPIError
 
         async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+            try:
+                row = (await conn.execute(text("SELECT version_num FROM alembic_version"))).first()
+            except DBAPIError as exc:
+                if "alembic_version" not in str(exc.orig):
+                    raise
+                row = None  # no such table
+        if row is None:
+            raise SchemaMissingError("the database has no schema: run `gateway db upgrade`")
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+class SchemaMissingError(RuntimeError):
+    """The database answers but was never migrated."""
 
 
 AFTER_COMMIT = "gateway.after_commit"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
+
+import httpx
 
 from tests.gateway.conftest import Gateway, Tenant
 
@@ -46,6 +49,19 @@ async def test_readiness_fails_when_the_database_is_gone(gateway: Gateway) -> No
         await unreachable.dispose()
     assert r.status_code == 503
     assert r.json()["checks"]["database"] == "unavailable"
+
+
+async def test_readiness_fails_on_a_database_never_migrated(tmp_path: Path) -> None:
+    """A replica on a database nobody ran `gateway db upgrade` on answers every request with a
+    503: it must not report itself ready to a load balancer."""
+    from tests.conftest import make_settings, started_app
+
+    async for app in started_app(make_settings(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+            r = await c.get("/readyz")
+        assert r.status_code == 503
+        assert r.json() == {"status": "unavailable", "checks": {"database": "not migrated"}}
 
 
 async def test_run_and_token_counters(gateway: Gateway, tenant: Tenant) -> None:
