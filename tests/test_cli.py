@@ -64,6 +64,26 @@ def test_operator_commands(env: dict[str, str], tmp_path: Path) -> None:
     r = gateway(env, "agents", "put", "--tenant", "cli-co", "--name", "helper", "--file", str(spec))
     assert r.returncode == 1 and "unknown tool" in r.stderr
 
+    # The checks the admin API's PUT makes against the tenant and the egress guard hold too:
+    # never a version stored that every run of it would fail.
+    metadata = {"type": "http", "name": "meta", "description": "d"}
+    for refused, why in (
+        ({"tools": [{**metadata, "url": "https://169.254.169.254/latest"}]}, "not allowed"),
+        ({"instructions": "x", "upstream": "nope"}, "nope"),
+    ):
+        spec.write_text(json.dumps(refused))
+        r = gateway(
+            env, "agents", "put", "--tenant", "cli-co", "--name", "helper", "--file", str(spec)
+        )
+        assert r.returncode == 1 and why in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+    # A model name the admin API's path refuses is refused here too (it could be neither read
+    # nor deleted through the API).
+    for model in ("", "m" * 129, "/leading-slash"):
+        r = gateway(env, "prices", "set", model, "--input", "1", "--output", "1")
+        assert r.returncode == 1 and "Traceback" not in r.stderr, (model, r.stderr)
+    assert gateway(env, "prices", "set", "gpt-x", "--input", "1", "--output", "2").returncode == 0
+
     r = gateway(env, "keys", "issue", "--tenant", "nobody")
     assert r.returncode == 1 and "no tenant" in r.stderr
 
@@ -79,8 +99,9 @@ def test_operator_commands(env: dict[str, str], tmp_path: Path) -> None:
         ("cli", "key.create"),
         ("cli", "agent.create"),
         ("cli", "agent.put"),
+        ("cli", "price.put"),
     ]
-    assert {tenant_id for _, _, tenant_id in rows} == {tenant["id"]}
+    assert {tenant_id for _, _, tenant_id in rows} == {tenant["id"], None}
 
 
 def test_a_database_or_file_it_cannot_use_is_one_line_not_a_traceback(
@@ -315,3 +336,28 @@ def test_serve_warns_that_workers_without_redis_multiply_the_limits(
     with _serving(env, tmp_path / "one.log"):
         pass
     assert "without GATEWAY_REDIS_URL" not in (tmp_path / "one.log").read_text()
+
+
+def test_a_revision_or_setting_it_cannot_use_is_one_line_not_a_traceback(
+    env: dict[str, str],
+) -> None:
+    from gateway.core.migrate import head_revision
+
+    r = gateway(env, "db", "upgrade")
+    assert r.returncode == 0 and r.stdout.strip() == f"database at {head_revision()}"
+    for revision, says in (("0001", "past 0001"), ("bogus", "bogus")):
+        # `upgrade` never goes back: it must not say it did (the database stays at head).
+        r = gateway(env, "db", "upgrade", "--revision", revision)
+        assert r.returncode == 1, r.stdout
+        assert r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+    assert gateway(env, "db", "wait", "--timeout", "1").returncode == 0
+
+    for name, value in (
+        ("GATEWAY_DEFAULT_TENANT_LIMITS", "{not json"),
+        ("GATEWAY_DATABASE_URL", "postgresql://user:pw@127.0.0.1/x"),  # a sync driver
+        ("GATEWAY_DATABASE_URL", "mysql://user:pw@127.0.0.1/x"),
+    ):
+        r = gateway({**env, name: value}, "db", "upgrade")
+        assert r.returncode == 2, r.stdout
+        assert r.stderr.count("\n") == 1 and "invalid settings" in r.stderr, r.stderr
+        assert value not in r.stderr and "pw" not in r.stderr

@@ -29,18 +29,24 @@ usage_app = typer.Typer(help="Usage records: partitions and retention.")
 
 @db_app.command("upgrade")
 def db_upgrade(revision: str = "head") -> None:
-    """Apply the migrations to GATEWAY_DATABASE_URL."""
+    """Apply the migrations to GATEWAY_DATABASE_URL (up to `--revision`; never down)."""
+    from alembic.util import CommandError
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gateway.core.migrate import upgrade
+    from gateway.core.migrate import current_revision, upgrade
 
     url = get_settings().database_url
     try:
         upgrade(url, revision)
+        current = asyncio.run(current_revision(url))
+    except CommandError as exc:  # an unknown revision, say
+        fail(str(exc))
     except (SQLAlchemyError, OSError) as exc:
-        typer.echo(f"error: {database_problem(exc)}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"database at {revision}")
+        fail(database_problem(exc))
+    relative = revision in ("head", "heads") or revision.startswith(("+", "-"))
+    if not relative and current != revision:
+        fail(f"the database is at revision {current}, past {revision}: upgrade never goes back")
+    typer.echo(f"database at {current}")
 
 
 @db_app.command("wait")
@@ -52,8 +58,9 @@ def db_wait(
     from gateway.core.migrate import head_revision, wait_for_head
 
     url = get_settings().database_url
-    if not asyncio.run(wait_for_head(url, timeout)):
-        fail(f"the database is not at revision {head_revision()} after {timeout:g} s")
+    found = asyncio.run(wait_for_head(url, timeout))
+    if found is not None:
+        fail(f"the database is not at revision {head_revision()} after {timeout:g} s ({found})")
     typer.echo(f"database at {head_revision()}")
 
 
@@ -194,14 +201,19 @@ def agents_put(
 ) -> None:
     """Create an agent or a new version of it from a JSON spec file."""
     from gateway.core.errors import ValidationFailedError
+    from tenants.agent.checks import check_spec
     from tenants.agent.service import put_agent
     from tenants.agent.spec import AGENT_NAME_RE, AgentSpec
+    from tenants.scoping import lock_tenant
 
     async def go(session: Any) -> Any:
         if not AGENT_NAME_RE.match(name):
             raise ValidationFailedError("agent names are [a-z0-9_-]{1,64}")
         spec = AgentSpec.model_validate_json(file.read_bytes())
         tenant_id = await _tenant_id(session, tenant)
+        # The admin API's PUT checks too: egress, the tenant's upstreams and allowed models.
+        await lock_tenant(session, tenant_id)
+        await check_spec(session, get_settings(), tenant_id, spec)
         agent, version, created = await put_agent(session, tenant_id, name, spec)
         action = "agent.create" if created else "agent.put"
         await _audit(session, action, "agent", name, tenant_id, {"version": version.version})
@@ -311,7 +323,9 @@ def prices_set(
     ] = None,
 ) -> None:
     """Set a model's price from now (or `--effective-at`) on; audited as `price.put`."""
-    from tenants.price.schemas import PricePut, price_public
+    from pydantic import TypeAdapter
+
+    from tenants.price.schemas import ModelName, PricePut, price_public
     from tenants.price.service import put_price
 
     body = {
@@ -323,7 +337,8 @@ def prices_set(
     }
 
     async def go(session: Any) -> Any:
-        row = await put_price(session, model, PricePut.model_validate(body))
+        checked = TypeAdapter(ModelName).validate_python(model)  # as the API's path takes it
+        row = await put_price(session, checked, PricePut.model_validate(body))
         public = price_public(row)
         details = public.model_dump(exclude={"model", "priced", "created_at"})
         await _audit(session, "price.put", "model_price", model, None, details)

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import Depends, Request
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsError as SourceError
 
 from gateway.core.state import app_state
 
@@ -339,6 +340,16 @@ class Settings(BaseSettings):
     """OTLP/HTTP traces endpoint (e.g. `http://collector:4318/v1/traces`); needs the `otlp`
     extra. Unset: no export."""
 
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if not value.startswith(DATABASE_SCHEMES):
+            raise ValueError(
+                "use sqlite+aiosqlite://… or postgresql+asyncpg://… (the async drivers the "
+                "gateway ships)"
+            )
+        return value
+
     @field_validator("egress_allow")
     @classmethod
     def _valid_egress_allow(cls, value: str) -> str:
@@ -388,6 +399,9 @@ class Settings(BaseSettings):
         return self.database_url.startswith("sqlite")
 
 
+DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+
+
 class SettingsError(ValueError):
     """Invalid settings, described by name and rule only: a value (a secret key, the admin
     token, a database password) is never echoed into a start-up log."""
@@ -400,6 +414,8 @@ def get_settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         raise settings_error(exc) from None
+    except SourceError as exc:  # a value that had to be JSON and is not (its text not shown)
+        raise SettingsError(f"invalid settings: {exc}: it must be JSON") from None
 
 
 def settings_error(exc: ValidationError, setting: str = "") -> SettingsError:

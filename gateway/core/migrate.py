@@ -60,18 +60,22 @@ async def current_revision(database_url: str) -> str | None:
         await engine.dispose()
 
 
-async def wait_for_head(database_url: str, timeout_s: float, poll_s: float = 2.0) -> bool:
+async def wait_for_head(database_url: str, timeout_s: float, poll_s: float = 2.0) -> str | None:
     """Wait until the database is at this release's head (an unreachable database counts as
-    not yet); False when `timeout_s` passed first. New replicas wait here for the migration run
-    by the release's one-shot `gateway db upgrade`."""
+    not yet): None once it is, else, when `timeout_s` passed first, what the last look found
+    (the driver's first line, never the URL). New replicas wait here for the migration run by
+    the release's one-shot `gateway db upgrade`."""
     head = head_revision()
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            if await current_revision(database_url) == head:
-                return True
-        except (OSError, SQLAlchemyError):
-            pass  # not reachable yet: the database may be starting too
+            current = await current_revision(database_url)
+            if current == head:
+                return None
+            found = f"it is at revision {current}" if current else "it was never migrated"
+        except (OSError, SQLAlchemyError) as exc:  # not reachable yet: it may be starting too
+            lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+            found = f"not reachable: {lines[0] if lines else type(exc).__name__}"
         if time.monotonic() >= deadline:
-            return False
+            return found
         await asyncio.sleep(poll_s)

@@ -24,7 +24,16 @@ def test_wait_gives_up_on_an_unmigrated_database(tmp_path: Path) -> None:
     result = run(env, "db", "wait", "--timeout", "1")
     assert result.returncode == 1
     assert "not at revision" in result.stderr and "Traceback" not in result.stderr
+    assert "never migrated" in result.stderr  # why it waited, for the init container's log
     assert time.monotonic() - started < 30
+
+
+def test_wait_says_why_a_database_it_cannot_reach_is_not_ready() -> None:
+    env = gateway_env("postgresql+asyncpg://postgres:secret-pw@127.0.0.1:1/nothing")
+    result = run(env, "db", "wait", "--timeout", "1")
+    assert result.returncode == 1
+    assert "not reachable" in result.stderr and "Traceback" not in result.stderr
+    assert "secret-pw" not in result.stderr and result.stderr.count("\n") == 1
 
 
 def test_wait_returns_once_the_migration_has_run(tmp_path: Path) -> None:
