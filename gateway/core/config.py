@@ -343,7 +343,8 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
-        if not value.startswith(DATABASE_SCHEMES):
+        scheme = value.partition("://")[0].lower()
+        if not scheme.startswith("sqlite") and scheme != "postgresql+asyncpg":
             raise ValueError(
                 "use sqlite+aiosqlite://… or postgresql+asyncpg://… (the async drivers the "
                 "gateway ships)"
@@ -397,9 +398,6 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
-
-
-DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 
 
 class SettingsError(ValueError):
