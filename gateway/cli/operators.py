@@ -201,20 +201,18 @@ def agents_put(
 ) -> None:
     """Create an agent or a new version of it from a JSON spec file."""
     from gateway.core.errors import ValidationFailedError
-    from tenants.agent.checks import check_spec
-    from tenants.agent.service import put_agent
+    from tenants.agent.checks import put_checked_agent
     from tenants.agent.spec import AGENT_NAME_RE, AgentSpec
-    from tenants.scoping import lock_tenant
 
     async def go(session: Any) -> Any:
         if not AGENT_NAME_RE.match(name):
             raise ValidationFailedError("agent names are [a-z0-9_-]{1,64}")
         spec = AgentSpec.model_validate_json(file.read_bytes())
         tenant_id = await _tenant_id(session, tenant)
-        # The admin API's PUT checks too: egress, the tenant's upstreams and allowed models.
-        await lock_tenant(session, tenant_id)
-        await check_spec(session, get_settings(), tenant_id, spec)
-        agent, version, created = await put_agent(session, tenant_id, name, spec)
+        # The admin API's PUT path: egress, the tenant's upstreams and allowed models.
+        agent, version, created = await put_checked_agent(
+            session, get_settings(), tenant_id, name, spec
+        )
         action = "agent.create" if created else "agent.put"
         await _audit(session, action, "agent", name, tenant_id, {"version": version.version})
         return agent, version, created

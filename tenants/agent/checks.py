@@ -11,10 +11,24 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.core.config import Settings
 from gateway.core.egress import EgressPolicy, EgressRefusedError
 from gateway.core.errors import ValidationFailedError
+from tenants.agent import service
 from tenants.agent.repository import AgentRepository
 from tenants.agent.spec import AgentSpec, stored_spec
-from tenants.scoping import require_tenant
+from tenants.models import Agent, AgentVersion
+from tenants.scoping import lock_tenant, require_tenant
 from tenants.upstream.service import require_upstream
+
+
+async def put_checked_agent(
+    session: AsyncSession, settings: Settings, tenant_id: str, name: str, spec: AgentSpec
+) -> tuple[Agent, AgentVersion, bool]:
+    """Store `spec` as the agent's next, active version after every check: the one path of the
+    admin API's PUT and of `gateway agents put`. The tenant's lock holds from the checks until
+    the version is stored, so a concurrent change of its upstreams or allowed models cannot
+    slip between them. Returns the agent, the version and whether the agent was created."""
+    await lock_tenant(session, tenant_id)
+    await check_spec(session, settings, tenant_id, spec)
+    return await service.put_agent(session, tenant_id, name, spec)
 
 
 async def check_spec(

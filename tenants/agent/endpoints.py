@@ -12,7 +12,7 @@ from gateway.core.db import SessionDep
 from gateway.core.json_body import JsonBodyRoute
 from tenants.admin.context import AdminContextDep
 from tenants.agent import service
-from tenants.agent.checks import check_spec
+from tenants.agent.checks import check_spec, put_checked_agent
 from tenants.agent.schemas import AgentPublic, AgentVersionPublic, agent_public, version_public
 from tenants.agent.spec import AGENT_NAME_PATTERN, AgentSpec
 from tenants.pagination import ListBody, NumberedPageDep, PageDep
@@ -37,9 +37,7 @@ async def put_agent(
     settings: SettingsDep,
 ) -> AgentPublic:
     """Create the agent (201) or store a new version of it (200); the new version is active."""
-    await lock_tenant(ctx.session, tenant_id)  # its checks hold until the version is stored
-    await check_spec(ctx.session, settings, tenant_id, spec)
-    agent, version, created = await service.put_agent(ctx.session, tenant_id, name, spec)
+    agent, version, created = await put_checked_agent(ctx.session, settings, tenant_id, name, spec)
     await ctx.done(
         "agent.create" if created else "agent.put",
         "agent",
