@@ -25,6 +25,31 @@ def _issuer_taken(issuer: str) -> ConflictError:
     return ConflictError("Another tenant already uses this issuer.", param="issuer")
 
 
+def check_key_fits_mode(body: JwtConfigPut) -> None:
+    """`hs256` takes no key (the gateway generates the secret); `rs256` and `es256` take
+    exactly one of `public_key` and `jwks`. 422 naming the field to add or remove."""
+    if body.mode == "hs256":
+        extra = "public_key" if body.public_key is not None else "jwks"
+        if body.public_key is not None or body.jwks is not None:
+            raise ValidationFailedError(
+                f"{extra}: hs256 takes no key: the gateway generates the secret",
+                param=extra,
+                code="invalid_value",
+            )
+    elif body.public_key is None and body.jwks is None:
+        raise ValidationFailedError(
+            f"public_key: {body.mode} needs exactly one of public_key or jwks",
+            param="public_key",
+            code="invalid_value",
+        )
+    elif body.public_key is not None and body.jwks is not None:
+        raise ValidationFailedError(
+            f"jwks: {body.mode} needs exactly one of public_key or jwks",
+            param="jwks",
+            code="invalid_value",
+        )
+
+
 async def put_config(
     session: AsyncSession, settings: Settings, tenant_id: str, body: JwtConfigPut
 ) -> tuple[JwtConfig, str | None]:
@@ -35,6 +60,7 @@ async def put_config(
         ValidationFailedError: the key material does not fit the mode (422).
         ConflictError: the issuer belongs to another tenant (409).
     """
+    check_key_fits_mode(body)
     owner = (await require_tenant(session, tenant_id)).id
     try:
         if body.public_key is not None:

@@ -234,18 +234,25 @@ async def test_jwt_config_api(gw: Gateway, rsa_keys: KeyPair) -> None:
         f"/admin/tenants/{other.id}/jwt", json={"mode": "hs256", "issuer": "acme"}, headers=ADMIN
     )
     assert r.status_code == 409
-    for body in (
-        {"mode": "hs256", "issuer": "x", "public_key": rsa_keys.public_pem},
-        {"mode": "rs256", "issuer": "x"},
-        {"mode": "rs256", "issuer": "x", "public_key": "not a pem"},
-        {"mode": "rs256", "issuer": "x", "public_key": rsa_keys.private_pem},
-        {"mode": "es256", "issuer": "x", "public_key": rsa_keys.public_pem},
-        {"mode": "rs256", "issuer": "x", "jwks": {"keys": [{"kty": "oct", "k": "abc"}]}},
-        {"mode": "hs512", "issuer": "x"},
-        {"mode": "hs256", "issuer": "x", "tenant_id": acme.id},
+    # Each refusal names the field to fix (`param`), as every other 422 does.
+    for body, param in (
+        ({"mode": "hs256", "issuer": "x", "public_key": rsa_keys.public_pem}, "public_key"),
+        ({"mode": "hs256", "issuer": "x", "jwks": {"keys": []}}, "jwks"),
+        ({"mode": "rs256", "issuer": "x"}, "public_key"),
+        (
+            {"mode": "es256", "issuer": "x", "public_key": rsa_keys.public_pem, "jwks": {}},
+            "jwks",
+        ),
+        ({"mode": "rs256", "issuer": "x", "public_key": "not a pem"}, "public_key"),
+        ({"mode": "rs256", "issuer": "x", "public_key": rsa_keys.private_pem}, "public_key"),
+        ({"mode": "es256", "issuer": "x", "public_key": rsa_keys.public_pem}, "public_key"),
+        ({"mode": "rs256", "issuer": "x", "jwks": {"keys": [{"kty": "oct", "k": "abc"}]}}, "jwks"),
+        ({"mode": "hs512", "issuer": "x"}, "mode"),
+        ({"mode": "hs256", "issuer": "x", "tenant_id": acme.id}, "tenant_id"),
     ):
         r = await gw.client.put(f"/admin/tenants/{other.id}/jwt", json=body, headers=ADMIN)
         assert r.status_code == 422, (body, r.text)
+        assert r.json()["error"]["param"] == param, (body, r.text)
     token = sign(claims("acme"), created["secret"], "HS256")
     assert (await gw.client.get("/v1/agents", headers=bearer(token))).status_code == 200
     # Replacing the config rotates the secret: the old one stops at once.
