@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 from fastapi import Depends, FastAPI
-from pydantic import ValidationError
 
 from gateway.agents import sdk_cache, sdk_gather
 from gateway.agents.builder import AgentCache
@@ -22,7 +21,7 @@ from gateway.conversations.service import ConversationTurns
 from gateway.core.allocator import start_trimming
 from gateway.core.background import BackgroundTasks
 from gateway.core.body_limit import BodyLimitMiddleware
-from gateway.core.config import Settings, get_settings, settings_error
+from gateway.core.config import Settings, get_settings
 from gateway.core.cors import JsonCORSMiddleware
 from gateway.core.db import Database
 from gateway.core.drain import Drain, DrainMiddleware
@@ -47,7 +46,7 @@ from gateway.usage.recorder import UsageRecorder
 from observability.exposition import install_http_metrics
 from observability.middleware import RequestIdMiddleware
 from observability.telemetry import start_telemetry
-from tenants.tenant.schemas import TenantLimits
+from tenants.tenant.service import check_default_tenant_limits
 
 WARM_CONNECTIONS = 64
 """Redis connections the limits client opens at start-up (it grows on demand beyond)."""
@@ -221,14 +220,6 @@ async def _resources(settings: Settings, drain: Drain) -> AsyncIterator[AppState
             if client is not None:
                 await client.aclose()
         await db.dispose()
-
-
-def check_default_tenant_limits(settings: Settings) -> None:
-    """`GATEWAY_DEFAULT_TENANT_LIMITS` must be valid tenant limits (SettingsError at start)."""
-    try:
-        TenantLimits.model_validate(settings.default_tenant_limits)
-    except ValidationError as exc:
-        raise settings_error(exc, "GATEWAY_DEFAULT_TENANT_LIMITS") from None
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -361,3 +361,13 @@ def test_a_revision_or_setting_it_cannot_use_is_one_line_not_a_traceback(
         assert r.returncode == 2, r.stdout
         assert r.stderr.count("\n") == 1 and "invalid settings" in r.stderr, r.stderr
         assert value not in r.stderr and "pw" not in r.stderr
+
+    # Valid JSON but not tenant limits: named by `tenants create`, not "Extra inputs are not
+    # permitted" with no word of where they came from, and no tenant is made.
+    bad = {**env, "GATEWAY_DEFAULT_TENANT_LIMITS": '{"requests_per_minutes": 5}'}
+    r = gateway(bad, "tenants", "create", "--slug", "acme", "--name", "Acme")
+    assert r.returncode == 2, r.stdout
+    assert r.stderr.count("\n") == 1, r.stderr
+    assert "GATEWAY_DEFAULT_TENANT_LIMITS: requests_per_minutes" in r.stderr, r.stderr
+    r = gateway(env, "tenants", "create", "--slug", "acme", "--name", "Acme")
+    assert r.returncode == 0, r.stderr

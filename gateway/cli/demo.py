@@ -31,6 +31,9 @@ def demo(host: Host = "127.0.0.1", port: Port = 8000, mock_port: Port = 9100) ->
     get_settings.cache_clear()
     settings = get_settings()
     check_demo_key(settings.demo_api_key)
+    from tenants.tenant.service import check_default_tenant_limits
+
+    check_default_tenant_limits(settings)  # the demo tenant takes them, before anything starts
     apply_allocator(settings)  # may re-execute this command under jemalloc
     # Both ports first: a taken one would otherwise be found after the banner was printed
     # (the gateway's), or not at all (the mock's: the other server would answer in its place).

@@ -145,7 +145,9 @@ def tenants_create(
 ) -> None:
     """Create a tenant and print it as JSON."""
     from tenants.tenant.schemas import TenantCreate
-    from tenants.tenant.service import create_tenant
+    from tenants.tenant.service import check_default_tenant_limits, create_tenant
+
+    check_default_tenant_limits(get_settings())  # one line naming the variable, before any work
 
     async def go(session: Any) -> Any:
         defaults = get_settings().default_tenant_limits

@@ -11,10 +11,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.core.clock import utcnow
+from gateway.core.config import Settings, settings_error
 from gateway.core.errors import ConflictError, ValidationFailedError
 from gateway.core.ids import new_id
 from tenants.api_key.repository import ApiKeyRepository
@@ -34,6 +36,16 @@ def _slug_taken(slug: str, *, deleted: bool = False) -> ConflictError:
             param="slug",
         )
     return ConflictError(f"A tenant with slug '{slug}' already exists.", param="slug")
+
+
+def check_default_tenant_limits(settings: Settings) -> None:
+    """`GATEWAY_DEFAULT_TENANT_LIMITS` must be valid tenant limits: a SettingsError naming the
+    variable, raised where a process starts (the app) or is about to create a tenant (the CLI),
+    never a 500 or an unnamed error at the first tenant."""
+    try:
+        TenantLimits.model_validate(settings.default_tenant_limits)
+    except ValidationError as exc:
+        raise settings_error(exc, "GATEWAY_DEFAULT_TENANT_LIMITS") from None
 
 
 async def create_tenant(
