@@ -6,7 +6,7 @@ record used to fail the whole write batch, so they are refused at the API with a
 `param` names the field:
 
 - `Label`: names, models, slugs, ids, metadata keys, anything used as an identifier or a label:
-  no control character at all (U+0000..U+001F, U+007F).
+  no control character at all (C0 U+0000..U+001F, DEL U+007F, C1 U+0080..U+009F).
 - `Text`: free-form text (instructions, descriptions, message content, metadata values): no
   NUL. Tab, newlines and the other controls are kept: PostgreSQL stores them and pasted text
   carries them (form feeds, terminal escapes).
@@ -32,14 +32,14 @@ from pydantic_core import PydanticCustomError, core_schema
 from gateway.core.errors import NotFoundError, ValidationFailedError
 from gateway.core.stored import is_stored
 
-LABEL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
-"""JSON-schema pattern of a `Label`: no C0 control character, no DEL."""
+LABEL_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+"""JSON-schema pattern of a `Label`: no C0 or C1 control character, no DEL."""
 TEXT_PATTERN = r"^[^\x00]*$"
 """JSON-schema pattern of a `Text`: no NUL."""
 
-LABEL_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f\ud800-\udfff]")
+LABEL_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 TEXT_FORBIDDEN = re.compile(r"[\x00\ud800-\udfff]")
-LABEL_RULE = "must not contain control characters (U+0000 to U+001F, U+007F)"
+LABEL_RULE = "must not contain control characters (U+0000 to U+001F, U+007F to U+009F)"
 TEXT_RULE = "must not contain NUL (U+0000) characters"
 SURROGATE_RULE = "must be valid Unicode (a lone surrogate, U+D800 to U+DFFF, cannot be stored)"
 

@@ -72,6 +72,9 @@ def _refused_bodies(tenant_id: str) -> Iterator[tuple[str, str, dict[str, Any], 
     spec = {"instructions": "x"}
     yield "POST", "/admin/tenants", {"slug": "nul-tenant", "name": "a\x00b"}, "name"
     yield "PATCH", f"/admin/tenants/{tenant_id}", {"name": "a\tb"}, "name"
+    # C1 controls too: U+009B is a terminal's CSI, U+0085 a line break to some readers.
+    yield "PATCH", f"/admin/tenants/{tenant_id}", {"name": "a\x9b2Jb"}, "name"
+    yield "POST", f"/admin/tenants/{tenant_id}/keys", {"name": "k\x85"}, "name"
     yield "POST", f"/admin/tenants/{tenant_id}/keys", {"name": "k\x00"}, "name"
     yield "PUT", agent, {**spec, "model": "gpt\x00"}, "model"
     yield "PUT", agent, {**spec, "model": "gpt\n4"}, "model"
@@ -96,6 +99,7 @@ def _refused_tenant_bodies() -> Iterator[tuple[str, str, dict[str, Any], str | N
     yield "POST", "/v1/conversations", {"metadata": {"\x7f": "v"}}, "metadata"
     chat = {"model": "assistant", "messages": [{"role": "user", "content": "hi"}]}
     yield "POST", "/v1/chat/completions", {**chat, "user": "u\x00"}, "user"
+    yield "POST", "/v1/chat/completions", {**chat, "user": "u\x9b31m"}, "user"
     yield "POST", "/v1/chat/completions", {**chat, "metadata": {"k": "\x00"}}, "metadata"
     bad_message = [{"role": "user", "content": [{"type": "text", "text": "\x00"}]}]
     yield (
