@@ -5,6 +5,7 @@ however it ends), run it with an explicit RunConfig and its meter, store pauses.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -146,6 +147,10 @@ class RunService:
                     message += " was left by its client): it can no longer resume."
                 raise ConflictError(message, code="run_not_waiting")
             check_decisions(row, decisions)
+            # The run stays its end user's when the tenant's API key decides for them: its
+            # tools are told that user, its usage segment counts for them, and a next pause
+            # is stored as theirs (the key that made this request stays the record's key).
+            owner = principal if row.user is None else replace(principal, user=row.user)
             built = await self.agents.get_version(
                 self.db,
                 principal.tenant_id,
@@ -177,7 +182,7 @@ class RunService:
                     await ticket.close()
                 raise
             return RunHandle(
-                principal=principal,
+                principal=owner,
                 built=built,
                 provider=provider,
                 run_id=run_id,

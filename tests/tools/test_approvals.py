@@ -239,6 +239,40 @@ async def test_other_tenants_and_end_users_get_404(gw: Gateway, tool: Receiver) 
     assert r.status_code == 200 and len(tool.requests) == 1
 
 
+async def test_a_key_deciding_for_an_end_user_keeps_the_run_theirs(
+    gw: Gateway, tool: Receiver
+) -> None:
+    """The tenant's API key may decide an end user's paused run: the tool is still told that
+    user, the segment's tokens count for them, and the next pause stays theirs to see."""
+    tenant = await approving_tenant(gw, "delegate", tool)
+    secret = (await enable_jwt(gw, tenant.id, {"mode": "hs256", "issuer": "dlg-iss"}))["secret"]
+    alice = bearer(sign(claims("dlg-iss", sub="alice"), secret, "HS256"))
+    twice = f"{ASK} [[tool-calls:2]]"
+    r = await gw.client.post(RUNS, json={"input": twice}, headers=alice)
+    run = r.json()
+    assert run["status"] == "requires_action", run
+    r = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=tenant.headers
+    )
+    again = r.json()
+    assert r.status_code == 200 and again["status"] == "requires_action", r.text
+    assert orjson.loads(tool.requests[0].body)["user"] == "alice"
+    # Paused again after the key's decision: still alice's run (she sees and decides it).
+    shown = await gw.client.get(f"/v1/runs/{run['id']}", headers=alice)
+    assert shown.status_code == 200 and shown.json()["status"] == "requires_action"
+    r = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json=decide(again, True), headers=alice
+    )
+    done = r.json()
+    assert r.status_code == 200 and done["status"] == "completed", r.text
+    assert [orjson.loads(x.body)["user"] for x in tool.requests] == ["alice", "alice"]
+    await gw.flush_usage()
+    report = (await gw.client.get("/v1/usage?group_by=user", headers=tenant.headers)).json()
+    assert [(row["user"], row["total_tokens"]) for row in report["data"]] == [
+        ("alice", done["usage"]["total_tokens"])
+    ]
+
+
 async def test_chat_completions_refuses_an_agent_that_needs_approval(
     gw: Gateway, tool: Receiver
 ) -> None:
