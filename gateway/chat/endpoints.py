@@ -23,8 +23,8 @@ from gateway.runs.endpoints import (
     RunServiceDep,
     RunStreamResponse,
     admitted,
-    finished,
     known_name,
+    run_to_end,
 )
 from gateway.runs.streaming import stream_run
 
@@ -56,8 +56,7 @@ async def create_chat_completion(
             keepalive_s = service.settings.stream_keepalive_s
             chunks = stream_run(run, sdk_input, keepalive_s=keepalive_s, encode=encoder)
             return RunStreamResponse(chunks, owner.pop_all())
-        result = await service.run(run, sdk_input)
-        finished(request, run.handle)
+        result = await run_to_end(request, service, run, sdk_input)
     return Response(
         orjson.dumps(completion(run.handle, result["output"])), media_type="application/json"
     )

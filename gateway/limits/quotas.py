@@ -334,6 +334,8 @@ class RunTicket:
         self.unsettled: list[tuple[Reservation, int, int, QuotaStore]] = []
         """Answered calls (reservation, real tokens, real micro-dollars) whose settlement rides
         on the next step."""
+        self.spent = 0
+        """Micro-dollars the run's answered calls cost (shown in a plain run's headers)."""
         self.closed = False
         self.closing: asyncio.Future[None] | None = None
         """`close()` running in the background, once `begin_close()` started it."""
@@ -448,6 +450,7 @@ class RunTicket:
     async def after_call(self, actual: int, spent: int = 0) -> None:
         """Record what the oldest open call really used (tokens, micro-dollars); it settles
         with the next step."""
+        self.spent += spent
         if self.open_reservations:
             reservation, store = self.open_reservations.pop(0)
             self.unsettled.append((reservation, actual, spent, store))
@@ -499,8 +502,9 @@ class RunTicket:
 
     def token_headers(self, spent: int = 0) -> dict[str, str]:
         """The x-ratelimit-*-tokens trio (per-minute window when set) and the -spend-usd trio
-        (the tighter spend window) as of admission, with `spent` tokens (the run's own, once
-        it is done) counted in the token windows."""
+        (the tighter spend window) as of admission; once the run is done (`spent`: its own
+        tokens, > 0), with its own tokens counted in the token windows and its own cost in the
+        spend windows."""
         admission = self.admission
         if admission is None:
             return {}
@@ -512,7 +516,10 @@ class RunTicket:
         headers = token_headers(
             self.limits, admission.tpm_used + spent, reset_s, admission.tpd_used + spent
         )
-        headers.update(spend_headers(self.limits, admission.spd_used, admission.spm_used))
+        cost = self.spent if spent else 0
+        headers.update(
+            spend_headers(self.limits, admission.spd_used + cost, admission.spm_used + cost)
+        )
         return headers
 
 

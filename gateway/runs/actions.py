@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from contextlib import AsyncExitStack
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Path, Request
@@ -16,7 +16,7 @@ from gateway.conversations.service import Turn
 from gateway.core.json_body import JsonBodyRoute
 from gateway.core.state import app_state
 from gateway.runs.approvals import not_found, stored_response
-from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted, finished
+from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted, run_to_end
 from gateway.runs.schemas import ActionsRequest
 from gateway.runs.streaming import accepts_event_stream, stream_run
 
@@ -64,6 +64,5 @@ async def submit_actions(
         if stream:
             chunks = stream_run(run, state, keepalive_s=service.settings.stream_keepalive_s)
             return RunStreamResponse(chunks, owner.pop_all())
-        result: dict[str, Any] = await service.run(run, state)
-        finished(request, run.handle)
+        result = await run_to_end(request, service, run, state)
     return Response(orjson.dumps(result), media_type="application/json")

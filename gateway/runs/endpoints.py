@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import AsyncExitStack
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Path, Request
@@ -18,6 +18,10 @@ from gateway.core.json_body import JsonBodyRoute
 from gateway.core.state import app_state
 from gateway.limits.headers import add_headers
 from gateway.runs.handle import RunHandle
+from gateway.runs.lifecycle import Run
+
+if TYPE_CHECKING:
+    from agents import RunState
 from gateway.runs.schemas import RunRequest
 from gateway.runs.service import RunService
 from gateway.runs.streaming import accepts_event_stream, stream_run
@@ -85,8 +89,7 @@ async def create_run(
         if stream:
             chunks = stream_run(run, sdk_input, keepalive_s=service.settings.stream_keepalive_s)
             return RunStreamResponse(chunks, owner.pop_all())
-        result: dict[str, Any] = await service.run(run, sdk_input)
-        finished(request, run.handle)
+        result = await run_to_end(request, service, run, sdk_input)
     return Response(orjson.dumps(result), media_type="application/json")
 
 
@@ -97,12 +100,22 @@ def admitted(request: Request, handle: RunHandle) -> None:
     request.state.agent = handle.built.name
 
 
-def finished(request: Request, handle: RunHandle) -> None:
-    """A plain run's token headers with its own tokens counted (as OpenAI's count the request
-    they answer): the windows as admission read them, less what this run used."""
-    if handle.ticket is not None:
-        spent = handle.meter.total.total_tokens
-        add_headers(request.scope["state"], handle.ticket.token_headers(spent))
+async def run_to_end(
+    request: Request, service: RunService, run: Run, sdk_input: str | list[Any] | RunState[Any, Any]
+) -> dict[str, Any]:
+    """A plain run's result. Its answer, an error included (a run timeout, a failed model
+    call after others were answered), shows the token and spend windows with the run's own
+    tokens and cost counted, as OpenAI's headers count the request they answer: the windows
+    as admission read them, less what this run used. A refusal's own headers (a mid-run 429
+    reads the windows as it found them) take precedence."""
+    try:
+        result: dict[str, Any] = await service.run(run, sdk_input)
+        return result
+    finally:
+        ticket = run.handle.ticket
+        if ticket is not None:
+            spent = run.handle.meter.total.total_tokens
+            add_headers(request.scope["state"], ticket.token_headers(spent))
 
 
 class RunStreamResponse(StreamingResponse):

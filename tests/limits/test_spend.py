@@ -297,3 +297,41 @@ class _entered:
     async def __aexit__(self, *exc: Any) -> None:
         with pytest.raises(StopAsyncIteration):
             await anext(self.gen)  # type: ignore[call-overload]
+
+
+async def test_a_plain_answer_counts_its_own_tokens_and_cost_errors_included(
+    sqlite_url: str, mock_llm_base_url: str
+) -> None:
+    """As OpenAI's headers count the request they answer: a plain run's answer shows the
+    windows less its own tokens and its own cost, a run cut short by its timeout after a
+    model call was answered included (its 504 showed the windows before the run)."""
+    async for gw in gateway_for(
+        sqlite_url, mock_llm_base_url, upstream_api="chat_completions", run_timeout_s=2.5
+    ):
+        await priced(gw)
+        tenant = await spend_tenant(gw, "own-cost", spend_per_day_usd="5")
+        r = await gw.client.patch(
+            f"/admin/tenants/{tenant.id}",
+            json={"limits": {"tokens_per_day": 100_000}},
+            headers=ADMIN,
+        )
+        assert r.status_code == 200, r.text
+        first = await run(gw.client, tenant)
+        assert first.status_code == 200, first.text
+        tokens = first.json()["usage"]["total_tokens"]
+        cost = first.json()["usage"]["output_tokens"] * OUTPUT_MICRO
+        assert first.headers["x-ratelimit-remaining-tokens"] == str(100_000 - tokens)
+        assert first.headers["x-ratelimit-remaining-spend-usd"] == micro_to_usd(5_000_000 - cost)
+        # Two model calls of 1.5 s each (the tool call, then the answer) in a 2.5 s run: the
+        # first is answered and spent, the second is cut by the run's timeout.
+        cut = await run(gw.client, tenant, "Use the calculator on 40+2, own cost [[latency:1500]]")
+        assert cut.status_code == 504 and cut.json()["error"]["code"] == "run_timeout", cut.text
+        [call] = [
+            c for c in gw.mock_ledger("Use the calculator on 40+2, own cost") if c["tool_call"]
+        ]
+        tokens += call["total_tokens"]
+        cost += call["output_tokens"] * OUTPUT_MICRO
+        assert cut.headers["x-ratelimit-remaining-tokens"] == str(100_000 - tokens)
+        assert cut.headers["x-ratelimit-remaining-spend-usd"] == micro_to_usd(5_000_000 - cost)
+        limits = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()
+        assert limits["windows"]["tokens_per_day"]["used"] == tokens
