@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -91,6 +92,31 @@ async def test_tool_calls_latency_first_token_and_quota_are_measured(gw: Gateway
     assert delta("gateway_time_to_first_token_seconds_count", **labels) == 1
     assert total(after, "gateway_tenant_tokens_per_day_limit", tenant="measured") == 50_000
     assert total(after, "gateway_runs_in_flight", tenant="measured") == 0
+
+
+async def test_a_builtin_call_with_invalid_arguments_tells_the_model_why_and_is_counted(
+    gw: Gateway,
+) -> None:
+    """The SDK refuses such a call before the function runs: the model (and the stream's
+    `tool.output`) gets the reason, as from an HTTP tool, and the call is counted."""
+    tenant = await gw.create_tenant("miscalled")
+    before = await scrape(gw)
+    body = {"input": 'Use calculator for {"wrong": 1}', "stream": True}
+    r = await gw.client.post(RUNS, json=body, headers=tenant.headers)
+    assert r.status_code == 200 and "event: run.completed" in r.text, r.text
+    [output] = [
+        json.loads(line.removeprefix("data: "))["output"]
+        for event in r.text.split("\n\n")
+        if event.startswith("event: tool.output")
+        for line in event.splitlines()
+        if line.startswith("data: ")
+    ]
+    assert output == "error: invalid arguments: 'expression' is a required property"
+    after = await scrape(gw)
+    labels = {"tool": "calculator", "tool_type": "builtin"}
+    for status, calls in (("invalid_arguments", 1), ("ok", 0), ("error", 0)):
+        counted = total(after, "gateway_tool_calls_total", status=status, **labels)
+        assert counted - total(before, "gateway_tool_calls_total", status=status, **labels) == calls
 
 
 def _admin() -> str:
