@@ -104,7 +104,7 @@ fail at run time, so it is refused when it is stored."""
 Text = Annotated[str, TEXT]
 """Free-form text: no NUL."""
 
-DISPLAY_NAME_PATTERN = r"^[^\x00-\x1f\x7f]*[^\x00-\x20\x7f][^\x00-\x1f\x7f]*$"
+DISPLAY_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
 """JSON-schema pattern of a `DisplayName`: a `Label` with at least one character that is not a
 space."""
 BLANK_RULE = "must hold at least one character other than a space"

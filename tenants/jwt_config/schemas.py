@@ -16,7 +16,7 @@ from tenants.models import JwtConfig
 
 JwtMode = Literal["hs256", "rs256", "es256"]
 Issuer = Annotated[
-    str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\x00-\x1f\x7f\s]+$")
+    str, StringConstraints(min_length=1, max_length=512, pattern=r"^[^\x00-\x1f\x7f-\x9f\s]+$")
 ]
 
 

@@ -13,7 +13,7 @@ from tenants.models import ModelPrice
 from tenants.price.amounts import UsdAmount
 from tenants.price.money import MAX_PRICE_PER_MTOK, pico_to_per_mtok
 
-MODEL_NAME_PATTERN = r"^[^\x00-\x1f\x7f/][^\x00-\x1f\x7f]{0,127}$"
+MODEL_NAME_PATTERN = r"^[^\x00-\x1f\x7f-\x9f/][^\x00-\x1f\x7f-\x9f]{0,127}$"
 ModelName = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=MODEL_NAME_PATTERN)
 ]

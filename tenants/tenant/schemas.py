@@ -44,7 +44,7 @@ def _integral(value: Any) -> Any:
 
 LimitValue = Annotated[StrictInt, Field(ge=1, le=10**12), BeforeValidator(_integral)] | None
 ModelName = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
 ]
 AllowedModels = Annotated[list[ModelName], Field(max_length=256), UniqueItems] | None
 """Models the tenant's agents may name (`null`: any)."""
