@@ -84,10 +84,23 @@ def _log_access(scope: Scope, context: RequestContext, status: int, elapsed: flo
             "status": status,
             "latency_ms": round(elapsed * 1000, 2),
             "tenant": tenant,
-            "agent": context.agent or state.get("agent"),
+            "agent": context.agent or state.get("agent") or _agent_in_path(scope),
             "tokens": context.tokens,
         },
     )
+
+
+_AGENT_NAME = re.compile(r"[a-z0-9_-]{1,64}")
+
+
+def _agent_in_path(scope: Scope) -> str | None:
+    """The agent a `/v1/agents/{name}/…` request named, when it was answered before the run
+    knew its agent (a request-limit 429, a missing scope): the operator still sees which
+    agent is being refused. Only a well-formed name: anything else names no agent."""
+    if not scope.get("path", "").startswith("/v1/agents/"):
+        return None
+    name = (scope.get("path_params") or {}).get("name")
+    return name if isinstance(name, str) and _AGENT_NAME.fullmatch(name) else None
 
 
 def route_template(scope: Scope) -> str | None:

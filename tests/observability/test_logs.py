@@ -133,13 +133,14 @@ def test_a_credential_in_a_websocket_path_is_not_logged(json_logs: io.StringIO) 
 async def test_a_request_refused_before_its_run_starts_still_names_its_agent(
     sqlite_url: str, mock_llm_base_url: str, json_logs: io.StringIO
 ) -> None:
-    """A 422 body, a 429 at admission and a Chat Completions refusal: the access line names
-    the agent the request was for (it was null)."""
+    """A 422 body, a 429 at admission, a Chat Completions refusal and a request-limit 429 (made
+    before the agent is looked up): the access line names the agent the request was for (it
+    was null)."""
     async for gw in gateway_for(sqlite_url, mock_llm_base_url):
         tenant = await gw.create_tenant("refused-logged")
         r = await gw.client.patch(
             f"/admin/tenants/{tenant.id}",
-            json={"limits": {"tokens_per_minute": 10}},
+            json={"limits": {"tokens_per_minute": 10, "requests_per_minute": 3}},
             headers=ADMIN,
         )
         assert r.status_code == 200, r.text
@@ -153,12 +154,14 @@ async def test_a_request_refused_before_its_run_starts_still_names_its_agent(
                 {"model": "assistant", "messages": [{"role": "user", "content": "hello"}]},
                 429,
             ),
+            "req-rpm": ("/v1/agents/assistant/runs", {"input": "hello"}, 429),
         }
         for request_id, (path, body, status) in sent.items():
             r = await gw.client.post(
                 path, json=body, headers={**tenant.headers, "X-Request-ID": request_id}
             )
             assert r.status_code == status, r.text
+        assert r.json()["error"]["code"] == "requests_per_minute", r.text
         records = lines(json_logs)
     for request_id in sent:
         access = [
