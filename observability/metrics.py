@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -157,6 +158,9 @@ WORKERS = Gauge(
     "Start time of each live worker process (one series per worker).",
     multiprocess_mode="liveall",
 )
+# Set as the series is made: in multiprocess mode it exists (at 0) from here on, and a worker
+# still starting would otherwise show 1970 as its start for the seconds its startup takes.
+WORKERS.set(time.time())
 
 
 class _TenantLabels:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -175,3 +178,26 @@ def test_a_killed_workers_runs_leave_the_in_flight_gauge(
             time.sleep(0.2)
         assert total(metrics, "gateway_runs_in_flight", tenant="killed") == 0
         assert {dict(labels)["pid"] for _, labels in listed} == {str(pid) for pid in workers}
+
+
+def test_a_starting_worker_never_shows_a_start_time_of_zero(tmp_path: Path) -> None:
+    """The series exists from the moment the metrics module is imported (multiprocess mode
+    writes it at 0 there): it must already hold the start time, or a worker still starting
+    (a respawn after a crash) shows 1970 to `time() - gateway_worker_start_time_seconds`."""
+    read = (
+        "import observability.metrics\n"
+        "from prometheus_client import CollectorRegistry, multiprocess\n"
+        "registry = CollectorRegistry()\n"
+        "multiprocess.MultiProcessCollector(registry)\n"
+        "for family in registry.collect():\n"
+        "    if family.name == 'gateway_worker_start_time_seconds':\n"
+        "        print(*[sample.value for sample in family.samples])\n"
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    before = time.time()
+    done = subprocess.run(
+        [sys.executable, "-c", read], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    [value] = [float(v) for v in done.stdout.split()]
+    assert before - 1 <= value <= time.time() + 1, value
