@@ -24,6 +24,13 @@ def free_port() -> int:
 
 
 def test_demo_serves_the_seeded_assistant(tmp_path: Path) -> None:
+    # Twice on one database, the second time on other ports (the README's way around a taken
+    # port): the seeded agent's signed tool follows the mock to its new port.
+    for _ in range(2):
+        serve_the_demo_and_use_it(tmp_path)
+
+
+def serve_the_demo_and_use_it(tmp_path: Path) -> None:
     port, mock_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "GATEWAY_"))}
     env.update(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from typing import Any
 
 import typer
@@ -116,10 +117,37 @@ def demo_agent(mock_port: int | None) -> dict[str, Any]:
     return {**DEMO_AGENT, "tools": [*DEMO_AGENT["tools"], lookup]}
 
 
+DEMO_TOOL_URL = re.compile(r"http://127\.0\.0\.1:\d+/_mock/tools/lookup_order")
+
+
+def moved_demo_tool(spec: dict[str, Any], mock_port: int | None) -> dict[str, Any] | None:
+    """The stored demo agent's spec with its mock-served `lookup_order` tool pointed at this
+    start's mock (or dropped when no mock runs), or None when nothing needs to change. A
+    database seeded by an earlier start on another `--mock-port` would otherwise call a port
+    nobody (or something else) listens on. Only the tool the demo itself made is touched."""
+    wanted = None if mock_port is None else demo_agent(mock_port)["tools"][-1]
+    tools: list[Any] = []
+    changed = False
+    for tool in spec.get("tools", []):
+        ours = (
+            isinstance(tool, dict)
+            and tool.get("name") == "lookup_order"
+            and DEMO_TOOL_URL.fullmatch(str(tool.get("url", "")))
+        )
+        if ours and (wanted is None or tool["url"] != wanted["url"]):
+            changed = True
+            if wanted is not None:
+                tools.append({**tool, "url": wanted["url"]})
+            continue
+        tools.append(tool)
+    return {**spec, "tools": tools} if changed else None
+
+
 async def seed_demo(settings: Settings, mock_port: int | None = 9100) -> tuple[str, str]:
     """Create the `demo` tenant, its `assistant` agent and a key (idempotent); rotate its
     tool-signing secret (a plaintext cannot be recovered later). Returns (key, secret)."""
     from gateway.core.db import Database
+    from tenants.agent.repository import AgentRepository
     from tenants.agent.service import put_agent
     from tenants.agent.spec import AgentSpec
     from tenants.api_key.schemas import KeyCreate
@@ -140,6 +168,11 @@ async def seed_demo(settings: Settings, mock_port: int | None = 9100) -> tuple[s
                     settings.default_tenant_limits,
                 )
                 await put_agent(session, tenant.id, "assistant", AgentSpec(**demo_agent(mock_port)))
+            else:
+                active = await AgentRepository(session).get_active(tenant.id, "assistant")
+                moved = None if active is None else moved_demo_tool(active[1].spec, mock_port)
+                if moved is not None:
+                    await put_agent(session, tenant.id, "assistant", AgentSpec(**moved))
             _, tool_secret, _ = await rotate(session, settings.secret_key, tenant.id)
             wanted = settings.demo_api_key
             if wanted:
