@@ -63,6 +63,7 @@ def busy() -> ConflictError:
     return ConflictError(
         "Another turn of this conversation is in progress; retry when it has finished.",
         code="conversation_busy",
+        param="conversation_id",
     )
 
 

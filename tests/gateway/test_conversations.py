@@ -323,6 +323,7 @@ async def test_concurrent_turns_get_409_and_the_lock_is_released(lock_gw: Gatewa
     assert statuses == [200, 409], [r.text for r in results]
     busy = next(r for r in results[:2] if r.status_code == 409).json()["error"]
     assert busy["type"] == "conflict_error" and busy["code"] == "conversation_busy"
+    assert busy["param"] == "conversation_id"  # as when a paused run holds it
     assert results[2].status_code == 200  # another conversation is not blocked
     assert len(await items(gw, conv, h)) == 2
     # Released after a success and after an upstream error.
