@@ -116,6 +116,11 @@ async def test_issue_with_scopes_and_expiry(
         ({"name": "k", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at"),
         ({"name": "k", "expires_at": "2999-01-01T00:00:00"}, "expires_at"),
         ({"name": "k", "expires_at": "next week"}, "expires_at"),
+        # Not RFC 3339: a Unix time (a number or digits) or a space for the `T` would become
+        # some instant the client did not write (they were taken).
+        ({"name": "k", "expires_at": 1900000000}, "expires_at"),
+        ({"name": "k", "expires_at": "1900000000"}, "expires_at"),
+        ({"name": "k", "expires_at": "2999-01-01 00:00:00Z"}, "expires_at"),
         # Their UTC equivalents leave years 1-9999 (they were 500s).
         ({"name": "k", "expires_at": "9999-12-31T23:59:59-01:00"}, "expires_at"),
         ({"name": "k", "expires_at": "0001-01-01T00:00:00+01:00"}, "expires_at"),
