@@ -102,10 +102,16 @@ NumberedPageDep = Annotated[
 
 
 def page_of(items: Sequence[T], key: Callable[[T], str], page: PageParams) -> Page[T]:
-    """One page of a small list held in memory, ordered by `key` (unique, the cursor)."""
+    """One page of a small list held in memory, ordered by `key` (the cursor). Items that share
+    a key (two price changes of one instant) are never split across pages: the cursor names
+    the key, so a page ending inside such a group would lose the rest of it. Such a page holds
+    more than `limit` items."""
     after = page.after
     rest = [item for item in items if after is None or key(item) > after]
-    return Page(items=rest[: page.limit], has_more=len(rest) > page.limit)
+    end = min(page.limit, len(rest))
+    while 0 < end < len(rest) and key(rest[end]) == key(rest[end - 1]):
+        end += 1
+    return Page(items=rest[:end], has_more=len(rest) > end)
 
 
 async def fetch_page(

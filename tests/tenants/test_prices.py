@@ -273,3 +273,28 @@ async def test_price_lists_page_like_every_list(
     assert second["data"][0]["effective_at"] > cursor  # the scheduled change, after the first
     bad = await client.get(f"{path}?limit=101", headers=admin_headers)
     assert bad.status_code == 422
+
+
+async def test_changes_of_one_instant_are_never_split_across_history_pages(
+    client: httpx.AsyncClient, admin_headers: dict[str, str]
+) -> None:
+    """The cursor is the last change's `effective_at`: two changes scheduled for one instant
+    come on one page, or the second would never be listed to a client paging through."""
+    later = (utcnow() + timedelta(hours=1)).isoformat()
+    for price in ("1", "2"):
+        body = {"input_per_mtok": price, "output_per_mtok": price, "effective_at": later}
+        r = await put_price(client, admin_headers, "tied-model", **body)
+        assert r.status_code == 200, r.text
+    r = await put_price(client, admin_headers, "tied-model", **PRICE)  # in force now: first
+    assert r.status_code == 200, r.text
+    url = "/admin/models/tied-model/price/history"
+    seen: list[str] = []
+    after: str | None = None
+    for _ in range(5):
+        params = {"limit": "1"} | ({"after": after} if after else {})
+        page = (await client.get(url, params=params, headers=admin_headers)).json()
+        seen += [row["input_per_mtok"] for row in page["data"]]
+        if not page["has_more"]:
+            break
+        after = page["data"][-1]["effective_at"]
+    assert seen == ["0.4", "1", "2"]
