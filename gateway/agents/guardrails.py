@@ -116,6 +116,12 @@ class PatternSet:
         found = self._set.Match(text)
         return min(found) if found else None
 
+    async def matches(self, text: str, *, lane: str = "") -> bool:
+        """Whether a pattern is found in `text` (a long text is matched off the event loop)."""
+        if len(text) <= INLINE_CHARS:
+            return self.first_match(text) is not None
+        return await match_in_lane(lane, self.first_match, text) is not None
+
     async def check(self, text: str, where: str = "", *, lane: str = "") -> None:
         """Raise `GuardrailTriggeredError` if a pattern is found in `text` (a long text is
         matched off the event loop, in `lane`: the tenant's)."""

@@ -118,14 +118,18 @@ class Turn:
         """The run's SDK input: the stored history, then the new input."""
         return [*self.history, *as_items(sdk_input)]
 
-    async def append(self, result: RunResultBase, *, skip: int | None = None) -> None:
-        """Store the new input and the run's new items (one transaction).
+    def new_items(self, result: RunResultBase, *, skip: int | None = None) -> list[Any]:
+        """The turn's input and the run's new items, as `append` stores them."""
+        # A resumed turn's result starts with the history its paused turn had (`skip` items).
+        items: list[Any] = result.to_input_list()[len(self.history) if skip is None else skip :]
+        return items
+
+    async def append(self, items: list[Any]) -> None:
+        """Store the turn's items (`new_items`, maybe filtered) in one transaction.
 
         The lock makes turns exclusive, but a lock can lapse (Redis down in `open` mode across
         replicas): if another turn took the same positions meanwhile, the unique index
         refuses the insert and the append runs again after it, so nothing is lost."""
-        # A resumed turn's result starts with the history its paused turn had (`skip` items).
-        items: list[Any] = result.to_input_list()[len(self.history) if skip is None else skip :]
         for attempt in range(APPEND_ATTEMPTS):
             try:
                 await self._append(items)

@@ -45,6 +45,9 @@ Per-request markers in the last user message (removed from the echoed text):
   other ping-pong until the run's turn limit.
 * ``[[invalid-json]]``: a structured answer is ``{"mock": "..."}``, which does not follow the
   requested schema.
+* ``[[preamble]]``: an answer that calls a tool also carries the text
+  ``"Calling <tool> for: <user text>"`` before the call, as a model that writes and calls in
+  one answer does (Chat Completions only; the Responses API answers without it).
 * ``[[tool-calls:N]]``: the named tool (or the forced one) is called N times in a row, one
   call per answer, before the text answer (``"The <tool> tool returned: <last output>"``);
   an agent run then makes exactly N + 1 model calls (how ``bench.kcalls`` gets k of them).

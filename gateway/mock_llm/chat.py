@@ -13,6 +13,7 @@ from .logic import (
     ToolDef,
     content_text,
     max_tokens_of,
+    split_words,
     tool_chars,
 )
 
@@ -118,7 +119,7 @@ def chat_completion(plan: Plan, rid: str, created: int, model: str) -> bytes:
     """
     message: dict[str, Any] = {
         "role": "assistant",
-        "content": plan.text if plan.tool_name is None else None,
+        "content": plan.text if plan.tool_name is None else (plan.preamble or None),
         "refusal": None,
         "annotations": [],
     }
@@ -193,9 +194,14 @@ def chat_stream(plan: Plan, rid: str, created: int, model: str, include_usage: b
             "type": "function",
             "function": {"name": plan.tool_name, "arguments": ""},
         }
-        first = frame({"role": "assistant", "content": None, "tool_calls": [call]})
+        if plan.preamble:  # its text first, then the call, as a model writing both does
+            first = frame({"role": "assistant", "content": "", "refusal": None})
+            deltas = [frame({"content": chunk}) for chunk in split_words(plan.preamble)]
+            deltas.append(frame({"tool_calls": [call]}))
+        else:
+            first = frame({"role": "assistant", "content": None, "tool_calls": [call]})
         args = plan.arguments
-        deltas = [
+        deltas += [
             frame(
                 {"tool_calls": [{"index": 0, "function": {"arguments": args[i : i + ARGS_CHUNK]}}]}
             )

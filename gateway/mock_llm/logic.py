@@ -27,11 +27,11 @@ import orjson
 
 FAULT_RE = re.compile(r"\[\[fault:([a-z0-9]+)\]\]", re.IGNORECASE)
 LATENCY_RE = re.compile(r"\[\[latency:(\d+(?:\.\d+)?)\]\]", re.IGNORECASE)
-FLAG_RE = re.compile(r"\[\[(tripwire|loop|invalid-json)\]\]", re.IGNORECASE)
+FLAG_RE = re.compile(r"\[\[(tripwire|loop|invalid-json|preamble)\]\]", re.IGNORECASE)
 TOOL_CALLS_RE = re.compile(r"\[\[tool-calls:(\d+)\]\]", re.IGNORECASE)
 RETRY_AFTER_RE = re.compile(r"\[\[retry-after:(\d{1,6})\]\]", re.IGNORECASE)
 MARKER_RE = re.compile(
-    r"\s*\[\[(?:(?:fault|latency|tool-calls|retry-after):[^\]]*|tripwire|loop|invalid-json)\]\]",
+    r"\s*\[\[(?:(?:fault|latency|tool-calls|retry-after):[^\]]*|tripwire|loop|invalid-json|preamble)\]\]",
     re.IGNORECASE,
 )
 HANDOFF_PREFIX = "transfer_to_"
@@ -85,6 +85,8 @@ class Plan:
     tool_name: str | None = None
     arguments: str = ""
     truncated: bool = False
+    preamble: str = ""
+    """Text sent beside the function call (``[[preamble]]``; Chat Completions only)."""
 
     @property
     def total_tokens(self) -> int:
@@ -150,7 +152,8 @@ def parse_markers(text: str) -> tuple[str | None, float]:
 
 
 def parse_flags(text: str) -> frozenset[str]:
-    """The behaviour flags (``[[tripwire]]``, ``[[loop]]``, ``[[invalid-json]]``) of a text."""
+    """The behaviour flags (``[[tripwire]]``, ``[[loop]]``, ``[[invalid-json]]``,
+    ``[[preamble]]``) of a text."""
     if "[[" not in text:
         return frozenset()
     return frozenset(match.lower() for match in FLAG_RE.findall(text))
@@ -393,9 +396,15 @@ def plan_answer(conv: Conversation) -> Plan:
         else:
             arguments = build_arguments(tool, conv.user_text)
         output_tokens = 10 + len(arguments) // 4
+        preamble = ""
+        if "preamble" in conv.flags:
+            preamble = f"Calling {tool.name} for: {conv.user_text}"
+            output_tokens += len(split_words(preamble))
         if limit is not None:
             output_tokens = min(output_tokens, limit)
-        return Plan(input_tokens, output_tokens, tool_name=tool.name, arguments=arguments)
+        return Plan(
+            input_tokens, output_tokens, tool_name=tool.name, arguments=arguments, preamble=preamble
+        )
 
     if conv.tool_result is not None:
         name, output = conv.tool_result

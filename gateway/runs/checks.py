@@ -48,6 +48,45 @@ async def check_output(handle: RunHandle, result: RunResultBase) -> None:
     record_guardrail(handle.principal.tenant_slug, triggered=False)
 
 
+async def stored_items(handle: RunHandle, result: RunResultBase) -> list[Any]:
+    """The turn's items to store in its conversation: with output patterns, without the text
+    the model wrote beside a tool call or a handoff (a message before the final answer) when
+    it trips a pattern of any agent of the run. Only the final answer was checked before the
+    run answered; the conversation's items are readable by the client, so blocked text must
+    not reach them either. The final answer, which passed, is always kept."""
+    assert handle.turn is not None
+    items = handle.turn.new_items(result, skip=handle.history_items)
+    checks = handle.built.output_checks
+    if not checks:
+        return items
+    messages = [i for i, item in enumerate(items) if assistant_text(item) is not None]
+    final = messages[-1] if messages else None
+    lane = handle.principal.tenant_id
+    kept = []
+    for index, item in enumerate(items):
+        text = assistant_text(item)
+        blocked = index != final and bool(text)
+        if blocked:
+            blocked = any([await p.matches(text or "", lane=lane) for p in checks.values()])
+        if not blocked:
+            kept.append(item)
+    return kept
+
+
+def assistant_text(item: Any) -> str | None:
+    """The text of an assistant message item (None for any other item)."""
+    if not isinstance(item, dict) or item.get("role") != "assistant":
+        return None
+    if item.get("type", "message") != "message":
+        return None
+    content = item.get("content")
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        return None
+    return "".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+
+
 def output_text(output: Any) -> str:
     """A final output as text (structured output: its JSON)."""
     return output if isinstance(output, str) else orjson.dumps(output).decode()

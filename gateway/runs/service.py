@@ -26,7 +26,7 @@ from gateway.limits.breaker import RedisBreaker
 from gateway.limits.prices import PriceCache
 from gateway.limits.quotas import QuotaService
 from gateway.runs.approvals import RunApprovals, apply_decisions, check_decisions
-from gateway.runs.checks import check_input, check_output
+from gateway.runs.checks import check_input, check_output, stored_items
 from gateway.runs.failures import map_run_error, run_status
 from gateway.runs.handle import RunHandle
 from gateway.runs.lifecycle import Run
@@ -253,7 +253,7 @@ class RunService:
             else:
                 await check_output(handle, result)
                 if handle.turn is not None:
-                    await handle.turn.append(result, skip=handle.history_items)
+                    await handle.turn.append(await stored_items(handle, result))
                 status = "completed"
                 output = result.final_output
         except BaseException as exc:

@@ -8,16 +8,17 @@ events; `gateway.chat.stream` encodes the same events as Chat Completions chunks
 
 An agent with `output.blocked_patterns` has its text deltas held until the final answer
 passed them (then sent, followed by `run.completed`; dropped when `run.failed` follows), so
-blocked text never reaches the client. A keep-alive comment goes out whenever nothing else
-has for `keepalive_s`. If the client goes away, Starlette cancels the response task (and the
-response closes this generator). When a model call is in flight at that moment, the run winds
-down: the producer keeps reading that call to its end (the upstream has it and bills it,
-answering yet or not), sending nothing, its usage is metered, and the run stops right after it
-(no tool of the answer runs, no further call is made: `RunMeter.stop_after_call`); a call not
-done within `GATEWAY_STREAM_DISCONNECT_GRACE_S` is cut. Otherwise (a tool running) the producer
-task is cancelled at once and the `finally` in `run_events` cancels the SDK run (breaking out
-of its event loop alone would not stop it). Either way the run's owner (the response) settles
-it as `cancelled` with the tokens spent.
+blocked text never reaches the client. Text a model wrote beside a tool call or a handoff is
+not the final answer and is never sent: the streamed text is the answer the patterns passed.
+A keep-alive comment goes out whenever nothing else has for `keepalive_s`. If the client goes
+away, Starlette cancels the response task (and the response closes this generator). When a model
+call is in flight at that moment, the run winds down: the producer keeps reading that call to
+its end (the upstream has it and bills it, answering yet or not), sending nothing, its usage is
+metered, and the run stops right after it (no tool of the answer runs, no further call is made:
+`RunMeter.stop_after_call`); a call not done within `GATEWAY_STREAM_DISCONNECT_GRACE_S` is cut.
+Otherwise (a tool running) the producer task is cancelled at once and the `finally` in
+`run_events` cancels the SDK run (breaking out of its event loop alone would not stop it).
+Either way the run's owner (the response) settles it as `cancelled` with the tokens spent.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import orjson
 from agents import Runner, RunState
 from agents.result import RunResultStreaming
 
-from gateway.runs.checks import check_input, check_output
+from gateway.runs.checks import check_input, check_output, stored_items
 from gateway.runs.failures import map_run_error, run_status
 from gateway.runs.lifecycle import Run
 from gateway.runs.meter import ClientGone
@@ -164,6 +165,10 @@ async def run_events(
                     if held is not None:
                         held.append(translated)
                         continue
+                elif held and translated[0] in ("tool.called", "agent.handoff"):
+                    # The text held so far came with a tool call or a handoff: not the final
+                    # answer, which alone is checked, so it is never sent.
+                    held.clear()
                 yield translated
         if result.interruptions:
             paused = await service.pause(handle, result)
@@ -171,7 +176,7 @@ async def run_events(
         else:
             await check_output(handle, result)
             if handle.turn is not None:
-                await handle.turn.append(result, skip=handle.history_items)
+                await handle.turn.append(await stored_items(handle, result))
             if on_complete is not None:
                 on_complete(result)
             status = "completed"

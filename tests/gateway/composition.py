@@ -55,11 +55,20 @@ class Outcome:
         return [data for event, data in self.events if event == name]
 
 
-async def run(gw: Gateway, tenant: Tenant, agent: str, text: str, *, stream: bool) -> Outcome:
+async def run(
+    gw: Gateway,
+    tenant: Tenant,
+    agent: str,
+    text: str,
+    *,
+    stream: bool,
+    conversation_id: str | None = None,
+) -> Outcome:
     """Run `agent`; a streamed run's terminal event is its body (the run, or the error)."""
-    r = await gw.client.post(
-        f"/v1/agents/{agent}/runs", json={"input": text, "stream": stream}, headers=tenant.headers
-    )
+    body: dict[str, Any] = {"input": text, "stream": stream}
+    if conversation_id is not None:
+        body["conversation_id"] = conversation_id
+    r = await gw.client.post(f"/v1/agents/{agent}/runs", json=body, headers=tenant.headers)
     if not stream:
         return Outcome(r.status_code, r.json(), [])
     assert r.status_code == 200, r.text

@@ -614,7 +614,9 @@ async def _race_two_appends(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> Non
         _Ran([{"role": "user", "content": f"{who} asks"}, {"role": "assistant", "content": who}])
         for who in ("alice", "bob")
     ]
-    await asyncio.gather(*(turn.append(run) for turn, run in zip(turns, runs, strict=True)))
+    await asyncio.gather(
+        *(turn.append(turn.new_items(run)) for turn, run in zip(turns, runs, strict=True))
+    )
     await lock.release()
     stored = [text_of(i) for i in await items(gw, conv, tenant.headers)]
     assert sorted(stored) == sorted(["alice asks", "alice", "bob asks", "bob"])

@@ -13,7 +13,7 @@ import orjson
 
 from gateway.agents.guardrails import PatternSet
 from tests.gateway.composition import gw, ledger_sum, metric, put_agent, records, run, streamed
-from tests.gateway.conftest import Gateway
+from tests.gateway.conftest import Gateway, gateway_for
 
 __all__ = ["gw"]
 
@@ -85,6 +85,50 @@ async def test_output_guardrail_blocks_the_answer(gw: Gateway, stream: bool) -> 
     # hello: input + output checks passed; the secret: input passed, output tripped.
     after = await metric(gw, "gateway_guardrails_total", tenant="acme", triggered="false")
     assert after - passes == 3
+
+
+@streamed
+async def test_text_written_beside_a_tool_call_never_reaches_the_client(
+    database_url: str, mock_llm_base_url: str, stream: bool
+) -> None:
+    """Only the final answer is checked against the output patterns, so the text a model
+    writes beside a tool call (the mock's `[[preamble]]`) is never streamed, and is not
+    stored among the conversation's items when it trips a pattern: it leaked both ways."""
+    spec = {"tools": ["calculator"], "guardrails": {"output": {"blocked_patterns": ["(?i)secret"]}}}
+    async for gateway in gateway_for(
+        database_url, mock_llm_base_url, upstream_api="chat_completions"
+    ):
+        tenant = await gateway.create_tenant("acme")
+        await put_agent(gateway, tenant, "guarded", spec)
+        created = await gateway.client.post("/v1/conversations", json={}, headers=tenant.headers)
+        conversation = created.json()["id"]
+        text = f"Use the calculator on 2+3 for the Secret plan {stream} [[preamble]]"
+        outcome = await run(
+            gateway, tenant, "guarded", text, stream=stream, conversation_id=conversation
+        )
+        assert outcome.status == 200, outcome.body
+        assert outcome.body["output"] == "The calculator tool returned: 5"
+        [first, _] = gateway.mock_ledger(text)[-2:]
+        assert first["tool_call"] == "calculator" and first["output_tokens"] > 10  # a preamble
+        if stream:
+            sent = "".join(d["delta"] for d in outcome.named("output_text.delta"))
+            assert sent == outcome.body["output"]
+            assert [n for n, _ in outcome.events if n != "output_text.delta"] == [
+                "run.created",
+                "tool.called",
+                "tool.output",
+                "run.completed",
+            ]
+        r = await gateway.client.get(
+            f"/v1/conversations/{conversation}/items", headers=tenant.headers
+        )
+        answers = [
+            part.get("text", "")
+            for item in r.json()["data"]
+            if item.get("role") == "assistant"
+            for part in item.get("content", [])
+        ]
+        assert answers == ["The calculator tool returned: 5"], answers
 
 
 @streamed

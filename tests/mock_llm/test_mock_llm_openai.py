@@ -188,6 +188,37 @@ async def test_chat_tool_call_then_result(mock_client: openai.AsyncOpenAI) -> No
     assert result.choices[0].finish_reason == "stop"
 
 
+async def test_chat_preamble_writes_text_beside_the_tool_call(
+    mock_client: openai.AsyncOpenAI,
+) -> None:
+    """`[[preamble]]`: the answer that calls a tool also carries text, plain and streamed (the
+    text first, then the call), as a real model writing both in one answer does."""
+    tools: list[ChatCompletionToolParam] = [
+        {"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}
+    ]
+    messages: list[ChatCompletionMessageParam] = [
+        {"role": "user", "content": "lookup the thing [[preamble]]"}
+    ]
+    result = await mock_client.chat.completions.create(model="m", messages=messages, tools=tools)
+    message = result.choices[0].message
+    assert message.content == "Calling lookup for: lookup the thing"
+    assert message.tool_calls is not None and message.tool_calls[0].function.name == "lookup"
+    stream = await mock_client.chat.completions.create(
+        model="m", messages=messages, tools=tools, stream=True
+    )
+    order: list[str] = []
+    text = ""
+    async for chunk in stream:
+        delta = chunk.choices[0].delta if chunk.choices else None
+        if delta is not None and delta.content:
+            text += delta.content
+            order.append("text")
+        if delta is not None and delta.tool_calls:
+            order.append("call")
+    assert text == "Calling lookup for: lookup the thing"
+    assert order.index("call") > max(i for i, kind in enumerate(order) if kind == "text")
+
+
 async def test_determinism(mock_client: openai.AsyncOpenAI) -> None:
     first = await mock_client.responses.create(model="m", input=PROMPT)
     second = await mock_client.responses.create(model="m", input=PROMPT)
