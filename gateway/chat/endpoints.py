@@ -43,8 +43,9 @@ async def create_chat_completion(
     built = await service.resolve(principal, body.model, param="model")
     if built.needs_approval:
         raise InvalidRequestError(
-            f"Agent '{built.name}' has tools that require approval, which Chat Completions "
-            f"cannot pause for: run it with POST /v1/agents/{built.name}/runs.",
+            f"Agent '{built.name}' (or an agent it hands off to) has tools that require "
+            "approval, which Chat Completions cannot pause for: run it with "
+            f"POST /v1/agents/{built.name}/runs.",
             code="approval_not_supported",
             param="model",
         )
