@@ -356,10 +356,16 @@ def test_a_revision_or_setting_it_cannot_use_is_one_line_not_a_traceback(
         ("GATEWAY_DEFAULT_TENANT_LIMITS", "{not json"),
         ("GATEWAY_DATABASE_URL", "postgresql://user:pw@127.0.0.1/x"),  # a sync driver
         ("GATEWAY_DATABASE_URL", "mysql://user:pw@127.0.0.1/x"),
+        # Past their bounds' reach (inf > 0): every run was a 500, the TTL a crash at start.
+        ("GATEWAY_UPSTREAM_TIMEOUT_S", "inf"),
+        ("GATEWAY_LIMITS_LEASE_TTL_S", "inf"),
+        # Not a Redis URL: a traceback at start (after `demo` printed its banner).
+        ("GATEWAY_REDIS_URL", "http://user:pw@127.0.0.1:1/0"),
     ):
         r = gateway({**env, name: value}, "db", "upgrade")
         assert r.returncode == 2, r.stdout
         assert r.stderr.count("\n") == 1 and "invalid settings" in r.stderr, r.stderr
+        assert name in r.stderr, r.stderr  # the variable, as the docs name it
         assert value not in r.stderr and "pw" not in r.stderr
 
     # Valid JSON but not tenant limits: named by `tenants create`, not "Extra inputs are not
@@ -371,3 +377,14 @@ def test_a_revision_or_setting_it_cannot_use_is_one_line_not_a_traceback(
     assert "GATEWAY_DEFAULT_TENANT_LIMITS: requests_per_minutes" in r.stderr, r.stderr
     r = gateway(env, "tenants", "create", "--slug", "acme", "--name", "Acme")
     assert r.returncode == 0, r.stderr
+
+
+def test_an_admin_token_read_from_a_file_with_its_newline_still_matches() -> None:
+    """`GATEWAY_ADMIN_TOKEN=$(cat file)` keeps no newline, but a secret mounted as an env
+    file often does: the token is trimmed, or no admin call would ever match it; a token of
+    spaces is none at all (production then refuses to start)."""
+    from gateway.core.config import Settings
+
+    token = "t" * 30
+    assert Settings(admin_token=f"{token}\n", database_url="sqlite://").admin_token == token
+    assert Settings(admin_token=" " * 30, database_url="sqlite://").admin_token == ""

@@ -7,7 +7,7 @@ from typing import Annotated, NoReturn
 import typer
 
 Host = Annotated[str, typer.Option(help="Interface to bind.")]
-Port = Annotated[int, typer.Option(help="TCP port.")]
+Port = Annotated[int, typer.Option(help="TCP port.", min=1, max=65535)]
 
 
 def fail(message: str) -> NoReturn:

@@ -50,7 +50,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to bind.", envvar="GATEWAY_HOST")] = (
         "127.0.0.1"
     ),
-    port: Annotated[int, typer.Option(help="TCP port.", envvar="PORT")] = 8000,
+    port: Annotated[int, typer.Option(help="TCP port.", envvar="PORT", min=1, max=65535)] = 8000,
     workers: Annotated[
         int,
         typer.Option(

@@ -8,6 +8,7 @@ the environment.
 from __future__ import annotations
 
 import ipaddress
+import re
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -26,7 +27,12 @@ class Settings(BaseSettings):
     """Every setting of the gateway. Field names map to `GATEWAY_<NAME>` variables."""
 
     model_config = SettingsConfigDict(
-        env_prefix="GATEWAY_", extra="ignore", use_attribute_docstrings=True
+        env_prefix="GATEWAY_",
+        extra="ignore",
+        use_attribute_docstrings=True,
+        # `inf` and `nan` pass `gt=0`-style bounds and fail later (an infinite timeout is a
+        # 500 on every run, an infinite TTL a crash at start): no setting takes them.
+        allow_inf_nan=False,
     )
 
     env: Literal["development", "production", "test"] = "development"
@@ -340,6 +346,19 @@ class Settings(BaseSettings):
     """OTLP/HTTP traces endpoint (e.g. `http://collector:4318/v1/traces`); needs the `otlp`
     extra. Unset: no export."""
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str | None) -> str | None:
+        if value is not None and value.partition("://")[0] not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _trimmed_token(cls, value: str | None) -> str | None:
+        # A token read from a file often ends with a newline: kept, no admin call would match.
+        return None if value is None else value.strip()
+
     @field_validator("database_url")
     @classmethod
     def _async_driver(cls, value: str) -> str:
@@ -413,13 +432,25 @@ def get_settings() -> Settings:
     except ValidationError as exc:
         raise settings_error(exc) from None
     except SourceError as exc:  # a value that had to be JSON and is not (its text not shown)
-        raise SettingsError(f"invalid settings: {exc}: it must be JSON") from None
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = f"GATEWAY_{field.group(1).upper()}" if field else str(exc)
+        raise SettingsError(f"invalid settings: {name}: it must be JSON") from None
 
 
 def settings_error(exc: ValidationError, setting: str = "") -> SettingsError:
-    """`exc` as a SettingsError naming each field and rule, never an input value."""
+    """`exc` as a SettingsError naming each setting (by its variable, as the docs list it)
+    and rule, never an input value. `setting`: the variable `exc` is about, if one."""
+
+    def where(loc: tuple[int | str, ...]) -> str:
+        parts = [str(part) for part in loc]
+        if not setting and parts and parts[0] in Settings.model_fields:
+            field = Settings.model_fields[parts[0]]
+            if field.validation_alias is None:
+                parts[0] = f"GATEWAY_{parts[0].upper()}"
+        return ".".join(parts) or "settings"
+
     problems = "; ".join(
-        f"{'.'.join(map(str, error['loc'])) or 'settings'}: {error['msg']}"
+        f"{where(error['loc'])}: {error['msg']}"
         for error in exc.errors(include_input=False, include_url=False, include_context=False)
     )
     return SettingsError(f"invalid settings: {setting + ': ' if setting else ''}{problems}")
