@@ -349,7 +349,9 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _redis_scheme(cls, value: str | None) -> str | None:
-        if value is not None and value.partition("://")[0] not in ("redis", "rediss", "unix"):
+        if not value:  # empty: unset (in-memory limits), as it always was
+            return None
+        if value.partition("://")[0] not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
         return value
 
