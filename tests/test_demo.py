@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.conftest import wait_answering
 
@@ -165,3 +167,53 @@ def test_with_a_real_upstream_the_demo_offers_no_mock_served_tool(tmp_path: Path
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=15)
+
+
+def test_a_restart_restores_the_demo_agent_and_refuses_a_revoked_pinned_key(
+    tmp_path: Path,
+) -> None:
+    """`make run` again after the demo was changed by hand: a deleted `assistant` is made
+    again (the printed curl lines run it), and a pinned `GATEWAY_DEMO_API_KEY` that was
+    revoked is one line naming it, not a banner printing a key that answers 401."""
+    from gateway.cli.demo import seed_demo
+    from gateway.core.config import Settings, SettingsError
+    from gateway.core.db import Database
+    from gateway.core.migrate import upgrade
+    from tenants.agent.repository import AgentRepository
+    from tenants.agent.service import delete_agent
+    from tenants.api_key.service import revoke_key
+    from tenants.tenant.repository import TenantRepository
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"
+    upgrade(url)
+    settings = Settings(database_url=url, demo_api_key=None)
+    key, _ = asyncio.run(seed_demo(settings, 18999))
+
+    async def change_by_hand(revoke: bool) -> bool:
+        db = Database(url)
+        try:
+            async with db.unit() as session:
+                tenant = await TenantRepository(session).get_by_slug("demo")
+                assert tenant is not None
+                if revoke:
+                    from tenants.api_key.keys import hash_key
+                    from tenants.api_key.repository import ApiKeyRepository
+
+                    found = await ApiKeyRepository(session).get_with_tenant_by_hash(
+                        hash_key(key, settings.secret_key)
+                    )
+                    assert found is not None
+                    await revoke_key(session, tenant.id, found[0].id)
+                else:
+                    await delete_agent(session, tenant.id, "assistant")
+                active = await AgentRepository(session).get_active(tenant.id, "assistant")
+                return active is not None
+        finally:
+            await db.dispose()
+
+    assert asyncio.run(change_by_hand(revoke=False)) is False
+    asyncio.run(seed_demo(settings, 18999))
+    assert asyncio.run(change_by_hand(revoke=True)) is True  # the restart made it again
+    pinned = Settings(database_url=url, demo_api_key=key)
+    with pytest.raises(SettingsError, match="GATEWAY_DEMO_API_KEY: that key was revoked"):
+        asyncio.run(seed_demo(pinned, 18999))

@@ -170,6 +170,9 @@ async def seed_demo(settings: Settings, mock_port: int | None = 9100) -> tuple[s
                 await put_agent(session, tenant.id, "assistant", AgentSpec(**demo_agent(mock_port)))
             else:
                 active = await AgentRepository(session).get_active(tenant.id, "assistant")
+                if active is None:  # deleted since: the printed curl lines run it
+                    spec = demo_agent(mock_port)
+                    await put_agent(session, tenant.id, "assistant", AgentSpec(**spec))
                 moved = None if active is None else moved_demo_tool(active[1].spec, mock_port)
                 if moved is not None:
                     await put_agent(session, tenant.id, "assistant", AgentSpec(**moved))
@@ -182,6 +185,13 @@ async def seed_demo(settings: Settings, mock_port: int | None = 9100) -> tuple[s
                 existing = await ApiKeyRepository(session).get_with_tenant_by_hash(
                     hash_key(wanted, settings.secret_key)
                 )
+                if existing is not None and (
+                    existing[0].revoked_at is not None or existing[1].id != tenant.id
+                ):
+                    raise SettingsError(
+                        "invalid settings: GATEWAY_DEMO_API_KEY: that key was revoked (or "
+                        "belongs to another tenant); unset it for a fresh one, or pin another"
+                    )
                 if existing is None:
                     await issue_key(
                         session, settings, tenant.id, KeyCreate(name="demo"), plaintext=wanted
