@@ -102,7 +102,11 @@ def _numeric_date(claims: dict[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        seconds = float(value)
+    except OverflowError:  # an integer of hundreds of digits: no float, no date
+        return None
+    return seconds if math.isfinite(seconds) else None
 
 
 async def resolve_jwt(

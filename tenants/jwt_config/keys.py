@@ -50,8 +50,12 @@ def public_pem_key(mode: str, pem: str) -> Key:
     return key
 
 
-def jwks_keys(mode: str, jwks: dict[str, Any]) -> list[Key]:
-    """The verification keys of a JWKS (`{"keys": [...]}`), all of the mode's key type."""
+def jwks_keys(mode: str, jwks: dict[str, Any], *, sent: bool = False) -> list[Key]:
+    """The verification keys of a JWKS (`{"keys": [...]}`), all of the mode's key type.
+
+    `sent`: a JWKS being stored (the admin PUT), also held to the rules added since JWKS
+    were first taken (RSA keys of 2048 bits or more, no `kid` twice); a stored one still
+    loads without them, so an upgrade never turns a tenant's working login into 401s."""
     entries = jwks.get("keys")
     if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_JWKS_KEYS:
         raise KeyMaterialError(f'jwks must be {{"keys": [1..{MAX_JWKS_KEYS} public keys]}}')
@@ -66,10 +70,24 @@ def jwks_keys(mode: str, jwks: dict[str, Any]) -> list[Key]:
         if entry.get("alg", ALGORITHMS[mode]) != ALGORITHMS[mode]:
             raise KeyMaterialError(f"every jwks key must be for {ALGORITHMS[mode]}")
         try:
-            keys.append(jwk.construct(entry, ALGORITHMS[mode]))
+            key = jwk.construct(entry, ALGORITHMS[mode])
         except (JOSEError, ValueError, TypeError, KeyError) as exc:
             raise KeyMaterialError("a jwks key is not a usable public key") from exc
+        # The PEM route's rule: an RSA key of at least 2048 bits (python-jose takes any).
+        if sent and mode == "rs256" and _rsa_bits(key) < 2048:
+            raise KeyMaterialError("rs256 needs RSA public keys of at least 2048 bits")
+        keys.append(key)
+    named = [kid for kid in jwks_kids(jwks) if kid is not None]
+    if sent and len(named) != len(set(named)):
+        # A token naming that kid would be checked against either key: which one is meant?
+        raise KeyMaterialError("two jwks keys share a kid")
     return keys
+
+
+def _rsa_bits(key: Key) -> int:
+    prepared = getattr(key, "prepared_key", None)
+    size = getattr(prepared, "key_size", None)
+    return size if isinstance(size, int) else 0
 
 
 def jwks_kids(jwks: dict[str, Any]) -> tuple[str | None, ...]:

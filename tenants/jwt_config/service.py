@@ -66,7 +66,7 @@ async def put_config(
         if body.public_key is not None:
             public_pem_key(body.mode, body.public_key)
         if body.jwks is not None:
-            jwks_keys(body.mode, body.jwks)
+            jwks_keys(body.mode, body.jwks, sent=True)
     except KeyMaterialError as exc:
         param = "public_key" if body.public_key is not None else "jwks"
         raise ValidationFailedError(str(exc), param=param, code="invalid_value") from None

@@ -191,7 +191,8 @@ def _rejected_tokens(secret: str, rsa_keys: KeyPair, ec_keys: KeyPair) -> dict[s
         **{
             f"{name} {text}": _raw_json_token(secret, claims(HS_ISS), name, text)
             for name in ("exp", "iat", "nbf")
-            for text in ("null", "Infinity", "-Infinity", "NaN", "1e400")
+            # An integer of 400 digits has no float: it was a 500 ("int too large").
+            for text in ("null", "Infinity", "-Infinity", "NaN", "1e400", "9" * 400)
         },
         # No leeway on exp, to the fraction of a second (python-jose truncates to seconds).
         "expired half a second ago": sign(claims(HS_ISS, exp=time.time() - 0.5), secret, "HS256"),
@@ -234,6 +235,9 @@ async def test_jwt_config_api(gw: Gateway, rsa_keys: KeyPair) -> None:
         f"/admin/tenants/{other.id}/jwt", json={"mode": "hs256", "issuer": "acme"}, headers=ADMIN
     )
     assert r.status_code == 409
+    weak = KeyPair(rsa.generate_private_key(public_exponent=65537, key_size=1024))  # noqa: S505 (refused)
+    weak_jwk = jwk.construct(weak.public_pem, "RS256").to_dict()
+    named = {**jwk.construct(rsa_keys.public_pem, "RS256").to_dict(), "kid": "k1"}
     # Each refusal names the field to fix (`param`), as every other 422 does.
     for body, param in (
         ({"mode": "hs256", "issuer": "x", "public_key": rsa_keys.public_pem}, "public_key"),
@@ -247,6 +251,9 @@ async def test_jwt_config_api(gw: Gateway, rsa_keys: KeyPair) -> None:
         ({"mode": "rs256", "issuer": "x", "public_key": rsa_keys.private_pem}, "public_key"),
         ({"mode": "es256", "issuer": "x", "public_key": rsa_keys.public_pem}, "public_key"),
         ({"mode": "rs256", "issuer": "x", "jwks": {"keys": [{"kty": "oct", "k": "abc"}]}}, "jwks"),
+        # The PEM route's 2048-bit floor holds for a JWKS too, and a kid names one key.
+        ({"mode": "rs256", "issuer": "x", "jwks": {"keys": [weak_jwk]}}, "jwks"),
+        ({"mode": "rs256", "issuer": "x", "jwks": {"keys": [named, named]}}, "jwks"),
         ({"mode": "hs512", "issuer": "x"}, "mode"),
         ({"mode": "hs256", "issuer": "x", "tenant_id": acme.id}, "tenant_id"),
     ):
