@@ -361,6 +361,8 @@ def test_a_revision_or_setting_it_cannot_use_is_one_line_not_a_traceback(
         ("GATEWAY_LIMITS_LEASE_TTL_S", "inf"),
         # Not a Redis URL: a traceback at start (after `demo` printed its banner).
         ("GATEWAY_REDIS_URL", "http://user:pw@127.0.0.1:1/0"),
+        ("GATEWAY_REDIS_URL", "redis://user:pw@127.0.0.1:99999/0"),  # a port no one has
+        ("GATEWAY_LIMITS_LEASE_TTL_S", "1e300"),  # finite, but past what Redis can expire
     ):
         r = gateway({**env, name: value}, "db", "upgrade")
         assert r.returncode == 2, r.stdout

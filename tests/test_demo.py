@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import typer
 
 from tests.conftest import wait_answering
 
@@ -170,7 +171,7 @@ def test_with_a_real_upstream_the_demo_offers_no_mock_served_tool(tmp_path: Path
 
 
 def test_a_restart_restores_the_demo_agent_and_refuses_a_revoked_pinned_key(
-    tmp_path: Path,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`make run` again after the demo was changed by hand: a deleted `assistant` is made
     again (the printed curl lines run it), and a pinned `GATEWAY_DEMO_API_KEY` that was
@@ -217,3 +218,20 @@ def test_a_restart_restores_the_demo_agent_and_refuses_a_revoked_pinned_key(
     pinned = Settings(database_url=url, demo_api_key=key)
     with pytest.raises(SettingsError, match="GATEWAY_DEMO_API_KEY: that key was revoked"):
         asyncio.run(seed_demo(pinned, 18999))
+
+    async def suspend() -> None:
+        db = Database(url)
+        try:
+            async with db.unit() as session:
+                tenant = await TenantRepository(session).get_by_slug("demo")
+                assert tenant is not None
+                tenant.status = "suspended"
+                session.add(tenant)
+        finally:
+            await db.dispose()
+
+    # A suspended demo tenant: one line saying so, not a banner whose curl lines answer 403.
+    asyncio.run(suspend())
+    with pytest.raises(typer.Exit):
+        asyncio.run(seed_demo(settings, 18999))
+    assert "the demo tenant is suspended" in capsys.readouterr().err

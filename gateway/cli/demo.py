@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 
-from gateway.cli.options import Host, Port
+from gateway.cli.options import Host, Port, fail
 from gateway.cli.serve import (
     ensure_dev_admin_token,
     ensure_upstream,
@@ -143,6 +143,19 @@ def moved_demo_tool(spec: dict[str, Any], mock_port: int | None) -> dict[str, An
     return {**spec, "tools": tools} if changed else None
 
 
+def _usable_demo_key(key: Any, tenant_id: str) -> bool:
+    """Whether a pinned demo key makes the printed curl lines work."""
+    from gateway.core.clock import as_utc, utcnow
+
+    expired = key.expires_at is not None and as_utc(key.expires_at) <= utcnow()
+    return (
+        key.tenant_id == tenant_id
+        and key.revoked_at is None
+        and not expired
+        and "runs" in (key.scopes or ["runs"])
+    )
+
+
 async def seed_demo(settings: Settings, mock_port: int | None = 9100) -> tuple[str, str]:
     """Create the `demo` tenant, its `assistant` agent and a key (idempotent); rotate its
     tool-signing secret (a plaintext cannot be recovered later). Returns (key, secret)."""
@@ -161,6 +174,18 @@ async def seed_demo(settings: Settings, mock_port: int | None = 9100) -> tuple[s
     try:
         async with db.unit() as session:  # committed as a whole when the block returns
             tenant = await TenantRepository(session).get_by_slug("demo")
+            if tenant is not None and tenant.deleted_at is not None:
+                fail(
+                    "the demo tenant was deleted from this database, and a slug is never used "
+                    "again: start on a fresh database (delete ./gateway.db, or point "
+                    "GATEWAY_DATABASE_URL at a new file)"
+                )
+            if tenant is not None and tenant.status != "active":
+                fail(
+                    f"the demo tenant is {tenant.status}: make it active again (PATCH "
+                    f'/admin/tenants/{tenant.id} with {{"status": "active"}}) or start on a '
+                    "fresh database"
+                )
             if tenant is None:
                 tenant = await create_tenant(
                     session,
@@ -185,12 +210,11 @@ async def seed_demo(settings: Settings, mock_port: int | None = 9100) -> tuple[s
                 existing = await ApiKeyRepository(session).get_with_tenant_by_hash(
                     hash_key(wanted, settings.secret_key)
                 )
-                if existing is not None and (
-                    existing[0].revoked_at is not None or existing[1].id != tenant.id
-                ):
+                if existing is not None and not _usable_demo_key(existing[0], tenant.id):
                     raise SettingsError(
-                        "invalid settings: GATEWAY_DEMO_API_KEY: that key was revoked (or "
-                        "belongs to another tenant); unset it for a fresh one, or pin another"
+                        "invalid settings: GATEWAY_DEMO_API_KEY: that key was revoked, has "
+                        "expired, lacks the runs scope or belongs to another tenant; unset it "
+                        "for a fresh one, or pin another"
                     )
                 if existing is None:
                     await issue_key(

@@ -77,7 +77,7 @@ class Settings(BaseSettings):
     """After a failed Redis call, limit checks skip Redis this long before trying it again (so
     enforcement in Redis resumes within this bound once Redis is back)."""
 
-    limits_lease_ttl_s: float = Field(default=30.0, gt=0)
+    limits_lease_ttl_s: float = Field(default=30.0, gt=0, le=3600)
     """TTL of concurrency leases, token reservations and conversation locks. A replica renews
     those of its runs in flight every third of it (and a run's lease at every model call), so a
     run may last longer; a replica that dies (SIGKILL, a crash) renews nothing, so its runs
@@ -353,6 +353,12 @@ class Settings(BaseSettings):
             return None
         if value.partition("://")[0] not in ("redis", "rediss", "unix"):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        from redis.connection import parse_url  # what the client will read it with
+
+        try:
+            parse_url(value)  # type: ignore[no-untyped-call]
+        except ValueError as exc:  # the reason names a part (the port), never the password
+            raise ValueError(f"not a usable Redis URL: {exc}") from None
         return value
 
     @field_validator("admin_token")
