@@ -13,7 +13,7 @@ from gateway.agents.providers import ProviderRegistry
 from gateway.agents.upstreams import TenantUpstreams
 from gateway.api import mount_routes
 from gateway.auth.cache import PrincipalCache
-from gateway.auth.dependencies import current_principal
+from gateway.auth.dependencies import identify_tenant
 from gateway.auth.failures import AuthFailureLimiter
 from gateway.auth.jwt import IssuerCache
 from gateway.conversations.lock import ConversationLocks
@@ -183,7 +183,7 @@ async def _resources(settings: Settings, drain: Drain) -> AsyncIterator[AppState
             max_items=settings.conversation_max_items,
             waiting=runs.approvals.conversation_waiting,
         ),
-        authenticate_tenant=current_principal,
+        authenticate_tenant=identify_tenant,
     )
     telemetry = start_telemetry(settings)
     recorder.start()

@@ -64,7 +64,16 @@ def _address(request: HTTPConnection) -> str:
 
 async def current_principal(request: HTTPConnection) -> Principal:
     """The authenticated tenant of this request or WebSocket handshake (401 / 403 / 429
-    otherwise)."""
+    otherwise); an API key is marked used (`last_used_at`)."""
+    principal = await identify_tenant(request)
+    if principal.key_id is not None:
+        app_state(request).recorder.mark_key_used(principal.key_id)
+    return principal
+
+
+async def identify_tenant(request: HTTPConnection) -> Principal:
+    """`current_principal` without marking the key used: the admin API identifies a tenant
+    credential only to refuse it (403), which is no use of the key."""
     request.state.auth_tried = True  # once per request (a failure counts once)
     credential = _credential(request)
     if credential is None:
@@ -87,8 +96,6 @@ async def current_principal(request: HTTPConnection) -> Principal:
     request.state.principal = principal  # also for a suspended tenant's headers
     if principal.tenant_status != "active":
         raise PermissionDeniedError("This tenant is suspended.", code="tenant_suspended")
-    if principal.key_id is not None:
-        state.recorder.mark_key_used(principal.key_id)
     return principal
 
 

@@ -91,8 +91,8 @@ class AppState:
     """Conversation turns under their per-conversation lock."""
     authenticate_tenant: Callable[[HTTPConnection], Awaitable[Principal]]
     """The tenant credential of a request resolved, or its 401 / 403 / 429 raised
-    (`gateway.auth`'s `current_principal`): the admin routes refuse a valid tenant credential
-    with 403 and an invalid one with 401, like any bad credential."""
+    (`gateway.auth`'s `identify_tenant`: the key is not marked used): the admin routes refuse
+    a valid tenant credential with 403 and an invalid one with 401, like any bad credential."""
 
 
 def scope_state(scope: Scope) -> AppState:

@@ -74,6 +74,11 @@ def verify_admin_token(token: str, settings: Settings) -> AdminPrincipal | None:
             continue
     if claims is None:
         return None
+    # python-jose compares `exp` in whole seconds (a token passes for up to a second past it):
+    # compared exactly here, as end-user JWTs are (no leeway).
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or time.time() >= exp:
+        return None
     role, name, user_id = claims.get("role"), claims.get("name"), claims.get("sub")
     if role not in ROLES or not isinstance(name, str) or not isinstance(user_id, str):
         return None

@@ -192,6 +192,24 @@ async def test_forged_expired_and_tenant_tokens(client: httpx.AsyncClient) -> No
     assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
 
 
+async def test_an_admin_token_is_refused_the_moment_it_expires(
+    client: httpx.AsyncClient,
+) -> None:
+    """No leeway, as for end-user JWTs: a token whose `exp` passed a fraction of a second ago
+    is 401 (python-jose alone compares whole seconds and accepts it for up to a second)."""
+    from tenants.admin.tokens import _signing_key
+
+    login = (await _login(client, "alice", ADMIN_PW)).json()["access_token"]
+    live = jwt.get_unverified_claims(login)
+    while time.time() % 1 < 0.2:  # well past a whole second, so int(now) == exp below
+        time.sleep(0.05)
+    key = _signing_key(make_settings("sqlite://", secret_key=SECRET_KEY))
+    just_expired = jwt.encode({**live, "exp": int(time.time())}, key, algorithm="HS256")
+    r = await client.get("/admin/tenants", headers=bearer(just_expired))
+    assert r.status_code == 401, r.text
+    assert r.json()["error"]["type"] == "authentication_error"
+
+
 async def test_a_login_carrying_a_tenant_credential_is_403(client: httpx.AsyncClient) -> None:
     """As on every /admin route: a valid tenant key (either header) is 403 at login too, and
     no admin token is issued; a bad one is the usual 401."""

@@ -62,6 +62,28 @@ async def test_last_used_at_is_batched(gw: Gateway) -> None:
     assert listed[0]["last_used_at"] is not None
 
 
+async def test_a_key_refused_on_the_admin_api_is_not_marked_used(gw: Gateway) -> None:
+    """The admin API takes no tenant credential: a key sent there (403) was not used, so its
+    `last_used_at` (what an operator reads before retiring a key) does not move."""
+    a = await gw.create_tenant("acme")
+    keys = f"/admin/tenants/{a.id}/keys"
+    issued = (await gw.client.post(keys, json={"name": "idle"}, headers=ADMIN)).json()
+    for headers in (bearer(issued["key"]), {"X-API-Key": issued["key"]}):
+        r = await gw.client.get("/admin/tenants", headers=headers)
+        assert r.status_code == 403 and r.json()["error"]["code"] == "tenant_credential"
+    login = {"username": "x", "password": "y"}
+    r = await gw.client.post("/admin/login", data=login, headers=bearer(issued["key"]))
+    assert r.status_code == 403
+    await gw.app.state.recorder.flush_key_marks()
+    listed = (await gw.client.get(keys, headers=ADMIN)).json()["data"]
+    assert [k["last_used_at"] for k in listed if k["id"] == issued["id"]] == [None]
+    # The same key on /v1 is a use.
+    assert (await gw.client.get("/v1/agents", headers=bearer(issued["key"]))).status_code == 200
+    await gw.app.state.recorder.flush_key_marks()
+    listed = (await gw.client.get(keys, headers=ADMIN)).json()["data"]
+    assert [k["last_used_at"] is not None for k in listed if k["id"] == issued["id"]] == [True]
+
+
 async def test_deleting_a_tenant_revokes_everything_at_once(gw: Gateway) -> None:
     a = await gw.create_tenant("acme")
     secret = (await enable_jwt(gw, a.id, {"mode": "hs256", "issuer": "acme"}))["secret"]
