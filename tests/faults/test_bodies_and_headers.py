@@ -79,6 +79,27 @@ def test_a_chunked_body_over_the_cap_is_413(live: LiveGateway, tenant: LiveTenan
     assert r.json()["status"] == "completed"
 
 
+def test_a_chunked_body_over_the_cap_is_413_on_routes_that_read_no_body(
+    live: LiveGateway, tenant: LiveTenant
+) -> None:
+    """The cap holds whatever the route does with the body: a route that never reads one
+    (it would run its action and answer 200) or reads a form is 413 too, as with a declared
+    `Content-Length`."""
+    big = b'{"x": "' + b"y" * (MAX_BODY + 10) + b'"}'
+    secret = f"/admin/tenants/{tenant.id}/tool-secret"
+    for method, path, headers in (
+        ("GET", "/v1/agents", {"Authorization": f"Bearer {tenant.key}"}),
+        ("POST", secret, ADMIN),
+        ("POST", "/admin/login", {"Content-Type": "application/x-www-form-urlencoded"}),
+    ):
+        head = request_head(method, path, {**headers, "Transfer-Encoding": "chunked"})
+        r = send_raw(live.base_url, head, chunked(big))
+        assert_error(r.status, r.json(), 413, "body_too_large")
+    # The refused POST rotated nothing: the first secret is created now (201, not a rotation).
+    r = httpx.post(live.base_url + secret, headers=ADMIN)
+    assert r.status_code == 201, r.text
+
+
 def test_a_declared_length_over_the_cap_is_413_before_the_body(
     live: LiveGateway, tenant: LiveTenant
 ) -> None:
