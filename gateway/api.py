@@ -38,9 +38,9 @@ RUN_ERRORS = (*V1_ERRORS, 404, 409, 502, 504)
 """A run adds: unknown agent or conversation, a busy conversation, the upstream."""
 CHAT_ERRORS = (*V1_ERRORS, 404, 502, 504)
 """A chat completion adds: unknown agent (the model), the upstream."""
-ADMIN_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429)
-"""What any protected /admin route can answer."""
-LOGIN_ERRORS = (400, 401, 403, 413, 422, 429)
+ADMIN_ERRORS = (400, 401, 403, 404, 409, 413, 422, 429, 503)
+"""What any protected /admin route can answer (503: the database is down)."""
+LOGIN_ERRORS = (400, 401, 403, 413, 422, 429, 503)
 
 
 def admin_router() -> APIRouter:
