@@ -88,6 +88,19 @@ GONE = (WebSocketDisconnect, RuntimeError, OSError)
 """What sending on a socket the client has left raises (Starlette / uvicorn)."""
 
 
+@router.get("/agents/{name}/ws", include_in_schema=False)
+async def agent_socket_without_upgrade(name: str) -> JSONResponse:
+    """A plain HTTP GET of the socket's route: 426 naming the upgrade it takes (RFC 9110
+    15.5.22), not a 404 that says the route is not there. Nothing is looked up."""
+    error = InvalidRequestError(
+        "This route is a WebSocket: open it with a WebSocket handshake (`Upgrade: websocket`).",
+        code="websocket_upgrade_required",
+    )
+    return JSONResponse(
+        error.body(), status_code=426, headers={"Upgrade": "websocket", "Connection": "Upgrade"}
+    )
+
+
 @router.websocket("/agents/{name}/ws")
 async def agent_socket(websocket: WebSocket, name: str) -> None:
     try:

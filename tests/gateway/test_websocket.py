@@ -184,6 +184,24 @@ async def test_handshake_auth_and_agent_isolation(live: str) -> None:
     }
 
 
+async def test_a_plain_get_of_the_socket_route_is_426_not_404(live: str) -> None:
+    """The route exists: a GET without the WebSocket handshake is told to upgrade (426 with
+    `Upgrade: websocket`), not that there is nothing there."""
+    _, a = await seed(live, "ws-get")
+    async with httpx.AsyncClient(base_url=live, timeout=10) as c:
+        for headers in (a, {}):
+            r = await c.get("/v1/agents/assistant/ws", headers=headers)
+            assert r.status_code == 426, r.text
+            assert r.headers["upgrade"] == "websocket"
+            error = r.json()["error"]
+            assert (error["type"], error["code"]) == (
+                "invalid_request_error",
+                "websocket_upgrade_required",
+            )
+        r = await c.post("/v1/agents/assistant/ws", headers=a)
+        assert r.status_code == 405 and r.headers["allow"] == "GET"
+
+
 @pytest.mark.parametrize("live", ["memory", "redis"], indirect=True)
 async def test_request_limit_fails_the_turn_and_keeps_the_socket(
     live: str, mock_llm_base_url: str
