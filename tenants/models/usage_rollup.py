@@ -36,3 +36,9 @@ class UsageRollup(SQLModel, table=True):
     total_tokens: int = _counter()
     cost_pico: int = _counter()
     unpriced_runs: int = _counter()
+    """Runs of the row whose model had no price, counted once, where the run started."""
+    unpriced_segments: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default="0")
+    )
+    """Records of the row with no price: any segment of a run, any model's share of one. The
+    report row's `unpriced` flag (a row may hold only a resumed segment, and no run)."""

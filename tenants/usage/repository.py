@@ -160,7 +160,7 @@ class UsageRepository:
             *group_columns,
             *(
                 cast(func.sum(getattr(r, name)), BigInteger).label(name)
-                for name in (*COUNTERS, "cost_pico")
+                for name in (*COUNTERS, "cost_pico", "unpriced_segments")
             ),
         ).where(col(r.dimension) == dimension, col(r.day) >= start, col(r.day) <= end)
         if group_by == "tenant":
@@ -198,6 +198,7 @@ class UsageRepository:
                 case((and_(col(UsageRecord.unpriced), col(UsageRecord.segment) == 0), 1), else_=0)
             ).label("unpriced_runs"),
             func.sum(UsageRecord.cost_pico).label("cost_pico"),
+            func.sum(case((col(UsageRecord.unpriced), 1), else_=0)).label("unpriced_segments"),
         ).where(col(UsageRecord.day) >= start, col(UsageRecord.day) <= end)
         if group_by == "tenant":
             statement = statement.outerjoin(Tenant, col(Tenant.id) == col(UsageRecord.tenant_id))
@@ -234,51 +235,54 @@ class UsageRepository:
         split = list((await self.session.exec(statement)).all())
         if not split:
             return rows
+        # Per model: runs, the four token counters, unpriced_runs, cost_pico, unpriced_segments.
         sums: dict[str, list[int]] = {row[0]: [int(v or 0) for v in row[1:]] for row in rows}
         fields = ("requests", "input_tokens", "output_tokens", "total_tokens")
         for model, segment, breakdown in split:
             first = 1 if segment == 0 else 0
-            sums.setdefault(model, [0] * 7)[0] += first
+            sums.setdefault(model, [0] * 8)[0] += first
             for other, share in breakdown.items():
-                counted = sums.setdefault(other, [0] * 7)
+                counted = sums.setdefault(other, [0] * 8)
                 for at, name in enumerate(fields, start=1):
                     counted[at] += share.get(name) or 0
                 counted[5] += first if share.get("unpriced") else 0
                 counted[6] += share.get("cost_pico") or 0
+                counted[7] += 1 if share.get("unpriced") else 0
         return [(model, *values) for model, values in sums.items()]
 
 
 def _runs_counted_once(by_model: dict[str, Any], by_day: dict[str, Any]) -> None:
     """A run that called several unpriced models is on each one's row: the by-model totals
     count it once, as every other grouping does (the day report's count)."""
-    unpriced_runs = by_day["totals"]["unpriced_runs"]
-    by_model["totals"]["unpriced_runs"] = unpriced_runs
-    by_model["totals"]["unpriced"] = unpriced_runs > 0
+    by_model["totals"]["unpriced_runs"] = by_day["totals"]["unpriced_runs"]
 
 
 def _assemble(
     group_by: str, start: date, end: date, rows: Any, *, scoped: bool = False
 ) -> dict[str, Any]:
     """The report body from grouped rows: (group value, [slug or tenant id,] counters...,
-    cost_pico); `scoped`: the report is over all tenants.
+    cost_pico, unpriced_segments); `scoped`: the report is over all tenants.
 
     One pass (a report by user has a thousand rows or more): each row's counters as ints,
-    its rendered cost, and the totals."""
+    its rendered cost, its `unpriced` flag (any record of the row had no price: a row may
+    hold only the resumed segment of a run, counted where it started), and the totals."""
     width = len(COUNTERS) + 1
-    unpriced_at = COUNTERS.index("unpriced_runs")
     second = "tenant_slug" if group_by == "tenant" else None
     if scoped and group_by in TENANT_SCOPED:
         second = "tenant_id"
     sums = [0] * width
     data: list[dict[str, Any]] = []
+    flagged_anywhere = False
     for row in rows:
-        values = [int(value) if value else 0 for value in row[-width:]]
+        values = [int(value) if value else 0 for value in row[-width - 1 : -1]]
+        flagged = bool(row[-1])
         item: dict[str, Any] = {group_by: _render(row[0])}
         if second is not None:
             item[second] = row[1]
         item.update(zip(COUNTERS, values, strict=False))
         item["cost_usd"] = usd(values[-1])
-        item["unpriced"] = values[unpriced_at] > 0
+        item["unpriced"] = flagged
+        flagged_anywhere = flagged_anywhere or flagged
         data.append(item)
         sums = [total + value for total, value in zip(sums, values, strict=True)]
     # Sorted here, not in SQL: SQLite and PostgreSQL place NULLs differently (here: last).
@@ -291,7 +295,7 @@ def _assemble(
     )
     totals: dict[str, Any] = dict(zip(COUNTERS, sums, strict=False))
     totals["cost_usd"] = usd(sums[-1])
-    totals["unpriced"] = sums[unpriced_at] > 0
+    totals["unpriced"] = flagged_anywhere
     return {
         "object": "usage.report",
         "group_by": group_by,

@@ -37,7 +37,7 @@ SUMMED = (
     "total_tokens",
     "cost_pico",
 )
-COUNTER_COLUMNS = ("runs", *SUMMED, "unpriced_runs")
+COUNTER_COLUMNS = ("runs", *SUMMED, "unpriced_runs", "unpriced_segments")
 PRIMARY_KEY = ("tenant_id", "dimension", "day", "value")
 
 
@@ -46,30 +46,37 @@ def rollup_rows(records: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     totals: dict[tuple[Any, ...], dict[str, Any]] = {}
 
     def add(key: tuple[Any, ...], runs: int, unpriced: int, counters: dict[str, Any]) -> None:
+        """`unpriced`: 1 when these counters had no price (one more `unpriced_segments`)."""
         row = totals.get(key)
         if row is None:
             row = dict(zip(PRIMARY_KEY, key, strict=True))
             row.update(dict.fromkeys(COUNTER_COLUMNS, 0))
             totals[key] = row
         row["runs"] += runs
-        row["unpriced_runs"] += unpriced
+        row["unpriced_segments"] += unpriced
         for name in SUMMED:
             row[name] += counters.get(name) or 0
 
+    def flag_run(key: tuple[Any, ...]) -> None:
+        totals[key]["unpriced_runs"] += 1
+
     for record in records:
         first = 1 if record.get("segment", 0) == 0 else 0  # later segments: tokens only
-        unpriced = first if record["unpriced"] else 0
         tenant, day = record["tenant_id"], record["day"]
         breakdown = record.get("model_usage")
         for dimension, field in DIMENSIONS.items():
             if dimension == "model" and breakdown:
                 add((tenant, dimension, day, record["model"]), first, 0, {})
                 for model, share in breakdown.items():
-                    flagged = first if share.get("unpriced") else 0
-                    add((tenant, dimension, day, model), 0, flagged, share)
+                    key = (tenant, dimension, day, model)
+                    add(key, 0, 1 if share.get("unpriced") else 0, share)
+                    if first and share.get("unpriced"):
+                        flag_run(key)  # the run is unpriced on each unpriced model's row
                 continue
-            value = "" if field is None else (record[field] or "")
-            add((tenant, dimension, day, value), first, unpriced, record)
+            key = (tenant, dimension, day, "" if field is None else (record[field] or ""))
+            add(key, first, 1 if record["unpriced"] else 0, record)
+            if first and record["unpriced"]:
+                flag_run(key)
     return [totals[key] for key in sorted(totals)]
 
 

@@ -19,12 +19,12 @@ from sqlalchemy import text
 from gateway.core.clock import utcnow
 from gateway.core.db import Database
 from gateway.core.migrate import downgrade, upgrade
-from tenants.models import UsageRecord
+from tenants.models import UsageRecord, UsageRollup
 from tenants.price.pricing import PriceBook
 from tenants.usage.export import iter_records
 from tenants.usage.partitions import existing_months, maintain, next_month
 from tenants.usage.repository import UsageRepository, priced
-from tenants.usage.rollups import rollup_rows, upsert_statement
+from tenants.usage.rollups import PRIMARY_KEY, rollup_rows
 from tests.conftest import _truncate
 from tests.tenants.test_admin_usage import add, record
 
@@ -79,21 +79,31 @@ async def test_migration_converts_the_table_keeping_every_row(pg: str) -> None:
     try:
         assert not await _partitioned(db)
         rows = [priced(r.model_dump(), PriceBook([])) for r in _records()]
-        # The columns of the table then (`model_usage` came later, in 0010).
+        # The columns of the tables then (`model_usage` came later, in 0010, and the rollups'
+        # `unpriced_segments` in 0011).
         old_rows = [{k: v for k, v in row.items() if k != "model_usage"} for row in rows]
         table = UsageRecord.__table__  # type: ignore[attr-defined]
+        old_rollups = [
+            {k: v for k, v in row.items() if k != "unpriced_segments"} for row in rollup_rows(rows)
+        ]
         async with db.session() as session:  # the writer as it was before partitions
             await session.exec(table.insert(), params=old_rows)  # type: ignore[call-overload]
-            await session.exec(upsert_statement("postgresql"), params=rollup_rows(rows))  # type: ignore[call-overload]
+            await session.exec(_old_upsert(), params=old_rollups)  # type: ignore[call-overload]
             await session.commit()
         start, end = date(2026, 1, 1), date(2026, 3, 31)
-        # Read through today's model (its one later column added for the reading, then dropped).
+        # Read through today's model (its later columns added for the reading, as the
+        # migrations fill them, then dropped).
         await _later_column(db, "ADD COLUMN model_usage JSON")
+        await _later_column(
+            db, "ADD COLUMN unpriced_segments BIGINT NOT NULL DEFAULT 0", "usage_rollups"
+        )
+        await _later_column(db, "SET unpriced_segments = unpriced_runs", "usage_rollups", "UPDATE")
         before_export, before_reports = (
             await _export(db, start, end),
             await _reports(db, start, end),
         )
         await _later_column(db, "DROP COLUMN model_usage")
+        await _later_column(db, "DROP COLUMN unpriced_segments", "usage_rollups")
         assert len(before_export) == len(rows)
 
         await asyncio.to_thread(upgrade, pg)
@@ -114,10 +124,26 @@ async def test_migration_converts_the_table_keeping_every_row(pg: str) -> None:
         await asyncio.to_thread(upgrade, pg)
 
 
-async def _later_column(db: Database, change: str) -> None:
+async def _later_column(
+    db: Database, change: str, table: str = "usage_records", verb: str = "ALTER TABLE"
+) -> None:
     async with db.session() as session:
-        await session.exec(text(f"ALTER TABLE usage_records {change}"))  # type: ignore[call-overload]
+        await session.exec(text(f"{verb} {table} {change}"))  # type: ignore[call-overload]
         await session.commit()
+
+
+def _old_upsert() -> Any:
+    """The rollups' upsert before `unpriced_segments` (0011)."""
+    from sqlalchemy.dialects.postgresql import insert
+
+    table = UsageRollup.__table__  # type: ignore[attr-defined]
+    statement = insert(table)
+    counters = [c.name for c in table.columns if c.name not in PRIMARY_KEY]
+    counters.remove("unpriced_segments")
+    return statement.on_conflict_do_update(
+        index_elements=list(PRIMARY_KEY),
+        set_={name: table.c[name] + statement.excluded[name] for name in counters},
+    )
 
 
 async def _records_again(db: Database, rows: list[dict[str, Any]]) -> int:

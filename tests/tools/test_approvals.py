@@ -273,6 +273,42 @@ async def test_a_key_deciding_for_an_end_user_keeps_the_run_theirs(
     ]
 
 
+async def test_a_row_holding_only_a_resumed_segment_is_flagged_unpriced(
+    gw: Gateway, tool: Receiver
+) -> None:
+    """Another key of the tenant approves: the resumed segment's tokens are that key's, and
+    its report row (no run of its own) is still flagged `unpriced` (the model has no price),
+    in the rollups' report and in the raw reconciliation report alike."""
+    from datetime import date
+
+    from tenants.usage.repository import UsageRepository
+
+    tenant = await approving_tenant(gw, "two-keys", tool)
+    keys = f"/admin/tenants/{tenant.id}/keys"
+    second = (await gw.client.post(keys, json={"name": "approver"}, headers=ADMIN)).json()
+    run = await paused(gw, tenant)
+    r = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=bearer(second["key"])
+    )
+    assert r.status_code == 200 and r.json()["status"] == "completed", r.text
+    await gw.flush_usage()
+    report = (await gw.client.get("/v1/usage?group_by=key", headers=tenant.headers)).json()
+    rows = {row["key"]: row for row in report["data"]}
+    approver = rows[second["id"]]
+    assert approver["runs"] == 0 and approver["total_tokens"] > 0
+    assert approver["unpriced"] is True and approver["cost_usd"] == "0"
+    assert rows[tenant.key_id]["runs"] == 1 and rows[tenant.key_id]["unpriced"] is True
+    assert report["totals"]["unpriced_runs"] == 1 and report["totals"]["unpriced"] is True
+    today = date.fromisoformat(report["end"])
+    async with gw.app.state.db.session() as session:
+        raw = await UsageRepository(session).raw_report(
+            tenant_id=tenant.id, group_by="key", start=today, end=today
+        )
+    assert [(row["key"], row["unpriced"]) for row in raw["data"]] == [
+        (row["key"], row["unpriced"]) for row in report["data"]
+    ]
+
+
 async def test_chat_completions_refuses_an_agent_that_needs_approval(
     gw: Gateway, tool: Receiver
 ) -> None:
