@@ -19,6 +19,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from observability.context import RequestContext, current_request
 
 _VALID_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_CREDENTIAL = re.compile(r"gw_[0-9A-Za-z]{32}|eyJ[\w-]*\.[\w-]*\.")
+"""An API key (`gw_` + 32 base62 characters, anywhere in the id) or a JWT (a base64url JSON
+header and a second segment): never logged nor echoed as a request id."""
+
+
+def _request_id(incoming: str | None) -> str:
+    """The client's `X-Request-ID` when it is a plain id, else a new one."""
+    if incoming and _VALID_REQUEST_ID.match(incoming) and not _CREDENTIAL.search(incoming):
+        return incoming
+    return secrets.token_hex(8)
+
+
 access_logger = logging.getLogger("gateway.access")
 
 
@@ -38,9 +50,7 @@ class RequestIdMiddleware:
             if name == b"x-request-id":
                 incoming = value.decode("latin-1")
                 break
-        request_id = (
-            incoming if incoming and _VALID_REQUEST_ID.match(incoming) else secrets.token_hex(8)
-        )
+        request_id = _request_id(incoming)
         scope.setdefault("state", {})["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
         context = RequestContext(request_id)

@@ -94,6 +94,13 @@ async def test_request_id_is_echoed_or_made(gateway: Gateway) -> None:
     r = await gateway.client.get("/healthz", headers={"X-Request-ID": "bad id\twith junk"})
     assert r.headers["x-request-id"] != "bad id\twith junk"
     assert len(r.headers["x-request-id"]) == 16
+    # A credential sent as the request id (by mistake or to get it logged) is neither logged
+    # nor echoed: an API key, alone or inside a longer id, or a JWT.
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhIn0.c2lnbmF0dXJl"
+    for credential in (tenant_key := "gw_" + "A1b2C3d4" * 4 + "0aBc9Z", f"req-{tenant_key}", jwt):
+        r = await gateway.client.get("/healthz", headers={"X-Request-ID": credential})
+        assert credential not in r.headers["x-request-id"]
+        assert len(r.headers["x-request-id"]) == 16
 
 
 async def test_unknown_routes_and_methods_use_the_error_shape(gateway: Gateway) -> None:
