@@ -11,7 +11,8 @@ what the client still sends is read and dropped for up to `LINGER_S`; closing at
 unread bytes would reset the connection, and a reset can destroy the 431 before the client has
 read it. Selected with
 `uvicorn.run(http="gateway.core.http_protocol:HeadLimitedHttpToolsProtocol")`; under another
-server the body-limit middleware answers the same 431 from the parsed headers.
+server the body-limit middleware answers the same 431 from the parsed headers. A request the
+parser refuses gets uvicorn's 400 with the JSON error body (not its plain-text page).
 """
 
 from __future__ import annotations
@@ -72,6 +73,15 @@ class HeadLimitedHttpToolsProtocol(HttpToolsProtocol):
         self.reading_head = True
         self.head_bytes = 0
         self.tail = b""
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the parser refuses (a malformed head, both framings): uvicorn's 400, with
+        the JSON error body every other error has instead of its plain-text page."""
+        headers, body = error_response("invalid_http_request", "Invalid HTTP request received.")
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in headers]
+        self.transport.write(b"".join(head) + b"\r\n" + body)
+        self.transport.close()
 
     def refuse_head(self) -> None:
         """431 and close: the rest of this connection's bytes are never parsed."""

@@ -230,6 +230,26 @@ def test_headers_over_64_kib_are_431_before_the_app(live: LiveGateway, tenant: L
     assert r.status == 200, r.body
 
 
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"GET /v1/agents HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n",  # no colon
+        b"G\x01T /v1/agents HTTP/1.1\r\nHost: x\r\n\r\n",  # a control byte in the method
+        b"POST /v1/agents HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n",  # both framings (request smuggling)
+    ],
+)
+def test_a_request_the_http_parser_refuses_is_400_in_the_json_shape(
+    live: LiveGateway, head: bytes
+) -> None:
+    """Even a request that never reaches the app (the HTTP parser refuses it) is answered
+    with the JSON error body, not the server's plain-text page."""
+    r = send_raw(live.base_url, head)
+    assert r.headers["content-type"] == "application/json"
+    assert_error(r.status, r.json(), 400, "invalid_http_request")
+    assert httpx.get(live.base_url + "/readyz").status_code == 200
+
+
 def test_a_16_mb_header_is_refused_without_buffering_it(
     live: LiveGateway, tenant: LiveTenant
 ) -> None:
