@@ -173,12 +173,21 @@ def check_json_tree(value: Any) -> None:
         raise ValueError(f"{where}: {rule}" if where else rule)
 
 
+CREATED_BY_PUT = frozenset({"name", "model"})
+"""Path parameters a PUT names a new resource by (an agent, an upstream, a model's price)."""
+
+
 async def refuse_control_characters(connection: HTTPConnection) -> None:
     """App-wide dependency, before anything looks a parameter up: a path parameter holding a
-    control character names nothing that can exist (404 naming it); a query parameter holding
-    one is a 422 naming it."""
+    control character names nothing that can exist (404 naming it), except the name a PUT
+    would create, which is an invalid value (422); a query parameter holding one is a 422
+    naming it."""
     for name, value in connection.path_params.items():
         if isinstance(value, str) and LABEL_FORBIDDEN.search(value):
+            if connection.scope.get("method") == "PUT" and name in CREATED_BY_PUT:
+                raise ValidationFailedError(
+                    f"{name}: {LABEL_RULE}", code="invalid_value", param=name
+                )
             raise NotFoundError(f"Not found ({name} {LABEL_RULE}).", param=name)
     for name, value in connection.query_params.multi_items():
         if LABEL_FORBIDDEN.search(name) or LABEL_FORBIDDEN.search(value):
