@@ -48,7 +48,7 @@ async def submit_actions(
     principal: RunsPrincipal,
     service: RunServiceDep,
 ) -> Response:
-    stream = body.stream or accepts_event_stream(request.headers.get("accept"))
+    stream = body.stream or accepts_event_stream(request.headers.getlist("accept"))
     row = await service.approvals.waiting(principal.tenant_id, principal.user, known_run(run_id))
     async with AsyncExitStack() as owner:  # see create_run
         turn: Turn | None = None

@@ -70,7 +70,7 @@ async def create_run(
     service: RunServiceDep,
 ) -> Response:
     known_name(name)
-    stream = body.stream or accepts_event_stream(request.headers.get("accept"))
+    stream = body.stream or accepts_event_stream(request.headers.getlist("accept"))
     sdk_input = request_input = body.sdk_input()
     # Owns the conversation's turn and the run: released and settled on leaving, unless a
     # streamed response took them over.

@@ -267,21 +267,25 @@ async def stream_run(
             task.cancel()
 
 
-def accepts_event_stream(accept: str | None) -> bool:
+def accepts_event_stream(accept: str | list[str] | None) -> bool:
     """True when the `Accept` header asks for `text/event-stream` at least as much as for
     `application/json`.
 
-    Media types are case-insensitive and weighed by `q` (RFC 9110 §12.5.1): `text/event-stream`
-    streams, also beside an equally weighed `application/json` (a client ready for either);
-    `;q=0` refuses it, and `application/json` weighed more prefers the plain JSON run.
-    Wildcards do not ask for a stream.
+    Several header lines are one list (RFC 9110 §5.3). Media types are case-insensitive and
+    weighed by `q` (RFC 9110 §12.5.1): `text/event-stream` streams, also beside an equally
+    weighed `application/json` (a client ready for either); `;q=0` refuses it, and
+    `application/json` weighed more (named, or through `application/*` or `*/*`, the most
+    specific range that matches counting) prefers the plain JSON run. Wildcards alone do not
+    ask for a stream.
     """
-    if accept is None or "text/event-stream" not in accept.lower():
+    if isinstance(accept, list):
+        accept = ", ".join(accept)
+    if not accept or "text/event-stream" not in accept.lower():
         return False
-    weights = {"text/event-stream": 0.0, "application/json": 0.0}
+    weights: dict[str, float] = {}
     for entry in accept.lower().split(","):
         media, *params = (part.strip() for part in entry.split(";"))
-        if media not in weights:
+        if media not in _WEIGHED:
             continue
         weight = 1.0
         for param in params:
@@ -291,6 +295,12 @@ def accepts_event_stream(accept: str | None) -> bool:
                     weight = min(1.0, max(0.0, float(value)))
                 except ValueError:
                     weight = 0.0  # a malformed weight is no preference
-        weights[media] = max(weights[media], weight)
-    sse = weights["text/event-stream"]
-    return sse > 0 and sse >= weights["application/json"]
+        weights[media] = max(weights.get(media, 0.0), weight)
+    sse = weights.get("text/event-stream", 0.0)
+    json = next(
+        (weights[m] for m in ("application/json", "application/*", "*/*") if m in weights), 0.0
+    )
+    return sse > 0 and sse >= json
+
+
+_WEIGHED = frozenset({"text/event-stream", "application/json", "application/*", "*/*"})

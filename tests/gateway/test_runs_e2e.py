@@ -99,15 +99,24 @@ async def test_streamed_run_events_and_usage(gateway: Gateway, tenant: Tenant) -
         ("application/json;q=1.0, text/event-stream;q=0.1", False),  # JSON preferred
         ("*/*", False),
         ("application/json", False),
+        # JSON weighed through a wildcard still counts (RFC 9110 §12.5.1).
+        ("*/*;q=0.9, text/event-stream;q=0.1", False),
+        ("application/*, text/event-stream;q=0.5", False),
+        ("text/event-stream, */*", True),
+        # Several header lines are one list (RFC 9110 §5.3).
+        (["application/json", "text/event-stream"], True),
+        (["text/html", "text/event-stream"], True),
+        (["application/json", "text/event-stream;q=0.2"], False),
     ],
 )
 async def test_the_accept_header_selects_streaming_by_its_weights(
-    gateway: Gateway, tenant: Tenant, accept: str, streams: bool
+    gateway: Gateway, tenant: Tenant, accept: str | list[str], streams: bool
 ) -> None:
+    lines = [accept] if isinstance(accept, str) else accept
     r = await gateway.client.post(
         "/v1/agents/assistant/runs",
         json={"input": "hello there"},
-        headers={**tenant.headers, "Accept": accept},
+        headers=[*tenant.headers.items(), *(("Accept", line) for line in lines)],
     )
     assert r.status_code == 200, r.text
     if streams:
