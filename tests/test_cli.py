@@ -325,6 +325,40 @@ def test_mock_llm_says_where_it_listens_and_refuses_a_taken_port(env: dict[str, 
         proc.communicate(timeout=10)  # reaps it and closes its pipe
 
 
+def test_mock_llm_stall_seconds_sets_how_long_a_timeout_fault_hangs(
+    env: dict[str, str],
+) -> None:
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [GATEWAY, "mock-llm", "--port", str(port), "--stall-seconds", "0.5"],
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().startswith("mock LLM:")
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi [[fault:timeout]]"}]}
+        started = time.monotonic()
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=20)
+        took = time.monotonic() - started
+        assert r.status_code == 200 and 0.5 <= took < 10, (r.status_code, took)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    refused = subprocess.run(
+        [GATEWAY, "mock-llm", "--stall-seconds", "-1"], env=env, capture_output=True, text=True
+    )
+    assert refused.returncode == 2 and "stall-seconds" in refused.stderr
+
+
 def test_serve_warns_that_workers_without_redis_multiply_the_limits(
     env: dict[str, str], tmp_path: Path
 ) -> None:

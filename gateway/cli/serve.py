@@ -31,6 +31,16 @@ def mock_llm(
     stream_delay_ms: Annotated[float, typer.Option(help="Delay between stream chunks.")] = 0.0,
     fault_rate: Annotated[float, typer.Option(help="Share of requests that fail.")] = 0.0,
     fault_status: Annotated[int, typer.Option(help="Status of injected faults.")] = 500,
+    stall_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help=(
+                "How long the fault:timeout and fault:stall markers hang (more than the"
+                " gateway's GATEWAY_UPSTREAM_TIMEOUT_S for a timeout)."
+            ),
+        ),
+    ] = 30.0,
 ) -> None:
     """Serve the offline, deterministic OpenAI-compatible mock LLM."""
     from gateway.mock_llm import MockConfig, run_mock_server
@@ -40,6 +50,7 @@ def mock_llm(
         stream_delay_ms=stream_delay_ms,
         fault_rate=fault_rate,
         fault_status=fault_status,
+        stall_seconds=stall_seconds,
     )
     require_free_port(host, port, "the mock LLM's")
     typer.echo(f"mock LLM: OPENAI_BASE_URL=http://{host}:{port}/v1 (Ctrl-C stops it)")
