@@ -26,12 +26,19 @@ from gateway.runs.endpoints import (
     known_name,
     run_to_end,
 )
+from gateway.runs.responses import CHUNK_STREAM, ChatCompletion
 from gateway.runs.streaming import stream_run
 
 router = APIRouter(route_class=JsonBodyRoute, tags=["chat"])
 
 
-@router.post("/chat/completions", summary="OpenAI-compatible chat completion (model = agent name)")
+@router.post(
+    "/chat/completions",
+    summary="OpenAI-compatible chat completion (model = agent name)",
+    responses={
+        200: {"model": ChatCompletion, "description": "The completion.", "content": CHUNK_STREAM}
+    },
+)
 async def create_chat_completion(
     body: ChatCompletionRequest,
     request: Request,

@@ -17,6 +17,7 @@ from gateway.core.json_body import JsonBodyRoute
 from gateway.core.state import app_state
 from gateway.runs.approvals import not_found, stored_response
 from gateway.runs.endpoints import RunServiceDep, RunStreamResponse, admitted, run_to_end
+from gateway.runs.responses import RunObject, run_answer
 from gateway.runs.schemas import ActionsRequest
 from gateway.runs.streaming import accepts_event_stream, stream_run
 
@@ -34,13 +35,21 @@ def known_run(run_id: str) -> str:
     return run_id
 
 
-@router.get("/runs/{run_id}", summary="A stored run (paused for approval, or resumed)")
+@router.get(
+    "/runs/{run_id}",
+    summary="A stored run (paused for approval, or resumed)",
+    responses={200: {"model": RunObject, "description": "The stored run."}},
+)
 async def get_run(run_id: RunId, principal: RunsPrincipal, service: RunServiceDep) -> Response:
     row = await service.approvals.waiting(principal.tenant_id, principal.user, known_run(run_id))
     return Response(orjson.dumps(stored_response(row)), media_type="application/json")
 
 
-@router.post("/runs/{run_id}/actions", summary="Decide on a paused run's tool calls and resume it")
+@router.post(
+    "/runs/{run_id}/actions",
+    summary="Decide on a paused run's tool calls and resume it",
+    responses=run_answer("The resumed run: finished, or paused again for an approval."),
+)
 async def submit_actions(
     run_id: RunId,
     body: ActionsRequest,

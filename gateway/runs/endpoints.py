@@ -22,6 +22,7 @@ from gateway.runs.lifecycle import Run
 
 if TYPE_CHECKING:
     from agents import RunState
+from gateway.runs.responses import run_answer
 from gateway.runs.schemas import RunRequest
 from gateway.runs.service import RunService
 from gateway.runs.streaming import accepts_event_stream, stream_run
@@ -61,6 +62,7 @@ def agent_in_log(request: Request) -> None:
     "/agents/{name}/runs",
     summary="Run an agent (plain or streamed)",
     dependencies=[Depends(agent_in_log)],
+    responses=run_answer("The finished run, or the run paused for an approval."),
 )
 async def create_run(
     name: AgentName,

@@ -99,6 +99,33 @@ async def test_real_errors_are_documented_where_they_happen(gw: Gateway) -> None
     assert (r.status_code, r.json()["error"]["code"]) == (422, "invalid_json")
 
 
+async def test_run_and_chat_answers_are_described(gw: Gateway) -> None:
+    """Generated clients get types for a run and a completion, and learn that the same routes
+    stream; the answers really have the documented shape."""
+    from gateway.runs.responses import ChatCompletion, RunObject
+
+    schema = (await gw.client.get("/openapi.json")).json()
+    for method, path, model in (
+        ("post", "/v1/agents/{name}/runs", "RunObject"),
+        ("post", "/v1/runs/{run_id}/actions", "RunObject"),
+        ("get", "/v1/runs/{run_id}", "RunObject"),
+        ("post", "/v1/chat/completions", "ChatCompletion"),
+    ):
+        content = schema["paths"][path][method]["responses"]["200"]["content"]
+        assert content["application/json"]["schema"]["$ref"].endswith(f"/{model}"), path
+        assert ("text/event-stream" in content) is (method == "post"), path
+    tenant = await gw.create_tenant("described")
+    r = await gw.client.post(RUN, json={"input": "hi"}, headers=tenant.headers)
+    run = RunObject.model_validate(r.json(), strict=True)
+    assert set(r.json()) <= set(RunObject.model_fields)
+    assert (run.object, run.status, run.usage.requests) == ("agent.run", "completed", 1)
+    chat = {"model": "assistant", "messages": [{"role": "user", "content": "hi"}]}
+    r = await gw.client.post("/v1/chat/completions", json=chat, headers=tenant.headers)
+    completion = ChatCompletion.model_validate(r.json(), strict=True)
+    assert set(r.json()) <= set(ChatCompletion.model_fields)
+    assert completion.usage.total_tokens == run.usage.total_tokens
+
+
 async def test_the_schema_stands_on_its_own(gw: Gateway) -> None:
     """Descriptions explain themselves: no citation of a document the reader does not have."""
     text = (await gw.client.get("/openapi.json")).text
