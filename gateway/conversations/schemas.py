@@ -58,7 +58,11 @@ def item_position(cursor: str) -> int | None:
     return min(int(digits), MAX_POSITION)
 
 
+_HIDDEN = frozenset({"id", "provider_data"})
+
+
 def render_item(row: ConversationItem) -> dict[str, Any]:
-    """The stored SDK input item (role/content for messages), with our id."""
-    fields = {k: v for k, v in row.item.items() if k != "id"}
+    """The stored SDK input item (role/content for messages), with our id; the SDK's own
+    bookkeeping (`provider_data`: the upstream's model and response id) is not shown."""
+    fields = {k: v for k, v in row.item.items() if k not in _HIDDEN}
     return {"id": item_id(row.position), **fields, "created_at": rfc3339(row.created_at)}

@@ -206,8 +206,13 @@ class ConversationTurns:
                     param="conversation_id",
                 )
             if len(history) + incoming > self.max_items:
+                held = len(history)
+                if held == self.max_items:  # read up to the limit: it may hold more (a turn's
+                    # answer is stored whole)
+                    async with self.db.session() as session:
+                        held = await ConversationRepository(session).next_position(conversation_id)
                 raise InvalidRequestError(
-                    f"This conversation is full: it holds {len(history)} items, this turn adds "
+                    f"This conversation is full: it holds {held} items, this turn adds "
                     f"{incoming} and the limit is {self.max_items}; start a new one.",
                     code="conversation_too_long",
                     param="conversation_id",

@@ -174,7 +174,8 @@ class Settings(BaseSettings):
 
     conversation_max_items: int = Field(default=1000, ge=2, le=100_000)
     """A server-side conversation holding this many items takes no further turn (400
-    `conversation_too_long`): every turn sends the whole history to the model."""
+    `conversation_too_long`): every turn sends the whole history to the model. A turn's input
+    must fit; its answer is stored whole (it may end a few items past the limit)."""
 
     principal_cache_ttl_s: float = Field(default=2.0, gt=0, le=5.0)
     """How long a resolved credential (and agent spec) is trusted without a DB look-up."""

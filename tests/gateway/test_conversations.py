@@ -162,6 +162,8 @@ async def test_tool_calls_are_stored_and_replayed(cgw: Gateway) -> None:
     stored = await items(cgw, conv, h)
     types = [i.get("type", "message") for i in stored]
     assert "function_call" in types and "function_call_output" in types
+    # The SDK's bookkeeping (a Chat Completions upstream's model and response id) is not shown.
+    assert [key for item in stored for key in item if key == "provider_data"] == []
     r = await cgw.client.post(RUN, json={"input": "thanks", "conversation_id": conv}, headers=h)
     assert r.status_code == 200, r.text
     assert len(await items(cgw, conv, h)) == len(stored) + 2
@@ -194,6 +196,17 @@ async def test_a_full_conversation_takes_no_further_turn(
         r = await gw.client.post(RUN, json=body, headers=h)
         assert r.status_code == 400 and "this turn adds 3" in r.text, r.text
         assert len(await items(gw, other, h)) == 2
+        # A turn's answer is stored whole (here a tool call, its output and the answer: 3
+        # items past the 3 the input brought), and the refusal then counts every item held.
+        third = await new_conversation(gw, h)
+        asks = [*many[:2], {"role": "user", "content": "Use the calculator on 6*7"}]
+        body = {"input": asks, "conversation_id": third}
+        assert (await gw.client.post(RUN, json=body, headers=h)).status_code == 200
+        held = len(await items(gw, third, h))
+        assert held > 4
+        body = {"input": "more", "conversation_id": third}
+        r = await gw.client.post(RUN, json=body, headers=h)
+        assert r.status_code == 400 and f"it holds {held} items" in r.text, r.text
 
 
 async def test_a_conversation_cannot_be_deleted_under_a_running_turn(cgw: Gateway) -> None:
