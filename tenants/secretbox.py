@@ -17,9 +17,21 @@ from collections.abc import Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from gateway.core.errors import ServiceUnavailableError
 
-class SecretUnreadableError(Exception):
-    """The stored secret was encrypted under another GATEWAY_SECRET_KEY."""
+
+class SecretUnreadableError(ServiceUnavailableError):
+    """The stored secret was encrypted under a GATEWAY_SECRET_KEY no longer configured (lost, or
+    removed before `gateway secrets re-encrypt` moved it): a request that needs it is a 503
+    `secret_unreadable` until an operator restores the key (docs/operations.md)."""
+
+    default_code = "secret_unreadable"
+
+    def __init__(self, purpose: str) -> None:
+        super().__init__(
+            f"A secret this request needs ({purpose}) cannot be decrypted with the gateway's"
+            " configured keys; an operator must restore the key it was stored under."
+        )
 
 
 def _fernet(secret_key: str, purpose: str) -> Fernet:
@@ -43,7 +55,7 @@ def unseal(stored: str, secret_key: str | Sequence[str], purpose: str) -> str:
     try:
         return _any_of(secret_key, purpose).decrypt(stored.encode()).decode()
     except InvalidToken as exc:
-        raise SecretUnreadableError(f"cannot decrypt a stored secret ({purpose})") from exc
+        raise SecretUnreadableError(purpose) from exc
 
 
 def reseal(stored: str, secret_keys: Sequence[str], purpose: str) -> str:
@@ -51,4 +63,4 @@ def reseal(stored: str, secret_keys: Sequence[str], purpose: str) -> str:
     try:
         return _any_of(secret_keys, purpose).rotate(stored.encode()).decode()
     except InvalidToken as exc:
-        raise SecretUnreadableError(f"cannot decrypt a stored secret ({purpose})") from exc
+        raise SecretUnreadableError(purpose) from exc

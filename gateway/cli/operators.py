@@ -226,7 +226,8 @@ def agents_put(
 @secrets_app.command("re-encrypt")
 def secrets_reencrypt() -> None:
     """Re-encrypt every stored secret under the current GATEWAY_SECRET_KEY (after a rotation,
-    with the old key in GATEWAY_SECRET_KEY_OLD); prints the counts; audited."""
+    with the old key in GATEWAY_SECRET_KEY_OLD); prints the counts; audited. Exits 1 when a
+    secret is unreadable (under a key no longer configured)."""
     from tenants.audit.service import record_event
     from tenants.rotation import reencrypt_all
 
@@ -244,7 +245,16 @@ def secrets_reencrypt() -> None:
         )
         return counts
 
-    typer.echo(json.dumps(_with_session(go)))
+    counts = _with_session(go)
+    typer.echo(json.dumps(counts))
+    if counts["unreadable"]:
+        typer.echo(
+            f"error: {counts['unreadable']} stored secret(s) cannot be read with the configured"
+            " keys: put the key they were stored under in GATEWAY_SECRET_KEY_OLD and run this"
+            " again",
+            err=True,
+        )
+        raise typer.Exit(1)
 
 
 @admin_app.command("create-user")

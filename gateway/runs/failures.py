@@ -72,6 +72,10 @@ def map_run_error(
     is counted by its status, and `meter` times the call it ended with that status."""
     if isinstance(exc, GatewayError):
         return exc
+    if isinstance(exc, UserError) and isinstance(exc.__cause__, GatewayError):
+        # Raised inside a tool (a stored secret unreadable, say): the SDK wraps it as
+        # "Error running tool …"; the client gets the gateway's own error.
+        return exc.__cause__
     if isinstance(exc, InputGuardrailTripwireTriggered):
         return GuardrailTriggeredError(
             CLASSIFIER_GUARDRAIL,

@@ -4,6 +4,7 @@ with `gateway secrets re-encrypt`; then the old key can go."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -125,12 +126,16 @@ async def test_rotation_keeps_every_credential_working(database_url: str) -> Non
 
     # Stored secrets move with one command (idempotent, audited).
     env = gateway_env(database_url, GATEWAY_SECRET_KEY=NEW_KEY, GATEWAY_SECRET_KEY_OLD=OLD_KEY)
-    for _ in range(2):
+    for moved, current in ((3, 0), (0, 3)):  # the second run finds nothing left to move
         done = subprocess.run(
             [GATEWAY, "secrets", "re-encrypt"], env=env, capture_output=True, text=True, check=False
         )
         assert done.returncode == 0, done.stderr
-        assert '"reencrypted": 3' in done.stdout and '"unreadable": 0' in done.stdout
+        assert json.loads(done.stdout) == {
+            "reencrypted": moved,
+            "current": current,
+            "unreadable": 0,
+        }
 
     assert await readable_with(database_url, NEW_KEY) == 3
 
@@ -153,3 +158,55 @@ async def test_admin_jwts_signed_before_the_rotation_stay_valid(database_url: st
     after = make_settings(database_url, secret_key=NEW_KEY)
     assert verify_admin_token(token, during) is not None
     assert verify_admin_token(token, after) is None
+
+
+async def test_a_secret_no_configured_key_reads_is_a_503_not_a_500(
+    database_url: str, mock_llm_base_url: str
+) -> None:
+    """The old key lost (or removed before `secrets re-encrypt`): a run that needs a tenant
+    upstream's key or the tool-signing secret is a 503 `secret_unreadable`, the same answer
+    whichever secret it is; nothing is sent unsigned."""
+    tool = {
+        "type": "http",
+        "name": "lookup_order",
+        "description": "Find an order.",
+        "url": "http://127.0.0.1:9/orders",
+        "parameters": {"type": "object", "properties": {"id": {"type": "string"}}},
+    }
+    settings = {"openai_base_url": mock_llm_base_url, "egress_allow": "127.0.0.0/8"}
+    async with gateway(database_url, secret_key=OLD_KEY, **settings) as client:
+        r = await client.post("/admin/tenants", json={"slug": "lost", "name": "L"}, headers=ADMIN)
+        tenant_id = r.json()["id"]
+        agents = f"/admin/tenants/{tenant_id}/agents"
+        upstream = {"base_url": mock_llm_base_url, "api_key": "sk-upstream-1234"}
+        r = await client.put(
+            f"/admin/tenants/{tenant_id}/upstreams/main", json=upstream, headers=ADMIN
+        )
+        assert r.status_code == 201, r.text
+        r = await client.post(f"/admin/tenants/{tenant_id}/tool-secret", headers=ADMIN)
+        assert r.status_code == 201, r.text
+        for name, spec in (
+            ("upstreamed", {**AGENT_SPEC, "upstream": "main"}),
+            ("tooled", {**AGENT_SPEC, "tools": [tool]}),
+        ):
+            r = await client.put(f"{agents}/{name}", json=spec, headers=ADMIN)
+            assert r.status_code == 201, r.text
+    async with gateway(database_url, secret_key=NEW_KEY, **settings) as client:
+        key = (
+            await client.post(f"/admin/tenants/{tenant_id}/keys", json={"name": "k"}, headers=ADMIN)
+        ).json()["key"]
+        for agent, text in (("upstreamed", "hi"), ("tooled", "Use lookup_order please")):
+            r = await client.post(
+                f"/v1/agents/{agent}/runs", json={"input": text}, headers=bearer(key)
+            )
+            assert r.status_code == 503, (agent, r.text)
+            error = r.json()["error"]
+            assert (error["type"], error["code"]) == ("service_unavailable", "secret_unreadable")
+    # The command that would have moved them says so, and fails (a Job or script notices).
+    env = gateway_env(database_url, GATEWAY_SECRET_KEY=NEW_KEY)
+    done = subprocess.run(
+        [GATEWAY, "secrets", "re-encrypt"], env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout) == {"reencrypted": 0, "current": 0, "unreadable": 2}
+    assert "GATEWAY_SECRET_KEY_OLD" in done.stderr
