@@ -44,6 +44,10 @@ def test_operator_commands(env: dict[str, str], tmp_path: Path) -> None:
 
     r = gateway(env, "tenants", "create", "--slug", "cli-co", "--name", "again")
     assert r.returncode == 1 and "error:" in r.stderr and "Traceback" not in r.stderr
+    # A refused value is named by its field, in words (not Python's tuple of its location).
+    r = gateway(env, "tenants", "create", "--slug", "empty-name", "--name", " ")
+    assert r.returncode == 1 and r.stderr.startswith("error: name: "), r.stderr
+    assert "(" not in r.stderr and "Value error" not in r.stderr
 
     r = gateway(env, "keys", "issue", "--tenant", "cli-co", "--name", "ops")
     assert r.returncode == 0, r.stderr

@@ -90,8 +90,16 @@ def _with_session(fn: Any) -> Any:
         typer.echo(f"error: {database_problem(exc)}", err=True)
         raise typer.Exit(1) from None
     except ValidationError as exc:
-        typer.echo(f"error: {exc.errors()[0]['msg']} ({exc.errors()[0]['loc']})", err=True)
+        typer.echo(f"error: {validation_problem(exc)}", err=True)
         raise typer.Exit(1) from None
+
+
+def validation_problem(exc: Any) -> str:
+    """A pydantic ValidationError's first error as one line: `field.path: message`."""
+    first = exc.errors()[0]
+    message = str(first["msg"]).removeprefix("Value error, ")
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {message}" if where else message
 
 
 def database_problem(exc: BaseException) -> str:
