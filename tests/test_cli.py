@@ -127,6 +127,12 @@ def test_a_database_or_file_it_cannot_use_is_one_line_not_a_traceback(
         assert r.stderr.startswith("error: the database cannot be used:"), r.stderr
         assert "Traceback" not in r.stderr and "pw-4411" not in r.stderr
 
+    # A schema older than the release (a column added since): the same one line and the fix.
+    assert gateway(env, "db", "upgrade", "--revision", "0008").returncode == 0
+    r = gateway(env, "tenants", "create", "--slug", "early", "--name", "Early")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "older than this release" in r.stderr and "gateway db upgrade" in r.stderr
+
     assert gateway(env, "db", "upgrade").returncode == 0
     for path in (tmp_path / "missing.json", tmp_path):
         r = gateway(env, "agents", "put", "--tenant", "x", "--name", "a", "--file", str(path))

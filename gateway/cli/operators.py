@@ -110,6 +110,8 @@ def database_problem(exc: BaseException) -> str:
     hint = ""
     if "no such table" in first or ("relation" in first and "does not exist" in first):
         hint = " (the schema is missing: run `gateway db upgrade` first)"
+    elif "no such column" in first or ("column" in first and "does not exist" in first):
+        hint = " (the schema is older than this release: run `gateway db upgrade` first)"
     return f"the database cannot be used: {first}{hint}"
 
 
