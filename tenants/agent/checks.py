@@ -27,14 +27,20 @@ async def put_checked_agent(
     the version is stored, so a concurrent change of its upstreams or allowed models cannot
     slip between them. Returns the agent, the version and whether the agent was created."""
     await lock_tenant(session, tenant_id)
-    await check_spec(session, settings, tenant_id, spec)
+    await check_spec(session, settings, tenant_id, spec, name=name)
     return await service.put_agent(session, tenant_id, name, spec)
 
 
 async def check_spec(
-    session: AsyncSession, settings: Settings, tenant_id: str, spec: AgentSpec
+    session: AsyncSession,
+    settings: Settings,
+    tenant_id: str,
+    spec: AgentSpec,
+    *,
+    name: str | None = None,
 ) -> None:
-    """Every check of a spec about to be stored for the tenant (404 for an unknown tenant)."""
+    """Every check of a spec about to be stored for the tenant as agent `name` (404 for an
+    unknown tenant)."""
     check_tool_urls(spec, EgressPolicy.parse(settings.egress_allow))
     tenant = await require_tenant(session, tenant_id)
     model = spec.model or settings.default_model
@@ -56,18 +62,29 @@ async def check_spec(
             param="guardrails.input.classifier.model",
             code="model_not_allowed",
         )
-    if tenant.allowed_models is not None:
-        # A run reaches its handoff targets' models too (run time refuses the whole run).
-        targets = await AgentRepository(session).active_named(tenant.id, spec.handoff_targets())
-        for target, version in targets:
-            target_model = stored_spec(version.spec).model or settings.default_model
+    if tenant.allowed_models is not None and spec.handoff_targets():
+        # A run reaches every agent down its handoffs (run time refuses the whole run when
+        # one of them is on a model outside the list), through other agents' handoffs too.
+        active = {
+            agent.name: stored_spec(version.spec)
+            for agent, version in await AgentRepository(session).list_active(tenant.id)
+        }
+        pending, seen = list(spec.handoff_targets()), {name}
+        while pending:
+            target = pending.pop(0)
+            reached = active.get(target)
+            if target in seen or reached is None:
+                continue
+            seen.add(target)
+            target_model = reached.model or settings.default_model
             if target_model not in tenant.allowed_models:
                 raise ValidationFailedError(
-                    f"handoffs: agent '{target.name}' uses model '{target_model}', which is not "
-                    "among this tenant's allowed models.",
+                    f"handoffs: agent '{target}' (reached by a handoff) uses model "
+                    f"'{target_model}', which is not among this tenant's allowed models.",
                     param="handoffs",
                     code="model_not_allowed",
                 )
+            pending.extend(reached.handoff_targets())
     if spec.upstream is not None:
         await require_upstream(session, tenant.id, spec.upstream)
 

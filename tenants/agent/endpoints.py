@@ -91,7 +91,7 @@ async def activate_version(
         tenant_id,
         name,
         version,
-        check=lambda spec: check_spec(ctx.session, settings, tenant_id, spec),
+        check=lambda spec: check_spec(ctx.session, settings, tenant_id, spec, name=name),
     )
     await ctx.done(
         "agent.activate",

@@ -351,6 +351,35 @@ async def test_what_a_run_would_refuse_is_refused_at_put_and_at_activation(
     assert r.status_code == 422, r.text
     assert r.json()["error"]["code"] == "model_not_allowed"
     assert r.json()["error"]["param"] == "handoffs" and "'nano'" in r.json()["error"]["message"]
+    # Reached through another agent's handoffs too (front -> middle -> nano): every run of
+    # front would be refused at run time.
+    r = await client.patch(base, json={"allowed_models": None}, headers=admin_headers)
+    assert r.status_code == 200, r.text
+    r = await _put(client, admin_headers, tenant["id"], "middle", handoffs=["nano"])
+    assert r.status_code == 201, r.text
+    r = await client.patch(
+        base, json={"allowed_models": [AGENT_SPEC["model"]]}, headers=admin_headers
+    )
+    r = await _put(client, admin_headers, tenant["id"], "front", handoffs=["middle"])
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "model_not_allowed"
+    assert "'nano'" in r.json()["error"]["message"]
+    # A handoff back to the agent being PUT reaches its new spec, which was checked itself.
+    r = await _put(client, admin_headers, tenant["id"], "loop", model="other-model")
+    assert r.status_code == 422  # not allowed now
+    r = await client.patch(base, json={"allowed_models": None}, headers=admin_headers)
+    assert (
+        await _put(client, admin_headers, tenant["id"], "loop", model="other-model")
+    ).status_code == 201
+    assert (
+        await _put(client, admin_headers, tenant["id"], "back", handoffs=["loop"])
+    ).status_code == 201
+    r = await client.patch(
+        base, json={"allowed_models": [AGENT_SPEC["model"]]}, headers=admin_headers
+    )
+    r = await _put(client, admin_headers, tenant["id"], "loop", handoffs=["back"])
+    assert r.status_code == 200, r.text
+    assert (await client.delete(f"{base}/agents/middle", headers=admin_headers)).status_code == 204
 
     assert (await client.delete(f"{base}/upstreams/own", headers=admin_headers)).status_code == 204
     r = await client.post(f"{base}/agents/bot/versions/1/activate", headers=admin_headers)
