@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from agents.items import ItemHelpers, MessageOutputItem
 from agents.result import RunResultBase
 
 from gateway.core.errors import GuardrailTriggeredError
@@ -33,6 +34,8 @@ async def check_output(handle: RunHandle, result: RunResultBase) -> None:
         return
     name = handle.built.name
     texts = checked_texts(result.final_output)
+    if not isinstance(result.final_output, str) and (raw := model_text(result)) is not None:
+        texts.append(raw)  # structured: the model's own text too (what a stream sends)
     answered = result.last_agent.name
     lane = handle.principal.tenant_id
     try:
@@ -90,6 +93,15 @@ def assistant_text(item: Any) -> str | None:
 def output_text(output: Any) -> str:
     """A final output as text (structured output: its JSON)."""
     return output if isinstance(output, str) else orjson.dumps(output).decode()
+
+
+def model_text(result: RunResultBase) -> str | None:
+    """The final answer's text as the model wrote it (for structured output, the JSON text a
+    stream sends and a conversation stores, with the model's own spacing)."""
+    for item in reversed(result.new_items):
+        if isinstance(item, MessageOutputItem):
+            return ItemHelpers.text_message_output(item)
+    return None
 
 
 def checked_texts(output: Any) -> list[str]:

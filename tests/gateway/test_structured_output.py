@@ -146,3 +146,11 @@ async def test_output_patterns_see_the_strings_of_a_structured_answer(
     # An anchored pattern matches a string at its own start, as a client reads the field.
     outcome = await run(gw, tenant, "orders", "anchored", stream=stream)
     assert outcome.status == 400 and outcome.body["error"]["param"] == "output.blocked_patterns[2]"
+    # The model's own text is checked too: what a stream sends, a conversation stores, with
+    # its own spacing (the mock writes `"eta_days": 0`; the compact JSON has `"eta_days":0`).
+    spaced = {"output": {"blocked_patterns": ['"eta_days": 0']}}
+    await put_agent(gw, tenant, "spaced", {"output_schema": SCHEMA, "guardrails": spaced})
+    outcome = await run(gw, tenant, "spaced", "plain words", stream=stream)
+    assert outcome.status == 400, outcome.body
+    assert outcome.body["error"]["param"] == "output.blocked_patterns[0]"
+    assert not outcome.named("output_text.delta")
