@@ -79,10 +79,12 @@ class HandoffSpec(BaseModel):
 
 
 HandoffEntry = Annotated[
-    Annotated[Annotated[str, Field(pattern=AGENT_NAME_PATTERN)], Tag("name")]
-    | Annotated[HandoffSpec, Tag("object")],
-    # Errors name the form that was sent (`handoffs.0.name`), not both members of the union.
-    Discriminator(lambda value: "object" if isinstance(value, dict | HandoffSpec) else "name"),
+    Annotated[Annotated[str, Field(pattern=AGENT_NAME_PATTERN)], Tag("<name>")]
+    | Annotated[HandoffSpec, Tag("<object>")],
+    # An error is about the form that was sent, not both members of the union, and its
+    # `param` is the request's own path (`handoffs.0`, `handoffs.0.extra`): the tags are
+    # `<…>`, which error paths leave out (`gateway.core.unions.is_tag`).
+    Discriminator(lambda value: "<object>" if isinstance(value, dict | HandoffSpec) else "<name>"),
 ]
 
 

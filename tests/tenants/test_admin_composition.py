@@ -157,8 +157,8 @@ async def _put(
             "handoffs",
             "transfer_to_a1 are already offered",
         ),
-        ({"handoffs": ["Bad Name"]}, "handoffs.0.name", ""),
-        ({"handoffs": [{"agent": "x", "extra": 1}]}, "handoffs.0.object.extra", ""),
+        ({"handoffs": ["Bad Name"]}, "handoffs.0", ""),
+        ({"handoffs": [{"agent": "x", "extra": 1}]}, "handoffs.0.extra", ""),
     ],
 )
 async def test_invalid_composition_is_422_naming_the_field(
