@@ -43,8 +43,9 @@ MAX_PATTERN_CHARS = 1_000
 MAX_SCHEMA_BYTES = 32_768
 
 STRICT_RULES = (
-    "Structured output needs a strict schema: the root is an object; every object lists its "
-    "properties and allows no others (leave additionalProperties out or set it to false); "
+    "Structured output needs a strict schema: the root is an object; every schema names its "
+    "type; every object lists its properties and allows no others (leave "
+    "additionalProperties out or set it to false); "
     "every property becomes required, so give an optional one a nullable type such as "
     '["string", "null"].'
 )
@@ -157,6 +158,59 @@ def _check_required_properties(node: Any, where: str) -> None:
         _check_required_properties(value, f"{where}/{key}")
 
 
+UNSUPPORTED_KEYWORDS = (
+    "not",
+    "if",
+    "then",
+    "else",
+    "dependentRequired",
+    "dependentSchemas",
+    "patternProperties",
+    "unevaluatedProperties",
+    "propertyNames",
+    "unevaluatedItems",
+    "contains",
+    "minContains",
+    "maxContains",
+)
+"""JSON Schema keywords OpenAI's structured outputs do not take: a schema using one would be
+refused by the upstream on every run."""
+_TYPED_BY = ("type", "anyOf", "oneOf", "allOf", "$ref", "enum", "const")
+
+
+def _check_supported(node: Any, where: str) -> None:
+    """Every subschema names its type (or is an `anyOf`, a `$ref`, an `enum`, a `const`),
+    an object lists its `properties`, and no keyword structured output refuses is used."""
+    if not isinstance(node, dict):
+        return
+    at = where or "/"
+    for keyword in UNSUPPORTED_KEYWORDS:
+        if keyword in node:
+            raise ValueError(f"{at} uses `{keyword}`, which structured output does not support.")
+    all_of = node.get("allOf")
+    if isinstance(all_of, list) and len(all_of) > 1:
+        raise ValueError(f"{at} has an `allOf` of {len(all_of)} schemas; use one schema.")
+    if not any(key in node for key in _TYPED_BY):
+        raise ValueError(f"{at} names no type. {STRICT_RULES}")
+    kind = node.get("type")
+    if (kind == "object" or (isinstance(kind, list) and "object" in kind)) and not isinstance(
+        node.get("properties"), dict
+    ):
+        raise ValueError(f"{at} is an object without `properties`. {STRICT_RULES}")
+    for key in ("properties", "$defs", "definitions"):
+        children = node.get(key)
+        if isinstance(children, dict):
+            for name, child in children.items():
+                _check_supported(child, f"{where}/{key}/{name}")
+    if isinstance(node.get("items"), dict):
+        _check_supported(node["items"], f"{where}/items")
+    for key in ("anyOf", "oneOf", "allOf", "prefixItems"):
+        children = node.get(key)
+        if isinstance(children, list):
+            for index, child in enumerate(children):
+                _check_supported(child, f"{where}/{key}/{index}")
+
+
 def strict_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
     """The strict form of an output schema (what the model is sent), or ValueError saying why
     the schema cannot be used."""
@@ -166,6 +220,7 @@ def strict_output_schema(schema: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f'the root must be {{"type": "object", ...}}. {STRICT_RULES}')
     check_json_schema(schema)
     _check_required_properties(schema, "")
+    _check_supported(schema, "")
     try:
         return ensure_strict_json_schema(copy.deepcopy(schema))
     except (UserError, TypeError, ValueError) as exc:

@@ -125,6 +125,41 @@ async def _put(
             "output_schema",
             "/properties/a requires y",
         ),
+        # What OpenAI's structured outputs refuse: every run would be an upstream 400.
+        ({"output_schema": {"type": "object"}}, "output_schema", "/ is an object without"),
+        (
+            {"output_schema": {"type": "object", "properties": {"a": {}}}},
+            "output_schema",
+            "/properties/a names no type",
+        ),
+        (
+            {"output_schema": {"type": "object", "properties": {"a": {"not": {"type": "string"}}}}},
+            "output_schema",
+            "uses `not`",
+        ),
+        (
+            {
+                "output_schema": {
+                    "type": "object",
+                    "properties": {},
+                    "patternProperties": {"^x": {"type": "string"}},
+                }
+            },
+            "output_schema",
+            "uses `patternProperties`",
+        ),
+        (
+            {
+                "output_schema": {
+                    "type": "object",
+                    "properties": {
+                        "a": {"allOf": [{"type": "string"}, {"type": "string", "maxLength": 3}]}
+                    },
+                }
+            },
+            "output_schema",
+            "`allOf` of 2",
+        ),
         # transfer_to_ + 53 characters: 65, past the 64 model APIs accept for a tool name.
         ({"handoffs": ["b" * 53]}, "handoffs", "longer than 64 characters"),
         (
