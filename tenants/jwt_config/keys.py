@@ -26,10 +26,19 @@ class KeyMaterialError(ValueError):
     """The PEM or JWKS is not a usable public key of the tenant's algorithm."""
 
 
-def public_pem_key(mode: str, pem: str) -> Key:
-    """The verification key of a PEM public key, checked against the mode's algorithm."""
+def public_pem_key(mode: str, pem: str, *, sent: bool = False) -> Key:
+    """The verification key of a PEM public key, checked against the mode's algorithm.
+
+    `sent`: a PEM being stored (the admin PUT) must be one PEM block and nothing else: a
+    second key (meant for a rotation: use a JWKS) would be ignored, and text around the
+    block stored and echoed. A stored one still loads as before."""
     if len(pem) > MAX_PEM_CHARS or "PRIVATE" in pem or "-----BEGIN" not in pem:
         raise KeyMaterialError("public_key must be a PEM public key")
+    if sent and not _one_pem_block(pem):
+        raise KeyMaterialError(
+            "public_key must be exactly one PEM public key block and nothing else (for "
+            "several keys, send a jwks)"
+        )
     try:
         loaded = load_pem_public_key(pem.encode())
     except (ValueError, TypeError) as exc:
@@ -69,6 +78,9 @@ def jwks_keys(mode: str, jwks: dict[str, Any], *, sent: bool = False) -> list[Ke
             raise KeyMaterialError("es256 jwks keys must be on curve P-256")
         if entry.get("alg", ALGORITHMS[mode]) != ALGORITHMS[mode]:
             raise KeyMaterialError(f"every jwks key must be for {ALGORITHMS[mode]}")
+        if sent and not _verifies(entry):
+            # RFC 7517 4.2, 4.3: a key marked for encryption is not one to check signatures.
+            raise KeyMaterialError('every jwks key must be for signatures ("use": "sig")')
         try:
             key = jwk.construct(entry, ALGORITHMS[mode])
         except (JOSEError, ValueError, TypeError, KeyError) as exc:
@@ -84,10 +96,29 @@ def jwks_keys(mode: str, jwks: dict[str, Any], *, sent: bool = False) -> list[Ke
     return keys
 
 
+def _one_pem_block(pem: str) -> bool:
+    text = pem.strip()
+    return (
+        text.count("-----BEGIN") == 1
+        and text.startswith("-----BEGIN")
+        and text.count("-----END") == 1
+        and text.endswith("-----")
+    )
+
+
 def _rsa_bits(key: Key) -> int:
     prepared = getattr(key, "prepared_key", None)
     size = getattr(prepared, "key_size", None)
     return size if isinstance(size, int) else 0
+
+
+def _verifies(entry: dict[str, Any]) -> bool:
+    """A JWK that may check signatures: `use` absent or `sig`, `key_ops` absent or naming
+    `verify`."""
+    ops = entry.get("key_ops")
+    return entry.get("use", "sig") == "sig" and (
+        ops is None or (isinstance(ops, list) and "verify" in ops)
+    )
 
 
 def jwks_kids(jwks: dict[str, Any]) -> tuple[str | None, ...]:

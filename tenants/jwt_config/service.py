@@ -64,7 +64,7 @@ async def put_config(
     owner = (await require_tenant(session, tenant_id)).id
     try:
         if body.public_key is not None:
-            public_pem_key(body.mode, body.public_key)
+            public_pem_key(body.mode, body.public_key, sent=True)
         if body.jwks is not None:
             jwks_keys(body.mode, body.jwks, sent=True)
     except KeyMaterialError as exc:

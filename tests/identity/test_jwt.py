@@ -254,6 +254,21 @@ async def test_jwt_config_api(gw: Gateway, rsa_keys: KeyPair) -> None:
         # The PEM route's 2048-bit floor holds for a JWKS too, and a kid names one key.
         ({"mode": "rs256", "issuer": "x", "jwks": {"keys": [weak_jwk]}}, "jwks"),
         ({"mode": "rs256", "issuer": "x", "jwks": {"keys": [named, named]}}, "jwks"),
+        # A key marked for encryption is not one to check signatures with (RFC 7517 4.2, 4.3).
+        ({"mode": "rs256", "issuer": "x", "jwks": {"keys": [{**named, "use": "enc"}]}}, "jwks"),
+        (
+            {"mode": "rs256", "issuer": "x", "jwks": {"keys": [{**named, "key_ops": ["encrypt"]}]}},
+            "jwks",
+        ),
+        # One PEM block and nothing else: a second key would be ignored, junk stored and echoed.
+        (
+            {"mode": "rs256", "issuer": "x", "public_key": rsa_keys.public_pem * 2},
+            "public_key",
+        ),
+        (
+            {"mode": "rs256", "issuer": "x", "public_key": rsa_keys.public_pem + "junk\x01"},
+            "public_key",
+        ),
         ({"mode": "hs512", "issuer": "x"}, "mode"),
         ({"mode": "hs256", "issuer": "x", "tenant_id": acme.id}, "tenant_id"),
     ):
