@@ -246,6 +246,9 @@ class McpServers:
                 timeout=timeout if timeout is not None else spec.timeout_s,
                 auth=auth,
                 follow_redirects=False,
+                # The MCP SDK follows a redirect within the endpoint's origin whatever
+                # `follow_redirects` says, up to `max_redirects`: none, as for every egress.
+                max_redirects=0,
                 trust_env=False,
             )
 

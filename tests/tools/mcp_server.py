@@ -22,6 +22,7 @@ class McpStats:
     sessions: int = 0
     calls: list[str] = field(default_factory=list)
     lists: int = 0
+    redirects: int = 0
 
 
 @contextmanager
@@ -66,6 +67,12 @@ def mcp_server(port: int | None = None) -> Iterator[McpStats]:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await inner(scope, receive, send)
+            return
+        if scope["path"] == "/redirect":  # a same-origin redirect to the real endpoint
+            stats.redirects += 1
+            headers = [(b"location", b"/mcp"), (b"content-length", b"0")]
+            await send({"type": "http.response.start", "status": 307, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
             return
         chunks: list[bytes] = []
 

@@ -133,6 +133,21 @@ async def test_a_server_that_is_down_fails_the_run_clearly_and_quickly(gw: Gatew
     assert time.monotonic() - started < 10
 
 
+async def test_a_redirect_is_not_followed_even_within_the_origin(
+    gw: Gateway, crm: McpStats
+) -> None:
+    """No redirect is followed, also one to the same host and port (the MCP SDK follows those
+    unless told otherwise): the run fails clearly and the endpoint behind it is never asked."""
+    redirecting = crm.url.replace("/mcp", "/redirect")
+    tenant = await gw.create_tenant("mcp-redirect", agent=mcp_agent(redirecting, timeout_s=5))
+    sessions, redirects = crm.sessions, crm.redirects
+    r = await gw.client.post(RUNS, json={"input": "hello"}, headers=tenant.headers)
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "mcp_server_unavailable"
+    assert crm.redirects > redirects  # the redirect was answered
+    assert crm.sessions == sessions  # and not followed to /mcp
+
+
 async def test_a_server_that_is_not_an_mcp_server_says_so(gw: Gateway) -> None:
     """Reachable, but not an MCP server (here the mock LLM, which answers 404): the error says
     it may not speak MCP, not only that it could not be reached."""
