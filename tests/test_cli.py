@@ -355,6 +355,15 @@ def test_mock_llm_stall_seconds_sets_how_long_a_timeout_fault_hangs(
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().startswith("mock LLM:")
+        # The banner comes before the server listens: wait until it accepts a connection.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the mock LLM did not start listening"
+                time.sleep(0.05)
         body = {"model": "m", "messages": [{"role": "user", "content": "hi [[fault:timeout]]"}]}
         started = time.monotonic()
         r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=20)
