@@ -97,7 +97,6 @@ def _sdk_agent(
     http_tools: HttpTools | None,
     mcp: McpServers | None = None,
     tenant_id: str = "",
-    version: int = 0,
 ) -> Agent[Any]:
     """One node of a graph, without its handoffs (set once every node exists)."""
     settings = spec.model_settings
@@ -121,9 +120,7 @@ def _sdk_agent(
         ),
         tools=_tools(spec, http_tools),
         mcp_servers=(
-            [mcp.build(tenant_id, name, version, entry) for entry in spec.mcp_tools()]
-            if mcp is not None
-            else []
+            [mcp.build(tenant_id, entry) for entry in spec.mcp_tools()] if mcp is not None else []
         ),
         mcp_config={"failure_error_function": mcp_failure_output},
         output_type=output_type,
@@ -150,9 +147,8 @@ def build_graph(
             http_tools=http_tools,
             mcp=mcp,
             tenant_id=tenant_id,
-            version=v,
         )
-        for name, (v, s) in nodes.items()
+        for name, (_, s) in nodes.items()
     }
     for name, (_, node_spec) in nodes.items():
         agents[name].handoffs = [

@@ -2,20 +2,22 @@
 
 What is pooled, and how it is closed:
 
-- One `GatewayMcpServer` (the SDK's `MCPServerStreamableHttp`) per (tenant, agent, version,
-  server name): it is built with the agent (built agents are cached per immutable version),
-  so its tool list, cached by the SDK (`cache_tools_list=True`), is cached per (tenant, server,
-  spec version) and a new spec version gets a new server object (and a fresh list).
-- Its connection (an MCP session over one HTTP connection pool behind the egress guard) is
-  opened on the first run that needs it and then reused by every run of that agent version on
-  this replica. The SDK's transport lives in anyio task scopes that must be entered and left by
-  one task, so each connection is held by its own task (`_Connection`), which connects, waits,
-  and cleans up when asked. A connection that failed to open is retried by the next run, and
-  so is one that a tool call found broken (the server went away or restarted).
+- One connection per (tenant, server URL, timeout_s) and replica (`McpServers`), shared by
+  every agent and agent version of the tenant that names the server. It is an MCP session
+  over one HTTP connection pool behind the egress guard, owned by a plain SDK server object.
+  The SDK's transport lives in anyio task scopes that must be entered and left by one task,
+  so each connection is held by its own task (`_Connection`), which connects, waits, and
+  cleans up when asked. A connection that failed to open is retried by the next run, and so
+  is one that a tool call found broken (the server went away or restarted).
+- One `GatewayMcpServer` (the SDK's `MCPServerStreamableHttp`) per (agent version, server
+  entry), built with the agent (built agents are cached per immutable version): it never
+  connects, it runs on its tenant's connection's session (bound before the run for the entry
+  agent, when the SDK lists its tools for a handoff target). Its tool list, cached by the SDK
+  (`cache_tools_list=True`), is therefore cached per spec version, with its own filter.
 - `McpServers.close()` (the lifespan's end) asks every holder to clean up and waits for them;
-  evicted agent versions' connections are closed the same way when the pool is over its bound.
+  the least recently used connections are closed the same way when the pool is over its bound.
 
-A server that cannot be reached when a run starts fails the run with 502
+A server that cannot be reached when a run needs it fails the run with 502
 `mcp_server_unavailable` naming it, within the server's `timeout_s`; a call that fails mid-run
 (the server went away, an error result, a timeout) becomes an error tool output the model
 sees, as for HTTP tools. A call's result is bounded like an HTTP tool's body: past
@@ -35,9 +37,14 @@ from typing import Any
 import httpx2
 from agents import RunContextWrapper
 from agents.exceptions import ModelBehaviorError, UserError
-from agents.mcp import MCPServerStreamableHttp, create_static_tool_filter
+from agents.mcp import (
+    MCPServerStreamableHttp,
+    MCPServerStreamableHttpParams,
+    create_static_tool_filter,
+)
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ContentBlock, TextContent
+from mcp.types import Tool as MCPTool
 from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 
 # The aiohttp transport the openai package ships: MCP's httpx2 client connects through the
@@ -55,36 +62,58 @@ MAX_CONNECTIONS = 256
 """Pooled MCP connections per process; the least recently used one is closed beyond it."""
 
 
+ConnectionKey = tuple[str, str, float]
+"""(tenant id, server URL, timeout_s): what one pooled connection serves."""
+
+
 class GatewayMcpServer(MCPServerStreamableHttp):
-    """The SDK's Streamable HTTP MCP server, with each call counted as an `mcp` tool call.
+    """One agent version's entry for an MCP server: the SDK's Streamable HTTP server object,
+    with its own tool list and filter, running on its tenant's pooled connection to the server
+    (it never connects itself), and each call counted as an `mcp` tool call.
 
     A call that raised (the server went away, restarted and forgot the session, timed out)
-    marks the connection `broken`: the next run to need the server opens a new one.
+    marks the connection broken: the next run to need the server opens a new one. A call the
+    SDK refuses before sending it (missing required arguments) leaves the connection alone.
     """
 
-    broken = False
     max_output_bytes = 65_536
     """What the model may see of one call's result (`GATEWAY_TOOL_MAX_RESPONSE_BYTES`)."""
+    pool: McpServers | None = None
+    key: ConnectionKey = ("", "", 0.0)
+    connection: _Connection | None = None
+    """The pooled connection whose session this entry was last bound to."""
+
+    async def list_tools(
+        self, run_context: RunContextWrapper[Any] | None = None, agent: Any = None
+    ) -> list[MCPTool]:
+        # The SDK lists an agent's tools when the agent takes a turn: a handoff target's
+        # server is connected (or a clear 502) here, the entry agent's at admission.
+        if self.pool is not None:
+            await self.pool.bind(self)
+        return await super().list_tools(run_context, agent)
 
     async def call_tool(
         self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None
     ) -> CallToolResult:
         started = time.perf_counter()
         status = "error"
+        connection = self.connection
         try:
-            result = await super().call_tool(tool_name, arguments, meta)
+            # Refused before anything is sent: an `error:` output, the connection is fine.
+            self._validate_required_parameters(tool_name=tool_name, arguments=arguments)
+            try:
+                result = await super().call_tool(tool_name, arguments, meta)
+            except Exception:
+                if connection is not None:
+                    connection.broken = True
+                raise
             status = "error" if result.is_error else "ok"
             return bounded(result, self.max_output_bytes)
         except TimeoutError:
             status = "timeout"
-            self.broken = True
             raise
         except MCPError as exc:
             status = "timeout" if timed_out(exc) else "error"
-            self.broken = True
-            raise
-        except Exception:
-            self.broken = True
             raise
         finally:
             record_tool_call(tool_name, "mcp", status, time.perf_counter() - started)
@@ -148,39 +177,42 @@ def bounded(result: CallToolResult, limit: int) -> CallToolResult:
 
 
 class _Connection:
-    """One server's connection, held open by its own task until `close()`."""
+    """One (tenant, server) connection, held open by its own task until `close()`."""
 
-    def __init__(self, server: GatewayMcpServer, timeout_s: float) -> None:
+    def __init__(self, server: MCPServerStreamableHttp, timeout_s: float) -> None:
         self.server = server
+        """The SDK object that owns the connection (agents' entries share its session)."""
         self.timeout_s = timeout_s
+        self.broken = False
+        """A call on it raised: the next run to need it opens a new one."""
         self._task: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()
         self._closing = asyncio.Event()
         self._error: BaseException | None = None
         self._lock = asyncio.Lock()
 
-    async def ensure(self) -> None:
+    async def ensure(self, name: str) -> None:
         """Connected (connecting now if needed, again if a call found the connection
-        broken), or UpstreamError within `timeout_s`."""
+        broken), or UpstreamError naming the agent's entry `name` within `timeout_s`."""
         async with self._lock:
-            if self.server.broken:
-                self.server.broken = False
+            if self.broken:
+                self.broken = False
                 await self._stop()
             if self._task is None or self._task.done():
                 self._ready = asyncio.Event()
                 self._error = None
                 self._task = asyncio.get_running_loop().create_task(
-                    self._hold(), name=f"mcp:{self.server.name}"
+                    self._hold(), name=f"mcp:{name}"
                 )
         try:
             async with asyncio.timeout(self.timeout_s):
                 await self._ready.wait()
         except TimeoutError:
             self._task.cancel()
-            raise _unavailable(self.server.name, "it did not answer in time") from None
+            raise _unavailable(name, "it did not answer in time") from None
         if self._error is not None:
             raise _unavailable(
-                self.server.name,
+                name,
                 "it could not be reached, or did not answer as an MCP server (Streamable HTTP)",
             ) from None
 
@@ -219,22 +251,14 @@ def _unavailable(name: str, why: str) -> UpstreamError:
 
 
 class McpServers:
-    """The pool of MCP servers and their connections, one per app."""
+    """The pool of MCP connections, one per (tenant, server URL, timeout_s) and app."""
 
     def __init__(self, policy: EgressPolicy, max_output_bytes: int = 65_536) -> None:
         self.policy = policy
         self.max_output_bytes = max_output_bytes
-        self._connections: OrderedDict[tuple[str, str, int, str], _Connection] = OrderedDict()
-        self._keys: dict[int, tuple[str, str, int, str]] = {}
+        self._connections: OrderedDict[ConnectionKey, _Connection] = OrderedDict()
 
-    def build(
-        self, tenant_id: str, agent: str, version: int, spec: McpToolSpec
-    ) -> GatewayMcpServer:
-        """The server object of one spec entry (built with its agent version, cached with it)."""
-        key = (tenant_id, agent, version, spec.name)
-        existing = self._connections.get(key)
-        if existing is not None:
-            return existing.server
+    def _params(self, url: str, timeout_s: float) -> MCPServerStreamableHttpParams:
         policy = self.policy
 
         def client_factory(
@@ -243,7 +267,7 @@ class McpServers:
             return httpx2.AsyncClient(
                 transport=AiohttpTransport(client=lambda: guarded_session(policy)),
                 headers=headers,
-                timeout=timeout if timeout is not None else spec.timeout_s,
+                timeout=timeout if timeout is not None else timeout_s,
                 auth=auth,
                 follow_redirects=False,
                 # The MCP SDK follows a redirect within the endpoint's origin whatever
@@ -252,12 +276,14 @@ class McpServers:
                 trust_env=False,
             )
 
+        return {"url": url, "timeout": timeout_s, "httpx_client_factory": client_factory}
+
+    def build(self, tenant_id: str, spec: McpToolSpec) -> GatewayMcpServer:
+        """The entry of one spec item (built with its agent version, cached with it): its own
+        tool list (fetched once per entry, so per spec version) and filter; the connection is
+        the tenant's for that server."""
         server = GatewayMcpServer(
-            params={
-                "url": spec.url,
-                "timeout": spec.timeout_s,
-                "httpx_client_factory": client_factory,
-            },
+            params=self._params(spec.url, spec.timeout_s),
             cache_tools_list=True,
             name=spec.name,
             client_session_timeout_seconds=spec.timeout_s,
@@ -269,35 +295,45 @@ class McpServers:
             require_approval="always" if spec.requires_approval else "never",
         )
         server.max_output_bytes = self.max_output_bytes
-        self._connections[key] = _Connection(server, spec.timeout_s)
-        self._keys[id(server)] = key
+        server.pool = self
+        server.key = (tenant_id, spec.url, spec.timeout_s)
         return server
 
-    async def ensure(self, servers: list[Any]) -> None:
-        """Every server of a run connected (502 `mcp_server_unavailable` otherwise)."""
-        for server in servers:
-            connection = self._find(server)
-            if connection is not None:
-                await connection.ensure()
+    async def bind(self, server: GatewayMcpServer) -> None:
+        """`server` on its tenant's connection, opened now if needed (502
+        `mcp_server_unavailable` naming it otherwise)."""
+        key = server.key
+        connection = self._connections.get(key)
+        if connection is None:
+            _, url, timeout_s = key
+            holder = MCPServerStreamableHttp(
+                params=self._params(url, timeout_s),
+                name=server.name,
+                client_session_timeout_seconds=timeout_s,
+            )
+            connection = self._connections[key] = _Connection(holder, timeout_s)
+        else:
+            self._connections.move_to_end(key)
+        await connection.ensure(server.name)
+        server.session = connection.server.session
+        server.server_initialize_result = connection.server.server_initialize_result
+        server.connection = connection
         await self._trim()
 
-    def _find(self, server: Any) -> _Connection | None:
-        key = self._keys.get(id(server))
-        connection = None if key is None else self._connections.get(key)
-        if connection is None or connection.server is not server:
-            return None
-        self._connections.move_to_end(key)  # type: ignore[arg-type]
-        return connection
+    async def ensure(self, servers: list[Any]) -> None:
+        """Every server of a run's entry agent connected (502 `mcp_server_unavailable`
+        otherwise) before the run is admitted."""
+        for server in servers:
+            if isinstance(server, GatewayMcpServer) and server.pool is self:
+                await self.bind(server)
 
     async def _trim(self) -> None:
         while len(self._connections) > MAX_CONNECTIONS:
             _, connection = self._connections.popitem(last=False)
-            self._keys.pop(id(connection.server), None)
             await connection.close()
 
     async def close(self) -> None:
         """Close every connection (the lifespan's end)."""
         connections = list(self._connections.values())
         self._connections.clear()
-        self._keys.clear()
         await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)

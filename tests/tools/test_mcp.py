@@ -371,3 +371,92 @@ def test_each_mcp_failure_is_told_apart() -> None:
     for (code, message), expected in said.items():
         output = failure_output(None, MCPError(code, message))  # type: ignore[arg-type]
         assert output.startswith("error: ") and expected in output, (code, message, output)
+
+
+async def test_one_connection_per_tenant_and_server_across_agents_and_versions(
+    gw: Gateway, crm: McpStats
+) -> None:
+    """Two agents naming one server, and a new version of one of them, share the tenant's
+    connection; the new version fetches its own tool list. Another tenant has its own."""
+    ask = {"input": 'Use find_customer {"name": "ann"}'}
+    tenant = await gw.create_tenant("mcp-shared", agent=mcp_agent(crm.url))
+    r = await gw.client.put(
+        f"/admin/tenants/{tenant.id}/agents/helper", json=mcp_agent(crm.url), headers=ADMIN
+    )
+    assert r.status_code in (200, 201), r.text
+    sessions, lists = crm.sessions, crm.lists
+    for agent in ("assistant", "helper", "assistant"):
+        r = await gw.client.post(f"/v1/agents/{agent}/runs", json=ask, headers=tenant.headers)
+        assert "customer ann: tier gold" in r.json()["output"], r.text
+    assert crm.sessions - sessions == 1  # one connection served both agents
+    assert crm.lists - lists == 2  # each agent's version has its own tool list
+    spec = mcp_agent(crm.url, allowed_tools=["find_customer", "delete_customer"])
+    r = await gw.client.put(
+        f"/admin/tenants/{tenant.id}/agents/assistant", json=spec, headers=ADMIN
+    )
+    assert r.status_code in (200, 201), r.text
+    r = await gw.client.post(
+        RUNS, json={"input": 'Use delete_customer {"name": "ann"}'}, headers=tenant.headers
+    )
+    assert r.status_code == 200, r.text
+    assert crm.calls[-1] == "delete_customer"  # the new version's list was fetched anew
+    assert crm.sessions - sessions == 1  # on the same connection
+    assert crm.lists - lists == 3
+    other = await gw.create_tenant("mcp-shared-other", agent=mcp_agent(crm.url))
+    r = await gw.client.post(RUNS, json=ask, headers=other.headers)
+    assert "customer ann: tier gold" in r.json()["output"], r.text
+    assert crm.sessions - sessions == 2  # another tenant never shares a connection
+
+
+async def test_a_call_refused_before_it_is_sent_keeps_the_connection(
+    gw: Gateway, crm: McpStats
+) -> None:
+    tenant = await gw.create_tenant("mcp-refused", agent=mcp_agent(crm.url))
+    ask = {"input": 'Use find_customer {"name": "ann"}'}
+    r = await gw.client.post(RUNS, json=ask, headers=tenant.headers)
+    assert "customer ann: tier gold" in r.json()["output"], r.text
+    sessions, calls = crm.sessions, len(crm.calls)
+    r = await gw.client.post(
+        RUNS, json={"input": 'Use find_customer {"nom": "ann"}'}, headers=tenant.headers
+    )
+    assert r.status_code == 200, r.text
+    assert len(crm.calls) == calls  # refused: nothing was sent
+    r = await gw.client.post(RUNS, json=ask, headers=tenant.headers)
+    assert "customer ann: tier gold" in r.json()["output"], r.text
+    assert crm.sessions == sessions  # and the pooled connection was kept
+
+
+async def test_a_handoff_target_s_mcp_server_is_connected(gw: Gateway, crm: McpStats) -> None:
+    # Only the entry agent's servers were connected: a handoff target's tool list was a 500.
+    tenant = await gw.create_tenant("mcp-handoff", agent=mcp_agent(crm.url))
+    triage = {"instructions": "Route.", "model": "mock-model", "handoffs": ["assistant"]}
+    r = await gw.client.put(f"/admin/tenants/{tenant.id}/agents/triage", json=triage, headers=ADMIN)
+    assert r.status_code in (200, 201), r.text
+    r = await gw.client.post(
+        "/v1/agents/triage/runs",
+        json={"input": '[[tool-calls:1]] transfer_to_assistant, find_customer {"name": "ann"}'},
+        headers=tenant.headers,
+    )
+    assert r.status_code == 200, r.text
+    assert "customer ann: tier gold" in r.json()["output"], r.text
+
+
+async def test_a_handoff_target_s_server_that_is_down_is_a_clear_502(gw: Gateway) -> None:
+    down = mcp_agent("http://127.0.0.1:9/mcp", timeout_s=2)
+    tenant = await gw.create_tenant("mcp-handoff-down", agent=down)
+    triage = {"instructions": "Route.", "model": "mock-model", "handoffs": ["assistant"]}
+    r = await gw.client.put(f"/admin/tenants/{tenant.id}/agents/triage", json=triage, headers=ADMIN)
+    assert r.status_code in (200, 201), r.text
+    run = "/v1/agents/triage/runs"
+    r = await gw.client.post(run, json={"input": "hello"}, headers=tenant.headers)
+    assert r.status_code == 200, r.text  # not handed off: the server is never needed
+    r = await gw.client.post(run, json={"input": "transfer_to_assistant"}, headers=tenant.headers)
+    assert r.status_code == 502, r.text
+    assert r.json()["error"]["code"] == "mcp_server_unavailable"
+    assert "crm" in r.json()["error"]["message"]
+    r = await gw.client.post(
+        run, json={"input": "transfer_to_assistant", "stream": True}, headers=tenant.headers
+    )
+    events = parse_sse(r.text)
+    assert events[-1][0] == "run.failed", events
+    assert events[-1][1]["error"]["code"] == "mcp_server_unavailable"
