@@ -16,6 +16,7 @@ import contextlib
 from dataclasses import dataclass
 
 from agents.models.openai_provider import OpenAIProvider
+from aiohttp.abc import AbstractResolver
 from openai import AsyncOpenAI, DefaultAioHttpClient
 
 # The aiohttp transport the openai package ships for `DefaultAioHttpClient`: given our own
@@ -57,6 +58,8 @@ class TenantUpstreams(TenantIndexedCache[UpstreamEntry]):
         self._settings = settings
         self._db = db
         self.policy = EgressPolicy.parse(settings.egress_allow)
+        self.resolver: AbstractResolver | None = None
+        """The DNS resolver of upstream sessions (None: the system's `getaddrinfo`)."""
         self._providers: dict[str, tuple[int, OpenAIProvider, UpstreamClient]] = {}
         self._retired: set[asyncio.Task[None]] = set()
 
@@ -104,12 +107,15 @@ class TenantUpstreams(TenantIndexedCache[UpstreamEntry]):
 
     def _client(self, entry: UpstreamEntry) -> UpstreamClient:
         settings = self._settings
-        policy = self.policy
+        policy, resolver = self.policy, self.resolver
         if settings.upstream_client == "lean":
             return lean_client(
-                settings, entry.base_url, entry.api_key, lambda: guarded_session(policy)
+                settings,
+                entry.base_url,
+                entry.api_key,
+                lambda: guarded_session(policy, resolver=resolver),
             )
-        transport = AiohttpTransport(client=lambda: guarded_session(policy))
+        transport = AiohttpTransport(client=lambda: guarded_session(policy, resolver=resolver))
         http_client = DefaultAioHttpClient(
             timeout=settings.upstream_timeout_s, transport=transport, follow_redirects=False
         )

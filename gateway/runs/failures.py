@@ -19,6 +19,7 @@ from gateway.agents.guardrails import CLASSIFIER_GUARDRAIL
 from gateway.agents.output import InvalidModelOutput
 from gateway.agents.wire.errors import retry_after_s
 from gateway.core.db import DatabaseUnavailableError, is_database_unavailable
+from gateway.core.egress import refusal_of
 from gateway.core.errors import (
     GatewayError,
     GuardrailTriggeredError,
@@ -98,8 +99,10 @@ def map_run_error(
         )
     if isinstance(exc, openai.APIConnectionError):
         _upstream_failed(model, "unreachable", meter)
+        refusal = refusal_of(exc)
+        why = "" if refusal is None else f": its address is not allowed ({refusal})"
         return UpstreamError(
-            "The model upstream could not be reached.", code="upstream_unreachable"
+            f"The model upstream could not be reached{why}.", code="upstream_unreachable"
         )
     if isinstance(
         exc, openai.APIResponseValidationError | ModelBehaviorError | json.JSONDecodeError

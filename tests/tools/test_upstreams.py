@@ -13,7 +13,9 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from gateway.core.egress import StaticResolver
 from tests.gateway.conftest import ADMIN, Gateway, gateway_for
+from tests.observability.live import parse_metrics, total
 from tests.tools.receiver import answering, receiver
 
 KEY = "sk-tenant-key-0000-WXYZ"
@@ -266,3 +268,35 @@ async def test_a_short_key_is_never_shown(gw: Gateway) -> None:
     assert r.json()["api_key"] == "…"
     assert (await gw.client.get(path, headers=ADMIN)).json()["api_key"] == "…"
     assert "EMPTY" not in (await gw.client.get(path, headers=ADMIN)).text
+
+
+async def test_an_upstream_the_egress_guard_refuses_at_connect_is_not_retried(
+    gw: Gateway,
+) -> None:
+    """A name that resolves to a private address: the refusal is final (retrying it only made
+    the client wait through the backoff), and the 502 says why."""
+    tenant = await gw.create_tenant("refused-upstream")
+    gw.app.state.upstreams.resolver = StaticResolver({"llm.example.test": ["10.20.30.40"]})
+    path = f"/admin/tenants/{tenant.id}/upstreams/inside"
+    r = await gw.client.put(path, json=upstream("https://llm.example.test/v1"), headers=ADMIN)
+    assert r.status_code == 201, r.text
+    r = await gw.client.put(
+        f"/admin/tenants/{tenant.id}/agents/assistant", json=agent_on("inside"), headers=ADMIN
+    )
+    assert r.status_code in (200, 201), r.text
+    before = parse_metrics((await gw.client.get("/metrics")).text)
+    started = time.monotonic()
+    r = await gw.client.post(
+        "/v1/agents/assistant/runs", json={"input": "hi"}, headers=tenant.headers
+    )
+    elapsed = time.monotonic() - started
+    assert r.status_code == 502, r.text
+    error = r.json()["error"]
+    assert error["code"] == "upstream_unreachable"
+    assert "not allowed" in error["message"] and "private address" in error["message"], error
+    after = parse_metrics((await gw.client.get("/metrics")).text)
+    refusals = total(after, "gateway_egress_refusals_total", stage="connect") - total(
+        before, "gateway_egress_refusals_total", stage="connect"
+    )
+    assert refusals == 1  # tried once: the stock client's retries would make it 3
+    assert elapsed < 0.4, elapsed  # no backoff (0.5 s, then 1 s)

@@ -38,6 +38,7 @@ from openai.types.responses import Response
 
 from gateway.agents.wire.errors import retry_delay_s, should_retry, status_error
 from gateway.agents.wire.parse import ModelT, parse_model, parse_stream_event
+from gateway.core.egress import refusal_of
 
 _HEADERS = {
     "Accept": "application/json",
@@ -156,7 +157,8 @@ class LeanOpenAI:
                     continue
                 raise openai.APITimeoutError(request=sent.request()) from exc
             except aiohttp.ClientError as exc:
-                if retries < self.max_retries:
+                # The egress guard's refusal is final: retrying it only waits the backoff.
+                if retries < self.max_retries and refusal_of(exc) is None:
                     await asyncio.sleep(retry_delay_s(retries, None))
                     retries += 1
                     continue
