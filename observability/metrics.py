@@ -49,6 +49,12 @@ UPSTREAM_REQUESTS = Counter(
     "`bad_response`).",
     ["model", "status"],
 )
+UPSTREAM_RETRIES = Counter(
+    "gateway_upstream_retries_total",
+    "Failed upstream attempts that were retried, by model and why (an HTTP status, `timeout`, "
+    "`unreachable`); a model call's final outcome is counted in gateway_upstream_requests_total.",
+    ["model", "status"],
+)
 UPSTREAM_DURATION = Histogram(
     "gateway_upstream_request_duration_seconds",
     "Latency of each model call (timed by the run's hooks), by outcome (`ok`, `error`: the "
@@ -319,6 +325,11 @@ def record_model_call(model: str, *, status: str, seconds: float) -> None:
     """One model call's latency, by outcome (the statuses of `gateway_upstream_requests_total`:
     `cancelled` for a call the run ended without an answer or an upstream failure)."""
     UPSTREAM_DURATION.labels(model, status).observe(seconds)
+
+
+def record_upstream_retry(model: str, status: str) -> None:
+    """One failed upstream attempt that the client retries."""
+    UPSTREAM_RETRIES.labels(model, status).inc()
 
 
 def record_handoff(tenant: str) -> None:

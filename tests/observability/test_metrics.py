@@ -212,3 +212,24 @@ async def test_model_call_metrics_come_from_the_runs_hooks_without_spans(
     assert delta("gateway_upstream_request_duration_seconds_count", status="500") == 1
     assert delta("gateway_upstream_requests_total", status="500") == 1
     assert delta("gateway_upstream_request_duration_seconds_count", status="error") == 0
+
+
+async def test_retried_upstream_attempts_are_counted_apart_from_model_calls(gw: Gateway) -> None:
+    """A flaky upstream shows in `gateway_upstream_retries_total` even when a retry saves the
+    call (`gateway_upstream_requests_total` counts each model call once, by how it ended)."""
+    tenant = await gw.create_tenant("retried")
+    before = await scrape(gw)
+    r = await gw.client.post(RUNS, json={"input": "hi"}, headers=tenant.headers)
+    assert r.status_code == 200
+    r = await gw.client.post(RUNS, json={"input": "hi [[fault:503]]"}, headers=tenant.headers)
+    assert r.status_code == 502
+    after = await scrape(gw)
+
+    def delta(name: str, **labels: str) -> float:
+        return total(after, name, **labels) - total(before, name, **labels)
+
+    # GATEWAY_UPSTREAM_MAX_RETRIES (2): two failed attempts retried, the third one final.
+    assert delta("gateway_upstream_retries_total", model="mock-model", status="503") == 2
+    assert delta("gateway_upstream_retries_total") == 2
+    assert delta("gateway_upstream_requests_total", status="503") == 1
+    assert delta("gateway_upstream_requests_total", status="ok") == 1

@@ -39,6 +39,7 @@ from openai.types.responses import Response
 from gateway.agents.wire.errors import retry_delay_s, should_retry, status_error
 from gateway.agents.wire.parse import ModelT, parse_model, parse_stream_event
 from gateway.core.egress import refusal_of
+from observability.metrics import record_upstream_retry
 
 _HEADERS = {
     "Accept": "application/json",
@@ -141,6 +142,7 @@ class LeanOpenAI:
             headers = headers | {k: v for k, v in extra.items() if not _omitted(v)}
         sent = _Sent(url, headers)
         retries = 0
+        model = str(kwargs.get("model", ""))
         while True:
             try:
                 response = await self.session().post(
@@ -152,6 +154,7 @@ class LeanOpenAI:
                 )
             except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
                 if retries < self.max_retries:
+                    record_upstream_retry(model, "timeout")
                     await asyncio.sleep(retry_delay_s(retries, None))
                     retries += 1
                     continue
@@ -159,6 +162,7 @@ class LeanOpenAI:
             except aiohttp.ClientError as exc:
                 # The egress guard's refusal is final: retrying it only waits the backoff.
                 if retries < self.max_retries and refusal_of(exc) is None:
+                    record_upstream_retry(model, "unreachable")
                     await asyncio.sleep(retry_delay_s(retries, None))
                     retries += 1
                     continue
@@ -173,6 +177,7 @@ class LeanOpenAI:
             finally:
                 response.release()
             if retries < self.max_retries and should_retry(response.status, headers_in):
+                record_upstream_retry(model, str(response.status))
                 await asyncio.sleep(retry_delay_s(retries, headers_in))
                 retries += 1
                 continue
