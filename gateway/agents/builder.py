@@ -287,39 +287,86 @@ class AgentCache:
         return nodes
 
     async def get_version(
-        self, db: Database, tenant_id: str, name: str, version: int, *, default_model: str
+        self,
+        db: Database,
+        tenant_id: str,
+        name: str,
+        version: int,
+        *,
+        default_model: str,
+        graph: dict[str, int] | None = None,
     ) -> BuiltAgent | None:
-        """Version `version` of a tenant's agent with the active versions of its handoff
-        targets (a paused run resumes on the version it started with), or None if the agent
-        or that version is gone."""
-        active, _, _ = await self._active_version(db, tenant_id, name)
-        if active == version:
+        """Version `version` of a tenant's agent, for a paused run resuming on what it paused
+        on: with `graph` (every agent of the run's graph and its version then), exactly those
+        versions; without (a run paused before graphs were stored), the active versions of its
+        handoff targets. None if an agent or a version of it is gone."""
+        active, _, allowed = await self._active_version(db, tenant_id, name)
+        built: BuiltAgent | None
+        if graph is not None and len(graph) > 1:
+            built = await self._pinned(db, tenant_id, name, graph, default_model)
+        elif active == version:
             return await self.get(db, tenant_id, name, default_model=default_model)
+        else:
+            async with db.session() as session:
+                repository = AgentRepository(session)
+                agent = await repository.get(tenant_id, name)
+                row = (
+                    None
+                    if agent is None
+                    else await repository.get_version(tenant_id, agent.id, version)
+                )
+            if row is None:
+                return None
+            spec = stored_spec(row.spec)
+            nodes = (
+                await self._reachable(db, tenant_id, name, version, spec)
+                if spec.handoffs
+                else {name: (version, spec)}
+            )
+            built = self._built_graph(tenant_id, name, nodes, default_model)
+        if built is not None:
+            _check_models(name, built, allowed)
+        return built
+
+    async def _pinned(
+        self, db: Database, tenant_id: str, entry: str, graph: dict[str, int], default_model: str
+    ) -> BuiltAgent | None:
+        """The graph of exactly these (agent, version) pairs; None if one is gone."""
+        nodes: dict[str, tuple[int, AgentSpec]] = {}
         async with db.session() as session:
             repository = AgentRepository(session)
-            agent = await repository.get(tenant_id, name)
-            row = (
-                None
-                if agent is None
-                else await repository.get_version(tenant_id, agent.id, version)
-            )
-        if row is None:
+            for node, node_version in graph.items():
+                agent = await repository.get(tenant_id, node)
+                row = (
+                    None
+                    if agent is None
+                    else await repository.get_version(tenant_id, agent.id, node_version)
+                )
+                if row is None:
+                    return None
+                nodes[node] = (node_version, stored_spec(row.spec))
+        if entry not in nodes:
             return None
-        spec = stored_spec(row.spec)
-        nodes = (
-            await self._reachable(db, tenant_id, name, version, spec)
-            if spec.handoffs
-            else {name: (version, spec)}
-        )
+        return self._built_graph(tenant_id, entry, nodes, default_model)
+
+    def _built_graph(
+        self,
+        tenant_id: str,
+        entry: str,
+        nodes: dict[str, tuple[int, AgentSpec]],
+        default_model: str,
+    ) -> BuiltAgent:
+        """The built graph of `nodes` (from the cache of built graphs, or built now)."""
+        version, spec = nodes[entry]
         built_key: tuple[str, str, int | Versions] = (
-            (tenant_id, name, tuple(sorted((n, v) for n, (v, _) in nodes.items())))
+            (tenant_id, entry, tuple(sorted((n, v) for n, (v, _) in nodes.items())))
             if spec.handoffs
-            else (tenant_id, name, version)
+            else (tenant_id, entry, version)
         )
         built = self._built.get(built_key)
         if built is None:
             built = build_graph(
-                name,
+                entry,
                 nodes,
                 default_model=default_model,
                 http_tools=self._http_tools,
@@ -361,10 +408,15 @@ class AgentCache:
                 self._built.popitem(last=False)
         else:
             self._built.move_to_end(built_key)
-        if allowed is not None and (refused := [m for m in built.models if m not in allowed]):
-            raise PermissionDeniedError(
-                f"Agent '{name}' (or its handoff targets or input classifier) uses model "
-                f"'{refused[0]}', which this tenant may not use.",
-                code="model_not_allowed",
-            )
+        _check_models(name, built, allowed)
         return built
+
+
+def _check_models(name: str, built: BuiltAgent, allowed: list[str] | None) -> None:
+    """403 `model_not_allowed` if the graph may call a model the tenant may no longer use."""
+    if allowed is not None and (refused := [m for m in built.models if m not in allowed]):
+        raise PermissionDeniedError(
+            f"Agent '{name}' (or its handoff targets or input classifier) uses model "
+            f"'{refused[0]}', which this tenant may not use.",
+            code="model_not_allowed",
+        )

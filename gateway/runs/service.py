@@ -157,6 +157,7 @@ class RunService:
                 row.agent,
                 row.agent_version,
                 default_model=self.settings.default_model,
+                graph=row.graph,
             )
             if built is None:
                 raise NotFoundError(f"No agent named '{row.agent}'.", code="agent_not_found")
@@ -214,6 +215,7 @@ class RunService:
             tenant_id=handle.principal.tenant_id,
             user=handle.principal.user,
             agent_version=handle.built.version,
+            graph=dict(handle.built.versions),
             history_items=history,
             segment=handle.segment,
             created_at=handle.run_created_at,

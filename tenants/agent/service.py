@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, update
+from sqlmodel import col, select, update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.core.clock import utcnow
@@ -195,16 +195,23 @@ async def delete_agent(session: AsyncSession, tenant_id: str, name: str) -> None
 
 
 async def cancel_waiting_runs(session: AsyncSession, tenant_id: str, name: str) -> None:
-    """The agent's runs paused for an approval end `cancelled` with it: their state names an
-    agent that is gone (an agent PUT later under the same name is another agent, and must
-    not finish them), and their conversations are free again."""
+    """The runs paused for an approval whose graph holds the agent (as the entry agent or a
+    handoff target) end `cancelled` with it: their state names an agent that is gone (an
+    agent PUT later under the same name is another agent, and must not finish them), and
+    their conversations are free again."""
+    waiting = select(StoredRun.id, StoredRun.agent, StoredRun.graph).where(
+        col(StoredRun.tenant_id) == tenant_id, col(StoredRun.status) == WAITING
+    )
+    ids = [
+        run_id
+        for run_id, agent, graph in (await session.exec(waiting)).all()
+        if agent == name or (isinstance(graph, dict) and name in graph)
+    ]
+    if not ids:
+        return
     statement: Any = (
         update(StoredRun)
-        .where(
-            col(StoredRun.tenant_id) == tenant_id,
-            col(StoredRun.agent) == name,
-            col(StoredRun.status) == WAITING,
-        )
+        .where(col(StoredRun.id).in_(ids), col(StoredRun.status) == WAITING)
         .values(status="cancelled", state=None, pending=None, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )

@@ -25,6 +25,10 @@ class StoredRun(SQLModel, table=True):
     """The end user (JWT `sub`) who started it; None for an API key."""
     agent: str = Field(max_length=64)
     agent_version: int
+    graph: dict[str, int] | None = json_field()
+    """`{agent name: version}` of every agent of the run's graph when it paused (the entry
+    agent and its handoff targets): a resume runs on exactly these. None for runs paused
+    before revision 0012 (they resume with the targets' active versions)."""
     model: str = Field(max_length=128)
     status: str = Field(max_length=16)
     """`requires_action` (waiting for decisions), `resuming` (claimed by one resume),

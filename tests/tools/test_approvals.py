@@ -507,3 +507,96 @@ async def test_a_streamed_resume_the_client_leaves_ends_cancelled_and_frees_the_
             assert r.status_code == 200, r.text  # the conversation takes turns again
     finally:
         stop()
+
+
+async def handed_off_pause(gw: Gateway, tool: Receiver, slug: str) -> tuple[Tenant, dict[str, Any]]:
+    """A run of `triage` paused inside its handoff target `assistant` (the approval agent)."""
+    tenant = await approving_tenant(gw, slug, tool)
+    triage = {"instructions": "Route.", "model": "mock-model", "handoffs": ["assistant"]}
+    r = await gw.client.put(f"/admin/tenants/{tenant.id}/agents/triage", json=triage, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    r = await gw.client.post(
+        "/v1/agents/triage/runs",
+        json={"input": f"[[tool-calls:1]] transfer_to_assistant, {ASK}"},
+        headers=tenant.headers,
+    )
+    assert r.status_code == 200, r.text
+    run: dict[str, Any] = r.json()
+    assert run["status"] == "requires_action", run
+    return tenant, run
+
+
+async def test_a_run_paused_in_a_handoff_target_resumes_on_the_target_version_it_paused_on(
+    gw: Gateway, tool: Receiver
+) -> None:
+    """The approver approved a call to the target's tool as it was shown: a later PUT of the
+    target (another URL, or no tool at all) does not change where the approved call goes."""
+    tenant, run = await handed_off_pause(gw, tool, "target-pinned")
+    target = f"/admin/tenants/{tenant.id}/agents/assistant"
+    r = await gw.client.put(target, json=approval_agent(tool.url("/elsewhere")), headers=ADMIN)
+    assert r.status_code == 200, r.text
+    actions = f"/v1/runs/{run['id']}/actions"
+    r = await gw.client.post(actions, json=decide(run, True), headers=tenant.headers)
+    assert r.status_code == 200, r.text
+    assert r.json()["status"] == "completed", r.text
+    assert [request.path for request in tool.requests] == ["/orders"]
+
+    tenant, run = await handed_off_pause(gw, tool, "target-toolless")
+    target = f"/admin/tenants/{tenant.id}/agents/assistant"
+    r = await gw.client.put(
+        target, json={"instructions": "No tools now.", "model": "mock-model"}, headers=ADMIN
+    )
+    assert r.status_code == 200, r.text
+    r = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=tenant.headers
+    )
+    assert r.status_code == 200, r.text  # was a 502 bad_response: the tool was gone
+    assert r.json()["status"] == "completed", r.text
+    assert [request.path for request in tool.requests] == ["/orders", "/orders"]
+
+
+async def test_deleting_a_handoff_target_cancels_the_runs_waiting_in_it(
+    gw: Gateway, tool: Receiver
+) -> None:
+    """The run's graph names the deleted agent: the run ends cancelled (it was a 500 on
+    resume, and the run and its conversation stayed stuck until the state's TTL)."""
+    tenant, run = await handed_off_pause(gw, tool, "target-deleted")
+    r = await gw.client.put(
+        f"/admin/tenants/{tenant.id}/agents/triage",
+        json={"instructions": "Alone.", "model": "mock-model"},
+        headers=ADMIN,
+    )
+    assert r.status_code == 200, r.text
+    r = await gw.client.delete(f"/admin/tenants/{tenant.id}/agents/assistant", headers=ADMIN)
+    assert r.status_code == 204, r.text
+    shown = await gw.client.get(f"/v1/runs/{run['id']}", headers=tenant.headers)
+    assert shown.status_code == 200 and shown.json()["status"] == "cancelled", shown.text
+    resumed = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=tenant.headers
+    )
+    assert resumed.status_code == 409, resumed.text
+    assert "cancelled" in resumed.json()["error"]["message"]
+    assert tool.requests == []
+
+
+async def test_a_resume_after_a_newer_version_still_checks_allowed_models(
+    gw: Gateway, tool: Receiver
+) -> None:
+    tenant = await approving_tenant(gw, "allowed-resume", tool)
+    run = await paused(gw, tenant)
+    r = await gw.client.put(
+        f"/admin/tenants/{tenant.id}/agents/assistant",
+        json=approval_agent(tool.url("/newer")),
+        headers=ADMIN,
+    )
+    assert r.status_code == 200, r.text
+    r = await gw.client.patch(
+        f"/admin/tenants/{tenant.id}", json={"allowed_models": ["other-model"]}, headers=ADMIN
+    )
+    assert r.status_code == 200, r.text
+    r = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions", json=decide(run, True), headers=tenant.headers
+    )
+    assert r.status_code == 403, r.text
+    assert r.json()["error"]["code"] == "model_not_allowed"
+    assert tool.requests == []
