@@ -74,6 +74,8 @@ class BuiltAgent:
     """`output.blocked_patterns` of each agent of the graph that has some, by agent name."""
     versions: Versions = ()
     """(name, version) of every agent in the graph: the cache key."""
+    has_mcp: bool = False
+    """An agent of the graph has an MCP server (each run tracks which it has connected)."""
 
 
 def _tools(spec: AgentSpec, http_tools: HttpTools | None) -> list[Any]:
@@ -199,6 +201,7 @@ def build_graph(
         input_checks=input_checks,
         output_checks=output_checks,
         versions=tuple(sorted((name, v) for name, (v, _) in nodes.items())),
+        has_mcp=any(agent.mcp_servers for agent in agents.values()),
     )
 
 

@@ -35,6 +35,7 @@ from gateway.runs.handle import RunHandle
 from gateway.runs.meter import ModelTokens
 from gateway.runs.objects import run_usage
 from gateway.tools.context import run_context
+from gateway.tools.mcp import start_run as start_mcp_run
 from observability.metrics import IN_FLIGHT, record_model_usage, record_run, tenant_label
 from observability.tracing import spans_wanted
 from tenants.models import UsageRecord
@@ -132,6 +133,8 @@ class Run:
         """Make this the current run of the task, for an input classifier (which runs its
         own small agent inside the run); nothing to do for agents without one."""
         handle = self.handle
+        if handle.built.has_mcp:
+            start_mcp_run(handle.built.agent.mcp_servers)
         if handle.built.agent.input_guardrails:
             CURRENT_RUN.set(
                 RunScope(

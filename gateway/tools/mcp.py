@@ -32,6 +32,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from contextvars import ContextVar
 from typing import Any
 
 import httpx2
@@ -52,7 +53,7 @@ from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
 from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
 
 from gateway.core.egress import EgressPolicy, guarded_session
-from gateway.core.errors import UpstreamError
+from gateway.core.errors import GatewayError, UpstreamError
 from observability.metrics import record_tool_call
 from tenants.agent.tool_specs import McpToolSpec
 
@@ -66,14 +67,38 @@ ConnectionKey = tuple[str, str, float]
 """(tenant id, server URL, timeout_s): what one pooled connection serves."""
 
 
+RUN_BOUND: ContextVar[set[int] | None] = ContextVar("gateway_mcp_run_bound", default=None)
+"""The entries (ids) the current run has bound to their connection: each run binds an entry
+once, when it first needs it (`start_run`); later turns of the run keep that session."""
+
+
+def start_run(entry_servers: list[Any]) -> None:
+    """A run starts (in its task, before the SDK runs): its entry agent's servers were bound
+    at admission; a handoff target's are bound when the run first lists its tools."""
+    RUN_BOUND.set({id(server) for server in entry_servers})
+
+
+def breaks_connection(error: BaseException) -> bool:
+    """A call's failure that says the session is gone (the server went away, broke off, or
+    restarted and forgot the session), not one of the call alone: a timeout (the client
+    stops waiting; the session is fine) or an error the server answered."""
+    if isinstance(error, TimeoutError):
+        return False
+    if isinstance(error, MCPError):
+        return error.code == CONNECTION_CLOSED
+    return True
+
+
 class GatewayMcpServer(MCPServerStreamableHttp):
     """One agent version's entry for an MCP server: the SDK's Streamable HTTP server object,
     with its own tool list and filter, running on its tenant's pooled connection to the server
     (it never connects itself), and each call counted as an `mcp` tool call.
 
-    A call that raised (the server went away, restarted and forgot the session, timed out)
-    marks the connection broken: the next run to need the server opens a new one. A call the
-    SDK refuses before sending it (missing required arguments) leaves the connection alone.
+    A call whose failure says the session is gone marks the connection broken: the next run
+    to need the server opens a new one. A call that timed out, one the server answered with
+    an error, and one the SDK refuses before sending it (missing required arguments) leave
+    the connection alone. Calls of concurrent runs share the session at once (the SDK would
+    send one at a time per server object: the MCP session multiplexes requests by id).
     """
 
     max_output_bytes = 65_536
@@ -83,14 +108,38 @@ class GatewayMcpServer(MCPServerStreamableHttp):
     connection: _Connection | None = None
     """The pooled connection whose session this entry was last bound to."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._serialize_session_requests = False
+
     async def list_tools(
         self, run_context: RunContextWrapper[Any] | None = None, agent: Any = None
     ) -> list[MCPTool]:
         # The SDK lists an agent's tools when the agent takes a turn: a handoff target's
-        # server is connected (or a clear 502) here, the entry agent's at admission.
-        if self.pool is not None:
-            await self.pool.bind(self)
-        return await super().list_tools(run_context, agent)
+        # server is connected (or a clear 502) at the run's first turn in it.
+        pool = self.pool
+        if pool is not None:
+            bound = RUN_BOUND.get()
+            if self.session is None or (bound is not None and id(self) not in bound):
+                await pool.bind(self)
+                if bound is not None:
+                    bound.add(id(self))
+        return await self.listed(run_context, agent)
+
+    async def listed(
+        self, run_context: RunContextWrapper[Any] | None = None, agent: Any = None
+    ) -> list[MCPTool]:
+        """The server's tools (the SDK's cached list), or 502 `mcp_server_unavailable` when
+        the server does not list them (an error answer, no answer within `timeout_s`)."""
+        try:
+            return await super().list_tools(run_context, agent)
+        except (GatewayError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            if self.connection is not None and breaks_connection(exc):
+                self.connection.broken = True
+            logger.info("MCP server %s did not list its tools (%s)", self.name, type(exc).__name__)
+            raise _unavailable(self.name, "it did not list its tools") from None
 
     async def call_tool(
         self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None
@@ -103,8 +152,8 @@ class GatewayMcpServer(MCPServerStreamableHttp):
             self._validate_required_parameters(tool_name=tool_name, arguments=arguments)
             try:
                 result = await super().call_tool(tool_name, arguments, meta)
-            except Exception:
-                if connection is not None:
+            except Exception as exc:
+                if connection is not None and breaks_connection(exc):
                     connection.broken = True
                 raise
             status = "error" if result.is_error else "ok"
@@ -321,11 +370,12 @@ class McpServers:
         await self._trim()
 
     async def ensure(self, servers: list[Any]) -> None:
-        """Every server of a run's entry agent connected (502 `mcp_server_unavailable`
-        otherwise) before the run is admitted."""
+        """Every server of a run's entry agent connected and its tools listed (502
+        `mcp_server_unavailable` otherwise) before the run is admitted."""
         for server in servers:
             if isinstance(server, GatewayMcpServer) and server.pool is self:
                 await self.bind(server)
+                await server.listed()
 
     async def _trim(self) -> None:
         while len(self._connections) > MAX_CONNECTIONS:

@@ -3,6 +3,7 @@ counting the connections opened, the tool lists and the tool calls it served."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -23,6 +24,11 @@ class McpStats:
     calls: list[str] = field(default_factory=list)
     lists: int = 0
     redirects: int = 0
+    fail_lists: bool = False
+    """When set, `tools/list` is answered with a JSON-RPC error."""
+    in_flight: int = 0
+    max_in_flight: int = 0
+    """The most `slow_lookup` calls running at once."""
 
 
 @contextmanager
@@ -47,7 +53,12 @@ def mcp_server(port: int | None = None) -> Iterator[McpStats]:
     async def slow_lookup(seconds: float) -> str:
         """Answer after `seconds`."""
         stats.calls.append("slow_lookup")
-        await anyio.sleep(seconds)
+        stats.in_flight += 1
+        stats.max_in_flight = max(stats.max_in_flight, stats.in_flight)
+        try:
+            await anyio.sleep(seconds)
+        finally:
+            stats.in_flight -= 1
         return "slow answer"
 
     @server.tool()
@@ -75,22 +86,38 @@ def mcp_server(port: int | None = None) -> Iterator[McpStats]:
             await send({"type": "http.response.body", "body": b""})
             return
         chunks: list[bytes] = []
-
-        async def recording_receive() -> Any:
+        while True:  # the whole body first: it decides whether the server answers at all
             message = await receive()
-            if message.get("type") == "http.request":
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body"):
-                    body = b"".join(chunks).replace(b" ", b"")
-                    chunks.clear()
-                    # A connection opens with `initialize` (or `server/discover`, newer).
-                    if b'"method":"initialize"' in body or b'"method":"server/discover"' in body:
-                        stats.sessions += 1
-                    if b'"method":"tools/list"' in body:
-                        stats.lists += 1
-            return message
+            if message.get("type") != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        raw = b"".join(chunks)
+        body = raw.replace(b" ", b"")
+        # A connection opens with `initialize` (or `server/discover`, newer).
+        if b'"method":"initialize"' in body or b'"method":"server/discover"' in body:
+            stats.sessions += 1
+        if b'"method":"tools/list"' in body:
+            stats.lists += 1
+            if stats.fail_lists:
+                request = json.loads(raw)
+                error = {"code": -32603, "message": "the tool list is broken"}
+                answer = json.dumps({"jsonrpc": "2.0", "id": request["id"], "error": error})
+                headers = [(b"content-type", b"application/json")]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": answer.encode()})
+                return
+        replayed = False
 
-        await inner(scope, recording_receive, send)
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+            return await receive()
+
+        await inner(scope, replay, send)
 
     if port is None:
         with socket.socket() as sock:

@@ -4,6 +4,7 @@ its timeout, and an MCP tool can require approval."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -460,3 +461,85 @@ async def test_a_handoff_target_s_server_that_is_down_is_a_clear_502(gw: Gateway
     events = parse_sse(r.text)
     assert events[-1][0] == "run.failed", events
     assert events[-1][1]["error"]["code"] == "mcp_server_unavailable"
+
+
+async def test_a_server_whose_tool_list_fails_is_a_clear_502(gw: Gateway) -> None:
+    """It answers the connection but not `tools/list` (an error): 502
+    `mcp_server_unavailable` naming it, plain and streamed (it was a 500)."""
+    with mcp_server() as broken:
+        broken.fail_lists = True
+        tenant = await gw.create_tenant("mcp-badlist", agent=mcp_agent(broken.url, timeout_s=3))
+        r = await gw.client.post(RUNS, json={"input": "hello"}, headers=tenant.headers)
+        assert r.status_code == 502, r.text
+        assert r.json()["error"]["code"] == "mcp_server_unavailable"
+        assert "crm" in r.json()["error"]["message"]
+        r = await gw.client.post(
+            RUNS, json={"input": "hello", "stream": True}, headers=tenant.headers
+        )
+        events = parse_sse(r.text) if r.headers["content-type"].startswith("text/") else []
+        if events:
+            assert events[-1][0] == "run.failed", events
+            assert events[-1][1]["error"]["code"] == "mcp_server_unavailable"
+        else:
+            assert r.status_code == 502 and "mcp_server_unavailable" in r.text, r.text
+
+
+async def test_a_run_whose_server_goes_away_mid_run_goes_on(gw: Gateway) -> None:
+    """The pooled connection's server is gone: the call is an `error:` output and the run
+    completes (the next turn did not reconnect and fail the run with a 502)."""
+    ask = {"input": 'Use find_customer {"name": "ann"}'}
+    with mcp_server() as first:
+        tenant = await gw.create_tenant("mcp-gone", agent=mcp_agent(first.url, timeout_s=3))
+        r = await gw.client.post(RUNS, json=ask, headers=tenant.headers)
+        assert "customer ann: tier gold" in r.json()["output"], r.text
+    for stream in (False, True):
+        r = await gw.client.post(RUNS, json={**ask, "stream": stream}, headers=tenant.headers)
+        if not stream:
+            # The first run learns at its call; a later one is refused at admission (502).
+            assert r.status_code == 200, r.text
+            assert r.json()["status"] == "completed"
+            assert "could not be reached or broke off" in r.json()["output"], r.text
+        else:
+            assert r.status_code == 502, r.text
+            assert r.json()["error"]["code"] == "mcp_server_unavailable"
+
+
+async def test_concurrent_calls_of_one_agent_run_at_once(gw: Gateway, crm: McpStats) -> None:
+    tenant = await gw.create_tenant("mcp-parallel", agent=mcp_agent(crm.url, allowed_tools=None))
+    ask = {"input": 'Use slow_lookup {"seconds": 1}'}
+    crm.max_in_flight = 0
+    started = time.monotonic()
+    answers = await asyncio.gather(
+        *(gw.client.post(RUNS, json=ask, headers=tenant.headers) for _ in range(4))
+    )
+    assert all("slow answer" in r.json()["output"] for r in answers), [r.text for r in answers]
+    assert crm.max_in_flight == 4  # they were one at a time: 4 s for 4 calls
+    assert time.monotonic() - started < 3
+
+
+async def test_one_call_timing_out_fails_no_other_call(gw: Gateway, crm: McpStats) -> None:
+    """A slow call past `timeout_s` is its own `error:` output; calls of other runs on the
+    same connection, in flight or queued, still get their answers (they were told the server
+    broke off, one of them after the server had run it)."""
+    agent = mcp_agent(crm.url, allowed_tools=None, timeout_s=2)
+    tenant = await gw.create_tenant("mcp-timeout-alone", agent=agent)
+    slow = asyncio.create_task(
+        gw.client.post(
+            RUNS, json={"input": 'Use slow_lookup {"seconds": 6}'}, headers=tenant.headers
+        )
+    )
+    await asyncio.sleep(0.3)
+    quick = await asyncio.gather(
+        *(
+            gw.client.post(
+                RUNS,
+                json={"input": f'Use find_customer {{"name": "c{i}"}}'},
+                headers=tenant.headers,
+            )
+            for i in range(3)
+        )
+    )
+    for i, r in enumerate(quick):
+        assert f"customer c{i}: tier gold" in r.json()["output"], r.text
+    r = await slow
+    assert "did not answer within the tool's timeout_s" in r.json()["output"], r.text
