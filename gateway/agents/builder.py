@@ -311,16 +311,9 @@ class AgentCache:
             return await self.get(db, tenant_id, name, default_model=default_model)
         else:
             async with db.session() as session:
-                repository = AgentRepository(session)
-                agent = await repository.get(tenant_id, name)
-                row = (
-                    None
-                    if agent is None
-                    else await repository.get_version(tenant_id, agent.id, version)
-                )
-            if row is None:
+                spec = await _version_spec(AgentRepository(session), tenant_id, name, version)
+            if spec is None:
                 return None
-            spec = stored_spec(row.spec)
             nodes = (
                 await self._reachable(db, tenant_id, name, version, spec)
                 if spec.handoffs
@@ -339,15 +332,10 @@ class AgentCache:
         async with db.session() as session:
             repository = AgentRepository(session)
             for node, node_version in graph.items():
-                agent = await repository.get(tenant_id, node)
-                row = (
-                    None
-                    if agent is None
-                    else await repository.get_version(tenant_id, agent.id, node_version)
-                )
-                if row is None:
+                spec = await _version_spec(repository, tenant_id, node, node_version)
+                if spec is None:
                     return None
-                nodes[node] = (node_version, stored_spec(row.spec))
+                nodes[node] = (node_version, spec)
         if entry not in nodes:
             return None
         return self._built_graph(tenant_id, entry, nodes, default_model)
@@ -413,6 +401,15 @@ class AgentCache:
             self._built.move_to_end(built_key)
         _check_models(name, built, allowed)
         return built
+
+
+async def _version_spec(
+    repository: AgentRepository, tenant_id: str, name: str, version: int
+) -> AgentSpec | None:
+    """The spec of version `version` of the tenant's agent `name`; None if either is gone."""
+    agent = await repository.get(tenant_id, name)
+    row = None if agent is None else await repository.get_version(tenant_id, agent.id, version)
+    return None if row is None else stored_spec(row.spec)
 
 
 def _check_models(name: str, built: BuiltAgent, allowed: list[str] | None) -> None:
