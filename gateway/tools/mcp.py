@@ -46,7 +46,7 @@ from agents.mcp import (
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ContentBlock, TextContent
 from mcp.types import Tool as MCPTool
-from mcp_types import CONNECTION_CLOSED, REQUEST_TIMEOUT
+from mcp_types import CONNECTION_CLOSED, INVALID_PARAMS, METHOD_NOT_FOUND, REQUEST_TIMEOUT
 
 # The aiohttp transport the openai package ships: MCP's httpx2 client connects through the
 # egress guard's connector with it.
@@ -79,13 +79,14 @@ def start_run(entry_servers: list[Any]) -> None:
 
 
 def breaks_connection(error: BaseException) -> bool:
-    """A call's failure that says the session is gone (the server went away, broke off, or
-    restarted and forgot the session), not one of the call alone: a timeout (the client
-    stops waiting; the session is fine) or an error the server answered."""
+    """A call's failure that says the session is gone or unusable (the server went away,
+    broke off, restarted and forgot the session: "Session not found"), not one of the call
+    alone: a timeout (the client stops waiting; the session is fine), or the server's answer
+    that this request's method or arguments are wrong."""
     if isinstance(error, TimeoutError):
         return False
     if isinstance(error, MCPError):
-        return error.code == CONNECTION_CLOSED
+        return not timed_out(error) and error.code not in (METHOD_NOT_FOUND, INVALID_PARAMS)
     return True
 
 
@@ -111,6 +112,8 @@ class GatewayMcpServer(MCPServerStreamableHttp):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._serialize_session_requests = False
+        self._listing = asyncio.Lock()
+        """Runs that start together wait for one fetch of the list, then read the cache."""
 
     async def list_tools(
         self, run_context: RunContextWrapper[Any] | None = None, agent: Any = None
@@ -132,7 +135,8 @@ class GatewayMcpServer(MCPServerStreamableHttp):
         """The server's tools (the SDK's cached list), or 502 `mcp_server_unavailable` when
         the server does not list them (an error answer, no answer within `timeout_s`)."""
         try:
-            return await super().list_tools(run_context, agent)
+            async with self._listing:
+                return await super().list_tools(run_context, agent)
         except (GatewayError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -170,6 +174,10 @@ class GatewayMcpServer(MCPServerStreamableHttp):
 
 ERROR_DETAIL_CHARS = 500
 
+CLIENT_CLOSED = ("Connection closed", "SSE stream ended", "SSE stream failed")
+"""How the MCP client words a call the connection lost (code CONNECTION_CLOSED, which a
+server may also answer, with its own message): the server went away mid-answer."""
+
 
 def timed_out(error: MCPError) -> bool:
     """The MCP client's own timeout (`REQUEST_TIMEOUT`, "Request 'tools/call' timed out"),
@@ -188,7 +196,7 @@ def failure_output(context: RunContextWrapper[Any], error: Exception) -> str:
     if isinstance(cause, MCPError):
         if timed_out(cause):
             return "error: the MCP server did not answer within the tool's timeout_s"
-        if cause.code == CONNECTION_CLOSED and cause.message == "Connection closed":
+        if cause.code == CONNECTION_CLOSED and cause.message.startswith(CLIENT_CLOSED):
             return "error: the MCP server could not be reached or broke off the call"
         return f"error: the MCP server answered an error: {cause.message[:ERROR_DETAIL_CHARS]}"
     if isinstance(cause, TimeoutError):

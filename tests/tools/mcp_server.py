@@ -32,8 +32,11 @@ class McpStats:
 
 
 @contextmanager
-def mcp_server(port: int | None = None) -> Iterator[McpStats]:
-    """Serve until the block ends (on `port`, e.g. to come back where a stopped one was)."""
+def mcp_server(port: int | None = None, *, legacy: bool = False) -> Iterator[McpStats]:
+    """Serve until the block ends (on `port`, e.g. to come back where a stopped one was).
+
+    `legacy`: refuse the newer `server/discover`, so the client falls back to `initialize`
+    and an `Mcp-Session-Id` session, which this server forgets when it stops."""
     stats = McpStats()
     server = MCPServer("crm")
 
@@ -96,18 +99,24 @@ def mcp_server(port: int | None = None) -> Iterator[McpStats]:
         raw = b"".join(chunks)
         body = raw.replace(b" ", b"")
         # A connection opens with `initialize` (or `server/discover`, newer).
-        if b'"method":"initialize"' in body or b'"method":"server/discover"' in body:
+        if b'"method":"initialize"' in body or (
+            b'"method":"server/discover"' in body and not legacy
+        ):
             stats.sessions += 1
+        refused: dict[str, Any] | None = None
+        if legacy and b'"method":"server/discover"' in body:
+            refused = {"code": -32601, "message": "Method not found"}
         if b'"method":"tools/list"' in body:
             stats.lists += 1
             if stats.fail_lists:
-                request = json.loads(raw)
-                error = {"code": -32603, "message": "the tool list is broken"}
-                answer = json.dumps({"jsonrpc": "2.0", "id": request["id"], "error": error})
-                headers = [(b"content-type", b"application/json")]
-                await send({"type": "http.response.start", "status": 200, "headers": headers})
-                await send({"type": "http.response.body", "body": answer.encode()})
-                return
+                refused = {"code": -32603, "message": "the tool list is broken"}
+        if refused is not None:
+            request = json.loads(raw)
+            answer = json.dumps({"jsonrpc": "2.0", "id": request["id"], "error": refused})
+            headers = [(b"content-type", b"application/json")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": answer.encode()})
+            return
         replayed = False
 
         async def replay() -> Any:

@@ -367,6 +367,8 @@ def test_each_mcp_failure_is_told_apart() -> None:
         (REQUEST_TIMEOUT, "Request 'tools/call' timed out"): "did not answer within",
         (REQUEST_TIMEOUT, "busy, try later"): "answered an error: busy, try later",
         (CONNECTION_CLOSED, "Connection closed"): "could not be reached or broke off",
+        # A session server killed mid-answer (it was "answered an error: SSE stream …").
+        (CONNECTION_CLOSED, "SSE stream ended without a response"): "could not be reached or",
         (CONNECTION_CLOSED, "Server error: no such row"): "answered an error: Server error",
     }
     for (code, message), expected in said.items():
@@ -543,3 +545,32 @@ async def test_one_call_timing_out_fails_no_other_call(gw: Gateway, crm: McpStat
         assert f"customer c{i}: tier gold" in r.json()["output"], r.text
     r = await slow
     assert "did not answer within the tool's timeout_s" in r.json()["output"], r.text
+
+
+async def test_a_session_server_that_restarted_is_reconnected(gw: Gateway) -> None:
+    """A server with MCP sessions restarts while no run needs it: the first call on the old
+    session learns it ("Session not found", an error output), and the next run opens a new
+    session (the connection was kept, and every later call failed, until the gateway
+    restarted)."""
+    ask = {"input": 'Use find_customer {"name": "ann"}'}
+    with mcp_server(legacy=True) as first:
+        tenant = await gw.create_tenant("mcp-legacy", agent=mcp_agent(first.url, timeout_s=3))
+        r = await gw.client.post(RUNS, json=ask, headers=tenant.headers)
+        assert "customer ann: tier gold" in r.json()["output"], r.text
+        port = int(first.url.split(":")[2].split("/")[0])
+    with mcp_server(port, legacy=True) as second:
+        r = await gw.client.post(RUNS, json=ask, headers=tenant.headers)
+        assert "Session not found" in r.json()["output"], r.text
+        r = await gw.client.post(RUNS, json=ask, headers=tenant.headers)
+        assert "customer ann: tier gold" in r.json()["output"], r.text
+        assert second.sessions == 1 and second.calls == ["find_customer"]
+
+
+async def test_runs_starting_together_fetch_the_tool_list_once(gw: Gateway, crm: McpStats) -> None:
+    tenant = await gw.create_tenant("mcp-list-once", agent=mcp_agent(crm.url))
+    lists = crm.lists
+    answers = await asyncio.gather(
+        *(gw.client.post(RUNS, json={"input": "hello"}, headers=tenant.headers) for _ in range(5))
+    )
+    assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
+    assert crm.lists - lists == 1
