@@ -112,8 +112,9 @@ class GatewayMcpServer(MCPServerStreamableHttp):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._serialize_session_requests = False
-        self._listing = asyncio.Lock()
-        """Runs that start together wait for one fetch of the list, then read the cache."""
+        self._fetching: asyncio.Task[list[MCPTool]] | None = None
+        """The list request in flight: runs that start together wait for its outcome (then
+        read the cache, or fail at once with it), rather than each sending one."""
 
     async def list_tools(
         self, run_context: RunContextWrapper[Any] | None = None, agent: Any = None
@@ -135,8 +136,16 @@ class GatewayMcpServer(MCPServerStreamableHttp):
         """The server's tools (the SDK's cached list), or 502 `mcp_server_unavailable` when
         the server does not list them (an error answer, no answer within `timeout_s`)."""
         try:
-            async with self._listing:
-                return await super().list_tools(run_context, agent)
+            fetch = self._fetching
+            if fetch is None:
+                fetch = asyncio.get_running_loop().create_task(
+                    super().list_tools(run_context, agent)
+                )
+                self._fetching = fetch
+                fetch.add_done_callback(self._fetched)
+                return await asyncio.shield(fetch)
+            await asyncio.shield(fetch)
+            return await super().list_tools(run_context, agent)  # the SDK's cache
         except (GatewayError, asyncio.CancelledError):
             raise
         except Exception as exc:
@@ -144,6 +153,11 @@ class GatewayMcpServer(MCPServerStreamableHttp):
                 self.connection.broken = True
             logger.info("MCP server %s did not list its tools (%s)", self.name, type(exc).__name__)
             raise _unavailable(self.name, "it did not list its tools") from None
+
+    def _fetched(self, fetch: asyncio.Task[list[MCPTool]]) -> None:
+        self._fetching = None
+        if not fetch.cancelled():
+            fetch.exception()  # retrieved: its waiters may all have left
 
     async def call_tool(
         self, tool_name: str, arguments: dict[str, Any] | None, meta: dict[str, Any] | None = None

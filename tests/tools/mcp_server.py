@@ -26,6 +26,8 @@ class McpStats:
     redirects: int = 0
     fail_lists: bool = False
     """When set, `tools/list` is answered with a JSON-RPC error."""
+    hang_lists: bool = False
+    """When set, `tools/list` is never answered (the request waits until the server stops)."""
     in_flight: int = 0
     max_in_flight: int = 0
     """The most `slow_lookup` calls running at once."""
@@ -110,6 +112,8 @@ def mcp_server(port: int | None = None, *, legacy: bool = False) -> Iterator[Mcp
             stats.lists += 1
             if stats.fail_lists:
                 refused = {"code": -32603, "message": "the tool list is broken"}
+            while stats.hang_lists:
+                await anyio.sleep(0.05)
         if refused is not None:
             request = json.loads(raw)
             answer = json.dumps({"jsonrpc": "2.0", "id": request["id"], "error": refused})

@@ -574,3 +574,23 @@ async def test_runs_starting_together_fetch_the_tool_list_once(gw: Gateway, crm:
     )
     assert all(r.status_code == 200 for r in answers), [r.text for r in answers]
     assert crm.lists - lists == 1
+
+
+async def test_runs_waiting_for_a_hung_tool_list_fail_together(gw: Gateway) -> None:
+    """One list request in flight: the runs that start meanwhile share its outcome, so a
+    server that never answers `tools/list` fails them all within `timeout_s`, not one
+    `timeout_s` after another."""
+    with mcp_server() as hung:
+        tenant = await gw.create_tenant("mcp-hung-list", agent=mcp_agent(hung.url, timeout_s=1))
+        hung.hang_lists = True
+        started = time.monotonic()
+        answers = await asyncio.gather(
+            *(gw.client.post(RUNS, json={"input": "hi"}, headers=tenant.headers) for _ in range(4))
+        )
+        elapsed = time.monotonic() - started
+        hung.hang_lists = False
+        for r in answers:
+            assert r.status_code == 502, r.text
+            assert r.json()["error"]["code"] == "mcp_server_unavailable"
+        assert hung.lists == 1
+        assert elapsed < 3, elapsed
