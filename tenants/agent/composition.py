@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from typing import Annotated, Any
 
+import jsonschema
 import orjson
 from agents.exceptions import UserError
 from agents.strict_schema import ensure_strict_json_schema
@@ -197,6 +198,7 @@ def _check_supported(node: Any, where: str) -> None:
         node.get("properties"), dict
     ):
         raise ValueError(f"{at} is an object without `properties`. {STRICT_RULES}")
+    _check_satisfiable(node, at)
     for key in ("properties", "$defs", "definitions"):
         children = node.get(key)
         if isinstance(children, dict):
@@ -209,6 +211,38 @@ def _check_supported(node: Any, where: str) -> None:
         if isinstance(children, list):
             for index, child in enumerate(children):
                 _check_supported(child, f"{where}/{key}/{index}")
+
+
+_BOUNDS = (
+    ("minLength", "maxLength"),
+    ("minimum", "maximum"),
+    ("minItems", "maxItems"),
+    ("minProperties", "maxProperties"),
+)
+_OF_TYPE = jsonschema.Draft202012Validator
+
+
+def _check_satisfiable(node: dict[str, Any], at: str) -> None:
+    """No subschema that no value can satisfy: an `enum` or `const` value of another type
+    than the `type` beside it, or a lower bound above its upper bound (every run's answer
+    would fail the schema: a 502 `invalid_model_output` each time, or the upstream's 400)."""
+    kind = node.get("type")
+    if isinstance(kind, str | list):
+        of_type = _OF_TYPE({"type": kind})
+        enum = node.get("enum")
+        values: list[Any] = enum if isinstance(enum, list) else []
+        if "const" in node:
+            values = [*values, node["const"]]
+        wrong = [value for value in values if not of_type.is_valid(value)]
+        if wrong:
+            raise ValueError(
+                f"{at} allows only values that are not of its type {kind!r}: "
+                f"{orjson.dumps(wrong[0]).decode()[:80]}."
+            )
+    for low, high in _BOUNDS:
+        lower, upper = node.get(low), node.get(high)
+        if isinstance(lower, int | float) and isinstance(upper, int | float) and lower > upper:
+            raise ValueError(f"{at} has `{low}` {lower} above `{high}` {upper}: nothing fits.")
 
 
 def strict_output_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -125,6 +125,37 @@ async def _put(
             "output_schema",
             "/properties/a requires y",
         ),
+        # Schemas no answer can satisfy: every run would fail `invalid_model_output` (Q76).
+        (
+            {
+                "output_schema": {
+                    "type": "object",
+                    "properties": {"a": {"type": "integer", "enum": ["x"]}},
+                }
+            },
+            "output_schema",
+            "/properties/a allows only values that are not of its type 'integer'",
+        ),
+        (
+            {
+                "output_schema": {
+                    "type": "object",
+                    "properties": {"a": {"const": 5, "type": "string"}},
+                }
+            },
+            "output_schema",
+            "not of its type 'string': 5",
+        ),
+        (
+            {
+                "output_schema": {
+                    "type": "object",
+                    "properties": {"a": {"type": "string", "minLength": 5, "maxLength": 2}},
+                }
+            },
+            "output_schema",
+            "`minLength` 5 above `maxLength` 2",
+        ),
         # What OpenAI's structured outputs refuse: every run would be an upstream 400.
         ({"output_schema": {"type": "object"}}, "output_schema", "/ is an object without"),
         (
