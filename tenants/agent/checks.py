@@ -98,5 +98,5 @@ def check_tool_urls(spec: AgentSpec, policy: EgressPolicy) -> None:
             policy.check_url(tool.url)
         except EgressRefusedError as exc:
             raise ValidationFailedError(
-                f"tools[{index}].url: {exc}", param=f"tools.{index}.url", code="url_not_allowed"
+                f"tools.{index}.url: {exc}", param=f"tools.{index}.url", code="url_not_allowed"
             ) from None

@@ -102,7 +102,8 @@ def check_tool_list(tools: list[ToolEntry]) -> list[ToolEntry]:
     unknown = [name for name in tools if isinstance(name, str) and name not in BUILTIN_TOOLS]
     if unknown:
         known = ", ".join(sorted(BUILTIN_TOOLS))
-        raise ValueError(f"unknown tool(s) {', '.join(unknown)}; built-in tools: {known}")
+        named = ", ".join(orjson.dumps(name).decode() for name in unknown)
+        raise ValueError(f"unknown tool(s) {named}; built-in tools: {known}")
     names = [tool if isinstance(tool, str) else tool.name for tool in tools]
     clashing = sorted(
         tool.name for tool in tools if not isinstance(tool, str) and tool.name in BUILTIN_TOOLS

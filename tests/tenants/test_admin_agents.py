@@ -213,7 +213,15 @@ async def test_unknown_tool_error_names_the_tool(
         headers=admin_headers,
     )
     assert response.status_code == 422
-    assert "rm_rf" in response.json()["error"]["message"]
+    assert '"rm_rf"' in response.json()["error"]["message"]
+    # An empty name is shown as such (the message read "unknown tool(s) ; built-in …").
+    response = await client.put(
+        f"/admin/tenants/{tenant['id']}/agents/bot",
+        json={**AGENT_SPEC, "tools": [""]},
+        headers=admin_headers,
+    )
+    assert response.status_code == 422
+    assert 'unknown tool(s) ""' in response.json()["error"]["message"], response.text
 
 
 async def test_delete_removes_the_agent_and_its_versions(
