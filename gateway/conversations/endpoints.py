@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from gateway.auth.dependencies import require_scope
 from gateway.auth.principal import Principal
@@ -76,14 +76,24 @@ async def list_conversation_items(
     principal: ConversationsPrincipal,
     session: SessionDep,
     page: PageDep,
+    order: Annotated[
+        Literal["asc", "desc"],
+        Query(description="`asc` (default): oldest first; `desc`: newest first."),
+    ] = "asc",
 ) -> dict[str, Any]:
-    """The conversation's items (messages, tool calls, tool outputs), oldest first."""
+    """The conversation's items (messages, tool calls, tool outputs), oldest first, or newest
+    first with `order=desc` (`after` then pages back in time)."""
     after = None if page.after is None else item_position(page.after)
     if page.after is not None and after is None:
         await service.require_conversation(session, principal, conversation_id)
         return {"data": [], "has_more": False}
     result = await service.list_items(
-        session, principal, conversation_id, limit=page.limit, after=after
+        session,
+        principal,
+        conversation_id,
+        limit=page.limit,
+        after=after,
+        newest_first=order == "desc",
     )
     return result.render(render_item)
 

@@ -57,15 +57,18 @@ class ConversationRepository:
         return list((await self.session.exec(statement)).all())
 
     async def items_page(
-        self, conversation_id: str, *, limit: int, after: int | None
+        self, conversation_id: str, *, limit: int, after: int | None, newest_first: bool = False
     ) -> Page[ConversationItem]:
-        """One page of an (already authorised) conversation's items, oldest first."""
+        """One page of an (already authorised) conversation's items, oldest first (or newest
+        first: the page then starts before `after`)."""
+        position = col(ConversationItem.position)
         statement = select(ConversationItem).where(
             col(ConversationItem.conversation_id) == conversation_id
         )
         if after is not None:
-            statement = statement.where(col(ConversationItem.position) > after)
-        statement = statement.order_by(col(ConversationItem.position)).limit(limit + 1)
+            statement = statement.where(position < after if newest_first else position > after)
+        order = position.desc() if newest_first else position
+        statement = statement.order_by(order).limit(limit + 1)
         rows = list((await self.session.exec(statement)).all())
         return Page(items=rows[:limit], has_more=len(rows) > limit)
 

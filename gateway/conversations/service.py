@@ -83,10 +83,13 @@ async def list_items(
     *,
     limit: int,
     after: int | None,
+    newest_first: bool = False,
 ) -> Page[ConversationItem]:
-    """One page of the caller's conversation's items, oldest first."""
+    """One page of the caller's conversation's items, oldest first (or newest first)."""
     row = await require_conversation(session, principal, conversation_id)
-    return await ConversationRepository(session).items_page(row.id, limit=limit, after=after)
+    return await ConversationRepository(session).items_page(
+        row.id, limit=limit, after=after, newest_first=newest_first
+    )
 
 
 async def delete_conversation(

@@ -113,6 +113,16 @@ async def test_two_turns_carry_the_history(cgw: Gateway) -> None:
         )
     ).json()
     assert rest["has_more"] is False and [text_of(i) for i in rest["data"]] == [r.json()["output"]]
+    # Newest first, paged back in time with the same cursor.
+    url = f"/v1/conversations/{conv}/items"
+    newest = (await cgw.client.get(f"{url}?order=desc&limit=3", headers=h)).json()
+    assert newest["has_more"] is True
+    assert [i["id"] for i in newest["data"]] == [i["id"] for i in reversed(listed[1:])]
+    cursor = newest["data"][-1]["id"]
+    older = (await cgw.client.get(f"{url}?order=desc&after={cursor}", headers=h)).json()
+    assert older == {"data": [listed[0]], "has_more": False}
+    r = await cgw.client.get(f"{url}?order=sideways", headers=h)
+    assert r.status_code == 422 and r.json()["error"]["param"] == "order", r.text
     # A cursor past any position the column holds (32 bits on PostgreSQL): an empty page.
     for far in ("item_2147483648", "item_9223372036854775808", "item_" + "9" * 40):
         r = await cgw.client.get(f"/v1/conversations/{conv}/items?after={far}", headers=h)
