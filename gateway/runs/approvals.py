@@ -131,6 +131,8 @@ def stored_response(row: StoredRun) -> dict[str, Any]:
         "usage": row.usage or {},
         "created_at": rfc3339(row.created_at),
     }
+    if row.error is not None:
+        body["error"] = row.error
     if row.status == WAITING:
         body["pending_actions"] = row.pending or []
         body["expires_at"] = rfc3339(row.expires_at)
@@ -227,8 +229,16 @@ class RunApprovals:
             "expires_at": rfc3339(row.expires_at),
         }
 
-    async def finish(self, run_id: str, status: str, output: Any, usage: dict[str, int]) -> None:
-        """Record how a resumed run ended (its state is no longer needed)."""
+    async def finish(
+        self,
+        run_id: str,
+        status: str,
+        output: Any,
+        usage: dict[str, int],
+        error: dict[str, Any] | None = None,
+    ) -> None:
+        """Record how a resumed run ended (its state is no longer needed); `error`: the error
+        object of a failed one."""
         async with self.db.unit() as session:
             row = await session.get(StoredRun, run_id)
             if row is None:
@@ -238,6 +248,7 @@ class RunApprovals:
             row.pending = None
             row.output = output
             row.usage = usage
+            row.error = error
             row.updated_at = utcnow()
             session.add(row)
 

@@ -59,6 +59,13 @@ class RunObject(BaseModel):
         description="When a paused run expires (`requires_action` only).",
         json_schema_extra={"format": "date-time"},
     )
+    error: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Why a stored run failed (`failed` after a resume): the error object its resume"
+            ' answered, `{"type", "code", "message", "param"}`.'
+        ),
+    )
 
 
 class ChatMessageOut(BaseModel):

@@ -20,7 +20,7 @@ from gateway.core.clock import as_utc, utcnow
 from gateway.core.config import Settings
 from gateway.core.db import Database
 from gateway.core.drain import Drain
-from gateway.core.errors import ConflictError, NotFoundError
+from gateway.core.errors import ConflictError, GatewayError, NotFoundError
 from gateway.core.ids import new_id
 from gateway.limits.breaker import RedisBreaker
 from gateway.limits.prices import PriceCache
@@ -221,11 +221,19 @@ class RunService:
             created_at=handle.run_created_at,
         )
 
-    async def ended(self, handle: RunHandle, status: str, output: Any) -> None:
-        """A resumed run's final state in its stored row (no-op for a run never paused)."""
+    async def ended(
+        self,
+        handle: RunHandle,
+        status: str,
+        output: Any,
+        error: GatewayError | None = None,
+    ) -> None:
+        """A resumed run's final state in its stored row (no-op for a run never paused);
+        `error`: what a failed one answered."""
         if handle.segment > 0 and status != "requires_action":
+            shown = None if error is None else error.body()["error"]
             await asyncio.shield(
-                self.approvals.finish(handle.run_id, status, output, run_usage(handle))
+                self.approvals.finish(handle.run_id, status, output, run_usage(handle), shown)
             )
 
     async def run(
@@ -237,6 +245,7 @@ class RunService:
         deadline = run.deadline()
         output: Any = None
         paused: dict[str, Any] | None = None
+        error: GatewayError | None = None
         try:
             await check_input(handle)
             run.enter_scope()
@@ -264,13 +273,18 @@ class RunService:
                 raise
             status = run_status(exc)
             if deadline.expired():
-                raise run.timed_out() from exc
-            raise map_run_error(
-                exc, model=handle.built.model, max_turns=handle.built.max_turns, meter=handle.meter
-            ) from exc
+                error = run.timed_out()
+            else:
+                error = map_run_error(
+                    exc,
+                    model=handle.built.model,
+                    max_turns=handle.built.max_turns,
+                    meter=handle.meter,
+                )
+            raise error from exc
         finally:
             await run.end(status)
-            await self.ended(handle, status, output)
+            await self.ended(handle, status, output, error)
         if paused is not None:
             return paused
         return run_object(handle, output)

@@ -193,7 +193,7 @@ async def run_events(
             exc, model=handle.built.model, max_turns=handle.built.max_turns, meter=handle.meter
         )
         await run.end(status)
-        await service.ended(handle, status, None)
+        await service.ended(handle, status, None, error)
         yield "run.failed", error.stream_body()
         return
     finally:

@@ -43,6 +43,9 @@ class StoredRun(SQLModel, table=True):
     output: Any = json_field()
     usage: dict[str, int] | None = json_field()
     """The run's usage over all its segments so far."""
+    error: dict[str, Any] | None = json_field()
+    """How a resumed run failed: the error object its answer carried (`{"type", "code",
+    "message", "param"}`); None otherwise (and for runs that failed before revision 0013)."""
     segments: int = 1
     created_at: datetime = created_at_field()
     updated_at: datetime | None = timestamp_field()

@@ -219,6 +219,38 @@ async def test_streamed_pause_and_streamed_resume(gw: Gateway, tool: Receiver) -
     assert "A-1" in events[-1][1]["output"]
 
 
+@pytest.mark.parametrize("stream", [False, True])
+async def test_a_failed_resume_shows_its_error(gw: Gateway, tool: Receiver, stream: bool) -> None:
+    # The answer after the approved call trips the output guardrail: the resume fails, and the
+    # stored run says why, as the resume's own answer did (it said only `failed`).
+    agent = {
+        **approval_agent(tool.url("/orders")),
+        "guardrails": {"output": {"blocked_patterns": ["A-1"]}},
+    }
+    tenant = await gw.create_tenant("refused", agent=agent)
+    r = await gw.client.post(f"/admin/tenants/{tenant.id}/tool-secret", headers=ADMIN)
+    assert r.status_code == 201
+    run = await paused(gw, tenant)
+    r = await gw.client.post(
+        f"/v1/runs/{run['id']}/actions",
+        json=decide(run, True, stream=stream),
+        headers=tenant.headers,
+    )
+    if stream:
+        name, answered = parse_sse(r.text)[-1]
+        assert name == "run.failed", r.text
+    else:
+        assert r.status_code == 400, r.text
+        answered = r.json()
+    assert answered["error"]["code"] == "guardrail_triggered"
+    assert len(tool.requests) == 1
+    shown = (await gw.client.get(f"/v1/runs/{run['id']}", headers=tenant.headers)).json()
+    assert shown["status"] == "failed" and shown["output"] is None
+    assert shown["error"] == {k: v for k, v in answered["error"].items() if k != "retry_after"}
+    assert shown["error"]["param"] == answered["error"]["param"] is not None
+    assert "pending_actions" not in shown
+
+
 async def test_other_tenants_and_end_users_get_404(gw: Gateway, tool: Receiver) -> None:
     tenant = await approving_tenant(gw, "owner", tool)
     secret = (await enable_jwt(gw, tenant.id, {"mode": "hs256", "issuer": "owner-iss"}))["secret"]
