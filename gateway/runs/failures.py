@@ -28,6 +28,7 @@ from gateway.core.errors import (
     UpstreamTimeoutError,
     ValidationFailedError,
 )
+from gateway.tools.mcp import server_clashes_with_tool, servers_clash
 from observability.metrics import UPSTREAM_REQUESTS
 
 if TYPE_CHECKING:
@@ -116,23 +117,13 @@ def map_run_error(
         # Two MCP servers (or an MCP server and another tool) offer the same tool name: the
         # PUT check catches what the spec states; a server's own list can still clash.
         # The SDK's message goes on about its own API: only the names are the tenant's.
-        names = exc.message.split(": ", 1)[-1].split(". ", 1)[0]
-        return UpstreamError(
-            f"Two of the agent's MCP servers offer the same tool name ({names}): give them "
-            "allowed_tools that do not overlap.",
-            code="tool_name_conflict",
-        )
+        return servers_clash(exc.message.split(": ", 1)[-1].split(". ", 1)[0])
     if (
         isinstance(exc, UserError)
         and str(exc).startswith("Ambiguous")
         and "tool name `" in str(exc)
     ):
-        name = str(exc).split("`")[1] if str(exc).count("`") >= 2 else "?"
-        return UpstreamError(
-            f"The agent offers two tools named '{name}' (an MCP server's and another): give "
-            "the MCP server allowed_tools without it, or rename the other tool.",
-            code="tool_name_conflict",
-        )
+        return server_clashes_with_tool(str(exc).split("`")[1] if str(exc).count("`") >= 2 else "?")
     if isinstance(exc, MaxTurnsExceeded):
         return ValidationFailedError(
             f"The agent used its {max_turns} turns without a final answer.",

@@ -106,7 +106,9 @@ class RunService:
         async def admit() -> RunHandle:
             built = await self.resolve(principal, name)
             if built.agent.mcp_servers and self.mcp is not None:
-                await self.mcp.ensure(built.agent.mcp_servers)
+                await self.mcp.ensure(
+                    built.agent.mcp_servers, (tool.name for tool in built.agent.tools)
+                )
             await self.recorder.wait_for_room()
             run_id = new_id("run")
             created_at = utcnow()
@@ -162,7 +164,9 @@ class RunService:
             if built is None:
                 raise NotFoundError(f"No agent named '{row.agent}'.", code="agent_not_found")
             if built.agent.mcp_servers and self.mcp is not None:
-                await self.mcp.ensure(built.agent.mcp_servers)
+                await self.mcp.ensure(
+                    built.agent.mcp_servers, (tool.name for tool in built.agent.tools)
+                )
             state = await RunState.from_string(built.agent, row.state)
             apply_decisions(state, decisions)
             provider = await self.provider_of(principal, built)

@@ -32,6 +32,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from contextvars import ContextVar
 from typing import Any
 
@@ -321,6 +322,24 @@ def _unavailable(name: str, why: str) -> UpstreamError:
     )
 
 
+def servers_clash(names: str) -> UpstreamError:
+    """Two of an agent's MCP servers offer a tool name (`names`: the name or names)."""
+    return UpstreamError(
+        f"Two of the agent's MCP servers offer the same tool name ({names}): give them "
+        "allowed_tools that do not overlap.",
+        code="tool_name_conflict",
+    )
+
+
+def server_clashes_with_tool(name: str) -> UpstreamError:
+    """An MCP server offers a tool named as another tool of the agent."""
+    return UpstreamError(
+        f"The agent offers two tools named '{name}' (an MCP server's and another): give "
+        "the MCP server allowed_tools without it, or rename the other tool.",
+        code="tool_name_conflict",
+    )
+
+
 class McpServers:
     """The pool of MCP connections, one per (tenant, server URL, timeout_s) and app."""
 
@@ -391,13 +410,22 @@ class McpServers:
         server.connection = connection
         await self._trim()
 
-    async def ensure(self, servers: list[Any]) -> None:
+    async def ensure(self, servers: list[Any], tool_names: Iterable[str] = ()) -> None:
         """Every server of a run's entry agent connected and its tools listed (502
-        `mcp_server_unavailable` otherwise) before the run is admitted."""
+        `mcp_server_unavailable` otherwise), and no tool name offered twice (502
+        `tool_name_conflict`: by two servers, or by a server and one of the agent's other
+        tools, `tool_names`), before the run is admitted."""
+        others = set(tool_names)
+        offered: set[str] = set()
         for server in servers:
             if isinstance(server, GatewayMcpServer) and server.pool is self:
                 await self.bind(server)
-                await server.listed()
+                for tool in await server.listed():
+                    if tool.name in others:
+                        raise server_clashes_with_tool(tool.name)
+                    if tool.name in offered:
+                        raise servers_clash(tool.name)
+                    offered.add(tool.name)
 
     async def _trim(self) -> None:
         while len(self._connections) > MAX_CONNECTIONS:

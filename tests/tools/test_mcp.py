@@ -297,10 +297,10 @@ async def test_a_clash_only_the_servers_lists_reveal_is_a_clear_502(
         {"type": "mcp", "name": "a", "url": crm.url},
         {"type": "mcp", "name": "b", "url": crm.url + "?again=1"},
     ]
-    tenant = await gw.create_tenant(
+    servers = await gw.create_tenant(
         "mcp-clash", agent={"instructions": "x", "model": "mock-model", "tools": tools}
     )
-    r = await gw.client.post(RUNS, json={"input": "hello"}, headers=tenant.headers)
+    r = await gw.client.post(RUNS, json={"input": "hello"}, headers=servers.headers)
     assert r.status_code == 502, r.text
     assert r.json()["error"]["code"] == "tool_name_conflict"
     assert "find_customer" in r.json()["error"]["message"]
@@ -322,6 +322,19 @@ async def test_a_clash_only_the_servers_lists_reveal_is_a_clear_502(
     assert r.status_code == 502, r.text
     error = r.json()["error"]
     assert error["code"] == "tool_name_conflict" and "'find_customer'" in error["message"]
+    # Found at admission, as an unreachable server is: a streamed run's answer is the JSON
+    # 502 before any event, and no run is recorded (it was `run.created`, then `run.failed`).
+    for clashing in (servers, tenant):
+        r = await gw.client.post(
+            RUNS, json={"input": "hi", "stream": True}, headers=clashing.headers
+        )
+        assert r.status_code == 502, r.text
+        assert r.headers["content-type"].startswith("application/json")
+        assert r.json()["error"]["code"] == "tool_name_conflict"
+    await gw.flush_usage()
+    for clashing in (servers, tenant):
+        report = (await gw.client.get("/v1/usage", headers=clashing.headers)).json()
+        assert report["totals"]["runs"] == 0, report
 
 
 def test_tool_outputs_are_text_or_json() -> None:
