@@ -37,6 +37,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import httpx2
+import jsonschema
 from agents import RunContextWrapper
 from agents.exceptions import ModelBehaviorError, UserError
 from agents.mcp import (
@@ -44,6 +45,7 @@ from agents.mcp import (
     MCPServerStreamableHttpParams,
     create_static_tool_filter,
 )
+from jsonschema import Draft202012Validator
 from mcp.shared.exceptions import MCPError
 from mcp.types import CallToolResult, ContentBlock, TextContent
 from mcp.types import Tool as MCPTool
@@ -56,6 +58,7 @@ from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
 from gateway.core.egress import EgressPolicy, guarded_session
 from gateway.core.errors import GatewayError, UpstreamError
 from observability.metrics import record_tool_call
+from tenants.agent.json_schema import LOCAL_ONLY
 from tenants.agent.tool_specs import McpToolSpec
 
 logger = logging.getLogger("gateway.tools.mcp")
@@ -116,6 +119,37 @@ class GatewayMcpServer(MCPServerStreamableHttp):
         self._fetching: asyncio.Task[list[MCPTool]] | None = None
         """The list request in flight: runs that start together wait for its outcome (then
         read the cache, or fail at once with it), rather than each sending one."""
+        self._validators: dict[str, tuple[Any, jsonschema.protocols.Validator]] = {}
+        """Each approval tool's input schema (as last listed) and its validator."""
+
+    def _get_needs_approval_for_tool(self, tool: MCPTool, agent: Any) -> Any:
+        # A call whose arguments break the tool's input schema asks nobody (as for an HTTP
+        # tool): it goes on at once, and the server's invalid-params answer, or the SDK's
+        # refusal of missing arguments, is the model's `error:` output. A human was asked to
+        # approve a call that could only fail.
+        needed = super()._get_needs_approval_for_tool(tool, agent)
+        if needed is not True:
+            return needed
+        validator = self._validators.get(tool.name)
+        if validator is None or validator[0] is not tool.input_schema:
+            schema = tool.input_schema
+            try:
+                kind = jsonschema.validators.validator_for(schema, default=Draft202012Validator)
+                kind.check_schema(schema)
+            except jsonschema.SchemaError:  # the server's own schema is broken: ask anyway
+                return True
+            validator = self._validators[tool.name] = (schema, kind(schema, registry=LOCAL_ONLY))
+        checks = validator[1]
+
+        async def approval_needed(
+            context: RunContextWrapper[Any], arguments: dict[str, Any], call_id: str
+        ) -> bool:
+            try:
+                return bool(checks.is_valid(arguments))
+            except Exception:  # a schema it cannot apply (a remote `$ref`): ask anyway
+                return True
+
+        return approval_needed
 
     async def list_tools(
         self, run_context: RunContextWrapper[Any] | None = None, agent: Any = None

@@ -198,6 +198,26 @@ async def test_an_mcp_tool_can_require_approval(gw: Gateway, crm: McpStats) -> N
     assert crm.calls[calls:] == ["find_customer"]
 
 
+async def test_an_mcp_call_with_invalid_arguments_asks_nobody(gw: Gateway, crm: McpStats) -> None:
+    """Arguments that break the tool's input schema: no pause (nobody is asked to approve a
+    call that can only fail), the model gets the `error:` output and the run completes."""
+    tenant = await gw.create_tenant(
+        "mcp-bad-args", agent=mcp_agent(crm.url, requires_approval=True)
+    )
+    calls = len(crm.calls)
+    r = await gw.client.post(
+        RUNS,
+        json={"input": 'Use find_customer {"nom": "cy"}', "stream": True},
+        headers=tenant.headers,
+    )
+    events = parse_sse(r.text)
+    assert events[-1][0] == "run.completed", events
+    outputs = [data["output"] for name, data in events if name == "tool.output"]
+    assert len(outputs) == 1 and outputs[0].startswith("error:"), outputs
+    assert "name" in outputs[0]
+    assert crm.calls[calls:] == []  # refused before it was sent
+
+
 async def test_a_declined_mcp_call_is_counted_as_an_mcp_call(gw: Gateway, crm: McpStats) -> None:
     """It was counted with `tool_type="http"`: MCP declines showed up as HTTP traffic."""
     tenant = await gw.create_tenant(
