@@ -18,7 +18,9 @@ from tenants.jwt_config.repository import JwtConfigRepository
 from tenants.jwt_config.schemas import JwtConfigPut
 from tenants.jwt_config.secrets import encrypt_secret, generate_secret
 from tenants.models import JwtConfig
-from tenants.scoping import require_tenant
+from tenants.scoping import lock_tenant, require_tenant
+
+_PUT_ATTEMPTS = 3
 
 
 def _issuer_taken(issuer: str) -> ConflictError:
@@ -70,28 +72,35 @@ async def put_config(
     except KeyMaterialError as exc:
         param = "public_key" if body.public_key is not None else "jwks"
         raise ValidationFailedError(str(exc), param=param, code="invalid_value") from None
+    # Concurrent PUTs of one tenant's config take turns (both inserted it, and the loser's
+    # key violation was answered as an issuer conflict).
+    await lock_tenant(session, owner)
     repository = JwtConfigRepository(session)
-    holder = await repository.issuer_owner(body.issuer)
-    if holder is not None and holder != owner:
-        raise _issuer_taken(body.issuer)
-    secret = generate_secret() if body.mode == "hs256" else None
-    now = utcnow()
-    config = await repository.get(owner)
-    if config is None:
-        config = JwtConfig(tenant_id=owner, mode=body.mode, issuer=body.issuer, created_at=now)
-    config.mode = body.mode
-    config.issuer = body.issuer
-    config.public_key = body.public_key
-    config.jwks = body.jwks
-    config.secret_encrypted = encrypt_secret(secret, settings.secret_key) if secret else None
-    config.updated_at = now
-    repository.add(config)
-    try:
-        await session.flush()
-    except IntegrityError:
-        await session.rollback()
-        raise _issuer_taken(body.issuer) from None
-    return config, secret
+    for _ in range(_PUT_ATTEMPTS):
+        holder = await repository.issuer_owner(body.issuer)
+        if holder is not None and holder != owner:
+            raise _issuer_taken(body.issuer)
+        secret = generate_secret() if body.mode == "hs256" else None
+        now = utcnow()
+        config = await repository.get(owner)
+        if config is None:
+            config = JwtConfig(tenant_id=owner, mode=body.mode, issuer=body.issuer, created_at=now)
+        config.mode = body.mode
+        config.issuer = body.issuer
+        config.public_key = body.public_key
+        config.jwks = body.jwks
+        config.secret_encrypted = encrypt_secret(secret, settings.secret_key) if secret else None
+        config.updated_at = now
+        repository.add(config)
+        try:
+            await session.flush()
+        except IntegrityError:
+            # Another PUT took the issuer, or created this tenant's config first: look again
+            # (an update of that config now, or the 409 if the issuer is another tenant's).
+            await session.rollback()
+            continue
+        return config, secret
+    raise ConflictError("This tenant's JWT config is being changed concurrently; retry.")
 
 
 async def get_config(session: AsyncSession, tenant_id: str) -> JwtConfig:

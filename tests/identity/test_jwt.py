@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwk, jwt
 from sqlalchemy import text
 
+from tests.gateway.conftest import gateway_for
 from tests.identity.conftest import (
     ADMIN,
     Gateway,
@@ -287,6 +290,40 @@ async def test_jwt_config_api(gw: Gateway, rsa_keys: KeyPair) -> None:
     assert (await gw.client.get("/v1/agents", headers=bearer(fresh))).status_code == 401
     assert (await gw.client.get(url, headers=ADMIN)).status_code == 404
     assert (await gw.client.delete(url, headers=ADMIN)).status_code == 404
+
+
+@pytest.fixture
+async def gw_both(database_url: str, mock_llm_base_url: str) -> AsyncIterator[Gateway]:
+    """A gateway on SQLite and on PostgreSQL."""
+    async for gateway in gateway_for(database_url, mock_llm_base_url):
+        yield gateway
+
+
+async def test_concurrent_puts_of_one_config_all_succeed(gw_both: Gateway) -> None:
+    # A PUT is an upsert: concurrent ones of one tenant all succeed, the last one's config
+    # stays. They raced to insert it, and the losers got 409 "Another tenant already uses
+    # this issuer" (no other tenant did).
+    acme = await gw_both.create_tenant("racer")
+    other = await gw_both.create_tenant("rival")
+
+    async def put(tenant_id: str, issuer: str) -> int:
+        r = await gw_both.client.put(
+            f"/admin/tenants/{tenant_id}/jwt",
+            json={"mode": "hs256", "issuer": issuer},
+            headers=ADMIN,
+        )
+        return r.status_code
+
+    statuses = await asyncio.gather(*(put(acme.id, "racer") for _ in range(4)))
+    assert statuses == [200] * 4, statuses
+    await gw_both.client.delete(f"/admin/tenants/{acme.id}/jwt", headers=ADMIN)
+    statuses = await asyncio.gather(*(put(acme.id, f"racer-{i}") for i in range(4)))
+    assert statuses == [200] * 4, statuses
+    shown = (await gw_both.client.get(f"/admin/tenants/{acme.id}/jwt", headers=ADMIN)).json()
+    assert shown["issuer"] in {f"racer-{i}" for i in range(4)}
+    # Two tenants racing for one issuer: exactly one gets it.
+    contested = await asyncio.gather(put(acme.id, "contested"), put(other.id, "contested"))
+    assert sorted(contested) == [200, 409], contested
 
 
 @pytest.mark.parametrize("issuer", ["", "has space", "a" * 513])
