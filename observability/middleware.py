@@ -67,6 +67,7 @@ class RequestIdMiddleware:
                 message["headers"] = [*message["headers"], header]
             elif kind == "websocket.accept":
                 status = 101
+                message["headers"] = [*message.get("headers", []), header]
             elif kind == "websocket.close" and status == 500:
                 status = 403  # closed before it was accepted: the handshake was refused
             await send(message)

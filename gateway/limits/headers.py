@@ -1,7 +1,8 @@
 """The OpenAI-style `x-ratelimit-*` headers and the middleware that adds them.
 
 Limit checks leave their headers in the request state (`ratelimit_headers`); this pure-ASGI
-middleware appends them to the response of every `/v1` request, errors included. A response
+middleware appends them to the response of every `/v1` request, errors included, and to a
+WebSocket handshake's answer (its 101, or its refusal). A response
 answered before the request limit was checked (an unknown path, a 405, a 413, a suspended
 tenant) gets the tenant's `-requests` trio read without counting (`RequestLimiter.peek`; the
 credential is resolved here if no dependency did). Where a token
@@ -121,6 +122,9 @@ async def current_token_headers(scope: Scope) -> dict[str, str]:
 
 
 REQUESTS_LIMIT = b"x-ratelimit-limit-requests"
+RESPONSE_STARTS = frozenset(
+    {"http.response.start", "websocket.accept", "websocket.http.response.start"}
+)
 CORS_EXPOSED = [
     f"x-ratelimit-{part}-{window}"
     for window in ("requests", "tokens", "spend-usd")
@@ -152,19 +156,21 @@ class RateLimitHeadersMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1"):
+        if scope["type"] not in ("http", "websocket") or not scope["path"].startswith("/v1"):
             await self.app(scope, receive, send)
             return
         state = scope.setdefault("state", {})
 
         async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
+            # A WebSocket handshake's answer too: its 101 (the handshake counts no request:
+            # each turn does) and its refusal (the denial response).
+            if message["type"] in RESPONSE_STARTS:
                 queued: dict[str, str] = state.get(STATE_KEY) or {}
                 present = {name for name, _ in message.get("headers", [])}
                 if (
                     "x-ratelimit-limit-requests" not in queued
                     and REQUESTS_LIMIT not in present
-                    and message["status"] != HEADERS_TOO_LARGE
+                    and message.get("status") != HEADERS_TOO_LARGE
                 ):
                     queued = {**queued, **await current_request_headers(scope)}
                 known = {LIMIT_TOKENS, LIMIT_SPEND}

@@ -160,6 +160,10 @@ async def test_handshake_auth_and_agent_isolation(live: str) -> None:
             "authentication_error",
             "permission_error",
         )
+        # A refusal of a known tenant's credential shows its request window, as every /v1
+        # response does (a 401 names no tenant).
+        assert ("x-ratelimit-limit-requests" in refused.value.response.headers) is (status == 403)
+        assert refused.value.response.headers["x-request-id"]
 
     # Another tenant's agent: indistinguishable from a missing one.
     for agent in ("only-a", "no-such-agent"):
@@ -170,7 +174,15 @@ async def test_handshake_auth_and_agent_isolation(live: str) -> None:
                 await ws.recv()
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     async with socket(live, a, "only-a") as ws:
+        # The 101 carries the request window (the handshake counts no request) and an id.
+        shown = ws.response.headers if ws.response is not None else {}
+        assert int(shown["x-ratelimit-limit-requests"]) > 0, shown
+        remaining = int(shown["x-ratelimit-remaining-requests"])
+        assert shown["x-ratelimit-reset-requests"].endswith("s") and shown["x-request-id"]
         assert (await turn(ws, {"input": "hi"}))[-1][0] == "run.completed"
+    async with socket(live, a, "only-a") as ws:
+        assert ws.response is not None
+        assert int(ws.response.headers["x-ratelimit-remaining-requests"]) == remaining - 1
     async with socket(live, {"X-API-Key": a["Authorization"][7:]}) as ws:
         assert (await turn(ws, {"input": "hi"}))[-1][0] == "run.completed"
 
