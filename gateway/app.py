@@ -33,6 +33,7 @@ from gateway.core.redis import create_redis, warm_up
 from gateway.core.state import AppState
 from gateway.core.text import refuse_control_characters
 from gateway.limits.breaker import RedisBreaker
+from gateway.limits.budgets import BudgetRecount
 from gateway.limits.headers import CORS_EXPOSED, RateLimitHeadersMiddleware
 from gateway.limits.prices import PriceCache
 from gateway.limits.quotas import QuotaService
@@ -188,6 +189,8 @@ async def _resources(settings: Settings, drain: Drain) -> AsyncIterator[AppState
     telemetry = start_telemetry(settings)
     recorder.start()
     quotas.start()
+    budgets = BudgetRecount(db, quotas, settings.limits_budget_recount_s)
+    budgets.start()
     prices.start()
     locks.start()
     runs.approvals.start()
@@ -205,6 +208,7 @@ async def _resources(settings: Settings, drain: Drain) -> AsyncIterator[AppState
         yield state
     finally:
         await memory.drain()
+        await budgets.drain()
         await invalidation.close()
         await quotas.drain()
         await prices.tasks.drain()

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     """After a failed Redis call, limit checks skip Redis this long before trying it again (so
     enforcement in Redis resumes within this bound once Redis is back)."""
 
+    limits_budget_recount_s: float = Field(default=60.0, ge=0, le=86_400)
+    """How often each replica counts every budgeted tenant's usage today and this month (the
+    usage records) in its `tokens_per_day` and spend windows again, so windows that lost their
+    counts (a Redis restart or failover; a replica's restart without Redis) hold the records'
+    totals within this bound rather than starting from zero. Never lowers a window. 0: never.
+    """
+
     limits_lease_ttl_s: float = Field(default=30.0, gt=0, le=3600)
     """TTL of concurrency leases, token reservations and conversation locks. A replica renews
     those of its runs in flight every third of it (and a run's lease at every model call), so a

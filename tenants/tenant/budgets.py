@@ -9,13 +9,16 @@ see: runs in flight and records not yet flushed (`GATEWAY_USAGE_FLUSH_INTERVAL_S
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.core.clock import utcnow
 from gateway.core.db import after_commit
+from tenants.models import Tenant
 from tenants.price.money import pico_to_micro_ceil
 from tenants.tenant.schemas import TenantUpdate
 from tenants.usage.repository import UsageRepository
@@ -37,6 +40,34 @@ def sets_a_budget(body: TenantUpdate) -> bool:
         return False
     sent = body.limits.model_dump(exclude_unset=True)
     return any(sent.get(name) is not None for name in BUDGET_FIELDS)
+
+
+def has_a_budget(limits: Mapping[str, Any] | None) -> bool:
+    """True when stored tenant limits give a day or month window a value."""
+    return limits is not None and any(limits.get(name) is not None for name in BUDGET_FIELDS)
+
+
+async def recount_budgets(session: AsyncSession, windows: BudgetWindows) -> int:
+    """Count every budgeted tenant's usage today and this month (the rollups) in its day and
+    month windows again (never lowering a counter): windows that lost their counts (a Redis
+    restart or failover, a replica's memory after a restart) hold what the records say again.
+    Returns how many tenants were counted."""
+    today = utcnow().date()
+    statement = select(Tenant.id, Tenant.limits).where(col(Tenant.deleted_at).is_(None))
+    budgeted = [
+        tenant_id
+        for tenant_id, limits in (await session.exec(statement)).all()
+        if has_a_budget(limits)
+    ]
+    totals = await UsageRepository(session).window_totals_of(budgeted, today)
+    for tenant_id, (tokens, spent_today, spent_month) in totals.items():
+        await windows.seed(
+            tenant_id,
+            tokens_today=tokens,
+            spent_today=pico_to_micro_ceil(spent_today),
+            spent_month=pico_to_micro_ceil(spent_month),
+        )
+    return len(totals)
 
 
 async def count_past_usage(session: AsyncSession, tenant_id: str, windows: BudgetWindows) -> None:

@@ -15,6 +15,7 @@ import pytest
 from tenants.price.money import micro_to_usd
 from tests.gateway.conftest import ADMIN, Gateway, Tenant, gateway_for
 from tests.limits.conftest import LIMITED_AGENT
+from tests.waiting import eventually
 
 # Input free, output $0.01 a token: a call reserves max_tokens (20) x $0.01 = $0.20 exactly,
 # and really costs output_tokens x $0.01.
@@ -335,3 +336,59 @@ async def test_a_plain_answer_counts_its_own_tokens_and_cost_errors_included(
         assert cut.headers["x-ratelimit-remaining-spend-usd"] == micro_to_usd(5_000_000 - cost)
         limits = (await gw.client.get("/v1/limits", headers=tenant.headers)).json()
         assert limits["windows"]["tokens_per_day"]["used"] == tokens
+
+
+@pytest.mark.parametrize("store", ["memory", "redis"])
+async def test_windows_that_lost_their_counts_are_counted_again_from_the_records(
+    request: pytest.FixtureRequest, database_url: str, mock_llm_base_url: str, store: str
+) -> None:
+    # Redis keeps nothing on disk (and a replica without Redis keeps its windows in memory):
+    # a restart started the day and month windows from zero, and with them a whole month's
+    # spend budget. Each replica now counts the usage records in them again, periodically.
+    extra: dict[str, Any] = {"limits_budget_recount_s": 0.2, "upstream_api": "chat_completions"}
+    if store == "redis":
+        extra = {**extra, **request.getfixturevalue("redis_settings"), "redis_timeout_ms": 2000}
+    outputs, tokens = [], []
+    async for first in gateway_for(database_url, mock_llm_base_url, **extra):
+        await priced(first)
+        tenant = await first.create_tenant("recounted", agent=LIMITED_AGENT)
+        for _ in range(3):
+            r = await run(first.client, tenant)
+            assert r.status_code == 200, r.text
+            outputs.append(r.json()["usage"]["output_tokens"])
+            tokens.append(r.json()["usage"]["total_tokens"])
+        await first.flush_usage()
+        spent = sum(outputs) * OUTPUT_MICRO
+        limits = {
+            "spend_per_day_usd": "100",
+            # Room for less than one more call's $0.20 reservation this month.
+            "spend_per_month_usd": micro_to_usd(spent + 100_000),
+            "tokens_per_day": 1_000_000,
+        }
+        r = await first.client.patch(
+            f"/admin/tenants/{tenant.id}", json={"limits": limits}, headers=ADMIN
+        )
+        assert r.status_code == 200, r.text
+    if store == "redis":
+        import redis.asyncio as aioredis
+
+        client = aioredis.Redis.from_url(request.getfixturevalue("redis_url"))
+        prefix = request.getfixturevalue("redis_prefix")
+        async for key in client.scan_iter(match=f"{prefix}*"):
+            await client.delete(key)  # a Redis restart: every window gone
+        await client.aclose()
+
+    async for second in gateway_for(database_url, mock_llm_base_url, **extra):
+        await priced(second)
+
+        async def counted(gw: Gateway = second) -> bool:
+            r = await gw.client.get("/v1/limits", headers=tenant.headers)
+            return bool(r.json()["windows"]["spend_per_month_usd"]["used"] == micro_to_usd(spent))
+
+        await eventually(counted, timeout=10, what="the month's spend counted again")
+        windows = (await second.client.get("/v1/limits", headers=tenant.headers)).json()["windows"]
+        assert windows["spend_per_day_usd"]["used"] == micro_to_usd(spent)
+        assert windows["tokens_per_day"]["used"] == sum(tokens)
+        refused = await run(second.client, tenant)
+        assert refused.status_code == 429, refused.text
+        assert refused.json()["error"]["code"] == "spend_per_month"
