@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import secrets
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,13 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
 
 import tenants.models  # noqa: F401
+from gateway.core.db import Database
 from gateway.core.migrate import downgrade, upgrade
+from tenants.models import UsageRecord
 from tenants.models.usage import is_partition
+from tenants.usage.export import iter_records
+from tenants.usage.repository import UsageRepository
+from tests.conftest import PG_URL, _pg_admin_execute
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
@@ -93,3 +100,53 @@ def test_0003_adds_and_removes_only_the_conversation_tables(empty_database: str)
     after, _ = asyncio.run(_inspect(empty_database))
     assert after == names - conversation_tables
     upgrade(empty_database)  # leave the session's PostgreSQL database at head
+
+
+def test_usage_records_export_in_run_id_byte_order_under_any_collation() -> None:
+    """A database created with a linguistic collation (`en-US`, the default of many
+    clusters): the export still walks run ids in byte order, as on SQLite (it sorted
+    `run_a` before `run_B`)."""
+    name = f"gw_icu_{secrets.token_hex(4)}"
+    try:
+        asyncio.run(
+            _pg_admin_execute(
+                f'CREATE DATABASE "{name}" TEMPLATE template0 LOCALE_PROVIDER icu '
+                "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"
+            )
+        )
+    except Exception as exc:  # PostgreSQL unreachable: a failure, never a skip (CI)
+        raise AssertionError(f"could not create an ICU database: {exc}") from exc
+    base, _, _ = PG_URL.rpartition("/")
+    url = f"{base}/{name}"
+    ids = ["run_a", "run_B", "run_0", "run_Z", "run_b", "run_A1", "run_a0"]
+
+    async def exported() -> list[str]:
+        db = Database(url)
+        try:
+            day = date(2026, 12, 1)
+            rows = [
+                UsageRecord(
+                    run_id=run_id, tenant_id="ten_icu", agent="bot", model="m", status="completed",
+                    day=day, created_at=datetime(2026, 12, 1, 12, tzinfo=UTC),
+                )
+                for run_id in ids
+            ]  # fmt: skip
+            async with db.unit() as session:
+                await UsageRepository(session).add_many(rows)
+            records = iter_records(db, tenant_id="ten_icu", start=day, end=day, after=None)
+            first = [r["run_id"] async for r in records]
+            # And a page boundary: the cursor continues in the same order.
+            records = iter_records(
+                db, tenant_id="ten_icu", start=day, end=day, after=None, page_size=3
+            )
+            paged = [r["run_id"] async for r in records]
+            assert paged == first
+            return first
+        finally:
+            await db.dispose()
+
+    try:
+        upgrade(url)
+        assert asyncio.run(exported()) == sorted(ids)
+    finally:
+        asyncio.run(_pg_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
