@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 from fastapi import Depends, FastAPI
 
@@ -29,6 +30,7 @@ from gateway.core.errors import install_error_handlers
 from gateway.core.failsafe import FailsafeMiddleware
 from gateway.core.gc_tuning import tune_gc
 from gateway.core.invalidation import Invalidator
+from gateway.core.openapi import add_security
 from gateway.core.redis import create_redis, warm_up
 from gateway.core.state import AppState
 from gateway.core.text import refuse_control_characters
@@ -247,6 +249,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.drain = drain
     install_error_handlers(app)
     mount_routes(app)
+    build_schema = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_security(build_schema())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     # Innermost: the middlewares around it (metrics, request id) see its 500/503 like any answer.
     app.add_middleware(FailsafeMiddleware)
     app.add_middleware(

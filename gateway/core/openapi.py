@@ -62,3 +62,49 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             entry["headers"] = _RETRY_AFTER
         documented[status] = entry
     return documented
+
+
+SECURITY_SCHEMES: dict[str, dict[str, Any]] = {
+    "tenantBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "A tenant API key (`gw_…`) or an end-user JWT the tenant signed.",
+    },
+    "tenantApiKey": {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "A tenant API key (`gw_…`).",
+    },
+    "adminBearer": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "`GATEWAY_ADMIN_TOKEN`, or an admin JWT from `POST /admin/login`.",
+    },
+    "adminLogin": {
+        "type": "oauth2",
+        "description": "An admin user's name and password, exchanged at `POST /admin/login`.",
+        "flows": {"password": {"tokenUrl": "/admin/login", "scopes": {}}},
+    },
+}
+_TENANT: list[dict[str, list[str]]] = [{"tenantBearer": []}, {"tenantApiKey": []}]
+_ADMIN: list[dict[str, list[str]]] = [{"adminBearer": []}, {"adminLogin": []}]
+_OPEN = {"/admin/login"}
+
+
+def add_security(schema: dict[str, Any]) -> dict[str, Any]:
+    """Declare the credentials the API takes (generated clients and Swagger UI's Authorize
+    read them): tenant credentials on `/v1`, admin ones on `/admin` (not on its login)."""
+    schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
+    for path, operations in schema.get("paths", {}).items():
+        if path in _OPEN:
+            continue
+        security = (
+            _TENANT if path.startswith("/v1/") else _ADMIN if path.startswith("/admin") else None
+        )
+        if security is None:
+            continue
+        for operation in operations.values():
+            if isinstance(operation, dict) and "responses" in operation:
+                operation["security"] = security
+    return schema

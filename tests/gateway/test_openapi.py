@@ -153,3 +153,35 @@ async def test_a_405_allows_every_method_of_the_path(gw: Gateway) -> None:
     assert r.status_code == 405
     assert r.headers["allow"] == "DELETE, GET, PATCH"
     assert r.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_operations_declare_the_credentials_they_take(gw: Gateway) -> None:
+    """Generated clients and Swagger UI's Authorize learn which credential each route takes:
+    tenant credentials (bearer, or `X-API-Key`) on `/v1`, admin ones on `/admin` (a bearer,
+    or an admin user's login), none on the login, health and metrics routes."""
+    schema = (await gw.client.get("/openapi.json")).json()
+    schemes = schema["components"]["securitySchemes"]
+    assert schemes["tenantApiKey"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-API-Key",
+        "description": "A tenant API key (`gw_…`).",
+    }
+    assert schemes["adminLogin"]["flows"]["password"]["tokenUrl"] == "/admin/login"
+    seen = set()
+    for path, operations in schema["paths"].items():
+        for method, operation in operations.items():
+            security = {name for entry in operation.get("security", []) for name in entry}
+            if path.startswith("/v1/"):
+                assert security == {"tenantBearer", "tenantApiKey"}, (method, path)
+            elif path.startswith("/admin") and path != "/admin/login":
+                assert security == {"adminBearer", "adminLogin"}, (method, path)
+            else:
+                assert security == set(), (method, path)
+            seen.add(path)
+    assert {"/v1/agents", "/admin/tenants", "/admin/login", "/healthz"} <= seen
+    # Every operation that declares a credential refuses a request without one.
+    r = await gw.client.get("/v1/agents")
+    assert r.status_code == 401
+    r = await gw.client.get("/admin/tenants")
+    assert r.status_code == 401
