@@ -61,6 +61,18 @@ async def run(client: httpx.AsyncClient, tenant: Tenant, text: str = "hello") ->
     )
 
 
+async def three_recorded_runs(gw: Gateway, tenant: Tenant) -> tuple[int, list[int]]:
+    """Three runs, recorded: (what they cost in micro-dollars, each one's total tokens)."""
+    outputs, tokens = [], []
+    for _ in range(3):
+        r = await run(gw.client, tenant)
+        assert r.status_code == 200, r.text
+        outputs.append(r.json()["usage"]["output_tokens"])
+        tokens.append(r.json()["usage"]["total_tokens"])
+    await gw.flush_usage()
+    return sum(outputs) * OUTPUT_MICRO, tokens
+
+
 async def test_daily_spend_limit_refuses_the_call_that_could_exceed_it(gw: Gateway) -> None:
     tenant = await spend_tenant(gw, "spender", spend_per_day_usd="0.50")
     outputs: list[int] = []
@@ -167,14 +179,7 @@ async def test_a_budget_set_later_holds_what_was_used_before(gw: Gateway) -> Non
     # Windows are counted only while a limit applies: a budget set after three runs must
     # still count them (they are in the usage records), or the tenant could spend it again.
     tenant = await gw.create_tenant("late-budget", agent=LIMITED_AGENT)
-    outputs, tokens = [], []
-    for _ in range(3):
-        r = await run(gw.client, tenant)
-        assert r.status_code == 200, r.text
-        outputs.append(r.json()["usage"]["output_tokens"])
-        tokens.append(r.json()["usage"]["total_tokens"])
-    await gw.flush_usage()
-    spent = sum(outputs) * OUTPUT_MICRO
+    spent, tokens = await three_recorded_runs(gw, tenant)
     limits = {
         # Room for less than one more call's $0.20 reservation.
         "spend_per_day_usd": micro_to_usd(spent + 100_000),
@@ -348,17 +353,10 @@ async def test_windows_that_lost_their_counts_are_counted_again_from_the_records
     extra: dict[str, Any] = {"limits_budget_recount_s": 0.2, "upstream_api": "chat_completions"}
     if store == "redis":
         extra = {**extra, **request.getfixturevalue("redis_settings"), "redis_timeout_ms": 2000}
-    outputs, tokens = [], []
     async for first in gateway_for(database_url, mock_llm_base_url, **extra):
         await priced(first)
         tenant = await first.create_tenant("recounted", agent=LIMITED_AGENT)
-        for _ in range(3):
-            r = await run(first.client, tenant)
-            assert r.status_code == 200, r.text
-            outputs.append(r.json()["usage"]["output_tokens"])
-            tokens.append(r.json()["usage"]["total_tokens"])
-        await first.flush_usage()
-        spent = sum(outputs) * OUTPUT_MICRO
+        spent, tokens = await three_recorded_runs(first, tenant)
         limits = {
             "spend_per_day_usd": "100",
             # Room for less than one more call's $0.20 reservation this month.
