@@ -9,20 +9,70 @@ lifespan. The upstream of the deployment comes from the standard `OPENAI_BASE_UR
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Mapping
 from typing import Any, cast
 
 import aiohttp
 import httpx2
 from agents.models.openai_provider import OpenAIProvider
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import APIConnectionError, AsyncOpenAI, DefaultAioHttpClient
+from openai._models import FinalRequestOptions
+from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
 
 from gateway.agents.truncation import CutAnswersComplete
 from gateway.agents.wire.client import LeanOpenAI
 from gateway.core.config import Settings
+from gateway.core.egress import refusal_of
+from observability.metrics import record_upstream_retry
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 UpstreamClient = AsyncOpenAI | LeanOpenAI
+
+
+class StockOpenAI(AsyncOpenAI):
+    """The stock `AsyncOpenAI` (`GATEWAY_UPSTREAM_CLIENT=openai`), counting each attempt it
+    retries in `gateway_upstream_retries_total` as the lean client does (its retries were
+    invisible: a call a retry saved showed only as `ok`)."""
+
+    async def _sleep_for_retry(
+        self,
+        *,
+        retries_taken: int,
+        max_retries: int,
+        options: FinalRequestOptions,
+        response: httpx2.Response | None,
+    ) -> None:
+        body = options.json_data
+        model = body.get("model") if isinstance(body, Mapping) else None
+        if response is not None:
+            status = str(response.status_code)
+        else:  # called from the client's `except` of the failed attempt
+            failed = sys.exc_info()[1]
+            timed_out = isinstance(failed, httpx2.TimeoutException | TimeoutError)
+            status = "timeout" if timed_out else "unreachable"
+        record_upstream_retry(str(model or ""), status)
+        await super()._sleep_for_retry(
+            retries_taken=retries_taken,
+            max_retries=max_retries,
+            options=options,
+            response=response,
+        )
+
+
+class RefusalsAreFinal(AiohttpTransport):
+    """The stock client's transport through the egress guard: a connection the guard refuses
+    is raised as the client's own `APIConnectionError`, which it never retries (it retried
+    the refusal through its backoff, as it does any connection error)."""
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        try:
+            return await super().handle_async_request(request)
+        except Exception as exc:
+            refusal = refusal_of(exc)
+            if refusal is None:
+                raise
+            raise APIConnectionError(message=str(refusal), request=request) from exc
 
 
 def lean_client(
@@ -89,7 +139,7 @@ class ProviderRegistry:
         http_client: httpx2.AsyncClient | None = None
         if settings.upstream_http_client == "aiohttp":
             http_client = DefaultAioHttpClient(timeout=settings.upstream_timeout_s)
-        return AsyncOpenAI(
+        return StockOpenAI(
             api_key=api_key,
             base_url=base_url,
             timeout=settings.upstream_timeout_s,

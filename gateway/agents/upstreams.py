@@ -17,13 +17,17 @@ from dataclasses import dataclass
 
 from agents.models.openai_provider import OpenAIProvider
 from aiohttp.abc import AbstractResolver
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import DefaultAioHttpClient
 
 # The aiohttp transport the openai package ships for `DefaultAioHttpClient`: given our own
 # session factory, every upstream connection uses the guarded connector.
-from openai._vendor.httpx_aiohttp.transport import AiohttpTransport
-
-from gateway.agents.providers import UpstreamClient, lean_client, provider_for
+from gateway.agents.providers import (
+    RefusalsAreFinal,
+    StockOpenAI,
+    UpstreamClient,
+    lean_client,
+    provider_for,
+)
 from gateway.auth.cache import TenantIndexedCache
 from gateway.core.config import Settings
 from gateway.core.db import Database
@@ -115,11 +119,11 @@ class TenantUpstreams(TenantIndexedCache[UpstreamEntry]):
                 entry.api_key,
                 lambda: guarded_session(policy, resolver=resolver),
             )
-        transport = AiohttpTransport(client=lambda: guarded_session(policy, resolver=resolver))
+        transport = RefusalsAreFinal(client=lambda: guarded_session(policy, resolver=resolver))
         http_client = DefaultAioHttpClient(
             timeout=settings.upstream_timeout_s, transport=transport, follow_redirects=False
         )
-        return AsyncOpenAI(
+        return StockOpenAI(
             api_key=entry.api_key,
             base_url=entry.base_url,
             timeout=settings.upstream_timeout_s,

@@ -21,6 +21,16 @@ async def gw(sqlite_url: str, mock_llm_base_url: str) -> AsyncIterator[Gateway]:
         yield gateway
 
 
+class Changes:
+    """How much a metric's samples (those with `labels`) grew between two scrapes."""
+
+    def __init__(self, before: dict[Any, float], after: dict[Any, float]) -> None:
+        self.before, self.after = before, after
+
+    def __call__(self, name: str, **labels: str) -> float:
+        return total(self.after, name, **labels) - total(self.before, name, **labels)
+
+
 async def scrape(gw: Gateway, **headers: str) -> dict[Any, float]:
     r = await gw.client.get("/metrics", headers=headers)
     assert r.status_code == 200
@@ -79,8 +89,7 @@ async def test_tool_calls_latency_first_token_and_quota_are_measured(gw: Gateway
     assert r.status_code == 200 and "output_text.delta" in r.text
     after = await scrape(gw)
 
-    def delta(name: str, **labels: str) -> float:
-        return total(after, name, **labels) - total(before, name, **labels)
+    delta = Changes(before, after)
 
     assert (
         delta("gateway_tool_calls_total", tool="calculator", tool_type="builtin", status="ok") == 1
@@ -204,8 +213,7 @@ async def test_model_call_metrics_come_from_the_runs_hooks_without_spans(
     after = await scrape(gw)
     assert not [name for name in started if name.startswith("spanless/")]
 
-    def delta(name: str, **labels: str) -> float:
-        return total(after, name, **labels) - total(before, name, **labels)
+    delta = Changes(before, after)
 
     assert delta("gateway_upstream_request_duration_seconds_count", status="ok") == 1
     # The failed call is timed under the status it is counted under (the upstream's 500).
@@ -214,9 +222,22 @@ async def test_model_call_metrics_come_from_the_runs_hooks_without_spans(
     assert delta("gateway_upstream_request_duration_seconds_count", status="error") == 0
 
 
-async def test_retried_upstream_attempts_are_counted_apart_from_model_calls(gw: Gateway) -> None:
+@pytest.fixture(params=["lean", "openai"])
+async def either_client(
+    request: pytest.FixtureRequest, sqlite_url: str, mock_llm_base_url: str
+) -> AsyncIterator[Gateway]:
+    """A gateway on the lean upstream client, and on the stock one."""
+    async for gateway in gateway_for(sqlite_url, mock_llm_base_url, upstream_client=request.param):
+        yield gateway
+
+
+async def test_retried_upstream_attempts_are_counted_apart_from_model_calls(
+    either_client: Gateway,
+) -> None:
     """A flaky upstream shows in `gateway_upstream_retries_total` even when a retry saves the
-    call (`gateway_upstream_requests_total` counts each model call once, by how it ended)."""
+    call (`gateway_upstream_requests_total` counts each model call once, by how it ended), on
+    either upstream client (the stock one's retries were not counted)."""
+    gw = either_client
     tenant = await gw.create_tenant("retried")
     before = await scrape(gw)
     r = await gw.client.post(RUNS, json={"input": "hi"}, headers=tenant.headers)
@@ -225,8 +246,7 @@ async def test_retried_upstream_attempts_are_counted_apart_from_model_calls(gw: 
     assert r.status_code == 502
     after = await scrape(gw)
 
-    def delta(name: str, **labels: str) -> float:
-        return total(after, name, **labels) - total(before, name, **labels)
+    delta = Changes(before, after)
 
     # GATEWAY_UPSTREAM_MAX_RETRIES (2): two failed attempts retried, the third one final.
     assert delta("gateway_upstream_retries_total", model="mock-model", status="503") == 2
