@@ -32,7 +32,11 @@ class BudgetRecount:
             self.background.every(self.interval_s, self._pass)
 
     async def one_pass(self) -> int:
-        """Recount now; how many tenants had usage to count."""
+        """Recount now; how many tenants had usage to count. Skipped while Redis is away (each
+        window's fallback would count as a degraded check, or warn in `closed` mode): the next
+        pass after it is back recounts."""
+        if self.quotas.breaker.degraded:
+            return 0
         async with self.db.session() as session:
             return await recount_budgets(session, self.quotas)
 

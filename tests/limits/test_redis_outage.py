@@ -7,6 +7,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import redis
@@ -55,7 +56,12 @@ LIMITS = {"requests_per_minute": 1000, "tokens_per_day": 10**7, "max_concurrent_
 
 
 async def _serving(
-    sqlite_url: str, mock_llm_base_url: str, redis_server: RedisServer, prefix: str, mode: str
+    sqlite_url: str,
+    mock_llm_base_url: str,
+    redis_server: RedisServer,
+    prefix: str,
+    mode: str,
+    **extra: Any,
 ) -> AsyncIterator[tuple[Gateway, Tenant]]:
     """A gateway on the private Redis in failure mode `mode`, with a limited tenant whose first
     runs went through Redis."""
@@ -66,6 +72,7 @@ async def _serving(
         redis_url=redis_server.url,
         redis_key_prefix=prefix,
         limits_failure_mode=mode,
+        **extra,
     ):
         tenant = await limited_tenant(gw, "acme", **LIMITS)
         assert {r.status_code for r in await _traffic(gw, tenant.headers, 4)} == {200}
@@ -124,3 +131,25 @@ async def test_closed_mode_answers_503_and_resumes(
         assert {r.status_code for r in await _traffic(gw, tenant.headers, 4)} == {200}
         r = await gw.client.get("/readyz")
         assert r.status_code == 200
+
+
+async def test_the_budget_recount_waits_while_redis_is_away(
+    sqlite_url: str, mock_llm_base_url: str, redis_server: RedisServer
+) -> None:
+    """The periodic recount of the day windows (GATEWAY_LIMITS_BUDGET_RECOUNT_S) skips its
+    passes while Redis is away: each would fall back to memory for every budgeted tenant,
+    counted as degraded checks no request made."""
+    prefix = f"test:{secrets.token_hex(6)}:"
+    served = _serving(
+        sqlite_url, mock_llm_base_url, redis_server, prefix, "open", limits_budget_recount_s=0.1
+    )
+    async for gw, _ in served:
+        await gw.flush_usage()  # the tenant's runs are in the records: a pass has work
+        redis_server.stop()
+        r = await gw.client.get("/readyz")
+        assert r.json()["status"] == "degraded"
+        await asyncio.sleep(0.3)  # the first pass finds Redis gone (one fallback, counted)
+        before = degraded_total()
+        await asyncio.sleep(1.0)  # ten more passes: skipped
+        assert degraded_total() == before
+        redis_server.start()
