@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import wait_answering
+from gateway.cli.serve import uses_mock
+from tests.conftest import make_settings, wait_answering
 
 GATEWAY = str(Path(sys.executable).parent / "gateway")
 
@@ -443,3 +444,31 @@ def test_an_admin_token_read_from_a_file_with_its_newline_still_matches() -> Non
     token = "t" * 30
     assert Settings(admin_token=f"{token}\n", database_url="sqlite://").admin_token == token
     assert Settings(admin_token=" " * 30, database_url="sqlite://").admin_token == ""
+
+
+@pytest.mark.parametrize(
+    ("key", "base_url", "mock_url", "upstream", "spawns_mock"),
+    [
+        (None, None, None, None, True),  # development: `serve` runs the mock LLM itself
+        (None, None, "http://mock:9100/v1", "http://mock:9100/v1", False),
+        ("", "", "http://mock:9100/v1", "http://mock:9100/v1", False),  # empty is unset
+        ("sk-real", "", "http://mock:9100/v1", None, False),  # a real key never goes to it
+        (
+            "sk-real",
+            "https://llm.example/v1",
+            "http://mock:9100/v1",
+            "https://llm.example/v1",
+            False,
+        ),
+        (None, "http://vllm:8000/v1", None, "http://vllm:8000/v1", False),
+    ],
+)
+def test_which_upstream_the_deployment_uses(
+    key: str | None, base_url: str | None, mock_url: str | None, upstream: str | None,
+    spawns_mock: bool,
+) -> None:  # fmt: skip
+    settings = make_settings(
+        "sqlite+aiosqlite://", openai_api_key=key, openai_base_url=base_url, mock_llm_url=mock_url
+    )
+    assert settings.upstream_base_url == upstream
+    assert uses_mock(settings) is spawns_mock

@@ -119,7 +119,7 @@ class ProviderRegistry:
     def default(self) -> OpenAIProvider:
         """The deployment's upstream."""
         settings = self._settings
-        return self.get(settings.openai_base_url, settings.openai_api_key or "mock-key")
+        return self.get(settings.upstream_base_url, settings.openai_api_key or "mock-key")
 
     def get(self, base_url: str | None, api_key: str) -> OpenAIProvider:
         """The provider of one upstream, created on first use."""

@@ -127,7 +127,7 @@ def require_free_port(host: str, port: int, what: str) -> None:
 
 def uses_mock(settings: Settings) -> bool:
     """No upstream configured: `ensure_upstream` runs the mock LLM."""
-    return settings.uses_mock_upstream and not settings.openai_base_url
+    return settings.uses_mock_upstream and not settings.upstream_base_url
 
 
 def ensure_upstream(

@@ -203,7 +203,14 @@ class Settings(BaseSettings):
     openai_base_url: str | None = Field(
         default=None, validation_alias=AliasChoices("OPENAI_BASE_URL", "GATEWAY_OPENAI_BASE_URL")
     )
-    """Upstream base URL (standard OpenAI variable); any OpenAI-compatible server."""
+    """Upstream base URL (standard OpenAI variable); any OpenAI-compatible server. Unset (or
+    empty): OpenAI's."""
+
+    mock_llm_url: str | None = None
+    """Base URL of a mock LLM (`gateway mock-llm`) to use as the upstream while
+    `OPENAI_API_KEY` is unset, in any environment (the compose file's `mock-llm` service).
+    Ignored once `OPENAI_API_KEY` or `OPENAI_BASE_URL` is set: a real key then goes to OpenAI
+    (or to `OPENAI_BASE_URL`), never to the mock."""
 
     upstream_api: Literal["responses", "chat_completions"] = "responses"
     """Which upstream API the Agents SDK speaks."""
@@ -412,6 +419,14 @@ class Settings(BaseSettings):
     def uses_mock_upstream(self) -> bool:
         """True when no upstream key is configured (the built-in mock LLM serves)."""
         return not self.openai_api_key
+
+    @property
+    def upstream_base_url(self) -> str | None:
+        """The deployment's upstream: `OPENAI_BASE_URL`; without it, `GATEWAY_MOCK_LLM_URL`
+        while no key is set; else None (OpenAI's). An empty variable counts as unset."""
+        if self.openai_base_url:
+            return self.openai_base_url
+        return (self.mock_llm_url or None) if self.uses_mock_upstream else None
 
     @property
     def old_secret_keys(self) -> tuple[str, ...]:

@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import IN_CI
+from gateway.core.config import Settings
+from tests.conftest import IN_CI, make_settings
 from tests.deploy import nginx
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -179,6 +180,36 @@ def test_every_image_is_pinned(stack: dict[str, Any]) -> None:
     for name, svc in stack["services"].items():
         image = svc["image"]
         assert not image.endswith(":latest") and ":" in image, (name, image)
+
+
+@pytest.mark.parametrize("key", [None, "sk-real-key"])
+def test_a_real_key_goes_to_openai_and_the_mock_serves_only_without_one(key: str | None) -> None:
+    """Setting only OPENAI_API_KEY in .env sent the real key to the mock container, and every
+    run answered from the mock (OPENAI_BASE_URL defaulted to it)."""
+    result = compose_config({**SECRETS, **({"OPENAI_API_KEY": key} if key else {})})
+    assert result.returncode == 0, result.stderr
+    stack = yaml.safe_load(result.stdout)
+    for name, svc in gateways(stack).items():
+        env = {k: ("" if v is None else str(v)) for k, v in svc["environment"].items()}
+        settings = make_settings(
+            "sqlite+aiosqlite://",
+            openai_api_key=env["OPENAI_API_KEY"],
+            openai_base_url=env["OPENAI_BASE_URL"],
+            mock_llm_url=env["GATEWAY_MOCK_LLM_URL"],
+        )
+        expected = None if key else "http://mock-llm:9100/v1"
+        assert settings.upstream_base_url == expected, name
+        assert env["OPENAI_API_KEY"] == (key or "")
+
+
+def test_nginx_waits_longer_than_the_longest_plain_run() -> None:
+    """A plain run answers when it is done, up to GATEWAY_RUN_TIMEOUT_S: nginx's read timeout
+    (300 s) cut runs of 300-600 s with its 504, answered as "no replica, retry shortly"."""
+    conf = nginx.GATEWAY_CONF.read_text()
+    timeouts = re.findall(r"proxy_(read|send)_timeout (\d+)s;", conf)
+    assert {kind for kind, _ in timeouts} == {"read", "send"}
+    run_timeout = Settings.model_fields["run_timeout_s"].default
+    assert all(int(seconds) > run_timeout for _, seconds in timeouts), timeouts
 
 
 def test_the_nginx_config_passes_nginx_t(tmp_path: Path) -> None:
