@@ -170,6 +170,13 @@ def test_invalid_settings_name_the_setting_and_never_echo_a_secret(env: dict[str
     assert "Traceback" not in r.stderr
     for secret in (token[-12:], "db-password-77", "too-short-secret"):
         assert secret not in r.stdout + r.stderr
+    # The example Secret's placeholders stop a production start too (the docs said so; a
+    # metrics token or upstream key of `change-me` started).
+    production["GATEWAY_SECRET_KEY"] = "s" * 40
+    for name in ("GATEWAY_METRICS_TOKEN", "OPENAI_API_KEY"):
+        r = gateway({**production, name: "change-me"}, "serve", "--port", "1")
+        assert r.returncode == 2, r.stderr
+        assert f"{name} is a placeholder" in r.stderr and "Traceback" not in r.stderr
 
 
 def _free_port() -> int:

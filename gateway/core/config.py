@@ -413,6 +413,14 @@ class Settings(BaseSettings):
             not self.admin_token or self.admin_token in _PLACEHOLDERS or len(self.admin_token) < 24
         ):
             raise ValueError("GATEWAY_ADMIN_TOKEN must be set to at least 24 characters")
+        # The example Secret's placeholders (deploy/k8s/secret.example.yaml): an empty value
+        # is unset, a placeholder a mistake to stop at.
+        for name, value in (
+            ("GATEWAY_METRICS_TOKEN", self.metrics_token),
+            ("OPENAI_API_KEY", self.openai_api_key),
+        ):
+            if value and value.strip().lower() in _PLACEHOLDERS:
+                raise ValueError(f"{name} is a placeholder: set a real value, or unset it")
         return self
 
     @property
