@@ -219,6 +219,11 @@ def test_the_service_monitor_scrapes_every_gateway_pod(
     assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert [e["port"] for e in monitor["endpoints"]] == [service["spec"]["ports"][0]["name"]]
     assert monitor["endpoints"][0]["path"] == "/metrics"
+    # Labelled as the rest of the app, for a Prometheus whose selectors match labels (the
+    # component's objects had none).
+    for kind in ("ServiceMonitor", "PrometheusRule"):
+        labels = one(production, kind)["metadata"].get("labels", {})
+        assert labels.get("app.kubernetes.io/name") == "agent-gateway", kind
 
 
 def test_the_prometheus_rule_is_alerts_yml(production: list[dict[str, Any]]) -> None:
