@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import subprocess
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -148,5 +151,38 @@ def test_usage_records_export_in_run_id_byte_order_under_any_collation() -> None
     try:
         upgrade(url)
         assert asyncio.run(exported()) == sorted(ids)
+    finally:
+        asyncio.run(_pg_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def test_two_upgrades_at_once_take_turns() -> None:
+    """Two `gateway db upgrade` on one empty PostgreSQL database at once (a retried Job beside
+    the first): both succeed, the second finding the schema at head. One failed with a
+    duplicate-key error that read like a broken database."""
+    name = f"gw_race_{secrets.token_hex(4)}"
+    asyncio.run(_pg_admin_execute(f'CREATE DATABASE "{name}"'))
+    base, _, _ = PG_URL.rpartition("/")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
+        "GATEWAY_DATABASE_URL": f"{base}/{name}",
+        "GATEWAY_ENV": "development",
+    }
+    gateway = str(Path(sys.executable).with_name("gateway"))
+    try:
+        procs = [
+            subprocess.Popen(
+                [gateway, "db", "upgrade"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(3)
+        ]
+        errors = [p.communicate(timeout=120)[1] for p in procs]
+        outcomes = [(p.returncode, err) for p, err in zip(procs, errors, strict=True)]
+        assert [code for code, _ in outcomes] == [0, 0, 0], outcomes
+        names, diff = asyncio.run(_inspect(f"{base}/{name}"))
+        assert names >= TABLES and diff == []
     finally:
         asyncio.run(_pg_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

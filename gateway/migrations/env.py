@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from alembic import context
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel import SQLModel
@@ -14,6 +15,7 @@ from tenants.models.usage import is_partition
 
 config = context.config
 target_metadata = SQLModel.metadata
+MIGRATION_LOCK = 0x6167_6D69_6772_6174  # "agmigrat": this application's migrations
 
 
 def include_name(name: str | None, type_: str, parent_names: object) -> bool:
@@ -30,6 +32,11 @@ def _run(connection: Connection) -> None:
         include_name=include_name,
     )
     with context.begin_transaction():
+        if connection.dialect.name == "postgresql":
+            # Two upgrades at once (a retried Job beside the first, two `migrate` services)
+            # take turns: the second waits here, then finds the schema at head. It failed
+            # half-way with a duplicate-key error that read like a broken database.
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         context.run_migrations()
 
 
