@@ -479,3 +479,30 @@ def test_which_upstream_the_deployment_uses(
     )
     assert settings.upstream_base_url == upstream
     assert uses_mock(settings) is spawns_mock
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "says"),
+    [
+        ("--fault-rate", "2", "fault_rate must be a probability"),
+        ("--fault-rate", "nan", "fault_rate must be a probability"),
+        ("--fault-status", "200", "fault_status must be an HTTP error status"),
+        ("--latency-ms", "-5", "latency_ms must be a finite number"),
+        ("--latency-ms", "inf", "latency_ms must be a finite number"),
+        ("--stream-delay-ms", "nan", "stream_delay_ms must be a finite number"),
+    ],
+)
+def test_mock_llm_refuses_knobs_that_would_test_nothing(
+    env: dict[str, str], option: str, value: str, says: str
+) -> None:
+    """`--fault-status 200` injected no fault and `--fault-rate 2` is no probability: both
+    started and quietly tested nothing."""
+    done = subprocess.run(
+        [GATEWAY, "mock-llm", "--port", "1", option, value],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2, done.stderr
+    assert says in done.stderr and "Traceback" not in done.stderr

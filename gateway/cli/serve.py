@@ -45,13 +45,16 @@ def mock_llm(
     """Serve the offline, deterministic OpenAI-compatible mock LLM."""
     from gateway.mock_llm import MockConfig, run_mock_server
 
-    config = MockConfig(
-        latency_ms=latency_ms,
-        stream_delay_ms=stream_delay_ms,
-        fault_rate=fault_rate,
-        fault_status=fault_status,
-        stall_seconds=stall_seconds,
-    )
+    try:
+        config = MockConfig(
+            latency_ms=latency_ms,
+            stream_delay_ms=stream_delay_ms,
+            fault_rate=fault_rate,
+            fault_status=fault_status,
+            stall_seconds=stall_seconds,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     require_free_port(host, port, "the mock LLM's")
     typer.echo(f"mock LLM: OPENAI_BASE_URL=http://{host}:{port}/v1 (Ctrl-C stops it)")
     run_mock_server(host, port, config)

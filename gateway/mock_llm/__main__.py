@@ -28,16 +28,19 @@ def main(argv: list[str] | None = None) -> None:
         "--parent-pid", type=int, default=None, help="exit once this process is gone"
     )
     args = parser.parse_args(argv)
-    config = MockConfig(
-        latency_ms=args.latency_ms,
-        stream_delay_ms=args.stream_delay_ms,
-        fault_rate=args.fault_rate,
-        fault_status=args.fault_status,
-        seed=args.seed,
-        stall_seconds=args.stall_seconds,
-        # From the environment, not the command line (which `ps` shows): `gateway demo` sets it.
-        tool_secret=os.environ.get("MOCK_LLM_TOOL_SECRET") or None,
-    )
+    try:
+        config = MockConfig(
+            latency_ms=args.latency_ms,
+            stream_delay_ms=args.stream_delay_ms,
+            fault_rate=args.fault_rate,
+            fault_status=args.fault_status,
+            seed=args.seed,
+            stall_seconds=args.stall_seconds,
+            # From the environment, not the command line (which `ps` shows): `gateway demo` sets it.
+            tool_secret=os.environ.get("MOCK_LLM_TOOL_SECRET") or None,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     run_mock_server(args.host, args.port, config, parent_pid=args.parent_pid)
 
 

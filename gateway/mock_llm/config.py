@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 
@@ -33,3 +34,17 @@ class MockConfig:
 
     stall_seconds: float = 30.0
     """How long a ``timeout`` / ``stall`` fault hangs before carrying on."""
+
+    def __post_init__(self) -> None:
+        # A knob out of range would quietly test nothing (a fault status of 200 injects no
+        # fault, a rate of 2 or NaN is not a probability): refused at start.
+        for name in ("latency_ms", "stream_delay_ms", "stall_seconds"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, not {value}")
+        if not 0.0 <= self.fault_rate <= 1.0:  # NaN fails both comparisons
+            raise ValueError(f"fault_rate must be a probability in 0..1, not {self.fault_rate}")
+        if not 400 <= self.fault_status <= 599:
+            raise ValueError(
+                f"fault_status must be an HTTP error status (400..599), not {self.fault_status}"
+            )
