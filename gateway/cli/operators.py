@@ -272,7 +272,8 @@ def admin_create_user(
     username: Annotated[str, typer.Argument(help="2-64 characters of a-z, 0-9, _ . -")],
     role: Annotated[str, typer.Option(help="admin (everything) or viewer (GET only).")],
     password: Annotated[
-        str | None, typer.Option(help="At least 12 characters; prompted for when absent.")
+        str | None,
+        typer.Option(help="At least 12 characters besides blanks; prompted for when absent."),
     ] = None,
 ) -> None:
     """Create an admin user (password hashed with Argon2; audited as `user.create`)."""

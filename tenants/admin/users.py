@@ -48,6 +48,10 @@ async def create_user(
         raise ValidationFailedError(
             f"Passwords are {MIN_PASSWORD_LENGTH} to {MAX_PASSWORD_LENGTH} characters."
         )
+    if len(password.strip()) < MIN_PASSWORD_LENGTH:  # twelve spaces were a password
+        raise ValidationFailedError(
+            f"Passwords have at least {MIN_PASSWORD_LENGTH} characters besides blanks."
+        )
     if await get_user(session, username) is not None:
         raise ConflictError(f"An admin user named '{username}' exists.")
     user = AdminUser(

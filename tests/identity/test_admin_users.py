@@ -92,6 +92,8 @@ async def test_service_refuses_bad_input(client: httpx.AsyncClient, sqlite_url: 
         for args in (
             ("carol", "root", ADMIN_PW),
             ("carol", "admin", "short"),
+            ("carol", "admin", " " * 12),  # twelve blanks were a password
+            ("carol", "admin", "  abc  \t\n   "),
             ("Bad Name", "admin", ADMIN_PW),
         ):
             async with db.session() as session:
