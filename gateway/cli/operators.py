@@ -372,7 +372,8 @@ def prices_set(
 @usage_app.command("maintain")
 def usage_maintain() -> None:
     """Create the coming months' partitions of the raw usage records and drop those past
-    GATEWAY_USAGE_RAW_RETENTION_DAYS (PostgreSQL; run it daily from cron or a CronJob)."""
+    GATEWAY_USAGE_RAW_RETENTION_DAYS (PostgreSQL; run it daily from cron or a CronJob); a drop
+    is audited as `usage.drop`."""
     from gateway.core.clock import utcnow
     from tenants.usage.partitions import is_partitioned, maintain
 
@@ -381,12 +382,17 @@ def usage_maintain() -> None:
     async def go(session: Any) -> Any:
         if not is_partitioned(session):
             return None
-        return await maintain(
+        done = await maintain(
             session,
             today=utcnow().date(),
             months_ahead=settings.usage_partitions_ahead,
             retention_days=settings.usage_raw_retention_days,
         )
+        if done.dropped:  # billing data gone: who, when, which months
+            kept_from = None if done.kept_from is None else done.kept_from.isoformat()
+            details = {"dropped": done.dropped, "kept_from": kept_from}
+            await _audit(session, "usage.drop", "usage_records", "usage_records", None, details)
+        return done
 
     done = _with_session(go)
     if done is None:

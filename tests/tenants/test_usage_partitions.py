@@ -107,6 +107,9 @@ async def test_migration_converts_the_table_keeping_every_row(pg: str) -> None:
         assert len(before_export) == len(rows)
 
         await asyncio.to_thread(upgrade, pg)
+        # The pool's prepared statements predate the migrations (0014 changes `run_id`'s
+        # collation, which invalidates them once): fresh connections, as a restart would.
+        await db.engine.dispose()
         assert await _partitioned(db)
         async with db.session() as session:
             months = await existing_months(session)
@@ -222,6 +225,19 @@ def test_gateway_usage_maintain(pg: str, tmp_path: Path) -> None:
         "GATEWAY_USAGE_RAW_RETENTION_DAYS": "400",
         "GATEWAY_USAGE_PARTITIONS_AHEAD": "3",
     }
+    # A month past the retention holds a record: the command drops its partition, and says
+    # so in the audit log (dropping billing data was the one CLI change left unaudited).
+    old_day = utcnow().date().replace(day=1) - timedelta(days=800)
+    old_partition = f"usage_records_{old_day:%Y_%m}"
+
+    async def seeded() -> None:
+        db = Database(pg)
+        try:
+            await add(db, record("ten_old", old_day))
+        finally:
+            await db.dispose()
+
+    asyncio.run(seeded())
     done = subprocess.run(
         [GATEWAY, "usage", "maintain"], env=env, capture_output=True, text=True, timeout=60
     )
@@ -229,6 +245,23 @@ def test_gateway_usage_maintain(pg: str, tmp_path: Path) -> None:
     out = json.loads(done.stdout)
     assert out["partitioned"] is True
     assert out["kept_from"] == (utcnow().date() - timedelta(days=400)).isoformat()
+    assert old_partition in out["dropped"]
+
+    async def audited() -> list[Any]:
+        db = Database(pg)
+        try:
+            async with db.engine.connect() as conn:
+                rows = await conn.execute(
+                    text("SELECT actor, action, details FROM audit_events WHERE actor = 'cli'")
+                )
+                return [tuple(row) for row in rows]
+        finally:
+            await db.dispose()
+
+    events = [(a, action, d) for a, action, d in asyncio.run(audited()) if action == "usage.drop"]
+    assert len(events) == 1, events
+    details = events[0][2] if isinstance(events[0][2], dict) else json.loads(events[0][2])
+    assert old_partition in details["dropped"] and details["kept_from"] == out["kept_from"]
     sqlite_env = {**env, "GATEWAY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"}
     assert subprocess.run([GATEWAY, "db", "upgrade"], env=sqlite_env, timeout=60).returncode == 0
     done = subprocess.run(
