@@ -41,6 +41,12 @@ def usage(handle: RunHandle) -> dict[str, Any]:
     }
 
 
+def finish_reason(handle: RunHandle) -> str:
+    """`length` when the answer's model call used all of its `max_tokens` (the answer was cut
+    there, as OpenAI reports it), else `stop`."""
+    return "length" if handle.meter.last_call_cut else "stop"
+
+
 def completion(handle: RunHandle, output: Any) -> dict[str, Any]:
     """The `chat.completion` object of a finished run."""
     return {
@@ -52,7 +58,7 @@ def completion(handle: RunHandle, output: Any) -> dict[str, Any]:
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": output_text(output)},
-                "finish_reason": "stop",
+                "finish_reason": finish_reason(handle),
                 "logprobs": None,
             }
         ],

@@ -2,7 +2,8 @@
 clients (`gateway.runs.streaming` produces the events, keep-alives and cancellation).
 
 The stream is: a first chunk with `delta: {"role": "assistant", "content": ""}`, one chunk per
-`output_text.delta` of the run, a chunk with an empty delta and `finish_reason: "stop"`, then,
+`output_text.delta` of the run, a chunk with an empty delta and `finish_reason` (`stop`, or
+`length` when the answer was cut at its `max_tokens`), then,
 with `stream_options.include_usage`, a chunk with `choices: []` and the run's `usage`, and
 `data: [DONE]`. Tool calls run inside the gateway and are not sent as tool-call deltas. Text
 of every model turn is forwarded as it arrives (a turn that calls a tool may say something
@@ -19,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from gateway.chat.objects import completion_id, created, usage
+from gateway.chat.objects import completion_id, created, finish_reason, usage
 from gateway.runs.handle import RunHandle
 
 DONE = b"data: [DONE]\n\n"
@@ -53,7 +54,7 @@ class ChunkEncoder:
         if name == "run.created":
             return self.chunk({"role": "assistant", "content": ""})
         if name == "run.completed":
-            end = self.chunk({}, "stop")
+            end = self.chunk({}, finish_reason(self.handle))
             if self.include_usage:
                 end += data({**self.head, "choices": [], "usage": usage(self.handle)})
             return end + DONE

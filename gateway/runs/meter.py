@@ -209,6 +209,9 @@ class RunMeter(RunHooks[Any]):
         """The run stops after the call in flight (`stop_after_call`)."""
         self.cancelled = False
         """The run is being cancelled with no call in flight: none may start."""
+        self.last_call_cut = False
+        """The run's latest model call used all of its output limit (`max_tokens`): its
+        answer was cut there (Chat Completions' `finish_reason: "length"`)."""
         self.failed_status = CANCELLED
         """The status of a call the run ended without: the upstream's failure (`timeout`,
         `429`, `unreachable`, `bad_response`, ...) when it is known (counted where it was
@@ -276,6 +279,8 @@ class RunMeter(RunHooks[Any]):
             record_model_call(model, status="ok", seconds=time.perf_counter() - call[0])
         usage = response.usage
         self.total.add(usage)
+        limit = agent.model_settings.max_tokens or self.max_output
+        self.last_call_cut = limit is not None and usage.output_tokens >= limit
         if model != self.model:
             if self.others is None:
                 self.others = {}

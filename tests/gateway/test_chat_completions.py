@@ -618,3 +618,23 @@ async def test_models_are_the_tenants_own_agents(live_one: Live) -> None:
         assert [m.id async for m in user.models.list()] == ["assistant", "billing"]
     async with live_one.client(other) as owner:
         assert [m.id async for m in owner.models.list()] == ["secret-bot"]
+
+
+async def test_an_answer_cut_at_max_tokens_finishes_with_length(live: Live) -> None:
+    """OpenAI clients read `finish_reason: "length"` as "the answer was cut": an agent whose
+    answer used all of its `max_tokens` says so, plain and streamed (it was always `stop`)."""
+    key = await live.tenant("cut")
+    tenant_id = live.tenant_ids[key]
+    short = {**AGENT_SPEC, "tools": [], "model_settings": {"max_tokens": 4}}
+    async with live.http() as c:
+        r = await c.put(f"/admin/tenants/{tenant_id}/agents/short", json=short, headers=ADMIN)
+        assert r.status_code == 201, r.text
+    story = [{"role": "user", "content": "tell me a long story about the sea and the ships"}]
+    async with live.client(key) as client:
+        for model, expected in (("short", "length"), ("assistant", "stop")):
+            plain = await client.chat.completions.create(model=model, messages=story)
+            assert plain.choices[0].finish_reason == expected, plain
+            stream = await client.chat.completions.create(model=model, messages=story, stream=True)
+            ends = [c.choices[0].finish_reason async for c in stream if c.choices]
+            assert [reason for reason in ends if reason] == [expected], ends
+        assert plain.usage is not None and plain.usage.completion_tokens > 4
