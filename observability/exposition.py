@@ -122,12 +122,14 @@ def install_http_metrics(app: FastAPI, settings: Settings) -> None:
         factory: Any = entry.cls
         if factory is PrometheusInstrumentatorMiddleware:
             entry.cls = cast(Any, RouteCachedMiddleware)
-    expected = f"Bearer {settings.metrics_token}".encode() if settings.metrics_token else None
+    expected = settings.metrics_token.encode() if settings.metrics_token else None
     threaded = multiprocess_enabled()
 
     async def metrics(request: Request) -> Response:
         if expected is not None:
-            given = request.headers.get("authorization", "").encode()
+            # The scheme is case-insensitive (RFC 9110 11.1), as on the API's own routes.
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            given = token.strip().encode() if scheme.lower() == "bearer" else b""
             if not hmac.compare_digest(given, expected):
                 return Response(
                     _UNAUTHORIZED,

@@ -1,7 +1,7 @@
 """The gateway's own `gateway_*` Prometheus series, defined in this one module.
 
 Label values are bounded by design: the tenant label is the tenant's slug (at most
-`GATEWAY_METRICS_MAX_TENANTS` distinct values per worker, the rest under `tenant="other"`),
+`GATEWAY_METRICS_MAX_TENANTS` distinct values per worker, the rest under `tenant="_other"`),
 never a user id, key, prompt or raw path. Model, agent and tool labels come from agent specs
 the operator controls.
 
@@ -23,7 +23,9 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from observability.context import add_tokens
 
-OTHER_TENANT = "other"
+OTHER_TENANT = "_other"
+"""The label of tenants (and tools) past a worker's cap: no slug can take it (slugs are
+`[a-z0-9-]`), so a tenant named `other` never shares its series."""
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 
 RUNS = Counter("gateway_runs_total", "Agent runs by final status.", ["tenant", "agent", "status"])
@@ -57,8 +59,9 @@ UPSTREAM_RETRIES = Counter(
 )
 UPSTREAM_DURATION = Histogram(
     "gateway_upstream_request_duration_seconds",
-    "Latency of each model call (timed by the run's hooks), by outcome (`ok`, `error`: the "
-    "run ended before the call answered).",
+    "Latency of each model call (timed by the run's hooks), by outcome: the statuses of "
+    "gateway_upstream_requests_total (`ok`, an HTTP status, `timeout`, `unreachable`, "
+    "`bad_response`, `cancelled`).",
     ["model", "status"],
     buckets=_LATENCY_BUCKETS,
 )
@@ -171,7 +174,7 @@ WORKERS.set(time.time())
 
 class _TenantLabels:
     """The label values (tenant slugs, tool names) admitted so far in this process (bounded by
-    `limit`; later ones are `other`)."""
+    `limit`; later ones are `_other`)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit

@@ -345,7 +345,8 @@ class Settings(BaseSettings):
     """When set, `/metrics` requires `Authorization: Bearer <token>` (401 otherwise)."""
 
     metrics_max_tenants: int = Field(default=500, ge=1)
-    """Distinct `tenant` label values per worker; further tenants are counted as `other`."""
+    """Distinct `tenant` label values per worker; further tenants are counted as `_other`
+    (a value no slug can take)."""
 
     metrics_dir: str | None = None
     """Parent of the per-instance prometheus_client multiprocess directories used by
